@@ -1,0 +1,45 @@
+"""The exception tree. Every message is written for the user who must fix it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class CorralError(Exception):
+    """Base of every error corral reports without a traceback."""
+
+    exit_code = 2
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One finding about a file: `FILE:LINE: message`, an error or a warning."""
+
+    path: Path | None
+    line: int
+    message: str
+    severity: str = "error"  # "error" | "warning"
+
+    def __str__(self) -> str:
+        where = f"{self.path}:{self.line}: " if self.path is not None else ""
+        prefix = "warning: " if self.severity == "warning" else ""
+        return f"{where}{prefix}{self.message}"
+
+
+class HeaderError(CorralError):
+    """One or more header, name or graph errors; `problems` holds them all, in file order."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+class UsageError(CorralError):
+    """Bad flags, config or targets."""
+
+
+class LockHeld(CorralError):
+    """Another run holds the modules directory's lock."""
+
+    exit_code = 3

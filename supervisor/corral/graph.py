@@ -1,0 +1,399 @@
+"""Names, dependency resolution, selection, levels, priorities and the run-time Plan.
+
+Edges point from a module to what it waits on. `requires` and `wants` select and
+order; `after`/`before` only order, and only when both modules are in the run.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from corral.errors import HeaderError, Problem, UsageError
+from corral.headers import NAME_RE, Header
+
+ORDER_KINDS = ("requires", "wants", "after", "before")
+
+
+@dataclass(frozen=True)
+class Module:
+    """A Bash file and its parsed header."""
+
+    name: str
+    path: Path
+    header: Header
+
+    def problem(self, key: str, message: str, severity: str = "error") -> Problem:
+        return Problem(self.path, self.header.line_of(key), message, severity)
+
+
+@dataclass
+class Graph:
+    """Every module of the modules directories, with resolved dependencies."""
+
+    modules: dict[str, Module]
+    # name -> kind -> canonical names it waits on (before-edges already turned around)
+    waits: dict[str, dict[str, set[str]]]
+    warnings: list[Problem] = field(default_factory=list)
+
+    def hard(self, name: str) -> set[str]:
+        return self.waits[name]["requires"]
+
+    def selects(self, name: str) -> set[str]:
+        return self.waits[name]["requires"] | self.waits[name]["wants"]
+
+    def order_edges(self, name: str, among: Iterable[str] | None = None) -> set[str]:
+        """Everything `name` must wait for, restricted to `among` when given."""
+        kinds = self.waits[name]
+        out = kinds["requires"] | kinds["wants"] | kinds["after"] | kinds["before"]
+        return out if among is None else out & set(among)
+
+
+def module_name(path: Path) -> str:
+    return path.name[:-3] if path.name.endswith(".sh") else path.name
+
+
+def build_graph(modules: list[Module], facilities: dict[str, tuple[str, ...]]) -> Graph:
+    """Resolve names and dependencies; raises HeaderError listing every problem found."""
+    problems: list[Problem] = []
+    warnings: list[Problem] = []
+    for module in modules:
+        for p in module.header.problems:
+            found = Problem(module.path, p.line, p.message, p.severity)
+            (problems if p.severity == "error" else warnings).append(found)
+    by_name, aliases = _names(modules, problems)
+    resolver = _Resolver(by_name, aliases, facilities)
+    waits: dict[str, dict[str, set[str]]] = {m: {k: set() for k in ORDER_KINDS} for m in by_name}
+    all_users = []
+    for name, module in by_name.items():
+        for kind in ORDER_KINDS:
+            for dep in getattr(module.header, kind):
+                if dep == "$all":
+                    all_users.append(name)
+                    continue
+                targets, message = resolver.resolve(dep)
+                if message:
+                    severity = "error" if kind == "requires" and not dep.startswith("$") else (
+                        "warning")
+                    if kind in ("requires", "wants") or dep.startswith("$"):
+                        found = module.problem(kind, f"{kind} {dep!r}: {message}", severity)
+                        (problems if severity == "error" else warnings).append(found)
+                for target in targets:
+                    if kind == "before":
+                        waits[target]["before"].add(name)
+                    else:
+                        waits[name][kind].add(target)
+    for name in all_users:  # insserv's $all: after every module that does not use $all itself
+        waits[name]["after"].update(set(by_name) - set(all_users))
+    graph = Graph(by_name, waits, warnings)
+    problems.extend(_cycles(graph))
+    if problems:
+        raise HeaderError(sorted(problems, key=lambda p: (str(p.path), p.line)) + warnings)
+    return graph
+
+
+def _names(modules: list[Module], problems: list[Problem]):
+    by_name: dict[str, Module] = {}
+    aliases: dict[str, str] = {}
+    owner: dict[str, Module] = {}
+    for module in modules:
+        if not NAME_RE.match(module.name):
+            problems.append(Problem(module.path, 1, f"module name {module.name!r} is not "
+                                    "allowed (use letters, digits, _ . -, not starting with -)"))
+            continue
+        for name in (module.name, *module.header.provides):
+            other = owner.get(name)
+            if other is not None and other is not module:
+                problems.append(module.problem(
+                    "provides", f"name {name!r} is also provided by {other.path}"))
+                continue
+            owner[name] = module
+        by_name.setdefault(module.name, module)
+    for name, module in owner.items():
+        if name != module.name and module.name in by_name:
+            aliases[name] = module.name
+    return by_name, aliases
+
+
+class _Resolver:
+    def __init__(self, by_name, aliases, facilities):
+        self.by_name, self.aliases, self.facilities = by_name, aliases, facilities
+
+    def resolve(self, dep: str) -> tuple[list[str], str | None]:
+        """Canonical names for `dep`, and why it could not be found (None when it was)."""
+        if dep in self.by_name:
+            return [dep], None
+        if dep in self.aliases:
+            return [self.aliases[dep]], None
+        if dep.startswith("$") and dep in self.facilities:
+            members = [m.lstrip("+") for m in self.facilities[dep]]
+            found = [t for m in members for t in self.resolve(m)[0]]
+            return found, None
+        if dep.startswith("$"):
+            return [], "unknown facility (map it under facilities: in the config)"
+        return [], "no module has that name or provides it"
+
+
+def _cycles(graph: Graph) -> list[Problem]:
+    """One problem per strongly connected component, listing a cycle's members in order."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    problems = []
+    counter = 0
+    for root in sorted(graph.modules):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph.order_edges(root))))]
+        index[root] = low[root] = counter
+        counter += 1
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = counter
+                    counter += 1
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(graph.order_edges(child)))))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1 or node in graph.order_edges(node):
+                    problems.append(_cycle_problem(graph, set(component)))
+    return problems
+
+
+def _cycle_problem(graph: Graph, component: set[str]) -> Problem:
+    start = min(component)
+    path, seen = [start], {start}
+    while True:  # walk inside the component until a member repeats
+        here = path[-1]
+        nxt = min(graph.order_edges(here, component))
+        if nxt in seen:
+            path = path[path.index(nxt):] + [nxt]
+            break
+        path.append(nxt)
+        seen.add(nxt)
+    steps = []
+    for a, b in zip(path, path[1:], strict=False):
+        kind = next(k for k in ORDER_KINDS if b in graph.waits[a][k])
+        steps.append(f"{b} before {a}" if kind == "before" else f"{a} {kind} {b}")
+    module = graph.modules[path[0]]
+    first_kind = next(k for k in ORDER_KINDS if path[1] in graph.waits[path[0]][k])
+    line = 1 if first_kind == "before" else module.header.line_of(first_kind)
+    message = f"dependency cycle: {' -> '.join(path)} ({'; '.join(steps)})"
+    return Problem(module.path, line, message)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The modules a command acts on, in a valid order, with waves and priorities."""
+
+    names: tuple[str, ...]  # topological order: by level, then priority, then name
+    level: dict[str, int]
+    priority: dict[str, float]
+    waits: dict[str, frozenset[str]]  # order edges among the selection
+    excluded: dict[str, str]  # name -> why it was left out
+
+
+def select(graph: Graph, targets: Iterable[str] = (), tags: Iterable[str] = (),
+           exclude: Iterable[str] = (), durations: dict[str, float] | None = None) -> Selection:
+    """Targets (all when none) filtered by tags, closed over requires/wants, minus exclusions."""
+    resolver = _Resolver(graph.modules, _alias_map(graph), {})
+    start = set()
+    for target in targets:
+        names, message = resolver.resolve(target)
+        if message:
+            raise UsageError(f"no module named {target!r} (see `corral list`)")
+        start.update(names)
+    if not targets:
+        start = set(graph.modules)
+    tags = set(tags)
+    if tags:
+        start = {n for n in start if tags & set(graph.modules[n].header.tags)}
+    chosen = _closure(start, graph.selects)
+    excluded = _exclusions(graph, chosen, exclude, resolver)
+    chosen -= set(excluded)
+    waits = {n: frozenset(graph.order_edges(n, chosen)) for n in chosen}
+    level = _levels(waits)
+    priority = priorities(waits, durations or {})
+    order = sorted(chosen, key=lambda n: (level[n], -priority[n], n))
+    return Selection(tuple(order), level, priority, waits, excluded)
+
+
+def _alias_map(graph: Graph) -> dict[str, str]:
+    return {alias: m.name for m in graph.modules.values() for alias in m.header.provides
+            if alias not in graph.modules}
+
+
+def _closure(start: set[str], step) -> set[str]:
+    seen, todo = set(start), list(start)
+    while todo:
+        for nxt in step(todo.pop()):
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return seen
+
+
+def _exclusions(graph, chosen, exclude, resolver) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name in exclude:
+        names, message = resolver.resolve(name)
+        if message:
+            raise UsageError(f"--exclude {name!r}: no module has that name")
+        for n in names:
+            out[n] = "excluded"
+    changed = True
+    while changed:  # a module whose hard requirement is excluded cannot run either
+        changed = False
+        for n in chosen:
+            if n not in out:
+                gone = sorted(graph.hard(n) & set(out))
+                if gone:
+                    out[n] = f"requires {gone[0]}, which is excluded"
+                    changed = True
+    return {n: why for n, why in out.items() if n in chosen}
+
+
+def _levels(waits: dict[str, frozenset[str]]) -> dict[str, int]:
+    level: dict[str, int] = {}
+    for name in _topo(waits):
+        level[name] = 1 + max((level[d] for d in waits[name]), default=-1)
+    return level
+
+
+def _topo(waits: dict[str, frozenset[str]]) -> list[str]:
+    """Kahn's order; the graph was checked acyclic when it was built."""
+    remaining = {n: len(w) for n, w in waits.items()}
+    users: dict[str, list[str]] = {n: [] for n in waits}
+    for n, deps in waits.items():
+        for d in deps:
+            users[d].append(n)
+    ready = sorted(n for n, c in remaining.items() if c == 0)
+    out = []
+    while ready:
+        n = ready.pop()
+        out.append(n)
+        for u in users[n]:
+            remaining[u] -= 1
+            if remaining[u] == 0:
+                ready.append(u)
+    return out
+
+
+def priorities(waits: dict[str, frozenset[str]], durations: dict[str, float]) -> dict[str, float]:
+    """Longest remaining path to the end of the run, weighted by expected duration.
+
+    A module without history weighs the median of the known durations (1.0 when none).
+    """
+    known = sorted(durations.values())
+    default = known[len(known) // 2] if known else 1.0
+    users: dict[str, list[str]] = {n: [] for n in waits}
+    for n, deps in waits.items():
+        for d in deps:
+            users[d].append(n)
+    prio: dict[str, float] = {}
+    for name in reversed(_topo(waits)):
+        weight = durations.get(name, default)
+        prio[name] = weight + max((prio[u] for u in users[name]), default=0.0)
+    return prio
+
+
+class Plan:
+    """Run-time state of a selection: what is ready, running, done, skipped.
+
+    The plan never spawns; the scheduler asks it what may start and tells it what ended.
+    """
+
+    def __init__(self, selection: Selection, graph: Graph):
+        self.selection = selection
+        self.graph = graph
+        self.missing = {n: set(selection.waits[n]) for n in selection.names}
+        self.users: dict[str, list[str]] = {n: [] for n in selection.names}
+        for n, deps in selection.waits.items():
+            for d in deps:
+                self.users[d].append(n)
+        self._ready = [(-selection.priority[n], n) for n in selection.names if not self.missing[n]]
+        heapq.heapify(self._ready)
+        self.pending = set(selection.names)
+        self.running: set[str] = set()
+        self.skipped: dict[str, str] = {}
+
+    def more_to_do(self) -> bool:
+        """True while anything is pending or running."""
+        return bool(self.pending or self.running)
+
+    def ready(self) -> list[str]:
+        """Ready modules, highest priority first; [] when nothing is ready."""
+        return [n for _, n in sorted(self._ready)]
+
+    def start(self, name: str) -> None:
+        self._ready.remove((-self.selection.priority[name], name))
+        heapq.heapify(self._ready)
+        self.pending.discard(name)
+        self.running.add(name)
+
+    def finished(self, name: str, ok: bool, status: str = "failed") -> list[tuple[str, str]]:
+        """Record an end; returns the (module, reason) pairs this skips, in order."""
+        self.running.discard(name)
+        self.pending.discard(name)
+        skipped = [] if ok else self._skip_dependents(name, status)
+        for done in [name, *(n for n, _ in skipped)]:
+            self._release(done)
+        return skipped
+
+    def skip_rest(self, reason: str) -> list[tuple[str, str]]:
+        """Skip everything not yet started (fail-fast, SIGHUP); returns what was skipped."""
+        out = [(n, reason) for n in self.selection.names if n in self.pending]
+        for n, _ in out:
+            self.pending.discard(n)
+            self.skipped[n] = reason
+        self._ready = []
+        return out
+
+    def _skip_dependents(self, name: str, status: str) -> list[tuple[str, str]]:
+        out = []
+        todo = [(name, status)]
+        while todo:
+            failed, how = todo.pop(0)
+            for user in sorted(self.users[failed]):
+                if user in self.pending and failed in self.graph.hard(user):
+                    reason = f"requires {failed}, which {_verb(how)}"
+                    self.pending.discard(user)
+                    self.skipped[user] = reason
+                    out.append((user, reason))
+                    todo.append((user, "skipped"))
+        return out
+
+    def _release(self, done: str) -> None:
+        for user in self.users[done]:
+            missing = self.missing[user]
+            missing.discard(done)
+            if not missing and user in self.pending:
+                heapq.heappush(self._ready, (-self.selection.priority[user], user))
+        self._ready = [(p, n) for p, n in self._ready if n in self.pending]
+        heapq.heapify(self._ready)
+
+
+def _verb(status: str) -> str:
+    return {"failed": "failed", "timeout": "timed out", "skipped": "was skipped",
+            "interrupted": "was interrupted"}.get(status, status)

@@ -1,0 +1,264 @@
+"""Parse a module's header: bytes in, a typed `Header` out. Pure; never raises on bad input.
+
+Two header forms are read, as design.md fixes them:
+
+* the native block: the comment lines at the top of the file (after the shebang),
+  `# key: value`, keys case-insensitive, lists split on spaces and commas;
+* an LSB block anywhere in the file (`### BEGIN INIT INFO` .. `### END INIT INFO`),
+  read as leniently as insserv reads it: tabs, odd spacing, continuation lines.
+
+Every problem found becomes a `Problem` (line, message) on the header instead of an
+exception, so `corral check` can print all of them at once.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, fields
+
+from corral.errors import Problem
+
+PARSER_VERSION = 3  # bump when Header or parsing changes: the cache re-parses everything
+
+LIST_KEYS = ("requires", "wants", "after", "before", "provides", "locks", "tags")
+SCALAR_KEYS = ("description", "timeout", "retries", "workload", "memory", "detach")
+KEYS = LIST_KEYS + SCALAR_KEYS
+WORKLOADS = ("cpu", "io", "network", "mixed")
+
+# LSB key -> our key; every other LSB key (Default-Start, Required-Stop, X-Interactive ...)
+# is accepted and ignored, as insserv ignores what it does not use for ordering.
+LSB_KEYS = {
+    "provides": "provides",
+    "required-start": "requires",
+    "should-start": "wants",
+    "x-start-before": "before",
+    "short-description": "description",
+}
+
+NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
+DEP_RE = re.compile(r"\$?[A-Za-z0-9_][A-Za-z0-9_.+-]*\Z")
+KEY_LINE_RE = re.compile(rb"#\s*([A-Za-z][A-Za-z0-9_-]*)[ \t]*:[ \t]*(.*)")
+LSB_BEGIN_RE = re.compile(rb"^###\s*BEGIN INIT INFO\s*$", re.M)
+LSB_END_RE = re.compile(rb"^###\s*END INIT INFO\s*$", re.M)
+DURATION_PART_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)?")
+SIZE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\Z", re.I)
+DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+TRUE_WORDS = {"yes", "true", "1", "on"}
+FALSE_WORDS = {"no", "false", "0", "off"}
+
+
+@dataclass(frozen=True)
+class Header:
+    """A module's parsed header. `lines` maps each key to the line it was read from."""
+
+    description: str = ""
+    requires: tuple[str, ...] = ()
+    wants: tuple[str, ...] = ()
+    after: tuple[str, ...] = ()
+    before: tuple[str, ...] = ()
+    provides: tuple[str, ...] = ()
+    locks: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    timeout: float | None = None
+    retries: int = 0
+    workload: str = "mixed"
+    memory: int | None = None
+    detach: bool = False
+    lsb: bool = False
+    lines: dict[str, int] = field(default_factory=dict, compare=False)
+    problems: tuple[Problem, ...] = ()
+
+    def line_of(self, key: str) -> int:
+        """The line `key` was read from; 1 when the key was not written."""
+        return self.lines.get(key, 1)
+
+    def to_json(self) -> dict:
+        """A JSON-ready dict that `Header.from_json` turns back into an equal Header."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["problems"] = [[p.line, p.message, p.severity] for p in self.problems]
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict) -> Header:
+        """The inverse of `to_json`."""
+        values = dict(data)
+        for key in LIST_KEYS:
+            values[key] = tuple(values[key])
+        values["problems"] = tuple(Problem(None, ln, msg, sev) for ln, msg, sev in data["problems"])
+        return cls(**values)
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in `30`, `30s`, `1.5m`, `1h30m`, `250ms`; raises ValueError otherwise."""
+    text = text.strip().lower()
+    pos, total = 0, 0.0
+    while pos < len(text):
+        match = DURATION_PART_RE.match(text, pos)
+        if not match or match.end() == pos:
+            raise ValueError(text)
+        total += float(match.group(1)) * DURATION_UNITS[match.group(2)]
+        pos = match.end()
+    if not text or total <= 0:
+        raise ValueError(text)
+    return total
+
+
+def parse_size(text: str) -> int:
+    """Bytes in `512M`, `2G`, `1.5GiB`, `4096`; units are binary (K = 1024)."""
+    match = SIZE_RE.match(text.strip())
+    if not match or (match.group(3) and match.group(3).lower() == "i"):
+        raise ValueError(text)
+    return int(float(match.group(1)) * SIZE_UNITS[match.group(2).lower()])
+
+
+def split_list(value: str) -> list[str]:
+    """`a b, c` -> ['a', 'b', 'c']: lists are separated by spaces and/or commas."""
+    return [item for item in re.split(r"[\s,]+", value) if item]
+
+
+class _Builder:
+    """Collects values and problems while the header lines are read."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, object] = {}
+        self.lists: dict[str, list[str]] = {key: [] for key in LIST_KEYS}
+        self.lines: dict[str, int] = {}
+        self.problems: list[Problem] = []
+
+    def problem(self, line: int, message: str, severity: str = "error") -> None:
+        self.problems.append(Problem(None, line, message, severity))
+
+    def add(self, key: str, value: str, line: int, lsb: bool = False) -> None:
+        """Record `key: value` read at `line`; a bad value becomes a problem naming both."""
+        self.lines.setdefault(key, line)
+        if key in LIST_KEYS:
+            for item in split_list(value):
+                if DEP_RE.match(item):
+                    self.lists[key].append(item)
+                else:
+                    self.problem(line, f"{key}: {item!r} is not a valid module name")
+            return
+        if key in self.values:
+            if not lsb:
+                self.problem(line, f"{key}: given twice (first on line {self.lines[key]})")
+            return
+        try:
+            self.values[key] = _scalar(key, value)
+        except ValueError as exc:
+            self.problem(line, f"{key}: cannot read {value.strip()!r}: {exc.args[0]}")
+
+    def header(self, lsb: bool) -> Header:
+        lists = {key: tuple(dict.fromkeys(items)) for key, items in self.lists.items()}
+        return Header(**lists, **self.values, lsb=lsb, lines=self.lines,
+                      problems=tuple(sorted(self.problems, key=lambda p: p.line)))
+
+
+def _scalar(key: str, value: str) -> object:
+    value = value.strip()
+    if key == "description":
+        return value
+    if key == "timeout":
+        try:
+            return parse_duration(value)
+        except ValueError:
+            raise ValueError("expected a duration such as 30, 30s, 5m or 1h") from None
+    if key == "memory":
+        try:
+            return parse_size(value)
+        except ValueError:
+            raise ValueError("expected a size such as 512M or 2G") from None
+    if key == "retries":
+        if not value.isdigit() or int(value) > 100:
+            raise ValueError("expected a whole number from 0 to 100")
+        return int(value)
+    if key == "workload":
+        if value.lower() not in WORKLOADS:
+            raise ValueError(f"expected one of {', '.join(WORKLOADS)}")
+        return value.lower()
+    if key == "detach":
+        if value.lower() in TRUE_WORDS:
+            return True
+        if value.lower() in FALSE_WORDS:
+            return False
+        raise ValueError("expected yes or no")
+    raise AssertionError(key)
+
+
+def _decode(raw: bytes, line: int, builder: _Builder) -> str | None:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        builder.problem(line, f"header line is not valid UTF-8 (byte {exc.start + 1})")
+        return None
+
+
+def parse_header(data: bytes) -> Header:
+    """Parse a module file's bytes. A file with no header is a module with no dependencies."""
+    builder = _Builder()
+    if b"\0" in data[:8192]:
+        builder.problem(1, "binary file (contains NUL bytes), not a Bash module")
+        return builder.header(lsb=False)
+    if not data.strip():
+        builder.problem(1, "empty file: the module does nothing", "warning")
+        return builder.header(lsb=False)
+    lsb_span = _lsb_span(data, builder)
+    _read_native(data, builder, lsb_span)
+    if lsb_span:
+        _read_lsb(data, lsb_span, builder)
+    return builder.header(lsb=lsb_span is not None)
+
+
+def _lsb_span(data: bytes, builder: _Builder) -> tuple[int, int] | None:
+    """Line numbers (1-based, inclusive) of the LSB block's BEGIN and END lines."""
+    begin = LSB_BEGIN_RE.search(data)
+    if not begin:
+        return None
+    begin_line = data.count(b"\n", 0, begin.start()) + 1
+    end = LSB_END_RE.search(data, begin.end())
+    if not end:
+        builder.problem(begin_line, "### BEGIN INIT INFO has no matching ### END INIT INFO")
+        return None
+    return begin_line, data.count(b"\n", 0, end.start()) + 1
+
+
+def _read_native(data: bytes, builder: _Builder, lsb_span: tuple[int, int] | None) -> None:
+    for number, raw in enumerate(data.split(b"\n"), start=1):
+        raw = raw.rstrip(b"\r")
+        if number == 1 and raw.startswith(b"#!"):
+            continue
+        stripped = raw.strip()
+        if not stripped:
+            continue
+        if not stripped.startswith(b"#"):
+            return  # the header ends at the first line of code
+        if lsb_span and lsb_span[0] <= number <= lsb_span[1]:
+            continue
+        match = KEY_LINE_RE.match(stripped)
+        if not match:
+            continue  # prose comment
+        key = match.group(1).decode("ascii").lower()
+        value = _decode(match.group(2), number, builder)
+        if value is None:
+            continue
+        if key in KEYS:
+            builder.add(key, value, number)
+        else:
+            builder.problem(number, f"unknown key {key!r} (known: {', '.join(KEYS)})", "warning")
+
+
+def _read_lsb(data: bytes, span: tuple[int, int], builder: _Builder) -> None:
+    lines = data.split(b"\n")[span[0]:span[1] - 1]
+    for number, raw in enumerate(lines, start=span[0] + 1):
+        match = KEY_LINE_RE.match(raw.strip())
+        if not match:
+            continue  # continuation lines only extend Description, which we do not use
+        key = LSB_KEYS.get(match.group(1).decode("ascii").lower())
+        if key is None:
+            continue
+        value = _decode(match.group(2), number, builder)
+        if value is None:
+            continue
+        if key == "description" and "description" in builder.values:
+            continue  # a native description wins over Short-Description
+        builder.add(key, value, number, lsb=True)

@@ -1,0 +1,270 @@
+"""The SQLite store (one file, WAL): header cache, runs, module_runs, samples.
+
+The only module that talks to the database. sqlite-utils creates and migrates the
+schema and writes rows; the hot read path of the header cache uses the same
+connection directly, because importing sqlite-utils costs more than a warm `plan`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from corral.headers import PARSER_VERSION, Header
+
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_MS = 30_000
+
+
+@dataclass(frozen=True)
+class FileKey:
+    """What validates a cached header: the file's identity and content fingerprint."""
+
+    dev: int
+    ino: int
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> FileKey:
+        return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+@dataclass(frozen=True)
+class CacheStats:
+    entries: int
+    hits: int
+    misses: int
+    loaded_at: float | None
+
+    @property
+    def hit_rate(self) -> float:
+        looked = self.hits + self.misses
+        return self.hits / looked if looked else 0.0
+
+
+def warn(message: str) -> None:
+    print(f"corral: warning: {message}", file=sys.stderr)
+
+
+class Store:
+    """An open corral database. Use `Store.open`; never raises on a broken file."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path | None):
+        self.conn = conn
+        self.path = path
+        self._db = None
+
+    @classmethod
+    def open(cls, path: Path, on_warning: Callable[[str], None] = warn) -> Store:
+        """Open or create `path`. A corrupt file is moved aside; an unusable one means memory."""
+        try:
+            return cls._open(path)
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+                raise
+            aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
+            try:
+                for suffix in ("", "-wal", "-shm"):
+                    src = Path(f"{path}{suffix}")
+                    if src.exists():
+                        src.rename(f"{aside}{suffix}")
+                store = cls._open(path)
+                on_warning(f"{path}: database is unreadable ({exc}); moved it to {aside} "
+                           "and started a new one")
+                return store
+            except (OSError, sqlite3.DatabaseError) as exc2:
+                on_warning(f"{path}: database is unusable ({exc2}); nothing will be recorded "
+                           "this time and headers are parsed from the files")
+                return cls._open(None)
+        except OSError as exc:
+            on_warning(f"{path}: cannot open database ({exc}); nothing will be recorded "
+                       "this time and headers are parsed from the files")
+            return cls._open(None)
+
+    @classmethod
+    def _open(cls, path: Path | None) -> Store:
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if not path.exists():
+                os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW, 0o600))
+        conn = sqlite3.connect(str(path) if path else ":memory:", timeout=BUSY_TIMEOUT_MS / 1000,
+                               isolation_level=None, check_same_thread=False)
+        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        try:
+            if path is not None:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+            store = cls(conn, path)
+            if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+                store._migrate()
+            return store
+        except sqlite3.DatabaseError:
+            conn.close()
+            raise
+
+    def close(self) -> None:
+        self.conn.close()
+
+    @property
+    def db(self):
+        """The sqlite-utils view of the same connection (imported on first use)."""
+        if self._db is None:
+            import sqlite_utils
+
+            self._db = sqlite_utils.Database(self.conn)
+        return self._db
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[None]:
+        """One write transaction, taken at once (BEGIN IMMEDIATE) so writers queue, not fail."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        with self.write():
+            version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+            for step in _MIGRATIONS[version:]:
+                step(self.db)
+            self.conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    # header cache ------------------------------------------------------------------------
+
+    def cached_headers(self, directory: Path) -> dict[str, tuple[FileKey, str]]:
+        """Cached (FileKey, header JSON) by path for files under `directory`; {} when none.
+
+        The key is None for rows an older parser wrote, so they never count as hits.
+        """
+        prefix = f"{directory}{os.sep}"
+        rows = self.conn.execute(
+            "SELECT path, dev, ino, size, mtime_ns, parser, header FROM header_cache "
+            "WHERE substr(path, 1, ?) = ?", (len(prefix), prefix))
+        return {path: (FileKey(dev, ino, size, mtime_ns) if parser == PARSER_VERSION else None,
+                       header) for path, dev, ino, size, mtime_ns, parser, header in rows}
+
+    def update_header_cache(self, parsed: dict[str, tuple[FileKey, Header]],
+                            stale: set[str], hits: int) -> None:
+        """Store fresh parses, drop rows of deleted files, record this load's hit counts."""
+        with self.write():
+            if parsed:
+                self.conn.executemany(
+                    "INSERT OR REPLACE INTO header_cache "
+                    "(path, dev, ino, size, mtime_ns, parser, header) VALUES (?,?,?,?,?,?,?)",
+                    [(path, k.dev, k.ino, k.size, k.mtime_ns, PARSER_VERSION,
+                      json.dumps(h.to_json())) for path, (k, h) in parsed.items()])
+            self.conn.executemany("DELETE FROM header_cache WHERE path = ?",
+                                  [(p,) for p in stale])
+            self.conn.execute(
+                "INSERT OR REPLACE INTO cache_stats (id, hits, misses, loaded_at) "
+                "VALUES (1, ?, ?, ?)", (hits, len(parsed), time.time()))
+
+    def cache_stats(self) -> CacheStats:
+        entries = self.conn.execute("SELECT count(*) FROM header_cache").fetchone()[0]
+        row = self.conn.execute("SELECT hits, misses, loaded_at FROM cache_stats").fetchone()
+        return CacheStats(entries, *(row or (0, 0, None)))
+
+    def clear_cache(self) -> int:
+        """Empty the header cache; returns how many entries were dropped."""
+        with self.write():
+            count = self.conn.execute("SELECT count(*) FROM header_cache").fetchone()[0]
+            self.conn.execute("DELETE FROM header_cache")
+            self.conn.execute("DELETE FROM cache_stats")
+        return count
+
+    # runs --------------------------------------------------------------------------------
+
+    def insert_run(self, row: dict) -> None:
+        with self.write():
+            self.db["runs"].insert(row)
+
+    def update_run(self, run_id: str, values: dict) -> None:
+        with self.write():
+            self.db["runs"].update(run_id, values)
+
+    def insert_attempt(self, row: dict) -> int:
+        """Insert one module_runs row; returns its id for later updates."""
+        with self.write():
+            return self.db["module_runs"].insert(row).last_rowid
+
+    def update_attempt(self, attempt_id: int, values: dict) -> None:
+        with self.write():
+            self.db["module_runs"].update(attempt_id, values)
+
+    def insert_samples(self, rows: list[dict]) -> None:
+        if rows:
+            with self.write():
+                self.db["samples"].insert_all(rows)
+
+    def runs(self, limit: int = 20) -> list[dict]:
+        """The newest `limit` runs, newest first."""
+        return list(self.db.query(
+            "SELECT * FROM runs ORDER BY started DESC LIMIT ?", [limit]))
+
+    def attempts(self, run_id: str | None = None, module: str | None = None,
+                 limit: int = 1000) -> list[dict]:
+        """module_runs rows, newest first, filtered by run and/or module."""
+        where, args = [], []
+        if run_id:
+            where.append("run_id = ?")
+            args.append(run_id)
+        if module:
+            where.append("module = ?")
+            args.append(module)
+        sql = "SELECT * FROM module_runs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        return list(self.db.query(f"{sql} ORDER BY start DESC, id DESC LIMIT ?", [*args, limit]))
+
+    def median_durations(self, recent: int = 10) -> dict[str, float]:
+        """Median duration of each module's last `recent` successful attempts; {} when none."""
+        out: dict[str, list[float]] = {}
+        for module, duration in self.conn.execute(
+                "SELECT module, duration_s FROM module_runs WHERE status = 'ok' "
+                "AND duration_s IS NOT NULL ORDER BY start DESC"):
+            values = out.setdefault(module, [])
+            if len(values) < recent:
+                values.append(duration)
+        return {m: sorted(v)[len(v) // 2] for m, v in out.items()}
+
+
+def _schema_v1(db) -> None:
+    db["header_cache"].create({
+        "path": str, "dev": int, "ino": int, "size": int, "mtime_ns": int,
+        "parser": int, "header": str}, pk="path", if_not_exists=True)
+    db["cache_stats"].create({"id": int, "hits": int, "misses": int, "loaded_at": float},
+                             pk="id", if_not_exists=True)
+    db["runs"].create({
+        "run_id": str, "started": str, "ended": str, "status": str, "exit_code": int,
+        "jobs": int, "modules_dir": str, "targets": str, "host": str, "pid": int,
+        "boot_id": str, "makespan_s": float, "work_s": float, "module_count": int,
+        "cache_hits": int, "cache_misses": int}, pk="run_id", if_not_exists=True)
+    db["module_runs"].create({
+        "id": int, "run_id": str, "module": str, "attempt": int, "status": str,
+        "exit_code": int, "signal": int, "reason": str, "start": str, "end": str,
+        "start_mono": float, "duration_s": float, "cpu_user_s": float, "cpu_sys_s": float,
+        "peak_rss_bytes": int, "read_bytes": int, "write_bytes": int,
+        "throttle_wait_s": float, "log_path": str, "pid": int, "pgid": int,
+        "log_bytes": int, "log_dropped_bytes": int},
+        pk="id", foreign_keys=[("run_id", "runs", "run_id")], if_not_exists=True)
+    db["module_runs"].create_index(["run_id"], if_not_exists=True)
+    db["module_runs"].create_index(["module", "start"], if_not_exists=True)
+    db["samples"].create({
+        "run_id": str, "t": float, "load1": float, "runnable": int, "mem_available": int,
+        "psi_cpu": float, "psi_mem": float, "psi_io": float, "running": int},
+        foreign_keys=[("run_id", "runs", "run_id")], if_not_exists=True)
+    db["samples"].create_index(["run_id", "t"], if_not_exists=True)
+
+
+_MIGRATIONS = [_schema_v1]
