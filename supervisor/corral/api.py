@@ -13,7 +13,7 @@ from pathlib import Path
 
 from corral.config import Config
 from corral.errors import HeaderError, Problem, UsageError
-from corral.graph import Graph, Module, Selection, build_graph, module_name, select
+from corral.graph import Graph, Module, Selection, build_graph, select
 from corral.headers import Header, parse_header
 from corral.store import FileKey, Store, warn
 
@@ -53,21 +53,15 @@ def load_modules(config: Config, store: Store) -> Loaded:
             key = FileKey.of(entry.stat())
             hit = cached.get(key_path)
             if hit is not None and hit[0] == key:
-                header = _from_cache(hit[1])
+                header = store.header_from_record(hit[1])
                 hits += 1
             else:
                 header = _parse_file(Path(entry.path))
                 parsed[key_path] = (key, header)
-            modules.append(Module(module_name(Path(entry.name)), Path(entry.path), header))
+            modules.append(Module(entry.name[:-3], entry.path, header))
         stale |= set(cached) - present
     store.update_header_cache(parsed, stale, hits)
     return Loaded(modules, hits, len(parsed))
-
-
-def _from_cache(text: str) -> Header:
-    import json
-
-    return Header.from_json(json.loads(text))
 
 
 def _parse_file(path: Path) -> Header:
@@ -108,6 +102,10 @@ def check_modules(config: Config, store: Store, strict: bool = False) -> list[Pr
 def plan_json(graph: Graph, selection: Selection) -> dict:
     """design.md's `plan --json` object."""
     chosen = set(selection.names)
+    before: dict[str, list[str]] = {}  # waits[x]["before"] holds y when y is before x
+    for name in selection.names:
+        for other in graph.waits[name]["before"] & chosen:
+            before.setdefault(other, []).append(name)
     modules = []
     for name in selection.names:
         module, waits = graph.modules[name], graph.waits[name]
@@ -118,11 +116,11 @@ def plan_json(graph: Graph, selection: Selection) -> dict:
             "requires": sorted(waits["requires"] & chosen),
             "wants": sorted(waits["wants"] & chosen),
             "after": sorted(waits["after"] & chosen),
-            "before": sorted(n for n in chosen if name in graph.waits[n]["before"]),
+            "before": sorted(before.get(name, ())),
             "provides": list(module.header.provides),
             "locks": list(module.header.locks),
             "level": selection.level[name],
-            "priority": round(selection.priority[name], 3),
+            "priority": selection.priority[name],
         })
     return {"modules": modules, "order": list(selection.names),
             "excluded": [{"name": n, "reason": r} for n, r in sorted(selection.excluded.items())]}

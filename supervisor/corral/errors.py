@@ -16,7 +16,7 @@ class CorralError(Exception):
 class Problem:
     """One finding about a file: `FILE:LINE: message`, an error or a warning."""
 
-    path: Path | None
+    path: str | Path | None
     line: int
     message: str
     severity: str = "error"  # "error" | "warning"

@@ -22,7 +22,7 @@ class Module:
     """A Bash file and its parsed header."""
 
     name: str
-    path: Path
+    path: str  # as found under the modules directory given by the user
     header: Header
 
     def problem(self, key: str, message: str, severity: str = "error") -> Problem:
@@ -44,11 +44,11 @@ class Graph:
     def selects(self, name: str) -> set[str]:
         return self.waits[name]["requires"] | self.waits[name]["wants"]
 
-    def order_edges(self, name: str, among: Iterable[str] | None = None) -> set[str]:
+    def order_edges(self, name: str, among: set[str] | None = None) -> set[str]:
         """Everything `name` must wait for, restricted to `among` when given."""
         kinds = self.waits[name]
         out = kinds["requires"] | kinds["wants"] | kinds["after"] | kinds["before"]
-        return out if among is None else out & set(among)
+        return out if among is None else out & among
 
 
 def module_name(path: Path) -> str:
@@ -75,8 +75,9 @@ def build_graph(modules: list[Module], facilities: dict[str, tuple[str, ...]]) -
                     continue
                 targets, message = resolver.resolve(dep)
                 if message:
-                    severity = "error" if kind == "requires" and not dep.startswith("$") else (
-                        "warning")
+                    # insserv-style leniency: LSB headers often name scripts a host lacks
+                    hard = kind == "requires" and not dep.startswith("$") and not module.header.lsb
+                    severity = "error" if hard else "warning"
                     if kind in ("requires", "wants") or dep.startswith("$"):
                         found = module.problem(kind, f"{kind} {dep!r}: {message}", severity)
                         (problems if severity == "error" else warnings).append(found)
@@ -229,12 +230,16 @@ def select(graph: Graph, targets: Iterable[str] = (), tags: Iterable[str] = (),
     tags = set(tags)
     if tags:
         start = {n for n in start if tags & set(graph.modules[n].header.tags)}
-    chosen = _closure(start, graph.selects)
+    chosen = _closure(start, graph.selects) if targets or tags else start
     excluded = _exclusions(graph, chosen, exclude, resolver)
     chosen -= set(excluded)
     waits = {n: frozenset(graph.order_edges(n, chosen)) for n in chosen}
-    level = _levels(waits)
-    priority = priorities(waits, durations or {})
+    users = _users(waits)
+    topo = _topo(waits, users)
+    level: dict[str, int] = {}
+    for name in topo:
+        level[name] = 1 + max([level[d] for d in waits[name]], default=-1)
+    priority = priorities(waits, durations or {}, users, topo)
     order = sorted(chosen, key=lambda n: (level[n], -priority[n], n))
     return Selection(tuple(order), level, priority, waits, excluded)
 
@@ -274,21 +279,19 @@ def _exclusions(graph, chosen, exclude, resolver) -> dict[str, str]:
     return {n: why for n, why in out.items() if n in chosen}
 
 
-def _levels(waits: dict[str, frozenset[str]]) -> dict[str, int]:
-    level: dict[str, int] = {}
-    for name in _topo(waits):
-        level[name] = 1 + max((level[d] for d in waits[name]), default=-1)
-    return level
-
-
-def _topo(waits: dict[str, frozenset[str]]) -> list[str]:
-    """Kahn's order; the graph was checked acyclic when it was built."""
-    remaining = {n: len(w) for n, w in waits.items()}
+def _users(waits: dict[str, frozenset[str]]) -> dict[str, list[str]]:
+    """The reverse edges: who waits on each module."""
     users: dict[str, list[str]] = {n: [] for n in waits}
     for n, deps in waits.items():
         for d in deps:
             users[d].append(n)
-    ready = sorted(n for n, c in remaining.items() if c == 0)
+    return users
+
+
+def _topo(waits: dict[str, frozenset[str]], users: dict[str, list[str]]) -> list[str]:
+    """Kahn's order; the graph was checked acyclic when it was built."""
+    remaining = {n: len(w) for n, w in waits.items()}
+    ready = [n for n, c in remaining.items() if c == 0]
     out = []
     while ready:
         n = ready.pop()
@@ -300,21 +303,21 @@ def _topo(waits: dict[str, frozenset[str]]) -> list[str]:
     return out
 
 
-def priorities(waits: dict[str, frozenset[str]], durations: dict[str, float]) -> dict[str, float]:
+def priorities(waits: dict[str, frozenset[str]], durations: dict[str, float],
+               users: dict[str, list[str]] | None = None,
+               topo: list[str] | None = None) -> dict[str, float]:
     """Longest remaining path to the end of the run, weighted by expected duration.
 
     A module without history weighs the median of the known durations (1.0 when none).
     """
     known = sorted(durations.values())
     default = known[len(known) // 2] if known else 1.0
-    users: dict[str, list[str]] = {n: [] for n in waits}
-    for n, deps in waits.items():
-        for d in deps:
-            users[d].append(n)
+    users = users if users is not None else _users(waits)
+    topo = topo if topo is not None else _topo(waits, users)
     prio: dict[str, float] = {}
-    for name in reversed(_topo(waits)):
-        weight = durations.get(name, default)
-        prio[name] = weight + max((prio[u] for u in users[name]), default=0.0)
+    for name in reversed(topo):
+        prio[name] = durations.get(name, default) + max([prio[u] for u in users[name]],
+                                                        default=0.0)
     return prio
 
 

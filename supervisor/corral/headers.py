@@ -74,19 +74,29 @@ class Header:
         return self.lines.get(key, 1)
 
     def to_json(self) -> dict:
-        """A JSON-ready dict that `Header.from_json` turns back into an equal Header."""
+        """A JSON-ready dict of every field (problems as [line, message, severity])."""
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["problems"] = [[p.line, p.message, p.severity] for p in self.problems]
         return out
 
+    def to_record(self) -> tuple:
+        """The fields as a tuple of plain values, for the cache; see `from_record`."""
+        values = [getattr(self, name) for name in _FIELDS]
+        values[-1] = tuple((p.line, p.message, p.severity) for p in self.problems)
+        return tuple(values)
+
     @classmethod
-    def from_json(cls, data: dict) -> Header:
-        """The inverse of `to_json`."""
-        values = dict(data)
-        for key in LIST_KEYS:
-            values[key] = tuple(values[key])
-        values["problems"] = tuple(Problem(None, ln, msg, sev) for ln, msg, sev in data["problems"])
-        return cls(**values)
+    def from_record(cls, record: tuple) -> Header:
+        """The inverse of `to_record`. Hot on a warm load: fills the instance dict directly."""
+        header = object.__new__(cls)
+        header.__dict__.update(zip(_FIELDS, record, strict=True))
+        if record[-1]:
+            header.__dict__["problems"] = tuple(Problem(None, *p) for p in record[-1])
+        return header
+
+
+_FIELDS = tuple(f.name for f in fields(Header))
+assert _FIELDS[-1] == "problems"
 
 
 def parse_duration(text: str) -> float:
@@ -131,18 +141,19 @@ class _Builder:
 
     def add(self, key: str, value: str, line: int, lsb: bool = False) -> None:
         """Record `key: value` read at `line`; a bad value becomes a problem naming both."""
-        self.lines.setdefault(key, line)
         if key in LIST_KEYS:
+            self.lines.setdefault(key, line)
             for item in split_list(value):
                 if DEP_RE.match(item):
                     self.lists[key].append(item)
                 else:
                     self.problem(line, f"{key}: {item!r} is not a valid module name")
             return
-        if key in self.values:
+        if key in self.lines:
             if not lsb:
                 self.problem(line, f"{key}: given twice (first on line {self.lines[key]})")
             return
+        self.lines[key] = line
         try:
             self.values[key] = _scalar(key, value)
         except ValueError as exc:
@@ -188,8 +199,8 @@ def _scalar(key: str, value: str) -> object:
 def _decode(raw: bytes, line: int, builder: _Builder) -> str | None:
     try:
         return raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        builder.problem(line, f"header line is not valid UTF-8 (byte {exc.start + 1})")
+    except UnicodeDecodeError:
+        builder.problem(line, "header line is not valid UTF-8")
         return None
 
 
@@ -259,6 +270,6 @@ def _read_lsb(data: bytes, span: tuple[int, int], builder: _Builder) -> None:
         value = _decode(match.group(2), number, builder)
         if value is None:
             continue
-        if key == "description" and "description" in builder.values:
+        if key == "description" and "description" in builder.lines:
             continue  # a native description wins over Short-Description
         builder.add(key, value, number, lsb=True)

@@ -1,0 +1,72 @@
+#!/usr/bin/env python3
+"""Header cache benchmark: `corral plan` over N generated modules, cold vs warm.
+
+Times the whole process (interpreter start, imports, stat, cache, graph, output),
+as a user or cron sees it. Target (design.md): warm under 0.5 s at 10,000 modules.
+
+    python3 scripts/bench_headers.py [--modules 10000] [--repeat 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def generate(directory: Path, count: int, seed: int = 1) -> None:
+    rng = random.Random(seed)
+    for i in range(count):
+        deps = sorted({f"m{rng.randrange(i)}" for _ in range(rng.randint(0, 3))}) if i else []
+        lines = ["#!/usr/bin/env bash", f"# description: generated module {i}"]
+        if deps:
+            lines.append(f"# requires: {' '.join(deps)}")
+        if rng.random() < 0.2:
+            lines.append(f"# wants: m{rng.randrange(i)}" if i else "# tags: root")
+        lines += [f"# timeout: {rng.randint(1, 60)}s", f"# tags: t{i % 7}", "set -euo pipefail",
+                  "echo hello", ""]
+        (directory / f"m{i}.sh").write_text("\n".join(lines))
+
+
+def timed(cmd: list[str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--modules", type=int, default=10_000)
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        modules, db = Path(tmp) / "modules", Path(tmp) / "corral.db"
+        modules.mkdir()
+        generate(modules, args.modules)
+        base = ["corral", "--modules", str(modules), "--db", str(db)]
+        cold, warm = [], []
+        for _ in range(args.repeat):
+            subprocess.run([*base, "cache", "clear"], check=True, stdout=subprocess.DEVNULL)
+            cold.append(timed([*base, "plan", "--json"]))
+            warm.append(timed([*base, "plan", "--json"]))
+        stats = subprocess.run([*base, "cache", "stats"], check=True, capture_output=True,
+                               text=True).stdout
+        baseline = statistics.median(timed([sys.executable, "-c", "pass"]) for _ in range(5))
+    cold_m, warm_m = statistics.median(cold), statistics.median(warm)
+    print(f"corral plan --json over {args.modules} modules (median of {args.repeat}, "
+          "whole process)")
+    print(f"  cold (empty cache): {cold_m:7.3f} s")
+    print(f"  warm (all cached):  {warm_m:7.3f} s   target < 0.5 s: "
+          f"{'PASS' if warm_m < 0.5 else 'FAIL'}")
+    print(f"  warm / cold:        {warm_m / cold_m:7.2f}")
+    print(f"  python startup:     {baseline:7.3f} s")
+    print("  last load: " + ", ".join(line.strip() for line in stats.splitlines()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""Shared helpers: real module files in tmp dirs, the real `corral` in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def write_module(directory: Path, name: str, header: str = "", body: str = "true",
+                 mode: int = 0o755) -> Path:
+    """Write NAME.sh with a `# key: value` header block and a Bash body."""
+    directory.mkdir(parents=True, exist_ok=True)
+    lines = ["#!/usr/bin/env bash"]
+    lines += [f"# {line.strip()}" for line in textwrap.dedent(header).strip().splitlines()
+              if line.strip()]
+    lines += ["set -euo pipefail", textwrap.dedent(body).strip(), ""]
+    path = directory / f"{name}.sh"
+    path.write_text("\n".join(lines))
+    path.chmod(mode)
+    return path
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    def json(self):
+        return json.loads(self.out)
+
+
+@dataclass
+class Corral:
+    """Runs the installed corral against one modules dir and one database."""
+
+    modules: Path
+    db: Path
+    env: dict
+
+    def __call__(self, *args: str, timeout: float = 120, extra_env: dict | None = None,
+                 input: str | None = None) -> Result:
+        cmd = [sys.executable, "-m", "corral", "--modules", str(self.modules),
+               "--db", str(self.db), *args]
+        env = {**self.env, **(extra_env or {})}
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env,
+                              stdin=subprocess.DEVNULL if input is None else None, input=input)
+        return Result(proc.returncode, proc.stdout, proc.stderr)
+
+    def module(self, name: str, header: str = "", body: str = "true", **kw) -> Path:
+        return write_module(self.modules, name, header, body, **kw)
+
+
+@pytest.fixture
+def corral(tmp_path: Path) -> Corral:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
+    env["XDG_STATE_HOME"] = str(tmp_path / "state")
+    modules = tmp_path / "modules"
+    modules.mkdir()
+    return Corral(modules, tmp_path / "corral.db", env)

@@ -1,0 +1,90 @@
+"""The header cache: hits, invalidation, sharing, and surviving a broken database."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+from .conftest import Corral
+
+
+def stats(corral: Corral) -> dict:
+    out = corral("cache", "stats").out
+    return {k.strip(): v.strip() for k, v in (line.split(":") for line in out.splitlines())}
+
+
+def test_second_load_hits_and_a_changed_file_is_reparsed(corral):
+    for i in range(5):
+        corral.module(f"m{i}", "description: v1")
+    assert corral("plan").code == 0
+    assert stats(corral)["misses"] == "5"
+    assert corral("plan").code == 0
+    assert stats(corral) == {"entries": "5", "hits": "5", "misses": "0", "hit rate": "100.0%"}
+    path = corral.module("m1", "description: v2 with a longer text")
+    os.utime(path, ns=(time.time_ns(), time.time_ns() + 1000))
+    plan = corral("plan", "--json").json()
+    assert stats(corral)["misses"] == "1"
+    assert plan["modules"][[m["name"] for m in plan["modules"]].index("m1")]["description"] == (
+        "v2 with a longer text")
+
+
+def test_same_size_same_mtime_edit_is_caught_by_inode(corral):
+    path = corral.module("m", "requires: a")
+    corral.module("a")
+    corral.module("b")
+    corral("plan")
+    st = path.stat()
+    replacement = path.with_suffix(".tmp")
+    replacement.write_text(path.read_text().replace("requires: a", "requires: b"))
+    os.utime(replacement, ns=(st.st_atime_ns, st.st_mtime_ns))
+    replacement.rename(path)  # new inode, same size and mtime
+    assert corral("plan", "--json").json()["modules"][-1]["requires"] == ["b"]
+
+
+def test_deleted_module_is_dropped_from_the_cache(corral):
+    corral.module("a")
+    gone = corral.module("b")
+    corral("plan")
+    gone.unlink()
+    corral("plan")
+    assert stats(corral)["entries"] == "1"
+
+
+def test_clear_empties_the_cache(corral):
+    corral.module("a")
+    corral("plan")
+    assert "cleared 1 entries" in corral("cache", "clear").out
+    assert stats(corral)["entries"] == "0"
+
+
+def test_corrupt_database_is_moved_aside_with_one_warning_and_plan_still_works(corral):
+    corral.module("a")
+    corral.db.write_bytes(b"this is not sqlite" * 100)
+    result = corral("plan", "--json")
+    assert result.code == 0 and result.json()["order"] == ["a"]
+    assert result.err.count("warning") == 1 and "moved it to" in result.err
+    assert list(corral.db.parent.glob("corral.db.corrupt-*"))
+
+
+def test_unwritable_database_location_still_plans(corral, tmp_path):
+    corral.module("a")
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    result = corral("--db", str(blocker / "sub" / "c.db"), "plan", "--json")
+    assert result.code == 0 and result.json()["order"] == ["a"]
+    assert result.err.count("warning") == 1
+
+
+def test_concurrent_processes_share_one_database(corral):
+    for i in range(50):
+        corral.module(f"m{i}")
+    cmd = [sys.executable, "-m", "corral", "--modules", str(corral.modules), "--db",
+           str(corral.db), "plan", "--json"]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              env=corral.env) for _ in range(6)]
+    for proc in procs:
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        assert b'"m49"' in out
