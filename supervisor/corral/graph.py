@@ -145,10 +145,10 @@ def _cycles(graph: Graph) -> list[Problem]:
     on_stack: set[str] = set()
     problems = []
     counter = 0
-    for root in sorted(graph.modules):
+    for root in graph.modules:
         if root in index:
             continue
-        work = [(root, iter(sorted(graph.order_edges(root))))]
+        work = [(root, iter(graph.order_edges(root)))]
         index[root] = low[root] = counter
         counter += 1
         stack.append(root)
@@ -162,7 +162,7 @@ def _cycles(graph: Graph) -> list[Problem]:
                     counter += 1
                     stack.append(child)
                     on_stack.add(child)
-                    work.append((child, iter(sorted(graph.order_edges(child)))))
+                    work.append((child, iter(graph.order_edges(child))))
                 elif child in on_stack:
                     low[node] = min(low[node], index[child])
                 continue
