@@ -9,7 +9,6 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from corral.errors import HeaderError, Problem, UsageError
 from corral.headers import NAME_RE, Header
@@ -49,10 +48,6 @@ class Graph:
         kinds = self.waits[name]
         out = kinds["requires"] | kinds["wants"] | kinds["after"] | kinds["before"]
         return out if among is None else out & among
-
-
-def module_name(path: Path) -> str:
-    return path.name[:-3] if path.name.endswith(".sh") else path.name
 
 
 def build_graph(modules: list[Module], facilities: dict[str, tuple[str, ...]]) -> Graph:
