@@ -17,12 +17,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from corral.headers import PARSER_VERSION, Header
+from corral.headers import _FIELDS, PARSER_VERSION, Header
 
 SCHEMA_VERSION = 1
 # Cached headers are marshal records (several times faster to load than JSON, and only
 # ever read back by corral); the tag changes whenever the parser or marshal format does.
-CACHE_TAG = PARSER_VERSION * 100 + marshal.version
+CACHE_TAG = (PARSER_VERSION * 100 + len(_FIELDS)) * 100 + marshal.version
 BUSY_TIMEOUT_MS = 30_000
 
 
