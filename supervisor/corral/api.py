@@ -15,7 +15,7 @@ from corral.config import Config
 from corral.errors import HeaderError, Problem, UsageError
 from corral.graph import Graph, Module, Selection, build_graph, select
 from corral.headers import Header, parse_header
-from corral.store import FileKey, Store, warn
+from corral.store import FileKey, Store, file_key, warn
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ def load_modules(config: Config, store: Store) -> Loaded:
                 continue
             key_path = f"{absolute}{os.sep}{entry.name}"
             present.add(key_path)
-            key = FileKey.of(entry.stat())
+            key = file_key(entry.stat())
             hit = cached.get(key_path)
             if hit is not None and hit[0] == key:
                 header = store.header_from_record(hit[1])

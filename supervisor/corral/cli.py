@@ -45,9 +45,9 @@ def main(ctx: click.Context, modules, db, config_file):
 
         corral --modules ./modules plan
     """
-    # corral's short commands build many small acyclic objects; the cyclic collector
-    # would only rescan them (a third of a warm `plan` over 10,000 modules). `run`
-    # turns it back on for its long life.
+    # corral's commands build many small acyclic objects and exit; the cyclic collector
+    # would only rescan them (a third of a warm `plan` over 10,000 modules). A future
+    # long-lived command must turn it back on.
     gc.disable()
     ctx.obj = load_config(modules, db, config_file)
 

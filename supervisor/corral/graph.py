@@ -234,7 +234,7 @@ def select(graph: Graph, targets: Iterable[str] = (), tags: Iterable[str] = (),
     level: dict[str, int] = {}
     for name in topo:
         level[name] = 1 + max([level[d] for d in waits[name]], default=-1)
-    priority = priorities(waits, durations or {}, users, topo)
+    priority = priorities(users, topo, durations or {})
     order = sorted(chosen, key=lambda n: (level[n], -priority[n], n))
     return Selection(tuple(order), level, priority, waits, excluded)
 
@@ -298,17 +298,14 @@ def _topo(waits: dict[str, frozenset[str]], users: dict[str, list[str]]) -> list
     return out
 
 
-def priorities(waits: dict[str, frozenset[str]], durations: dict[str, float],
-               users: dict[str, list[str]] | None = None,
-               topo: list[str] | None = None) -> dict[str, float]:
+def priorities(users: dict[str, list[str]], topo: list[str],
+               durations: dict[str, float]) -> dict[str, float]:
     """Longest remaining path to the end of the run, weighted by expected duration.
 
     A module without history weighs the median of the known durations (1.0 when none).
     """
     known = sorted(durations.values())
     default = known[len(known) // 2] if known else 1.0
-    users = users if users is not None else _users(waits)
-    topo = topo if topo is not None else _topo(waits, users)
     prio: dict[str, float] = {}
     for name in reversed(topo):
         prio[name] = durations.get(name, default) + max([prio[u] for u in users[name]],

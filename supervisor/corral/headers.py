@@ -73,12 +73,6 @@ class Header:
         """The line `key` was read from; 1 when the key was not written."""
         return self.lines.get(key, 1)
 
-    def to_json(self) -> dict:
-        """A JSON-ready dict of every field (problems as [line, message, severity])."""
-        out = {f.name: getattr(self, f.name) for f in fields(self)}
-        out["problems"] = [[p.line, p.message, p.severity] for p in self.problems]
-        return out
-
     def to_record(self) -> tuple:
         """The fields as a tuple of plain values, for the cache; see `from_record`."""
         values = [getattr(self, name) for name in _FIELDS]
@@ -269,6 +263,4 @@ def _read_lsb(data: bytes, span: tuple[int, int], builder: _Builder) -> None:
         value = _decode(match.group(2), number, builder)
         if value is None:
             continue
-        if key == "description" and "description" in builder.lines:
-            continue  # a native description wins over Short-Description
-        builder.add(key, value, number, lsb=True)
+        builder.add(key, value, number, lsb=True)  # a native key read first wins
