@@ -7,15 +7,20 @@ except through the `on_warning` callback.
 from __future__ import annotations
 
 import os
+import secrets
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from corral.config import Config
 from corral.errors import HeaderError, Problem, UsageError
+from corral.events import Event, Listener, Notice, RunFinished
 from corral.graph import Graph, Module, Selection, build_graph, select
 from corral.headers import Header, parse_header
 from corral.store import FileKey, Store, file_key, warn
+
+PACKAGED_LIB = Path(__file__).resolve().parent.parent.parent / "lib"
 
 
 @dataclass(frozen=True)
@@ -164,3 +169,104 @@ def _dot_escape(text: str) -> str:
 def graph_json(graph: Graph) -> dict:
     return {"nodes": [module_json(graph.modules[n]) for n in sorted(graph.modules)],
             "edges": [{"from": a, "to": b, "kind": k} for a, b, k in graph_edges(graph)]}
+
+
+# running -----------------------------------------------------------------------------
+
+
+def new_run_id() -> str:
+    """Sortable and short enough to type: 20261122-215007-3fa2."""
+    return time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+
+
+def lib_dir(config: Config) -> Path:
+    """What modules see as $CORRAL_LIB: config `lib:`, the modules' sibling lib/, or ours."""
+    if config.lib is not None:
+        return config.lib.absolute()
+    sibling = config.modules[0].absolute().parent / "lib"
+    return sibling if sibling.is_dir() else PACKAGED_LIB
+
+
+def run_modules(config: Config, store: Store, targets: Iterable[str] = (),
+                tags: Iterable[str] = (), exclude: Iterable[str] = (),
+                listeners: Iterable[Listener] = (), dry_run: bool = False,
+                wait_lock: float | None = None, want_output: bool = True) -> RunFinished:
+    """Run the selection; returns the run's outcome. Raises before anything starts on a
+    header/usage error (HeaderError, UsageError) or a held lock (LockHeld)."""
+    from corral.executor import DryRunExecutor, LocalExecutor
+    from corral.records import Recorder
+    from corral.runlock import RunLock
+    from corral.scheduler import RunSettings, Scheduler
+
+    listeners = list(listeners)
+
+    def emit(event: Event) -> None:
+        for listener in listeners:
+            listener(event)
+
+    graph, loaded = load_graph(config, store)
+    durations = store.median_durations() if store.path else {}
+    selection = select(graph, targets, tags, exclude, durations)
+    for problem in graph.warnings:
+        emit(Notice(str(problem), warning=True))
+    run_id = new_run_id()
+    if dry_run:
+        settings = RunSettings(run_id, config.jobs, config.fail_fast, config.pools, dry_run=True)
+        with DryRunExecutor() as executor:
+            outcome = Scheduler(graph, selection, settings, executor, emit).run()
+        emit(outcome)
+        return outcome
+    with RunLock(config.modules).acquire(wait_lock):
+        log_dir = (config.log_dir / run_id).absolute()
+        log_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+        env = dict(os.environ)
+        env.update(CORRAL_RUN_ID=run_id, CORRAL_LIB=str(lib_dir(config)),
+                   CORRAL_LOG_DIR=str(log_dir))
+        listeners.insert(0, Recorder(store, os.pathsep.join(str(d.absolute())
+                                                            for d in config.modules),
+                                     " ".join(targets), emit, loaded.hits, loaded.misses))
+        settings = RunSettings(run_id, config.jobs, config.fail_fast, config.pools,
+                               config.retry_backoff, log_dir, env)
+        on_line = None
+        if want_output:
+            from corral.events import ModuleOutput
+
+            def on_line(name: str, line: bytes) -> None:
+                emit(ModuleOutput(name, line))
+
+        executor = LocalExecutor(config.grace, config.log_limit, on_line)
+        with executor:
+            outcome = Scheduler(graph, selection, settings, executor, emit).run()
+        emit(outcome)
+    return outcome
+
+
+def run_json(outcome: RunFinished) -> dict:
+    """design.md's `run --json` object (plus run-level figures)."""
+    from corral.printer import outcome as why
+    from corral.records import iso
+
+    modules = []
+    for m in outcome.modules:
+        last = m.last
+        modules.append({
+            "name": m.name, "status": m.status,
+            "exit_code": last.exit_code if last else None,
+            "signal": last.signal if last else None,
+            "start": iso(last.start) if last else None,
+            "end": iso(last.end) if last else None,
+            "duration_s": round(last.duration_s, 6) if last else None,
+            "peak_rss_bytes": last.peak_rss_bytes if last else None,
+            "cpu_user_s": last.cpu_user_s if last else None,
+            "cpu_sys_s": last.cpu_sys_s if last else None,
+            "attempts": len(m.attempts),
+            "reason": why(m) if m.status != "ok" else "",
+            "log_path": last.log_path if last else None,
+            "log_dropped_bytes": last.log_dropped_bytes if last else 0,
+            "throttle_wait_s": last.throttle_wait_s if last else 0.0,
+        })
+    return {"run_id": outcome.run_id, "status": outcome.status,
+            "exit_code": outcome.exit_code, "started": iso(outcome.started),
+            "ended": iso(outcome.ended), "makespan_s": round(outcome.makespan_s, 6),
+            "jobs": outcome.jobs, "log_dir": outcome.log_dir, "dry_run": outcome.dry_run,
+            "modules": modules}

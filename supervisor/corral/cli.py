@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import sys
 
 import click
@@ -96,6 +97,108 @@ def plan(ctx, targets, tags, exclude, as_json):
     for name, reason in sorted(selection.excluded.items()):
         click.echo(f"  not run: {name} ({reason})")
     click.echo(f"{len(selection.names)} modules in {len(waves)} waves")
+
+
+@main.command()
+@_selection_options
+@click.option("-j", "--jobs", type=click.IntRange(min=1), metavar="N",
+              help="Modules running at once. Default: CPU count (config `jobs:`).")
+@click.option("--keep-going/--fail-fast", "keep_going", default=None,
+              help="After a failure, go on with independent modules (default) or start "
+                   "nothing new.")
+@click.option("--dry-run", is_flag=True, help="Print what would run, in order; run nothing.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print design.md's run object on stdout and nothing else.")
+@click.option("-q", "--quiet", is_flag=True, help="Print only failures (for cron mail).")
+@click.option("--wait-lock", type=float, default=None, is_flag=False, flag_value=float("inf"),
+              metavar="[SECONDS]",
+              help="If another run holds the lock, wait for it (for ever, or SECONDS).")
+@click.pass_context
+def run(ctx, targets, tags, exclude, jobs, keep_going, dry_run, as_json, quiet, wait_lock):
+    """Run the modules (or TARGETs and what they need) in parallel, in dependency order.
+
+    Exit status: 0 all ok; 1 a module failed, timed out or was skipped; 2 header or
+    usage error (nothing ran); 3 another run holds the lock; 130/143 interrupted.
+
+    Example:
+
+        corral run -j 4 --fail-fast summary
+    """
+    from corral.printer import Printer
+
+    gc.enable()  # a long-lived loop: let the collector do its job
+    config = ctx.obj.with_flags(jobs=jobs,
+                                fail_fast=None if keep_going is None else not keep_going)
+    tty = sys.stdout.isatty()
+    if as_json:
+        printer = Printer(sys.stderr, sys.stderr, color=False, timestamps=False, quiet=True)
+    else:
+        printer = Printer(sys.stdout, sys.stderr, color=tty and not os.environ.get("NO_COLOR"),
+                          timestamps=not tty, quiet=quiet)
+    outcome = api.run_modules(config, _store(ctx), targets, tags, exclude, [printer],
+                              dry_run=dry_run, wait_lock=wait_lock,
+                              want_output=not (as_json or quiet))
+    if as_json:
+        _echo_json(api.run_json(outcome))
+    ctx.exit(outcome.exit_code)
+
+
+@main.command()
+@click.argument("module", required=False)
+@click.option("-n", "--limit", type=click.IntRange(min=1), default=20, show_default=True,
+              help="How many runs (or attempts of MODULE) to show.")
+@click.option("--json", "as_json", is_flag=True, help="Rows as JSON.")
+@click.pass_context
+def history(ctx, module, limit, as_json):
+    """Past runs, or every recorded attempt of MODULE.
+
+    Example:
+
+        corral history disk_usage
+    """
+    store = _store(ctx)
+    if module:
+        rows = store.attempts(module=module, limit=limit)
+        if as_json:
+            _echo_json(rows)
+            return
+        if not rows:
+            raise click.ClickException(f"no records of module {module!r}")
+        click.echo(f"{'run':<21}  {'try':>3}  {'status':<11}  {'start (UTC)':<23}  "
+                   f"{'time':>8}  {'exit':>4}  {'peak RSS':>9}  detail")
+        for r in rows:
+            click.echo(f"{r['run_id']:<21}  {r['attempt']:>3}  {r['status']:<11}  "
+                       f"{(r['start'] or '-')[:23]:<23}  {_secs(r['duration_s']):>8}  "
+                       f"{_dash(r['exit_code']):>4}  {_mib(r['peak_rss_bytes']):>9}  "
+                       f"{r['reason'] or ''}")
+        return
+    runs = store.runs(limit)
+    if as_json:
+        for r in runs:
+            r["modules"] = store.attempts(run_id=r["run_id"])
+        _echo_json(runs)
+        return
+    if not runs:
+        click.echo("no runs recorded yet")
+        return
+    click.echo(f"{'run':<21}  {'started (UTC)':<19}  {'status':<11}  {'exit':>4}  "
+               f"{'modules':>7}  {'makespan':>8}  {'work':>8}  -j")
+    for r in runs:
+        click.echo(f"{r['run_id']:<21}  {(r['started'] or '-')[:19]:<19}  {r['status']:<11}  "
+                   f"{_dash(r['exit_code']):>4}  {_dash(r['module_count']):>7}  "
+                   f"{_secs(r['makespan_s']):>8}  {_secs(r['work_s']):>8}  {r['jobs']}")
+
+
+def _dash(value) -> str:
+    return "-" if value is None else str(value)
+
+
+def _secs(value) -> str:
+    return "-" if value is None else f"{value:.2f}s"
+
+
+def _mib(value) -> str:
+    return "-" if not value else f"{value / 2**20:.1f}MiB"
 
 
 @main.command(name="list")

@@ -33,6 +33,9 @@ class Config:
     max_load: float | None = None
     min_free_mem: int | None = None
     grace: float = 5.0
+    retry_backoff: float = 1.0
+    log_limit: int = 64 << 20
+    lib: Path | None = None
     facilities: dict[str, tuple[str, ...]] = field(default_factory=dict)
     pools: dict[str, int] = field(default_factory=dict)
     secret_patterns: tuple[str, ...] = SECRET_PATTERNS
@@ -66,6 +69,8 @@ def load_config(modules: tuple[str, ...] = (), db: str | None = None,
         dirs = tuple(Path(path.parent, d) for d in ([value] if isinstance(value, str) else value))
     data.pop("modules", None)
     log_dir = Path(data.pop("log_dir", db_path.parent / "logs"))
+    if "lib" in data:
+        data["lib"] = path.parent / str(data["lib"])
     values = _typed(data, path)
     return Config(modules=dirs, db=db_path, log_dir=log_dir,
                   config_file=path if path.exists() else None, **values)
@@ -140,6 +145,9 @@ _CONVERTERS = {
     "max_load": float,
     "min_free_mem": lambda v: parse_size(str(v)),
     "grace": lambda v: parse_duration(str(v)),
+    "retry_backoff": lambda v: parse_duration(str(v)),
+    "log_limit": lambda v: parse_size(str(v)),
+    "lib": lambda v: Path(str(v)),
     "facilities": _facilities,
     "pools": _pools,
     "secret_patterns": lambda v: tuple(str(p) for p in v),

@@ -7,7 +7,7 @@ order; `after`/`before` only order, and only when both modules are in the run.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from corral.errors import HeaderError, Problem, UsageError
@@ -339,11 +339,32 @@ class Plan:
 
     def ready(self) -> list[str]:
         """Ready modules, highest priority first; [] when nothing is ready."""
-        return [n for _, n in sorted(self._ready)]
+        return [n for _, n in sorted(self._ready) if n in self.pending]
+
+    def take_ready(self, admit: Callable[[str], bool], limit: int) -> list[str]:
+        """Start up to `limit` ready modules, highest priority first, that `admit` accepts.
+
+        `admit` may refuse one (its lock is held); it stays ready. Returns [] when none.
+        """
+        taken: list[str] = []
+        held = []
+        while self._ready and len(taken) < limit:
+            item = heapq.heappop(self._ready)
+            name = item[1]
+            if name not in self.pending:
+                continue  # skipped since it became ready
+            if admit(name):
+                self.pending.discard(name)
+                self.running.add(name)
+                taken.append(name)
+            else:
+                held.append(item)
+        for item in held:
+            heapq.heappush(self._ready, item)
+        return taken
 
     def start(self, name: str) -> None:
-        self._ready.remove((-self.selection.priority[name], name))
-        heapq.heapify(self._ready)
+        """Mark one ready module started (take_ready does this for the modules it returns)."""
         self.pending.discard(name)
         self.running.add(name)
 
@@ -385,8 +406,6 @@ class Plan:
             missing.discard(done)
             if not missing and user in self.pending:
                 heapq.heappush(self._ready, (-self.selection.priority[user], user))
-        self._ready = [(p, n) for p, n in self._ready if n in self.pending]
-        heapq.heapify(self._ready)
 
 
 def _verb(status: str) -> str:

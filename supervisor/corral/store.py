@@ -19,7 +19,7 @@ from pathlib import Path
 
 from corral.headers import _FIELDS, PARSER_VERSION, Header
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # Cached headers are marshal records (several times faster to load than JSON, and only
 # ever read back by corral); the tag changes whenever the parser or marshal format does.
 CACHE_TAG = (PARSER_VERSION * 100 + len(_FIELDS)) * 100 + marshal.version
@@ -187,27 +187,40 @@ class Store:
 
     # runs --------------------------------------------------------------------------------
 
+    # Runs are written row by row as they happen, with plain SQL: sqlite-utils inspects
+    # the table on every insert, which would cost more than spawning a no-op module.
+
     def insert_run(self, row: dict) -> None:
         with self.write():
-            self.db["runs"].insert(row)
+            self._insert("runs", row)
 
     def update_run(self, run_id: str, values: dict) -> None:
         with self.write():
-            self.db["runs"].update(run_id, values)
+            self._update("runs", "run_id", run_id, values)
 
     def insert_attempt(self, row: dict) -> int:
         """Insert one module_runs row; returns its id for later updates."""
         with self.write():
-            return self.db["module_runs"].insert(row).last_rowid
+            return self._insert("module_runs", row)
 
     def update_attempt(self, attempt_id: int, values: dict) -> None:
         with self.write():
-            self.db["module_runs"].update(attempt_id, values)
+            self._update("module_runs", "id", attempt_id, values)
 
     def insert_samples(self, rows: list[dict]) -> None:
         if rows:
             with self.write():
-                self.db["samples"].insert_all(rows)
+                self.conn.executemany(
+                    f"INSERT INTO samples ({', '.join(rows[0])}) "
+                    f"VALUES ({', '.join('?' * len(rows[0]))})", [tuple(r.values()) for r in rows])
+
+    def _insert(self, table: str, row: dict) -> int:
+        sql = f"INSERT INTO {table} ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})"
+        return self.conn.execute(sql, tuple(row.values())).lastrowid
+
+    def _update(self, table: str, pk: str, key: object, values: dict) -> None:
+        sets = ", ".join(f"{column} = ?" for column in values)
+        self.conn.execute(f"UPDATE {table} SET {sets} WHERE {pk} = ?", (*values.values(), key))
 
     def runs(self, limit: int = 20) -> list[dict]:
         """The newest `limit` runs, newest first."""
@@ -269,4 +282,11 @@ def _schema_v1(db) -> None:
     db["samples"].create_index(["run_id", "t"], if_not_exists=True)
 
 
-_MIGRATIONS = [_schema_v1]
+def _schema_v2(db) -> None:
+    """Runs record why they ended and attempts whether their log is whole."""
+    db["module_runs"].add_column("log_incomplete", int)
+    db["runs"].add_column("exit_signal", int)
+    db["runs"].add_column("selected", int)
+
+
+_MIGRATIONS = [_schema_v1, _schema_v2]

@@ -1,0 +1,119 @@
+"""What a run tells its listeners: one typed message per thing that happened.
+
+The scheduler emits these; the terminal printers, the JSON collector and the store
+recorder are listeners (callables taking one event). Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+# Final statuses of a module in a run (design.md), and the status of one still going.
+OK, FAILED, SKIPPED, TIMEOUT, INTERRUPTED, RUNNING = (
+    "ok", "failed", "skipped", "timeout", "interrupted", "running")
+
+
+@dataclass
+class AttemptResult:
+    """One execution of one module, as it ended."""
+
+    name: str
+    attempt: int
+    status: str
+    exit_code: int | None  # None when a signal ended it
+    signal: int | None
+    start: float  # wall clock, seconds since the epoch
+    end: float
+    duration_s: float  # monotonic
+    cpu_user_s: float
+    cpu_sys_s: float
+    peak_rss_bytes: int
+    read_bytes: int
+    write_bytes: int
+    pid: int
+    log_path: str | None
+    log_bytes: int = 0
+    log_dropped_bytes: int = 0
+    log_incomplete: bool = False
+    reason: str = ""
+    throttle_wait_s: float = 0.0
+    retry_in: float | None = None  # seconds until the next attempt; None when final
+
+
+@dataclass
+class RunStarted:
+    run_id: str
+    started: float
+    names: list[str]
+    jobs: int
+    log_dir: str | None
+    dry_run: bool = False
+
+
+@dataclass
+class ModuleStarted:
+    name: str
+    attempt: int
+    pid: int
+    start: float
+    log_path: str | None
+    throttle_wait_s: float = 0.0
+
+
+@dataclass
+class ModuleOutput:
+    name: str
+    line: bytes  # one line without its newline (or a last line without one)
+
+
+@dataclass
+class ModuleFinished:
+    result: AttemptResult
+
+
+@dataclass
+class ModuleSkipped:
+    name: str
+    reason: str
+
+
+@dataclass
+class Notice:
+    """Something the user should know that is not about one module (a signal, a warning)."""
+
+    message: str
+    warning: bool = False
+
+
+@dataclass
+class ModuleSummary:
+    """A module's outcome in the run: its last attempt, or why it never ran."""
+
+    name: str
+    status: str
+    attempts: list[AttemptResult] = field(default_factory=list)
+    reason: str = ""
+
+    @property
+    def last(self) -> AttemptResult | None:
+        return self.attempts[-1] if self.attempts else None
+
+
+@dataclass
+class RunFinished:
+    run_id: str
+    status: str
+    exit_code: int
+    started: float
+    ended: float
+    makespan_s: float
+    jobs: int
+    modules: list[ModuleSummary]
+    log_dir: str | None
+    dry_run: bool = False
+
+
+Event = (RunStarted | ModuleStarted | ModuleOutput | ModuleFinished | ModuleSkipped | Notice
+         | RunFinished)
+Listener = Callable[[Event], None]

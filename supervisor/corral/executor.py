@@ -1,0 +1,449 @@
+"""Spawn, wait, kill, log: the only part of corral that runs processes.
+
+Every attempt is `bash FILE` in a new session (its own process group), stdin from
+/dev/null, stdout and stderr on one pipe that corral copies into the attempt's log
+file (capped) and hands line by line to a listener. Waiting is event-driven: one
+`selectors` loop over the output pipes and a signal wakeup fd, so SIGCHLD, SIGINT,
+SIGTERM and SIGHUP all arrive as bytes on a pipe and nothing polls. An attempt is over
+when its main process exits, even if a daemon it forked still holds the pipe.
+
+corral is the children's subreaper while it runs, so what a module leaves behind is
+reparented to corral (not init) and is found, killed and reaped by `close()`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import os
+import selectors
+import shutil
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from corral.events import FAILED, INTERRUPTED, OK, TIMEOUT, AttemptResult
+
+PR_SET_CHILD_SUBREAPER = 36
+READ_CHUNK = 1 << 16
+# Signals the supervisor turns into events; everything else keeps its default.
+HANDLED = (signal.SIGCHLD, signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# What a child must not inherit from Python: ignored SIGPIPE/SIGXFSZ and our handlers.
+CHILD_DEFAULTS = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM,
+                  signal.SIGHUP, signal.SIGCHLD, signal.SIGQUIT)
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What to start: one attempt of one module."""
+
+    name: str
+    path: str  # absolute
+    attempt: int
+    env: dict[str, str]  # the whole environment the module sees
+    log_path: str | None = None
+    timeout: float | None = None
+    detach: bool = False
+
+
+@dataclass(eq=False)
+class Job:
+    """A started attempt, as the executor tracks it."""
+
+    spec: Spec
+    pid: int
+    start: float
+    start_mono: float
+    fd: int | None
+    log_fd: int | None
+    deadline: float | None
+    log_bytes: int = 0
+    dropped: int = 0
+    log_incomplete: bool = False
+    partial: bytes = b""
+    cause: str | None = None  # TIMEOUT or INTERRUPTED once corral decided to stop it
+    stop_signal: int | None = None
+    kill_at: float | None = None
+    exited: bool = False
+
+
+@dataclass
+class Wakeup:
+    """What one `wait` saw: attempts that ended and signals corral itself received."""
+
+    finished: list[AttemptResult] = field(default_factory=list)
+    signals: list[int] = field(default_factory=list)
+
+
+def _set_subreaper(on: bool) -> bool:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+class LocalExecutor:
+    """Runs attempts on this host. Use as a context manager: it owns signal handling."""
+
+    def __init__(self, grace: float = 5.0, log_cap: int = 64 << 20,
+                 on_line: Callable[[str, bytes], None] | None = None):
+        self.grace = grace
+        self.log_cap = log_cap
+        self.on_line = on_line
+        self.running: dict[int, Job] = {}
+        self._lingering: set[Job] = set()  # exited, but a daemon still holds the pipe
+        self._groups: dict[int, Job] = {}  # every process group started, for close()
+        self._bash = shutil.which("bash") or "/bin/bash"
+        self._selector = selectors.DefaultSelector()
+        self._devnull = -1
+        self._wake_r = self._wake_w = -1
+        self._old_handlers: dict[int, object] = {}
+        self._old_wakeup = -1
+        self._cwd: str | None = None
+        self._home = os.getcwd()
+
+    # setup and teardown ----------------------------------------------------------------
+
+    def __enter__(self) -> LocalExecutor:
+        self._devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        for signum in HANDLED:
+            self._old_handlers[signum] = signal.signal(signum, _note_signal)
+        self._old_wakeup = signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        _set_subreaper(True)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop whatever is left (leftover daemons too, unless detached), reap, restore."""
+        if self._wake_r < 0:
+            return
+        self._stop_leftovers()
+        for job in [*self._lingering, *self.running.values()]:
+            self._drain(job, final=True)
+        self._reap_all()
+        signal.set_wakeup_fd(self._old_wakeup)
+        for signum, handler in self._old_handlers.items():
+            signal.signal(signum, handler)
+        _set_subreaper(False)
+        self._selector.close()
+        for fd in (self._wake_r, self._wake_w, self._devnull):
+            os.close(fd)
+        self._wake_r = -1
+        if self._cwd is not None:
+            os.chdir(self._home)
+
+    # start -----------------------------------------------------------------------------
+
+    def start(self, spec: Spec) -> Job:
+        """Spawn one attempt; raises OSError when it cannot (the caller records a failure)."""
+        log_fd = None
+        if spec.log_path is not None:
+            log_fd = os.open(spec.log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
+                             0o640)
+        r, w = os.pipe2(os.O_CLOEXEC)
+        directory = os.path.dirname(spec.path)
+        try:
+            # posix_spawn has no cwd: corral is single-threaded, so change its own and
+            # remember it (most modules share one directory, so this is rarely a syscall).
+            if directory != self._cwd:
+                os.chdir(directory)
+                self._cwd = directory
+            pid = os.posix_spawn(
+                self._bash, ["bash", spec.path], spec.env,
+                file_actions=[(os.POSIX_SPAWN_DUP2, self._devnull, 0),
+                              (os.POSIX_SPAWN_DUP2, w, 1), (os.POSIX_SPAWN_DUP2, w, 2)],
+                setsid=True, setsigdef=CHILD_DEFAULTS)
+        except OSError:
+            os.close(r)
+            if log_fd is not None:
+                os.close(log_fd)
+            raise
+        finally:
+            os.close(w)
+        os.set_blocking(r, False)
+        now = time.monotonic()
+        deadline = now + spec.timeout if spec.timeout else None
+        job = Job(spec, pid, time.time(), now, r, log_fd, deadline)
+        self.running[pid] = job
+        self._groups[pid] = job
+        self._selector.register(r, selectors.EVENT_READ, job)
+        return job
+
+    # wait ------------------------------------------------------------------------------
+
+    def wait(self, timeout: float | None = None) -> Wakeup:
+        """Block until an attempt ends, a signal arrives or `timeout` passes; never polls.
+
+        Output that arrives meanwhile goes to the logs and the line listener. Returns an
+        empty Wakeup when only output (or nothing) happened.
+        """
+        out = Wakeup()
+        deadline = self._next_deadline()
+        if deadline is not None:
+            left = max(0.0, deadline - time.monotonic())
+            timeout = left if timeout is None else min(timeout, left)
+        for key, _ in self._selector.select(timeout):
+            if key.data is None:
+                out.signals.extend(self._read_wakeups())
+            else:
+                self._read(key.data)
+        if signal.SIGCHLD in out.signals:
+            out.finished = self._reap_all()
+        out.signals = [s for s in out.signals if s != signal.SIGCHLD]
+        self._enforce_deadlines()
+        return out
+
+    def _read_wakeups(self) -> list[int]:
+        signals: list[int] = []
+        while True:
+            try:
+                data = os.read(self._wake_r, 512)
+            except BlockingIOError:
+                return signals
+            if not data:
+                return signals
+            signals.extend(b for b in data if b not in signals)
+
+    def _read(self, job: Job) -> bool:
+        """Copy one chunk from the pipe; False when it is empty for now or closed."""
+        try:
+            data = os.read(job.fd, READ_CHUNK)
+        except BlockingIOError:
+            return False
+        except OSError:
+            data = b""
+        if not data:
+            self._close_pipe(job)
+            return False
+        self._log(job, data)
+        if self.on_line is not None:
+            lines = (job.partial + data).split(b"\n")
+            job.partial = lines.pop()
+            for line in lines:
+                self.on_line(job.spec.name, line)
+        return True
+
+    def _log(self, job: Job, data: bytes) -> None:
+        if job.log_fd is None:
+            return
+        room = self.log_cap - job.log_bytes
+        if room < len(data):
+            job.dropped += len(data) - max(room, 0)
+            data = data[:max(room, 0)]
+        view = memoryview(data)
+        while view:
+            try:
+                written = os.write(job.log_fd, view)
+            except OSError as exc:
+                if exc.errno == errno.EINTR:
+                    continue
+                # Disk full or gone: keep draining the pipe so the module is not blocked
+                # or killed by SIGPIPE, and say the log is incomplete.
+                job.log_incomplete = True
+                job.dropped += len(view)
+                os.close(job.log_fd)
+                job.log_fd = None
+                return
+            job.log_bytes += written
+            view = view[written:]
+
+    def _close_pipe(self, job: Job) -> None:
+        if job.fd is None:
+            return
+        self._selector.unregister(job.fd)
+        os.close(job.fd)
+        job.fd = None
+        if job.partial and self.on_line is not None:
+            self.on_line(job.spec.name, job.partial)
+        job.partial = b""
+        self._lingering.discard(job)
+        if job.log_fd is not None and job.exited:
+            os.close(job.log_fd)
+            job.log_fd = None
+
+    def _drain(self, job: Job, final: bool = False) -> None:
+        """Read what is in the pipe now; at `final`, close it even if a daemon holds it."""
+        while job.fd is not None and self._read(job):
+            pass
+        if final and job.fd is not None:
+            self._close_pipe(job)
+        if final and job.log_fd is not None:
+            os.close(job.log_fd)
+            job.log_fd = None
+
+    def _reap_all(self) -> list[AttemptResult]:
+        """Reap every exited child (ours and reparented orphans); results for ours."""
+        finished = []
+        while True:
+            try:
+                pid, status, usage = os.wait4(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            job = self.running.pop(pid, None)
+            if job is not None:
+                finished.append(self._finish(job, status, usage))
+        return finished
+
+    def _finish(self, job: Job, status: int, usage) -> AttemptResult:
+        end_mono = time.monotonic()
+        job.exited = True
+        self._drain(job)
+        if job.fd is not None:
+            self._lingering.add(job)  # a daemon holds stdout: keep logging, do not wait
+        elif job.log_fd is not None:
+            os.close(job.log_fd)
+            job.log_fd = None
+        code = os.waitstatus_to_exitcode(status)
+        exit_code, signum = (code, None) if code >= 0 else (None, -code)
+        outcome = job.cause or (OK if exit_code == 0 else FAILED)
+        return AttemptResult(
+            name=job.spec.name, attempt=job.spec.attempt, status=outcome, exit_code=exit_code,
+            signal=signum if signum is not None else job.stop_signal,
+            start=job.start, end=job.start + (end_mono - job.start_mono),
+            duration_s=end_mono - job.start_mono,
+            cpu_user_s=usage.ru_utime, cpu_sys_s=usage.ru_stime,
+            peak_rss_bytes=usage.ru_maxrss * 1024,
+            read_bytes=usage.ru_inblock * 512, write_bytes=usage.ru_oublock * 512,
+            pid=job.pid, log_path=job.spec.log_path, log_bytes=job.log_bytes,
+            log_dropped_bytes=job.dropped, log_incomplete=job.log_incomplete)
+
+    # stop ------------------------------------------------------------------------------
+
+    def stop(self, job: Job, cause: str, now: bool = False) -> None:
+        """TERM (and CONT, so a stopped group hears it) the attempt's whole process group;
+        KILL after the grace period, or at once with `now`."""
+        job.cause = job.cause or cause
+        if now:
+            _killpg(job.pid, signal.SIGKILL)
+            job.stop_signal = signal.SIGKILL
+            job.kill_at = None
+            return
+        if job.kill_at is None:
+            _killpg(job.pid, signal.SIGTERM)
+            _killpg(job.pid, signal.SIGCONT)
+            job.stop_signal = job.stop_signal or signal.SIGTERM
+            job.kill_at = time.monotonic() + self.grace
+
+    def stop_all(self, cause: str, now: bool = False) -> None:
+        for job in list(self.running.values()):
+            self.stop(job, cause, now)
+
+    def _next_deadline(self) -> float | None:
+        times = [t for job in self.running.values()
+                 for t in (job.kill_at if job.kill_at is not None else job.deadline,) if t]
+        return min(times) if times else None
+
+    def _enforce_deadlines(self) -> None:
+        now = time.monotonic()
+        for job in list(self.running.values()):
+            if job.kill_at is not None and now >= job.kill_at:
+                _killpg(job.pid, signal.SIGKILL)
+                job.stop_signal = signal.SIGKILL
+                job.kill_at = None
+                job.deadline = None
+            elif job.deadline is not None and job.kill_at is None and now >= job.deadline:
+                self.stop(job, TIMEOUT)
+                job.deadline = None
+
+    def _stop_leftovers(self) -> None:
+        """Kill what attempts left behind: their process groups, then reparented orphans."""
+        if self.running:
+            self.stop_all(INTERRUPTED)
+            end = time.monotonic() + self.grace
+            while self.running and time.monotonic() < end:
+                self.wait(max(0.0, end - time.monotonic()))
+            self.stop_all(INTERRUPTED, now=True)
+            while self.running:
+                self.wait(0.1)
+        groups = [pgid for pgid, job in self._groups.items() if not job.spec.detach]
+        groups += [pgid for pgid in _orphans() if pgid not in self._groups
+                   and pgid != os.getpgrp()]
+        alive = [g for g in groups if _killpg(g, signal.SIGTERM)]
+        for g in alive:
+            _killpg(g, signal.SIGCONT)
+        end = time.monotonic() + self.grace
+        while alive and time.monotonic() < end:
+            self._reap_all()
+            alive = [g for g in alive if _killpg(g, 0)]
+            if alive:
+                time.sleep(0.02)
+        for g in alive:
+            _killpg(g, signal.SIGKILL)
+        self._reap_all()
+
+
+class DryRunExecutor:
+    """Starts nothing: every attempt 'succeeds' at once, so the scheduler's order shows."""
+
+    def __init__(self) -> None:
+        self.running: dict[int, Job] = {}
+        self._next_pid = 1
+
+    def __enter__(self) -> DryRunExecutor:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+    def start(self, spec: Spec) -> Job:
+        job = Job(spec, self._next_pid, time.time(), time.monotonic(), None, None, None)
+        self.running[job.pid] = job
+        self._next_pid += 1
+        return job
+
+    def wait(self, timeout: float | None = None) -> Wakeup:
+        done = [AttemptResult(j.spec.name, j.spec.attempt, OK, 0, None, j.start, j.start, 0.0,
+                              0.0, 0.0, 0, 0, 0, j.pid, None) for j in self.running.values()]
+        self.running.clear()
+        if not done and timeout:
+            time.sleep(timeout)
+        return Wakeup(finished=done)
+
+    def stop(self, job: Job, cause: str, now: bool = False) -> None:
+        pass
+
+    def stop_all(self, cause: str, now: bool = False) -> None:
+        pass
+
+
+def _note_signal(signum, frame) -> None:
+    """Python-level handler: the wakeup fd already carries the signal number."""
+
+
+def _killpg(pgid: int, signum: int) -> bool:
+    """Signal a process group; False when it no longer exists."""
+    try:
+        os.killpg(pgid, signum)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def _orphans() -> list[int]:
+    """Processes reparented to corral (it is their subreaper) that it did not start."""
+    me = os.getpid()
+    out = []
+    with contextlib.suppress(OSError):
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry.name}/stat", "rb") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            fields = stat[stat.rindex(b")") + 2:].split()
+            if int(fields[1]) == me and fields[0] != b"Z":
+                out.append(int(fields[2]))  # its process group
+    return sorted(set(out))

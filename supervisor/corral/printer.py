@@ -1,0 +1,191 @@
+"""Run listeners that write for people: live prefixed lines, then a summary.
+
+Three audiences: a person at a terminal (colour per module, symbols, a table), cron or
+a pipe (plain lines with timestamps, no escape codes), and `--quiet` (only what went
+wrong: what cron should mail). Module output is shown decoded with replacement; the
+log files keep the bytes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from typing import TextIO
+
+from corral.events import (
+    FAILED,
+    INTERRUPTED,
+    OK,
+    SKIPPED,
+    TIMEOUT,
+    Event,
+    ModuleFinished,
+    ModuleOutput,
+    ModuleSkipped,
+    ModuleStarted,
+    ModuleSummary,
+    Notice,
+    RunFinished,
+    RunStarted,
+)
+
+PALETTE = (36, 35, 33, 34, 32, 96, 95, 93, 94, 92)  # ANSI colours for module names
+STATUS_COLOUR = {OK: 32, FAILED: 31, TIMEOUT: 31, INTERRUPTED: 33, SKIPPED: 33}
+SYMBOL = {OK: "✔", FAILED: "✘", TIMEOUT: "⏱", INTERRUPTED: "■", SKIPPED: "–"}
+TAIL_LINES = 10
+
+
+def tail(path: str | None, lines: int = TAIL_LINES) -> list[str]:
+    """The last `lines` lines of a log, decoded with replacement; [] when unreadable."""
+    if not path:
+        return []
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 64 * 1024))
+            data = f.read()
+    except OSError:
+        return []
+    return data.decode("utf-8", "replace").splitlines()[-lines:]
+
+
+def seconds(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value < 60:
+        return f"{value:.2f}s"
+    minutes, secs = divmod(value, 60)
+    return f"{int(minutes)}m{secs:04.1f}s"
+
+
+def outcome(summary: ModuleSummary) -> str:
+    """'exit 3', 'signal 15', 'requires x, which failed' …: why a module ended as it did."""
+    last = summary.last
+    if summary.status == OK:
+        return ""
+    if summary.status == SKIPPED or last is None:
+        return summary.reason
+    if last.reason:
+        return last.reason
+    if last.exit_code is not None:
+        return f"exit {last.exit_code}"
+    return f"signal {last.signal}" if last.signal else ""
+
+
+class Printer:
+    """The terminal/cron listener. `color` and `timestamps` choose the audience."""
+
+    def __init__(self, out: TextIO, err: TextIO, color: bool, timestamps: bool,
+                 quiet: bool = False, show_output: bool = True):
+        self.out, self.err = out, err
+        self.color, self.timestamps, self.quiet = color, timestamps, quiet
+        self.show_output = show_output and not quiet
+        self.width = 8
+        self.colours: dict[str, int] = {}
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, ModuleOutput):
+            if self.show_output:
+                self._line(event.name, event.line.decode("utf-8", "replace").rstrip("\r"))
+        elif isinstance(event, ModuleStarted):
+            if not self.quiet:
+                note = f" (attempt {event.attempt})" if event.attempt > 1 else ""
+                self._line(event.name, self._dim(f"started{note}"))
+        elif isinstance(event, ModuleFinished):
+            self._finished(event)
+        elif isinstance(event, ModuleSkipped):
+            if not self.quiet:
+                self._line(event.name, self._status(SKIPPED, f"skipped: {event.reason}"))
+        elif isinstance(event, Notice):
+            prefix = "warning: " if event.warning else ""
+            self._write(self.err, f"corral: {prefix}{event.message}")
+        elif isinstance(event, RunStarted):
+            self.width = max([len(n) for n in event.names] + [4])
+            self.colours = {n: PALETTE[i % len(PALETTE)] for i, n in enumerate(event.names)}
+            if not self.quiet:
+                what = "would run" if event.dry_run else "running"
+                where = f"; logs in {event.log_dir}" if event.log_dir else ""
+                self._write(self.out, f"corral: {what} {len(event.names)} modules with "
+                                      f"-j {event.jobs} (run {event.run_id}){where}")
+        elif isinstance(event, RunFinished):
+            self._summary(event)
+        self.out.flush()
+
+    def _finished(self, event: ModuleFinished) -> None:
+        r = event.result
+        if self.quiet and r.status == OK:
+            return
+        words = f"{r.status} in {seconds(r.duration_s)}"
+        if r.status != OK:
+            why = r.reason or (f"exit {r.exit_code}" if r.exit_code is not None
+                               else f"signal {r.signal}")
+            words = f"{r.status} ({why}) after {seconds(r.duration_s)}"
+        if r.retry_in is not None:
+            words += f"; retrying in {seconds(r.retry_in)}"
+        if r.log_dropped_bytes:
+            words += f"; log capped, {r.log_dropped_bytes} bytes dropped"
+        self._line(r.name, self._status(r.status, f"{SYMBOL.get(r.status, '')} {words}"))
+
+    def _summary(self, run: RunFinished) -> None:
+        bad = [m for m in run.modules if m.status != OK]
+        if self.quiet and not bad:
+            return
+        out = self.out
+        if run.dry_run:
+            self._write(out, f"corral: dry run: {len(run.modules)} modules, nothing was run")
+            return
+        shown = bad if self.quiet else run.modules
+        self._write(out, "", False)
+        name_w = max([len(m.name) for m in shown] + [6])
+        head = f"{'module':<{name_w}}  {'status':<11}  {'time':>8}  {'tries':>5}  detail"
+        self._write(out, self._bold(head), False)
+        for m in shown:
+            last = m.last
+            status = self._status(m.status, f"{m.status:<11}")
+            self._write(out, f"{m.name:<{name_w}}  {status}  "
+                             f"{seconds(last.duration_s if last else None):>8}  "
+                             f"{len(m.attempts):>5}  {outcome(m)}", False)
+        for m in bad:
+            if m.last is None or m.status == SKIPPED:
+                continue
+            lines = tail(m.last.log_path)
+            self._write(out, "", False)
+            self._write(out, self._bold(f"── last lines of {m.name} ({m.last.log_path}) ──"),
+                        False)
+            for line in lines or ["(no output)"]:
+                self._write(out, f"  {line}", False)
+        counts: dict[str, int] = {}
+        for m in run.modules:
+            counts[m.status] = counts.get(m.status, 0) + 1
+        parts = ", ".join(f"{n} {s}" for s, n in counts.items())
+        work = sum(a.duration_s for m in run.modules for a in m.attempts)
+        self._write(out, "", False)
+        self._write(out, self._status(run.status, f"corral: {run.status}: {len(run.modules)} "
+                                                  f"modules ({parts}) in "
+                                                  f"{seconds(run.makespan_s)}, work "
+                                                  f"{seconds(work)}, -j {run.jobs}; "
+                                                  f"run {run.run_id}"))
+
+    # formatting ------------------------------------------------------------------------
+
+    def _line(self, name: str, text: str) -> None:
+        label = f"{name:<{self.width}}"
+        if self.color:
+            label = f"\x1b[{self.colours.get(name, 36)}m{label}\x1b[0m"
+        self._write(self.out, f"{label} │ {text}" if self.color else f"{label} | {text}")
+
+    def _write(self, stream: TextIO, text: str, stamp: bool = True) -> None:
+        if self.timestamps and stamp and text:
+            text = f"{dt.datetime.now().isoformat(timespec='seconds')} {text}"
+        stream.write(text + "\n")
+
+    def _status(self, status: str, text: str) -> str:
+        if not self.color or status not in STATUS_COLOUR:
+            return text
+        return f"\x1b[{STATUS_COLOUR[status]}m{text}\x1b[0m"
+
+    def _dim(self, text: str) -> str:
+        return f"\x1b[2m{text}\x1b[0m" if self.color else text
+
+    def _bold(self, text: str) -> str:
+        return f"\x1b[1m{text}\x1b[0m" if self.color else text
