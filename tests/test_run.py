@@ -1,0 +1,304 @@
+"""`corral run` as a user (and cron) sees it: real Bash modules, real processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .runtrace import max_overlap, processes_with, read_trace, traced
+
+
+def trace_env(corral):
+    path = corral.modules.parent / "trace"
+    return path, {"TRACE": str(path)}
+
+
+def rows(db, sql, *args):
+    conn = sqlite3.connect(db)
+    conn.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in conn.execute(sql, args)]
+    finally:
+        conn.close()
+
+
+def by_name(result):
+    return {m["name"]: m for m in result.json()["modules"]}
+
+
+def test_runs_in_dependency_order_within_jobs_and_locks(corral):
+    trace, env = trace_env(corral)
+    corral.module("base", body=traced("sleep 0.2"))
+    for name in ("w1", "w2", "w3", "w4"):
+        corral.module(name, "requires: base", traced("sleep 0.1"))
+    corral.module("apt1", "locks: apt", traced("sleep 0.1"))
+    corral.module("apt2", "locks: apt", traced("sleep 0.1"))
+    corral.module("last", "requires: w1 w2 w3 w4\nafter: apt1", traced())
+    result = corral("run", "-j", "3", "--json", extra_env=env)
+    assert result.code == 0, result.err
+    seen = read_trace(trace)
+    assert sorted(seen) == sorted(by_name(result))
+    assert all(len(v) == 1 for v in seen.values())  # every module ran exactly once
+    one = {n: v[0] for n, v in seen.items()}
+    for name in ("w1", "w2", "w3", "w4"):
+        assert one[name].start >= one["base"].end
+        assert one["last"].start >= one[name].end
+    assert one["last"].start >= one["apt1"].end
+    assert max_overlap(list(one.values())) <= 3
+    assert max_overlap([one["apt1"], one["apt2"]]) == 1
+    assert all(m["status"] == "ok" and m["exit_code"] == 0 for m in result.json()["modules"])
+
+
+def test_lock_pool_size_comes_from_config(corral):
+    trace, env = trace_env(corral)
+    (corral.modules.parent / "corral.yaml").write_text("pools:\n  net: 2\n")
+    for i in range(4):
+        corral.module(f"n{i}", "locks: net", traced("sleep 0.2"))
+    result = corral("run", "-j", "4", extra_env=env)
+    assert result.code == 0, result.err
+    intervals = [v[0] for v in read_trace(trace).values()]
+    assert max_overlap(intervals) == 2
+
+
+def test_failure_skips_exactly_the_hard_dependents(corral):
+    corral.module("bad", body="echo broken; exit 3")
+    corral.module("needs_bad", "requires: bad")
+    corral.module("needs_needs", "requires: needs_bad")
+    corral.module("wants_bad", "wants: bad")
+    corral.module("alone")
+    result = corral("run", "--json")
+    assert result.code == 1
+    mods = by_name(result)
+    assert mods["bad"]["status"] == "failed" and mods["bad"]["exit_code"] == 3
+    assert mods["needs_bad"]["status"] == "skipped"
+    assert mods["needs_bad"]["reason"] == "requires bad, which failed"
+    assert mods["needs_needs"]["reason"] == "requires needs_bad, which was skipped"
+    assert mods["wants_bad"]["status"] == "ok" and mods["alone"]["status"] == "ok"
+    run = result.json()
+    assert run["status"] == "failed"
+    # The plain (cron) output names the failure and shows the failed module's log tail.
+    plain = corral("run")
+    assert plain.code == 1
+    assert "last lines of bad" in plain.out and "broken" in plain.out
+    assert "\x1b[" not in plain.out
+
+
+def test_fail_fast_lets_running_modules_finish_and_starts_nothing_new(corral):
+    trace, env = trace_env(corral)
+    corral.module("bad", body=traced("sleep 0.2; exit 1"))
+    corral.module("slow", body=traced("sleep 0.6"))
+    corral.module("later", "after: bad slow", traced())
+    result = corral("run", "-j", "2", "--fail-fast", "--json", extra_env=env)
+    assert result.code == 1
+    mods = by_name(result)
+    assert mods["slow"]["status"] == "ok"
+    assert mods["later"]["status"] == "skipped"
+    assert "--fail-fast after bad failed" in mods["later"]["reason"]
+    assert "later" not in read_trace(trace)
+
+
+def test_dry_run_prints_the_order_and_touches_nothing(corral):
+    marker = corral.modules.parent / "ran"
+    corral.module("a", body=f"touch {marker}")
+    corral.module("b", "requires: a", f"touch {marker}")
+    result = corral("run", "--dry-run")
+    assert result.code == 0, result.err
+    assert result.out.index("a ") < result.out.index("b ")
+    assert "would run 2 modules" in result.out and "nothing was run" in result.out
+    assert not marker.exists()
+    assert rows(corral.db, "SELECT * FROM runs") == []
+    assert not (corral.db.parent / "logs").exists()
+
+
+def test_module_sees_design_environment_cwd_and_no_stdin(corral):
+    sub = corral.modules / "nested"
+    corral.module("env", body="""
+        echo "module=$CORRAL_MODULE attempt=$CORRAL_ATTEMPT run=$CORRAL_RUN_ID"
+        echo "lib=$CORRAL_LIB logdir=$CORRAL_LOG_DIR cwd=$PWD"
+        [[ -f "$CORRAL_LIB/log.sh" ]] && echo lib-ok
+        if read -r -t 1 line; then echo "stdin: $line"; else echo stdin-empty; fi
+        [[ "$(ps -o sid= -p $$ | tr -d ' ')" == "$$" ]] && echo own-session
+    """, mode=0o644)  # not executable: corral runs `bash FILE` anyway
+    sub.mkdir()
+    result = corral("run", "--json", input="secret\n")
+    assert result.code == 0, result.err
+    run = result.json()
+    log = (corral.db.parent / "logs" / run["run_id"] / "env.log").read_text()
+    assert f"module=env attempt=1 run={run['run_id']}" in log
+    assert f"cwd={corral.modules}" in log
+    assert f"logdir={corral.db.parent / 'logs' / run['run_id']}" in log
+    assert "lib-ok" in log and "stdin-empty" in log and "own-session" in log
+    assert by_name(result)["env"]["log_path"].endswith("env.log")
+
+
+def test_timeout_terms_the_group_then_kills_what_ignores_term(corral):
+    (corral.modules.parent / "corral.yaml").write_text("grace: 0.5s\n")
+    corral.module("polite", "timeout: 0.3s", "sleep 30 & wait")
+    corral.module("stubborn", "timeout: 0.3s", "trap '' TERM\nsleep 30 & wait; sleep 30")
+    corral.module("stopped", "timeout: 0.3s", "kill -STOP $$")
+    corral.module("after_polite", "requires: polite")
+    start = time.monotonic()
+    result = corral("run", "-j", "3", "--json")
+    elapsed = time.monotonic() - start
+    assert result.code == 1
+    mods = by_name(result)
+    assert mods["polite"]["status"] == "timeout" and mods["polite"]["signal"] == 15
+    assert mods["stubborn"]["status"] == "timeout" and mods["stubborn"]["signal"] == 9
+    assert mods["stopped"]["status"] == "timeout"
+    assert mods["after_polite"]["reason"] == "requires polite, which timed out"
+    assert elapsed < 20  # nobody waited for the 30 s sleeps
+    assert processes_with(f"CORRAL_RUN_ID={result.json()['run_id']}") == []
+
+
+def test_retries_rerun_with_backoff_and_record_every_attempt(corral):
+    (corral.modules.parent / "corral.yaml").write_text("retry_backoff: 0.1s\n")
+    count = corral.modules.parent / "count"
+    corral.module("flaky", "retries: 2", f"""
+        n=$(( $(cat {count} 2>/dev/null || echo 0) + 1 )); echo $n > {count}
+        echo "attempt $CORRAL_ATTEMPT"
+        [[ $n -ge 2 ]]
+    """)
+    corral.module("never", "retries: 1", "exit 4")
+    result = corral("run", "--json")
+    assert result.code == 1
+    mods = by_name(result)
+    assert mods["flaky"]["status"] == "ok" and mods["flaky"]["attempts"] == 2
+    assert mods["never"]["status"] == "failed" and mods["never"]["attempts"] == 2
+    attempts = rows(corral.db, "SELECT module, attempt, status, exit_code, log_path "
+                               "FROM module_runs ORDER BY module, attempt")
+    assert [(a["module"], a["attempt"], a["status"]) for a in attempts] == [
+        ("flaky", 1, "failed"), ("flaky", 2, "ok"), ("never", 1, "failed"),
+        ("never", 2, "failed")]
+    assert Path(attempts[1]["log_path"]).read_text() == "attempt 2\n"
+
+
+def test_daemonising_module_does_not_hang_the_run_and_is_cleaned_up(corral):
+    corral.module("daemon", body="sleep 300 &\n(setsid sleep 301 &)\necho started")
+    corral.module("next", "requires: daemon")
+    start = time.monotonic()
+    result = corral("run", "--json")
+    assert result.code == 0, result.err
+    assert time.monotonic() - start < 30
+    assert by_name(result)["next"]["status"] == "ok"
+    assert processes_with(f"CORRAL_RUN_ID={result.json()['run_id']}") == []
+
+
+def test_exit_code_survives_many_short_children(corral):
+    corral.module("forky", body="for i in $(seq 50); do true & done; wait; exit 7")
+    result = corral("run", "--json")
+    assert by_name(result)["forky"]["exit_code"] == 7 and result.code == 1
+
+
+def test_quiet_prints_nothing_on_success_and_the_failure_otherwise(corral):
+    corral.module("fine", body="echo chatter")
+    assert corral("run", "--quiet").out == ""
+    corral.module("bad", body="echo 'it broke'; exit 2")
+    result = corral("run", "-q")
+    assert result.code == 1
+    assert "bad" in result.out and "it broke" in result.out and "chatter" not in result.out
+
+
+def test_records_are_written_and_history_shows_them(corral):
+    corral.module("a", body="echo hi")
+    corral.module("b", "requires: a", "exit 5")
+    first = corral("run", "--json").json()
+    runs = rows(corral.db, "SELECT * FROM runs")
+    assert len(runs) == 1 and runs[0]["status"] == "failed" and runs[0]["exit_code"] == 1
+    assert runs[0]["ended"] and runs[0]["makespan_s"] > 0
+    history = corral("history")
+    assert history.code == 0 and first["run_id"] in history.out
+    module = corral("history", "b")
+    assert "failed" in module.out and " 5 " in module.out
+    data = corral("history", "--json").json()
+    assert {m["module"] for m in data[0]["modules"]} == {"a", "b"}
+
+
+def test_second_run_exits_3_naming_the_holder_or_waits(corral):
+    gate = corral.modules.parent / "gate"
+    corral.module("hold", body=f"touch {gate}; sleep 1.5")
+    first = subprocess.Popen([sys.executable, "-m", "corral", "--modules", str(corral.modules),
+                              "--db", str(corral.db), "run", "-q"], env=corral.env)
+    try:
+        for _ in range(200):
+            if gate.exists():
+                break
+            time.sleep(0.05)
+        second = corral("run")
+        assert second.code == 3
+        assert f"PID {first.pid}" in second.err and "--wait-lock" in second.err
+        waited = corral("run", "-q", "--wait-lock=30")
+        assert waited.code == 0, waited.err
+    finally:
+        first.wait(30)
+    assert first.returncode == 0
+
+
+def test_sigterm_stops_every_module_and_exits_143(corral):
+    gate = corral.modules.parent / "gate"
+    corral.module("quick")
+    corral.module("sleeper", body=f"touch {gate}; sleep 60")
+    corral.module("stubborn", body="trap '' TERM; sleep 60 & wait; sleep 60")
+    corral.module("later", "requires: sleeper")
+    (corral.modules.parent / "corral.yaml").write_text("grace: 1s\n")
+    proc = subprocess.Popen([sys.executable, "-m", "corral", "--modules", str(corral.modules),
+                             "--db", str(corral.db), "run", "-j", "3"], env=corral.env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for _ in range(200):
+        if gate.exists():
+            break
+        time.sleep(0.05)
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 143, err
+    run = rows(corral.db, "SELECT * FROM runs")[0]
+    assert run["status"] == "interrupted" and run["exit_code"] == 143
+    status = {r["module"]: r for r in rows(corral.db, "SELECT * FROM module_runs")}
+    assert status["quick"]["status"] == "ok"
+    assert status["sleeper"]["status"] == "interrupted" and status["sleeper"]["signal"] == 15
+    assert status["stubborn"]["status"] == "interrupted" and status["stubborn"]["signal"] == 9
+    assert status["later"]["status"] == "skipped"
+    assert processes_with(f"CORRAL_RUN_ID={run['run_id']}") == []
+
+
+def test_unknown_target_and_bad_header_run_nothing(corral):
+    marker = corral.modules.parent / "ran"
+    corral.module("a", "timeout: never", f"touch {marker}")
+    result = corral("run")
+    assert result.code == 2 and "a.sh:2" in result.err
+    corral.module("a", body=f"touch {marker}")
+    result = corral("run", "ghost")
+    assert result.code == 2 and "ghost" in result.err
+    assert not marker.exists()
+
+
+def test_run_leaves_no_descriptor_or_zombie_in_process(tmp_path):
+    """The in-process API: same descriptors before and after, no child left unreaped."""
+    from corral import api
+    from corral.config import load_config
+
+    from .conftest import write_module
+
+    modules = tmp_path / "modules"
+    for i in range(5):
+        write_module(modules, f"m{i}", body="echo out; echo err >&2; sleep 0.05 &")
+    config = load_config((str(modules),), str(tmp_path / "db.sqlite"))
+    store = api.open_store(config)
+    before = sorted(os.listdir("/proc/self/fd"))
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD)}
+    outcome = api.run_modules(config, store)
+    assert outcome.exit_code == 0
+    after = sorted(os.listdir("/proc/self/fd"))
+    assert len(after) == len(before)
+    assert {s: signal.getsignal(s) for s in handlers} == handlers
+    try:
+        os.waitpid(-1, os.WNOHANG)
+        raise AssertionError("a child is left")
+    except ChildProcessError:
+        pass
+    store.close()
