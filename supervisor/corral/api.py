@@ -6,6 +6,7 @@ except through the `on_warning` callback.
 
 from __future__ import annotations
 
+import gc
 import os
 import secrets
 import time
@@ -207,6 +208,7 @@ def run_modules(config: Config, store: Store, targets: Iterable[str] = (),
     graph, loaded = load_graph(config, store)
     durations = store.median_durations() if store.path else {}
     selection = select(graph, targets, tags, exclude, durations)
+    gc.freeze()  # the graph lives as long as the run: keep the collector off it
     for problem in graph.warnings:
         emit(Notice(str(problem), warning=True))
     run_id = new_run_id()

@@ -87,6 +87,11 @@ class Notice:
 
 
 @dataclass
+class Idle:
+    """The scheduler is about to wait: listeners flush what they buffered."""
+
+
+@dataclass
 class ModuleSummary:
     """A module's outcome in the run: its last attempt, or why it never ran."""
 
@@ -115,5 +120,5 @@ class RunFinished:
 
 
 Event = (RunStarted | ModuleStarted | ModuleOutput | ModuleFinished | ModuleSkipped | Notice
-         | RunFinished)
+         | Idle | RunFinished)
 Listener = Callable[[Event], None]

@@ -62,6 +62,7 @@ class Job:
     log_bytes: int = 0
     dropped: int = 0
     log_incomplete: bool = False
+    log_opened: bool = False
     partial: bytes = b""
     cause: str | None = None  # TIMEOUT or INTERRUPTED once corral decided to stop it
     stop_signal: int | None = None
@@ -143,10 +144,6 @@ class LocalExecutor:
 
     def start(self, spec: Spec) -> Job:
         """Spawn one attempt; raises OSError when it cannot (the caller records a failure)."""
-        log_fd = None
-        if spec.log_path is not None:
-            log_fd = os.open(spec.log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
-                             0o640)
         r, w = os.pipe2(os.O_CLOEXEC)
         directory = os.path.dirname(spec.path)
         try:
@@ -162,15 +159,13 @@ class LocalExecutor:
                 setsid=True, setsigdef=CHILD_DEFAULTS)
         except OSError:
             os.close(r)
-            if log_fd is not None:
-                os.close(log_fd)
             raise
         finally:
             os.close(w)
         os.set_blocking(r, False)
         now = time.monotonic()
         deadline = now + spec.timeout if spec.timeout else None
-        job = Job(spec, pid, time.time(), now, r, log_fd, deadline)
+        job = Job(spec, pid, time.time(), now, r, None, deadline)
         self.running[pid] = job
         self._groups[pid] = job
         self._selector.register(r, selectors.EVENT_READ, job)
@@ -232,7 +227,20 @@ class LocalExecutor:
 
     def _log(self, job: Job, data: bytes) -> None:
         if job.log_fd is None:
-            return
+            # The log file is created with the first byte: most checks print nothing, and
+            # creating a thousand empty files costs more than spawning the modules.
+            if job.spec.log_path is None or job.log_opened:
+                if job.log_opened:
+                    job.dropped += len(data)
+                return
+            job.log_opened = True
+            try:
+                job.log_fd = os.open(job.spec.log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+                                     | os.O_CLOEXEC | os.O_NOFOLLOW, 0o640)
+            except OSError:
+                job.log_incomplete = True
+                job.dropped += len(data)
+                return
         room = self.log_cap - job.log_bytes
         if room < len(data):
             job.dropped += len(data) - max(room, 0)
@@ -313,7 +321,8 @@ class LocalExecutor:
             cpu_user_s=usage.ru_utime, cpu_sys_s=usage.ru_stime,
             peak_rss_bytes=usage.ru_maxrss * 1024,
             read_bytes=usage.ru_inblock * 512, write_bytes=usage.ru_oublock * 512,
-            pid=job.pid, log_path=job.spec.log_path, log_bytes=job.log_bytes,
+            pid=job.pid, log_path=job.spec.log_path if job.log_opened else None,
+            log_bytes=job.log_bytes,
             log_dropped_bytes=job.dropped, log_incomplete=job.log_incomplete)
 
     # stop ------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from corral.events import (
     SKIPPED,
     TIMEOUT,
     Event,
+    Idle,
     ModuleFinished,
     ModuleOutput,
     ModuleSkipped,
@@ -109,7 +110,9 @@ class Printer:
                                       f"-j {event.jobs} (run {event.run_id}){where}")
         elif isinstance(event, RunFinished):
             self._summary(event)
-        self.out.flush()
+            self.out.flush()
+        elif isinstance(event, Idle):
+            self.out.flush()
 
     def _finished(self, event: ModuleFinished) -> None:
         r = event.result

@@ -21,6 +21,7 @@ from corral.events import (
     TIMEOUT,
     AttemptResult,
     Event,
+    Idle,
     ModuleFinished,
     ModuleSkipped,
     ModuleStarted,
@@ -33,6 +34,7 @@ from corral.executor import Spec
 from corral.graph import Graph, Plan, Selection
 
 MAX_BACKOFF = 60.0
+IDLE = Idle()
 
 
 @dataclass(frozen=True)
@@ -94,7 +96,7 @@ class Scheduler:
         self._paths = {n: os.path.abspath(graph.modules[n].path) for n in selection.names}
 
     def run(self) -> RunFinished:
-        started, started_mono = time.time(), time.monotonic()
+        started = time.time()
         self.emit(RunStarted(self.settings.run_id, started, list(self.selection.names),
                              self.settings.jobs, _str(self.settings.log_dir),
                              self.settings.dry_run))
@@ -109,12 +111,13 @@ class Scheduler:
                     self._start(name, 1)
             if not executor.running and not self.retrying and not plan.ready():
                 break  # nothing can happen any more (only after a stop)
+            self.emit(IDLE)
             wake = executor.wait(self._next_retry_in())
             for signum in wake.signals:
                 self._on_signal(signum)
             for result in wake.finished:
                 self._on_finished(result)
-        return self._finish(started, started_mono)
+        return self._finish(started)
 
     # starting --------------------------------------------------------------------------
 
@@ -147,7 +150,7 @@ class Scheduler:
         except OSError as exc:
             now = time.time()
             self._on_finished(AttemptResult(name, attempt, FAILED, None, None, now, now, 0.0,
-                                            0.0, 0.0, 0, 0, 0, 0, log_path,
+                                            0.0, 0.0, 0, 0, 0, 0, None,
                                             reason=f"cannot start: {exc.strerror or exc}"))
             return
         self.summaries[name].status = "running"
@@ -215,9 +218,13 @@ class Scheduler:
         self._stop_starting(f"not started: run interrupted by {sig}")
         self.executor.stop_all(INTERRUPTED)
 
-    def _finish(self, started: float, started_mono: float) -> RunFinished:
+    def _finish(self, started: float) -> RunFinished:
         ended = time.time()
         modules = [self.summaries[n] for n in self.selection.names]
+        # Makespan: first spawn to last exit, as a Gantt chart shows it.
+        attempts = [a for m in modules for a in m.attempts]
+        makespan = (max(a.end for a in attempts) - min(a.start for a in attempts)
+                    if attempts else 0.0)
         if self.stop_signal is not None and self.stop_signal != signal.SIGHUP:
             status, code = INTERRUPTED, 128 + self.stop_signal
         elif self.stop_signal == signal.SIGHUP:
@@ -227,7 +234,7 @@ class Scheduler:
         else:
             status, code = FAILED, 1
         return RunFinished(self.settings.run_id, status, code, started, ended,
-                           time.monotonic() - started_mono, self.settings.jobs, modules,
+                           makespan, self.settings.jobs, modules,
                            _str(self.settings.log_dir), self.settings.dry_run)
 
 

@@ -198,14 +198,17 @@ class Store:
         with self.write():
             self._update("runs", "run_id", run_id, values)
 
-    def insert_attempt(self, row: dict) -> int:
-        """Insert one module_runs row; returns its id for later updates."""
+    def write_attempts(self, inserts: list[dict], updates: list[tuple[tuple, dict]]) -> None:
+        """In one transaction: new module_runs rows, then updates keyed by
+        (run_id, module, attempt)."""
         with self.write():
-            return self._insert("module_runs", row)
-
-    def update_attempt(self, attempt_id: int, values: dict) -> None:
-        with self.write():
-            self._update("module_runs", "id", attempt_id, values)
+            for row in inserts:
+                self._insert("module_runs", row)
+            for (run_id, module, attempt), values in updates:
+                sets = ", ".join(f"{column} = ?" for column in values)
+                self.conn.execute(
+                    f"UPDATE module_runs SET {sets} WHERE run_id = ? AND module = ? "
+                    "AND attempt = ?", (*values.values(), run_id, module, attempt))
 
     def insert_samples(self, rows: list[dict]) -> None:
         if rows:
@@ -243,14 +246,15 @@ class Store:
         return list(self.db.query(f"{sql} ORDER BY start DESC, id DESC LIMIT ?", [*args, limit]))
 
     def median_durations(self, recent: int = 10) -> dict[str, float]:
-        """Median duration of each module's last `recent` successful attempts; {} when none."""
+        """Median duration of each module's successful attempts in the last `recent` runs;
+        {} when there is no history. Reads only those runs' rows, however long the history.
+        """
         out: dict[str, list[float]] = {}
         for module, duration in self.conn.execute(
-                "SELECT module, duration_s FROM module_runs WHERE status = 'ok' "
-                "AND duration_s IS NOT NULL ORDER BY start DESC"):
-            values = out.setdefault(module, [])
-            if len(values) < recent:
-                values.append(duration)
+                "SELECT module, duration_s FROM module_runs WHERE run_id IN "
+                "(SELECT run_id FROM runs ORDER BY started DESC LIMIT ?) "
+                "AND status = 'ok' AND duration_s IS NOT NULL", (recent,)):
+            out.setdefault(module, []).append(duration)
         return {m: sorted(v)[len(v) // 2] for m, v in out.items()}
 
 
@@ -287,6 +291,9 @@ def _schema_v2(db) -> None:
     db["module_runs"].add_column("log_incomplete", int)
     db["runs"].add_column("exit_signal", int)
     db["runs"].add_column("selected", int)
+    db["module_runs"].create_index(["run_id", "module", "attempt"], unique=True,
+                                   if_not_exists=True)
+    db["runs"].create_index(["started"], if_not_exists=True)
 
 
 _MIGRATIONS = [_schema_v1, _schema_v2]

@@ -1,0 +1,176 @@
+#!/usr/bin/env python3
+"""Spawn overhead, sleep packing and scheduling latency: corral beside its peers.
+
+    python3 scripts/bench_spawn.py [--modules 1000] [--repeat 3]
+
+1. 1000 no-op modules at -j 2 through corral, `xargs -P2`, `make -j2` and GNU
+   parallel (whichever are installed), run interleaved, median wall time of each,
+   printed as ratios to xargs. Targets: corral <= 1.15 x xargs, >= 3 x faster than
+   parallel.
+2. 4/8/12 modules of `sleep 0.5` at -j 4: corral's makespan (first spawn to last
+   exit, from its records) and the whole process's wall time. Target: within 20 ms
+   of 0.5/1.0/1.5 s.
+3. Scheduling latency over a 200-module chain-and-fan-out graph: from the moment a
+   module's last command ran (it writes $EPOCHREALTIME, then exits) to corral's spawn
+   of a dependent it released. Median and 99th percentile; target p99 < 5 ms.
+
+Ratios, not absolute times: these machines are noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+
+def write(path: Path, text: str) -> None:
+    path.write_text(text)
+
+
+def noop_modules(root: Path, count: int) -> Path:
+    d = root / "noop"
+    d.mkdir()
+    for i in range(count):
+        write(d / f"m{i:05d}.sh", f"#!/usr/bin/env bash\n# description: no-op {i}\ntrue\n")
+    return d
+
+
+def corral_cmd(modules: Path, db: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "corral", "--modules", str(modules), "--db", str(db), *args]
+
+
+def timed(cmd, **kw) -> float:
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, **kw)
+    return time.perf_counter() - start
+
+
+def spawn_overhead(root: Path, count: int, repeat: int) -> None:
+    modules = noop_modules(root, count)
+    files = sorted(str(p) for p in modules.glob("*.sh"))
+    db = root / "noop.db"
+    makefile = root / "Makefile"
+    targets = " ".join(f"t{i}" for i in range(count))
+    write(makefile, f".PHONY: all {targets}\nall: {targets}\n" + "".join(
+        f"t{i}:\n\t@bash {f}\n" for i, f in enumerate(files)))
+    listing = root / "files.txt"
+    write(listing, "\n".join(files) + "\n")
+    peers: dict[str, list[str] | str] = {
+        "corral": corral_cmd(modules, db, "run", "-j", "2", "--quiet"),
+        "xargs -P2": f"xargs -P2 -n1 bash < {listing}",
+    }
+    if shutil.which("make"):
+        peers["make -j2"] = ["make", "-s", "-j2", "-f", str(makefile)]
+    if shutil.which("parallel"):
+        peers["parallel -j2"] = f"parallel --will-cite -j2 bash < {listing}"
+    subprocess.run(peers["corral"], check=True)  # warm the header cache: a normal day
+    times: dict[str, list[float]] = {name: [] for name in peers}
+    for _ in range(repeat):
+        for name, cmd in peers.items():
+            times[name].append(timed(cmd, shell=isinstance(cmd, str)))
+    base = statistics.median(times["xargs -P2"])
+    print(f"\n## {count} no-op modules, 2 at a time (median of {repeat})\n")
+    print("| runner | wall s | vs xargs |\n|---|---:|---:|")
+    for name, values in times.items():
+        m = statistics.median(values)
+        print(f"| {name} | {m:.3f} | {m / base:.2f} |")
+    corral_t = statistics.median(times["corral"])
+    if "parallel -j2" in times:
+        print(f"\ncorral is {statistics.median(times['parallel -j2']) / corral_t:.1f}x faster "
+              "than GNU parallel (target >= 3x)")
+    print(f"corral / xargs = {corral_t / base:.2f} (target <= 1.15)")
+
+
+def sleep_packing(root: Path) -> None:
+    print("\n## N x `sleep 0.5` at -j 4\n")
+    print("makespan: first spawn to last exit, from corral's records; xargs -P4 over the "
+          "same files is the floor (bash + sleep start-up).\n")
+    print("| modules | ideal s | corral makespan s | off by ms | xargs -P4 s | "
+          "corral process wall s |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    for n in (4, 8, 12):
+        d = root / f"sleep{n}"
+        d.mkdir()
+        for i in range(n):
+            write(d / f"s{i:02d}.sh", "#!/usr/bin/env bash\nsleep 0.5\n")
+        db = root / f"sleep{n}.db"
+        start = time.perf_counter()
+        out = subprocess.run(corral_cmd(d, db, "run", "-j", "4", "--json"), check=True,
+                             capture_output=True, text=True).stdout
+        wall = time.perf_counter() - start
+        run = json.loads(out)
+        ideal = 0.5 * ((n + 3) // 4)
+        files = " ".join(str(p) for p in sorted(d.glob("*.sh")))
+        floor = timed(f"printf '%s\\n' {files} | xargs -P4 -n1 bash", shell=True)
+        print(f"| {n} | {ideal:.1f} | {run['makespan_s']:.3f} | "
+              f"{(run['makespan_s'] - ideal) * 1000:+.1f} | {floor:.3f} | {wall:.3f} |")
+
+
+def latency(root: Path, stages: int = 40, fan: int = 4) -> None:
+    d = root / "latency"
+    d.mkdir()
+    trace = root / "latency.trace"
+    last = 'echo "$CORRAL_MODULE $EPOCHREALTIME" >> "$TRACE"\n'
+    deps: dict[str, list[str]] = {}
+    previous: list[str] = []
+    for s in range(stages):
+        hub = f"h{s:03d}"
+        deps[hub] = previous
+        leaves = [f"l{s:03d}_{k}" for k in range(fan)]
+        for leaf in leaves:
+            deps[leaf] = [hub]
+        previous = leaves
+    for name, needs in deps.items():
+        header = f"# requires: {' '.join(needs)}\n" if needs else ""
+        write(d / f"{name}.sh", f"#!/usr/bin/env bash\n{header}{last}")
+    db = root / "latency.db"
+    env = {**os.environ, "TRACE": str(trace)}
+    subprocess.run(corral_cmd(d, db, "plan"), check=True, stdout=subprocess.DEVNULL)
+    out = subprocess.run(corral_cmd(d, db, "run", "-j", str(fan * 2), "--json"), check=True,
+                         capture_output=True, text=True, env=env).stdout
+    run = json.loads(out)
+    ended = {}
+    for line in trace.read_text().splitlines():
+        name, t = line.split()
+        ended[name] = float(t)
+    started = {m["name"]: datetime.fromisoformat(m["start"]).timestamp()
+               for m in run["modules"]}
+    samples = [(started[n] - max(ended[x] for x in needs)) * 1000
+               for n, needs in deps.items() if needs]
+    samples.sort()
+    p50 = statistics.median(samples)
+    p99 = samples[min(len(samples) - 1, int(len(samples) * 0.99))]
+    print(f"\n## Scheduling latency, {len(deps)} modules ({stages} stages of 1 hub + {fan} "
+          f"leaves), -j {fan * 2}\n")
+    print(f"exit of a requirement -> spawn of the dependent it released: "
+          f"p50 {p50:.2f} ms, p99 {p99:.2f} ms, max {samples[-1]:.2f} ms (target p99 < 5 ms)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--modules", type=int, default=1000)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    print(f"# bench_spawn on {os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d %H:%M')}")
+    with tempfile.TemporaryDirectory(prefix="corral-bench-") as tmp:
+        root = Path(tmp)
+        os.environ["CORRAL_DB"] = str(root / "default.db")
+        # Let Python cache corral's bytecode, as it does on any normal install (a dev
+        # shell with PYTHONDONTWRITEBYTECODE would recompile corral on every start).
+        os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+        spawn_overhead(root, args.modules, args.repeat)
+        sleep_packing(root)
+        latency(root)
+
+
+if __name__ == "__main__":
+    main()
