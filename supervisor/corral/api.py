@@ -108,9 +108,14 @@ def check_modules(config: Config, store: Store, strict: bool = False) -> list[Pr
 def plan_json(graph: Graph, selection: Selection) -> dict:
     """design.md's `plan --json` object."""
     chosen = set(selection.names)
+    every = len(chosen) == len(graph.modules)  # then no edge needs filtering
+
+    def among(names: set[str]) -> list[str]:
+        return sorted(names if every else names & chosen)
+
     before: dict[str, list[str]] = {}  # waits[x]["before"] holds y when y is before x
     for name in selection.names:
-        for other in graph.waits[name]["before"] & chosen:
+        for other in among(graph.waits[name]["before"]):
             before.setdefault(other, []).append(name)
     modules = []
     for name in selection.names:
@@ -119,9 +124,9 @@ def plan_json(graph: Graph, selection: Selection) -> dict:
             "name": name,
             "path": str(module.path),
             "description": module.header.description,
-            "requires": sorted(waits["requires"] & chosen),
-            "wants": sorted(waits["wants"] & chosen),
-            "after": sorted(waits["after"] & chosen),
+            "requires": among(waits["requires"]),
+            "wants": among(waits["wants"]),
+            "after": among(waits["after"]),
             "before": sorted(before.get(name, ())),
             "provides": list(module.header.provides),
             "locks": list(module.header.locks),

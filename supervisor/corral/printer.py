@@ -83,17 +83,23 @@ class Printer:
         self.show_output = show_output and not quiet
         self.width = 8
         self.colours: dict[str, int] = {}
+        self.dry_run = False
+        self.step = 0
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, ModuleOutput):
             if self.show_output:
                 self._line(event.name, event.line.decode("utf-8", "replace").rstrip("\r"))
         elif isinstance(event, ModuleStarted):
-            if not self.quiet:
+            if self.dry_run:
+                self.step += 1
+                self._write(self.out, f"{self.step:>4}. {event.name}", False)
+            elif not self.quiet:
                 note = f" (attempt {event.attempt})" if event.attempt > 1 else ""
                 self._line(event.name, self._dim(f"started{note}"))
         elif isinstance(event, ModuleFinished):
-            self._finished(event)
+            if not self.dry_run:
+                self._finished(event)
         elif isinstance(event, ModuleSkipped):
             if not self.quiet:
                 self._line(event.name, self._status(SKIPPED, f"skipped: {event.reason}"))
@@ -101,10 +107,11 @@ class Printer:
             prefix = "warning: " if event.warning else ""
             self._write(self.err, f"corral: {prefix}{event.message}")
         elif isinstance(event, RunStarted):
+            self.dry_run = event.dry_run
             self.width = max([len(n) for n in event.names] + [4])
             self.colours = {n: PALETTE[i % len(PALETTE)] for i, n in enumerate(event.names)}
             if not self.quiet:
-                what = "would run" if event.dry_run else "running"
+                what = "would run, in this order," if event.dry_run else "running"
                 where = f"; logs in {event.log_dir}" if event.log_dir else ""
                 self._write(self.out, f"corral: {what} {len(event.names)} modules with "
                                       f"-j {event.jobs} (run {event.run_id}){where}")
