@@ -233,7 +233,12 @@ def run_modules(config: Config, store: Store, targets: Iterable[str] = (),
                                                             for d in config.modules),
                                      " ".join(targets), emit, loaded.hits, loaded.misses))
         settings = RunSettings(run_id, config.jobs, config.fail_fast, config.pools,
-                               config.retry_backoff, log_dir, env)
+                               config.retry_backoff, log_dir, env,
+                               max_load=config.max_load,
+                               min_free_mem=config.min_free_mem or 0,
+                               sample_interval=config.sample_interval,
+                               peak_rss=store.peak_rss() if store.path else {},
+                               cpu_rate=store.cpu_rates() if store.path else {})
         on_line = None
         if want_output:
             from corral.events import ModuleOutput
@@ -270,10 +275,14 @@ def run_json(outcome: RunFinished) -> dict:
             "reason": why(m) if m.status != "ok" else "",
             "log_path": last.log_path if last else None,
             "log_dropped_bytes": last.log_dropped_bytes if last else 0,
-            "throttle_wait_s": last.throttle_wait_s if last else 0.0,
+            "throttle_wait_s": sum(a.throttle_wait_s for a in m.attempts),
+            "throttle_reason": last.throttle_reason if last else None,
         })
     return {"run_id": outcome.run_id, "status": outcome.status,
             "exit_code": outcome.exit_code, "started": iso(outcome.started),
             "ended": iso(outcome.ended), "makespan_s": round(outcome.makespan_s, 6),
-            "jobs": outcome.jobs, "log_dir": outcome.log_dir, "dry_run": outcome.dry_run,
-            "modules": modules}
+            "jobs": outcome.jobs if outcome.jobs is not None else "auto",
+            "log_dir": outcome.log_dir, "dry_run": outcome.dry_run,
+            "peak_load": round(outcome.peak_load, 3), "throttle_s": round(outcome.throttle_s, 6),
+            "supervisor_cpu_s": round(outcome.supervisor_cpu_s, 6),
+            "sampler_cpu_s": round(outcome.sampler_cpu_s, 6), "modules": modules}

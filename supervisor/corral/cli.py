@@ -6,12 +6,14 @@ import gc
 import json
 import os
 import sys
+from dataclasses import replace
 
 import click
 
 from corral import api
-from corral.config import load_config
+from corral.config import load_config, parse_jobs
 from corral.errors import CorralError, HeaderError
+from corral.headers import parse_size
 
 
 class CorralGroup(click.Group):
@@ -51,6 +53,29 @@ def main(ctx: click.Context, modules, db, config_file):
     # long-lived command must turn it back on.
     gc.disable()
     ctx.obj = load_config(modules, db, config_file)
+
+
+class _Jobs(click.ParamType):
+    name = "jobs"
+
+    def convert(self, value, param, ctx):
+        try:
+            return "auto" if parse_jobs(str(value)) is None else parse_jobs(str(value))
+        except ValueError:
+            self.fail(f"{value!r} is not a whole number of at least 1, nor 'auto'", param, ctx)
+
+
+class _Size(click.ParamType):
+    name = "size"
+
+    def convert(self, value, param, ctx):
+        try:
+            return parse_size(str(value))
+        except ValueError:
+            self.fail(f"{value!r} is not a size such as 512M or 2G", param, ctx)
+
+
+JOBS, SIZE = _Jobs(), _Size()
 
 
 def _store(ctx: click.Context):
@@ -101,8 +126,13 @@ def plan(ctx, targets, tags, exclude, as_json):
 
 @main.command()
 @_selection_options
-@click.option("-j", "--jobs", type=click.IntRange(min=1), metavar="N",
-              help="Modules running at once. Default: CPU count (config `jobs:`).")
+@click.option("-j", "--jobs", type=JOBS, metavar="N|auto",
+              help="Modules running at once, or `auto` (adapt to the workload mix and "
+                   "memory). Default: CPU count.")
+@click.option("--max-load", type=float, metavar="X",
+              help="Start nothing new while runnable tasks would exceed X. Default: CPUs.")
+@click.option("--min-free-mem", type=SIZE, metavar="SIZE",
+              help="Keep this much memory available (e.g. 512M, 2G).")
 @click.option("--keep-going/--fail-fast", "keep_going", default=None,
               help="After a failure, go on with independent modules (default) or start "
                    "nothing new.")
@@ -114,7 +144,8 @@ def plan(ctx, targets, tags, exclude, as_json):
               metavar="[SECONDS]",
               help="If another run holds the lock, wait for it (for ever, or SECONDS).")
 @click.pass_context
-def run(ctx, targets, tags, exclude, jobs, keep_going, dry_run, as_json, quiet, wait_lock):
+def run(ctx, targets, tags, exclude, jobs, max_load, min_free_mem, keep_going, dry_run,
+        as_json, quiet, wait_lock):
     """Run the modules (or TARGETs and what they need) in parallel, in dependency order.
 
     Exit status: 0 all ok; 1 a module failed, timed out or was skipped; 2 header or
@@ -127,8 +158,10 @@ def run(ctx, targets, tags, exclude, jobs, keep_going, dry_run, as_json, quiet, 
     from corral.printer import Printer
 
     gc.enable()  # a long-lived loop: let the collector do its job
-    config = ctx.obj.with_flags(jobs=jobs,
+    config = ctx.obj.with_flags(jobs=jobs, max_load=max_load, min_free_mem=min_free_mem,
                                 fail_fast=None if keep_going is None else not keep_going)
+    if jobs == "auto":
+        config = replace(config, jobs=None)
     tty = sys.stdout.isatty()
     if as_json:
         printer = Printer(sys.stderr, sys.stderr, color=False, timestamps=False, quiet=True)

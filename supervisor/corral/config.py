@@ -28,12 +28,13 @@ class Config:
     db: Path
     log_dir: Path
     config_file: Path | None = None
-    jobs: int = field(default_factory=lambda: os.cpu_count() or 1)
+    jobs: int | None = field(default_factory=lambda: os.cpu_count() or 1)  # None: auto
     fail_fast: bool = False
     max_load: float | None = None
     min_free_mem: int | None = None
     grace: float = 5.0
     retry_backoff: float = 1.0
+    sample_interval: float = 0.2
     log_limit: int = 64 << 20
     lib: Path | None = None
     facilities: dict[str, tuple[str, ...]] = field(default_factory=dict)
@@ -121,6 +122,13 @@ def _positive_int(value: object) -> int:
     return int(value)  # type: ignore[arg-type]
 
 
+def parse_jobs(text: str) -> int | None:
+    """`auto` (None: adapt to the workload mix) or a whole number of at least 1."""
+    if text.strip().lower() == "auto":
+        return None
+    return _positive_int(int(text))
+
+
 def _facilities(value: object) -> dict[str, tuple[str, ...]]:
     if not isinstance(value, dict):
         raise ValueError("expected a mapping such as {$network: [networking]}")
@@ -139,7 +147,8 @@ def _pools(value: object) -> dict[str, int]:
 
 
 _CONVERTERS = {
-    "jobs": _positive_int,
+    "jobs": lambda v: parse_jobs(str(v)),
+    "sample_interval": lambda v: parse_duration(str(v)),
     "fail_fast": bool,
     "keep_going": lambda v: not bool(v),
     "max_load": float,

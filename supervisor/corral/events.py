@@ -38,6 +38,7 @@ class AttemptResult:
     log_incomplete: bool = False
     reason: str = ""
     throttle_wait_s: float = 0.0
+    throttle_reason: str | None = None
     retry_in: float | None = None  # seconds until the next attempt; None when final
 
 
@@ -46,7 +47,7 @@ class RunStarted:
     run_id: str
     started: float
     names: list[str]
-    jobs: int
+    jobs: int | None
     log_dir: str | None
     dry_run: bool = False
 
@@ -87,6 +88,24 @@ class Notice:
 
 
 @dataclass
+class Waiting:
+    """The gate holds back ready modules (reason), or stopped doing so (reason None)."""
+
+    reason: str | None
+    modules: list[str]
+
+
+@dataclass
+class Sampled:
+    """One host sample, with how many modules ran and waited at that moment."""
+
+    sample: object  # sampler.HostSample (events import nothing of corral's)
+    running: int
+    waiting: int
+    gate: str | None
+
+
+@dataclass
 class Idle:
     """The scheduler is about to wait: listeners flush what they buffered."""
 
@@ -113,12 +132,16 @@ class RunFinished:
     started: float
     ended: float
     makespan_s: float
-    jobs: int
+    jobs: int | None
     modules: list[ModuleSummary]
     log_dir: str | None
     dry_run: bool = False
+    peak_load: float = 0.0
+    throttle_s: float = 0.0
+    sampler_cpu_s: float = 0.0
+    supervisor_cpu_s: float = 0.0
 
 
 Event = (RunStarted | ModuleStarted | ModuleOutput | ModuleFinished | ModuleSkipped | Notice
-         | Idle | RunFinished)
+         | Waiting | Sampled | Idle | RunFinished)
 Listener = Callable[[Event], None]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import time
 from typing import TextIO
 
 from corral.events import (
@@ -28,6 +29,7 @@ from corral.events import (
     Notice,
     RunFinished,
     RunStarted,
+    Waiting,
 )
 
 PALETTE = (36, 35, 33, 34, 32, 96, 95, 93, 94, 92)  # ANSI colours for module names
@@ -48,6 +50,10 @@ def tail(path: str | None, lines: int = TAIL_LINES) -> list[str]:
     except OSError:
         return []
     return data.decode("utf-8", "replace").splitlines()[-lines:]
+
+
+def _jobs(jobs: int | None) -> str:
+    return "auto" if jobs is None else str(jobs)
 
 
 def seconds(value: float | None) -> str:
@@ -85,6 +91,8 @@ class Printer:
         self.colours: dict[str, int] = {}
         self.dry_run = False
         self.step = 0
+        self.held: str | None = None  # the kind of reason the gate last held modules for
+        self.held_at = 0.0
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, ModuleOutput):
@@ -114,12 +122,33 @@ class Printer:
                 what = "would run, in this order," if event.dry_run else "running"
                 where = f"; logs in {event.log_dir}" if event.log_dir else ""
                 self._write(self.out, f"corral: {what} {len(event.names)} modules with "
-                                      f"-j {event.jobs} (run {event.run_id}){where}")
+                                      f"-j {_jobs(event.jobs)} (run {event.run_id}){where}")
         elif isinstance(event, RunFinished):
             self._summary(event)
             self.out.flush()
+        elif isinstance(event, Waiting):
+            self._waiting(event)
         elif isinstance(event, Idle):
             self.out.flush()
+
+    def _waiting(self, event: Waiting) -> None:
+        """A line when the gate starts or stops holding modules back, at most every 5 s
+        for the same kind of reason, so a long wait does not flood cron's mail."""
+        if self.quiet:
+            return
+        now = time.monotonic()
+        if event.reason is None:
+            if self.held:
+                self._write(self.out, self._dim("corral: throttle released"))
+            self.held = None
+            return
+        kind = event.reason.split(":", 1)[0]
+        if kind == self.held and now - self.held_at < 5.0:
+            return
+        self.held, self.held_at = kind, now
+        names = ", ".join(event.modules[:4]) + (" …" if len(event.modules) > 4 else "")
+        self._write(self.out, self._status(SKIPPED, f"corral: waiting: {event.reason}"
+                                                    f" ({names})"))
 
     def _finished(self, event: ModuleFinished) -> None:
         r = event.result
@@ -173,7 +202,7 @@ class Printer:
         self._write(out, self._status(run.status, f"corral: {run.status}: {len(run.modules)} "
                                                   f"modules ({parts}) in "
                                                   f"{seconds(run.makespan_s)}, work "
-                                                  f"{seconds(work)}, -j {run.jobs}; "
+                                                  f"{seconds(work)}, -j {_jobs(run.jobs)}; "
                                                   f"run {run.run_id}"))
 
     # formatting ------------------------------------------------------------------------

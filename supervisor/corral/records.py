@@ -24,6 +24,7 @@ from corral.events import (
     Notice,
     RunFinished,
     RunStarted,
+    Sampled,
 )
 from corral.store import Store
 
@@ -65,6 +66,7 @@ class Recorder:
         self.run_id = ""
         self.inserts: list[dict] = []
         self.updates: list[tuple[tuple, dict]] = []
+        self.samples: list[dict] = []
         self.failed: str | None = None
         self.queue: queue.SimpleQueue = queue.SimpleQueue()
         self.writer: threading.Thread | None = None
@@ -84,9 +86,9 @@ class Recorder:
 
     def flush(self) -> None:
         """Hand what is buffered to the writer thread."""
-        if self.inserts or self.updates:
-            self.queue.put((self.inserts, self.updates))
-            self.inserts, self.updates = [], []
+        if self.inserts or self.updates or self.samples:
+            self.queue.put((self.inserts, self.updates, self.samples))
+            self.inserts, self.updates, self.samples = [], [], []
 
     def _write_loop(self) -> None:
         while True:
@@ -94,7 +96,7 @@ class Recorder:
             if item is None:
                 return
             self.closing.wait(FLUSH_DELAY)  # let a burst gather into one transaction
-            inserts, updates = list(item[0]), list(item[1])
+            inserts, updates, samples = list(item[0]), list(item[1]), list(item[2])
             stop = False
             while not self.queue.empty():
                 more = self.queue.get()
@@ -103,8 +105,9 @@ class Recorder:
                     break
                 inserts += more[0]
                 updates += more[1]
+                samples += more[2]
             try:
-                self.store.write_attempts(inserts, updates)
+                self.store.write_attempts(inserts, updates, samples)
             except sqlite3.Error as exc:
                 if self.failed is None:
                     self.failed = str(exc)
@@ -136,7 +139,8 @@ class Recorder:
                 "peak_rss_bytes": r.peak_rss_bytes, "read_bytes": r.read_bytes,
                 "write_bytes": r.write_bytes, "log_path": r.log_path,
                 "log_bytes": r.log_bytes, "log_dropped_bytes": r.log_dropped_bytes,
-                "log_incomplete": int(r.log_incomplete)}
+                "log_incomplete": int(r.log_incomplete),
+                "throttle_wait_s": r.throttle_wait_s, "throttle_reason": r.throttle_reason}
             if r.pid == 0:  # it never started (spawn failed)
                 self.inserts.append({"run_id": self.run_id, "module": r.name,
                                      "attempt": r.attempt, "start": iso(r.start), **values})
@@ -145,6 +149,14 @@ class Recorder:
         elif isinstance(event, ModuleSkipped):
             self.inserts.append({"run_id": self.run_id, "module": event.name, "attempt": 0,
                                  "status": "skipped", "reason": event.reason})
+        elif isinstance(event, Sampled):
+            s = event.sample
+            self.samples.append({
+                "run_id": self.run_id, "t": s.wall, "load1": s.load1, "runnable": s.runnable,
+                "runnable_avg": s.runnable_avg, "mem_available": s.mem_available,
+                "psi_cpu": s.psi_cpu, "psi_mem": s.psi_mem, "psi_io": s.psi_io,
+                "cpu_busy": s.cpu_busy, "running": event.running, "waiting": event.waiting,
+                "gate": event.gate})
         elif isinstance(event, Idle):
             self.flush()
         elif isinstance(event, RunStarted):
@@ -165,4 +177,7 @@ class Recorder:
             self.store.update_run(event.run_id, {
                 "ended": iso(event.ended), "status": event.status, "exit_code": event.exit_code,
                 "makespan_s": event.makespan_s, "work_s": work,
+                "peak_load": event.peak_load, "throttle_s": event.throttle_s,
+                "sampler_cpu_s": event.sampler_cpu_s,
+                "supervisor_cpu_s": event.supervisor_cpu_s,
                 "exit_signal": event.exit_code - 128 if event.exit_code > 128 else None})

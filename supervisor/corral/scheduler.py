@@ -7,6 +7,7 @@ depends on what (the plan does); it connects the two and tells listeners.
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import time
 from collections.abc import Callable
@@ -29,9 +30,13 @@ from corral.events import (
     Notice,
     RunFinished,
     RunStarted,
+    Sampled,
+    Waiting,
 )
 from corral.executor import Spec
 from corral.graph import Graph, Plan, Selection
+from corral.sampler import HostSampler, TreeUsage, tree_usage
+from corral.throttle import Host, Limits, Running, admit
 
 MAX_BACKOFF = 60.0
 IDLE = Idle()
@@ -42,13 +47,18 @@ class RunSettings:
     """The parts of the config the loop needs."""
 
     run_id: str
-    jobs: int
+    jobs: int | None  # None: --jobs auto
     fail_fast: bool = False
     pools: dict | None = None
     retry_backoff: float = 1.0
     log_dir: Path | None = None  # this run's log directory; None: no logs (dry run)
     env: dict | None = None  # base environment of every module
     dry_run: bool = False
+    max_load: float | None = None
+    min_free_mem: int = 0
+    sample_interval: float = 0.2
+    peak_rss: dict | None = None  # measured peaks from history: the memory estimate
+    cpu_rate: dict | None = None  # CPUs each module kept busy, from history
 
 
 def backoff(attempt: int, base: float) -> float:
@@ -94,6 +104,18 @@ class Scheduler:
         self._env = dict(settings.env if settings.env is not None else os.environ)
         # Absolute now: the executor changes directory to each module's before spawning.
         self._paths = {n: os.path.abspath(graph.modules[n].path) for n in selection.names}
+        self.sampler = None if settings.dry_run else HostSampler()
+        cpus = self.sampler.cpus if self.sampler else (os.cpu_count() or 1)
+        self.limits = Limits(settings.jobs, cpus, settings.max_load, settings.min_free_mem)
+        self.usage: dict[int, TreeUsage] = {}  # pid -> sampled tree figures
+        self.waiting_since: dict[str, float] = {}  # refused by the gate since (monotonic)
+        self.wait_reason: dict[str, str] = {}
+        self.delays: dict[tuple[str, int], tuple[float, str | None]] = {}
+        self.gate_reason: str | None = None  # why the best ready module waits, if it does
+        self._batch: list[Running] = []  # admitted in this pass, not yet running
+        self._next_sample = 0.0
+        self.peak_load = 0.0
+        self.throttle_s = 0.0
 
     def run(self) -> RunFinished:
         started = time.time()
@@ -101,33 +123,117 @@ class Scheduler:
                              self.settings.jobs, _str(self.settings.log_dir),
                              self.settings.dry_run))
         executor, plan = self.executor, self.plan
-        # First start as many ready modules as --jobs and the locks allow (retries due
-        # first); then wait for an exit, a signal or the next retry, and account for it.
-        while plan.more_to_do():
-            if self.stop_signal is None:
-                self._start_retries()
-                room = self.settings.jobs - len(executor.running)
-                for name in plan.take_ready(self._admit, room):
-                    self._start(name, 1)
-            if not executor.running and not self.retrying and not plan.ready():
-                break  # nothing can happen any more (only after a stop)
-            self.emit(IDLE)
-            wake = executor.wait(self._next_retry_in())
-            for signum in wake.signals:
-                self._on_signal(signum)
-            for result in wake.finished:
-                self._on_finished(result)
+        try:
+            # Sample the host when due; start as many ready modules as --jobs, the locks
+            # and the gate allow (retries due first); then wait for an exit, a signal, the
+            # next retry or the next sample, and account for it.
+            while plan.more_to_do():
+                self._sample_if_due()
+                if self.stop_signal is None:
+                    self._batch = []
+                    refused_before = self.gate_reason
+                    self.gate_reason = None
+                    self._start_retries()
+                    room = (self.settings.jobs or len(self.selection.names)) - len(
+                        executor.running)
+                    for name in plan.take_ready(self._admit, room):
+                        self._start(name, 1)
+                    if self.gate_reason != refused_before:
+                        self.emit(Waiting(self.gate_reason, sorted(self.waiting_since)))
+                if not executor.running and not self.retrying and not plan.ready():
+                    break  # nothing can happen any more (only after a stop)
+                self.emit(IDLE)
+                wake = executor.wait(self._timeout())
+                for signum in wake.signals:
+                    self._on_signal(signum)
+                for result in wake.finished:
+                    self._on_finished(result)
+        finally:
+            if self.sampler is not None:
+                self.sampler.close()
         return self._finish(started)
+
+    # sampling --------------------------------------------------------------------------
+
+    def _sample_if_due(self) -> None:
+        if self.sampler is None:
+            return
+        now = time.monotonic()
+        if now < self._next_sample:
+            return
+        self._next_sample = now + self.settings.sample_interval
+        sample = self.sampler.sample()
+        self.peak_load = max(self.peak_load, sample.runnable_avg, sample.load1)
+        for pid in self.executor.running:
+            self.usage[pid] = tree_usage(pid, self.usage.get(pid))
+        self.emit(Sampled(sample, len(self.executor.running), len(self.waiting_since),
+                          self.gate_reason))
+
+    def _timeout(self) -> float | None:
+        """Until the next retry, or the next sample while modules run or wait."""
+        timeouts = [t for t in (self._next_retry_in(),) if t is not None]
+        if self.sampler is not None and (self.executor.running or self.waiting_since):
+            timeouts.append(max(0.0, self._next_sample - time.monotonic()))
+        return min(timeouts) if timeouts else None
+
+    def _host(self) -> Host:
+        last = self.sampler.last if self.sampler is not None else None
+        if last is None:
+            return Host()
+        return Host(last.runnable_avg, last.mem_available, last.mem_total, last.psi_cpu,
+                    last.psi_mem)
+
+    def _running(self) -> list[Running]:
+        now = time.monotonic()
+        out = list(self._batch)
+        for pid, job in self.executor.running.items():
+            header = self.graph.modules[job.spec.name].header
+            usage = self.usage.get(pid)
+            rate = usage.cpu_rate if usage and usage.cpu_rate is not None else self._cpu_rate(
+                job.spec.name)
+            out.append(Running(header.workload, now - job.start_mono,
+                               self._memory_need(job.spec.name), usage.rss if usage else 0,
+                               rate))
+        return out
+
+    def _cpu_rate(self, name: str) -> float:
+        """Expected CPUs busy before it is measured: history, else 1 if declared cpu."""
+        known = (self.settings.cpu_rate or {}).get(name)
+        if known is not None:
+            return known
+        return 1.0 if self.graph.modules[name].header.workload == "cpu" else 0.0
+
+    def _memory_need(self, name: str) -> int:
+        declared = self.graph.modules[name].header.memory
+        if declared:
+            return declared
+        return int((self.settings.peak_rss or {}).get(name, 0))
 
     # starting --------------------------------------------------------------------------
 
     def _admit(self, name: str) -> bool:
-        return self.locks.acquire(self.graph.modules[name].header.locks)
+        """The gate, then the locks; a refusal by the gate is remembered as a delay."""
+        header = self.graph.modules[name].header
+        if self.settings.jobs is not None and (
+                len(self.executor.running) + len(self._batch) >= self.settings.jobs):
+            return False
+        reason = admit(self._running(), self.limits, self._host(), header.workload,
+                       self._memory_need(name), declared=bool(header.memory))
+        if reason is not None:
+            self.waiting_since.setdefault(name, time.monotonic())
+            self.wait_reason[name] = reason
+            self.gate_reason = self.gate_reason or reason
+            return False
+        if not self.locks.acquire(header.locks):
+            return False
+        self._batch.append(Running(header.workload, 0.0, self._memory_need(name), 0,
+                                   self._cpu_rate(name)))
+        return True
 
     def _start_retries(self) -> None:
         now = time.monotonic()
         for name, when in sorted(self.retrying.items(), key=lambda kv: kv[1]):
-            if when > now or len(self.executor.running) >= self.settings.jobs:
+            if when > now:
                 break
             if self._admit(name):
                 del self.retrying[name]
@@ -154,7 +260,11 @@ class Scheduler:
                                             reason=f"cannot start: {exc.strerror or exc}"))
             return
         self.summaries[name].status = "running"
-        self.emit(ModuleStarted(name, attempt, job.pid, job.start, log_path))
+        since = self.waiting_since.pop(name, None)
+        waited = time.monotonic() - since if since is not None else 0.0
+        self.throttle_s += waited
+        self.delays[(name, attempt)] = (waited, self.wait_reason.pop(name, None))
+        self.emit(ModuleStarted(name, attempt, job.pid, job.start, log_path, waited))
 
     def _next_retry_in(self) -> float | None:
         if not self.retrying or self.stop_signal is not None:
@@ -165,6 +275,13 @@ class Scheduler:
 
     def _on_finished(self, result: AttemptResult) -> None:
         name = result.name
+        usage = self.usage.pop(result.pid, None)
+        if usage is not None:  # the sampled tree can exceed the kernel's per-process peak
+            result.peak_rss_bytes = max(result.peak_rss_bytes, usage.peak_rss)
+            result.read_bytes = max(result.read_bytes, usage.read_bytes)
+            result.write_bytes = max(result.write_bytes, usage.write_bytes)
+        result.throttle_wait_s, result.throttle_reason = self.delays.pop(
+            (name, result.attempt), (0.0, None))
         header = self.graph.modules[name].header
         self.locks.release(header.locks)
         summary = self.summaries[name]
@@ -235,7 +352,15 @@ class Scheduler:
             status, code = FAILED, 1
         return RunFinished(self.settings.run_id, status, code, started, ended,
                            makespan, self.settings.jobs, modules,
-                           _str(self.settings.log_dir), self.settings.dry_run)
+                           _str(self.settings.log_dir), self.settings.dry_run,
+                           peak_load=self.peak_load, throttle_s=self.throttle_s,
+                           sampler_cpu_s=self.sampler.cpu_spent if self.sampler else 0.0,
+                           supervisor_cpu_s=_own_cpu())
+
+
+def _own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _str(path: Path | None) -> str | None:

@@ -198,12 +198,15 @@ class Store:
         with self.write():
             self._update("runs", "run_id", run_id, values)
 
-    def write_attempts(self, inserts: list[dict], updates: list[tuple[tuple, dict]]) -> None:
+    def write_attempts(self, inserts: list[dict], updates: list[tuple[tuple, dict]],
+                       samples: list[dict] = ()) -> None:
         """In one transaction: new module_runs rows, then updates keyed by
-        (run_id, module, attempt)."""
+        (run_id, module, attempt), then samples."""
         with self.write():
             for row in inserts:
                 self._insert("module_runs", row)
+            for row in samples:
+                self._insert("samples", row)
             for (run_id, module, attempt), values in updates:
                 sets = ", ".join(f"{column} = ?" for column in values)
                 self.conn.execute(
@@ -244,6 +247,24 @@ class Store:
         if where:
             sql += " WHERE " + " AND ".join(where)
         return list(self.db.query(f"{sql} ORDER BY start DESC, id DESC LIMIT ?", [*args, limit]))
+
+    def peak_rss(self, recent: int = 10) -> dict[str, int]:
+        """Each module's highest peak RSS in the last `recent` runs; {} when no history."""
+        return dict(self.conn.execute(
+            "SELECT module, max(peak_rss_bytes) FROM module_runs WHERE run_id IN "
+            "(SELECT run_id FROM runs ORDER BY started DESC LIMIT ?) "
+            "AND peak_rss_bytes IS NOT NULL GROUP BY module", (recent,)))
+
+    def cpu_rates(self, recent: int = 10) -> dict[str, float]:
+        """CPUs each module kept busy (CPU time / wall time, median over the last `recent`
+        runs' successful attempts); {} when no history."""
+        out: dict[str, list[float]] = {}
+        for module, rate in self.conn.execute(
+                "SELECT module, (cpu_user_s + cpu_sys_s) / duration_s FROM module_runs "
+                "WHERE run_id IN (SELECT run_id FROM runs ORDER BY started DESC LIMIT ?) "
+                "AND status = 'ok' AND duration_s > 0.05", (recent,)):
+            out.setdefault(module, []).append(rate)
+        return {m: sorted(v)[len(v) // 2] for m, v in out.items()}
 
     def median_durations(self, recent: int = 10) -> dict[str, float]:
         """Median duration of each module's successful attempts in the last `recent` runs;
@@ -291,6 +312,13 @@ def _schema_v2(db) -> None:
     db["module_runs"].add_column("log_incomplete", int)
     db["runs"].add_column("exit_signal", int)
     db["runs"].add_column("selected", int)
+    for column in ("peak_load", "throttle_s", "sampler_cpu_s", "supervisor_cpu_s"):
+        db["runs"].add_column(column, float)
+    db["module_runs"].add_column("throttle_reason", str)
+    db["samples"].add_column("cpu_busy", float)
+    db["samples"].add_column("runnable_avg", float)
+    db["samples"].add_column("waiting", int)
+    db["samples"].add_column("gate", str)
     db["module_runs"].create_index(["run_id", "module", "attempt"], unique=True,
                                    if_not_exists=True)
     db["runs"].create_index(["started"], if_not_exists=True)

@@ -1,0 +1,235 @@
+"""What the host and each module's process tree look like right now, read from /proc.
+
+Host figures come from a handful of /proc files kept open and re-read with pread
+(one syscall each, no parsing library): /proc/loadavg, /proc/stat (procs_running and
+CPU busy time between samples), /proc/meminfo, /proc/pressure/{cpu,memory,io}.
+Pressure is taken from the kernel's `total` stall counters between two samples, so it
+reacts within one sample instead of the ten seconds `avg10` needs.
+
+A module's tree is found by walking /proc/PID/task/TID/children from its main
+process (a few small reads per process) rather than scanning all of /proc as ps and
+psutil's `children()` do: at 5 samples a second that difference is the sampler's
+whole budget.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+TICK = os.sysconf("SC_CLK_TCK")
+EWMA_TAU = 1.0  # seconds: the runnable average follows the host within about a second
+
+
+@dataclass
+class HostSample:
+    """One reading of the host."""
+
+    t: float  # monotonic
+    wall: float
+    load1: float
+    runnable: int  # procs_running, not counting corral itself
+    runnable_avg: float  # exponentially weighted, tau = EWMA_TAU
+    cpu_busy: float  # fraction of all CPUs busy since the previous sample
+    mem_total: int
+    mem_available: int
+    swap_free: int
+    psi_cpu: float | None  # % of time some task stalled, since the previous sample
+    psi_mem: float | None
+    psi_io: float | None
+
+    @property
+    def mem_used_fraction(self) -> float:
+        return 1.0 - self.mem_available / self.mem_total if self.mem_total else 0.0
+
+
+@dataclass
+class TreeUsage:
+    """A module's whole process tree at one moment (and its peaks so far)."""
+
+    rss: int = 0
+    cpu_s: float = 0.0
+    read_bytes: int = 0
+    write_bytes: int = 0
+    processes: int = 0
+    threads: int = 0
+    peak_rss: int = 0
+    peak_processes: int = 0
+    cpu_rate: float | None = None  # CPUs busy since the previous reading; None at first
+    t: float = 0.0
+
+
+class _ProcFile:
+    def __init__(self, path: str):
+        try:
+            self.fd: int | None = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            self.fd = None
+
+    def read(self) -> bytes | None:
+        if self.fd is None:
+            return None
+        try:
+            return os.pread(self.fd, 16384, 0)
+        except OSError:
+            return None
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+@dataclass
+class _Previous:
+    t: float = 0.0
+    cpu_total: int = 0
+    cpu_idle: int = 0
+    psi: dict = field(default_factory=dict)
+    runnable_avg: float | None = None
+
+
+class HostSampler:
+    """Reads the host; `sample()` costs a few syscalls. Use `close()` when done."""
+
+    def __init__(self) -> None:
+        self.cpus = len(os.sched_getaffinity(0)) or 1
+        self._loadavg = _ProcFile("/proc/loadavg")
+        self._stat = _ProcFile("/proc/stat")
+        self._meminfo = _ProcFile("/proc/meminfo")
+        self._psi = {k: _ProcFile(f"/proc/pressure/{k}") for k in ("cpu", "memory", "io")}
+        self._prev = _Previous()
+        self.cpu_spent = 0.0  # the sampler's own CPU time, in seconds
+        self.last: HostSample | None = None
+
+    def close(self) -> None:
+        for f in (self._loadavg, self._stat, self._meminfo, *self._psi.values()):
+            f.close()
+
+    def sample(self) -> HostSample:
+        spent = time.thread_time()
+        now = time.monotonic()
+        prev = self._prev
+        dt = now - prev.t if prev.t else 0.0
+        load1 = 0.0
+        data = self._loadavg.read()
+        if data:
+            load1 = float(data.split(None, 1)[0])
+        runnable, busy = 0, 0.0
+        data = self._stat.read()
+        if data:
+            first = data.split(b"\n", 1)[0].split()[1:]
+            ticks = [int(x) for x in first]
+            total, idle = sum(ticks), ticks[3] + (ticks[4] if len(ticks) > 4 else 0)
+            if prev.cpu_total and total > prev.cpu_total:
+                busy = 1.0 - (idle - prev.cpu_idle) / (total - prev.cpu_total)
+            prev.cpu_total, prev.cpu_idle = total, idle
+            at = data.find(b"procs_running ")
+            if at >= 0:
+                # minus one: corral itself is running while it reads this
+                runnable = max(0, int(data[at + 14:data.index(b"\n", at)]) - 1)
+        mem = _meminfo(self._meminfo.read())
+        psi = {}
+        for kind, f in self._psi.items():
+            psi[kind] = self._pressure(kind, f.read(), now, dt)
+        if prev.runnable_avg is None or dt <= 0:
+            # One snapshot of procs_running is noise (corral's own threads, a fork in
+            # flight); the minute's load average is a calmer prior to start from.
+            avg = float(min(runnable, load1))
+        else:
+            alpha = 1.0 - pow(2.718281828, -dt / EWMA_TAU)
+            avg = prev.runnable_avg + alpha * (runnable - prev.runnable_avg)
+        prev.runnable_avg = avg
+        prev.t = now
+        sample = HostSample(now, time.time(), load1, runnable, avg, busy,
+                            mem.get(b"MemTotal", 0), mem.get(b"MemAvailable", 0),
+                            mem.get(b"SwapFree", 0), psi["cpu"], psi["memory"], psi["io"])
+        self.last = sample
+        self.cpu_spent += time.thread_time() - spent
+        return sample
+
+    def _pressure(self, kind: str, data: bytes | None, now: float, dt: float) -> float | None:
+        """% of wall time some task stalled on `kind` since the last sample (avg10 at first)."""
+        if not data:
+            return None
+        line = data.split(b"\n", 1)[0]  # "some avg10=… avg60=… avg300=… total=…"
+        fields = dict(part.split(b"=") for part in line.split()[1:])
+        total = int(fields[b"total"])
+        before = self._prev.psi.get(kind)
+        self._prev.psi[kind] = total
+        if before is None or dt <= 0:
+            return float(fields[b"avg10"])
+        return min(100.0, (total - before) / (dt * 1e6) * 100.0)
+
+
+def _meminfo(data: bytes | None) -> dict[bytes, int]:
+    out: dict[bytes, int] = {}
+    if not data:
+        return out
+    for line in data.split(b"\n"):
+        key, _, rest = line.partition(b":")
+        if key in (b"MemTotal", b"MemAvailable", b"SwapFree"):
+            out[key] = int(rest.split()[0]) * 1024
+    return out
+
+
+def process_tree(root: int) -> list[int]:
+    """The root and every descendant still attached to it (via task/*/children)."""
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tasks:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
+                    todo.extend(int(c) for c in f.read().split())
+            except OSError:
+                continue
+    return out
+
+
+def tree_usage(root: int, usage: TreeUsage | None = None) -> TreeUsage:
+    """Sum RSS, CPU, I/O and counts over the tree under `root`; updates peaks in `usage`."""
+    usage = usage or TreeUsage()
+    rss = processes = threads = 0
+    cpu = 0.0
+    read = write = 0
+    for pid in process_tree(root):
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(b")") + 2:].split()
+        if fields[0] == b"Z":
+            continue
+        processes += 1
+        threads += int(fields[17])
+        rss += int(fields[21]) * PAGE
+        # utime, stime, and the waited-for children's cutime, cstime
+        cpu += sum(int(x) for x in fields[11:15]) / TICK
+        try:
+            with open(f"/proc/{pid}/io", "rb") as f:
+                for line in f.read().split(b"\n"):
+                    if line.startswith(b"read_bytes:"):
+                        read += int(line[11:])
+                    elif line.startswith(b"write_bytes:"):
+                        write += int(line[12:])
+        except OSError:
+            pass
+    now = time.monotonic()
+    if usage.t:
+        usage.cpu_rate = max(0.0, cpu - usage.cpu_s) / max(now - usage.t, 1e-3)
+    usage.t = now
+    usage.rss, usage.cpu_s, usage.processes, usage.threads = rss, cpu, processes, threads
+    usage.read_bytes = max(usage.read_bytes, read)
+    usage.write_bytes = max(usage.write_bytes, write)
+    usage.peak_rss = max(usage.peak_rss, rss)
+    usage.peak_processes = max(usage.peak_processes, processes)
+    return usage

@@ -1,0 +1,136 @@
+"""The gate: may one more module of this workload start on this host right now?
+
+A pure function of its inputs (what runs, what was just started, the last host
+sample, the limits), so hypothesis can check it. The rules, in order:
+
+1. Nothing running: yes (never stall; ninja's "ensure that we make progress"), except
+   for a module whose declared `memory:` does not fit above `--min-free-mem`: starting
+   it would only trade a wait for swap or the OOM killer, so it waits, and says so.
+2. `--jobs N`: at most N modules. `--jobs auto`: the running modules' weights plus this
+   one's may not exceed the CPU count. Weights: cpu 1, mixed 2/3, io 1/2, network 1/3,
+   i.e. CPU count x 1 / 1.5 / 2 / 3 modules of one kind at once. Past 80 % of memory in
+   use the auto capacity halves; past 90 % nothing new starts.
+3. Load: runnable tasks (a one-second average of procs_running, not the minute-long
+   load average) plus the load of recently started modules that the average has not
+   absorbed yet, plus this module's weight, may not exceed `--max-load` (default: CPU
+   count). A running module's load is its measured CPU rate once sampled, before that
+   its rate from history, or 1 for `workload: cpu`; the average absorbs a step of load
+   r as r (1 - exp(-age / tau)), so r exp(-age / tau) is still to come. Modules that
+   declare nothing and have no history count as light until measured (one sample
+   interval), so an idle host starts -j sleepers at once.
+4. CPU pressure: a cpu module does not start while some task stalled for CPU more than
+   `CPU_PRESSURE` % of the last sample interval.
+5. Memory: MemAvailable, minus what modules started in the last second may still take,
+   minus this module's `memory:` (or its measured peak), must stay above
+   `--min-free-mem`; and nothing starts while memory pressure exceeds MEM_PRESSURE %.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+WEIGHT = {"cpu": 1.0, "mixed": 2 / 3, "io": 0.5, "network": 1 / 3}
+TAU_S = 1.0  # the time constant of the sampler's runnable average
+FRESH_S = 3 * TAU_S  # after this the average holds 95 % of a module's load
+CPU_PRESSURE = 60.0  # % stalled on CPU
+MEM_PRESSURE = 10.0  # % stalled on memory
+MEM_HIGH, MEM_FULL = 0.80, 0.90
+
+
+@dataclass(frozen=True)
+class Limits:
+    jobs: int | None  # None: --jobs auto
+    cpus: int
+    max_load: float | None  # None: CPU count
+    min_free_mem: int = 0
+
+    @property
+    def load_limit(self) -> float:
+        return self.max_load if self.max_load is not None else float(self.cpus)
+
+
+@dataclass(frozen=True)
+class Running:
+    """A running module as the gate sees it."""
+
+    workload: str
+    age_s: float
+    memory: int  # expected peak (header or history), 0 when unknown
+    rss: int  # what it uses now (0 until sampled)
+    cpu_rate: float = 0.0  # CPUs it keeps busy: measured, from history, or declared
+
+
+@dataclass(frozen=True)
+class Host:
+    """The figures of the last sample that the gate uses; None: not available."""
+
+    runnable_avg: float | None = None
+    mem_available: int | None = None
+    mem_total: int | None = None
+    psi_cpu: float | None = None
+    psi_mem: float | None = None
+
+
+def weight(workload: str) -> float:
+    return WEIGHT.get(workload, WEIGHT["mixed"])
+
+
+def auto_capacity(limits: Limits, host: Host) -> float:
+    """--jobs auto: the weight budget, shrunk when memory runs short."""
+    budget = float(limits.cpus)
+    if host.mem_available is not None and host.mem_total:
+        used = 1.0 - host.mem_available / host.mem_total
+        if used >= MEM_FULL:
+            return 0.0
+        if used >= MEM_HIGH:
+            budget /= 2
+    return budget
+
+
+def admit(running: list[Running], limits: Limits, host: Host, workload: str,
+          memory: int = 0, declared: bool = False) -> str | None:
+    """None if a module of `workload` needing `memory` bytes may start now, else why not.
+
+    `declared`: the module's header states its memory (a hard need even on an idle host).
+    """
+    if not running:
+        if (declared and host.mem_available is not None
+                and host.mem_available - memory < limits.min_free_mem):
+            return _memory_reason(host.mem_available, memory, limits.min_free_mem)
+        return None
+    w = weight(workload)
+    if limits.jobs is not None:
+        if len(running) >= limits.jobs:
+            return f"jobs: {len(running)} running = --jobs {limits.jobs}"
+    else:
+        used = sum(weight(r.workload) for r in running)
+        budget = auto_capacity(limits, host)
+        if used + w > budget + 1e-9:
+            return f"jobs auto: weight {used:.2f} + {w:.2f} > {budget:.2f}"
+    fresh = [r for r in running if r.age_s < FRESH_S]
+    if host.runnable_avg is not None:
+        unseen = sum(r.cpu_rate * math.exp(-r.age_s / TAU_S) for r in fresh)
+        expected = host.runnable_avg + unseen + w
+        limit = limits.load_limit
+        if expected > limit:
+            return (f"load: {host.runnable_avg:.1f} runnable + {unseen + w:.1f} starting "
+                    f"> {limit:g}")
+    if workload == "cpu" and host.psi_cpu is not None and host.psi_cpu > CPU_PRESSURE:
+        return f"cpu pressure {host.psi_cpu:.0f}% > {CPU_PRESSURE:.0f}%"
+    if host.psi_mem is not None and host.psi_mem > MEM_PRESSURE:
+        return f"memory pressure {host.psi_mem:.0f}% > {MEM_PRESSURE:.0f}%"
+    if host.mem_available is not None:
+        claimed = sum(max(r.memory - r.rss, 0) for r in fresh)
+        left = host.mem_available - claimed - memory
+        if left < limits.min_free_mem:
+            return _memory_reason(host.mem_available, claimed + memory, limits.min_free_mem)
+    return None
+
+
+def _memory_reason(available: int, wanted: int, keep: int) -> str:
+    return f"memory: {_mib(available)} available, {_mib(wanted)} wanted, keep {_mib(keep)} free"
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.0f}M" if n < 2**30 else f"{n / 2**30:.1f}G"
