@@ -8,6 +8,7 @@ import subprocess
 
 import click
 import pytest
+
 from corral.cli import main
 
 from .conftest import REPO

@@ -7,12 +7,13 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from corral import api
 from corral.config import load_config
 from corral.errors import HeaderError, UsageError
 from corral.store import Store
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from .conftest import write_module
 

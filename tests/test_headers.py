@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from corral.headers import Header, parse_duration, parse_header, parse_size
 from hypothesis import given
 from hypothesis import strategies as st
+
+from corral.headers import Header, parse_duration, parse_header, parse_size
 
 DATA = Path(__file__).parent / "data" / "initd"
 

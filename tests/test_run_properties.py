@@ -13,10 +13,11 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from corral import api
-from corral.config import load_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from corral import api
+from corral.config import load_config
 
 from .conftest import write_module
 from .runtrace import max_overlap, read_trace, traced

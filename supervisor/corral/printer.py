@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import shutil
 import time
 from typing import TextIO
 
@@ -93,6 +94,9 @@ class Printer:
         self.step = 0
         self.held: str | None = None  # the kind of reason the gate last held modules for
         self.held_at = 0.0
+        self.running: list[str] = []
+        self.gate: str | None = None
+        self.status_shown = False
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, ModuleOutput):
@@ -104,6 +108,7 @@ class Printer:
                 self._write(self.out, f"{self.step:>4}. {event.name}", False)
             elif not self.quiet:
                 note = f" (attempt {event.attempt})" if event.attempt > 1 else ""
+                self.running.append(event.name)
                 self._line(event.name, self._dim(f"started{note}"))
         elif isinstance(event, ModuleFinished):
             if not self.dry_run:
@@ -132,9 +137,15 @@ class Printer:
             self.out.flush()
 
     def _waiting(self, event: Waiting) -> None:
-        """A line when the gate starts or stops holding modules back, at most every 5 s
-        for the same kind of reason, so a long wait does not flood cron's mail."""
+        """At a terminal: the status line says why modules wait. Elsewhere: a line when the
+        gate starts or stops holding modules back, at most every 5 s for the same kind of
+        reason, so a long wait does not flood cron's mail."""
         if self.quiet:
+            return
+        if self.color:
+            self.gate = (f"waiting: {event.reason} ({len(event.modules)} ready)"
+                         if event.reason else None)
+            self._draw_status()
             return
         now = time.monotonic()
         if event.reason is None:
@@ -152,6 +163,8 @@ class Printer:
 
     def _finished(self, event: ModuleFinished) -> None:
         r = event.result
+        if r.name in self.running:
+            self.running.remove(r.name)
         if self.quiet and r.status == OK:
             return
         words = f"{r.status} in {seconds(r.duration_s)}"
@@ -166,6 +179,7 @@ class Printer:
         self._line(r.name, self._status(r.status, f"{SYMBOL.get(r.status, '')} {words}"))
 
     def _summary(self, run: RunFinished) -> None:
+        self.running, self.gate = [], None
         bad = [m for m in run.modules if m.status != OK]
         if self.quiet and not bad:
             return
@@ -216,7 +230,29 @@ class Printer:
     def _write(self, stream: TextIO, text: str, stamp: bool = True) -> None:
         if self.timestamps and stamp and text:
             text = f"{dt.datetime.now().isoformat(timespec='seconds')} {text}"
+        if self.status_shown:
+            self.out.write("\r\x1b[K")
+            self.status_shown = False
         stream.write(text + "\n")
+        self._draw_status()
+
+    def _draw_status(self) -> None:
+        """At a terminal, one last line that is redrawn: what runs and why others wait."""
+        if not self.color or self.quiet:
+            return
+        if self.status_shown:
+            self.out.write("\r\x1b[K")
+            self.status_shown = False
+        parts = []
+        if self.running:
+            names = ", ".join(self.running[:5]) + (" …" if len(self.running) > 5 else "")
+            parts.append(f"running {len(self.running)}: {names}")
+        if self.gate:
+            parts.append(self.gate)
+        if parts:
+            width = shutil.get_terminal_size((100, 20)).columns - 1
+            self.out.write(self._dim(" · ".join(parts)[:width]))
+            self.status_shown = True
 
     def _status(self, status: str, text: str) -> str:
         if not self.color or status not in STATUS_COLOUR:

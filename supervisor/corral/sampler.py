@@ -135,9 +135,9 @@ class HostSampler:
         for kind, f in self._psi.items():
             psi[kind] = self._pressure(kind, f.read(), now, dt)
         if prev.runnable_avg is None or dt <= 0:
-            # One snapshot of procs_running is noise (corral's own threads, a fork in
-            # flight); the minute's load average is a calmer prior to start from.
-            avg = float(min(runnable, load1))
+            # One snapshot of procs_running is noisy (corral's own threads, a fork in
+            # flight): start from the least of a few, 5 ms apart. A real hog is in all.
+            avg = float(min([runnable] + [self._runnable_now(pause=0.005) for _ in range(2)]))
         else:
             alpha = 1.0 - pow(2.718281828, -dt / EWMA_TAU)
             avg = prev.runnable_avg + alpha * (runnable - prev.runnable_avg)
@@ -149,6 +149,12 @@ class HostSampler:
         self.last = sample
         self.cpu_spent += time.thread_time() - spent
         return sample
+
+    def _runnable_now(self, pause: float = 0.0) -> int:
+        time.sleep(pause)
+        data = self._stat.read() or b""
+        at = data.find(b"procs_running ")
+        return max(0, int(data[at + 14:data.index(b"\n", at)]) - 1) if at >= 0 else 0
 
     def _pressure(self, kind: str, data: bytes | None, now: float, dt: float) -> float | None:
         """% of wall time some task stalled on `kind` since the last sample (avg10 at first)."""

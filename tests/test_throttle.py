@@ -1,0 +1,165 @@
+"""The throttle: the pure gate by hypothesis, then real pressure on the real host."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from corral.sampler import HostSampler, tree_usage
+from corral.throttle import WEIGHT, Host, Limits, Running, admit
+
+from .conftest import REPO
+
+sys.path.insert(0, str(REPO / "scripts"))
+from loadgen import Load  # noqa: E402
+
+CPU_BUSY = """
+end=$(( ${EPOCHREALTIME/./} + 500000 ))
+while (( ${EPOCHREALTIME/./} < end )); do :; done
+"""
+
+workloads = st.sampled_from(sorted(WEIGHT))
+runnings = st.lists(st.builds(Running, workloads, st.floats(0, 10), st.integers(0, 2**32),
+                              st.integers(0, 2**32), st.floats(0, 4)), max_size=12)
+hosts = st.builds(Host, st.none() | st.floats(0, 64), st.none() | st.integers(0, 2**36),
+                  st.just(2**36), st.none() | st.floats(0, 100), st.none() | st.floats(0, 100))
+limits = st.builds(Limits, st.none() | st.integers(1, 16), st.integers(1, 64),
+                   st.none() | st.floats(0.5, 64), st.integers(0, 2**34))
+
+
+@given(runnings, limits, hosts, workloads, st.integers(0, 2**34))
+def test_gate_never_exceeds_jobs_and_always_lets_one_start(running, limits, host, workload,
+                                                           memory):
+    reason = admit(running, limits, host, workload, memory)
+    if limits.jobs is not None and len(running) >= limits.jobs:
+        assert reason is not None and reason.startswith("jobs")
+    if not running:
+        assert reason is None  # never stall on its own accounting
+    assert reason is None or isinstance(reason, str)
+
+
+@given(limits, hosts, workloads, st.integers(1, 2**36))
+def test_only_a_declared_memory_need_can_hold_the_first_module(limits, host, workload, need):
+    reason = admit([], limits, host, workload, need, declared=True)
+    if reason is not None:
+        assert reason.startswith("memory")
+        assert host.mem_available is not None
+        assert host.mem_available - need < limits.min_free_mem
+
+
+@given(runnings, limits, workloads)
+def test_an_idle_host_never_delays_what_jobs_allow(running, limits, workload):
+    idle = Host(0.0, 2**36, 2**36, 0.0, 0.0)
+    reason = admit([r for r in running if r.age_s > 60], limits, idle, workload)
+    assert reason is None or reason.startswith("jobs")
+
+
+def test_sampler_reads_the_host_and_a_process_tree():
+    sampler = HostSampler()
+    try:
+        first = sampler.sample()
+        child = subprocess.Popen(["bash", "-c", "sleep 5 & sleep 5 & wait"])
+        time.sleep(0.3)
+        second = sampler.sample()
+        usage = tree_usage(child.pid)
+        child.kill()
+        child.wait()
+    finally:
+        sampler.close()
+    assert 0 < first.mem_available <= first.mem_total
+    assert second.t > first.t and 0.0 <= second.cpu_busy <= 1.0
+    assert usage.processes == 3 and usage.rss > 0
+
+
+def last_samples(db) -> tuple[list[tuple], dict]:
+    conn = sqlite3.connect(db)
+    run_id = conn.execute("SELECT run_id FROM runs ORDER BY started DESC LIMIT 1").fetchone()[0]
+    samples = conn.execute("SELECT runnable, runnable_avg, running, gate FROM samples "
+                           "WHERE run_id = ? ORDER BY t", (run_id,)).fetchall()
+    mods = {r[0]: r[1:] for r in conn.execute(
+        "SELECT module, status, throttle_wait_s, throttle_reason FROM module_runs "
+        "WHERE run_id = ?", (run_id,))}
+    conn.close()
+    return samples, mods
+
+
+def test_cpu_hog_keeps_runnable_at_the_target_and_the_run_finishes(corral):
+    """Tolerance: the sampled runnable count may exceed --max-load by 1 in at most a tenth
+    of the samples (a module's own fork, corral's recorder), never by 2."""
+    for i in range(4):
+        corral.module(f"busy{i}", "workload: cpu", CPU_BUSY)
+    with Load(cpu=2, seconds=60):
+        time.sleep(1.0)
+        result = corral("run", "-j", "4", "--max-load", "3")
+    assert result.code == 0, result.err
+    assert "waiting: load" in result.out
+    samples, mods = last_samples(corral.db)
+    over = [s for s in samples if s[0] > 3]
+    assert len(over) <= max(1, len(samples) // 10), samples
+    assert all(s[0] <= 4 for s in samples), samples
+    assert max(s[2] for s in samples) < 4  # never all four at once
+    delayed = [m for m in mods.values() if m[1] > 0]
+    assert delayed and all(m[2].startswith("load") for m in delayed)
+
+
+def test_module_needing_memory_waits_for_the_ballast_to_go(corral):
+    corral.module("big", "memory: 1G", "echo ran")
+    sampler = HostSampler()
+    available = sampler.sample().mem_available
+    sampler.close()
+    keep = available - (1 << 30) - (256 << 20)  # fits now, not with 1 GiB of ballast
+    with Load(mem=1 << 30) as load:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "corral", "--modules", str(corral.modules), "--db",
+             str(corral.db), "run", "--json", "--min-free-mem", str(keep)],
+            env=corral.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        errors: list[str] = []
+        reader = threading.Thread(target=lambda: errors.append(proc.stderr.read()))
+        reader.start()
+        time.sleep(1.5)
+        assert proc.poll() is None, "it started despite the ballast"
+        load.release_mem()
+        out = proc.stdout.read()
+        proc.wait(30)
+        reader.join()
+    assert proc.returncode == 0, errors
+    module = json.loads(out)["modules"][0]
+    assert module["status"] == "ok"
+    assert module["throttle_wait_s"] >= 1.0
+    assert module["throttle_reason"].startswith("memory")
+
+
+def test_an_idle_host_costs_no_throttle_time(corral):
+    for i in range(4):
+        corral.module(f"s{i}", body="sleep 0.3")
+    result = corral("run", "-j", "4", "--json")
+    assert result.code == 0
+    run = result.json()
+    assert run["throttle_s"] == 0.0
+    assert all(m["throttle_wait_s"] == 0.0 for m in run["modules"])
+    samples, _ = last_samples(corral.db)
+    assert samples and max(s[2] for s in samples) == 4
+
+
+def test_terminal_status_line_says_why_modules_wait(corral):
+    import pexpect
+
+    for i in range(3):
+        corral.module(f"busy{i}", "workload: cpu", CPU_BUSY)
+    with Load(cpu=2, seconds=60):
+        time.sleep(1.0)
+        child = pexpect.spawn(sys.executable, ["-m", "corral", "--modules", str(corral.modules),
+                                               "--db", str(corral.db), "run", "-j", "3",
+                                               "--max-load", "3"],
+                              env=corral.env, encoding="utf-8", timeout=30)
+        child.expect(r"running 1: busy\d · waiting: load: ")
+        child.expect(pexpect.EOF)
+        child.close()
+    assert child.exitstatus == 0
