@@ -74,7 +74,8 @@ def run(cmd, shell=False) -> tuple[float, list[int]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--modules", type=int, default=8)
-    parser.add_argument("--seconds", type=float, default=1.0, help="seconds each module keeps a CPU busy")
+    parser.add_argument("--seconds", type=float, default=1.0,
+                        help="seconds each module keeps a CPU busy")
     args = parser.parse_args()
     cpus = len(os.sched_getaffinity(0))
     target = cpus + 1
