@@ -286,3 +286,15 @@ def run_json(outcome: RunFinished) -> dict:
             "peak_load": round(outcome.peak_load, 3), "throttle_s": round(outcome.throttle_s, 6),
             "supervisor_cpu_s": round(outcome.supervisor_cpu_s, 6),
             "sampler_cpu_s": round(outcome.sampler_cpu_s, 6), "modules": modules}
+
+
+def write_report(store: Store, out: Path, fmt: str = "md") -> list[Path]:
+    """Write the performance report (Markdown + SVG charts, or one HTML page) into `out`.
+
+    Raises UsageError when nothing has been recorded yet."""
+    from corral import report
+
+    try:
+        return report.write_report(store, out, fmt)
+    except LookupError as exc:
+        raise UsageError(str(exc)) from None

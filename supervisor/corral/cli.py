@@ -234,6 +234,26 @@ def _mib(value) -> str:
     return "-" if not value else f"{value / 2**20:.1f}MiB"
 
 
+@main.command()
+@click.option("--out", "out", default="docs/performance", show_default=True, metavar="DIR",
+              help="Directory to write the report into.")
+@click.option("--format", "fmt", type=click.Choice(["md", "html"]), default="md",
+              show_default=True, help="Markdown with SVG charts, or one self-contained page.")
+@click.pass_context
+def docs(ctx, out, fmt):
+    """Write the performance report: where the time went, what ran in parallel, what got
+    slower (tables and charts from the recorded runs).
+
+    Example:
+
+        corral docs --out /var/www/corral --format html
+    """
+    from pathlib import Path
+
+    for path in api.write_report(_store(ctx), Path(out), fmt):
+        click.echo(f"wrote {path}")
+
+
 @main.command(name="list")
 @click.option("--json", "as_json", is_flag=True, help="Every header as JSON.")
 @click.pass_context

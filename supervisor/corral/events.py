@@ -39,6 +39,7 @@ class AttemptResult:
     reason: str = ""
     throttle_wait_s: float = 0.0
     throttle_reason: str | None = None
+    lock_wait_s: float = 0.0
     retry_in: float | None = None  # seconds until the next attempt; None when final
 
 
@@ -50,6 +51,7 @@ class RunStarted:
     jobs: int | None
     log_dir: str | None
     dry_run: bool = False
+    edges: list[tuple[str, str]] = field(default_factory=list)  # (module, what it waits on)
 
 
 @dataclass

@@ -310,6 +310,12 @@ class LocalExecutor:
         elif job.log_fd is not None:
             os.close(job.log_fd)
             job.log_fd = None
+        # ru_maxrss of a child spawned from corral starts at corral's own high-water mark
+        # (the kernel carries the old mm's peak across exec), so it only says something
+        # when it is clearly above ours; otherwise the sampler's figure stands.
+        kernel_peak = usage.ru_maxrss * 1024
+        if kernel_peak <= _own_peak() + (1 << 20):
+            kernel_peak = 0
         code = os.waitstatus_to_exitcode(status)
         exit_code, signum = (code, None) if code >= 0 else (None, -code)
         outcome = job.cause or (OK if exit_code == 0 else FAILED)
@@ -319,7 +325,7 @@ class LocalExecutor:
             start=job.start, end=job.start + (end_mono - job.start_mono),
             duration_s=end_mono - job.start_mono,
             cpu_user_s=usage.ru_utime, cpu_sys_s=usage.ru_stime,
-            peak_rss_bytes=usage.ru_maxrss * 1024,
+            peak_rss_bytes=kernel_peak,
             read_bytes=usage.ru_inblock * 512, write_bytes=usage.ru_oublock * 512,
             pid=job.pid, log_path=job.spec.log_path if job.log_opened else None,
             log_bytes=job.log_bytes,
@@ -422,6 +428,17 @@ class DryRunExecutor:
 
     def stop_all(self, cause: str, now: bool = False) -> None:
         pass
+
+
+def _own_peak() -> int:
+    """corral's own VmHWM in bytes (0 when unreadable)."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            status = f.read()
+        at = status.index(b"VmHWM:")
+        return int(status[at + 6:status.index(b"kB", at)]) * 1024
+    except (OSError, ValueError):
+        return 0
 
 
 def _note_signal(signum, frame) -> None:

@@ -140,7 +140,8 @@ class Recorder:
                 "write_bytes": r.write_bytes, "log_path": r.log_path,
                 "log_bytes": r.log_bytes, "log_dropped_bytes": r.log_dropped_bytes,
                 "log_incomplete": int(r.log_incomplete),
-                "throttle_wait_s": r.throttle_wait_s, "throttle_reason": r.throttle_reason}
+                "throttle_wait_s": r.throttle_wait_s, "throttle_reason": r.throttle_reason,
+                "lock_wait_s": r.lock_wait_s}
             if r.pid == 0:  # it never started (spawn failed)
                 self.inserts.append({"run_id": self.run_id, "module": r.name,
                                      "attempt": r.attempt, "start": iso(r.start), **values})
@@ -170,6 +171,7 @@ class Recorder:
                 "host": socket.gethostname(), "pid": os.getpid(), "boot_id": boot_id(),
                 "module_count": len(event.names), "selected": len(event.names),
                 "cache_hits": self.cache[0], "cache_misses": self.cache[1]})
+            self.store.insert_edges(event.run_id, event.edges)
         elif isinstance(event, RunFinished):
             self.flush()
             self._stop_writer()

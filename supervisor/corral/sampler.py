@@ -55,7 +55,7 @@ class TreeUsage:
     write_bytes: int = 0
     processes: int = 0
     threads: int = 0
-    peak_rss: int = 0
+    peak_rss: int = 0  # the most the whole tree held at one sample, or one process ever
     peak_processes: int = 0
     cpu_rate: float | None = None  # CPUs busy since the previous reading; None at first
     t: float = 0.0
@@ -215,6 +215,16 @@ def tree_usage(root: int, usage: TreeUsage | None = None) -> TreeUsage:
         fields = stat[stat.rindex(b")") + 2:].split()
         if fields[0] == b"Z":
             continue
+        # VmHWM: this process's own high-water mark, which catches a peak between samples
+        try:
+            with open(f"/proc/{pid}/status", "rb") as f:
+                status = f.read()
+            at = status.find(b"VmHWM:")
+            if at >= 0:
+                hwm = int(status[at + 6:status.index(b"kB", at)]) * 1024
+                usage.peak_rss = max(usage.peak_rss, hwm)
+        except (OSError, ValueError):
+            pass
         processes += 1
         threads += int(fields[17])
         rss += int(fields[21]) * PAGE

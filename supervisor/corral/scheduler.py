@@ -112,6 +112,8 @@ class Scheduler:
         self.wait_reason: dict[str, str] = {}
         self.delays: dict[tuple[str, int], tuple[float, str | None]] = {}
         self.gate_reason: str | None = None  # why the best ready module waits, if it does
+        self.lock_since: dict[str, float] = {}  # ready but its lock was held, since
+        self.lock_waits: dict[tuple[str, int], float] = {}
         self._batch: list[Running] = []  # admitted in this pass, not yet running
         self._next_sample = 0.0
         self.peak_load = 0.0
@@ -119,9 +121,10 @@ class Scheduler:
 
     def run(self) -> RunFinished:
         started = time.time()
+        edges = [(n, d) for n in self.selection.names for d in sorted(self.selection.waits[n])]
         self.emit(RunStarted(self.settings.run_id, started, list(self.selection.names),
                              self.settings.jobs, _str(self.settings.log_dir),
-                             self.settings.dry_run))
+                             self.settings.dry_run, edges))
         executor, plan = self.executor, self.plan
         try:
             # Sample the host when due; start as many ready modules as --jobs, the locks
@@ -225,6 +228,7 @@ class Scheduler:
             self.gate_reason = self.gate_reason or reason
             return False
         if not self.locks.acquire(header.locks):
+            self.lock_since.setdefault(name, time.monotonic())
             return False
         self._batch.append(Running(header.workload, 0.0, self._memory_need(name), 0,
                                    self._cpu_rate(name)))
@@ -264,6 +268,8 @@ class Scheduler:
         waited = time.monotonic() - since if since is not None else 0.0
         self.throttle_s += waited
         self.delays[(name, attempt)] = (waited, self.wait_reason.pop(name, None))
+        locked = self.lock_since.pop(name, None)
+        self.lock_waits[(name, attempt)] = time.monotonic() - locked if locked else 0.0
         self.emit(ModuleStarted(name, attempt, job.pid, job.start, log_path, waited))
 
     def _next_retry_in(self) -> float | None:
@@ -282,6 +288,7 @@ class Scheduler:
             result.write_bytes = max(result.write_bytes, usage.write_bytes)
         result.throttle_wait_s, result.throttle_reason = self.delays.pop(
             (name, result.attempt), (0.0, None))
+        result.lock_wait_s = self.lock_waits.pop((name, result.attempt), 0.0)
         header = self.graph.modules[name].header
         self.locks.release(header.locks)
         summary = self.summaries[name]

@@ -198,6 +198,20 @@ class Store:
         with self.write():
             self._update("runs", "run_id", run_id, values)
 
+    def insert_edges(self, run_id: str, edges: list[tuple[str, str]]) -> None:
+        with self.write():
+            self.conn.executemany("INSERT INTO run_edges (run_id, module, waits_on) "
+                                  "VALUES (?, ?, ?)", [(run_id, a, b) for a, b in edges])
+
+    def edges(self, run_id: str) -> list[tuple[str, str]]:
+        return list(self.conn.execute(
+            "SELECT module, waits_on FROM run_edges WHERE run_id = ?", (run_id,)))
+
+    def samples(self, run_id: str) -> list[dict]:
+        cur = self.conn.execute("SELECT * FROM samples WHERE run_id = ? ORDER BY t", (run_id,))
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row, strict=True)) for row in cur]
+
     def write_attempts(self, inserts: list[dict], updates: list[tuple[tuple, dict]],
                        samples: list[dict] = ()) -> None:
         """In one transaction: new module_runs rows, then updates keyed by
@@ -315,6 +329,10 @@ def _schema_v2(db) -> None:
     for column in ("peak_load", "throttle_s", "sampler_cpu_s", "supervisor_cpu_s"):
         db["runs"].add_column(column, float)
     db["module_runs"].add_column("throttle_reason", str)
+    db["module_runs"].add_column("lock_wait_s", float)
+    db["run_edges"].create({"run_id": str, "module": str, "waits_on": str},
+                           foreign_keys=[("run_id", "runs", "run_id")], if_not_exists=True)
+    db["run_edges"].create_index(["run_id"], if_not_exists=True)
     db["samples"].add_column("cpu_busy", float)
     db["samples"].add_column("runnable_avg", float)
     db["samples"].add_column("waiting", int)
