@@ -214,6 +214,16 @@ def run_modules(config: Config, store: Store, targets: Iterable[str] = (),
     durations = store.median_durations() if store.path else {}
     selection = select(graph, targets, tags, exclude, durations)
     gc.freeze()  # the graph lives as long as the run: keep the collector off it
+    if not dry_run:
+        from corral.trust import untrusted
+
+        lib = lib_dir(config)
+        files = [graph.modules[n].path for n in selection.names]
+        files += sorted(str(p) for p in lib.glob("*.sh")) if lib.is_dir() else []
+        files += [str(config.config_file)] if config.config_file else []
+        problems = untrusted(files)
+        if problems:
+            raise HeaderError(problems)
     for problem in graph.warnings:
         emit(Notice(str(problem), warning=True))
     run_id = new_run_id()
@@ -224,6 +234,11 @@ def run_modules(config: Config, store: Store, targets: Iterable[str] = (),
         emit(outcome)
         return outcome
     with RunLock(config.modules).acquire(wait_lock):
+        if store.path is not None:
+            from corral.recovery import recover
+
+            for message in recover(store, config.grace):
+                emit(Notice(message, warning=True))
         log_dir = (config.log_dir / run_id).absolute()
         log_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
         env = dict(os.environ)
@@ -246,7 +261,7 @@ def run_modules(config: Config, store: Store, targets: Iterable[str] = (),
             def on_line(name: str, line: bytes) -> None:
                 emit(ModuleOutput(name, line))
 
-        executor = LocalExecutor(config.grace, config.log_limit, on_line)
+        executor = LocalExecutor(config.grace, config.log_limit, on_line, run_id)
         with executor:
             outcome = Scheduler(graph, selection, settings, executor, emit).run()
         emit(outcome)

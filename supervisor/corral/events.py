@@ -62,6 +62,7 @@ class ModuleStarted:
     start: float
     log_path: str | None
     throttle_wait_s: float = 0.0
+    proc_start: int | None = None  # kernel start time, ticks since boot
 
 
 @dataclass

@@ -28,6 +28,8 @@ from corral.events import FAILED, INTERRUPTED, OK, TIMEOUT, AttemptResult
 
 PR_SET_CHILD_SUBREAPER = 36
 READ_CHUNK = 1 << 16
+LINES_PER_SECOND = 200  # per module, on the terminal; the log keeps everything
+MAX_LINE = 8192  # bytes of one line shown; longer lines are cut on screen only
 # Signals the supervisor turns into events; everything else keeps its default.
 HANDLED = (signal.SIGCHLD, signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 # What a child must not inherit from Python: ignored SIGPIPE/SIGXFSZ and our handlers.
@@ -59,11 +61,15 @@ class Job:
     fd: int | None
     log_fd: int | None
     deadline: float | None
+    proc_start: int | None = None  # kernel start time (ticks since boot): tells PID reuse
     log_bytes: int = 0
     dropped: int = 0
     log_incomplete: bool = False
     log_opened: bool = False
     partial: bytes = b""
+    window: float = 0.0  # display rate limit: start of the current second …
+    shown: int = 0  # … lines shown in it …
+    hidden: int = 0  # … and lines not shown
     cause: str | None = None  # TIMEOUT or INTERRUPTED once corral decided to stop it
     stop_signal: int | None = None
     kill_at: float | None = None
@@ -78,6 +84,39 @@ class Wakeup:
     signals: list[int] = field(default_factory=list)
 
 
+# If corral dies without cleaning up (SIGKILL, OOM killer), this Bash watchdog sees its
+# pipe from corral close without the final "done", and stops every process whose
+# environment carries this run's CORRAL_RUN_ID (TERM, CONT, then KILL after the grace
+# period). It runs in its own session, so Ctrl-C at the terminal does not reach it.
+WATCHDOG = r"""
+exec 2>/dev/null
+trap '' INT HUP TERM
+run=$1 grace=$2 last=
+while IFS= read -r line; do last=$line; done
+[[ $last == done ]] && exit 0
+marked() {
+  local f pid var
+  for f in /proc/[0-9]*/environ; do
+    pid=${f#/proc/}; pid=${pid%/environ}
+    [[ $pid == "$$" ]] && continue
+    while IFS= read -r -d '' var; do
+      if [[ $var == "CORRAL_RUN_ID=$run" ]]; then echo "$pid"; break; fi
+    done < "$f" 2>/dev/null
+  done
+}
+pids=$(marked)
+[[ -z $pids ]] && exit 0
+kill -TERM $pids 2>/dev/null; kill -CONT $pids 2>/dev/null
+end=$(( SECONDS + ${grace%.*} + 1 ))
+while (( SECONDS < end )); do
+  pids=$(marked); [[ -z $pids ]] && exit 0
+  sleep 0.1
+done
+kill -KILL $(marked) 2>/dev/null
+exit 0
+"""
+
+
 def _set_subreaper(on: bool) -> bool:
     try:
         libc = ctypes.CDLL(None, use_errno=True)
@@ -90,7 +129,8 @@ class LocalExecutor:
     """Runs attempts on this host. Use as a context manager: it owns signal handling."""
 
     def __init__(self, grace: float = 5.0, log_cap: int = 64 << 20,
-                 on_line: Callable[[str, bytes], None] | None = None):
+                 on_line: Callable[[str, bytes], None] | None = None,
+                 run_id: str | None = None):
         self.grace = grace
         self.log_cap = log_cap
         self.on_line = on_line
@@ -105,6 +145,9 @@ class LocalExecutor:
         self._old_wakeup = -1
         self._cwd: str | None = None
         self._home = os.getcwd()
+        self.run_id = run_id
+        self._watchdog: int | None = None  # write end of the watchdog's pipe
+        self._watchdog_pid: int | None = None
 
     # setup and teardown ----------------------------------------------------------------
 
@@ -116,7 +159,35 @@ class LocalExecutor:
             self._old_handlers[signum] = signal.signal(signum, _note_signal)
         self._old_wakeup = signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
         _set_subreaper(True)
+        if self.run_id is not None:
+            self._start_watchdog()
         return self
+
+    def _start_watchdog(self) -> None:
+        r, w = os.pipe2(os.O_CLOEXEC)
+        try:
+            self._watchdog_pid = os.posix_spawn(
+                self._bash, ["bash", "-c", WATCHDOG, "corral-watchdog", self.run_id,
+                             str(self.grace)], os.environ,
+                file_actions=[(os.POSIX_SPAWN_DUP2, r, 0),
+                              (os.POSIX_SPAWN_DUP2, self._devnull, 1)],
+                setsid=True, setsigdef=CHILD_DEFAULTS)
+            self._watchdog = w
+        except OSError:
+            os.close(w)
+        finally:
+            os.close(r)
+
+    def _stop_watchdog(self) -> None:
+        """Everything is cleaned up: tell the watchdog so, and reap it."""
+        if self._watchdog is None:
+            return
+        with contextlib.suppress(OSError):
+            os.write(self._watchdog, b"done\n")
+        os.close(self._watchdog)
+        self._watchdog = None
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(self._watchdog_pid, 0)
 
     def __exit__(self, *exc) -> None:
         self.close()
@@ -128,6 +199,7 @@ class LocalExecutor:
         self._stop_leftovers()
         for job in [*self._lingering, *self.running.values()]:
             self._drain(job, final=True)
+        self._stop_watchdog()
         self._reap_all()
         signal.set_wakeup_fd(self._old_wakeup)
         for signum, handler in self._old_handlers.items():
@@ -165,7 +237,7 @@ class LocalExecutor:
         os.set_blocking(r, False)
         now = time.monotonic()
         deadline = now + spec.timeout if spec.timeout else None
-        job = Job(spec, pid, time.time(), now, r, None, deadline)
+        job = Job(spec, pid, time.time(), now, r, None, deadline, proc_start(pid))
         self.running[pid] = job
         self._groups[pid] = job
         self._selector.register(r, selectors.EVENT_READ, job)
@@ -219,11 +291,32 @@ class LocalExecutor:
             return False
         self._log(job, data)
         if self.on_line is not None:
-            lines = (job.partial + data).split(b"\n")
-            job.partial = lines.pop()
-            for line in lines:
-                self.on_line(job.spec.name, line)
+            self._show(job, data)
         return True
+
+    def _show(self, job: Job, data: bytes) -> None:
+        """Hand complete lines to the listener, at most LINES_PER_SECOND per module: a
+        flood (`yes`) is counted, not printed, and the log keeps every byte."""
+        now = time.monotonic()
+        if now - job.window >= 1.0:
+            if job.hidden:
+                self.on_line(job.spec.name, f"… {job.hidden} lines not shown; they are in "
+                                            f"the log".encode())
+            job.window, job.shown, job.hidden = now, 0, 0
+        if job.shown >= LINES_PER_SECOND:
+            job.hidden += data.count(b"\n")
+            job.partial = b""
+            return
+        lines = (job.partial + data).split(b"\n")
+        job.partial = lines.pop()
+        if len(job.partial) > MAX_LINE:  # no newline in sight (head -c 3G /dev/zero)
+            lines.append(job.partial[:MAX_LINE] + b" [...]")
+            job.partial = b""
+        room = LINES_PER_SECOND - job.shown
+        for line in lines[:room]:
+            self.on_line(job.spec.name, line[:MAX_LINE])
+        job.shown += min(len(lines), room)
+        job.hidden += max(0, len(lines) - room)
 
     def _log(self, job: Job, data: bytes) -> None:
         if job.log_fd is None:
@@ -268,9 +361,13 @@ class LocalExecutor:
         self._selector.unregister(job.fd)
         os.close(job.fd)
         job.fd = None
-        if job.partial and self.on_line is not None:
-            self.on_line(job.spec.name, job.partial)
-        job.partial = b""
+        if self.on_line is not None:
+            if job.partial:
+                self.on_line(job.spec.name, job.partial[:MAX_LINE])
+            if job.hidden:
+                self.on_line(job.spec.name, f"… {job.hidden} lines not shown; they are in "
+                                            f"the log".encode())
+        job.partial, job.hidden = b"", 0
         self._lingering.discard(job)
         if job.log_fd is not None and job.exited:
             os.close(job.log_fd)
@@ -381,7 +478,7 @@ class LocalExecutor:
                 self.wait(0.1)
         groups = [pgid for pgid, job in self._groups.items() if not job.spec.detach]
         groups += [pgid for pgid in _orphans() if pgid not in self._groups
-                   and pgid != os.getpgrp()]
+                   and pgid not in (os.getpgrp(), self._watchdog_pid)]
         alive = [g for g in groups if _killpg(g, signal.SIGTERM)]
         for g in alive:
             _killpg(g, signal.SIGCONT)
@@ -428,6 +525,16 @@ class DryRunExecutor:
 
     def stop_all(self, cause: str, now: bool = False) -> None:
         pass
+
+
+def proc_start(pid: int) -> int | None:
+    """A process's start time in clock ticks since boot; None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        return int(stat[stat.rindex(b")") + 2:].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _own_peak() -> int:

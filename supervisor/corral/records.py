@@ -26,6 +26,7 @@ from corral.events import (
     RunStarted,
     Sampled,
 )
+from corral.executor import proc_start
 from corral.store import Store
 
 FLUSH_DELAY = 0.05  # seconds a record may wait to share a transaction
@@ -129,7 +130,7 @@ class Recorder:
                 "run_id": self.run_id, "module": event.name, "attempt": event.attempt,
                 "status": RUNNING, "start": iso(event.start), "pid": event.pid,
                 "pgid": event.pid, "log_path": event.log_path,
-                "throttle_wait_s": event.throttle_wait_s})
+                "throttle_wait_s": event.throttle_wait_s, "proc_start": event.proc_start})
         elif isinstance(event, ModuleFinished):
             r = event.result
             values = {
@@ -169,6 +170,7 @@ class Recorder:
                 "run_id": event.run_id, "started": iso(event.started), "status": RUNNING,
                 "jobs": event.jobs, "modules_dir": self.modules_dirs, "targets": self.targets,
                 "host": socket.gethostname(), "pid": os.getpid(), "boot_id": boot_id(),
+                "pid_start": proc_start(os.getpid()),
                 "module_count": len(event.names), "selected": len(event.names),
                 "cache_hits": self.cache[0], "cache_misses": self.cache[1]})
             self.store.insert_edges(event.run_id, event.edges)
