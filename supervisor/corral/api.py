@@ -16,7 +16,7 @@ from pathlib import Path
 
 from corral.config import Config
 from corral.errors import HeaderError, Problem, UsageError
-from corral.events import Event, Listener, Notice, RunFinished
+from corral.events import Event, Leftovers, Listener, Notice, RunFinished
 from corral.graph import Graph, Module, Selection, build_graph, select
 from corral.headers import Header, parse_header
 from corral.store import FileKey, Store, file_key, warn
@@ -244,9 +244,9 @@ def run_modules(config: Config, store: Store, targets: Iterable[str] = (),
         env = dict(os.environ)
         env.update(CORRAL_RUN_ID=run_id, CORRAL_LIB=str(lib_dir(config)),
                    CORRAL_LOG_DIR=str(log_dir))
-        listeners.insert(0, Recorder(store, os.pathsep.join(str(d.absolute())
-                                                            for d in config.modules),
-                                     " ".join(targets), emit, loaded.hits, loaded.misses))
+        recorder = Recorder(store, os.pathsep.join(str(d.absolute()) for d in config.modules),
+                            " ".join(targets), emit, loaded.hits, loaded.misses)
+        listeners.insert(0, recorder)
         settings = RunSettings(run_id, config.jobs, config.fail_fast, config.pools,
                                config.retry_backoff, log_dir, env,
                                max_load=config.max_load,
@@ -264,6 +264,17 @@ def run_modules(config: Config, store: Store, targets: Iterable[str] = (),
         executor = LocalExecutor(config.grace, config.log_limit, on_line, run_id)
         with executor:
             outcome = Scheduler(graph, selection, settings, executor, emit).run()
+        if executor.leftovers:
+            emit(Leftovers(executor.leftovers,
+                           {n for n in selection.names if graph.modules[n].header.detach}))
+        incomplete = [m.name for m in outcome.modules
+                      if any(a.log_incomplete for a in m.attempts)]
+        if incomplete:
+            emit(Notice(f"the logs of {', '.join(incomplete)} are incomplete (disk full or "
+                        f"unwritable: {log_dir}); the modules ran, their output is partly "
+                        "lost", warning=True))
+        if (incomplete or recorder.failed) and outcome.exit_code == 0:
+            outcome.exit_code, outcome.status = 1, "failed"
         emit(outcome)
     return outcome
 

@@ -109,6 +109,15 @@ class Sampled:
 
 
 @dataclass
+class Leftovers:
+    """Processes modules left running at the end of the run: (module, attempt) -> count.
+    Stopped unless the module declares `detach: yes`."""
+
+    counts: dict[tuple[str, int], int]
+    detached: set[str]
+
+
+@dataclass
 class Idle:
     """The scheduler is about to wait: listeners flush what they buffered."""
 
@@ -146,5 +155,5 @@ class RunFinished:
 
 
 Event = (RunStarted | ModuleStarted | ModuleOutput | ModuleFinished | ModuleSkipped | Notice
-         | Waiting | Sampled | Idle | RunFinished)
+         | Waiting | Sampled | Leftovers | Idle | RunFinished)
 Listener = Callable[[Event], None]

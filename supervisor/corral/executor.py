@@ -146,6 +146,7 @@ class LocalExecutor:
         self._cwd: str | None = None
         self._home = os.getcwd()
         self.run_id = run_id
+        self.leftovers: dict[tuple[str, int], int] = {}  # processes left at the end
         self._watchdog: int | None = None  # write end of the watchdog's pipe
         self._watchdog_pid: int | None = None
 
@@ -476,20 +477,34 @@ class LocalExecutor:
             self.stop_all(INTERRUPTED, now=True)
             while self.running:
                 self.wait(0.1)
+        # Everything still carrying this run's mark, by module: process-group members,
+        # setsid escapees, nohup'ed daemons alike (unless the module may leave a daemon).
+        marked = _marked(self.run_id) if self.run_id else {}
+        detached = {job.spec.name for job in self._groups.values() if job.spec.detach}
+        for name, attempt in marked.values():
+            key = (name, attempt)
+            self.leftovers[key] = self.leftovers.get(key, 0) + 1
+        pids = [pid for pid, (name, _) in marked.items() if name not in detached]
         groups = [pgid for pgid, job in self._groups.items() if not job.spec.detach]
         groups += [pgid for pgid in _orphans() if pgid not in self._groups
                    and pgid not in (os.getpgrp(), self._watchdog_pid)]
         alive = [g for g in groups if _killpg(g, signal.SIGTERM)]
         for g in alive:
             _killpg(g, signal.SIGCONT)
+        for pid in pids:
+            _kill(pid, signal.SIGTERM)
+            _kill(pid, signal.SIGCONT)
         end = time.monotonic() + self.grace
-        while alive and time.monotonic() < end:
+        while (alive or pids) and time.monotonic() < end:
             self._reap_all()
             alive = [g for g in alive if _killpg(g, 0)]
-            if alive:
+            pids = [p for p in pids if _kill(p, 0)]
+            if alive or pids:
                 time.sleep(0.02)
         for g in alive:
             _killpg(g, signal.SIGKILL)
+        for pid in pids:
+            _kill(pid, signal.SIGKILL)
         self._reap_all()
 
 
@@ -561,6 +576,46 @@ def _killpg(pgid: int, signum: int) -> bool:
         return False
     except PermissionError:
         return True
+
+
+def _kill(pid: int, signum: int) -> bool:
+    """Signal one process; False when it no longer exists (or is a zombie)."""
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    if signum == 0:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+        except OSError:
+            return False
+    return True
+
+
+def _marked(run_id: str) -> dict[int, tuple[str, int]]:
+    """Live processes whose environment carries CORRAL_RUN_ID=run_id: pid -> (module,
+    attempt)."""
+    needle = f"CORRAL_RUN_ID={run_id}".encode()
+    me = os.getpid()
+    out = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        try:
+            with open(f"/proc/{entry.name}/environ", "rb") as f:
+                env = f.read().split(b"\0")
+        except OSError:
+            continue
+        if needle not in env or not _kill(int(entry.name), 0):
+            continue
+        values = dict(v.split(b"=", 1) for v in env if b"=" in v)
+        name = values.get(b"CORRAL_MODULE", b"?").decode(errors="replace")
+        attempt = int(values.get(b"CORRAL_ATTEMPT", b"1") or 1)
+        out[int(entry.name)] = (name, attempt)
+    return out
 
 
 def _orphans() -> list[int]:

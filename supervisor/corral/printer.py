@@ -22,6 +22,7 @@ from corral.events import (
     TIMEOUT,
     Event,
     Idle,
+    Leftovers,
     ModuleFinished,
     ModuleOutput,
     ModuleSkipped,
@@ -133,6 +134,11 @@ class Printer:
             self.out.flush()
         elif isinstance(event, Waiting):
             self._waiting(event)
+        elif isinstance(event, Leftovers):
+            for (name, _), count in sorted(event.counts.items()):
+                what = ("left running (detach: yes)" if name in event.detached
+                        else "left behind, stopped")
+                self._write(self.err, f"corral: {name}: {count} process(es) {what}")
         elif isinstance(event, Idle):
             self.out.flush()
 

@@ -18,6 +18,7 @@ from corral.events import (
     RUNNING,
     Event,
     Idle,
+    Leftovers,
     ModuleFinished,
     ModuleSkipped,
     ModuleStarted,
@@ -159,6 +160,9 @@ class Recorder:
                 "psi_cpu": s.psi_cpu, "psi_mem": s.psi_mem, "psi_io": s.psi_io,
                 "cpu_busy": s.cpu_busy, "running": event.running, "waiting": event.waiting,
                 "gate": event.gate})
+        elif isinstance(event, Leftovers):
+            for (name, attempt), count in event.counts.items():
+                self.updates.append(((self.run_id, name, attempt), {"leftovers": count}))
         elif isinstance(event, Idle):
             self.flush()
         elif isinstance(event, RunStarted):
