@@ -1,0 +1,76 @@
+"""Fault 2: corral itself killed with SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from .conftest import Running, attempts, db_rows, last_run, leftovers, wait_gone
+
+
+def crashing_run(corral, gate):
+    (corral.modules.parent / "corral.yaml").write_text("grace: 1s\n")
+    corral.module("quick")
+    corral.module("sleeper", body=f"touch {gate}; sleep 60")
+    corral.module("ignorer", body="trap '' TERM; sleep 60 & wait; sleep 60")
+    run = Running(corral, "-j", "3")
+    run.wait_for(gate)
+    time.sleep(0.5)
+    run_id = last_run(corral.db)["run_id"]
+    assert len(leftovers(run_id)) >= 2
+    return run, run_id
+
+
+def watchdog_of(run_id: str) -> int:
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                with open(f"/proc/{entry.name}/cmdline", "rb") as f:
+                    cmdline = f.read()
+            except OSError:
+                continue
+            if b"corral-watchdog" in cmdline and run_id.encode() in cmdline:
+                return int(entry.name)
+    raise AssertionError("no watchdog")
+
+
+def test_sigkill_leaves_no_module_behind_and_the_next_run_records_the_crash(corral):
+    gate = corral.modules.parent / "gate"
+    run, run_id = crashing_run(corral, gate)
+    run.proc.kill()
+    run.finish()
+    # The watchdog: TERM at once, KILL after the grace period (1 s) for the ignorer.
+    assert wait_gone(run_id, 1 + 2) == []
+    gate.unlink()
+    corral.module("sleeper", body="true")
+    corral.module("ignorer", body="true")
+    result = corral("run")
+    assert result.code == 0, result.err
+    assert f"run {run_id} crashed" in result.err
+    crashed = db_rows(corral.db, "SELECT * FROM runs WHERE run_id = ?", run_id)[0]
+    assert crashed["status"] == "crashed"
+    mods = attempts(corral.db, run_id)
+    assert mods["quick"]["status"] == "ok"
+    assert mods["sleeper"]["status"] == "interrupted"
+    assert mods["sleeper"]["reason"] == "corral crashed"
+
+
+def test_without_the_watchdog_modules_survive_until_the_next_start_reaps_them(corral):
+    """The control: kill the watchdog too, and the modules do outlive corral; then the
+    next start finds them by PID and start time and stops them."""
+    gate = corral.modules.parent / "gate"
+    run, run_id = crashing_run(corral, gate)
+    os.kill(watchdog_of(run_id), signal.SIGKILL)
+    run.proc.kill()
+    run.finish()
+    time.sleep(2.5)
+    survivors = leftovers(run_id)
+    assert survivors, "modules should outlive corral when nothing watches them"
+    gate.unlink()
+    corral.module("sleeper", body="true")
+    corral.module("ignorer", body="true")
+    result = corral("run")
+    assert result.code == 0, result.err
+    assert "stopped 2 leftover group(s)" in result.err
+    assert wait_gone(run_id, 2) == []

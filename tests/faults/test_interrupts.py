@@ -1,0 +1,107 @@
+"""Fault 1 (interrupts) and 3 (kill escalation): signals to corral, stubborn modules."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import pexpect
+
+from .conftest import Running, attempts, last_run, leftovers
+
+TRAPPER = "trap 'echo got TERM' TERM\nsleep 60 & wait; sleep 60 & wait"
+IGNORER = "trap '' TERM\nsleep 60 & wait; sleep 60"
+
+
+def stubborn_modules(corral, gate):
+    corral.module("done_early")
+    corral.module("sleeper", body=f"touch {gate}; sleep 60")
+    corral.module("trapper", body=TRAPPER)
+    corral.module("ignorer", body=IGNORER)
+    corral.module("stopped", body="kill -STOP $$; sleep 60")
+    corral.module("later", "requires: sleeper")
+
+
+def test_sigterm_stops_stubborn_modules_within_grace(corral, marked_sleeper):
+    (corral.modules.parent / "corral.yaml").write_text("grace: 1s\n")
+    gate = corral.modules.parent / "gate"
+    stubborn_modules(corral, gate)
+    run = Running(corral, "-j", "6")
+    run.wait_for(gate)
+    time.sleep(0.5)
+    start = time.monotonic()
+    run.proc.send_signal(signal.SIGTERM)
+    code, out, err = run.finish()
+    took = time.monotonic() - start
+    assert code == 143, err
+    assert took < 1 + 1 + 1.5  # grace + 1 s, plus the interpreter's exit
+    row = last_run(corral.db)
+    assert row["status"] == "interrupted" and row["exit_code"] == 143
+    mods = attempts(corral.db, row["run_id"])
+    assert mods["done_early"]["status"] == "ok"
+    for name in ("sleeper", "trapper", "ignorer", "stopped"):
+        assert mods[name]["status"] == "interrupted", name
+        assert mods[name]["signal"] in (15, 9), name
+    assert mods["ignorer"]["signal"] == 9
+    assert mods["later"]["status"] == "skipped"
+    assert leftovers(row["run_id"]) == []
+    # The control: the same detector does find a process carrying the mark.
+    control = marked_sleeper(row["run_id"])
+    assert leftovers(row["run_id"]) == [control.pid]
+
+
+def test_second_ctrl_c_kills_at_once(corral):
+    (corral.modules.parent / "corral.yaml").write_text("grace: 30s\n")
+    corral.module("ignorer", body=f"echo ready\n{IGNORER}")
+    child = pexpect.spawn(sys.executable, ["-m", "corral", "--modules", str(corral.modules),
+                                           "--db", str(corral.db), "run"],
+                          env=corral.env, encoding="utf-8", timeout=20)
+    child.expect("ready")
+    child.sendintr()
+    child.expect("SIGINT")
+    time.sleep(0.5)
+    start = time.monotonic()
+    child.sendintr()
+    child.expect("killing every module now")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert time.monotonic() - start < 5  # not the 30 s grace period
+    assert child.exitstatus == 130
+    row = last_run(corral.db)
+    assert attempts(corral.db, row["run_id"])["ignorer"]["signal"] == 9
+    assert leftovers(row["run_id"]) == []
+
+
+def test_sighup_starts_nothing_new_and_lets_running_modules_finish(corral):
+    gate = corral.modules.parent / "gate"
+    corral.module("running", body=f"touch {gate}; sleep 1; echo finished")
+    corral.module("later", "requires: running")
+    run = Running(corral, "-j", "2")
+    run.wait_for(gate)
+    run.proc.send_signal(signal.SIGHUP)
+    code, out, err = run.finish()
+    assert code == 129, err
+    mods = attempts(corral.db, last_run(corral.db)["run_id"])
+    assert mods["running"]["status"] == "ok"
+    assert mods["later"]["status"] == "skipped" and "SIGHUP" in mods["later"]["reason"]
+
+
+def test_a_stopped_module_needs_cont_to_hear_term(corral):
+    """Control for the escalation: a stopped process ignores TERM until CONT arrives."""
+    proc = subprocess.Popen(["bash", "-c", "kill -STOP $$; sleep 60"])
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    assert proc.poll() is None  # TERM alone did nothing
+    proc.send_signal(signal.SIGCONT)
+    assert proc.wait(5) == -signal.SIGTERM
+    # corral sends both: a stopped module with a timeout ends as `timeout`, signal 15.
+    corral.module("stopped", "timeout: 0.3s", "kill -STOP $$; sleep 60")
+    corral.module("ignorer", "timeout: 0.3s", IGNORER)
+    (corral.modules.parent / "corral.yaml").write_text("grace: 0.5s\n")
+    result = corral("run", "--json")
+    mods = {m["name"]: m for m in result.json()["modules"]}
+    assert mods["stopped"]["status"] == "timeout" and mods["stopped"]["signal"] == 15
+    assert mods["ignorer"]["status"] == "timeout" and mods["ignorer"]["signal"] == 9
