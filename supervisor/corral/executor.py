@@ -485,9 +485,10 @@ class LocalExecutor:
             key = (name, attempt)
             self.leftovers[key] = self.leftovers.get(key, 0) + 1
         pids = [pid for pid, (name, _) in marked.items() if name not in detached]
+        spared = {pid for pid, (name, _) in marked.items() if name in detached}
         groups = [pgid for pgid, job in self._groups.items() if not job.spec.detach]
-        groups += [pgid for pgid in _orphans() if pgid not in self._groups
-                   and pgid not in (os.getpgrp(), self._watchdog_pid)]
+        groups += [pgid for pid, pgid in _orphans() if pgid not in self._groups
+                   and pid not in spared and pgid not in (os.getpgrp(), self._watchdog_pid)]
         alive = [g for g in groups if _killpg(g, signal.SIGTERM)]
         for g in alive:
             _killpg(g, signal.SIGCONT)
@@ -618,8 +619,8 @@ def _marked(run_id: str) -> dict[int, tuple[str, int]]:
     return out
 
 
-def _orphans() -> list[int]:
-    """Processes reparented to corral (it is their subreaper) that it did not start."""
+def _orphans() -> list[tuple[int, int]]:
+    """(pid, process group) of processes reparented to corral (it is their subreaper)."""
     me = os.getpid()
     out = []
     with contextlib.suppress(OSError):
@@ -633,5 +634,5 @@ def _orphans() -> list[int]:
                 continue
             fields = stat[stat.rindex(b")") + 2:].split()
             if int(fields[1]) == me and fields[0] != b"Z":
-                out.append(int(fields[2]))  # its process group
-    return sorted(set(out))
+                out.append((int(entry.name), int(fields[2])))
+    return out
