@@ -98,7 +98,7 @@ class Store:
         conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         try:
             if path is not None:
-                conn.execute("PRAGMA journal_mode=WAL")
+                _wal(conn)
                 conn.execute("PRAGMA synchronous=NORMAL")
             store = cls(conn, path)
             if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
@@ -291,6 +291,22 @@ class Store:
                 "AND status = 'ok' AND duration_s IS NOT NULL", (recent,)):
             out.setdefault(module, []).append(duration)
         return {m: sorted(v)[len(v) // 2] for m, v in out.items()}
+
+
+def _wal(conn: sqlite3.Connection) -> None:
+    """Switch to WAL once. Two corrals creating one database at the same moment: the
+    switch needs the file to itself and SQLite answers "locked" without waiting, so
+    wait here, up to the busy timeout."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 def _schema_v1(db) -> None:

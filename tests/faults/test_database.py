@@ -1,0 +1,85 @@
+"""Fault 8: the database. Concurrent writers, writers killed mid-write, corruption."""
+
+from __future__ import annotations
+
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+from ..conftest import write_module
+from .conftest import Running, db_rows
+
+WRITER = r"""
+import sys, time
+from pathlib import Path
+from corral.store import Store
+store = Store.open(Path(sys.argv[1]))
+store.insert_run({"run_id": sys.argv[2], "started": "x", "status": "running"})
+for i in range(100000):
+    print("begin", i, flush=True)
+    store.write_attempts([{"run_id": sys.argv[2], "module": f"m{i}", "attempt": 1,
+                           "status": "ok", "reason": "x" * 2000}], [])
+    print("ack", i, flush=True)
+"""
+
+
+def test_two_runs_writing_one_database_lose_nothing(corral, tmp_path):
+    other = tmp_path / "other"
+    for i in range(40):
+        corral.module(f"a{i}", body="true")
+        write_module(other, f"b{i}", body="true")
+    first = Running(corral, "-j", "4")
+    second = subprocess.Popen([sys.executable, "-m", "corral", "--modules", str(other),
+                               "--db", str(corral.db), "run", "-j", "4", "-q"],
+                              env=corral.env)
+    assert first.finish()[0] == 0
+    assert second.wait(60) == 0
+    runs = db_rows(corral.db, "SELECT run_id, status FROM runs")
+    assert len(runs) == 2 and {r["status"] for r in runs} == {"ok"}
+    rows = db_rows(corral.db, "SELECT module, status FROM module_runs")
+    assert len(rows) == 80 and {r["status"] for r in rows} == {"ok"}
+
+
+def test_a_writer_killed_200_times_keeps_every_acknowledged_row(tmp_path):
+    db = tmp_path / "killed.db"
+    acked: set[int] = set()
+    mid_write = 0
+    rng = random.Random(7)
+    for round_ in range(200):
+        run_id = f"r{round_}"
+        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(db), run_id],
+                                stdout=subprocess.PIPE, text=True)
+        time.sleep(0.15 + rng.random() * 0.1)  # start-up, then a few writes
+        proc.send_signal(signal.SIGKILL)
+        out, _ = proc.communicate()
+        lines = out.split()
+        last_begin = None
+        for kind, number in zip(lines[::2], lines[1::2], strict=False):
+            if kind == "ack":
+                acked.add((round_, int(number)))
+            else:
+                last_begin = int(number)
+        if last_begin is not None and (round_, last_begin) not in acked:
+            mid_write += 1  # killed between BEGIN and the acknowledgement
+    conn = sqlite3.connect(db)
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    stored = {(int(r[1:]), int(m[1:])) for r, m in conn.execute(
+        "SELECT run_id, module FROM module_runs")}
+    conn.close()
+    assert acked and acked <= stored
+    # The control: the kills really landed inside writes, not only between them.
+    assert mid_write >= 20, mid_write
+
+
+def test_a_corrupt_database_is_moved_aside_and_the_run_happens(corral):
+    corral.db.write_bytes(b"this is not a database" * 1000)
+    corral.module("a", body="echo ran")
+    result = corral("run")
+    assert result.code == 0, result.err
+    assert "moved it to" in result.err
+    aside = list(corral.db.parent.glob("corral.db.corrupt-*"))
+    assert aside and aside[0].read_bytes().startswith(b"this is not a database")
+    assert db_rows(corral.db, "SELECT status FROM runs") == [{"status": "ok"}]
