@@ -10,6 +10,8 @@
 2. 4/8/12 modules of `sleep 0.5` at -j 4: corral's makespan (first spawn to last
    exit, from its records) and the whole process's wall time. Target: within 20 ms
    of 0.5/1.0/1.5 s.
+4. Supervisor cost: corral's CPU while 4 modules sleep, and its peak RSS (VmHWM) over
+   10,000 no-op modules. Targets: <= 2 % of one core, < 80 MB.
 3. Scheduling latency over a 200-module chain-and-fan-out graph: from the moment a
    module's last command ran (it writes $EPOCHREALTIME, then exits) to corral's spawn
    of a dependent it released. Median and 99th percentile; target p99 < 5 ms.
@@ -155,10 +157,56 @@ def latency(root: Path, stages: int = 40, fan: int = 4) -> None:
           f"p50 {p50:.2f} ms, p99 {p99:.2f} ms, max {samples[-1]:.2f} ms (target p99 < 5 ms)")
 
 
+def supervisor_cost(root: Path, big: int) -> None:
+    """corral's own CPU while its modules sleep, and its peak RSS over `big` modules."""
+    tick = os.sysconf("SC_CLK_TCK")
+    d = root / "sleepers"
+    d.mkdir()
+    for i in range(4):
+        write(d / f"z{i}.sh", "#!/usr/bin/env bash\nsleep 5\n")
+    proc = subprocess.Popen(corral_cmd(d, root / "sleepers.db", "run", "-j", "4", "-q"))
+    time.sleep(1.0)
+
+    def cpu() -> float:
+        with open(f"/proc/{proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / tick
+
+    before, t0 = cpu(), time.monotonic()
+    time.sleep(3.0)
+    share = (cpu() - before) / (time.monotonic() - t0)
+    proc.wait()
+    modules = noop_modules_named(root, "big", big)
+    proc = subprocess.Popen(corral_cmd(modules, root / "big.db", "run", "-j", "8", "-q"))
+    peak = 0
+    while proc.poll() is None:
+        try:
+            with open(f"/proc/{proc.pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        peak = max(peak, int(line.split()[1]) * 1024)
+        except OSError:
+            break
+        time.sleep(0.1)
+    print(f"\n## Supervisor cost\n\nCPU while 4 modules sleep: {share:.2%} of one core "
+          f"(target <= 2 %); peak RSS over {big} no-op modules: {peak / 2**20:.1f} MiB "
+          "(target < 80 MB)")
+
+
+def noop_modules_named(root: Path, name: str, count: int) -> Path:
+    d = root / name
+    d.mkdir()
+    for i in range(count):
+        write(d / f"m{i:05d}.sh", f"#!/usr/bin/env bash\n# description: no-op {i}\ntrue\n")
+    return d
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--modules", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--big", type=int, default=10000,
+                        help="modules in the supervisor-RSS run")
     args = parser.parse_args()
     print(f"# bench_spawn on {os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d %H:%M')}")
     with tempfile.TemporaryDirectory(prefix="corral-bench-") as tmp:
@@ -170,6 +218,7 @@ def main() -> None:
         spawn_overhead(root, args.modules, args.repeat)
         sleep_packing(root)
         latency(root)
+        supervisor_cost(root, args.big)
 
 
 if __name__ == "__main__":

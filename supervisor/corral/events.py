@@ -14,7 +14,7 @@ OK, FAILED, SKIPPED, TIMEOUT, INTERRUPTED, RUNNING = (
     "ok", "failed", "skipped", "timeout", "interrupted", "running")
 
 
-@dataclass
+@dataclass(slots=True)
 class AttemptResult:
     """One execution of one module, as it ended."""
 
@@ -62,7 +62,6 @@ class ModuleStarted:
     start: float
     log_path: str | None
     throttle_wait_s: float = 0.0
-    proc_start: int | None = None  # kernel start time, ticks since boot
 
 
 @dataclass
@@ -122,7 +121,7 @@ class Idle:
     """The scheduler is about to wait: listeners flush what they buffered."""
 
 
-@dataclass
+@dataclass(slots=True)
 class ModuleSummary:
     """A module's outcome in the run: its last attempt, or why it never ran."""
 

@@ -61,7 +61,6 @@ class Job:
     fd: int | None
     log_fd: int | None
     deadline: float | None
-    proc_start: int | None = None  # kernel start time (ticks since boot): tells PID reuse
     log_bytes: int = 0
     dropped: int = 0
     log_incomplete: bool = False
@@ -136,7 +135,8 @@ class LocalExecutor:
         self.on_line = on_line
         self.running: dict[int, Job] = {}
         self._lingering: set[Job] = set()  # exited, but a daemon still holds the pipe
-        self._groups: dict[int, Job] = {}  # every process group started, for close()
+        # every process group started, for close(): pgid -> (module, may it detach)
+        self._groups: dict[int, tuple[str, bool]] = {}
         self._bash = shutil.which("bash") or "/bin/bash"
         self._selector = selectors.DefaultSelector()
         self._devnull = -1
@@ -238,9 +238,9 @@ class LocalExecutor:
         os.set_blocking(r, False)
         now = time.monotonic()
         deadline = now + spec.timeout if spec.timeout else None
-        job = Job(spec, pid, time.time(), now, r, None, deadline, proc_start(pid))
+        job = Job(spec, pid, time.time(), now, r, None, deadline)
         self.running[pid] = job
-        self._groups[pid] = job
+        self._groups[pid] = (spec.name, spec.detach)
         self._selector.register(r, selectors.EVENT_READ, job)
         return job
 
@@ -479,14 +479,14 @@ class LocalExecutor:
                 self.wait(0.1)
         # Everything still carrying this run's mark, by module: process-group members,
         # setsid escapees, nohup'ed daemons alike (unless the module may leave a daemon).
-        marked = _marked(self.run_id) if self.run_id else {}
-        detached = {job.spec.name for job in self._groups.values() if job.spec.detach}
-        for name, attempt in marked.values():
+        found = marked(self.run_id) if self.run_id else {}
+        detached = {name for name, detach in self._groups.values() if detach}
+        for name, attempt in found.values():
             key = (name, attempt)
             self.leftovers[key] = self.leftovers.get(key, 0) + 1
-        pids = [pid for pid, (name, _) in marked.items() if name not in detached]
-        spared = {pid for pid, (name, _) in marked.items() if name in detached}
-        groups = [pgid for pgid, job in self._groups.items() if not job.spec.detach]
+        pids = [pid for pid, (name, _) in found.items() if name not in detached]
+        spared = {pid for pid, (name, _) in found.items() if name in detached}
+        groups = [pgid for pgid, (_, detach) in self._groups.items() if not detach]
         groups += [pgid for pid, pgid in _orphans() if pgid not in self._groups
                    and pid not in spared and pgid not in (os.getpgrp(), self._watchdog_pid)]
         alive = [g for g in groups if _killpg(g, signal.SIGTERM)]
@@ -596,7 +596,7 @@ def _kill(pid: int, signum: int) -> bool:
     return True
 
 
-def _marked(run_id: str) -> dict[int, tuple[str, int]]:
+def marked(run_id: str) -> dict[int, tuple[str, int]]:
     """Live processes whose environment carries CORRAL_RUN_ID=run_id: pid -> (module,
     attempt)."""
     needle = f"CORRAL_RUN_ID={run_id}".encode()

@@ -131,7 +131,7 @@ class Recorder:
                 "run_id": self.run_id, "module": event.name, "attempt": event.attempt,
                 "status": RUNNING, "start": iso(event.start), "pid": event.pid,
                 "pgid": event.pid, "log_path": event.log_path,
-                "throttle_wait_s": event.throttle_wait_s, "proc_start": event.proc_start})
+                "throttle_wait_s": event.throttle_wait_s})
         elif isinstance(event, ModuleFinished):
             r = event.result
             values = {

@@ -2,9 +2,11 @@
 
 A run row still `running` whose corral is gone (its PID is dead, or reused: the start
 time differs, or the host rebooted: the boot id differs) crashed. Its attempts still
-`running` become `interrupted` ("corral crashed"), and any of their process groups that
-still exist with the recorded start time are stopped (TERM, then KILL). The watchdog
-normally got there first; this is the second line, and it is what records the crash.
+`running` become `interrupted` ("corral crashed"), and every process that still carries
+that run's mark (CORRAL_RUN_ID in its environment) is stopped: TERM and CONT, then KILL
+after the grace period. The mark, not a recorded PID, says what belongs to the run, so a
+reused PID is never killed. The watchdog normally got there first; this is the second
+line, and it is what records the crash.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import socket
 import sqlite3
 import time
 
-from corral.executor import proc_start
+from corral.executor import marked, proc_start
 from corral.records import boot_id, iso
 from corral.store import Store
 
@@ -41,41 +43,39 @@ def recover(store: Store, grace: float = 5.0) -> list[str]:
         same_boot = boot == this_boot
         if same_boot and alive(pid, pid_start):
             continue  # another corral, still running
-        attempts = store.conn.execute(
-            "SELECT id, pgid, proc_start FROM module_runs WHERE run_id = ? AND "
-            "status = 'running'", (run_id,)).fetchall()
-        stopped = 0
-        groups = [pgid for _, pgid, start in attempts if same_boot and alive(pgid, start)]
-        for pgid in groups:
-            for sig in (signal.SIGTERM, signal.SIGCONT):
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(pgid, sig)
-            stopped += 1
-        deadline = time.monotonic() + grace
-        while groups and time.monotonic() < deadline:
-            groups = [g for g in groups if _exists(g)]
-            time.sleep(0.05)
-        for pgid in groups:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pgid, signal.SIGKILL)
+        left = list(marked(run_id)) if same_boot else []
+        stop(left, grace)
         with store.write():
-            store.conn.executemany(
+            unfinished = store.conn.execute(
                 "UPDATE module_runs SET status = 'interrupted', reason = 'corral crashed' "
-                "WHERE id = ?", [(row[0],) for row in attempts])
+                "WHERE run_id = ? AND status = 'running'", (run_id,)).rowcount
             store.conn.execute(
                 "UPDATE runs SET status = 'crashed', ended = coalesce(ended, ?) "
                 "WHERE run_id = ?", (iso(time.time()), run_id))
         why = "rebooted since" if not same_boot else f"PID {pid} is gone"
-        messages.append(f"run {run_id} crashed ({why}): recorded {len(attempts)} unfinished "
-                        f"module(s) as interrupted, stopped {stopped} leftover group(s)")
+        messages.append(f"run {run_id} crashed ({why}): recorded {unfinished} unfinished "
+                        f"module(s) as interrupted, stopped {len(left)} leftover process(es)")
     return messages
 
 
-def _exists(pgid: int) -> bool:
+def stop(pids: list[int], grace: float) -> None:
+    """TERM and CONT, then KILL whatever is still there after `grace` seconds."""
+    for sig in (signal.SIGTERM, signal.SIGCONT):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+    deadline = time.monotonic() + grace
+    while pids and time.monotonic() < deadline:
+        pids = [p for p in pids if os.path.exists(f"/proc/{p}") and not _zombie(p)]
+        time.sleep(0.05)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _zombie(pid: int) -> bool:
     try:
-        os.killpg(pgid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] == b"Z"
+    except OSError:
         return True

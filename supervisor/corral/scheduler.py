@@ -270,8 +270,7 @@ class Scheduler:
         self.delays[(name, attempt)] = (waited, self.wait_reason.pop(name, None))
         locked = self.lock_since.pop(name, None)
         self.lock_waits[(name, attempt)] = time.monotonic() - locked if locked else 0.0
-        self.emit(ModuleStarted(name, attempt, job.pid, job.start, log_path, waited,
-                                job.proc_start))
+        self.emit(ModuleStarted(name, attempt, job.pid, job.start, log_path, waited))
 
     def _next_retry_in(self) -> float | None:
         if not self.retrying or self.stop_signal is not None:

@@ -346,7 +346,6 @@ def _schema_v2(db) -> None:
         db["runs"].add_column(column, float)
     db["module_runs"].add_column("throttle_reason", str)
     db["module_runs"].add_column("lock_wait_s", float)
-    db["module_runs"].add_column("proc_start", int)
     db["module_runs"].add_column("leftovers", int)
     db["runs"].add_column("pid_start", int)
     db["run_edges"].create({"run_id": str, "module": str, "waits_on": str},

@@ -58,7 +58,7 @@ def test_sigkill_leaves_no_module_behind_and_the_next_run_records_the_crash(corr
 
 def test_without_the_watchdog_modules_survive_until_the_next_start_reaps_them(corral):
     """The control: kill the watchdog too, and the modules do outlive corral; then the
-    next start finds them by PID and start time and stops them."""
+    next start finds them by the crashed run's mark and stops them."""
     gate = corral.modules.parent / "gate"
     run, run_id = crashing_run(corral, gate)
     os.kill(watchdog_of(run_id), signal.SIGKILL)
@@ -72,5 +72,6 @@ def test_without_the_watchdog_modules_survive_until_the_next_start_reaps_them(co
     corral.module("ignorer", body="true")
     result = corral("run")
     assert result.code == 0, result.err
-    assert "stopped 2 leftover group(s)" in result.err
+    assert "leftover process(es)" in result.err
+    assert "stopped 0 leftover" not in result.err
     assert wait_gone(run_id, 2) == []
