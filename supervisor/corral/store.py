@@ -19,7 +19,7 @@ from pathlib import Path
 
 from corral.headers import _FIELDS, PARSER_VERSION, Header
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Cached headers are marshal records (several times faster to load than JSON, and only
 # ever read back by corral); the tag changes whenever the parser or marshal format does.
 CACHE_TAG = (PARSER_VERSION * 100 + len(_FIELDS)) * 100 + marshal.version
@@ -215,24 +215,21 @@ class Store:
     def write_attempts(self, inserts: list[dict], updates: list[tuple[tuple, dict]],
                        samples: list[dict] = ()) -> None:
         """In one transaction: new module_runs rows, then updates keyed by
-        (run_id, module, attempt), then samples."""
+        (run_id, module, attempt), then samples. Rows of one shape go in one executemany."""
         with self.write():
-            for row in inserts:
-                self._insert("module_runs", row)
-            for row in samples:
-                self._insert("samples", row)
-            for (run_id, module, attempt), values in updates:
-                sets = ", ".join(f"{column} = ?" for column in values)
-                self.conn.execute(
-                    f"UPDATE module_runs SET {sets} WHERE run_id = ? AND module = ? "
-                    "AND attempt = ?", (*values.values(), run_id, module, attempt))
-
-    def insert_samples(self, rows: list[dict]) -> None:
-        if rows:
-            with self.write():
+            for (table, columns), rows in _by_shape(
+                    [("module_runs", r) for r in inserts] + [("samples", r) for r in samples]):
                 self.conn.executemany(
-                    f"INSERT INTO samples ({', '.join(rows[0])}) "
-                    f"VALUES ({', '.join('?' * len(rows[0]))})", [tuple(r.values()) for r in rows])
+                    f"INSERT INTO {table} ({', '.join(columns)}) "
+                    f"VALUES ({', '.join('?' * len(columns))})", rows)
+            shapes: dict[tuple, list[tuple]] = {}
+            for key, values in updates:
+                shapes.setdefault(tuple(values), []).append((*values.values(), *key))
+            for columns, rows in shapes.items():
+                sets = ", ".join(f"{column} = ?" for column in columns)
+                self.conn.executemany(
+                    f"UPDATE module_runs SET {sets} WHERE run_id = ? AND module = ? "
+                    "AND attempt = ?", rows)
 
     def _insert(self, table: str, row: dict) -> int:
         sql = f"INSERT INTO {table} ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})"
@@ -293,6 +290,14 @@ class Store:
         return {m: sorted(v)[len(v) // 2] for m, v in out.items()}
 
 
+def _by_shape(rows: list[tuple[str, dict]]) -> list[tuple[tuple[str, tuple], list[tuple]]]:
+    """Group (table, row) pairs by table and column set, keeping each group's order."""
+    groups: dict[tuple[str, tuple], list[tuple]] = {}
+    for table, row in rows:
+        groups.setdefault((table, tuple(row)), []).append(tuple(row.values()))
+    return list(groups.items())
+
+
 def _wal(conn: sqlite3.Connection) -> None:
     """Switch to WAL once. Two corrals creating one database at the same moment: the
     switch needs the file to itself and SQLite answers "locked" without waiting, so
@@ -337,27 +342,32 @@ def _schema_v1(db) -> None:
     db["samples"].create_index(["run_id", "t"], if_not_exists=True)
 
 
+V2_COLUMNS = {
+    "runs": {"exit_signal": int, "selected": int, "peak_load": float, "throttle_s": float,
+             "sampler_cpu_s": float, "supervisor_cpu_s": float, "pid_start": int},
+    "module_runs": {"log_incomplete": int, "throttle_reason": str, "lock_wait_s": float,
+                    "leftovers": int},
+    "samples": {"cpu_busy": float, "runnable_avg": float, "waiting": int, "gate": str},
+}
+
+
 def _schema_v2(db) -> None:
-    """Runs record why they ended and attempts whether their log is whole."""
-    db["module_runs"].add_column("log_incomplete", int)
-    db["runs"].add_column("exit_signal", int)
-    db["runs"].add_column("selected", int)
-    for column in ("peak_load", "throttle_s", "sampler_cpu_s", "supervisor_cpu_s"):
-        db["runs"].add_column(column, float)
-    db["module_runs"].add_column("throttle_reason", str)
-    db["module_runs"].add_column("lock_wait_s", float)
-    db["module_runs"].add_column("leftovers", int)
-    db["runs"].add_column("pid_start", int)
+    """Throttle, profiling and reliability figures; the edges of each run's graph.
+
+    Adds only what is missing, so it also completes a database that a development
+    build of v2 created with fewer columns (which is what v3 re-runs it for).
+    """
+    for table, columns in V2_COLUMNS.items():
+        present = set(db[table].columns_dict)
+        for column, kind in columns.items():
+            if column not in present:
+                db[table].add_column(column, kind)
     db["run_edges"].create({"run_id": str, "module": str, "waits_on": str},
                            foreign_keys=[("run_id", "runs", "run_id")], if_not_exists=True)
     db["run_edges"].create_index(["run_id"], if_not_exists=True)
-    db["samples"].add_column("cpu_busy", float)
-    db["samples"].add_column("runnable_avg", float)
-    db["samples"].add_column("waiting", int)
-    db["samples"].add_column("gate", str)
     db["module_runs"].create_index(["run_id", "module", "attempt"], unique=True,
                                    if_not_exists=True)
     db["runs"].create_index(["started"], if_not_exists=True)
 
 
-_MIGRATIONS = [_schema_v1, _schema_v2]
+_MIGRATIONS = [_schema_v1, _schema_v2, _schema_v2]
