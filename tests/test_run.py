@@ -217,6 +217,9 @@ def test_records_are_written_and_history_shows_them(corral):
     assert "failed" in module.out and " 5 " in module.out
     data = corral("history", "--json").json()
     assert {m["module"] for m in data[0]["modules"]} == {"a", "b"}
+    figures = data[0]["figures"]
+    assert figures["critical_path"] == ["a", "b"] and figures["speedup"] > 0
+    assert figures["parallel_efficiency"] is not None and "verdict" in figures
 
 
 def test_second_run_exits_3_naming_the_holder_or_waits(corral):

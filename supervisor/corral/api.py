@@ -324,3 +324,19 @@ def write_report(store: Store, out: Path, fmt: str = "md") -> list[Path]:
         return report.write_report(store, out, fmt)
     except LookupError as exc:
         raise UsageError(str(exc)) from None
+
+
+def run_figures(store: Store, run: dict) -> dict:
+    """A runs row with its attempts and the report's derived figures (efficiency,
+    speedup, critical path, bottleneck), as `history --json` gives them."""
+    from corral import report
+
+    f = report.load_run(store, run)
+    b = report.bottlenecks(f)
+    return {**run, "figures": {
+        "makespan_s": f.makespan, "work_s": f.work, "parallel_efficiency": f.efficiency,
+        "speedup": f.speedup, "critical_path": f.critical_path,
+        "critical_path_s": f.critical_s, "cache_hit_rate": f.cache_hit_rate,
+        "throttle_held_s": b.get("gate_held"), "lock_wait_s": b.get("locks"),
+        "bound_by": b.get("share"), "verdict": b.get("verdict")},
+        "modules": store.attempts(run_id=run["run_id"])}

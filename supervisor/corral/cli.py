@@ -207,9 +207,7 @@ def history(ctx, module, limit, as_json):
         return
     runs = store.runs(limit)
     if as_json:
-        for r in runs:
-            r["modules"] = store.attempts(run_id=r["run_id"])
-        _echo_json(runs)
+        _echo_json([api.run_figures(store, r) for r in runs])
         return
     if not runs:
         click.echo("no runs recorded yet")

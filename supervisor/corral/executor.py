@@ -147,6 +147,7 @@ class LocalExecutor:
         self._home = os.getcwd()
         self.run_id = run_id
         self.leftovers: dict[tuple[str, int], int] = {}  # processes left at the end
+        self._own_peak = (0.0, 0)  # (when read, corral's VmHWM)
         self._watchdog: int | None = None  # write end of the watchdog's pipe
         self._watchdog_pid: int | None = None
 
@@ -412,7 +413,9 @@ class LocalExecutor:
         # (the kernel carries the old mm's peak across exec), so it only says something
         # when it is clearly above ours; otherwise the sampler's figure stands.
         kernel_peak = usage.ru_maxrss * 1024
-        if kernel_peak <= _own_peak() + (1 << 20):
+        if end_mono - self._own_peak[0] > 1.0:  # corral's own peak moves slowly
+            self._own_peak = (end_mono, _own_peak())
+        if kernel_peak <= self._own_peak[1] + (1 << 20):
             kernel_peak = 0
         code = os.waitstatus_to_exitcode(status)
         exit_code, signum = (code, None) if code >= 0 else (None, -code)
