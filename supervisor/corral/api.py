@@ -8,18 +8,20 @@ from __future__ import annotations
 
 import gc
 import os
-import secrets
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from corral.config import Config
 from corral.errors import HeaderError, Problem, UsageError
-from corral.events import Event, Leftovers, Listener, Notice, RunFinished
 from corral.graph import Graph, Module, Selection, build_graph, select
 from corral.headers import Header, parse_header
 from corral.store import FileKey, Store, file_key, warn
+
+if TYPE_CHECKING:  # the run's types, imported only when running (plan stays light)
+    from corral.events import Event, Listener, RunFinished
 
 PACKAGED_LIB = Path(__file__).resolve().parent.parent.parent / "lib"
 
@@ -182,6 +184,8 @@ def graph_json(graph: Graph) -> dict:
 
 def new_run_id() -> str:
     """Sortable and short enough to type: 20261122-215007-3fa2."""
+    import secrets
+
     return time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
 
 
@@ -199,6 +203,7 @@ def run_modules(config: Config, store: Store, targets: Iterable[str] = (),
                 wait_lock: float | None = None, want_output: bool = True) -> RunFinished:
     """Run the selection; returns the run's outcome. Raises before anything starts on a
     header/usage error (HeaderError, UsageError) or a held lock (LockHeld)."""
+    from corral.events import Leftovers, Notice
     from corral.executor import DryRunExecutor, LocalExecutor
     from corral.records import Recorder
     from corral.runlock import RunLock
