@@ -113,6 +113,8 @@ def plan_json(graph: Graph, selection: Selection) -> dict:
     every = len(chosen) == len(graph.modules)  # then no edge needs filtering
 
     def among(names: set[str]) -> list[str]:
+        if not names:  # most sets are empty: skip the sort and the intersection
+            return []
         return sorted(names if every else names & chosen)
 
     before: dict[str, list[str]] = {}  # waits[x]["before"] holds y when y is before x

@@ -183,8 +183,9 @@ def _acyclic(graph: Graph) -> bool:
     """Kahn's algorithm over every ordering edge: True when it orders every module."""
     pending = {}
     users: dict[str, list[str]] = {n: [] for n in graph.modules}
-    for name in graph.modules:
-        edges = graph.order_edges(name)
+    for name, kinds in graph.waits.items():
+        nonempty = [deps for deps in kinds.values() if deps]
+        edges = nonempty[0] if len(nonempty) == 1 else set().union(*nonempty)
         pending[name] = len(edges)
         for dep in edges:
             users[dep].append(name)
