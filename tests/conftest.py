@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -27,6 +28,16 @@ def write_module(directory: Path, name: str, header: str = "", body: str = "true
     path.write_text("\n".join(lines))
     path.chmod(mode)
     return path
+
+
+def db_rows(db, sql: str, *args) -> list[dict]:
+    """Rows of a query on a corral database, as dicts."""
+    conn = sqlite3.connect(db)
+    conn.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in conn.execute(sql, args)]
+    finally:
+        conn.close()
 
 
 @dataclass

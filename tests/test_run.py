@@ -4,27 +4,18 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from .conftest import db_rows
 from .runtrace import max_overlap, processes_with, read_trace, traced
 
 
 def trace_env(corral):
     path = corral.modules.parent / "trace"
     return path, {"TRACE": str(path)}
-
-
-def rows(db, sql, *args):
-    conn = sqlite3.connect(db)
-    conn.row_factory = sqlite3.Row
-    try:
-        return [dict(r) for r in conn.execute(sql, args)]
-    finally:
-        conn.close()
 
 
 def by_name(result):
@@ -112,7 +103,7 @@ def test_dry_run_prints_the_order_and_touches_nothing(corral):
     assert "would run, in this order, 2 modules" in result.out
     assert "nothing was run" in result.out
     assert not marker.exists()
-    assert rows(corral.db, "SELECT * FROM runs") == []
+    assert db_rows(corral.db, "SELECT * FROM runs") == []
     assert not (corral.db.parent / "logs").exists()
 
 
@@ -170,7 +161,7 @@ def test_retries_rerun_with_backoff_and_record_every_attempt(corral):
     mods = by_name(result)
     assert mods["flaky"]["status"] == "ok" and mods["flaky"]["attempts"] == 2
     assert mods["never"]["status"] == "failed" and mods["never"]["attempts"] == 2
-    attempts = rows(corral.db, "SELECT module, attempt, status, exit_code, log_path "
+    attempts = db_rows(corral.db, "SELECT module, attempt, status, exit_code, log_path "
                                "FROM module_runs ORDER BY module, attempt")
     assert [(a["module"], a["attempt"], a["status"]) for a in attempts] == [
         ("flaky", 1, "failed"), ("flaky", 2, "ok"), ("never", 1, "failed"),
@@ -208,7 +199,7 @@ def test_records_are_written_and_history_shows_them(corral):
     corral.module("a", body="echo hi")
     corral.module("b", "requires: a", "exit 5")
     first = corral("run", "--json").json()
-    runs = rows(corral.db, "SELECT * FROM runs")
+    runs = db_rows(corral.db, "SELECT * FROM runs")
     assert len(runs) == 1 and runs[0]["status"] == "failed" and runs[0]["exit_code"] == 1
     assert runs[0]["ended"] and runs[0]["makespan_s"] > 0
     history = corral("history")
@@ -260,9 +251,9 @@ def test_sigterm_stops_every_module_and_exits_143(corral):
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 143, err
-    run = rows(corral.db, "SELECT * FROM runs")[0]
+    run = db_rows(corral.db, "SELECT * FROM runs")[0]
     assert run["status"] == "interrupted" and run["exit_code"] == 143
-    status = {r["module"]: r for r in rows(corral.db, "SELECT * FROM module_runs")}
+    status = {r["module"]: r for r in db_rows(corral.db, "SELECT * FROM module_runs")}
     assert status["quick"]["status"] == "ok"
     assert status["sleeper"]["status"] == "interrupted" and status["sleeper"]["signal"] == 15
     assert status["stubborn"]["status"] == "interrupted" and status["stubborn"]["signal"] == 9

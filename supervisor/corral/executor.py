@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from corral import procfs
 from corral.events import FAILED, INTERRUPTED, OK, TIMEOUT, AttemptResult
 
 PR_SET_CHILD_SUBREAPER = 36
@@ -414,7 +415,7 @@ class LocalExecutor:
         # when it is clearly above ours; otherwise the sampler's figure stands.
         kernel_peak = usage.ru_maxrss * 1024
         if end_mono - self._own_peak[0] > 1.0:  # corral's own peak moves slowly
-            self._own_peak = (end_mono, _own_peak())
+            self._own_peak = (end_mono, procfs.status_kb("self", b"VmHWM") or 0)
         if kernel_peak <= self._own_peak[1] + (1 << 20):
             kernel_peak = 0
         code = os.waitstatus_to_exitcode(status)
@@ -548,23 +549,8 @@ class DryRunExecutor:
 
 def proc_start(pid: int) -> int | None:
     """A process's start time in clock ticks since boot; None when it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-        return int(stat[stat.rindex(b")") + 2:].split()[19])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _own_peak() -> int:
-    """corral's own VmHWM in bytes (0 when unreadable)."""
-    try:
-        with open("/proc/self/status", "rb") as f:
-            status = f.read()
-        at = status.index(b"VmHWM:")
-        return int(status[at + 6:status.index(b"kB", at)]) * 1024
-    except (OSError, ValueError):
-        return 0
+    fields = procfs.stat(pid)
+    return int(fields[19]) if fields else None
 
 
 def _note_signal(signum, frame) -> None:
@@ -590,13 +576,7 @@ def _kill(pid: int, signum: int) -> bool:
         return False
     except PermissionError:
         return True
-    if signum == 0:
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-        except OSError:
-            return False
-    return True
+    return procfs.alive(pid) if signum == 0 else True
 
 
 def marked(run_id: str) -> dict[int, tuple[str, int]]:
@@ -605,37 +585,23 @@ def marked(run_id: str) -> dict[int, tuple[str, int]]:
     needle = f"CORRAL_RUN_ID={run_id}".encode()
     me = os.getpid()
     out = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit() or int(entry.name) == me:
-            continue
-        try:
-            with open(f"/proc/{entry.name}/environ", "rb") as f:
-                env = f.read().split(b"\0")
-        except OSError:
-            continue
-        if needle not in env or not _kill(int(entry.name), 0):
+    for pid in procfs.pids():
+        env = procfs.environ(pid) if pid != me else None
+        if not env or needle not in env or not procfs.alive(pid):
             continue
         values = dict(v.split(b"=", 1) for v in env if b"=" in v)
         name = values.get(b"CORRAL_MODULE", b"?").decode(errors="replace")
         attempt = int(values.get(b"CORRAL_ATTEMPT", b"1") or 1)
-        out[int(entry.name)] = (name, attempt)
+        out[pid] = (name, attempt)
     return out
 
 
 def _orphans() -> list[tuple[int, int]]:
     """(pid, process group) of processes reparented to corral (it is their subreaper)."""
-    me = os.getpid()
+    me = str(os.getpid()).encode()
     out = []
-    with contextlib.suppress(OSError):
-        for entry in os.scandir("/proc"):
-            if not entry.name.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry.name}/stat", "rb") as f:
-                    stat = f.read()
-            except OSError:
-                continue
-            fields = stat[stat.rindex(b")") + 2:].split()
-            if int(fields[1]) == me and fields[0] != b"Z":
-                out.append((int(entry.name), int(fields[2])))
+    for pid in procfs.pids():
+        fields = procfs.stat(pid)
+        if fields and fields[1] == me and fields[0] != b"Z":
+            out.append((pid, int(fields[2])))
     return out

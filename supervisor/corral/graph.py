@@ -387,11 +387,6 @@ class Plan:
             heapq.heappush(self._ready, item)
         return taken
 
-    def start(self, name: str) -> None:
-        """Mark one ready module started (take_ready does this for the modules it returns)."""
-        self.pending.discard(name)
-        self.running.add(name)
-
     def finished(self, name: str, ok: bool, status: str = "failed") -> list[tuple[str, str]]:
         """Record an end; returns the (module, reason) pairs this skips, in order."""
         self.running.discard(name)

@@ -18,6 +18,7 @@ import socket
 import sqlite3
 import time
 
+from corral import procfs
 from corral.executor import marked, proc_start
 from corral.records import boot_id, iso
 from corral.store import Store
@@ -66,16 +67,8 @@ def stop(pids: list[int], grace: float) -> None:
                 os.kill(pid, sig)
     deadline = time.monotonic() + grace
     while pids and time.monotonic() < deadline:
-        pids = [p for p in pids if os.path.exists(f"/proc/{p}") and not _zombie(p)]
+        pids = [p for p in pids if procfs.alive(p)]
         time.sleep(0.05)
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] == b"Z"
-    except OSError:
-        return True

@@ -18,6 +18,8 @@ import os
 import time
 from dataclasses import dataclass, field
 
+from corral import procfs
+
 PAGE = os.sysconf("SC_PAGE_SIZE")
 TICK = os.sysconf("SC_CLK_TCK")
 EWMA_TAU = 1.0  # seconds: the runnable average follows the host within about a second
@@ -39,10 +41,6 @@ class HostSample:
     psi_cpu: float | None  # % of time some task stalled, since the previous sample
     psi_mem: float | None
     psi_io: float | None
-
-    @property
-    def mem_used_fraction(self) -> float:
-        return 1.0 - self.mem_available / self.mem_total if self.mem_total else 0.0
 
 
 @dataclass
@@ -207,24 +205,11 @@ def tree_usage(root: int, usage: TreeUsage | None = None) -> TreeUsage:
     cpu = 0.0
     read = write = 0
     for pid in process_tree(root):
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(b")") + 2:].split()
-        if fields[0] == b"Z":
+        fields = procfs.stat(pid)
+        if not fields or fields[0] == b"Z":
             continue
         # VmHWM: this process's own high-water mark, which catches a peak between samples
-        try:
-            with open(f"/proc/{pid}/status", "rb") as f:
-                status = f.read()
-            at = status.find(b"VmHWM:")
-            if at >= 0:
-                hwm = int(status[at + 6:status.index(b"kB", at)]) * 1024
-                usage.peak_rss = max(usage.peak_rss, hwm)
-        except (OSError, ValueError):
-            pass
+        usage.peak_rss = max(usage.peak_rss, procfs.status_kb(pid, b"VmHWM") or 0)
         processes += 1
         threads += int(fields[17])
         rss += int(fields[21]) * PAGE

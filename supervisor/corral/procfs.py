@@ -1,0 +1,58 @@
+"""Small readers of /proc/PID files, shared by the executor, the sampler and recovery.
+
+Each returns None when the process is gone or the file unreadable: processes come and
+go between a directory listing and a read, and that is never an error.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+
+def pids() -> Iterator[int]:
+    """Every process id now in /proc."""
+    try:
+        entries = list(os.scandir("/proc"))
+    except OSError:
+        return
+    for entry in entries:
+        if entry.name.isdigit():
+            yield int(entry.name)
+
+
+def stat(pid: int | str) -> list[bytes] | None:
+    """/proc/PID/stat after the command name: [state, ppid, pgrp, session, …]
+    (field N of proc(5) is at index N - 3)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    return data[data.rindex(b")") + 2:].split()
+
+
+def status_kb(pid: int | str, key: bytes) -> int | None:
+    """A `Key:   N kB` line of /proc/PID/status, in bytes."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            data = f.read()
+        at = data.index(key + b":")
+        return int(data[at + len(key) + 1:data.index(b"kB", at)]) * 1024
+    except (OSError, ValueError):
+        return None
+
+
+def environ(pid: int | str) -> list[bytes] | None:
+    """/proc/PID/environ as `NAME=value` byte strings."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return f.read().split(b"\0")
+    except OSError:
+        return None
+
+
+def alive(pid: int) -> bool:
+    """True while `pid` exists and is not a zombie."""
+    fields = stat(pid)
+    return fields is not None and fields[0] != b"Z"
