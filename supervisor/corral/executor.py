@@ -485,14 +485,21 @@ class LocalExecutor:
         # setsid escapees, nohup'ed daemons alike (unless the module may leave a daemon).
         found = marked(self.run_id) if self.run_id else {}
         detached = {name for name, detach in self._groups.values() if detach}
+        orphans = [(pid, pgid) for pid, pgid in _orphans() if pgid not in self._groups
+                   and pgid not in (os.getpgrp(), self._watchdog_pid)]
+        unknown = [pid for pid, _ in orphans if pid not in found]
+        if unknown and self.run_id:
+            # A process in the middle of exec has no readable environment for a moment:
+            # look again before treating it as nobody's (a detached daemon must survive).
+            time.sleep(0.05)
+            found.update(marked(self.run_id, unknown))
         for name, attempt in found.values():
             key = (name, attempt)
             self.leftovers[key] = self.leftovers.get(key, 0) + 1
         pids = [pid for pid, (name, _) in found.items() if name not in detached]
         spared = {pid for pid, (name, _) in found.items() if name in detached}
         groups = [pgid for pgid, (_, detach) in self._groups.items() if not detach]
-        groups += [pgid for pid, pgid in _orphans() if pgid not in self._groups
-                   and pid not in spared and pgid not in (os.getpgrp(), self._watchdog_pid)]
+        groups += [pgid for pid, pgid in orphans if pid not in spared]
         alive = [g for g in groups if _killpg(g, signal.SIGTERM)]
         for g in alive:
             _killpg(g, signal.SIGCONT)
@@ -579,13 +586,13 @@ def _kill(pid: int, signum: int) -> bool:
     return procfs.alive(pid) if signum == 0 else True
 
 
-def marked(run_id: str) -> dict[int, tuple[str, int]]:
-    """Live processes whose environment carries CORRAL_RUN_ID=run_id: pid -> (module,
-    attempt)."""
+def marked(run_id: str, among=None) -> dict[int, tuple[str, int]]:
+    """Live processes (of `among`, default all) whose environment carries
+    CORRAL_RUN_ID=run_id: pid -> (module, attempt)."""
     needle = f"CORRAL_RUN_ID={run_id}".encode()
     me = os.getpid()
     out = {}
-    for pid in procfs.pids():
+    for pid in procfs.pids() if among is None else among:
         env = procfs.environ(pid) if pid != me else None
         if not env or needle not in env or not procfs.alive(pid):
             continue
