@@ -94,7 +94,8 @@ def _selection_options(f):
 
 @main.command()
 @_selection_options
-@click.option("--json", "as_json", is_flag=True, help="Print design.md's plan object.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the modules, their waves and the order as JSON.")
 @click.pass_context
 def plan(ctx, targets, tags, exclude, as_json):
     """Show the waves and order `run` would follow; runs nothing.
@@ -138,7 +139,7 @@ def plan(ctx, targets, tags, exclude, as_json):
                    "nothing new.")
 @click.option("--dry-run", is_flag=True, help="Print what would run, in order; run nothing.")
 @click.option("--json", "as_json", is_flag=True,
-              help="Print design.md's run object on stdout and nothing else.")
+              help="Print the run as one JSON object on stdout, and nothing else.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only failures (for cron mail).")
 @click.option("--wait-lock", type=float, default=None, is_flag=False, flag_value=float("inf"),
               metavar="[SECONDS]",
@@ -149,7 +150,8 @@ def run(ctx, targets, tags, exclude, jobs, max_load, min_free_mem, keep_going, d
     """Run the modules (or TARGETs and what they need) in parallel, in dependency order.
 
     Exit status: 0 all ok; 1 a module failed, timed out or was skipped; 2 header or
-    usage error (nothing ran); 3 another run holds the lock; 130/143 interrupted.
+    usage error (nothing ran); 3 another run holds the lock; 130/143/129 interrupted
+    by SIGINT/SIGTERM/SIGHUP.
 
     Example:
 
