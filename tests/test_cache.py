@@ -88,3 +88,29 @@ def test_concurrent_processes_share_one_database(corral):
         out, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err
         assert b'"m49"' in out
+
+
+def test_memoised_plan_follows_every_input_it_depends_on(corral):
+    corral.module("net", "provides: networking")
+    corral.module("app", "requires: $network")
+    (corral.modules.parent / "corral.yaml").write_text("facilities:\n  $network: []\n")
+    first = corral("plan", "--json")
+    assert first.code == 0 and corral("plan", "--json").out == first.out  # answered warm
+    assert stats(corral)["hits"] == "2" and stats(corral)["misses"] == "0"
+    by_name = {m["name"]: m for m in first.json()["modules"]}
+    assert by_name["app"]["requires"] == []
+    # A config change, a new file, an edited header and new history each show at once.
+    (corral.modules.parent / "corral.yaml").write_text("facilities:\n  $network: [net]\n")
+    assert {m["name"]: m for m in corral("plan", "--json").json()["modules"]}[
+        "app"]["requires"] == ["net"]
+    corral.module("extra")
+    assert "extra" in corral("plan", "--json").json()["order"]
+    path = corral.module("extra", "description: now described")
+    os.utime(path, ns=(time.time_ns(), time.time_ns() + 1000))
+    described = {m["name"]: m for m in corral("plan", "--json").json()["modules"]}
+    assert described["extra"]["description"] == "now described"
+    corral.module("app", "requires: $network", "sleep 0.3")
+    before = {m["name"]: m["priority"] for m in corral("plan", "--json").json()["modules"]}
+    assert corral("run", "-q").code == 0
+    after = {m["name"]: m["priority"] for m in corral("plan", "--json").json()["modules"]}
+    assert after != before  # durations from history feed the priorities

@@ -39,23 +39,33 @@ def open_store(config: Config, on_warning: Callable[[str], None] = warn) -> Stor
     return Store.open(config.db, on_warning)
 
 
-def load_modules(config: Config, store: Store) -> Loaded:
+Files = list[tuple[Path, list[os.DirEntry]]]
+
+
+def module_files(config: Config) -> Files:
+    """Each modules directory with its `*.sh` files, sorted by name."""
+    out = []
+    for directory in config.modules:
+        if not directory.is_dir():
+            raise UsageError(f"{directory}: modules directory not found")
+        with os.scandir(directory) as entries:
+            files = sorted((e for e in entries if e.name.endswith(".sh") and e.is_file()),
+                           key=lambda e: e.name)
+        out.append((directory, files))
+    return out
+
+
+def load_modules(config: Config, store: Store, files: Files | None = None) -> Loaded:
     """Every `*.sh` module of the modules directories, headers from the cache where valid."""
     modules: list[Module] = []
     parsed: dict[str, tuple[FileKey, Header]] = {}
     stale: set[str] = set()
     hits = 0
-    for directory in config.modules:
-        if not directory.is_dir():
-            raise UsageError(f"{directory}: modules directory not found")
+    for directory, entries in files if files is not None else module_files(config):
         absolute = directory.absolute()
         cached = store.cached_headers(absolute)
         present: set[str] = set()
-        with os.scandir(directory) as entries:
-            files = sorted((e for e in entries if e.name.endswith(".sh")), key=lambda e: e.name)
-        for entry in files:
-            if not entry.is_file():
-                continue
+        for entry in entries:
             key_path = f"{absolute}{os.sep}{entry.name}"
             present.add(key_path)
             key = file_key(entry.stat())
@@ -81,9 +91,10 @@ def _parse_file(path: Path) -> Header:
     return parse_header(data)
 
 
-def load_graph(config: Config, store: Store) -> tuple[Graph, Loaded]:
+def load_graph(config: Config, store: Store,
+               files: Files | None = None) -> tuple[Graph, Loaded]:
     """The resolved graph of every module; raises HeaderError listing every problem."""
-    loaded = load_modules(config, store)
+    loaded = load_modules(config, store, files)
     return build_graph(loaded.modules, config.facilities), loaded
 
 
@@ -93,6 +104,42 @@ def plan_modules(config: Config, store: Store, targets: Iterable[str] = (),
     graph, _ = load_graph(config, store)
     durations = store.median_durations() if store.path else {}
     return graph, select(graph, targets, tags, exclude, durations)
+
+
+def plan_json_text(config: Config, store: Store, targets: Iterable[str] = (),
+                   tags: Iterable[str] = (), exclude: Iterable[str] = ()
+                   ) -> tuple[str, list[str]]:
+    """`plan --json` as compact JSON text, and the warnings to print beside it.
+
+    The text is memoised under a digest of everything it depends on: every module
+    file's (name, device, inode, size, mtime_ns), the directories, the facilities,
+    the targets, tags and exclusions, the durations from history and the parser
+    version. Any change to any of them is a new digest, so a memo is never stale.
+    """
+    import hashlib
+    import json
+
+    from corral.store import CACHE_TAG
+
+    targets, tags, exclude = list(targets), sorted(tags), sorted(exclude)
+    files = module_files(config)
+    durations = store.median_durations() if store.path else {}
+    digest = hashlib.blake2b(repr((
+        CACHE_TAG, [str(d.absolute()) for d, _ in files], sorted(config.facilities.items()),
+        targets, tags, exclude, sorted(durations.items()))).encode(), digest_size=20)
+    for _, entries in files:
+        digest.update("".join(f"{e.name}\0{file_key(e.stat())}\n" for e in entries).encode())
+    key = digest.hexdigest()
+    memo = store.memo_plan(key) if store.path else None
+    if memo is not None:
+        store.count_warm_load(sum(len(entries) for _, entries in files))
+        return memo[0], memo[1].splitlines()
+    graph, _ = load_graph(config, store, files)
+    text = json.dumps(plan_json(graph, select(graph, targets, tags, exclude, durations)))
+    warnings = [str(p) for p in graph.warnings]
+    if store.path:
+        store.save_plan(key, text, "\n".join(warnings))
+    return text, warnings
 
 
 def check_modules(config: Config, store: Store, strict: bool = False) -> list[Problem]:

@@ -104,11 +104,14 @@ def plan(ctx, targets, tags, exclude, as_json):
 
         corral plan --json summary
     """
+    if as_json:
+        text, warnings = api.plan_json_text(ctx.obj, _store(ctx), targets, tags, exclude)
+        for warning in warnings:
+            click.echo(warning, err=True)
+        click.echo(json.dumps(json.loads(text), indent=2) if sys.stdout.isatty() else text)
+        return
     graph, selection = api.plan_modules(ctx.obj, _store(ctx), targets, tags, exclude)
     _print_warnings(graph.warnings)
-    if as_json:
-        _echo_json(api.plan_json(graph, selection))
-        return
     waves: dict[int, list[str]] = {}
     for name in selection.names:
         waves.setdefault(selection.level[name], []).append(name)

@@ -7,6 +7,7 @@ order; `after`/`before` only order, and only when both modules are in the run.
 from __future__ import annotations
 
 import heapq
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -286,15 +287,19 @@ def _exclusions(graph, chosen, exclude, resolver) -> dict[str, str]:
             raise UsageError(f"--exclude {name!r}: no module has that name")
         for n in names:
             out[n] = "excluded"
-    changed = True
-    while changed:  # a module whose hard requirement is excluded cannot run either
-        changed = False
-        for n in chosen:
-            if n not in out:
-                gone = sorted(graph.hard(n) & set(out))
-                if gone:
-                    out[n] = f"requires {gone[0]}, which is excluded"
-                    changed = True
+    # A module whose hard requirement is excluded cannot run either: walk the reverse
+    # `requires` edges from the exclusions, breadth first (linear, however many).
+    users: dict[str, list[str]] = {}
+    for n in chosen:
+        for dep in graph.hard(n):
+            users.setdefault(dep, []).append(n)
+    queue = deque(sorted(out))
+    while queue:
+        gone = queue.popleft()
+        for user in sorted(users.get(gone, ())):
+            if user not in out:
+                out[user] = f"requires {gone}, which is excluded"
+                queue.append(user)
     return {n: why for n, why in out.items() if n in chosen}
 
 

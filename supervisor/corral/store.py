@@ -19,7 +19,8 @@ from pathlib import Path
 
 from corral.headers import _FIELDS, PARSER_VERSION, Header
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
+MEMO_PLANS = 8  # plans kept: a few target sets of one host
 # Cached headers are marshal records (several times faster to load than JSON, and only
 # ever read back by corral); the tag changes whenever the parser or marshal format does.
 CACHE_TAG = (PARSER_VERSION * 100 + len(_FIELDS)) * 100 + marshal.version
@@ -178,12 +179,35 @@ class Store:
         return CacheStats(entries, *(row or (0, 0, None)))
 
     def clear_cache(self) -> int:
-        """Empty the header cache; returns how many entries were dropped."""
+        """Empty the header cache (and the plans built from it); returns how many header
+        entries were dropped."""
         with self.write():
             count = self.conn.execute("SELECT count(*) FROM header_cache").fetchone()[0]
             self.conn.execute("DELETE FROM header_cache")
             self.conn.execute("DELETE FROM cache_stats")
+            self.conn.execute("DELETE FROM plan_memo")
         return count
+
+    def memo_plan(self, key: str) -> tuple[str, str] | None:
+        """(plan JSON, warnings) stored under `key`; None when there is none."""
+        row = self.conn.execute("SELECT plan, warnings FROM plan_memo WHERE key = ?",
+                                (key,)).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def save_plan(self, key: str, plan: str, warnings: str) -> None:
+        """Keep a plan under `key` (the newest MEMO_PLANS only)."""
+        with self.write():
+            self.conn.execute("INSERT OR REPLACE INTO plan_memo (key, plan, warnings, saved) "
+                              "VALUES (?, ?, ?, ?)", (key, plan, warnings, time.time()))
+            self.conn.execute("DELETE FROM plan_memo WHERE key NOT IN (SELECT key FROM "
+                              "plan_memo ORDER BY saved DESC LIMIT ?)", (MEMO_PLANS,))
+
+    def count_warm_load(self, hits: int) -> None:
+        """A load answered from the plan memo: every header was valid in the cache."""
+        with self.write():
+            self.conn.execute(
+                "INSERT OR REPLACE INTO cache_stats (id, hits, misses, loaded_at) "
+                "VALUES (1, ?, 0, ?)", (hits, time.time()))
 
     # runs --------------------------------------------------------------------------------
 
@@ -370,4 +394,10 @@ def _schema_v2(db) -> None:
     db["runs"].create_index(["started"], if_not_exists=True)
 
 
-_MIGRATIONS = [_schema_v1, _schema_v2, _schema_v2]
+def _schema_v4(db) -> None:
+    """Plans memoised by a digest of everything they depend on."""
+    db["plan_memo"].create({"key": str, "plan": str, "warnings": str, "saved": float},
+                           pk="key", if_not_exists=True)
+
+
+_MIGRATIONS = [_schema_v1, _schema_v2, _schema_v2, _schema_v4]
