@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from corral import procfs
+from corral.cgroups import Cgroups
 from corral.events import FAILED, INTERRUPTED, OK, TIMEOUT, AttemptResult
 
 PR_SET_CHILD_SUBREAPER = 36
@@ -74,6 +75,7 @@ class Job:
     stop_signal: int | None = None
     kill_at: float | None = None
     exited: bool = False
+    cgroup: str | None = None  # its cgroup v2 directory, once contained
 
 
 @dataclass
@@ -149,6 +151,7 @@ class LocalExecutor:
         self.run_id = run_id
         self.leftovers: dict[tuple[str, int], int] = {}  # processes left at the end
         self._own_peak = (0.0, 0)  # (when read, corral's VmHWM)
+        self.cgroups: Cgroups | None = None
         self._watchdog: int | None = None  # write end of the watchdog's pipe
         self._watchdog_pid: int | None = None
 
@@ -164,6 +167,7 @@ class LocalExecutor:
         _set_subreaper(True)
         if self.run_id is not None:
             self._start_watchdog()
+            self.cgroups = Cgroups(self.run_id)
         return self
 
     def _start_watchdog(self) -> None:
@@ -204,6 +208,8 @@ class LocalExecutor:
             self._drain(job, final=True)
         self._stop_watchdog()
         self._reap_all()
+        if self.cgroups is not None:
+            self.cgroups.close()
         signal.set_wakeup_fd(self._old_wakeup)
         for signum, handler in self._old_handlers.items():
             signal.signal(signum, handler)
@@ -420,20 +426,30 @@ class LocalExecutor:
             kernel_peak = 0
         code = os.waitstatus_to_exitcode(status)
         exit_code, signum = (code, None) if code >= 0 else (None, -code)
+        whole = Cgroups.figures(job.cgroup)  # the whole tree since it was contained
         outcome = job.cause or (OK if exit_code == 0 else FAILED)
         return AttemptResult(
             name=job.spec.name, attempt=job.spec.attempt, status=outcome, exit_code=exit_code,
             signal=signum if signum is not None else job.stop_signal,
             start=job.start, end=job.start + (end_mono - job.start_mono),
             duration_s=end_mono - job.start_mono,
-            cpu_user_s=usage.ru_utime, cpu_sys_s=usage.ru_stime,
-            peak_rss_bytes=kernel_peak,
-            read_bytes=usage.ru_inblock * 512, write_bytes=usage.ru_oublock * 512,
+            # The larger of the kernel's rusage (exact for the waited-for tree) and the
+            # cgroup's totals (which also hold children nobody waited for).
+            cpu_user_s=max(usage.ru_utime, whole.get("cpu_user_s", 0.0)),
+            cpu_sys_s=max(usage.ru_stime, whole.get("cpu_sys_s", 0.0)),
+            peak_rss_bytes=max(kernel_peak, whole.get("peak_rss_bytes", 0)),
+            read_bytes=max(usage.ru_inblock * 512, whole.get("read_bytes", 0)),
+            write_bytes=max(usage.ru_oublock * 512, whole.get("write_bytes", 0)),
             pid=job.pid, log_path=job.spec.log_path if job.log_opened else None,
             log_bytes=job.log_bytes,
             log_dropped_bytes=job.dropped, log_incomplete=job.log_incomplete)
 
     # stop ------------------------------------------------------------------------------
+
+    def contain(self, job: Job, tree: list[int]) -> None:
+        """Move a running attempt's tree into its own cgroup (once; where possible)."""
+        if self.cgroups is not None and job.cgroup is None and not job.exited:
+            job.cgroup = self.cgroups.contain(tree, job.spec.name, job.spec.attempt) or ""
 
     def stop(self, job: Job, cause: str, now: bool = False) -> None:
         """TERM (and CONT, so a stopped group hears it) the attempt's whole process group;

@@ -198,13 +198,14 @@ def process_tree(root: int) -> list[int]:
     return out
 
 
-def tree_usage(root: int, usage: TreeUsage | None = None) -> TreeUsage:
+def tree_usage(root: int, usage: TreeUsage | None = None,
+               tree: list[int] | None = None) -> TreeUsage:
     """Sum RSS, CPU, I/O and counts over the tree under `root`; updates peaks in `usage`."""
     usage = usage or TreeUsage()
     rss = processes = threads = 0
     cpu = 0.0
     read = write = 0
-    for pid in process_tree(root):
+    for pid in tree if tree is not None else process_tree(root):
         fields = procfs.stat(pid)
         if not fields or fields[0] == b"Z":
             continue

@@ -35,7 +35,7 @@ from corral.events import (
 )
 from corral.executor import Spec
 from corral.graph import Graph, Plan, Selection
-from corral.sampler import HostSampler, TreeUsage, tree_usage
+from corral.sampler import HostSampler, TreeUsage, process_tree, tree_usage
 from corral.throttle import Host, Limits, Running, admit
 
 MAX_BACKOFF = 60.0
@@ -167,8 +167,11 @@ class Scheduler:
         self._next_sample = now + self.settings.sample_interval
         sample = self.sampler.sample()
         self.peak_load = max(self.peak_load, sample.runnable_avg, sample.load1)
-        for pid in self.executor.running:
-            self.usage[pid] = tree_usage(pid, self.usage.get(pid))
+        for pid, job in list(self.executor.running.items()):
+            tree = process_tree(pid)
+            self.usage[pid] = tree_usage(pid, self.usage.get(pid), tree)
+            if job.cgroup is None:  # first sample: long enough to be worth a cgroup
+                self.executor.contain(job, tree)
         self.emit(Sampled(sample, len(self.executor.running), len(self.waiting_since),
                           self.gate_reason))
 
