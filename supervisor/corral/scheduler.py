@@ -39,6 +39,7 @@ from corral.sampler import HostSampler, TreeUsage, process_tree, tree_usage
 from corral.throttle import Host, Limits, Running, admit
 
 MAX_BACKOFF = 60.0
+CONTAIN_AFTER_S = 1.0  # an attempt this old moves into its own cgroup, where there are
 IDLE = Idle()
 
 
@@ -170,7 +171,9 @@ class Scheduler:
         for pid, job in list(self.executor.running.items()):
             tree = process_tree(pid)
             self.usage[pid] = tree_usage(pid, self.usage.get(pid), tree)
-            if job.cgroup is None:  # first sample: long enough to be worth a cgroup
+            # Moving processes between cgroups stalls the kernel's forks for milliseconds
+            # (an RCU grace period): only attempts that have run a while are worth it.
+            if job.cgroup is None and now - job.start_mono >= CONTAIN_AFTER_S:
                 self.executor.contain(job, tree)
         self.emit(Sampled(sample, len(self.executor.running), len(self.waiting_since),
                           self.gate_reason))

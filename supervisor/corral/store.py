@@ -165,8 +165,8 @@ class Store:
                 self.conn.executemany(
                     "INSERT OR REPLACE INTO header_cache "
                     "(path, dev, ino, size, mtime_ns, parser, header) VALUES (?,?,?,?,?,?,?)",
-                    [(path, *k, CACHE_TAG, marshal.dumps(h.to_record()))
-                     for path, (k, h) in parsed.items()])
+                    ((path, *k, CACHE_TAG, marshal.dumps(h.to_record()))
+                     for path, (k, h) in parsed.items()))  # one record at a time
             self.conn.executemany("DELETE FROM header_cache WHERE path = ?",
                                   [(p,) for p in stale])
             self.conn.execute(
