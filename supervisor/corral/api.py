@@ -268,10 +268,10 @@ def run_modules(config: Config, store: Store, targets: Iterable[str] = (),
     durations = store.median_durations() if store.path else {}
     selection = select(graph, targets, tags, exclude, durations)
     gc.freeze()  # the graph lives as long as the run: keep the collector off it
+    lib = lib_dir(config)
     if not dry_run:
         from corral.trust import untrusted
 
-        lib = lib_dir(config)
         files = [graph.modules[n].path for n in selection.names]
         files += sorted(str(p) for p in lib.glob("*.sh")) if lib.is_dir() else []
         files += [str(config.config_file)] if config.config_file else []
@@ -296,7 +296,7 @@ def run_modules(config: Config, store: Store, targets: Iterable[str] = (),
         log_dir = (config.log_dir / run_id).absolute()
         log_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
         env = dict(os.environ)
-        env.update(CORRAL_RUN_ID=run_id, CORRAL_LIB=str(lib_dir(config)),
+        env.update(CORRAL_RUN_ID=run_id, CORRAL_LIB=str(lib),
                    CORRAL_LOG_DIR=str(log_dir))
         recorder = Recorder(store, os.pathsep.join(str(d.absolute()) for d in config.modules),
                             " ".join(targets), emit, loaded.hits, loaded.misses)

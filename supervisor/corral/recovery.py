@@ -26,7 +26,7 @@ from corral.store import Store
 
 def alive(pid: int | None, started: int | None) -> bool:
     """True when `pid` runs and is the process that started at `started`."""
-    return bool(pid) and proc_start(pid) is not None and proc_start(pid) == started
+    return bool(pid) and started is not None and proc_start(pid) == started
 
 
 def recover(store: Store, grace: float = 5.0) -> list[str]:

@@ -124,10 +124,7 @@ class HostSampler:
             if prev.cpu_total and total > prev.cpu_total:
                 busy = 1.0 - (idle - prev.cpu_idle) / (total - prev.cpu_total)
             prev.cpu_total, prev.cpu_idle = total, idle
-            at = data.find(b"procs_running ")
-            if at >= 0:
-                # minus one: corral itself is running while it reads this
-                runnable = max(0, int(data[at + 14:data.index(b"\n", at)]) - 1)
+            runnable = _procs_running(data)
         mem = _meminfo(self._meminfo.read())
         psi = {}
         for kind, f in self._psi.items():
@@ -150,9 +147,7 @@ class HostSampler:
 
     def _runnable_now(self, pause: float = 0.0) -> int:
         time.sleep(pause)
-        data = self._stat.read() or b""
-        at = data.find(b"procs_running ")
-        return max(0, int(data[at + 14:data.index(b"\n", at)]) - 1) if at >= 0 else 0
+        return _procs_running(self._stat.read() or b"")
 
     def _pressure(self, kind: str, data: bytes | None, now: float, dt: float) -> float | None:
         """% of wall time some task stalled on `kind` since the last sample (avg10 at first)."""
@@ -166,6 +161,12 @@ class HostSampler:
         if before is None or dt <= 0:
             return float(fields[b"avg10"])
         return min(100.0, (total - before) / (dt * 1e6) * 100.0)
+
+
+def _procs_running(stat: bytes) -> int:
+    """procs_running of /proc/stat, minus one: corral itself runs while it reads it."""
+    at = stat.find(b"procs_running ")
+    return max(0, int(stat[at + 14:stat.index(b"\n", at)]) - 1) if at >= 0 else 0
 
 
 def _meminfo(data: bytes | None) -> dict[bytes, int]:

@@ -118,7 +118,6 @@ class Scheduler:
         self._batch: list[Running] = []  # admitted in this pass, not yet running
         self._next_sample = 0.0
         self.peak_load = 0.0
-        self.throttle_s = 0.0
 
     def run(self) -> RunFinished:
         started = time.time()
@@ -272,7 +271,6 @@ class Scheduler:
         self.summaries[name].status = "running"
         since = self.waiting_since.pop(name, None)
         waited = time.monotonic() - since if since is not None else 0.0
-        self.throttle_s += waited
         self.delays[(name, attempt)] = (waited, self.wait_reason.pop(name, None))
         locked = self.lock_since.pop(name, None)
         self.lock_waits[(name, attempt)] = time.monotonic() - locked if locked else 0.0
@@ -355,10 +353,8 @@ class Scheduler:
         attempts = [a for m in modules for a in m.attempts]
         makespan = (max(a.end for a in attempts) - min(a.start for a in attempts)
                     if attempts else 0.0)
-        if self.stop_signal is not None and self.stop_signal != signal.SIGHUP:
+        if self.stop_signal is not None:
             status, code = INTERRUPTED, 128 + self.stop_signal
-        elif self.stop_signal == signal.SIGHUP:
-            status, code = INTERRUPTED, 128 + signal.SIGHUP
         elif all(m.status == OK for m in modules):
             status, code = OK, 0
         else:
@@ -366,7 +362,8 @@ class Scheduler:
         return RunFinished(self.settings.run_id, status, code, started, ended,
                            makespan, self.settings.jobs, modules,
                            _str(self.settings.log_dir), self.settings.dry_run,
-                           peak_load=self.peak_load, throttle_s=self.throttle_s,
+                           peak_load=self.peak_load,
+                           throttle_s=sum(a.throttle_wait_s for a in attempts),
                            sampler_cpu_s=self.sampler.cpu_spent if self.sampler else 0.0,
                            supervisor_cpu_s=_own_cpu())
 
