@@ -18,7 +18,7 @@ from corral.config import Config
 from corral.errors import HeaderError, Problem, UsageError
 from corral.graph import Graph, Module, Selection, build_graph, select
 from corral.headers import Header, parse_header
-from corral.store import FileKey, Store, file_key, warn
+from corral.store import FileKey, History, Store, file_key, warn
 
 if TYPE_CHECKING:  # the run's types, imported only when running (plan stays light)
     from corral.events import Event, Listener, RunFinished
@@ -98,12 +98,16 @@ def load_graph(config: Config, store: Store,
     return build_graph(loaded.modules, config.facilities), loaded
 
 
+def history(store: Store) -> History:
+    """Recent runs' figures; none for an in-memory store (nothing to learn from)."""
+    return store.history() if store.path else History()
+
+
 def plan_modules(config: Config, store: Store, targets: Iterable[str] = (),
                  tags: Iterable[str] = (), exclude: Iterable[str] = ()):
     """(graph, selection) for the given targets, priorities weighted by history."""
     graph, _ = load_graph(config, store)
-    durations = store.median_durations() if store.path else {}
-    return graph, select(graph, targets, tags, exclude, durations)
+    return graph, select(graph, targets, tags, exclude, history(store).durations)
 
 
 def plan_json_text(config: Config, store: Store, targets: Iterable[str] = (),
@@ -123,7 +127,7 @@ def plan_json_text(config: Config, store: Store, targets: Iterable[str] = (),
 
     targets, tags, exclude = list(targets), sorted(tags), sorted(exclude)
     files = module_files(config)
-    durations = store.median_durations() if store.path else {}
+    durations = history(store).durations
     digest = hashlib.blake2b(repr((
         CACHE_TAG, [str(d.absolute()) for d, _ in files], sorted(config.facilities.items()),
         targets, tags, exclude, sorted(durations.items()))).encode(), digest_size=20)
@@ -233,9 +237,7 @@ def graph_json(graph: Graph) -> dict:
 
 def new_run_id() -> str:
     """Sortable and short enough to type: 20261122-215007-3fa2."""
-    import secrets
-
-    return time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+    return time.strftime("%Y%m%d-%H%M%S-") + os.urandom(2).hex()
 
 
 def lib_dir(config: Config) -> Path:
@@ -265,8 +267,8 @@ def run_modules(config: Config, store: Store, targets: Iterable[str] = (),
             listener(event)
 
     graph, loaded = load_graph(config, store)
-    durations = store.median_durations() if store.path else {}
-    selection = select(graph, targets, tags, exclude, durations)
+    past = history(store)
+    selection = select(graph, targets, tags, exclude, past.durations)
     gc.freeze()  # the graph lives as long as the run: keep the collector off it
     lib = lib_dir(config)
     if not dry_run:
@@ -306,8 +308,7 @@ def run_modules(config: Config, store: Store, targets: Iterable[str] = (),
                                max_load=config.max_load,
                                min_free_mem=config.min_free_mem or 0,
                                sample_interval=config.sample_interval,
-                               peak_rss=store.peak_rss() if store.path else {},
-                               cpu_rate=store.cpu_rates() if store.path else {})
+                               peak_rss=past.peak_rss, cpu_rate=past.cpu_rate)
         on_line = None
         if want_output:
             from corral.events import ModuleOutput

@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import queue
-import socket
 import sqlite3
 import threading
 
@@ -173,7 +172,7 @@ class Recorder:
             self.store.insert_run({
                 "run_id": event.run_id, "started": iso(event.started), "status": RUNNING,
                 "jobs": event.jobs, "modules_dir": self.modules_dirs, "targets": self.targets,
-                "host": socket.gethostname(), "pid": os.getpid(), "boot_id": boot_id(),
+                "host": os.uname().nodename, "pid": os.getpid(), "boot_id": boot_id(),
                 "pid_start": proc_start(os.getpid()),
                 "module_count": len(event.names), "selected": len(event.names),
                 "cache_hits": self.cache[0], "cache_misses": self.cache[1]})

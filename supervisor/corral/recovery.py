@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import sqlite3
 import time
 
@@ -35,7 +34,7 @@ def recover(store: Store, grace: float = 5.0) -> list[str]:
     try:
         rows = store.conn.execute(
             "SELECT run_id, pid, pid_start, boot_id FROM runs WHERE status = 'running' "
-            "AND host = ?", (socket.gethostname(),)).fetchall()
+            "AND host = ?", (os.uname().nodename,)).fetchall()
     except sqlite3.Error:
         return []
     this_boot = boot_id()

@@ -7,7 +7,6 @@ free: there is nothing to clean up and no PID to trust blindly.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import os
 import time
 from pathlib import Path
@@ -27,8 +26,10 @@ def lock_dir() -> Path:
 
 
 def lock_path(modules: tuple[Path, ...]) -> Path:
-    key = "\0".join(sorted(str(d.resolve()) for d in modules))
-    return lock_dir() / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.lock"
+    """Named by the directories' device and inode: one lock however a directory is
+    reached (symlink, relative path, bind mount)."""
+    keys = sorted({(st.st_dev, st.st_ino) for st in (os.stat(d) for d in modules)})
+    return lock_dir() / f"{'+'.join(f'{dev:x}-{ino:x}' for dev, ino in keys)}.lock"
 
 
 class RunLock:

@@ -104,7 +104,13 @@ class Scheduler:
         self.stop_signal: int | None = None  # SIGINT/SIGTERM/SIGHUP once received
         self._env = dict(settings.env if settings.env is not None else os.environ)
         # Absolute now: the executor changes directory to each module's before spawning.
-        self._paths = {n: os.path.abspath(graph.modules[n].path) for n in selection.names}
+        dirs: dict[str, str] = {}
+        self._paths = {}
+        for n in selection.names:
+            given, file = os.path.split(graph.modules[n].path)
+            if given not in dirs:
+                dirs[given] = os.path.abspath(given)
+            self._paths[n] = os.path.join(dirs[given], file)
         self.sampler = None if settings.dry_run else HostSampler()
         cpus = self.sampler.cpus if self.sampler else (os.cpu_count() or 1)
         self.limits = Limits(settings.jobs, cpus, settings.max_load, settings.min_free_mem)

@@ -14,7 +14,7 @@ import sqlite3
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from corral.headers import _FIELDS, PARSER_VERSION, Header
@@ -51,6 +51,15 @@ class CacheStats:
 
 def warn(message: str) -> None:
     print(f"corral: warning: {message}", file=sys.stderr)
+
+
+@dataclass(frozen=True)
+class History:
+    """Per-module figures from recent runs (see Store.history)."""
+
+    durations: dict[str, float] = field(default_factory=dict)
+    peak_rss: dict[str, int] = field(default_factory=dict)
+    cpu_rate: dict[str, float] = field(default_factory=dict)
 
 
 class Store:
@@ -240,6 +249,15 @@ class Store:
                        samples: list[dict] = ()) -> None:
         """In one transaction: new module_runs rows, then updates keyed by
         (run_id, module, attempt), then samples. Rows of one shape go in one executemany."""
+        # An attempt that started and ended within one batch becomes one complete row.
+        pending = {(r["run_id"], r["module"], r["attempt"]): r for r in inserts}
+        later = []
+        for key, values in updates:
+            row = pending.get(key)
+            if row is not None:
+                row.update(values)
+            else:
+                later.append((key, values))
         with self.write():
             for (table, columns), rows in _by_shape(
                     [("module_runs", r) for r in inserts] + [("samples", r) for r in samples]):
@@ -247,7 +265,7 @@ class Store:
                     f"INSERT INTO {table} ({', '.join(columns)}) "
                     f"VALUES ({', '.join('?' * len(columns))})", rows)
             shapes: dict[tuple, list[tuple]] = {}
-            for key, values in updates:
+            for key, values in later:
                 shapes.setdefault(tuple(values), []).append((*values.values(), *key))
             for columns, rows in shapes.items():
                 sets = ", ".join(f"{column} = ?" for column in columns)
@@ -283,35 +301,30 @@ class Store:
             sql += " WHERE " + " AND ".join(where)
         return list(self.db.query(f"{sql} ORDER BY start DESC, id DESC LIMIT ?", [*args, limit]))
 
-    def peak_rss(self, recent: int = 10) -> dict[str, int]:
-        """Each module's highest peak RSS in the last `recent` runs; {} when no history."""
-        return dict(self.conn.execute(
-            "SELECT module, max(peak_rss_bytes) FROM module_runs WHERE run_id IN "
-            "(SELECT run_id FROM runs ORDER BY started DESC LIMIT ?) "
-            "AND peak_rss_bytes IS NOT NULL GROUP BY module", (recent,)))
+    def history(self, recent: int = 10) -> History:
+        """What the last `recent` runs say about each module, from one read of their rows:
+        the median duration of its successful attempts, its highest peak RSS, and the
+        CPUs it kept busy (median CPU time / wall time of successful attempts over 50 ms).
+        Empty when there is no history."""
+        durations: dict[str, list[float]] = {}
+        rates: dict[str, list[float]] = {}
+        peaks: dict[str, int] = {}
+        for module, ok, duration, peak, cpu in self.conn.execute(
+                "SELECT module, status = 'ok', duration_s, peak_rss_bytes, "
+                "cpu_user_s + cpu_sys_s FROM module_runs WHERE run_id IN "
+                "(SELECT run_id FROM runs ORDER BY started DESC LIMIT ?)", (recent,)):
+            if peak is not None and peak > peaks.get(module, -1):
+                peaks[module] = peak
+            if ok and duration is not None:
+                durations.setdefault(module, []).append(duration)
+                if duration > 0.05 and cpu is not None:
+                    rates.setdefault(module, []).append(cpu / duration)
+        return History({m: _median(v) for m, v in durations.items()}, peaks,
+                       {m: _median(v) for m, v in rates.items()})
 
-    def cpu_rates(self, recent: int = 10) -> dict[str, float]:
-        """CPUs each module kept busy (CPU time / wall time, median over the last `recent`
-        runs' successful attempts); {} when no history."""
-        out: dict[str, list[float]] = {}
-        for module, rate in self.conn.execute(
-                "SELECT module, (cpu_user_s + cpu_sys_s) / duration_s FROM module_runs "
-                "WHERE run_id IN (SELECT run_id FROM runs ORDER BY started DESC LIMIT ?) "
-                "AND status = 'ok' AND duration_s > 0.05", (recent,)):
-            out.setdefault(module, []).append(rate)
-        return {m: sorted(v)[len(v) // 2] for m, v in out.items()}
 
-    def median_durations(self, recent: int = 10) -> dict[str, float]:
-        """Median duration of each module's successful attempts in the last `recent` runs;
-        {} when there is no history. Reads only those runs' rows, however long the history.
-        """
-        out: dict[str, list[float]] = {}
-        for module, duration in self.conn.execute(
-                "SELECT module, duration_s FROM module_runs WHERE run_id IN "
-                "(SELECT run_id FROM runs ORDER BY started DESC LIMIT ?) "
-                "AND status = 'ok' AND duration_s IS NOT NULL", (recent,)):
-            out.setdefault(module, []).append(duration)
-        return {m: sorted(v)[len(v) // 2] for m, v in out.items()}
+def _median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
 
 
 def _by_shape(rows: list[tuple[str, dict]]) -> list[tuple[tuple[str, tuple], list[tuple]]]:

@@ -24,22 +24,25 @@ def untrusted(paths: Iterable[str | Path], euid: int | None = None) -> list[Prob
     if euid != 0:
         return []
     problems: list[Problem] = []
-    seen_dirs: dict[str, str | None] = {}
+    seen_dirs: dict[str, str | None] = {}  # absolute directory -> why not, or None
+    absolute: dict[str, str] = {}  # directory as given -> absolute
     for path in paths:
-        path = os.path.abspath(path)
+        given, name = os.path.split(os.fspath(path))
+        directory = absolute.get(given)
+        if directory is None:
+            directory = absolute[given] = os.path.abspath(given)
+        path = os.path.join(directory, name)
         why = _check(path, is_dir=False)
-        if why is None:
-            directory = os.path.dirname(path)
-            while True:
-                if directory not in seen_dirs:
-                    seen_dirs[directory] = _check(directory, is_dir=True)
-                if seen_dirs[directory] is not None:
-                    why = f"its directory {seen_dirs[directory]}"
-                    break
-                parent = os.path.dirname(directory)
-                if parent == directory:
-                    break
-                directory = parent
+        while why is None:
+            if directory not in seen_dirs:
+                seen_dirs[directory] = _check(directory, is_dir=True)
+            if seen_dirs[directory] is not None:
+                why = f"its directory {seen_dirs[directory]}"
+                break
+            parent = os.path.dirname(directory)
+            if parent == directory:
+                break
+            directory = parent
         if why is not None:
             problems.append(Problem(path, 1, f"refusing to run as root: {why}; another user "
                                               "could change what runs"))
