@@ -3,7 +3,7 @@
 Every attempt is `bash FILE` in a new session (its own process group), stdin from
 /dev/null, stdout and stderr on one pipe that corral copies into the attempt's log
 file (capped) and hands line by line to a listener. Waiting is event-driven: one
-`selectors` loop over the output pipes and a signal wakeup fd, so SIGCHLD, SIGINT,
+`epoll` loop over the output pipes and a signal wakeup fd, so SIGCHLD, SIGINT,
 SIGTERM and SIGHUP all arrive as bytes on a pipe and nothing polls. An attempt is over
 when its main process exits, even if a daemon it forked still holds the pipe.
 
@@ -17,7 +17,7 @@ import contextlib
 import ctypes
 import errno
 import os
-import selectors
+import select
 import shutil
 import signal
 import time
@@ -141,7 +141,9 @@ class LocalExecutor:
         # every process group started, for close(): pgid -> (module, may it detach)
         self._groups: dict[int, tuple[str, bool]] = {}
         self._bash = shutil.which("bash") or "/bin/bash"
-        self._selector = selectors.DefaultSelector()
+        self._epoll = select.epoll()
+        self._pipes: dict[int, Job] = {}  # output pipe's fd -> its job
+        self._timed: set[Job] = set()  # jobs with a deadline or a pending KILL
         self._devnull = -1
         self._wake_r = self._wake_w = -1
         self._old_handlers: dict[int, object] = {}
@@ -160,7 +162,7 @@ class LocalExecutor:
     def __enter__(self) -> LocalExecutor:
         self._devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._epoll.register(self._wake_r, select.EPOLLIN)
         for signum in HANDLED:
             self._old_handlers[signum] = signal.signal(signum, _note_signal)
         self._old_wakeup = signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
@@ -214,7 +216,7 @@ class LocalExecutor:
         for signum, handler in self._old_handlers.items():
             signal.signal(signum, handler)
         _set_subreaper(False)
-        self._selector.close()
+        self._epoll.close()
         for fd in (self._wake_r, self._wake_w, self._devnull):
             os.close(fd)
         self._wake_r = -1
@@ -249,7 +251,10 @@ class LocalExecutor:
         job = Job(spec, pid, time.time(), now, r, None, deadline)
         self.running[pid] = job
         self._groups[pid] = (spec.name, spec.detach)
-        self._selector.register(r, selectors.EVENT_READ, job)
+        self._epoll.register(r, select.EPOLLIN)
+        self._pipes[r] = job
+        if deadline is not None:
+            self._timed.add(job)
         return job
 
     # wait ------------------------------------------------------------------------------
@@ -265,11 +270,11 @@ class LocalExecutor:
         if deadline is not None:
             left = max(0.0, deadline - time.monotonic())
             timeout = left if timeout is None else min(timeout, left)
-        for key, _ in self._selector.select(timeout):
-            if key.data is None:
+        for fd, _ in self._epoll.poll(-1 if timeout is None else timeout):
+            if fd == self._wake_r:
                 out.signals.extend(self._read_wakeups())
-            else:
-                self._read(key.data)
+            elif (job := self._pipes.get(fd)) is not None:  # (not closed meanwhile)
+                self._read(job)
         if signal.SIGCHLD in out.signals:
             out.finished = self._reap_all()
         out.signals = [s for s in out.signals if s != signal.SIGCHLD]
@@ -367,7 +372,8 @@ class LocalExecutor:
     def _close_pipe(self, job: Job) -> None:
         if job.fd is None:
             return
-        self._selector.unregister(job.fd)
+        self._epoll.unregister(job.fd)
+        del self._pipes[job.fd]
         os.close(job.fd)
         job.fd = None
         if self.on_line is not None:
@@ -410,6 +416,7 @@ class LocalExecutor:
     def _finish(self, job: Job, status: int, usage) -> AttemptResult:
         end_mono = time.monotonic()
         job.exited = True
+        self._timed.discard(job)
         self._drain(job)
         if job.fd is not None:
             self._lingering.add(job)  # a daemon holds stdout: keep logging, do not wait
@@ -465,19 +472,22 @@ class LocalExecutor:
             _killpg(job.pid, signal.SIGCONT)
             job.stop_signal = job.stop_signal or signal.SIGTERM
             job.kill_at = time.monotonic() + self.grace
+            self._timed.add(job)
 
     def stop_all(self, cause: str, now: bool = False) -> None:
         for job in list(self.running.values()):
             self.stop(job, cause, now)
 
     def _next_deadline(self) -> float | None:
-        times = [t for job in self.running.values()
+        times = [t for job in self._timed
                  for t in (job.kill_at if job.kill_at is not None else job.deadline,) if t]
         return min(times) if times else None
 
     def _enforce_deadlines(self) -> None:
+        if not self._timed:
+            return
         now = time.monotonic()
-        for job in list(self.running.values()):
+        for job in list(self._timed):
             if job.kill_at is not None and now >= job.kill_at:
                 _killpg(job.pid, signal.SIGKILL)
                 job.stop_signal = signal.SIGKILL

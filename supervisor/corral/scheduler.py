@@ -123,6 +123,8 @@ class Scheduler:
         self.lock_waits: dict[tuple[str, int], float] = {}
         self._batch: list[Running] = []  # admitted in this pass, not yet running
         self._next_sample = 0.0
+        self._host_now = Host()  # the last sample, as the gate reads it
+        self._log_dir = None if settings.log_dir is None else str(settings.log_dir)
         self.peak_load = 0.0
 
     def run(self) -> RunFinished:
@@ -172,6 +174,8 @@ class Scheduler:
             return
         self._next_sample = now + self.settings.sample_interval
         sample = self.sampler.sample()
+        self._host_now = Host(sample.runnable_avg, sample.mem_available, sample.mem_total,
+                              sample.psi_cpu, sample.psi_mem)
         self.peak_load = max(self.peak_load, sample.runnable_avg, sample.load1)
         for pid, job in list(self.executor.running.items()):
             tree = process_tree(pid)
@@ -189,13 +193,6 @@ class Scheduler:
         if self.sampler is not None and (self.executor.running or self.waiting_since):
             timeouts.append(max(0.0, self._next_sample - time.monotonic()))
         return min(timeouts) if timeouts else None
-
-    def _host(self) -> Host:
-        last = self.sampler.last if self.sampler is not None else None
-        if last is None:
-            return Host()
-        return Host(last.runnable_avg, last.mem_available, last.mem_total, last.psi_cpu,
-                    last.psi_mem)
 
     def _running(self) -> list[Running]:
         now = time.monotonic()
@@ -231,7 +228,7 @@ class Scheduler:
         if self.settings.jobs is not None and (
                 len(self.executor.running) + len(self._batch) >= self.settings.jobs):
             return False
-        reason = admit(self._running(), self.limits, self._host(), header.workload,
+        reason = admit(self._running(), self.limits, self._host_now, header.workload,
                        self._memory_need(name), declared=bool(header.memory))
         if reason is not None:
             self.waiting_since.setdefault(name, time.monotonic())
@@ -256,11 +253,10 @@ class Scheduler:
 
     def _start(self, name: str, attempt: int) -> None:
         module = self.graph.modules[name]
-        log_dir = self.settings.log_dir
         log_path = None
-        if log_dir is not None:
-            log_path = str(log_dir / (f"{name}.log" if attempt == 1 else
-                                      f"{name}.{attempt}.log"))
+        if self._log_dir is not None:
+            log_path = (f"{self._log_dir}/{name}.log" if attempt == 1 else
+                        f"{self._log_dir}/{name}.{attempt}.log")
         env = self._env.copy()
         env["CORRAL_MODULE"] = name
         env["CORRAL_ATTEMPT"] = str(attempt)
