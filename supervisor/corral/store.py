@@ -19,7 +19,7 @@ from pathlib import Path
 
 from corral.headers import _FIELDS, PARSER_VERSION, Header
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 MEMO_PLANS = 8  # plans kept: a few target sets of one host
 # Cached headers are marshal records (several times faster to load than JSON, and only
 # ever read back by corral); the tag changes whenever the parser or marshal format does.
@@ -129,9 +129,7 @@ class Store:
     def db(self):
         """The sqlite-utils view of the same connection (imported on first use)."""
         if self._db is None:
-            import sqlite_utils
-
-            self._db = sqlite_utils.Database(self.conn)
+            self._db = sqlite_utils().Database(self.conn)
         return self._db
 
     @contextlib.contextmanager
@@ -323,6 +321,24 @@ class Store:
                        {m: _median(v) for m, v in rates.items()})
 
 
+def sqlite_utils():
+    """sqlite-utils, imported without numpy and pandas: it imports them when they are
+    installed (numpy is, for matplotlib) only to convert their values, which corral
+    never stores, and numpy alone costs 20 MB and 0.1 s. A None in sys.modules makes
+    an import fail; the names are freed again for whoever needs the real thing."""
+    blocked = [m for m in ("numpy", "pandas") if m not in sys.modules]
+    if "sqlite_utils" not in sys.modules:
+        sys.modules.update(dict.fromkeys(blocked))
+        try:
+            import sqlite_utils
+        finally:
+            for name in blocked:
+                del sys.modules[name]
+    import sqlite_utils
+
+    return sqlite_utils
+
+
 def _median(values: list[float]) -> float:
     return sorted(values)[len(values) // 2]
 
@@ -413,4 +429,10 @@ def _schema_v4(db) -> None:
                            pk="key", if_not_exists=True)
 
 
-_MIGRATIONS = [_schema_v1, _schema_v2, _schema_v2, _schema_v4]
+def _schema_v5(db) -> None:
+    """module_runs(run_id) duplicates the leading column of (run_id, module, attempt):
+    one index fewer to update for every attempt written."""
+    db.execute("DROP INDEX IF EXISTS idx_module_runs_run_id")
+
+
+_MIGRATIONS = [_schema_v1, _schema_v2, _schema_v2, _schema_v4, _schema_v5]
