@@ -14,6 +14,7 @@ import sqlite3
 import threading
 
 from corral.events import (
+    OK,
     RUNNING,
     Event,
     Idle,
@@ -187,4 +188,6 @@ class Recorder:
                 "peak_load": event.peak_load, "throttle_s": event.throttle_s,
                 "sampler_cpu_s": event.sampler_cpu_s,
                 "supervisor_cpu_s": event.supervisor_cpu_s,
-                "exit_signal": event.exit_code - 128 if event.exit_code > 128 else None})
+                "exit_signal": event.exit_code - 128 if event.exit_code > 128 else None},
+                [(m.name, a.status == OK, a.duration_s, a.peak_rss_bytes,
+                  a.cpu_user_s + a.cpu_sys_s) for m in event.modules for a in m.attempts])
