@@ -54,6 +54,29 @@ def test_history_priorities_start_the_slow_module_first(corral):
     assert plan["z_slow"] > plan["a_fast"]
 
 
+def test_history_figures_equal_what_the_attempt_rows_say(corral):
+    """A finished run's figures are kept as one record for speed; they must be the
+    attempt rows' figures exactly (retries and failures included), and a run without
+    that record (a crash) is still read from its rows."""
+    from corral.store import Store
+
+    corral.module("ok", body="sleep 0.06")
+    corral.module("flaky", "retries: 1", 'test -e "$CORRAL_LOG_DIR/../once" || '
+                  '{ touch "$CORRAL_LOG_DIR/../once"; exit 3; }; sleep 0.07')
+    corral.module("bad", body="exit 1")
+    corral.module("after", "requires: bad")
+    for _ in range(2):
+        corral("run", "-q")
+    store = Store.open(corral.db)
+    from_records = store.history()
+    assert store.conn.execute("SELECT count(*) FROM run_figures").fetchone()[0] == 2
+    store.conn.execute("DELETE FROM run_figures")
+    from_rows = store.history()
+    store.close()
+    assert from_records == from_rows
+    assert set(from_rows.durations) == {"ok", "flaky"}
+
+
 def svg_ok(path) -> bool:
     root = ET.parse(path).getroot()
     return root.tag.endswith("svg") and path.stat().st_size > 5000
