@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """Spawn overhead, sleep packing and scheduling latency: corral beside its peers.
 
-    python3 scripts/bench_spawn.py [--modules 1000] [--repeat 3]
+    python3 scripts/bench_spawn.py [--modules 1000] [--repeat 5]
 
 1. 1000 no-op modules at -j 2 through corral, `xargs -P2`, `make -j2` and GNU
    parallel (whichever are installed), run interleaved, median wall time of each,
    printed as ratios to xargs. Targets: corral <= 1.15 x xargs, >= 3 x faster than
-   parallel.
+   parallel. Two reference rows say where corral's time goes: `python3 -c pass`
+   (the interpreter's start-up, which any Python tool pays) and scripts/spawn_floor.py
+   (a Python loop that starts the modules exactly as corral does and keeps no records).
 2. 4/8/12 modules of `sleep 0.5` at -j 4: corral's makespan (first spawn to last
    exit, from its records) and the whole process's wall time. Target: within 20 ms
    of 0.5/1.0/1.5 s.
@@ -74,6 +76,9 @@ def spawn_overhead(root: Path, count: int, repeat: int) -> None:
         peers["make -j2"] = ["make", "-s", "-j2", "-f", str(makefile)]
     if shutil.which("parallel"):
         peers["parallel -j2"] = f"parallel --will-cite -j2 bash < {listing}"
+    peers["python3 -c pass (reference)"] = [sys.executable, "-c", "pass"]
+    peers["python floor, no records (reference)"] = [
+        sys.executable, str(Path(__file__).with_name("spawn_floor.py")), "2", *files]
     subprocess.run(peers["corral"], check=True)  # warm the header cache: a normal day
     times: dict[str, list[float]] = {name: [] for name in peers}
     for _ in range(repeat):
@@ -204,7 +209,7 @@ def noop_modules_named(root: Path, name: str, count: int) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--modules", type=int, default=1000)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--big", type=int, default=10000,
                         help="modules in the supervisor-RSS run")
     args = parser.parse_args()
