@@ -24,8 +24,16 @@ def untrusted(paths: Iterable[str | Path], euid: int | None = None) -> list[Prob
     if euid != 0:
         return []
     problems: list[Problem] = []
-    seen_dirs: dict[str, str | None] = {}  # absolute directory -> why not, or None
+    verdicts: dict[str, str | None] = {}  # directory -> why its path is not safe, or None
     absolute: dict[str, str] = {}  # directory as given -> absolute
+
+    def directory_verdict(directory: str) -> str | None:
+        if directory not in verdicts:
+            parent = os.path.dirname(directory)
+            verdicts[directory] = _check(directory, is_dir=True) or (
+                None if parent == directory else directory_verdict(parent))
+        return verdicts[directory]
+
     for path in paths:
         given, name = os.path.split(os.fspath(path))
         directory = absolute.get(given)
@@ -33,16 +41,8 @@ def untrusted(paths: Iterable[str | Path], euid: int | None = None) -> list[Prob
             directory = absolute[given] = os.path.abspath(given)
         path = os.path.join(directory, name)
         why = _check(path, is_dir=False)
-        while why is None:
-            if directory not in seen_dirs:
-                seen_dirs[directory] = _check(directory, is_dir=True)
-            if seen_dirs[directory] is not None:
-                why = f"its directory {seen_dirs[directory]}"
-                break
-            parent = os.path.dirname(directory)
-            if parent == directory:
-                break
-            directory = parent
+        if why is None and (above := directory_verdict(directory)) is not None:
+            why = f"its directory {above}"
         if why is not None:
             problems.append(Problem(path, 1, f"refusing to run as root: {why}; another user "
                                               "could change what runs"))
