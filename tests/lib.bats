@@ -1,6 +1,8 @@
 #!/usr/bin/env bats
 # Tests for the Bash libraries in lib/.
 
+bats_require_minimum_version 1.5.0  # `run -N` checks exit statuses
+
 setup() {
   LIB="${BATS_TEST_DIRNAME}/../lib"
   # shellcheck source=../lib/log.sh
