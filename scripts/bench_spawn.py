@@ -212,7 +212,10 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--big", type=int, default=10000,
                         help="modules in the supervisor-RSS run")
+    parser.add_argument("--only", choices=("spawn", "sleep", "latency", "cost"),
+                        action="append", help="run only these parts (repeatable)")
     args = parser.parse_args()
+    parts = set(args.only or ("spawn", "sleep", "latency", "cost"))
     print(f"# bench_spawn on {os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d %H:%M')}")
     with tempfile.TemporaryDirectory(prefix="corral-bench-") as tmp:
         root = Path(tmp)
@@ -220,10 +223,14 @@ def main() -> None:
         # Let Python cache corral's bytecode, as it does on any normal install (a dev
         # shell with PYTHONDONTWRITEBYTECODE would recompile corral on every start).
         os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
-        spawn_overhead(root, args.modules, args.repeat)
-        sleep_packing(root)
-        latency(root)
-        supervisor_cost(root, args.big)
+        if "spawn" in parts:
+            spawn_overhead(root, args.modules, args.repeat)
+        if "sleep" in parts:
+            sleep_packing(root)
+        if "latency" in parts:
+            latency(root)
+        if "cost" in parts:
+            supervisor_cost(root, args.big)
 
 
 if __name__ == "__main__":
