@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import sys
@@ -184,8 +185,9 @@ def run(ctx, targets, tags, exclude, jobs, max_load, min_free_mem, keep_going, d
     # Every record is committed. Leave now: closing the database's last connection would
     # fold its write-ahead log back in (15 ms after a thousand modules; the next writer
     # does it as it goes), and the interpreter's teardown frees what the kernel frees.
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError):  # a reader that went away (| head)
+            stream.flush()
     os._exit(outcome.exit_code)
 
 

@@ -306,9 +306,9 @@ class Store:
         return list(self.db.query(f"{sql} ORDER BY start DESC, id DESC LIMIT ?", [*args, limit]))
 
     def history(self, recent: int = 10) -> History:
-        """What the last `recent` runs say about each module, from one read of their rows:
-        the median duration of its successful attempts, its highest peak RSS, and the
-        CPUs it kept busy (median CPU time / wall time of successful attempts over 50 ms).
+        """What the last `recent` runs say about each module: the median duration of its
+        successful attempts, its highest peak RSS, and the CPUs it kept busy (median CPU
+        time / wall time of successful attempts over 50 ms).
         Empty when there is no history.
 
         A finished run's figures are one record (run_figures); the attempt rows are read
