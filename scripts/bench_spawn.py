@@ -35,6 +35,8 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from corral.procfs import status_kb
+
 
 def write(path: Path, text: str) -> None:
     path.write_text(text)
@@ -185,13 +187,7 @@ def supervisor_cost(root: Path, big: int) -> None:
     proc = subprocess.Popen(corral_cmd(modules, root / "big.db", "run", "-j", "8", "-q"))
     peak = 0
     while proc.poll() is None:
-        try:
-            with open(f"/proc/{proc.pid}/status") as f:
-                for line in f:
-                    if line.startswith("VmHWM:"):
-                        peak = max(peak, int(line.split()[1]) * 1024)
-        except OSError:
-            break
+        peak = max(peak, status_kb(proc.pid, b"VmHWM") or 0)
         time.sleep(0.1)
     print(f"\n## Supervisor cost\n\nCPU while 4 modules sleep: {share:.2%} of one core "
           f"(target <= 2 %); peak RSS over {big} no-op modules: {peak / 2**20:.1f} MiB "

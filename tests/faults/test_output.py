@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from corral.procfs import status_kb
+
 from .conftest import Running, attempts, last_run
 
 MIB = 1 << 20
@@ -20,13 +22,7 @@ def peak_memory_while(run: Running) -> int:
     """corral's own high-water mark (VmHWM), read until it exits."""
     peak = 0
     while run.proc.poll() is None:
-        try:
-            with open(f"/proc/{run.proc.pid}/status") as f:
-                for line in f:
-                    if line.startswith("VmHWM:"):
-                        peak = max(peak, int(line.split()[1]) * 1024)
-        except OSError:
-            break
+        peak = max(peak, status_kb(run.proc.pid, b"VmHWM") or 0)
         time.sleep(0.1)
     return peak
 
