@@ -33,13 +33,17 @@ def generate(directory: Path, count: int, seed: int) -> tuple[dict, dict]:
         # A few long modules, late in name order (where make, which starts targets in
         # the order it reads them, gets to them last): start them early or pay at the end.
         late = i >= count * 3 // 4
-        durations[name] = rng.choice([0.8, 1.0, 1.2]) if late and rng.random() < 0.5 else \
-            rng.choice([0.05, 0.1, 0.2, 0.3])
+        durations[name] = (
+            rng.choice([0.8, 1.0, 1.2])
+            if late and rng.random() < 0.5
+            else rng.choice([0.05, 0.1, 0.2, 0.3])
+        )
         earlier = [f"m{j:03d}" for j in range(i)]
         deps[name] = sorted(rng.sample(earlier, k=min(len(earlier), rng.choice([0, 0, 1, 2]))))
         header = f"# requires: {' '.join(deps[name])}\n" if deps[name] else ""
         (directory / f"{name}.sh").write_text(
-            f"#!/usr/bin/env bash\n{header}sleep {durations[name]}\n")
+            f"#!/usr/bin/env bash\n{header}sleep {durations[name]}\n"
+        )
     return durations, deps
 
 
@@ -65,39 +69,65 @@ def main() -> None:
         work = sum(durations.values())
         cp = critical_path(durations, deps)
         bound = max(cp, work / args.jobs)
-        corral = [sys.executable, "-m", "corral", "--modules", str(mods), "--db",
-                  str(root / "dag.db"), "run", "-j", str(args.jobs), "--json",
-                  "--max-load", "1000"]
-        first = json.loads(subprocess.run(corral, check=True, capture_output=True,
-                                          text=True).stdout)["makespan_s"]
-        runs = [json.loads(subprocess.run(corral, check=True, capture_output=True,
-                                          text=True).stdout)["makespan_s"] for _ in range(3)]
+        corral = [
+            sys.executable,
+            "-m",
+            "corral",
+            "--modules",
+            str(mods),
+            "--db",
+            str(root / "dag.db"),
+            "run",
+            "-j",
+            str(args.jobs),
+            "--json",
+            "--max-load",
+            "1000",
+        ]
+        first = json.loads(
+            subprocess.run(corral, check=True, capture_output=True, text=True).stdout
+        )["makespan_s"]
+        runs = [
+            json.loads(subprocess.run(corral, check=True, capture_output=True, text=True).stdout)[
+                "makespan_s"
+            ]
+            for _ in range(3)
+        ]
         learned = sorted(runs)[1]
         print(f"# bench_dag: {args.modules} modules, -j {args.jobs}, seed {args.seed}\n")
-        print(f"total work {work:.2f} s, critical path {cp:.2f} s, "
-              f"lower bound max(cp, work/jobs) = {bound:.2f} s\n")
+        print(
+            f"total work {work:.2f} s, critical path {cp:.2f} s, "
+            f"lower bound max(cp, work/jobs) = {bound:.2f} s\n"
+        )
         print("| runner | makespan s | vs bound |\n|---|---:|---:|")
         print(f"| corral, first run (no history) | {first:.3f} | {first / bound:.3f} |")
-        print(f"| corral, priorities from history (median of 3) | {learned:.3f} | "
-              f"{learned / bound:.3f} |")
+        print(
+            f"| corral, priorities from history (median of 3) | {learned:.3f} | "
+            f"{learned / bound:.3f} |"
+        )
         if shutil.which("make"):
             names = sorted(durations)
             makefile = root / "Makefile"
             makefile.write_text(
                 f".PHONY: all {' '.join(names)}\nall: {' '.join(names)}\n"
-                + "".join(f"{n}: {' '.join(deps[n])}\n\t@bash {mods / (n + '.sh')}\n"
-                          for n in names))
+                + "".join(
+                    f"{n}: {' '.join(deps[n])}\n\t@bash {mods / (n + '.sh')}\n" for n in names
+                )
+            )
             spans = []
             for _ in range(3):
                 start = time.perf_counter()
-                subprocess.run(["make", "-s", f"-j{args.jobs}", "-f", str(makefile)],
-                               check=True)
+                subprocess.run(["make", "-s", f"-j{args.jobs}", "-f", str(makefile)], check=True)
                 spans.append(time.perf_counter() - start)
             made = sorted(spans)[1]
-            print(f"| make -j{args.jobs} (whole process, median of 3) | {made:.3f} | "
-                  f"{made / bound:.3f} |")
-            print(f"\ncorral with history takes {learned / made:.2f} x make's makespan "
-                  f"(target: < 1); {learned / bound:.3f} x the bound (target <= 1.05)")
+            print(
+                f"| make -j{args.jobs} (whole process, median of 3) | {made:.3f} | "
+                f"{made / bound:.3f} |"
+            )
+            print(
+                f"\ncorral with history takes {learned / made:.2f} x make's makespan "
+                f"(target: < 1); {learned / bound:.3f} x the bound (target <= 1.05)"
+            )
 
 
 if __name__ == "__main__":

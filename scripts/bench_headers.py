@@ -28,8 +28,13 @@ def generate(directory: Path, count: int, seed: int = 1) -> None:
             lines.append(f"# requires: {' '.join(deps)}")
         if rng.random() < 0.2:
             lines.append(f"# wants: m{rng.randrange(i)}" if i else "# tags: root")
-        lines += [f"# timeout: {rng.randint(1, 60)}s", f"# tags: t{i % 7}", "set -euo pipefail",
-                  "echo hello", ""]
+        lines += [
+            f"# timeout: {rng.randint(1, 60)}s",
+            f"# tags: t{i % 7}",
+            "set -euo pipefail",
+            "echo hello",
+            "",
+        ]
         (directory / f"m{i}.sh").write_text("\n".join(lines))
 
 
@@ -56,16 +61,20 @@ def main() -> None:
             warm.append(timed([*base, "plan", "--json"]))
             # Headers cached, but a selection never planned before: the memo cannot answer.
             fresh.append(timed([*base, "plan", "--json", "--exclude", f"m{i}"]))
-        stats = subprocess.run([*base, "cache", "stats"], check=True, capture_output=True,
-                               text=True).stdout
+        stats = subprocess.run(
+            [*base, "cache", "stats"], check=True, capture_output=True, text=True
+        ).stdout
         baseline = statistics.median(timed([sys.executable, "-c", "pass"]) for _ in range(5))
     cold_m, warm_m = statistics.median(cold), statistics.median(warm)
     fresh_m = statistics.median(fresh)
-    print(f"corral plan --json over {args.modules} modules (median of {args.repeat}, "
-          "whole process)")
+    print(
+        f"corral plan --json over {args.modules} modules (median of {args.repeat}, whole process)"
+    )
     print(f"  cold (empty cache): {cold_m:7.3f} s")
-    print(f"  warm (all cached):  {warm_m:7.3f} s   target < 0.5 s: "
-          f"{'PASS' if warm_m < 0.5 else 'FAIL'}")
+    print(
+        f"  warm (all cached):  {warm_m:7.3f} s   target < 0.5 s: "
+        f"{'PASS' if warm_m < 0.5 else 'FAIL'}"
+    )
     print(f"  warm / cold:        {warm_m / cold_m:7.2f}")
     print(f"  headers cached, new selection (plan memo miss): {fresh_m:.3f} s")
     print(f"  python startup:     {baseline:7.3f} s")

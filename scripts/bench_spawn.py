@@ -66,8 +66,11 @@ def spawn_overhead(root: Path, count: int, repeat: int) -> None:
     db = root / "noop.db"
     makefile = root / "Makefile"
     targets = " ".join(f"t{i}" for i in range(count))
-    write(makefile, f".PHONY: all {targets}\nall: {targets}\n" + "".join(
-        f"t{i}:\n\t@bash {f}\n" for i, f in enumerate(files)))
+    write(
+        makefile,
+        f".PHONY: all {targets}\nall: {targets}\n"
+        + "".join(f"t{i}:\n\t@bash {f}\n" for i, f in enumerate(files)),
+    )
     listing = root / "files.txt"
     write(listing, "\n".join(files) + "\n")
     peers: dict[str, list[str] | str] = {
@@ -80,7 +83,11 @@ def spawn_overhead(root: Path, count: int, repeat: int) -> None:
         peers["parallel -j2"] = f"parallel --will-cite -j2 bash < {listing}"
     peers["python3 -c pass (reference)"] = [sys.executable, "-c", "pass"]
     peers["python floor, no records (reference)"] = [
-        sys.executable, str(Path(__file__).with_name("spawn_floor.py")), "2", *files]
+        sys.executable,
+        str(Path(__file__).with_name("spawn_floor.py")),
+        "2",
+        *files,
+    ]
     subprocess.run(peers["corral"], check=True)  # warm the header cache: a normal day
     times: dict[str, list[float]] = {name: [] for name in peers}
     for _ in range(repeat):
@@ -94,17 +101,23 @@ def spawn_overhead(root: Path, count: int, repeat: int) -> None:
         print(f"| {name} | {m:.3f} | {m / base:.2f} |")
     corral_t = statistics.median(times["corral"])
     if "parallel -j2" in times:
-        print(f"\ncorral is {statistics.median(times['parallel -j2']) / corral_t:.1f}x faster "
-              "than GNU parallel (target >= 3x)")
+        print(
+            f"\ncorral is {statistics.median(times['parallel -j2']) / corral_t:.1f}x faster "
+            "than GNU parallel (target >= 3x)"
+        )
     print(f"corral / xargs = {corral_t / base:.2f} (target <= 1.15)")
 
 
 def sleep_packing(root: Path) -> None:
     print("\n## N x `sleep 0.5` at -j 4\n")
-    print("makespan: first spawn to last exit, from corral's records; xargs -P4 over the "
-          "same files is the floor (bash + sleep start-up).\n")
-    print("| modules | ideal s | corral makespan s | off by ms | xargs -P4 s | "
-          "corral process wall s |")
+    print(
+        "makespan: first spawn to last exit, from corral's records; xargs -P4 over the "
+        "same files is the floor (bash + sleep start-up).\n"
+    )
+    print(
+        "| modules | ideal s | corral makespan s | off by ms | xargs -P4 s | "
+        "corral process wall s |"
+    )
     print("|---:|---:|---:|---:|---:|---:|")
     for n in (4, 8, 12):
         d = root / f"sleep{n}"
@@ -113,15 +126,21 @@ def sleep_packing(root: Path) -> None:
             write(d / f"s{i:02d}.sh", "#!/usr/bin/env bash\nsleep 0.5\n")
         db = root / f"sleep{n}.db"
         start = time.perf_counter()
-        out = subprocess.run(corral_cmd(d, db, "run", "-j", "4", "--json"), check=True,
-                             capture_output=True, text=True).stdout
+        out = subprocess.run(
+            corral_cmd(d, db, "run", "-j", "4", "--json"),
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
         wall = time.perf_counter() - start
         run = json.loads(out)
         ideal = 0.5 * ((n + 3) // 4)
         files = " ".join(str(p) for p in sorted(d.glob("*.sh")))
         floor = timed(f"printf '%s\\n' {files} | xargs -P4 -n1 bash", shell=True)
-        print(f"| {n} | {ideal:.1f} | {run['makespan_s']:.3f} | "
-              f"{(run['makespan_s'] - ideal) * 1000:+.1f} | {floor:.3f} | {wall:.3f} |")
+        print(
+            f"| {n} | {ideal:.1f} | {run['makespan_s']:.3f} | "
+            f"{(run['makespan_s'] - ideal) * 1000:+.1f} | {floor:.3f} | {wall:.3f} |"
+        )
 
 
 def latency(root: Path, stages: int = 40, fan: int = 4) -> None:
@@ -144,24 +163,33 @@ def latency(root: Path, stages: int = 40, fan: int = 4) -> None:
     db = root / "latency.db"
     env = {**os.environ, "TRACE": str(trace)}
     subprocess.run(corral_cmd(d, db, "plan"), check=True, stdout=subprocess.DEVNULL)
-    out = subprocess.run(corral_cmd(d, db, "run", "-j", str(fan * 2), "--json"), check=True,
-                         capture_output=True, text=True, env=env).stdout
+    out = subprocess.run(
+        corral_cmd(d, db, "run", "-j", str(fan * 2), "--json"),
+        check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+    ).stdout
     run = json.loads(out)
     ended = {}
     for line in trace.read_text().splitlines():
         name, t = line.split()
         ended[name] = float(t)
-    started = {m["name"]: datetime.fromisoformat(m["start"]).timestamp()
-               for m in run["modules"]}
-    samples = [(started[n] - max(ended[x] for x in needs)) * 1000
-               for n, needs in deps.items() if needs]
+    started = {m["name"]: datetime.fromisoformat(m["start"]).timestamp() for m in run["modules"]}
+    samples = [
+        (started[n] - max(ended[x] for x in needs)) * 1000 for n, needs in deps.items() if needs
+    ]
     samples.sort()
     p50 = statistics.median(samples)
     p99 = samples[min(len(samples) - 1, int(len(samples) * 0.99))]
-    print(f"\n## Scheduling latency, {len(deps)} modules ({stages} stages of 1 hub + {fan} "
-          f"leaves), -j {fan * 2}\n")
-    print(f"exit of a requirement -> spawn of the dependent it released: "
-          f"p50 {p50:.2f} ms, p99 {p99:.2f} ms, max {samples[-1]:.2f} ms (target p99 < 5 ms)")
+    print(
+        f"\n## Scheduling latency, {len(deps)} modules ({stages} stages of 1 hub + {fan} "
+        f"leaves), -j {fan * 2}\n"
+    )
+    print(
+        f"exit of a requirement -> spawn of the dependent it released: "
+        f"p50 {p50:.2f} ms, p99 {p99:.2f} ms, max {samples[-1]:.2f} ms (target p99 < 5 ms)"
+    )
 
 
 def supervisor_cost(root: Path, big: int) -> None:
@@ -189,9 +217,11 @@ def supervisor_cost(root: Path, big: int) -> None:
     while proc.poll() is None:
         peak = max(peak, status_kb(proc.pid, b"VmHWM") or 0)
         time.sleep(0.1)
-    print(f"\n## Supervisor cost\n\nCPU while 4 modules sleep: {share:.2%} of one core "
-          f"(target <= 2 %); peak RSS over {big} no-op modules: {peak / 2**20:.1f} MiB "
-          "(target < 80 MB)")
+    print(
+        f"\n## Supervisor cost\n\nCPU while 4 modules sleep: {share:.2%} of one core "
+        f"(target <= 2 %); peak RSS over {big} no-op modules: {peak / 2**20:.1f} MiB "
+        "(target < 80 MB)"
+    )
 
 
 def noop_modules_named(root: Path, name: str, count: int) -> Path:
@@ -206,10 +236,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--modules", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--big", type=int, default=10000,
-                        help="modules in the supervisor-RSS run")
-    parser.add_argument("--only", choices=("spawn", "sleep", "latency", "cost"),
-                        action="append", help="run only these parts (repeatable)")
+    parser.add_argument("--big", type=int, default=10000, help="modules in the supervisor-RSS run")
+    parser.add_argument(
+        "--only",
+        choices=("spawn", "sleep", "latency", "cost"),
+        action="append",
+        help="run only these parts (repeatable)",
+    )
     args = parser.parse_args()
     parts = set(args.only or ("spawn", "sleep", "latency", "cost"))
     print(f"# bench_spawn on {os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d %H:%M')}")

@@ -49,7 +49,7 @@ class Monitor:
             while not self._stop.wait(0.05):
                 data = os.pread(fd, 16384, 0)
                 at = data.find(b"procs_running ")
-                self.values.append(int(data[at + 14:data.index(b"\n", at)]) - 1)
+                self.values.append(int(data[at + 14 : data.index(b"\n", at)]) - 1)
         finally:
             os.close(fd)
 
@@ -65,8 +65,9 @@ class Monitor:
 def run(cmd, shell=False) -> tuple[float, list[int]]:
     with Monitor() as monitor:
         start = time.perf_counter()
-        subprocess.run(cmd, shell=shell, check=True, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL)
+        subprocess.run(
+            cmd, shell=shell, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         took = time.perf_counter() - start
     return took, monitor.values
 
@@ -74,8 +75,9 @@ def run(cmd, shell=False) -> tuple[float, list[int]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--modules", type=int, default=8)
-    parser.add_argument("--seconds", type=float, default=1.0,
-                        help="seconds each module keeps a CPU busy")
+    parser.add_argument(
+        "--seconds", type=float, default=1.0, help="seconds each module keeps a CPU busy"
+    )
     args = parser.parse_args()
     cpus = len(os.sched_getaffinity(0))
     target = cpus + 1
@@ -88,24 +90,44 @@ def main() -> None:
             (mods / f"busy{i}.sh").write_text(BUSY.format(micros=int(args.seconds * 1e6)))
         files = sorted(str(p) for p in mods.glob("*.sh"))
         (root / "Makefile").write_text(
-            ".PHONY: all " + " ".join(f"t{i}" for i in range(len(files))) + "\nall: "
-            + " ".join(f"t{i}" for i in range(len(files))) + "\n"
-            + "".join(f"t{i}:\n\t@bash {f}\n" for i, f in enumerate(files)))
+            ".PHONY: all "
+            + " ".join(f"t{i}" for i in range(len(files)))
+            + "\nall: "
+            + " ".join(f"t{i}" for i in range(len(files)))
+            + "\n"
+            + "".join(f"t{i}:\n\t@bash {f}\n" for i, f in enumerate(files))
+        )
         db = root / "corral.db"
         corral = [sys.executable, "-m", "corral", "--modules", str(mods), "--db", str(db)]
-        runners = {f"corral -j {args.modules} --max-load {target}":
-                   (corral + ["run", "-q", "-j", str(args.modules), "--max-load", str(target)],
-                    False)}
+        runners = {
+            f"corral -j {args.modules} --max-load {target}": (
+                corral + ["run", "-q", "-j", str(args.modules), "--max-load", str(target)],
+                False,
+            )
+        }
         if shutil.which("make"):
             runners[f"make -j{args.modules} -l {target}"] = (
-                ["make", "-s", f"-j{args.modules}", "-l", str(target), "-f",
-                 str(root / "Makefile")], False)
+                [
+                    "make",
+                    "-s",
+                    f"-j{args.modules}",
+                    "-l",
+                    str(target),
+                    "-f",
+                    str(root / "Makefile"),
+                ],
+                False,
+            )
         if shutil.which("parallel"):
             runners[f"parallel -j{args.modules} --load {target}"] = (
                 f"parallel --will-cite -j{args.modules} --load {target} bash ::: "
-                + " ".join(files), True)
-        print(f"# bench_throttle on {cpus} CPUs: {cpus} hogs, {args.modules} modules of "
-              f"{args.seconds:g} s busy each, load target {target}\n")
+                + " ".join(files),
+                True,
+            )
+        print(
+            f"# bench_throttle on {cpus} CPUs: {cpus} hogs, {args.modules} modules of "
+            f"{args.seconds:g} s busy each, load target {target}\n"
+        )
         print("| runner | wall s | mean runnable | mean excess | samples over | max |")
         print("|---|---:|---:|---:|---:|---:|")
         with Load(cpu=cpus, seconds=600):
@@ -114,22 +136,38 @@ def main() -> None:
                 took, values = run(cmd, shell)
                 excess = statistics.fmean(max(0, v - target) for v in values)
                 over = sum(v > target for v in values) / len(values)
-                print(f"| {name} | {took:.2f} | {statistics.fmean(values):.2f} | "
-                      f"{excess:.2f} | {over:.0%} | {max(values)} |")
+                print(
+                    f"| {name} | {took:.2f} | {statistics.fmean(values):.2f} | "
+                    f"{excess:.2f} | {over:.0%} | {max(values)} |"
+                )
 
         print("\n## Cost of throttling on an idle host (8 x sleep 0.3 at -j 8, median of 3)\n")
         idle = root / "idle"
         idle.mkdir()
         for i in range(8):
             (idle / f"s{i}.sh").write_text("sleep 0.3\n")
-        base = [sys.executable, "-m", "corral", "--modules", str(idle), "--db",
-                str(root / "idle.db"), "run", "-j", "8", "--json"]
+        base = [
+            sys.executable,
+            "-m",
+            "corral",
+            "--modules",
+            str(idle),
+            "--db",
+            str(root / "idle.db"),
+            "run",
+            "-j",
+            "8",
+            "--json",
+        ]
         spans: dict[str, list[float]] = {"default gate": [], "gate off (--max-load 1000)": []}
         for _ in range(3):
-            for name, extra in (("default gate", []),
-                                ("gate off (--max-load 1000)", ["--max-load", "1000"])):
-                out = subprocess.run(base + extra, check=True, capture_output=True,
-                                     text=True).stdout
+            for name, extra in (
+                ("default gate", []),
+                ("gate off (--max-load 1000)", ["--max-load", "1000"]),
+            ):
+                out = subprocess.run(
+                    base + extra, check=True, capture_output=True, text=True
+                ).stdout
                 spans[name].append(json.loads(out)["makespan_s"])
         on = statistics.median(spans["default gate"])
         off = statistics.median(spans["gate off (--max-load 1000)"])

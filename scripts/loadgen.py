@@ -44,8 +44,14 @@ def parse_size(text: str) -> int:
 class Load:
     """Starts the requested pressure on enter, stops all of it on exit."""
 
-    def __init__(self, cpu: int = 0, mem: int = 0, io: int = 0, seconds: float = 300.0,
-                 use_stress_ng: bool | None = None):
+    def __init__(
+        self,
+        cpu: int = 0,
+        mem: int = 0,
+        io: int = 0,
+        seconds: float = 300.0,
+        use_stress_ng: bool | None = None,
+    ):
         self.cpu, self.mem, self.io, self.seconds = cpu, mem, io, seconds
         self.stress_ng = shutil.which("stress-ng") if use_stress_ng is not False else None
         self.procs: list[subprocess.Popen] = []
@@ -64,9 +70,14 @@ class Load:
         self.stop()
 
     def _spawn(self, cmd: list[str], **kw) -> subprocess.Popen:
-        proc = subprocess.Popen(cmd, start_new_session=True, stdin=subprocess.DEVNULL,
-                                stdout=kw.pop("stdout", subprocess.DEVNULL),
-                                stderr=subprocess.DEVNULL, **kw)
+        proc = subprocess.Popen(
+            cmd,
+            start_new_session=True,
+            stdin=subprocess.DEVNULL,
+            stdout=kw.pop("stdout", subprocess.DEVNULL),
+            stderr=subprocess.DEVNULL,
+            **kw,
+        )
         self.procs.append(proc)
         return proc
 
@@ -74,26 +85,57 @@ class Load:
         limit = f"{self.seconds:g}"
         if self.cpu:
             if self.stress_ng:
-                self._spawn([self.stress_ng, "--cpu", str(self.cpu), "--cpu-method", "int64",
-                             "--timeout", f"{int(self.seconds)}s", "--quiet"])
+                self._spawn(
+                    [
+                        self.stress_ng,
+                        "--cpu",
+                        str(self.cpu),
+                        "--cpu-method",
+                        "int64",
+                        "--timeout",
+                        f"{int(self.seconds)}s",
+                        "--quiet",
+                    ]
+                )
             else:
                 for _ in range(self.cpu):
                     self._spawn(["timeout", limit, "bash", "-c", "while :; do :; done"])
         if self.io:
             self.tmp = tempfile.mkdtemp(prefix="corral-loadgen-")
             if self.stress_ng:
-                self._spawn([self.stress_ng, "--hdd", str(self.io), "--hdd-bytes", "64M",
-                             "--temp-path", self.tmp, "--timeout", f"{int(self.seconds)}s",
-                             "--quiet"])
+                self._spawn(
+                    [
+                        self.stress_ng,
+                        "--hdd",
+                        str(self.io),
+                        "--hdd-bytes",
+                        "64M",
+                        "--temp-path",
+                        self.tmp,
+                        "--timeout",
+                        f"{int(self.seconds)}s",
+                        "--quiet",
+                    ]
+                )
             else:
                 for i in range(self.io):
                     target = os.path.join(self.tmp, f"io{i}")
-                    self._spawn(["timeout", limit, "bash", "-c",
-                                 f"while :; do dd if=/dev/zero of={target} bs=1M count=64 "
-                                 f"conv=fsync status=none; rm -f {target}; done"])
+                    self._spawn(
+                        [
+                            "timeout",
+                            limit,
+                            "bash",
+                            "-c",
+                            f"while :; do dd if=/dev/zero of={target} bs=1M count=64 "
+                            f"conv=fsync status=none; rm -f {target}; done",
+                        ]
+                    )
         if self.mem:
-            self.ballast = self._spawn([sys.executable, "-c", BALLAST, str(self.mem), limit],
-                                       stdout=subprocess.PIPE, text=True)
+            self.ballast = self._spawn(
+                [sys.executable, "-c", BALLAST, str(self.mem), limit],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
             if self.ballast.stdout.readline().strip() != "ready":
                 raise RuntimeError("memory ballast did not start")
 
@@ -134,8 +176,11 @@ def main() -> None:
     parser.add_argument("--mem", type=parse_size, default=0, help="ballast, e.g. 1G")
     parser.add_argument("--io", type=int, default=0, help="I/O writers")
     parser.add_argument("--seconds", type=float, default=60.0)
-    parser.add_argument("--no-stress-ng", action="store_true",
-                        help="use the Bash/Python fallbacks even if stress-ng is installed")
+    parser.add_argument(
+        "--no-stress-ng",
+        action="store_true",
+        help="use the Bash/Python fallbacks even if stress-ng is installed",
+    )
     args = parser.parse_args()
     stop = {"now": False}
 
@@ -144,10 +189,18 @@ def main() -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    with Load(args.cpu, args.mem, args.io, args.seconds,
-              use_stress_ng=False if args.no_stress_ng else None):
-        print(f"loadgen: cpu={args.cpu} mem={args.mem} io={args.io} for {args.seconds:g}s "
-              f"(pid {os.getpid()}); Ctrl-C stops", flush=True)
+    with Load(
+        args.cpu,
+        args.mem,
+        args.io,
+        args.seconds,
+        use_stress_ng=False if args.no_stress_ng else None,
+    ):
+        print(
+            f"loadgen: cpu={args.cpu} mem={args.mem} io={args.io} for {args.seconds:g}s "
+            f"(pid {os.getpid()}); Ctrl-C stops",
+            flush=True,
+        )
         end = time.monotonic() + args.seconds
         while not stop["now"] and time.monotonic() < end:
             time.sleep(0.1)

@@ -37,10 +37,17 @@ def main() -> None:
         if path is None:
             return
         r, w = os.pipe2(os.O_CLOEXEC)
-        pid = os.posix_spawn(bash, ["bash", path], os.environ,
-                             file_actions=[(os.POSIX_SPAWN_DUP2, devnull, 0),
-                                           (os.POSIX_SPAWN_DUP2, w, 1),
-                                           (os.POSIX_SPAWN_DUP2, w, 2)], setsid=True)
+        pid = os.posix_spawn(
+            bash,
+            ["bash", path],
+            os.environ,
+            file_actions=[
+                (os.POSIX_SPAWN_DUP2, devnull, 0),
+                (os.POSIX_SPAWN_DUP2, w, 1),
+                (os.POSIX_SPAWN_DUP2, w, 2),
+            ],
+            setsid=True,
+        )
         os.close(w)
         os.set_blocking(r, False)
         poll.register(r, select.EPOLLIN)

@@ -16,13 +16,15 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
-def write_module(directory: Path, name: str, header: str = "", body: str = "true",
-                 mode: int = 0o755) -> Path:
+def write_module(
+    directory: Path, name: str, header: str = "", body: str = "true", mode: int = 0o755
+) -> Path:
     """Write NAME.sh with a `# key: value` header block and a Bash body."""
     directory.mkdir(parents=True, exist_ok=True)
     lines = ["#!/usr/bin/env bash"]
-    lines += [f"# {line.strip()}" for line in textwrap.dedent(header).strip().splitlines()
-              if line.strip()]
+    lines += [
+        f"# {line.strip()}" for line in textwrap.dedent(header).strip().splitlines() if line.strip()
+    ]
     lines += ["set -euo pipefail", textwrap.dedent(body).strip(), ""]
     path = directory / f"{name}.sh"
     path.write_text("\n".join(lines))
@@ -58,13 +60,33 @@ class Corral:
     db: Path
     env: dict
 
-    def __call__(self, *args: str, timeout: float = 120, extra_env: dict | None = None,
-                 input: str | None = None) -> Result:
-        cmd = [sys.executable, "-m", "corral", "--modules", str(self.modules),
-               "--db", str(self.db), *args]
+    def __call__(
+        self,
+        *args: str,
+        timeout: float = 120,
+        extra_env: dict | None = None,
+        input: str | None = None,
+    ) -> Result:
+        cmd = [
+            sys.executable,
+            "-m",
+            "corral",
+            "--modules",
+            str(self.modules),
+            "--db",
+            str(self.db),
+            *args,
+        ]
         env = {**self.env, **(extra_env or {})}
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env,
-                              stdin=subprocess.DEVNULL if input is None else None, input=input)
+        proc = subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+            stdin=subprocess.DEVNULL if input is None else None,
+            input=input,
+        )
         return Result(proc.returncode, proc.stdout, proc.stderr)
 
     def module(self, name: str, header: str = "", body: str = "true", **kw) -> Path:

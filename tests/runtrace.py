@@ -13,9 +13,11 @@ from pathlib import Path
 
 def traced(body: str = "", trace_var: str = "TRACE") -> str:
     """A module body that records its start and end around `body` (which may `exit`)."""
-    return (f'echo "start $CORRAL_MODULE $EPOCHREALTIME" >> "${trace_var}"\n'
-            f'trap \'echo "end $CORRAL_MODULE $EPOCHREALTIME" >> "${trace_var}"\' EXIT\n'
-            f"{body}\n")
+    return (
+        f'echo "start $CORRAL_MODULE $EPOCHREALTIME" >> "${trace_var}"\n'
+        f'trap \'echo "end $CORRAL_MODULE $EPOCHREALTIME" >> "${trace_var}"\' EXIT\n'
+        f"{body}\n"
+    )
 
 
 @dataclass
@@ -44,8 +46,10 @@ def read_trace(path: Path) -> dict[str, list[Interval]]:
 
 def max_overlap(intervals: list[Interval]) -> int:
     """Most intervals open at one instant (an end at t closes before a start at t)."""
-    points = sorted([(i.start, 1) for i in intervals] + [(i.end, -1) for i in intervals],
-                    key=lambda p: (p[0], p[1]))
+    points = sorted(
+        [(i.start, 1) for i in intervals] + [(i.end, -1) for i in intervals],
+        key=lambda p: (p[0], p[1]),
+    )
     best = now = 0
     for _, step in points:
         now += step

@@ -27,7 +27,8 @@ def test_second_load_hits_and_a_changed_file_is_reparsed(corral):
     plan = corral("plan", "--json").json()
     assert stats(corral)["misses"] == "1"
     assert plan["modules"][[m["name"] for m in plan["modules"]].index("m1")]["description"] == (
-        "v2 with a longer text")
+        "v2 with a longer text"
+    )
 
 
 def test_same_size_same_mtime_edit_is_caught_by_inode(corral):
@@ -80,10 +81,21 @@ def test_unwritable_database_location_still_plans(corral, tmp_path):
 def test_concurrent_processes_share_one_database(corral):
     for i in range(50):
         corral.module(f"m{i}")
-    cmd = [sys.executable, "-m", "corral", "--modules", str(corral.modules), "--db",
-           str(corral.db), "plan", "--json"]
-    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              env=corral.env) for _ in range(6)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "corral",
+        "--modules",
+        str(corral.modules),
+        "--db",
+        str(corral.db),
+        "plan",
+        "--json",
+    ]
+    procs = [
+        subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=corral.env)
+        for _ in range(6)
+    ]
     for proc in procs:
         out, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err
@@ -101,8 +113,9 @@ def test_memoised_plan_follows_every_input_it_depends_on(corral):
     assert by_name["app"]["requires"] == []
     # A config change, a new file, an edited header and new history each show at once.
     (corral.modules.parent / "corral.yaml").write_text("facilities:\n  $network: [net]\n")
-    assert {m["name"]: m for m in corral("plan", "--json").json()["modules"]}[
-        "app"]["requires"] == ["net"]
+    assert {m["name"]: m for m in corral("plan", "--json").json()["modules"]}["app"][
+        "requires"
+    ] == ["net"]
     corral.module("extra")
     assert "extra" in corral("plan", "--json").json()["order"]
     path = corral.module("extra", "description: now described")

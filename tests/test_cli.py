@@ -22,8 +22,17 @@ def test_plan_json_matches_design(corral):
     out = result.json()
     assert out["order"] == ["a", "b"]
     b = out["modules"][1]
-    for key in ("name", "path", "requires", "wants", "after", "before", "provides", "locks",
-                "level"):
+    for key in (
+        "name",
+        "path",
+        "requires",
+        "wants",
+        "after",
+        "before",
+        "provides",
+        "locks",
+        "level",
+    ):
         assert key in b
     assert b["requires"] == ["a"] and b["level"] == 1
     assert out["modules"][0]["locks"] == ["apt"] and out["modules"][0]["provides"] == ["alpha"]

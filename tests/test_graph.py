@@ -40,11 +40,15 @@ def dags(draw):
     for i, name in enumerate(names):
         kinds = {}
         for kind in ("requires", "wants", "after"):
-            kinds[kind] = draw(st.lists(st.sampled_from(names[:i]), max_size=3, unique=True)
-                               if i else st.just([]))
+            kinds[kind] = draw(
+                st.lists(st.sampled_from(names[:i]), max_size=3, unique=True) if i else st.just([])
+            )
         # `before` points forward: m_i before m_j with j > i keeps the graph acyclic
-        kinds["before"] = draw(st.lists(st.sampled_from(names[i + 1:]), max_size=2, unique=True)
-                               if i < n - 1 else st.just([]))
+        kinds["before"] = draw(
+            st.lists(st.sampled_from(names[i + 1 :]), max_size=2, unique=True)
+            if i < n - 1
+            else st.just([])
+        )
         edges[name] = kinds
     shuffled = draw(st.permutations(names))
     return shuffled, edges
@@ -118,7 +122,8 @@ def test_cycle_lists_members_in_order_with_file_and_line(tmp_path):
     write_module(tmp_path, "d", "requires: a")
     assert problems(tmp_path) == [
         f"{tmp_path}/a.sh:3: dependency cycle: a -> b -> c -> a "
-        "(a requires b; b after c; c wants a)"]
+        "(a requires b; b after c; c wants a)"
+    ]
 
 
 def test_before_cycle_and_self_requirement(tmp_path):
@@ -135,14 +140,16 @@ def test_missing_hard_dependency_names_who_needs_it(tmp_path):
     write_module(tmp_path, "a", "wants: ghost\nrequires: phantom")
     write_module(tmp_path, "b", "after: nobody")
     assert problems(tmp_path) == [
-        f"{tmp_path}/a.sh:3: requires 'phantom': no module has that name or provides it"]
+        f"{tmp_path}/a.sh:3: requires 'phantom': no module has that name or provides it"
+    ]
 
 
 def test_duplicate_name_names_both_files(tmp_path):
     write_module(tmp_path, "a", "provides: web")
     write_module(tmp_path, "b", "provides: web")
     assert problems(tmp_path) == [
-        f"{tmp_path}/b.sh:2: name 'web' is also provided by {tmp_path}/a.sh"]
+        f"{tmp_path}/b.sh:2: name 'web' is also provided by {tmp_path}/a.sh"
+    ]
 
 
 def test_every_error_is_reported_not_just_the_first(tmp_path):
@@ -169,7 +176,8 @@ def test_debian_init_scripts_order_like_insserv(tmp_path):
         name = script.name if script.name.endswith(".sh") else f"{script.name}.sh"
         shutil.copy(script, modules / name)
     (tmp_path / "corral.yaml").write_text(
-        "facilities:\n  $syslog: [rsyslog]\n  $time: [+hwclock]\n  $network: []\n")
+        "facilities:\n  $syslog: [rsyslog]\n  $time: [+hwclock]\n  $network: []\n"
+    )
     graph, selection = plan(modules)
     order = list(selection.names)
     assert order.index("rsyslog") < order.index("cron")

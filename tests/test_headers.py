@@ -43,7 +43,12 @@ set -e
     assert h.description == "Check disks"
     assert h.requires == ("a", "b", "c")
     assert (h.wants, h.after, h.before, h.provides, h.locks) == (
-        ("d",), ("e",), ("f",), ("disks",), ("apt",))
+        ("d",),
+        ("e",),
+        ("f",),
+        ("disks",),
+        ("apt",),
+    )
     assert h.timeout == 300 and h.retries == 2 and h.workload == "io"
     assert h.memory == 512 * 1024**2 and h.tags == ("storage", "capacity") and h.detach
     assert h.line_of("timeout") == 9
@@ -54,9 +59,19 @@ def test_list_keys_accumulate_over_repeated_lines():
     assert h.requires == ("a", "b")
 
 
-@pytest.mark.parametrize("text,seconds", [
-    ("30", 30), ("30s", 30), ("5m", 300), ("1h", 3600), ("1h30m", 5400), ("250ms", 0.25),
-    ("1.5s", 1.5), (" 2M ", 120)])
+@pytest.mark.parametrize(
+    "text,seconds",
+    [
+        ("30", 30),
+        ("30s", 30),
+        ("5m", 300),
+        ("1h", 3600),
+        ("1h30m", 5400),
+        ("250ms", 0.25),
+        ("1.5s", 1.5),
+        (" 2M ", 120),
+    ],
+)
 def test_durations(text, seconds):
     assert parse_duration(text) == seconds
 
@@ -67,16 +82,26 @@ def test_bad_durations(text):
         parse_duration(text)
 
 
-@pytest.mark.parametrize("text,size", [
-    ("512M", 512 << 20), ("2G", 2 << 30), ("1.5GiB", 3 << 29), ("4096", 4096), ("64k", 64 << 10),
-    ("1MB", 1 << 20)])
+@pytest.mark.parametrize(
+    "text,size",
+    [
+        ("512M", 512 << 20),
+        ("2G", 2 << 30),
+        ("1.5GiB", 3 << 29),
+        ("4096", 4096),
+        ("64k", 64 << 10),
+        ("1MB", 1 << 20),
+    ],
+)
 def test_sizes(text, size):
     assert parse_size(text) == size
 
 
 def test_errors_name_line_key_and_value():
-    h = parse("#!/bin/bash\n# description: x\n# timeout: soon\n# memory: lots\n"
-              "# retries: -1\n# workload: gpu\n# timeout: 5s\n")
+    h = parse(
+        "#!/bin/bash\n# description: x\n# timeout: soon\n# memory: lots\n"
+        "# retries: -1\n# workload: gpu\n# timeout: 5s\n"
+    )
     assert errors(h) == [
         "3: timeout: cannot read 'soon': expected a duration such as 30, 30s, 5m or 1h",
         "4: memory: cannot read 'lots': expected a size such as 512M or 2G",
@@ -100,8 +125,10 @@ def test_prose_comments_are_not_keys():
 
 def test_invalid_dependency_names_are_errors():
     h = parse("# requires: ok ;rm -rf\n")
-    assert errors(h) == ["1: requires: ';rm' is not a valid module name",
-                         "1: requires: '-rf' is not a valid module name"]
+    assert errors(h) == [
+        "1: requires: ';rm' is not a valid module name",
+        "1: requires: '-rf' is not a valid module name",
+    ]
 
 
 def test_no_header_means_no_dependencies():
@@ -168,12 +195,22 @@ def test_garbage_bytes_never_crash(data):
     assert all(p.line >= 1 and p.message for p in h.problems)
 
 
-KEYS = ["requires", "wants", "timeout", "memory", "retries", "workload", "locks", "detach",
-        "Provides", "Required-Start", "x"]
+KEYS = [
+    "requires",
+    "wants",
+    "timeout",
+    "memory",
+    "retries",
+    "workload",
+    "locks",
+    "detach",
+    "Provides",
+    "Required-Start",
+    "x",
+]
 
 
-@given(st.lists(st.tuples(st.sampled_from(KEYS), st.text(max_size=20)), max_size=12),
-       st.booleans())
+@given(st.lists(st.tuples(st.sampled_from(KEYS), st.text(max_size=20)), max_size=12), st.booleans())
 def test_garbage_values_give_errors_not_exceptions(pairs, lsb):
     lines = [f"# {k}: {v}".replace("\n", " ").replace("\r", " ") for k, v in pairs]
     if lsb:

@@ -25,25 +25,51 @@ def bash_files() -> list[str]:
 
 
 def test_shellcheck_modules_and_lib():
-    result = subprocess.run([need("shellcheck"), "-f", "gcc", *bash_files()], cwd=REPO,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [need("shellcheck"), "-f", "gcc", *bash_files()], cwd=REPO, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_ruff():
-    result = subprocess.run([need("ruff"), "check", "supervisor", "tests", "scripts"], cwd=REPO,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [need("ruff"), "check", "supervisor", "tests", "scripts"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_ruff_format():
+    result = subprocess.run(
+        [need("ruff"), "format", "--check", "supervisor", "tests", "scripts"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_bats_lib():
-    result = subprocess.run([need("bats"), "tests/lib.bats"], cwd=REPO, capture_output=True,
-                            text=True)
+    result = subprocess.run(
+        [need("bats"), "tests/lib.bats"], cwd=REPO, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_shipped_modules_pass_check_strict(tmp_path):
-    result = subprocess.run(["corral", "--modules", str(REPO / "modules"), "--db",
-                             str(tmp_path / "c.db"), "check", "--strict"],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            "corral",
+            "--modules",
+            str(REPO / "modules"),
+            "--db",
+            str(tmp_path / "c.db"),
+            "check",
+            "--strict",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr

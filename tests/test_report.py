@@ -11,9 +11,11 @@ MIB = 1 << 20
 
 
 def hold(megabytes: int, seconds: float = 1.0) -> str:
-    return (f'python3 -c "\nb = bytearray({megabytes} << 20)\n'
-            f'for i in range(0, len(b), 4096): b[i] = 1\n'
-            f'import time; time.sleep({seconds})\n"')
+    return (
+        f'python3 -c "\nb = bytearray({megabytes} << 20)\n'
+        f"for i in range(0, len(b), 4096): b[i] = 1\n"
+        f'import time; time.sleep({seconds})\n"'
+    )
 
 
 def modules_of(result) -> dict:
@@ -36,8 +38,11 @@ def test_peak_rss_is_the_whole_tree_not_one_process(corral):
 
 
 def test_cpu_of_children_is_accounted(corral):
-    corral.module("worker", body="bash -c 'end=$(( ${EPOCHREALTIME/./} + 400000 )); "
-                                 "while (( ${EPOCHREALTIME/./} < end )); do :; done'")
+    corral.module(
+        "worker",
+        body="bash -c 'end=$(( ${EPOCHREALTIME/./} + 400000 )); "
+        "while (( ${EPOCHREALTIME/./} < end )); do :; done'",
+    )
     result = corral("run", "--json")
     m = modules_of(result)["worker"]
     assert m["cpu_user_s"] + m["cpu_sys_s"] >= 0.3
@@ -61,8 +66,12 @@ def test_history_figures_equal_what_the_attempt_rows_say(corral):
     from corral.store import Store
 
     corral.module("ok", body="sleep 0.06")
-    corral.module("flaky", "retries: 1", 'test -e "$CORRAL_LOG_DIR/../once" || '
-                  '{ touch "$CORRAL_LOG_DIR/../once"; exit 3; }; sleep 0.07')
+    corral.module(
+        "flaky",
+        "retries: 1",
+        'test -e "$CORRAL_LOG_DIR/../once" || '
+        '{ touch "$CORRAL_LOG_DIR/../once"; exit 3; }; sleep 0.07',
+    )
     corral.module("bad", body="exit 1")
     corral.module("after", "requires: bad")
     for _ in range(2):
@@ -145,8 +154,10 @@ def test_cgroup_v2_accounts_a_child_that_left_the_session(corral):
 
         pytest.skip("no writable cgroup v2 on this host")
     probe.close()
-    busy = ("(setsid bash -c 'end=$(( ${EPOCHREALTIME/./} + 400000 )); "
-            "while (( ${EPOCHREALTIME/./} < end )); do :; done' &)")
+    busy = (
+        "(setsid bash -c 'end=$(( ${EPOCHREALTIME/./} + 400000 )); "
+        "while (( ${EPOCHREALTIME/./} < end )); do :; done' &)"
+    )
     corral.module("late", body=f"sleep 1.3\n{busy}\nsleep 0.6")
     result = corral("run", "--json")
     assert result.code == 0 and "warning" not in result.err
@@ -157,8 +168,10 @@ def test_cgroup_v2_accounts_a_child_that_left_the_session(corral):
 def test_without_the_cgroup_an_escaped_child_is_not_in_rusage(corral):
     """The control: a child that leaves before the attempt is contained is outside the
     cgroup, and the kernel's rusage of the module does not see its CPU."""
-    busy = ("(setsid bash -c 'end=$(( ${EPOCHREALTIME/./} + 400000 )); "
-            "while (( ${EPOCHREALTIME/./} < end )); do :; done' &)")
+    busy = (
+        "(setsid bash -c 'end=$(( ${EPOCHREALTIME/./} + 400000 )); "
+        "while (( ${EPOCHREALTIME/./} < end )); do :; done' &)"
+    )
     corral.module("early", body=f"{busy}\nsleep 0.6")
     m = modules_of(corral("run", "--json"))["early"]
     assert m["cpu_user_s"] + m["cpu_sys_s"] < 0.1

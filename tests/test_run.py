@@ -109,13 +109,17 @@ def test_dry_run_prints_the_order_and_touches_nothing(corral):
 
 def test_module_sees_design_environment_cwd_and_no_stdin(corral):
     sub = corral.modules / "nested"
-    corral.module("env", body="""
+    corral.module(
+        "env",
+        body="""
         echo "module=$CORRAL_MODULE attempt=$CORRAL_ATTEMPT run=$CORRAL_RUN_ID"
         echo "lib=$CORRAL_LIB logdir=$CORRAL_LOG_DIR cwd=$PWD"
         [[ -f "$CORRAL_LIB/log.sh" ]] && echo lib-ok
         if read -r -t 1 line; then echo "stdin: $line"; else echo stdin-empty; fi
         [[ "$(ps -o sid= -p $$ | tr -d ' ')" == "$$" ]] && echo own-session
-    """, mode=0o644)  # not executable: corral runs `bash FILE` anyway
+    """,
+        mode=0o644,
+    )  # not executable: corral runs `bash FILE` anyway
     sub.mkdir()
     result = corral("run", "--json", input="secret\n")
     assert result.code == 0, result.err
@@ -150,22 +154,32 @@ def test_timeout_terms_the_group_then_kills_what_ignores_term(corral):
 def test_retries_rerun_with_backoff_and_record_every_attempt(corral):
     (corral.modules.parent / "corral.yaml").write_text("retry_backoff: 0.1s\n")
     count = corral.modules.parent / "count"
-    corral.module("flaky", "retries: 2", f"""
+    corral.module(
+        "flaky",
+        "retries: 2",
+        f"""
         n=$(( $(cat {count} 2>/dev/null || echo 0) + 1 )); echo $n > {count}
         echo "attempt $CORRAL_ATTEMPT"
         [[ $n -ge 2 ]]
-    """)
+    """,
+    )
     corral.module("never", "retries: 1", "exit 4")
     result = corral("run", "--json")
     assert result.code == 1
     mods = by_name(result)
     assert mods["flaky"]["status"] == "ok" and mods["flaky"]["attempts"] == 2
     assert mods["never"]["status"] == "failed" and mods["never"]["attempts"] == 2
-    attempts = db_rows(corral.db, "SELECT module, attempt, status, exit_code, log_path "
-                               "FROM module_runs ORDER BY module, attempt")
+    attempts = db_rows(
+        corral.db,
+        "SELECT module, attempt, status, exit_code, log_path "
+        "FROM module_runs ORDER BY module, attempt",
+    )
     assert [(a["module"], a["attempt"], a["status"]) for a in attempts] == [
-        ("flaky", 1, "failed"), ("flaky", 2, "ok"), ("never", 1, "failed"),
-        ("never", 2, "failed")]
+        ("flaky", 1, "failed"),
+        ("flaky", 2, "ok"),
+        ("never", 1, "failed"),
+        ("never", 2, "failed"),
+    ]
     assert Path(attempts[1]["log_path"]).read_text() == "attempt 2\n"
 
 
@@ -216,8 +230,20 @@ def test_records_are_written_and_history_shows_them(corral):
 def test_second_run_exits_3_naming_the_holder_or_waits(corral):
     gate = corral.modules.parent / "gate"
     corral.module("hold", body=f"touch {gate}; sleep 1.5")
-    first = subprocess.Popen([sys.executable, "-m", "corral", "--modules", str(corral.modules),
-                              "--db", str(corral.db), "run", "-q"], env=corral.env)
+    first = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "corral",
+            "--modules",
+            str(corral.modules),
+            "--db",
+            str(corral.db),
+            "run",
+            "-q",
+        ],
+        env=corral.env,
+    )
     try:
         for _ in range(200):
             if gate.exists():
@@ -240,9 +266,24 @@ def test_sigterm_stops_every_module_and_exits_143(corral):
     corral.module("stubborn", body="trap '' TERM; sleep 60 & wait; sleep 60")
     corral.module("later", "requires: sleeper")
     (corral.modules.parent / "corral.yaml").write_text("grace: 1s\n")
-    proc = subprocess.Popen([sys.executable, "-m", "corral", "--modules", str(corral.modules),
-                             "--db", str(corral.db), "run", "-j", "3"], env=corral.env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "corral",
+            "--modules",
+            str(corral.modules),
+            "--db",
+            str(corral.db),
+            "run",
+            "-j",
+            "3",
+        ],
+        env=corral.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     for _ in range(200):
         if gate.exists():
             break

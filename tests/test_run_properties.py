@@ -29,18 +29,20 @@ def dags(draw):
     modules = []
     for i in range(n):
         earlier = list(range(i))
-        requires = draw(st.lists(st.sampled_from(earlier), unique=True, max_size=3)) \
-            if earlier else []
-        wants = draw(st.lists(st.sampled_from(earlier), unique=True, max_size=2)) \
-            if earlier else []
-        modules.append({
-            "name": f"m{i}",
-            "requires": [f"m{r}" for r in requires],
-            "wants": [f"m{w}" for w in wants if w not in requires],
-            "locks": draw(st.lists(st.sampled_from(["a", "b"]), unique=True, max_size=2)),
-            "fails": draw(st.booleans()) and draw(st.booleans()),
-            "sleep": draw(st.sampled_from(["0", "0.01", "0.03"])),
-        })
+        requires = (
+            draw(st.lists(st.sampled_from(earlier), unique=True, max_size=3)) if earlier else []
+        )
+        wants = draw(st.lists(st.sampled_from(earlier), unique=True, max_size=2)) if earlier else []
+        modules.append(
+            {
+                "name": f"m{i}",
+                "requires": [f"m{r}" for r in requires],
+                "wants": [f"m{w}" for w in wants if w not in requires],
+                "locks": draw(st.lists(st.sampled_from(["a", "b"]), unique=True, max_size=2)),
+                "fails": draw(st.booleans()) and draw(st.booleans()),
+                "sleep": draw(st.sampled_from(["0", "0.01", "0.03"])),
+            }
+        )
     jobs = draw(st.integers(1, 4))
     return modules, jobs
 

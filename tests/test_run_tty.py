@@ -12,10 +12,14 @@ from .runtrace import processes_with
 
 
 def spawn(corral, *args: str) -> pexpect.spawn:
-    return pexpect.spawn(sys.executable, ["-m", "corral", "--modules", str(corral.modules),
-                                          "--db", str(corral.db), *args],
-                         env=corral.env, encoding="utf-8", timeout=30,
-                         dimensions=(40, 160))
+    return pexpect.spawn(
+        sys.executable,
+        ["-m", "corral", "--modules", str(corral.modules), "--db", str(corral.db), *args],
+        env=corral.env,
+        encoding="utf-8",
+        timeout=30,
+        dimensions=(40, 160),
+    )
 
 
 def test_terminal_shows_live_prefixed_colour_lines_and_a_summary(corral):
@@ -50,6 +54,10 @@ def test_ctrl_c_stops_everything_and_keeps_the_records(corral):
     run_id, status, code = conn.execute("SELECT run_id, status, exit_code FROM runs").fetchone()
     assert (status, code) == ("interrupted", 130)
     modules = dict(conn.execute("SELECT module, status FROM module_runs"))
-    assert modules == {"done_early": "ok", "sleeper": "interrupted", "trapper": "interrupted",
-                       "later": "skipped"}
+    assert modules == {
+        "done_early": "ok",
+        "sleeper": "interrupted",
+        "trapper": "interrupted",
+        "later": "skipped",
+    }
     assert processes_with(f"CORRAL_RUN_ID={run_id}") == []

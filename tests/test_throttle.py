@@ -26,17 +26,36 @@ while (( ${EPOCHREALTIME/./} < end )); do :; done
 """
 
 workloads = st.sampled_from(sorted(WEIGHT))
-runnings = st.lists(st.builds(Running, workloads, st.floats(0, 10), st.integers(0, 2**32),
-                              st.integers(0, 2**32), st.floats(0, 4)), max_size=12)
-hosts = st.builds(Host, st.none() | st.floats(0, 64), st.none() | st.integers(0, 2**36),
-                  st.just(2**36), st.none() | st.floats(0, 100), st.none() | st.floats(0, 100))
-limits = st.builds(Limits, st.none() | st.integers(1, 16), st.integers(1, 64),
-                   st.none() | st.floats(0.5, 64), st.integers(0, 2**34))
+runnings = st.lists(
+    st.builds(
+        Running,
+        workloads,
+        st.floats(0, 10),
+        st.integers(0, 2**32),
+        st.integers(0, 2**32),
+        st.floats(0, 4),
+    ),
+    max_size=12,
+)
+hosts = st.builds(
+    Host,
+    st.none() | st.floats(0, 64),
+    st.none() | st.integers(0, 2**36),
+    st.just(2**36),
+    st.none() | st.floats(0, 100),
+    st.none() | st.floats(0, 100),
+)
+limits = st.builds(
+    Limits,
+    st.none() | st.integers(1, 16),
+    st.integers(1, 64),
+    st.none() | st.floats(0.5, 64),
+    st.integers(0, 2**34),
+)
 
 
 @given(runnings, limits, hosts, workloads, st.integers(0, 2**34))
-def test_gate_never_exceeds_jobs_and_always_lets_one_start(running, limits, host, workload,
-                                                           memory):
+def test_gate_never_exceeds_jobs_and_always_lets_one_start(running, limits, host, workload, memory):
     reason = admit(running, limits, host, workload, memory)
     if limits.jobs is not None and len(running) >= limits.jobs:
         assert reason is not None and reason.startswith("jobs")
@@ -81,11 +100,18 @@ def test_sampler_reads_the_host_and_a_process_tree():
 def last_samples(db) -> tuple[list[tuple], dict]:
     conn = sqlite3.connect(db)
     run_id = conn.execute("SELECT run_id FROM runs ORDER BY started DESC LIMIT 1").fetchone()[0]
-    samples = conn.execute("SELECT runnable, runnable_avg, running, gate FROM samples "
-                           "WHERE run_id = ? ORDER BY t", (run_id,)).fetchall()
-    mods = {r[0]: r[1:] for r in conn.execute(
-        "SELECT module, status, throttle_wait_s, throttle_reason FROM module_runs "
-        "WHERE run_id = ?", (run_id,))}
+    samples = conn.execute(
+        "SELECT runnable, runnable_avg, running, gate FROM samples WHERE run_id = ? ORDER BY t",
+        (run_id,),
+    ).fetchall()
+    mods = {
+        r[0]: r[1:]
+        for r in conn.execute(
+            "SELECT module, status, throttle_wait_s, throttle_reason FROM module_runs "
+            "WHERE run_id = ?",
+            (run_id,),
+        )
+    }
     conn.close()
     return samples, mods
 
@@ -118,9 +144,24 @@ def test_module_needing_memory_waits_for_the_ballast_to_go(corral):
     keep = available - (1 << 30) - (256 << 20)  # fits now, not with 1 GiB of ballast
     with Load(mem=1 << 30) as load:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "corral", "--modules", str(corral.modules), "--db",
-             str(corral.db), "run", "--json", "--min-free-mem", str(keep)],
-            env=corral.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            [
+                sys.executable,
+                "-m",
+                "corral",
+                "--modules",
+                str(corral.modules),
+                "--db",
+                str(corral.db),
+                "run",
+                "--json",
+                "--min-free-mem",
+                str(keep),
+            ],
+            env=corral.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         errors: list[str] = []
         reader = threading.Thread(target=lambda: errors.append(proc.stderr.read()))
         reader.start()
@@ -156,10 +197,25 @@ def test_terminal_status_line_says_why_modules_wait(corral):
         corral.module(f"busy{i}", "workload: cpu", CPU_BUSY)
     with Load(cpu=2, seconds=60):
         time.sleep(1.0)
-        child = pexpect.spawn(sys.executable, ["-m", "corral", "--modules", str(corral.modules),
-                                               "--db", str(corral.db), "run", "-j", "3",
-                                               "--max-load", "3"],
-                              env=corral.env, encoding="utf-8", timeout=30)
+        child = pexpect.spawn(
+            sys.executable,
+            [
+                "-m",
+                "corral",
+                "--modules",
+                str(corral.modules),
+                "--db",
+                str(corral.db),
+                "run",
+                "-j",
+                "3",
+                "--max-load",
+                "3",
+            ],
+            env=corral.env,
+            encoding="utf-8",
+            timeout=30,
+        )
         child.expect(r"running 1: busy\d · waiting: load: ")
         child.expect(pexpect.EOF)
         child.close()

@@ -49,8 +49,9 @@ def module_files(config: Config) -> Files:
         if not directory.is_dir():
             raise UsageError(f"{directory}: modules directory not found")
         with os.scandir(directory) as entries:
-            files = sorted((e for e in entries if e.name.endswith(".sh") and e.is_file()),
-                           key=lambda e: e.name)
+            files = sorted(
+                (e for e in entries if e.name.endswith(".sh") and e.is_file()), key=lambda e: e.name
+            )
         out.append((directory, files))
     return out
 
@@ -91,8 +92,7 @@ def _parse_file(path: Path) -> Header:
     return parse_header(data)
 
 
-def load_graph(config: Config, store: Store,
-               files: Files | None = None) -> tuple[Graph, Loaded]:
+def load_graph(config: Config, store: Store, files: Files | None = None) -> tuple[Graph, Loaded]:
     """The resolved graph of every module; raises HeaderError listing every problem."""
     loaded = load_modules(config, store, files)
     return build_graph(loaded.modules, config.facilities), loaded
@@ -103,16 +103,25 @@ def history(store: Store) -> History:
     return store.history() if store.path else History()
 
 
-def plan_modules(config: Config, store: Store, targets: Iterable[str] = (),
-                 tags: Iterable[str] = (), exclude: Iterable[str] = ()):
+def plan_modules(
+    config: Config,
+    store: Store,
+    targets: Iterable[str] = (),
+    tags: Iterable[str] = (),
+    exclude: Iterable[str] = (),
+):
     """(graph, selection) for the given targets, priorities weighted by history."""
     graph, _ = load_graph(config, store)
     return graph, select(graph, targets, tags, exclude, history(store).durations)
 
 
-def plan_json_text(config: Config, store: Store, targets: Iterable[str] = (),
-                   tags: Iterable[str] = (), exclude: Iterable[str] = ()
-                   ) -> tuple[str, list[str]]:
+def plan_json_text(
+    config: Config,
+    store: Store,
+    targets: Iterable[str] = (),
+    tags: Iterable[str] = (),
+    exclude: Iterable[str] = (),
+) -> tuple[str, list[str]]:
     """`plan --json` as compact JSON text, and the warnings to print beside it.
 
     The text is memoised under a digest of everything it depends on: every module
@@ -128,9 +137,20 @@ def plan_json_text(config: Config, store: Store, targets: Iterable[str] = (),
     targets, tags, exclude = list(targets), sorted(tags), sorted(exclude)
     files = module_files(config)
     durations = history(store).durations
-    digest = hashlib.blake2b(repr((
-        CACHE_TAG, [str(d.absolute()) for d, _ in files], sorted(config.facilities.items()),
-        targets, tags, exclude, sorted(durations.items()))).encode(), digest_size=20)
+    digest = hashlib.blake2b(
+        repr(
+            (
+                CACHE_TAG,
+                [str(d.absolute()) for d, _ in files],
+                sorted(config.facilities.items()),
+                targets,
+                tags,
+                exclude,
+                sorted(durations.items()),
+            )
+        ).encode(),
+        digest_size=20,
+    )
     for _, entries in files:
         digest.update("".join(f"{e.name}\0{file_key(e.stat())}\n" for e in entries).encode())
     key = digest.hexdigest()
@@ -175,31 +195,49 @@ def plan_json(graph: Graph, selection: Selection) -> dict:
     modules = []
     for name in selection.names:
         module, waits = graph.modules[name], graph.waits[name]
-        modules.append({
-            "name": name,
-            "path": str(module.path),
-            "description": module.header.description,
-            "requires": among(waits["requires"]),
-            "wants": among(waits["wants"]),
-            "after": among(waits["after"]),
-            "before": sorted(before.get(name, ())),
-            "provides": list(module.header.provides),
-            "locks": list(module.header.locks),
-            "level": selection.level[name],
-            "priority": selection.priority[name],
-        })
-    return {"modules": modules, "order": list(selection.names),
-            "excluded": [{"name": n, "reason": r} for n, r in sorted(selection.excluded.items())]}
+        modules.append(
+            {
+                "name": name,
+                "path": str(module.path),
+                "description": module.header.description,
+                "requires": among(waits["requires"]),
+                "wants": among(waits["wants"]),
+                "after": among(waits["after"]),
+                "before": sorted(before.get(name, ())),
+                "provides": list(module.header.provides),
+                "locks": list(module.header.locks),
+                "level": selection.level[name],
+                "priority": selection.priority[name],
+            }
+        )
+    return {
+        "modules": modules,
+        "order": list(selection.names),
+        "excluded": [{"name": n, "reason": r} for n, r in sorted(selection.excluded.items())],
+    }
 
 
 def module_json(module: Module) -> dict:
     """A module's header as `list --json` shows it."""
     h = module.header
-    return {"name": module.name, "path": str(module.path), "description": h.description,
-            "requires": list(h.requires), "wants": list(h.wants), "after": list(h.after),
-            "before": list(h.before), "provides": list(h.provides), "locks": list(h.locks),
-            "tags": list(h.tags), "timeout": h.timeout, "retries": h.retries,
-            "workload": h.workload, "memory": h.memory, "detach": h.detach, "lsb": h.lsb}
+    return {
+        "name": module.name,
+        "path": str(module.path),
+        "description": h.description,
+        "requires": list(h.requires),
+        "wants": list(h.wants),
+        "after": list(h.after),
+        "before": list(h.before),
+        "provides": list(h.provides),
+        "locks": list(h.locks),
+        "tags": list(h.tags),
+        "timeout": h.timeout,
+        "retries": h.retries,
+        "workload": h.workload,
+        "memory": h.memory,
+        "detach": h.detach,
+        "lsb": h.lsb,
+    }
 
 
 EDGE_STYLE = {"requires": "solid", "wants": "dashed", "after": "dotted", "before": "dotted"}
@@ -207,8 +245,12 @@ EDGE_STYLE = {"requires": "solid", "wants": "dashed", "after": "dotted", "before
 
 def graph_edges(graph: Graph) -> list[tuple[str, str, str]]:
     """(module, what it waits on, kind) for every resolved edge, sorted."""
-    return sorted((name, dep, kind) for name, kinds in graph.waits.items()
-                  for kind, deps in kinds.items() for dep in deps)
+    return sorted(
+        (name, dep, kind)
+        for name, kinds in graph.waits.items()
+        for kind, deps in kinds.items()
+        for dep in deps
+    )
 
 
 def graph_dot(graph: Graph) -> str:
@@ -228,8 +270,10 @@ def _dot_escape(text: str) -> str:
 
 
 def graph_json(graph: Graph) -> dict:
-    return {"nodes": [module_json(graph.modules[n]) for n in sorted(graph.modules)],
-            "edges": [{"from": a, "to": b, "kind": k} for a, b, k in graph_edges(graph)]}
+    return {
+        "nodes": [module_json(graph.modules[n]) for n in sorted(graph.modules)],
+        "edges": [{"from": a, "to": b, "kind": k} for a, b, k in graph_edges(graph)],
+    }
 
 
 # running -----------------------------------------------------------------------------
@@ -248,10 +292,17 @@ def lib_dir(config: Config) -> Path:
     return sibling if sibling.is_dir() else PACKAGED_LIB
 
 
-def run_modules(config: Config, store: Store, targets: Iterable[str] = (),
-                tags: Iterable[str] = (), exclude: Iterable[str] = (),
-                listeners: Iterable[Listener] = (), dry_run: bool = False,
-                wait_lock: float | None = None, want_output: bool = True) -> RunFinished:
+def run_modules(
+    config: Config,
+    store: Store,
+    targets: Iterable[str] = (),
+    tags: Iterable[str] = (),
+    exclude: Iterable[str] = (),
+    listeners: Iterable[Listener] = (),
+    dry_run: bool = False,
+    wait_lock: float | None = None,
+    want_output: bool = True,
+) -> RunFinished:
     """Run the selection; returns the run's outcome. Raises before anything starts on a
     header/usage error (HeaderError, UsageError) or a held lock (LockHeld)."""
     from corral.events import Leftovers, Notice
@@ -298,17 +349,30 @@ def run_modules(config: Config, store: Store, targets: Iterable[str] = (),
         log_dir = (config.log_dir / run_id).absolute()
         log_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
         env = dict(os.environ)
-        env.update(CORRAL_RUN_ID=run_id, CORRAL_LIB=str(lib),
-                   CORRAL_LOG_DIR=str(log_dir))
-        recorder = Recorder(store, os.pathsep.join(str(d.absolute()) for d in config.modules),
-                            " ".join(targets), emit, loaded.hits, loaded.misses)
+        env.update(CORRAL_RUN_ID=run_id, CORRAL_LIB=str(lib), CORRAL_LOG_DIR=str(log_dir))
+        recorder = Recorder(
+            store,
+            os.pathsep.join(str(d.absolute()) for d in config.modules),
+            " ".join(targets),
+            emit,
+            loaded.hits,
+            loaded.misses,
+        )
         listeners.insert(0, recorder)
-        settings = RunSettings(run_id, config.jobs, config.fail_fast, config.pools,
-                               config.retry_backoff, log_dir, env,
-                               max_load=config.max_load,
-                               min_free_mem=config.min_free_mem or 0,
-                               sample_interval=config.sample_interval,
-                               peak_rss=past.peak_rss, cpu_rate=past.cpu_rate)
+        settings = RunSettings(
+            run_id,
+            config.jobs,
+            config.fail_fast,
+            config.pools,
+            config.retry_backoff,
+            log_dir,
+            env,
+            max_load=config.max_load,
+            min_free_mem=config.min_free_mem or 0,
+            sample_interval=config.sample_interval,
+            peak_rss=past.peak_rss,
+            cpu_rate=past.cpu_rate,
+        )
         on_line = None
         if want_output:
             from corral.events import ModuleOutput
@@ -320,14 +384,22 @@ def run_modules(config: Config, store: Store, targets: Iterable[str] = (),
         with executor:
             outcome = Scheduler(graph, selection, settings, executor, emit).run()
         if executor.leftovers:
-            emit(Leftovers(executor.leftovers,
-                           {n for n in selection.names if graph.modules[n].header.detach}))
-        incomplete = [m.name for m in outcome.modules
-                      if any(a.log_incomplete for a in m.attempts)]
+            emit(
+                Leftovers(
+                    executor.leftovers,
+                    {n for n in selection.names if graph.modules[n].header.detach},
+                )
+            )
+        incomplete = [m.name for m in outcome.modules if any(a.log_incomplete for a in m.attempts)]
         if incomplete:
-            emit(Notice(f"the logs of {', '.join(incomplete)} are incomplete (disk full or "
-                        f"unwritable: {log_dir}); the modules ran, their output is partly "
-                        "lost", warning=True))
+            emit(
+                Notice(
+                    f"the logs of {', '.join(incomplete)} are incomplete (disk full or "
+                    f"unwritable: {log_dir}); the modules ran, their output is partly "
+                    "lost",
+                    warning=True,
+                )
+            )
         if (incomplete or recorder.failed) and outcome.exit_code == 0:
             outcome.exit_code, outcome.status = 1, "failed"
         emit(outcome)
@@ -342,31 +414,42 @@ def run_json(outcome: RunFinished) -> dict:
     modules = []
     for m in outcome.modules:
         last = m.last
-        modules.append({
-            "name": m.name, "status": m.status,
-            "exit_code": last.exit_code if last else None,
-            "signal": last.signal if last else None,
-            "start": iso(last.start) if last else None,
-            "end": iso(last.end) if last else None,
-            "duration_s": round(last.duration_s, 6) if last else None,
-            "peak_rss_bytes": last.peak_rss_bytes if last else None,
-            "cpu_user_s": last.cpu_user_s if last else None,
-            "cpu_sys_s": last.cpu_sys_s if last else None,
-            "attempts": len(m.attempts),
-            "reason": why(m) if m.status != "ok" else "",
-            "log_path": last.log_path if last else None,
-            "log_dropped_bytes": last.log_dropped_bytes if last else 0,
-            "throttle_wait_s": sum(a.throttle_wait_s for a in m.attempts),
-            "throttle_reason": last.throttle_reason if last else None,
-        })
-    return {"run_id": outcome.run_id, "status": outcome.status,
-            "exit_code": outcome.exit_code, "started": iso(outcome.started),
-            "ended": iso(outcome.ended), "makespan_s": round(outcome.makespan_s, 6),
-            "jobs": outcome.jobs if outcome.jobs is not None else "auto",
-            "log_dir": outcome.log_dir, "dry_run": outcome.dry_run,
-            "peak_load": round(outcome.peak_load, 3), "throttle_s": round(outcome.throttle_s, 6),
-            "supervisor_cpu_s": round(outcome.supervisor_cpu_s, 6),
-            "sampler_cpu_s": round(outcome.sampler_cpu_s, 6), "modules": modules}
+        modules.append(
+            {
+                "name": m.name,
+                "status": m.status,
+                "exit_code": last.exit_code if last else None,
+                "signal": last.signal if last else None,
+                "start": iso(last.start) if last else None,
+                "end": iso(last.end) if last else None,
+                "duration_s": round(last.duration_s, 6) if last else None,
+                "peak_rss_bytes": last.peak_rss_bytes if last else None,
+                "cpu_user_s": last.cpu_user_s if last else None,
+                "cpu_sys_s": last.cpu_sys_s if last else None,
+                "attempts": len(m.attempts),
+                "reason": why(m) if m.status != "ok" else "",
+                "log_path": last.log_path if last else None,
+                "log_dropped_bytes": last.log_dropped_bytes if last else 0,
+                "throttle_wait_s": sum(a.throttle_wait_s for a in m.attempts),
+                "throttle_reason": last.throttle_reason if last else None,
+            }
+        )
+    return {
+        "run_id": outcome.run_id,
+        "status": outcome.status,
+        "exit_code": outcome.exit_code,
+        "started": iso(outcome.started),
+        "ended": iso(outcome.ended),
+        "makespan_s": round(outcome.makespan_s, 6),
+        "jobs": outcome.jobs if outcome.jobs is not None else "auto",
+        "log_dir": outcome.log_dir,
+        "dry_run": outcome.dry_run,
+        "peak_load": round(outcome.peak_load, 3),
+        "throttle_s": round(outcome.throttle_s, 6),
+        "supervisor_cpu_s": round(outcome.supervisor_cpu_s, 6),
+        "sampler_cpu_s": round(outcome.sampler_cpu_s, 6),
+        "modules": modules,
+    }
 
 
 def write_report(store: Store, out: Path, fmt: str = "md") -> list[Path]:
@@ -388,10 +471,20 @@ def run_figures(store: Store, run: dict) -> dict:
 
     f = report.load_run(store, run)
     b = report.bottlenecks(f)
-    return {**run, "figures": {
-        "makespan_s": f.makespan, "work_s": f.work, "parallel_efficiency": f.efficiency,
-        "speedup": f.speedup, "critical_path": f.critical_path,
-        "critical_path_s": f.critical_s, "cache_hit_rate": f.cache_hit_rate,
-        "throttle_held_s": b.get("gate_held"), "lock_wait_s": b.get("locks"),
-        "bound_by": b.get("share"), "verdict": b.get("verdict")},
-        "modules": store.attempts(run_id=run["run_id"])}
+    return {
+        **run,
+        "figures": {
+            "makespan_s": f.makespan,
+            "work_s": f.work,
+            "parallel_efficiency": f.efficiency,
+            "speedup": f.speedup,
+            "critical_path": f.critical_path,
+            "critical_path_s": f.critical_s,
+            "cache_hit_rate": f.cache_hit_rate,
+            "throttle_held_s": b.get("gate_held"),
+            "lock_wait_s": b.get("locks"),
+            "bound_by": b.get("share"),
+            "verdict": b.get("verdict"),
+        },
+        "modules": store.attempts(run_id=run["run_id"]),
+    }

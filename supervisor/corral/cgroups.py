@@ -67,8 +67,7 @@ class Cgroups:
         self.made.append(path)
         moved = 0
         for pid in pids:
-            with contextlib.suppress(OSError), \
-                    open(os.path.join(path, "cgroup.procs"), "w") as f:
+            with contextlib.suppress(OSError), open(os.path.join(path, "cgroup.procs"), "w") as f:
                 f.write(str(pid))
                 moved += 1
         return path if moved else None
@@ -80,16 +79,16 @@ class Cgroups:
         out: dict = {}
         if not path:
             return out
-        with contextlib.suppress(OSError, ValueError, KeyError), \
-                open(os.path.join(path, "cpu.stat")) as f:
+        with (
+            contextlib.suppress(OSError, ValueError, KeyError),
+            open(os.path.join(path, "cpu.stat")) as f,
+        ):
             stat = dict(line.split() for line in f if line.strip())
             out["cpu_user_s"] = int(stat["user_usec"]) / 1e6
             out["cpu_sys_s"] = int(stat["system_usec"]) / 1e6
-        with contextlib.suppress(OSError, ValueError), \
-                open(os.path.join(path, "memory.peak")) as f:
+        with contextlib.suppress(OSError, ValueError), open(os.path.join(path, "memory.peak")) as f:
             out["peak_rss_bytes"] = int(f.read())
-        with contextlib.suppress(OSError, ValueError), \
-                open(os.path.join(path, "io.stat")) as f:
+        with contextlib.suppress(OSError, ValueError), open(os.path.join(path, "io.stat")) as f:
             read = write = 0
             for line in f:
                 fields = dict(p.split("=") for p in line.split()[1:])

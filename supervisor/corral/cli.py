@@ -34,11 +34,20 @@ class CorralGroup(click.Group):
 
 
 @click.group(cls=CorralGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--modules", "modules", multiple=True, metavar="DIR",
-              help="Modules directory (repeatable). Default: $CORRAL_MODULES or ./modules.")
+@click.option(
+    "--modules",
+    "modules",
+    multiple=True,
+    metavar="DIR",
+    help="Modules directory (repeatable). Default: $CORRAL_MODULES or ./modules.",
+)
 @click.option("--db", metavar="PATH", help="SQLite database. Default: $CORRAL_DB or state dir.")
-@click.option("--config", "config_file", metavar="FILE",
-              help="YAML config. Default: corral.yaml beside the modules directory.")
+@click.option(
+    "--config",
+    "config_file",
+    metavar="FILE",
+    help="YAML config. Default: corral.yaml beside the modules directory.",
+)
 @click.version_option(package_name="corral")
 @click.pass_context
 def main(ctx: click.Context, modules, db, config_file):
@@ -85,17 +94,27 @@ def _store(ctx: click.Context):
 
 
 def _selection_options(f):
-    f = click.option("--exclude", multiple=True, metavar="MODULE",
-                     help="Leave this module (and what requires it) out.")(f)
-    f = click.option("--tag", "tags", multiple=True, metavar="TAG",
-                     help="Only modules with this tag (repeatable), plus what they need.")(f)
+    f = click.option(
+        "--exclude",
+        multiple=True,
+        metavar="MODULE",
+        help="Leave this module (and what requires it) out.",
+    )(f)
+    f = click.option(
+        "--tag",
+        "tags",
+        multiple=True,
+        metavar="TAG",
+        help="Only modules with this tag (repeatable), plus what they need.",
+    )(f)
     return click.argument("targets", nargs=-1)(f)
 
 
 @main.command()
 @_selection_options
-@click.option("--json", "as_json", is_flag=True,
-              help="Print the modules, their waves and the order as JSON.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the modules, their waves and the order as JSON."
+)
 @click.pass_context
 def plan(ctx, targets, tags, exclude, as_json):
     """Show the waves and order `run` would follow; runs nothing.
@@ -125,8 +144,9 @@ def plan(ctx, targets, tags, exclude, as_json):
         for name in names:
             module = graph.modules[name]
             waits = ", ".join(sorted(selection.waits[name])) or "-"
-            click.echo(f"  {name:<{width}}  {module.header.description or '':<40.40}  "
-                       f"after: {waits}")
+            click.echo(
+                f"  {name:<{width}}  {module.header.description or '':<40.40}  after: {waits}"
+            )
     for name, reason in sorted(selection.excluded.items()):
         click.echo(f"  not run: {name} ({reason})")
     click.echo(f"{len(selection.names)} modules in {len(waves)} waves")
@@ -134,26 +154,64 @@ def plan(ctx, targets, tags, exclude, as_json):
 
 @main.command()
 @_selection_options
-@click.option("-j", "--jobs", type=JOBS, metavar="N|auto",
-              help="Modules running at once, or `auto` (adapt to the workload mix and "
-                   "memory). Default: CPU count.")
-@click.option("--max-load", type=float, metavar="X",
-              help="Start nothing new while runnable tasks would exceed X. Default: CPUs.")
-@click.option("--min-free-mem", type=SIZE, metavar="SIZE",
-              help="Keep this much memory available (e.g. 512M, 2G).")
-@click.option("--keep-going/--fail-fast", "keep_going", default=None,
-              help="After a failure, go on with independent modules (default) or start "
-                   "nothing new.")
+@click.option(
+    "-j",
+    "--jobs",
+    type=JOBS,
+    metavar="N|auto",
+    help="Modules running at once, or `auto` (adapt to the workload mix and "
+    "memory). Default: CPU count.",
+)
+@click.option(
+    "--max-load",
+    type=float,
+    metavar="X",
+    help="Start nothing new while runnable tasks would exceed X. Default: CPUs.",
+)
+@click.option(
+    "--min-free-mem",
+    type=SIZE,
+    metavar="SIZE",
+    help="Keep this much memory available (e.g. 512M, 2G).",
+)
+@click.option(
+    "--keep-going/--fail-fast",
+    "keep_going",
+    default=None,
+    help="After a failure, go on with independent modules (default) or start nothing new.",
+)
 @click.option("--dry-run", is_flag=True, help="Print what would run, in order; run nothing.")
-@click.option("--json", "as_json", is_flag=True,
-              help="Print the run as one JSON object on stdout, and nothing else.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the run as one JSON object on stdout, and nothing else.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="Print only failures (for cron mail).")
-@click.option("--wait-lock", type=float, default=None, is_flag=False, flag_value=float("inf"),
-              metavar="[SECONDS]",
-              help="If another run holds the lock, wait for it (for ever, or SECONDS).")
+@click.option(
+    "--wait-lock",
+    type=float,
+    default=None,
+    is_flag=False,
+    flag_value=float("inf"),
+    metavar="[SECONDS]",
+    help="If another run holds the lock, wait for it (for ever, or SECONDS).",
+)
 @click.pass_context
-def run(ctx, targets, tags, exclude, jobs, max_load, min_free_mem, keep_going, dry_run,
-        as_json, quiet, wait_lock):
+def run(
+    ctx,
+    targets,
+    tags,
+    exclude,
+    jobs,
+    max_load,
+    min_free_mem,
+    keep_going,
+    dry_run,
+    as_json,
+    quiet,
+    wait_lock,
+):
     """Run the modules (or TARGETs and what they need) in parallel, in dependency order.
 
     Exit status: 0 all ok; 1 a module failed, timed out or was skipped; 2 header or
@@ -167,19 +225,36 @@ def run(ctx, targets, tags, exclude, jobs, max_load, min_free_mem, keep_going, d
     from corral.printer import Printer
 
     gc.enable()  # a long-lived loop: let the collector do its job
-    config = ctx.obj.with_flags(jobs=jobs, max_load=max_load, min_free_mem=min_free_mem,
-                                fail_fast=None if keep_going is None else not keep_going)
+    config = ctx.obj.with_flags(
+        jobs=jobs,
+        max_load=max_load,
+        min_free_mem=min_free_mem,
+        fail_fast=None if keep_going is None else not keep_going,
+    )
     if jobs == "auto":
         config = replace(config, jobs=None)
     tty = sys.stdout.isatty()
     if as_json:
         printer = Printer(sys.stderr, sys.stderr, color=False, timestamps=False, quiet=True)
     else:
-        printer = Printer(sys.stdout, sys.stderr, color=tty and not os.environ.get("NO_COLOR"),
-                          timestamps=not tty, quiet=quiet)
-    outcome = api.run_modules(config, _store(ctx), targets, tags, exclude, [printer],
-                              dry_run=dry_run, wait_lock=wait_lock,
-                              want_output=not (as_json or quiet))
+        printer = Printer(
+            sys.stdout,
+            sys.stderr,
+            color=tty and not os.environ.get("NO_COLOR"),
+            timestamps=not tty,
+            quiet=quiet,
+        )
+    outcome = api.run_modules(
+        config,
+        _store(ctx),
+        targets,
+        tags,
+        exclude,
+        [printer],
+        dry_run=dry_run,
+        wait_lock=wait_lock,
+        want_output=not (as_json or quiet),
+    )
     if as_json:
         _echo_json(api.run_json(outcome))
     # Every record is committed. Leave now: closing the database's last connection would
@@ -193,8 +268,14 @@ def run(ctx, targets, tags, exclude, jobs, max_load, min_free_mem, keep_going, d
 
 @main.command()
 @click.argument("module", required=False)
-@click.option("-n", "--limit", type=click.IntRange(min=1), default=20, show_default=True,
-              help="How many runs (or attempts of MODULE) to show.")
+@click.option(
+    "-n",
+    "--limit",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    help="How many runs (or attempts of MODULE) to show.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Rows as JSON.")
 @click.pass_context
 def history(ctx, module, limit, as_json):
@@ -212,13 +293,17 @@ def history(ctx, module, limit, as_json):
             return
         if not rows:
             raise click.ClickException(f"no records of module {module!r}")
-        click.echo(f"{'run':<21}  {'try':>3}  {'status':<11}  {'start (UTC)':<23}  "
-                   f"{'time':>8}  {'exit':>4}  {'peak RSS':>9}  detail")
+        click.echo(
+            f"{'run':<21}  {'try':>3}  {'status':<11}  {'start (UTC)':<23}  "
+            f"{'time':>8}  {'exit':>4}  {'peak RSS':>9}  detail"
+        )
         for r in rows:
-            click.echo(f"{r['run_id']:<21}  {r['attempt']:>3}  {r['status']:<11}  "
-                       f"{(r['start'] or '-')[:23]:<23}  {_secs(r['duration_s']):>8}  "
-                       f"{_dash(r['exit_code']):>4}  {_mib(r['peak_rss_bytes']):>9}  "
-                       f"{r['reason'] or ''}")
+            click.echo(
+                f"{r['run_id']:<21}  {r['attempt']:>3}  {r['status']:<11}  "
+                f"{(r['start'] or '-')[:23]:<23}  {_secs(r['duration_s']):>8}  "
+                f"{_dash(r['exit_code']):>4}  {_mib(r['peak_rss_bytes']):>9}  "
+                f"{r['reason'] or ''}"
+            )
         return
     runs = store.runs(limit)
     if as_json:
@@ -227,12 +312,16 @@ def history(ctx, module, limit, as_json):
     if not runs:
         click.echo("no runs recorded yet")
         return
-    click.echo(f"{'run':<21}  {'started (UTC)':<19}  {'status':<11}  {'exit':>4}  "
-               f"{'modules':>7}  {'makespan':>8}  {'work':>8}  -j")
+    click.echo(
+        f"{'run':<21}  {'started (UTC)':<19}  {'status':<11}  {'exit':>4}  "
+        f"{'modules':>7}  {'makespan':>8}  {'work':>8}  -j"
+    )
     for r in runs:
-        click.echo(f"{r['run_id']:<21}  {(r['started'] or '-')[:19]:<19}  {r['status']:<11}  "
-                   f"{_dash(r['exit_code']):>4}  {_dash(r['module_count']):>7}  "
-                   f"{_secs(r['makespan_s']):>8}  {_secs(r['work_s']):>8}  {r['jobs']}")
+        click.echo(
+            f"{r['run_id']:<21}  {(r['started'] or '-')[:19]:<19}  {r['status']:<11}  "
+            f"{_dash(r['exit_code']):>4}  {_dash(r['module_count']):>7}  "
+            f"{_secs(r['makespan_s']):>8}  {_secs(r['work_s']):>8}  {r['jobs']}"
+        )
 
 
 def _dash(value) -> str:
@@ -248,10 +337,22 @@ def _mib(value) -> str:
 
 
 @main.command()
-@click.option("--out", "out", default="docs/performance", show_default=True, metavar="DIR",
-              help="Directory to write the report into.")
-@click.option("--format", "fmt", type=click.Choice(["md", "html"]), default="md",
-              show_default=True, help="Markdown with SVG charts, or one self-contained page.")
+@click.option(
+    "--out",
+    "out",
+    default="docs/performance",
+    show_default=True,
+    metavar="DIR",
+    help="Directory to write the report into.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["md", "html"]),
+    default="md",
+    show_default=True,
+    help="Markdown with SVG charts, or one self-contained page.",
+)
 @click.pass_context
 def docs(ctx, out, fmt):
     """Write the performance report: where the time went, what ran in parallel, what got
@@ -293,8 +394,9 @@ def list_(ctx, as_json):
 
 
 @main.command()
-@click.option("--format", "fmt", type=click.Choice(["dot", "json"]), default="dot",
-              show_default=True)
+@click.option(
+    "--format", "fmt", type=click.Choice(["dot", "json"]), default="dot", show_default=True
+)
 @click.pass_context
 def graph(ctx, fmt):
     """Print the dependency graph (DOT for `dot -Tsvg`, or JSON).
@@ -344,8 +446,10 @@ def cache():
 def stats(ctx):
     """Entries, and hits/misses/hit rate of the last load."""
     s = _store(ctx).cache_stats()
-    click.echo(f"entries:  {s.entries}\nhits:     {s.hits}\nmisses:   {s.misses}\n"
-               f"hit rate: {s.hit_rate:.1%}")
+    click.echo(
+        f"entries:  {s.entries}\nhits:     {s.hits}\nmisses:   {s.misses}\n"
+        f"hit rate: {s.hit_rate:.1%}"
+    )
 
 
 @cache.command()

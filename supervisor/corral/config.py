@@ -12,9 +12,17 @@ from corral.headers import parse_duration, parse_size
 # insserv.conf's system facilities: known names that resolve to nothing until mapped,
 # so `Required-Start: $remote_fs` on a host without such a module is not an error.
 DEFAULT_FACILITIES: dict[str, tuple[str, ...]] = {
-    name: () for name in (
-        "$local_fs", "$remote_fs", "$network", "$named", "$portmap", "$syslog", "$time",
-        "$x-display-manager", "$mail-transport-agent",
+    name: ()
+    for name in (
+        "$local_fs",
+        "$remote_fs",
+        "$network",
+        "$named",
+        "$portmap",
+        "$syslog",
+        "$time",
+        "$x-display-manager",
+        "$mail-transport-agent",
     )
 }
 SECRET_PATTERNS = ("*_TOKEN", "*_PASSWORD", "*_SECRET", "*_KEY", "*PASSWD*")
@@ -57,11 +65,11 @@ def default_db() -> Path:
     return Path(state) / "corral" / "corral.db"
 
 
-def load_config(modules: tuple[str, ...] = (), db: str | None = None,
-                config_file: str | None = None) -> Config:
+def load_config(
+    modules: tuple[str, ...] = (), db: str | None = None, config_file: str | None = None
+) -> Config:
     """Resolve modules dirs, database and the YAML file; raises UsageError naming the file."""
-    dirs = tuple(Path(d) for d in modules) or (
-        Path(os.environ.get("CORRAL_MODULES", "modules")),)
+    dirs = tuple(Path(d) for d in modules) or (Path(os.environ.get("CORRAL_MODULES", "modules")),)
     path = Path(config_file) if config_file else dirs[0].absolute().parent / "corral.yaml"
     data = _read_yaml(path, required=config_file is not None)
     db_path = Path(db) if db else (Path(data.pop("db")) if "db" in data else default_db())
@@ -73,8 +81,13 @@ def load_config(modules: tuple[str, ...] = (), db: str | None = None,
     if "lib" in data:
         data["lib"] = path.parent / str(data["lib"])
     values = _typed(data, path)
-    return Config(modules=dirs, db=db_path, log_dir=log_dir,
-                  config_file=path if path.exists() else None, **values)
+    return Config(
+        modules=dirs,
+        db=db_path,
+        log_dir=log_dir,
+        config_file=path if path.exists() else None,
+        **values,
+    )
 
 
 def _read_yaml(path: Path, required: bool) -> dict:

@@ -11,7 +11,13 @@ from dataclasses import dataclass, field
 
 # Final statuses of a module in a run (design.md), and the status of one still going.
 OK, FAILED, SKIPPED, TIMEOUT, INTERRUPTED, RUNNING = (
-    "ok", "failed", "skipped", "timeout", "interrupted", "running")
+    "ok",
+    "failed",
+    "skipped",
+    "timeout",
+    "interrupted",
+    "running",
+)
 
 
 @dataclass(slots=True)
@@ -153,6 +159,17 @@ class RunFinished:
     supervisor_cpu_s: float = 0.0
 
 
-Event = (RunStarted | ModuleStarted | ModuleOutput | ModuleFinished | ModuleSkipped | Notice
-         | Waiting | Sampled | Leftovers | Idle | RunFinished)
+Event = (
+    RunStarted
+    | ModuleStarted
+    | ModuleOutput
+    | ModuleFinished
+    | ModuleSkipped
+    | Notice
+    | Waiting
+    | Sampled
+    | Leftovers
+    | Idle
+    | RunFinished
+)
 Listener = Callable[[Event], None]

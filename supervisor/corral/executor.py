@@ -35,8 +35,15 @@ MAX_LINE = 8192  # bytes of one line shown; longer lines are cut on screen only
 # Signals the supervisor turns into events; everything else keeps its default.
 HANDLED = (signal.SIGCHLD, signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 # What a child must not inherit from Python: ignored SIGPIPE/SIGXFSZ and our handlers.
-CHILD_DEFAULTS = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM,
-                  signal.SIGHUP, signal.SIGCHLD, signal.SIGQUIT)
+CHILD_DEFAULTS = (
+    signal.SIGPIPE,
+    signal.SIGXFSZ,
+    signal.SIGINT,
+    signal.SIGTERM,
+    signal.SIGHUP,
+    signal.SIGCHLD,
+    signal.SIGQUIT,
+)
 
 
 @dataclass(frozen=True)
@@ -130,9 +137,13 @@ def _set_subreaper(on: bool) -> bool:
 class LocalExecutor:
     """Runs attempts on this host. Use as a context manager: it owns signal handling."""
 
-    def __init__(self, grace: float = 5.0, log_cap: int = 64 << 20,
-                 on_line: Callable[[str, bytes], None] | None = None,
-                 run_id: str | None = None):
+    def __init__(
+        self,
+        grace: float = 5.0,
+        log_cap: int = 64 << 20,
+        on_line: Callable[[str, bytes], None] | None = None,
+        run_id: str | None = None,
+    ):
         self.grace = grace
         self.log_cap = log_cap
         self.on_line = on_line
@@ -176,11 +187,13 @@ class LocalExecutor:
         r, w = os.pipe2(os.O_CLOEXEC)
         try:
             self._watchdog_pid = os.posix_spawn(
-                self._bash, ["bash", "-c", WATCHDOG, "corral-watchdog", self.run_id,
-                             str(self.grace)], os.environ,
-                file_actions=[(os.POSIX_SPAWN_DUP2, r, 0),
-                              (os.POSIX_SPAWN_DUP2, self._devnull, 1)],
-                setsid=True, setsigdef=CHILD_DEFAULTS)
+                self._bash,
+                ["bash", "-c", WATCHDOG, "corral-watchdog", self.run_id, str(self.grace)],
+                os.environ,
+                file_actions=[(os.POSIX_SPAWN_DUP2, r, 0), (os.POSIX_SPAWN_DUP2, self._devnull, 1)],
+                setsid=True,
+                setsigdef=CHILD_DEFAULTS,
+            )
             self._watchdog = w
         except OSError:
             os.close(w)
@@ -236,10 +249,17 @@ class LocalExecutor:
                 os.chdir(directory)
                 self._cwd = directory
             pid = os.posix_spawn(
-                self._bash, ["bash", spec.path], spec.env,
-                file_actions=[(os.POSIX_SPAWN_DUP2, self._devnull, 0),
-                              (os.POSIX_SPAWN_DUP2, w, 1), (os.POSIX_SPAWN_DUP2, w, 2)],
-                setsid=True, setsigdef=CHILD_DEFAULTS)
+                self._bash,
+                ["bash", spec.path],
+                spec.env,
+                file_actions=[
+                    (os.POSIX_SPAWN_DUP2, self._devnull, 0),
+                    (os.POSIX_SPAWN_DUP2, w, 1),
+                    (os.POSIX_SPAWN_DUP2, w, 2),
+                ],
+                setsid=True,
+                setsigdef=CHILD_DEFAULTS,
+            )
         except OSError:
             os.close(r)
             raise
@@ -314,8 +334,9 @@ class LocalExecutor:
         now = time.monotonic()
         if now - job.window >= 1.0:
             if job.hidden:
-                self.on_line(job.spec.name, f"… {job.hidden} lines not shown; they are in "
-                                            f"the log".encode())
+                self.on_line(
+                    job.spec.name, f"… {job.hidden} lines not shown; they are in the log".encode()
+                )
             job.window, job.shown, job.hidden = now, 0, 0
         if job.shown >= LINES_PER_SECOND:
             job.hidden += data.count(b"\n")
@@ -342,8 +363,11 @@ class LocalExecutor:
                 return
             job.log_opened = True
             try:
-                job.log_fd = os.open(job.spec.log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-                                     | os.O_CLOEXEC | os.O_NOFOLLOW, 0o640)
+                job.log_fd = os.open(
+                    job.spec.log_path,
+                    os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW,
+                    0o640,
+                )
             except OSError:
                 job.log_incomplete = True
                 job.dropped += len(data)
@@ -351,7 +375,7 @@ class LocalExecutor:
         room = self.log_cap - job.log_bytes
         if room < len(data):
             job.dropped += len(data) - max(room, 0)
-            data = data[:max(room, 0)]
+            data = data[: max(room, 0)]
         view = memoryview(data)
         while view:
             try:
@@ -380,8 +404,9 @@ class LocalExecutor:
             if job.partial:
                 self.on_line(job.spec.name, job.partial[:MAX_LINE])
             if job.hidden:
-                self.on_line(job.spec.name, f"… {job.hidden} lines not shown; they are in "
-                                            f"the log".encode())
+                self.on_line(
+                    job.spec.name, f"… {job.hidden} lines not shown; they are in the log".encode()
+                )
         job.partial, job.hidden = b"", 0
         self._lingering.discard(job)
         if job.log_fd is not None and job.exited:
@@ -436,9 +461,13 @@ class LocalExecutor:
         whole = Cgroups.figures(job.cgroup)  # the whole tree since it was contained
         outcome = job.cause or (OK if exit_code == 0 else FAILED)
         return AttemptResult(
-            name=job.spec.name, attempt=job.spec.attempt, status=outcome, exit_code=exit_code,
+            name=job.spec.name,
+            attempt=job.spec.attempt,
+            status=outcome,
+            exit_code=exit_code,
             signal=signum if signum is not None else job.stop_signal,
-            start=job.start, end=job.start + (end_mono - job.start_mono),
+            start=job.start,
+            end=job.start + (end_mono - job.start_mono),
             duration_s=end_mono - job.start_mono,
             # The larger of the kernel's rusage (exact for the waited-for tree) and the
             # cgroup's totals (which also hold children nobody waited for).
@@ -447,9 +476,12 @@ class LocalExecutor:
             peak_rss_bytes=max(kernel_peak, whole.get("peak_rss_bytes", 0)),
             read_bytes=max(usage.ru_inblock * 512, whole.get("read_bytes", 0)),
             write_bytes=max(usage.ru_oublock * 512, whole.get("write_bytes", 0)),
-            pid=job.pid, log_path=job.spec.log_path if job.log_opened else None,
+            pid=job.pid,
+            log_path=job.spec.log_path if job.log_opened else None,
             log_bytes=job.log_bytes,
-            log_dropped_bytes=job.dropped, log_incomplete=job.log_incomplete)
+            log_dropped_bytes=job.dropped,
+            log_incomplete=job.log_incomplete,
+        )
 
     # stop ------------------------------------------------------------------------------
 
@@ -479,8 +511,12 @@ class LocalExecutor:
             self.stop(job, cause, now)
 
     def _next_deadline(self) -> float | None:
-        times = [t for job in self._timed
-                 for t in (job.kill_at if job.kill_at is not None else job.deadline,) if t]
+        times = [
+            t
+            for job in self._timed
+            for t in (job.kill_at if job.kill_at is not None else job.deadline,)
+            if t
+        ]
         return min(times) if times else None
 
     def _enforce_deadlines(self) -> None:
@@ -511,8 +547,11 @@ class LocalExecutor:
         # setsid escapees, nohup'ed daemons alike (unless the module may leave a daemon).
         found = marked(self.run_id) if self.run_id else {}
         detached = {name for name, detach in self._groups.values() if detach}
-        orphans = [(pid, pgid) for pid, pgid in _orphans() if pgid not in self._groups
-                   and pgid not in (os.getpgrp(), self._watchdog_pid)]
+        orphans = [
+            (pid, pgid)
+            for pid, pgid in _orphans()
+            if pgid not in self._groups and pgid not in (os.getpgrp(), self._watchdog_pid)
+        ]
         unknown = [pid for pid, _ in orphans if pid not in found]
         if unknown and self.run_id:
             # A process in the middle of exec has no readable environment for a moment:
@@ -566,8 +605,26 @@ class DryRunExecutor:
         return job
 
     def wait(self, timeout: float | None = None) -> Wakeup:
-        done = [AttemptResult(j.spec.name, j.spec.attempt, OK, 0, None, j.start, j.start, 0.0,
-                              0.0, 0.0, 0, 0, 0, j.pid, None) for j in self.running.values()]
+        done = [
+            AttemptResult(
+                j.spec.name,
+                j.spec.attempt,
+                OK,
+                0,
+                None,
+                j.start,
+                j.start,
+                0.0,
+                0.0,
+                0.0,
+                0,
+                0,
+                0,
+                j.pid,
+                None,
+            )
+            for j in self.running.values()
+        ]
         self.running.clear()
         if not done and timeout:
             time.sleep(timeout)

@@ -97,14 +97,21 @@ def _names(modules: list[Module], problems: list[Problem]):
     owner: dict[str, Module] = {}
     for module in modules:
         if not NAME_RE.match(module.name):
-            problems.append(Problem(module.path, 1, f"module name {module.name!r} is not "
-                                    "allowed (use letters, digits, _ . -, not starting with -)"))
+            problems.append(
+                Problem(
+                    module.path,
+                    1,
+                    f"module name {module.name!r} is not "
+                    "allowed (use letters, digits, _ . -, not starting with -)",
+                )
+            )
             continue
         for name in (module.name, *module.header.provides):
             other = owner.get(name)
             if other is not None and other is not module:
-                problems.append(module.problem(
-                    "provides", f"name {name!r} is also provided by {other.path}"))
+                problems.append(
+                    module.problem("provides", f"name {name!r} is also provided by {other.path}")
+                )
                 continue
             owner[name] = module
         by_name.setdefault(module.name, module)
@@ -209,7 +216,7 @@ def _cycle_problem(graph: Graph, component: set[str]) -> Problem:
         here = path[-1]
         nxt = min(graph.order_edges(here, component))
         if nxt in seen:
-            path = path[path.index(nxt):] + [nxt]
+            path = path[path.index(nxt) :] + [nxt]
             break
         path.append(nxt)
         seen.add(nxt)
@@ -235,8 +242,13 @@ class Selection:
     excluded: dict[str, str]  # name -> why it was left out
 
 
-def select(graph: Graph, targets: Iterable[str] = (), tags: Iterable[str] = (),
-           exclude: Iterable[str] = (), durations: dict[str, float] | None = None) -> Selection:
+def select(
+    graph: Graph,
+    targets: Iterable[str] = (),
+    tags: Iterable[str] = (),
+    exclude: Iterable[str] = (),
+    durations: dict[str, float] | None = None,
+) -> Selection:
     """Targets (all when none) filtered by tags, closed over requires/wants, minus exclusions."""
     resolver = _Resolver(graph.modules, _alias_map(graph), {})
     start = set()
@@ -265,8 +277,12 @@ def select(graph: Graph, targets: Iterable[str] = (), tags: Iterable[str] = (),
 
 
 def _alias_map(graph: Graph) -> dict[str, str]:
-    return {alias: m.name for m in graph.modules.values() for alias in m.header.provides
-            if alias not in graph.modules}
+    return {
+        alias: m.name
+        for m in graph.modules.values()
+        for alias in m.header.provides
+        if alias not in graph.modules
+    }
 
 
 def _closure(start: set[str], step) -> set[str]:
@@ -327,8 +343,9 @@ def _topo(waits: dict[str, frozenset[str]], users: dict[str, list[str]]) -> list
     return out
 
 
-def priorities(users: dict[str, list[str]], topo: list[str],
-               durations: dict[str, float]) -> dict[str, float]:
+def priorities(
+    users: dict[str, list[str]], topo: list[str], durations: dict[str, float]
+) -> dict[str, float]:
     """Longest remaining path to the end of the run, weighted by expected duration.
 
     A module without history weighs the median of the known durations (1.0 when none).
@@ -337,8 +354,7 @@ def priorities(users: dict[str, list[str]], topo: list[str],
     default = known[len(known) // 2] if known else 1.0
     prio: dict[str, float] = {}
     for name in reversed(topo):
-        prio[name] = durations.get(name, default) + max([prio[u] for u in users[name]],
-                                                        default=0.0)
+        prio[name] = durations.get(name, default) + max([prio[u] for u in users[name]], default=0.0)
     return prio
 
 
@@ -433,5 +449,9 @@ class Plan:
 
 
 def _verb(status: str) -> str:
-    return {"failed": "failed", "timeout": "timed out", "skipped": "was skipped",
-            "interrupted": "was interrupted"}.get(status, status)
+    return {
+        "failed": "failed",
+        "timeout": "timed out",
+        "skipped": "was skipped",
+        "interrupted": "was interrupted",
+    }.get(status, status)

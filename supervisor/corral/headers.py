@@ -154,8 +154,13 @@ class _Builder:
 
     def header(self, lsb: bool) -> Header:
         lists = {key: tuple(dict.fromkeys(items)) for key, items in self.lists.items()}
-        return Header(**lists, **self.values, lsb=lsb, lines=self.lines,
-                      problems=tuple(sorted(self.problems, key=lambda p: p.line)))
+        return Header(
+            **lists,
+            **self.values,
+            lsb=lsb,
+            lines=self.lines,
+            problems=tuple(sorted(self.problems, key=lambda p: p.line)),
+        )
 
 
 def _scalar(key: str, value: str) -> object:
@@ -252,7 +257,7 @@ def _read_native(data: bytes, builder: _Builder, lsb_span: tuple[int, int] | Non
 
 
 def _read_lsb(data: bytes, span: tuple[int, int], builder: _Builder) -> None:
-    lines = data.split(b"\n")[span[0]:span[1] - 1]
+    lines = data.split(b"\n")[span[0] : span[1] - 1]
     for number, raw in enumerate(lines, start=span[0] + 1):
         match = KEY_LINE_RE.match(raw.strip())
         if not match:

@@ -84,8 +84,15 @@ def outcome(summary: ModuleSummary) -> str:
 class Printer:
     """The terminal/cron listener. `color` and `timestamps` choose the audience."""
 
-    def __init__(self, out: TextIO, err: TextIO, color: bool, timestamps: bool,
-                 quiet: bool = False, show_output: bool = True):
+    def __init__(
+        self,
+        out: TextIO,
+        err: TextIO,
+        color: bool,
+        timestamps: bool,
+        quiet: bool = False,
+        show_output: bool = True,
+    ):
         self.out, self.err = out, err
         self.color, self.timestamps, self.quiet = color, timestamps, quiet
         self.show_output = show_output and not quiet
@@ -127,8 +134,11 @@ class Printer:
             if not self.quiet:
                 what = "would run, in this order," if event.dry_run else "running"
                 where = f"; logs in {event.log_dir}" if event.log_dir else ""
-                self._write(self.out, f"corral: {what} {len(event.names)} modules with "
-                                      f"-j {_jobs(event.jobs)} (run {event.run_id}){where}")
+                self._write(
+                    self.out,
+                    f"corral: {what} {len(event.names)} modules with "
+                    f"-j {_jobs(event.jobs)} (run {event.run_id}){where}",
+                )
         elif isinstance(event, RunFinished):
             self._summary(event)
             self.out.flush()
@@ -136,8 +146,11 @@ class Printer:
             self._waiting(event)
         elif isinstance(event, Leftovers):
             for (name, _), count in sorted(event.counts.items()):
-                what = ("left running (detach: yes)" if name in event.detached
-                        else "left behind, stopped")
+                what = (
+                    "left running (detach: yes)"
+                    if name in event.detached
+                    else "left behind, stopped"
+                )
                 self._write(self.err, f"corral: {name}: {count} process(es) {what}")
         elif isinstance(event, Idle):
             self.out.flush()
@@ -149,8 +162,9 @@ class Printer:
         if self.quiet:
             return
         if self.color:
-            self.gate = (f"waiting: {event.reason} ({len(event.modules)} ready)"
-                         if event.reason else None)
+            self.gate = (
+                f"waiting: {event.reason} ({len(event.modules)} ready)" if event.reason else None
+            )
             self._draw_status()
             return
         now = time.monotonic()
@@ -164,8 +178,7 @@ class Printer:
             return
         self.held, self.held_at = kind, now
         names = ", ".join(event.modules[:4]) + (" …" if len(event.modules) > 4 else "")
-        self._write(self.out, self._status(SKIPPED, f"corral: waiting: {event.reason}"
-                                                    f" ({names})"))
+        self._write(self.out, self._status(SKIPPED, f"corral: waiting: {event.reason} ({names})"))
 
     def _finished(self, event: ModuleFinished) -> None:
         r = event.result
@@ -175,8 +188,9 @@ class Printer:
             return
         words = f"{r.status} in {seconds(r.duration_s)}"
         if r.status != OK:
-            why = r.reason or (f"exit {r.exit_code}" if r.exit_code is not None
-                               else f"signal {r.signal}")
+            why = r.reason or (
+                f"exit {r.exit_code}" if r.exit_code is not None else f"signal {r.signal}"
+            )
             words = f"{r.status} ({why}) after {seconds(r.duration_s)}"
         if r.retry_in is not None:
             words += f"; retrying in {seconds(r.retry_in)}"
@@ -201,16 +215,19 @@ class Printer:
         for m in shown:
             last = m.last
             status = self._status(m.status, f"{m.status:<11}")
-            self._write(out, f"{m.name:<{name_w}}  {status}  "
-                             f"{seconds(last.duration_s if last else None):>8}  "
-                             f"{len(m.attempts):>5}  {outcome(m)}", False)
+            self._write(
+                out,
+                f"{m.name:<{name_w}}  {status}  "
+                f"{seconds(last.duration_s if last else None):>8}  "
+                f"{len(m.attempts):>5}  {outcome(m)}",
+                False,
+            )
         for m in bad:
             if m.last is None or m.status == SKIPPED:
                 continue
             lines = tail(m.last.log_path)
             self._write(out, "", False)
-            self._write(out, self._bold(f"── last lines of {m.name} ({m.last.log_path}) ──"),
-                        False)
+            self._write(out, self._bold(f"── last lines of {m.name} ({m.last.log_path}) ──"), False)
             for line in lines or ["(no output)"]:
                 self._write(out, f"  {line}", False)
         counts: dict[str, int] = {}
@@ -219,11 +236,17 @@ class Printer:
         parts = ", ".join(f"{n} {s}" for s, n in counts.items())
         work = sum(a.duration_s for m in run.modules for a in m.attempts)
         self._write(out, "", False)
-        self._write(out, self._status(run.status, f"corral: {run.status}: {len(run.modules)} "
-                                                  f"modules ({parts}) in "
-                                                  f"{seconds(run.makespan_s)}, work "
-                                                  f"{seconds(work)}, -j {_jobs(run.jobs)}; "
-                                                  f"run {run.run_id}"))
+        self._write(
+            out,
+            self._status(
+                run.status,
+                f"corral: {run.status}: {len(run.modules)} "
+                f"modules ({parts}) in "
+                f"{seconds(run.makespan_s)}, work "
+                f"{seconds(work)}, -j {_jobs(run.jobs)}; "
+                f"run {run.run_id}",
+            ),
+        )
 
     # formatting ------------------------------------------------------------------------
 

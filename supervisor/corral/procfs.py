@@ -29,7 +29,7 @@ def stat(pid: int | str) -> list[bytes] | None:
             data = f.read()
     except OSError:
         return None
-    return data[data.rindex(b")") + 2:].split()
+    return data[data.rindex(b")") + 2 :].split()
 
 
 def status_kb(pid: int | str, key: bytes) -> int | None:
@@ -38,7 +38,7 @@ def status_kb(pid: int | str, key: bytes) -> int | None:
         with open(f"/proc/{pid}/status", "rb") as f:
             data = f.read()
         at = data.index(key + b":")
-        return int(data[at + len(key) + 1:data.index(b"kB", at)]) * 1024
+        return int(data[at + len(key) + 1 : data.index(b"kB", at)]) * 1024
     except (OSError, ValueError):
         return None
 

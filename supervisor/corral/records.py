@@ -58,8 +58,15 @@ class Recorder:
     SIGTERM and the end of the run flush everything (RunFinished waits for the writer).
     """
 
-    def __init__(self, store: Store, modules_dirs: str, targets: str, emit_notice,
-                 cache_hits: int = 0, cache_misses: int = 0):
+    def __init__(
+        self,
+        store: Store,
+        modules_dirs: str,
+        targets: str,
+        emit_notice,
+        cache_hits: int = 0,
+        cache_misses: int = 0,
+    ):
         self.store = store
         self.modules_dirs = modules_dirs
         self.targets = targets
@@ -83,8 +90,13 @@ class Recorder:
             self._record(event)
         except sqlite3.Error as exc:
             self.failed = str(exc)
-            self.notice(Notice(f"{self.store.path}: cannot record this run any more ({exc}); "
-                               "the run goes on, see the logs", warning=True))
+            self.notice(
+                Notice(
+                    f"{self.store.path}: cannot record this run any more ({exc}); "
+                    "the run goes on, see the logs",
+                    warning=True,
+                )
+            )
 
     def flush(self) -> None:
         """Hand what is buffered to the writer thread."""
@@ -113,8 +125,13 @@ class Recorder:
             except sqlite3.Error as exc:
                 if self.failed is None:
                     self.failed = str(exc)
-                    self.notice(Notice(f"{self.store.path}: cannot record this run any more "
-                                       f"({exc}); the run goes on, see the logs", warning=True))
+                    self.notice(
+                        Notice(
+                            f"{self.store.path}: cannot record this run any more "
+                            f"({exc}); the run goes on, see the logs",
+                            warning=True,
+                        )
+                    )
             if stop:
                 return
 
@@ -127,39 +144,82 @@ class Recorder:
 
     def _record(self, event: Event) -> None:
         if isinstance(event, ModuleStarted):
-            self.inserts.append({
-                "run_id": self.run_id, "module": event.name, "attempt": event.attempt,
-                "status": RUNNING, "start": iso(event.start), "pid": event.pid,
-                "pgid": event.pid, "log_path": event.log_path,
-                "throttle_wait_s": event.throttle_wait_s})
+            self.inserts.append(
+                {
+                    "run_id": self.run_id,
+                    "module": event.name,
+                    "attempt": event.attempt,
+                    "status": RUNNING,
+                    "start": iso(event.start),
+                    "pid": event.pid,
+                    "pgid": event.pid,
+                    "log_path": event.log_path,
+                    "throttle_wait_s": event.throttle_wait_s,
+                }
+            )
         elif isinstance(event, ModuleFinished):
             r = event.result
             values = {
-                "status": r.status, "exit_code": r.exit_code, "signal": r.signal,
-                "reason": r.reason or None, "end": iso(r.end), "duration_s": r.duration_s,
-                "cpu_user_s": r.cpu_user_s, "cpu_sys_s": r.cpu_sys_s,
-                "peak_rss_bytes": r.peak_rss_bytes, "read_bytes": r.read_bytes,
-                "write_bytes": r.write_bytes, "log_path": r.log_path,
-                "log_bytes": r.log_bytes, "log_dropped_bytes": r.log_dropped_bytes,
+                "status": r.status,
+                "exit_code": r.exit_code,
+                "signal": r.signal,
+                "reason": r.reason or None,
+                "end": iso(r.end),
+                "duration_s": r.duration_s,
+                "cpu_user_s": r.cpu_user_s,
+                "cpu_sys_s": r.cpu_sys_s,
+                "peak_rss_bytes": r.peak_rss_bytes,
+                "read_bytes": r.read_bytes,
+                "write_bytes": r.write_bytes,
+                "log_path": r.log_path,
+                "log_bytes": r.log_bytes,
+                "log_dropped_bytes": r.log_dropped_bytes,
                 "log_incomplete": int(r.log_incomplete),
-                "throttle_wait_s": r.throttle_wait_s, "throttle_reason": r.throttle_reason,
-                "lock_wait_s": r.lock_wait_s}
+                "throttle_wait_s": r.throttle_wait_s,
+                "throttle_reason": r.throttle_reason,
+                "lock_wait_s": r.lock_wait_s,
+            }
             if r.pid == 0:  # it never started (spawn failed)
-                self.inserts.append({"run_id": self.run_id, "module": r.name,
-                                     "attempt": r.attempt, "start": iso(r.start), **values})
+                self.inserts.append(
+                    {
+                        "run_id": self.run_id,
+                        "module": r.name,
+                        "attempt": r.attempt,
+                        "start": iso(r.start),
+                        **values,
+                    }
+                )
             else:
                 self.updates.append(((self.run_id, r.name, r.attempt), values))
         elif isinstance(event, ModuleSkipped):
-            self.inserts.append({"run_id": self.run_id, "module": event.name, "attempt": 0,
-                                 "status": "skipped", "reason": event.reason})
+            self.inserts.append(
+                {
+                    "run_id": self.run_id,
+                    "module": event.name,
+                    "attempt": 0,
+                    "status": "skipped",
+                    "reason": event.reason,
+                }
+            )
         elif isinstance(event, Sampled):
             s = event.sample
-            self.samples.append({
-                "run_id": self.run_id, "t": s.wall, "load1": s.load1, "runnable": s.runnable,
-                "runnable_avg": s.runnable_avg, "mem_available": s.mem_available,
-                "psi_cpu": s.psi_cpu, "psi_mem": s.psi_mem, "psi_io": s.psi_io,
-                "cpu_busy": s.cpu_busy, "running": event.running, "waiting": event.waiting,
-                "gate": event.gate})
+            self.samples.append(
+                {
+                    "run_id": self.run_id,
+                    "t": s.wall,
+                    "load1": s.load1,
+                    "runnable": s.runnable,
+                    "runnable_avg": s.runnable_avg,
+                    "mem_available": s.mem_available,
+                    "psi_cpu": s.psi_cpu,
+                    "psi_mem": s.psi_mem,
+                    "psi_io": s.psi_io,
+                    "cpu_busy": s.cpu_busy,
+                    "running": event.running,
+                    "waiting": event.waiting,
+                    "gate": event.gate,
+                }
+            )
         elif isinstance(event, Leftovers):
             for (name, attempt), count in event.counts.items():
                 self.updates.append(((self.run_id, name, attempt), {"leftovers": count}))
@@ -167,27 +227,56 @@ class Recorder:
             self.flush()
         elif isinstance(event, RunStarted):
             self.run_id = event.run_id
-            self.writer = threading.Thread(target=self._write_loop, name="corral-recorder",
-                                           daemon=True)
+            self.writer = threading.Thread(
+                target=self._write_loop, name="corral-recorder", daemon=True
+            )
             self.writer.start()
-            self.store.insert_run({
-                "run_id": event.run_id, "started": iso(event.started), "status": RUNNING,
-                "jobs": event.jobs, "modules_dir": self.modules_dirs, "targets": self.targets,
-                "host": os.uname().nodename, "pid": os.getpid(), "boot_id": boot_id(),
-                "pid_start": proc_start(os.getpid()),
-                "module_count": len(event.names), "selected": len(event.names),
-                "cache_hits": self.cache[0], "cache_misses": self.cache[1]})
+            self.store.insert_run(
+                {
+                    "run_id": event.run_id,
+                    "started": iso(event.started),
+                    "status": RUNNING,
+                    "jobs": event.jobs,
+                    "modules_dir": self.modules_dirs,
+                    "targets": self.targets,
+                    "host": os.uname().nodename,
+                    "pid": os.getpid(),
+                    "boot_id": boot_id(),
+                    "pid_start": proc_start(os.getpid()),
+                    "module_count": len(event.names),
+                    "selected": len(event.names),
+                    "cache_hits": self.cache[0],
+                    "cache_misses": self.cache[1],
+                }
+            )
             self.store.insert_edges(event.run_id, event.edges)
         elif isinstance(event, RunFinished):
             self.flush()
             self._stop_writer()
             work = sum(a.duration_s for m in event.modules for a in m.attempts)
-            self.store.update_run(event.run_id, {
-                "ended": iso(event.ended), "status": event.status, "exit_code": event.exit_code,
-                "makespan_s": event.makespan_s, "work_s": work,
-                "peak_load": event.peak_load, "throttle_s": event.throttle_s,
-                "sampler_cpu_s": event.sampler_cpu_s,
-                "supervisor_cpu_s": event.supervisor_cpu_s,
-                "exit_signal": event.exit_code - 128 if event.exit_code > 128 else None},
-                [(m.name, a.status == OK, a.duration_s, a.peak_rss_bytes,
-                  a.cpu_user_s + a.cpu_sys_s) for m in event.modules for a in m.attempts])
+            self.store.update_run(
+                event.run_id,
+                {
+                    "ended": iso(event.ended),
+                    "status": event.status,
+                    "exit_code": event.exit_code,
+                    "makespan_s": event.makespan_s,
+                    "work_s": work,
+                    "peak_load": event.peak_load,
+                    "throttle_s": event.throttle_s,
+                    "sampler_cpu_s": event.sampler_cpu_s,
+                    "supervisor_cpu_s": event.supervisor_cpu_s,
+                    "exit_signal": event.exit_code - 128 if event.exit_code > 128 else None,
+                },
+                [
+                    (
+                        m.name,
+                        a.status == OK,
+                        a.duration_s,
+                        a.peak_rss_bytes,
+                        a.cpu_user_s + a.cpu_sys_s,
+                    )
+                    for m in event.modules
+                    for a in m.attempts
+                ],
+            )

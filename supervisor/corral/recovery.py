@@ -34,7 +34,9 @@ def recover(store: Store, grace: float = 5.0) -> list[str]:
     try:
         rows = store.conn.execute(
             "SELECT run_id, pid, pid_start, boot_id FROM runs WHERE status = 'running' "
-            "AND host = ?", (os.uname().nodename,)).fetchall()
+            "AND host = ?",
+            (os.uname().nodename,),
+        ).fetchall()
     except sqlite3.Error:
         return []
     this_boot = boot_id()
@@ -48,13 +50,18 @@ def recover(store: Store, grace: float = 5.0) -> list[str]:
         with store.write():
             unfinished = store.conn.execute(
                 "UPDATE module_runs SET status = 'interrupted', reason = 'corral crashed' "
-                "WHERE run_id = ? AND status = 'running'", (run_id,)).rowcount
+                "WHERE run_id = ? AND status = 'running'",
+                (run_id,),
+            ).rowcount
             store.conn.execute(
-                "UPDATE runs SET status = 'crashed', ended = coalesce(ended, ?) "
-                "WHERE run_id = ?", (iso(time.time()), run_id))
+                "UPDATE runs SET status = 'crashed', ended = coalesce(ended, ?) WHERE run_id = ?",
+                (iso(time.time()), run_id),
+            )
         why = "rebooted since" if not same_boot else f"PID {pid} is gone"
-        messages.append(f"run {run_id} crashed ({why}): recorded {unfinished} unfinished "
-                        f"module(s) as interrupted, stopped {len(left)} leftover process(es)")
+        messages.append(
+            f"run {run_id} crashed ({why}): recorded {unfinished} unfinished "
+            f"module(s) as interrupted, stopped {len(left)} leftover process(es)"
+        )
     return messages
 
 

@@ -15,8 +15,14 @@ from pathlib import Path
 
 from corral.store import Store
 
-STATUS_COLOUR = {"ok": "#4c9a5a", "failed": "#c8423b", "timeout": "#e0892b",
-                 "interrupted": "#9b6fb5", "skipped": "#9e9e9e", "running": "#5b8fd6"}
+STATUS_COLOUR = {
+    "ok": "#4c9a5a",
+    "failed": "#c8423b",
+    "timeout": "#e0892b",
+    "interrupted": "#9b6fb5",
+    "skipped": "#9e9e9e",
+    "running": "#5b8fd6",
+}
 REGRESSION = 0.15  # slower than the baseline by more than this share …
 REGRESSION_FLOOR_S = 0.05  # … and by more than this, so millisecond noise is not news
 HISTORY_RUNS = 20
@@ -82,8 +88,9 @@ def _ts(text: str | None) -> float | None:
 def load_run(store: Store, run: dict) -> RunFigures:
     """A run's modules (attempts folded into spans), edges, samples and derived figures."""
     by_module: dict[str, list[dict]] = {}
-    for row in sorted(store.attempts(run_id=run["run_id"], limit=1_000_000),
-                      key=lambda r: r["attempt"]):
+    for row in sorted(
+        store.attempts(run_id=run["run_id"], limit=1_000_000), key=lambda r: r["attempt"]
+    ):
         by_module.setdefault(row["module"], []).append(row)
     spans = {}
     for name, rows in by_module.items():
@@ -92,12 +99,18 @@ def load_run(store: Store, run: dict) -> RunFigures:
         starts = [_ts(r["start"]) for r in ran if r["start"]]
         ends = [_ts(r["end"]) for r in ran if r["end"]]
         spans[name] = Span(
-            name, last["status"], min(starts) if starts else None,
-            max(ends) if ends else None, sum(r["duration_s"] or 0 for r in ran), len(ran),
+            name,
+            last["status"],
+            min(starts) if starts else None,
+            max(ends) if ends else None,
+            sum(r["duration_s"] or 0 for r in ran),
+            len(ran),
             sum((r["cpu_user_s"] or 0) + (r["cpu_sys_s"] or 0) for r in ran),
             max([r["peak_rss_bytes"] or 0 for r in ran] or [0]),
             sum(r["throttle_wait_s"] or 0 for r in ran),
-            sum(r["lock_wait_s"] or 0 for r in ran), last["reason"])
+            sum(r["lock_wait_s"] or 0 for r in ran),
+            last["reason"],
+        )
     edges: dict[str, list[str]] = {}
     for module, dep in store.edges(run["run_id"]):
         edges.setdefault(module, []).append(dep)
@@ -170,7 +183,7 @@ def bottlenecks(f: RunFigures) -> dict:
         "critical path": "more jobs would not help; shorten the modules on the critical path",
         "--jobs": "slots were full: a higher -j would help if the host has room",
         "throttle": "the host was busy: the gate held modules back (see the load chart); "
-                    "run at a quieter time or raise --max-load",
+        "run at a quieter time or raise --max-load",
         "locks": "modules queued for shared locks: a larger pool (config pools:) would help",
     }[knob]
     out["verdict"] = f"{knob} ({value:.0%} of the makespan): {advice}"
@@ -193,8 +206,14 @@ def _pyplot():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    plt.rcParams.update({"font.size": 9, "svg.fonttype": "none", "axes.spines.top": False,
-                         "axes.spines.right": False})
+    plt.rcParams.update(
+        {
+            "font.size": 9,
+            "svg.fonttype": "none",
+            "axes.spines.top": False,
+            "axes.spines.right": False,
+        }
+    )
     return plt
 
 
@@ -214,29 +233,41 @@ def gantt_chart(f: RunFigures, path: Path) -> None:
         ready = max([d.end for d in deps] + [t0])
         if s.start - ready > 0.001:
             ax.barh(y, s.start - ready, left=ready - t0, color="#dddddd", height=0.6)
-        ax.barh(y, max(s.end - s.start, visible), left=s.start - t0, height=0.6,
-                color=STATUS_COLOUR.get(s.status, "#5b8fd6"),
-                edgecolor="black" if s.name in chain else "none",
-                linewidth=1.6 if s.name in chain else 0)
+        ax.barh(
+            y,
+            max(s.end - s.start, visible),
+            left=s.start - t0,
+            height=0.6,
+            color=STATUS_COLOUR.get(s.status, "#5b8fd6"),
+            edgecolor="black" if s.name in chain else "none",
+            linewidth=1.6 if s.name in chain else 0,
+        )
         labels.append(s.name)
     for y, s in enumerate(skipped, start=len(ran)):
-        ax.text(0, y, f"  skipped: {s.reason or ''}", va="center", color="#777777",
-                fontsize=8)
+        ax.text(0, y, f"  skipped: {s.reason or ''}", va="center", color="#777777", fontsize=8)
         labels.append(s.name)
     ax.set_yticks(range(len(labels)), labels)
     ax.invert_yaxis()
     ax.set_xlabel("seconds since the first module started")
     jobs = f.jobs if f.jobs is not None else "auto"
-    ax.set_title(f"run {f.run['run_id']}: makespan {f.makespan:.2f} s, work {f.work:.2f} s, "
-                 f"-j {jobs}\noutlined: the chain of modules that set the makespan",
-                 loc="left")
+    ax.set_title(
+        f"run {f.run['run_id']}: makespan {f.makespan:.2f} s, work {f.work:.2f} s, "
+        f"-j {jobs}\noutlined: the chain of modules that set the makespan",
+        loc="left",
+    )
     from matplotlib.patches import Patch
 
     used = sorted({s.status for s in ran})
     handles = [Patch(color=STATUS_COLOUR.get(st, "#5b8fd6"), label=st) for st in used]
     handles.append(Patch(color="#dddddd", label="ready, waiting (slot, lock, throttle)"))
-    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.12 * 4 / height),
-              ncol=len(handles), fontsize=8, frameon=False)
+    ax.legend(
+        handles=handles,
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.12 * 4 / height),
+        ncol=len(handles),
+        fontsize=8,
+        frameon=False,
+    )
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -259,17 +290,36 @@ def load_chart(f: RunFigures, path: Path) -> None:
     ax.plot(xs, ys, color="#5b8fd6", label="modules running")
     if f.samples:
         ts = [s["t"] - t0 for s in f.samples]
-        ax.plot(ts, [s.get("runnable_avg") or s["runnable"] for s in f.samples],
-                color="#c8423b", label="runnable tasks (1 s average)")
-        ax.plot(ts, [s["load1"] for s in f.samples], color="#e0892b", linestyle=":",
-                label="load average (1 min)")
+        ax.plot(
+            ts,
+            [s.get("runnable_avg") or s["runnable"] for s in f.samples],
+            color="#c8423b",
+            label="runnable tasks (1 s average)",
+        )
+        ax.plot(
+            ts,
+            [s["load1"] for s in f.samples],
+            color="#e0892b",
+            linestyle=":",
+            label="load average (1 min)",
+        )
         held = [t for t, s in zip(ts, f.samples, strict=True) if s.get("gate")]
         if held:
-            ax.scatter(held, [0] * len(held), marker="|", color="#9b6fb5",
-                       label="gate holding modules back")
+            ax.scatter(
+                held,
+                [0] * len(held),
+                marker="|",
+                color="#9b6fb5",
+                label="gate holding modules back",
+            )
         mem = ax.twinx()
-        mem.plot(ts, [s["mem_available"] / 2**30 for s in f.samples], color="#4c9a5a",
-                 alpha=0.6, label="memory available (GiB)")
+        mem.plot(
+            ts,
+            [s["mem_available"] / 2**30 for s in f.samples],
+            color="#4c9a5a",
+            alpha=0.6,
+            label="memory available (GiB)",
+        )
         mem.set_ylabel("memory available, GiB")
         total = max((s.get("mem_available") or 0) for s in f.samples) / 2**30
         mem.set_ylim(0, total * 1.05 or 1)
@@ -292,16 +342,20 @@ def history_chart(history: list[RunFigures], modules: list[str], path: Path) -> 
     runs = list(reversed(history))
     xs = range(len(runs))
     for name in modules:
-        durations = [r.spans[name].duration if name in r.spans and r.spans[name].ran
-                     else None for r in runs]
-        peaks = [r.spans[name].peak_rss / 2**20 if name in r.spans and r.spans[name].ran
-                 else None for r in runs]
+        durations = [
+            r.spans[name].duration if name in r.spans and r.spans[name].ran else None for r in runs
+        ]
+        peaks = [
+            r.spans[name].peak_rss / 2**20 if name in r.spans and r.spans[name].ran else None
+            for r in runs
+        ]
         top.plot(xs, durations, marker="o", markersize=3, label=name)
         bottom.plot(xs, peaks, marker="o", markersize=3, label=name)
     top.set_ylabel("duration, s")
     bottom.set_ylabel("peak RSS, MiB")
-    bottom.set_xticks(list(xs), [r.run["run_id"][4:15] for r in runs], rotation=45,
-                      ha="right", fontsize=7)
+    bottom.set_xticks(
+        list(xs), [r.run["run_id"][4:15] for r in runs], rotation=45, ha="right", fontsize=7
+    )
     top.legend(fontsize=7, frameon=False, ncol=4)
     top.set_title("Slowest modules across runs (oldest left)")
     fig.tight_layout()
@@ -334,27 +388,42 @@ def build(store: Store, runs: int = HISTORY_RUNS) -> tuple[list[tuple], dict]:
     blocks: list[tuple] = []
     started = (last.run["started"] or "")[:19].replace("T", " ")
     blocks.append(("h1", "corral performance report"))
-    blocks.append(("p", f"Generated {dt.datetime.now().isoformat(timespec='seconds')} from "
-                        f"{len(history)} recorded runs. Last run: `{last.run['run_id']}` "
-                        f"({started} UTC, {last.run['status']}, "
-                        f"{len(last.spans)} modules)."))
+    blocks.append(
+        (
+            "p",
+            f"Generated {dt.datetime.now().isoformat(timespec='seconds')} from "
+            f"{len(history)} recorded runs. Last run: `{last.run['run_id']}` "
+            f"({started} UTC, {last.run['status']}, "
+            f"{len(last.spans)} modules).",
+        )
+    )
     b = bottlenecks(last)
     blocks.append(("h2", "Last run at a glance"))
-    blocks.append(("table", ["figure", "value"], [
-        ["makespan (first start to last end)", f"{last.makespan:.2f} s"],
-        ["work (sum of module time)", f"{last.work:.2f} s"],
-        ["speedup over running them one by one", _s(last.speedup) + "×"],
-        ["parallel efficiency (work / (makespan × jobs))", _pct(last.efficiency)],
-        ["critical path", f"{last.critical_s:.2f} s: " + " → ".join(last.critical_path)],
-        ["time the throttle held modules back", f"{b['gate_held']:.2f} s "
-                                                 f"(module waits {b['throttle']:.2f} s)"],
-        ["time modules queued for locks", f"{b['locks']:.2f} s"],
-        ["header cache hit rate", _pct(last.cache_hit_rate)],
-        ["peak host load (runnable, 1 s average)", _s(last.run.get("peak_load"))],
-        ["corral's own CPU, of which sampling the host",
-         f"{last.run.get('supervisor_cpu_s') or 0:.3f} s, "
-         f"{last.run.get('sampler_cpu_s') or 0:.3f} s"],
-    ]))
+    blocks.append(
+        (
+            "table",
+            ["figure", "value"],
+            [
+                ["makespan (first start to last end)", f"{last.makespan:.2f} s"],
+                ["work (sum of module time)", f"{last.work:.2f} s"],
+                ["speedup over running them one by one", _s(last.speedup) + "×"],
+                ["parallel efficiency (work / (makespan × jobs))", _pct(last.efficiency)],
+                ["critical path", f"{last.critical_s:.2f} s: " + " → ".join(last.critical_path)],
+                [
+                    "time the throttle held modules back",
+                    f"{b['gate_held']:.2f} s (module waits {b['throttle']:.2f} s)",
+                ],
+                ["time modules queued for locks", f"{b['locks']:.2f} s"],
+                ["header cache hit rate", _pct(last.cache_hit_rate)],
+                ["peak host load (runnable, 1 s average)", _s(last.run.get("peak_load"))],
+                [
+                    "corral's own CPU, of which sampling the host",
+                    f"{last.run.get('supervisor_cpu_s') or 0:.3f} s, "
+                    f"{last.run.get('sampler_cpu_s') or 0:.3f} s",
+                ],
+            ],
+        )
+    )
     blocks.append(("p", f"**Bottleneck:** {b['verdict']}."))
     blocks.append(("img", "gantt.svg", "Gantt chart of the last run"))
     blocks.append(("img", "load.svg", "Running modules and host load over the last run"))
@@ -366,58 +435,152 @@ def build(store: Store, runs: int = HISTORY_RUNS) -> tuple[list[tuple], dict]:
             continue
         bb = bottlenecks(f)
         share = bb["share"]
-        table.append([f.run["run_id"], f"{f.makespan:.2f}", _pct(share["critical path"]),
-                      _pct(share["--jobs"]), _pct(share["throttle"]), _pct(share["locks"]),
-                      bb["verdict"].split(":")[0]])
-    blocks.append(("table", ["run", "makespan s", "critical path", "jobs full", "throttle",
-                             "locks", "bound by"], table))
-    blocks.append(("p", "Each share is a fraction of the makespan: the critical path "
-                        "(longest dependency chain by measured durations), time with every "
-                        "slot busy (or work / (makespan × jobs) if higher), time the throttle "
-                        "held a ready module back, and module time spent queued for locks. "
-                        "The largest names the knob that would have helped."))
+        table.append(
+            [
+                f.run["run_id"],
+                f"{f.makespan:.2f}",
+                _pct(share["critical path"]),
+                _pct(share["--jobs"]),
+                _pct(share["throttle"]),
+                _pct(share["locks"]),
+                bb["verdict"].split(":")[0],
+            ]
+        )
+    blocks.append(
+        (
+            "table",
+            ["run", "makespan s", "critical path", "jobs full", "throttle", "locks", "bound by"],
+            table,
+        )
+    )
+    blocks.append(
+        (
+            "p",
+            "Each share is a fraction of the makespan: the critical path "
+            "(longest dependency chain by measured durations), time with every "
+            "slot busy (or work / (makespan × jobs) if higher), time the throttle "
+            "held a ready module back, and module time spent queued for locks. "
+            "The largest names the knob that would have helped.",
+        )
+    )
 
     blocks.append(("h2", "Runs"))
-    blocks.append(("table", ["run", "started (UTC)", "status", "modules", "makespan s",
-                             "work s", "efficiency", "speedup", "cache hits", "throttle s",
-                             "peak load"],
-                   [[f.run["run_id"], (f.run["started"] or "")[:19].replace("T", " "),
-                     f.run["status"], str(len(f.spans)), _s(f.makespan), _s(f.work),
-                     _pct(f.efficiency), _s(f.speedup), _pct(f.cache_hit_rate),
-                     _s(f.run.get("throttle_s")), _s(f.run.get("peak_load"))]
-                    for f in history]))
+    blocks.append(
+        (
+            "table",
+            [
+                "run",
+                "started (UTC)",
+                "status",
+                "modules",
+                "makespan s",
+                "work s",
+                "efficiency",
+                "speedup",
+                "cache hits",
+                "throttle s",
+                "peak load",
+            ],
+            [
+                [
+                    f.run["run_id"],
+                    (f.run["started"] or "")[:19].replace("T", " "),
+                    f.run["status"],
+                    str(len(f.spans)),
+                    _s(f.makespan),
+                    _s(f.work),
+                    _pct(f.efficiency),
+                    _s(f.speedup),
+                    _pct(f.cache_hit_rate),
+                    _s(f.run.get("throttle_s")),
+                    _s(f.run.get("peak_load")),
+                ]
+                for f in history
+            ],
+        )
+    )
 
     per_module = module_table(history)
     blocks.append(("h2", "Modules"))
-    blocks.append(("table", ["module", "runs", "median s", "last s", "peak RSS MiB",
-                             "median CPU s", "last attempts", "failure rate"],
-                   [[m["name"], str(m["runs"]), _s(m["median"]), _s(m["last"]),
-                     _mib(m["peak"]), _s(m["cpu"]), str(m["attempts"]), _pct(m["failures"])]
-                    for m in per_module]))
+    blocks.append(
+        (
+            "table",
+            [
+                "module",
+                "runs",
+                "median s",
+                "last s",
+                "peak RSS MiB",
+                "median CPU s",
+                "last attempts",
+                "failure rate",
+            ],
+            [
+                [
+                    m["name"],
+                    str(m["runs"]),
+                    _s(m["median"]),
+                    _s(m["last"]),
+                    _mib(m["peak"]),
+                    _s(m["cpu"]),
+                    str(m["attempts"]),
+                    _pct(m["failures"]),
+                ]
+                for m in per_module
+            ],
+        )
+    )
     slowest = sorted(per_module, key=lambda m: -(m["median"] or 0))[:10]
     blocks.append(("h2", "Slowest modules"))
-    blocks.append(("table", ["module", "median s", "share of last run's work"],
-                   [[m["name"], _s(m["median"]),
-                     _pct((m["last"] or 0) / last.work if last.work else None)]
-                    for m in slowest]))
+    blocks.append(
+        (
+            "table",
+            ["module", "median s", "share of last run's work"],
+            [
+                [
+                    m["name"],
+                    _s(m["median"]),
+                    _pct((m["last"] or 0) / last.work if last.work else None),
+                ]
+                for m in slowest
+            ],
+        )
+    )
     blocks.append(("h2", "Critical path of the last run"))
-    blocks.append(("table", ["step", "module", "duration s", "status"],
-                   [[str(i + 1), n, _s(last.spans[n].duration), last.spans[n].status]
-                    for i, n in enumerate(last.critical_path)]))
+    blocks.append(
+        (
+            "table",
+            ["step", "module", "duration s", "status"],
+            [
+                [str(i + 1), n, _s(last.spans[n].duration), last.spans[n].status]
+                for i, n in enumerate(last.critical_path)
+            ],
+        )
+    )
 
     regressions = find_regressions(history)
     blocks.append(("h2", "Regressions"))
     if regressions:
-        blocks.append(("table", ["module", "baseline s (median of earlier runs)", "last s",
-                                 "slower by"],
-                       [[r["name"], _s(r["baseline"]), _s(r["last"]), f"+{r['slower']:.0%}"]
-                        for r in regressions]))
+        blocks.append(
+            (
+                "table",
+                ["module", "baseline s (median of earlier runs)", "last s", "slower by"],
+                [
+                    [r["name"], _s(r["baseline"]), _s(r["last"]), f"+{r['slower']:.0%}"]
+                    for r in regressions
+                ],
+            )
+        )
     else:
-        blocks.append(("p", "No module is more than 15 % (and 50 ms) slower than the median "
-                            "of its earlier recorded runs."))
+        blocks.append(
+            (
+                "p",
+                "No module is more than 15 % (and 50 ms) slower than the median "
+                "of its earlier recorded runs.",
+            )
+        )
     blocks.append(("img", "history.svg", "Duration and peak memory across runs"))
-    charts = {"last": last, "history": history,
-              "slowest": [m["name"] for m in slowest[:8]]}
+    charts = {"last": last, "history": history, "slowest": [m["name"] for m in slowest[:8]]}
     return blocks, charts
 
 
@@ -429,13 +592,18 @@ def module_table(history: list[RunFigures]) -> list[dict]:
         ran = [s for s in spans if s.ran]
         durations = [s.duration for s in ran]
         failed = sum(s.status in ("failed", "timeout") for s in spans)
-        out.append({
-            "name": name, "runs": len(spans),
-            "median": statistics.median(durations) if durations else None,
-            "last": ran[0].duration if ran else None,
-            "peak": max((s.peak_rss for s in ran), default=0),
-            "cpu": statistics.median([s.cpu for s in ran]) if ran else None,
-            "attempts": spans[0].attempts, "failures": failed / len(spans)})
+        out.append(
+            {
+                "name": name,
+                "runs": len(spans),
+                "median": statistics.median(durations) if durations else None,
+                "last": ran[0].duration if ran else None,
+                "peak": max((s.peak_rss for s in ran), default=0),
+                "cpu": statistics.median([s.cpu for s in ran]) if ran else None,
+                "attempts": spans[0].attempts,
+                "failures": failed / len(spans),
+            }
+        )
     return out
 
 
@@ -445,15 +613,22 @@ def find_regressions(history: list[RunFigures]) -> list[dict]:
     out = []
     names = {n for f in history[:1] for n in f.spans}
     for name in sorted(names):
-        oks = [f.spans[name].duration for f in history
-               if name in f.spans and f.spans[name].status == "ok"]
+        oks = [
+            f.spans[name].duration
+            for f in history
+            if name in f.spans and f.spans[name].status == "ok"
+        ]
         if len(oks) < 2:
             continue
         last, baseline = oks[0], statistics.median(oks[1:6])
-        if baseline > 0 and last > baseline * (1 + REGRESSION) and \
-                last - baseline > REGRESSION_FLOOR_S:
-            out.append({"name": name, "baseline": baseline, "last": last,
-                        "slower": last / baseline - 1})
+        if (
+            baseline > 0
+            and last > baseline * (1 + REGRESSION)
+            and last - baseline > REGRESSION_FLOOR_S
+        ):
+            out.append(
+                {"name": name, "baseline": baseline, "last": last, "slower": last / baseline - 1}
+            )
     return out
 
 
@@ -518,21 +693,26 @@ def render_html(blocks: list[tuple], out: Path) -> str:
             body.append(f"<p>{_code(text)}</p>")
         elif kind == "img":
             svg = (out / block[1]).read_text()
-            svg = svg[svg.index("<svg"):]
-            body.append(f'<figure>{svg}<figcaption>{html.escape(block[2])}</figcaption>'
-                        "</figure>")
+            svg = svg[svg.index("<svg") :]
+            body.append(f"<figure>{svg}<figcaption>{html.escape(block[2])}</figcaption></figure>")
         elif kind == "table":
             head = "".join(f"<th>{html.escape(h)}</th>" for h in block[1])
-            rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row)
-                           + "</tr>" for row in block[2])
+            rows = "".join(
+                "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
+                for row in block[2]
+            )
             body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
-             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;"
-             "padding:3px 8px;text-align:left;font-size:13px}th{background:#f3f3f3}"
-             "figure{margin:1em 0}svg{max-width:100%;height:auto}code{background:#f3f3f3}")
-    return ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
-            "<title>corral performance report</title>"
-            f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+    style = (
+        "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;"
+        "padding:3px 8px;text-align:left;font-size:13px}th{background:#f3f3f3}"
+        "figure{margin:1em 0}svg{max-width:100%;height:auto}code{background:#f3f3f3}"
+    )
+    return (
+        '<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
+        "<title>corral performance report</title>"
+        f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
+    )
 
 
 def _code(text: str) -> str:

@@ -55,9 +55,10 @@ class RunLock:
                     os.close(fd)
                     dirs = ", ".join(str(d) for d in self.modules)
                     waited = f" after waiting {wait:g}s" if wait else ""
-                    raise LockHeld(f"another corral run (PID {holder}) is running {dirs}"
-                                   f"{waited}; lock file {self.path}. Use --wait-lock to wait"
-                                   ) from None
+                    raise LockHeld(
+                        f"another corral run (PID {holder}) is running {dirs}"
+                        f"{waited}; lock file {self.path}. Use --wait-lock to wait"
+                    ) from None
                 time.sleep(POLL)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)

@@ -138,9 +138,20 @@ class HostSampler:
             avg = prev.runnable_avg + alpha * (runnable - prev.runnable_avg)
         prev.runnable_avg = avg
         prev.t = now
-        sample = HostSample(now, time.time(), load1, runnable, avg, busy,
-                            mem.get(b"MemTotal", 0), mem.get(b"MemAvailable", 0),
-                            mem.get(b"SwapFree", 0), psi["cpu"], psi["memory"], psi["io"])
+        sample = HostSample(
+            now,
+            time.time(),
+            load1,
+            runnable,
+            avg,
+            busy,
+            mem.get(b"MemTotal", 0),
+            mem.get(b"MemAvailable", 0),
+            mem.get(b"SwapFree", 0),
+            psi["cpu"],
+            psi["memory"],
+            psi["io"],
+        )
         self.last = sample
         self.cpu_spent += time.thread_time() - spent
         return sample
@@ -166,7 +177,7 @@ class HostSampler:
 def _procs_running(stat: bytes) -> int:
     """procs_running of /proc/stat, minus one: corral itself runs while it reads it."""
     at = stat.find(b"procs_running ")
-    return max(0, int(stat[at + 14:stat.index(b"\n", at)]) - 1) if at >= 0 else 0
+    return max(0, int(stat[at + 14 : stat.index(b"\n", at)]) - 1) if at >= 0 else 0
 
 
 def _meminfo(data: bytes | None) -> dict[bytes, int]:
@@ -199,8 +210,9 @@ def process_tree(root: int) -> list[int]:
     return out
 
 
-def tree_usage(root: int, usage: TreeUsage | None = None,
-               tree: list[int] | None = None) -> TreeUsage:
+def tree_usage(
+    root: int, usage: TreeUsage | None = None, tree: list[int] | None = None
+) -> TreeUsage:
     """Sum RSS, CPU, I/O and counts over the tree under `root`; updates peaks in `usage`."""
     usage = usage or TreeUsage()
     rss = processes = threads = 0

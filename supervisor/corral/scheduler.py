@@ -90,8 +90,14 @@ class Locks:
 class Scheduler:
     """Runs one selection through an executor; `run()` returns the RunFinished event."""
 
-    def __init__(self, graph: Graph, selection: Selection, settings: RunSettings,
-                 executor, emit: Callable[[Event], None]):
+    def __init__(
+        self,
+        graph: Graph,
+        selection: Selection,
+        settings: RunSettings,
+        executor,
+        emit: Callable[[Event], None],
+    ):
         self.graph = graph
         self.selection = selection
         self.settings = settings
@@ -130,9 +136,17 @@ class Scheduler:
     def run(self) -> RunFinished:
         started = time.time()
         edges = [(n, d) for n in self.selection.names for d in sorted(self.selection.waits[n])]
-        self.emit(RunStarted(self.settings.run_id, started, list(self.selection.names),
-                             self.settings.jobs, _str(self.settings.log_dir),
-                             self.settings.dry_run, edges))
+        self.emit(
+            RunStarted(
+                self.settings.run_id,
+                started,
+                list(self.selection.names),
+                self.settings.jobs,
+                _str(self.settings.log_dir),
+                self.settings.dry_run,
+                edges,
+            )
+        )
         executor, plan = self.executor, self.plan
         try:
             # Sample the host when due; start as many ready modules as --jobs, the locks
@@ -145,8 +159,7 @@ class Scheduler:
                     refused_before = self.gate_reason
                     self.gate_reason = None
                     self._start_retries()
-                    room = (self.settings.jobs or len(self.selection.names)) - len(
-                        executor.running)
+                    room = (self.settings.jobs or len(self.selection.names)) - len(executor.running)
                     for name in plan.take_ready(self._admit, room):
                         self._start(name, 1)
                     if self.gate_reason != refused_before:
@@ -174,8 +187,13 @@ class Scheduler:
             return
         self._next_sample = now + self.settings.sample_interval
         sample = self.sampler.sample()
-        self._host_now = Host(sample.runnable_avg, sample.mem_available, sample.mem_total,
-                              sample.psi_cpu, sample.psi_mem)
+        self._host_now = Host(
+            sample.runnable_avg,
+            sample.mem_available,
+            sample.mem_total,
+            sample.psi_cpu,
+            sample.psi_mem,
+        )
         self.peak_load = max(self.peak_load, sample.runnable_avg, sample.load1)
         for pid, job in list(self.executor.running.items()):
             tree = process_tree(pid)
@@ -184,8 +202,9 @@ class Scheduler:
             # (an RCU grace period): only attempts that have run a while are worth it.
             if job.cgroup is None and now - job.start_mono >= CONTAIN_AFTER_S:
                 self.executor.contain(job, tree)
-        self.emit(Sampled(sample, len(self.executor.running), len(self.waiting_since),
-                          self.gate_reason))
+        self.emit(
+            Sampled(sample, len(self.executor.running), len(self.waiting_since), self.gate_reason)
+        )
 
     def _timeout(self) -> float | None:
         """Until the next retry, or the next sample while modules run or wait."""
@@ -200,11 +219,20 @@ class Scheduler:
         for pid, job in self.executor.running.items():
             header = self.graph.modules[job.spec.name].header
             usage = self.usage.get(pid)
-            rate = usage.cpu_rate if usage and usage.cpu_rate is not None else self._cpu_rate(
-                job.spec.name)
-            out.append(Running(header.workload, now - job.start_mono,
-                               self._memory_need(job.spec.name), usage.rss if usage else 0,
-                               rate))
+            rate = (
+                usage.cpu_rate
+                if usage and usage.cpu_rate is not None
+                else self._cpu_rate(job.spec.name)
+            )
+            out.append(
+                Running(
+                    header.workload,
+                    now - job.start_mono,
+                    self._memory_need(job.spec.name),
+                    usage.rss if usage else 0,
+                    rate,
+                )
+            )
         return out
 
     def _cpu_rate(self, name: str) -> float:
@@ -226,10 +254,17 @@ class Scheduler:
         """The gate, then the locks; a refusal by the gate is remembered as a delay."""
         header = self.graph.modules[name].header
         if self.settings.jobs is not None and (
-                len(self.executor.running) + len(self._batch) >= self.settings.jobs):
+            len(self.executor.running) + len(self._batch) >= self.settings.jobs
+        ):
             return False
-        reason = admit(self._running(), self.limits, self._host_now, header.workload,
-                       self._memory_need(name), declared=bool(header.memory))
+        reason = admit(
+            self._running(),
+            self.limits,
+            self._host_now,
+            header.workload,
+            self._memory_need(name),
+            declared=bool(header.memory),
+        )
         if reason is not None:
             self.waiting_since.setdefault(name, time.monotonic())
             self.wait_reason[name] = reason
@@ -238,8 +273,9 @@ class Scheduler:
         if not self.locks.acquire(header.locks):
             self.lock_since.setdefault(name, time.monotonic())
             return False
-        self._batch.append(Running(header.workload, 0.0, self._memory_need(name), 0,
-                                   self._cpu_rate(name)))
+        self._batch.append(
+            Running(header.workload, 0.0, self._memory_need(name), 0, self._cpu_rate(name))
+        )
         return True
 
     def _start_retries(self) -> None:
@@ -255,20 +291,47 @@ class Scheduler:
         module = self.graph.modules[name]
         log_path = None
         if self._log_dir is not None:
-            log_path = (f"{self._log_dir}/{name}.log" if attempt == 1 else
-                        f"{self._log_dir}/{name}.{attempt}.log")
+            log_path = (
+                f"{self._log_dir}/{name}.log"
+                if attempt == 1
+                else f"{self._log_dir}/{name}.{attempt}.log"
+            )
         env = self._env.copy()
         env["CORRAL_MODULE"] = name
         env["CORRAL_ATTEMPT"] = str(attempt)
-        spec = Spec(name, self._paths[name], attempt, env, log_path,
-                    module.header.timeout, module.header.detach)
+        spec = Spec(
+            name,
+            self._paths[name],
+            attempt,
+            env,
+            log_path,
+            module.header.timeout,
+            module.header.detach,
+        )
         try:
             job = self.executor.start(spec)
         except OSError as exc:
             now = time.time()
-            self._on_finished(AttemptResult(name, attempt, FAILED, None, None, now, now, 0.0,
-                                            0.0, 0.0, 0, 0, 0, 0, None,
-                                            reason=f"cannot start: {exc.strerror or exc}"))
+            self._on_finished(
+                AttemptResult(
+                    name,
+                    attempt,
+                    FAILED,
+                    None,
+                    None,
+                    now,
+                    now,
+                    0.0,
+                    0.0,
+                    0.0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    None,
+                    reason=f"cannot start: {exc.strerror or exc}",
+                )
+            )
             return
         self.summaries[name].status = "running"
         since = self.waiting_since.pop(name, None)
@@ -293,15 +356,19 @@ class Scheduler:
             result.read_bytes = max(result.read_bytes, usage.read_bytes)
             result.write_bytes = max(result.write_bytes, usage.write_bytes)
         result.throttle_wait_s, result.throttle_reason = self.delays.pop(
-            (name, result.attempt), (0.0, None))
+            (name, result.attempt), (0.0, None)
+        )
         result.lock_wait_s = self.lock_waits.pop((name, result.attempt), 0.0)
         header = self.graph.modules[name].header
         self.locks.release(header.locks)
         summary = self.summaries[name]
         summary.attempts.append(result)
         summary.status = result.status
-        if (result.status in (FAILED, TIMEOUT) and result.attempt <= header.retries
-                and self.stop_signal is None):
+        if (
+            result.status in (FAILED, TIMEOUT)
+            and result.attempt <= header.retries
+            and self.stop_signal is None
+        ):
             result.retry_in = backoff(result.attempt, self.settings.retry_backoff)
             self.retrying[name] = time.monotonic() + result.retry_in
             self.emit(ModuleFinished(result))
@@ -343,8 +410,13 @@ class Scheduler:
             self.executor.stop_all(INTERRUPTED, now=True)
             return
         self.stop_signal = signum
-        self.emit(Notice(f"{sig}: stopping every module (TERM, then KILL after the grace "
-                         "period; press Ctrl-C again to kill at once)", warning=True))
+        self.emit(
+            Notice(
+                f"{sig}: stopping every module (TERM, then KILL after the grace "
+                "period; press Ctrl-C again to kill at once)",
+                warning=True,
+            )
+        )
         self._stop_starting(f"not started: run interrupted by {sig}")
         self.executor.stop_all(INTERRUPTED)
 
@@ -353,21 +425,31 @@ class Scheduler:
         modules = [self.summaries[n] for n in self.selection.names]
         # Makespan: first spawn to last exit, as a Gantt chart shows it.
         attempts = [a for m in modules for a in m.attempts]
-        makespan = (max(a.end for a in attempts) - min(a.start for a in attempts)
-                    if attempts else 0.0)
+        makespan = (
+            max(a.end for a in attempts) - min(a.start for a in attempts) if attempts else 0.0
+        )
         if self.stop_signal is not None:
             status, code = INTERRUPTED, 128 + self.stop_signal
         elif all(m.status == OK for m in modules):
             status, code = OK, 0
         else:
             status, code = FAILED, 1
-        return RunFinished(self.settings.run_id, status, code, started, ended,
-                           makespan, self.settings.jobs, modules,
-                           _str(self.settings.log_dir), self.settings.dry_run,
-                           peak_load=self.peak_load,
-                           throttle_s=sum(a.throttle_wait_s for a in attempts),
-                           sampler_cpu_s=self.sampler.cpu_spent if self.sampler else 0.0,
-                           supervisor_cpu_s=_own_cpu())
+        return RunFinished(
+            self.settings.run_id,
+            status,
+            code,
+            started,
+            ended,
+            makespan,
+            self.settings.jobs,
+            modules,
+            _str(self.settings.log_dir),
+            self.settings.dry_run,
+            peak_load=self.peak_load,
+            throttle_s=sum(a.throttle_wait_s for a in attempts),
+            sampler_cpu_s=self.sampler.cpu_spent if self.sampler else 0.0,
+            supervisor_cpu_s=_own_cpu(),
+        )
 
 
 def _own_cpu() -> float:

@@ -85,16 +85,22 @@ class Store:
                     if src.exists():
                         src.rename(f"{aside}{suffix}")
                 store = cls._open(path)
-                on_warning(f"{path}: database is unreadable ({exc}); moved it to {aside} "
-                           "and started a new one")
+                on_warning(
+                    f"{path}: database is unreadable ({exc}); moved it to {aside} "
+                    "and started a new one"
+                )
                 return store
             except (OSError, sqlite3.DatabaseError) as exc2:
-                on_warning(f"{path}: database is unusable ({exc2}); nothing will be recorded "
-                           "this time and headers are parsed from the files")
+                on_warning(
+                    f"{path}: database is unusable ({exc2}); nothing will be recorded "
+                    "this time and headers are parsed from the files"
+                )
                 return cls._open(None)
         except OSError as exc:
-            on_warning(f"{path}: cannot open database ({exc}); nothing will be recorded "
-                       "this time and headers are parsed from the files")
+            on_warning(
+                f"{path}: cannot open database ({exc}); nothing will be recorded "
+                "this time and headers are parsed from the files"
+            )
             return cls._open(None)
 
     @classmethod
@@ -103,8 +109,12 @@ class Store:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             if not path.exists():
                 os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW, 0o600))
-        conn = sqlite3.connect(str(path) if path else ":memory:", timeout=BUSY_TIMEOUT_MS / 1000,
-                               isolation_level=None, check_same_thread=False)
+        conn = sqlite3.connect(
+            str(path) if path else ":memory:",
+            timeout=BUSY_TIMEOUT_MS / 1000,
+            isolation_level=None,
+            check_same_thread=False,
+        )
         conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         try:
             if path is not None:
@@ -160,25 +170,34 @@ class Store:
         prefix = f"{directory}{os.sep}"
         rows = self.conn.execute(
             "SELECT path, dev, ino, size, mtime_ns, parser, header FROM header_cache "
-            "WHERE substr(path, 1, ?) = ?", (len(prefix), prefix))
-        return {path: ((dev, ino, size, mtime_ns) if parser == CACHE_TAG else None, header)
-                for path, dev, ino, size, mtime_ns, parser, header in rows}
+            "WHERE substr(path, 1, ?) = ?",
+            (len(prefix), prefix),
+        )
+        return {
+            path: ((dev, ino, size, mtime_ns) if parser == CACHE_TAG else None, header)
+            for path, dev, ino, size, mtime_ns, parser, header in rows
+        }
 
-    def update_header_cache(self, parsed: dict[str, tuple[FileKey, Header]],
-                            stale: set[str], hits: int) -> None:
+    def update_header_cache(
+        self, parsed: dict[str, tuple[FileKey, Header]], stale: set[str], hits: int
+    ) -> None:
         """Store fresh parses, drop rows of deleted files, record this load's hit counts."""
         with self.write():
             if parsed:
                 self.conn.executemany(
                     "INSERT OR REPLACE INTO header_cache "
                     "(path, dev, ino, size, mtime_ns, parser, header) VALUES (?,?,?,?,?,?,?)",
-                    ((path, *k, CACHE_TAG, marshal.dumps(h.to_record()))
-                     for path, (k, h) in parsed.items()))  # one record at a time
-            self.conn.executemany("DELETE FROM header_cache WHERE path = ?",
-                                  [(p,) for p in stale])
+                    (
+                        (path, *k, CACHE_TAG, marshal.dumps(h.to_record()))
+                        for path, (k, h) in parsed.items()
+                    ),
+                )  # one record at a time
+            self.conn.executemany("DELETE FROM header_cache WHERE path = ?", [(p,) for p in stale])
             self.conn.execute(
                 "INSERT OR REPLACE INTO cache_stats (id, hits, misses, loaded_at) "
-                "VALUES (1, ?, ?, ?)", (hits, len(parsed), time.time()))
+                "VALUES (1, ?, ?, ?)",
+                (hits, len(parsed), time.time()),
+            )
 
     def cache_stats(self) -> CacheStats:
         entries = self.conn.execute("SELECT count(*) FROM header_cache").fetchone()[0]
@@ -197,24 +216,32 @@ class Store:
 
     def memo_plan(self, key: str) -> tuple[str, str] | None:
         """(plan JSON, warnings) stored under `key`; None when there is none."""
-        row = self.conn.execute("SELECT plan, warnings FROM plan_memo WHERE key = ?",
-                                (key,)).fetchone()
+        row = self.conn.execute(
+            "SELECT plan, warnings FROM plan_memo WHERE key = ?", (key,)
+        ).fetchone()
         return (row[0], row[1]) if row else None
 
     def save_plan(self, key: str, plan: str, warnings: str) -> None:
         """Keep a plan under `key` (the newest MEMO_PLANS only)."""
         with self.write():
-            self.conn.execute("INSERT OR REPLACE INTO plan_memo (key, plan, warnings, saved) "
-                              "VALUES (?, ?, ?, ?)", (key, plan, warnings, time.time()))
-            self.conn.execute("DELETE FROM plan_memo WHERE key NOT IN (SELECT key FROM "
-                              "plan_memo ORDER BY saved DESC LIMIT ?)", (MEMO_PLANS,))
+            self.conn.execute(
+                "INSERT OR REPLACE INTO plan_memo (key, plan, warnings, saved) VALUES (?, ?, ?, ?)",
+                (key, plan, warnings, time.time()),
+            )
+            self.conn.execute(
+                "DELETE FROM plan_memo WHERE key NOT IN (SELECT key FROM "
+                "plan_memo ORDER BY saved DESC LIMIT ?)",
+                (MEMO_PLANS,),
+            )
 
     def count_warm_load(self, hits: int) -> None:
         """A load answered from the plan memo: every header was valid in the cache."""
         with self.write():
             self.conn.execute(
                 "INSERT OR REPLACE INTO cache_stats (id, hits, misses, loaded_at) "
-                "VALUES (1, ?, 0, ?)", (hits, time.time()))
+                "VALUES (1, ?, 0, ?)",
+                (hits, time.time()),
+            )
 
     # runs --------------------------------------------------------------------------------
 
@@ -225,32 +252,42 @@ class Store:
         with self.write():
             self._insert("runs", row)
 
-    def update_run(self, run_id: str, values: dict,
-                   figures: list[tuple[str, bool, float, int, float]] | None = None) -> None:
+    def update_run(
+        self,
+        run_id: str,
+        values: dict,
+        figures: list[tuple[str, bool, float, int, float]] | None = None,
+    ) -> None:
         """Set a run's closing values; `figures` (module, ok, duration, peak RSS, CPU
         seconds) per attempt are what `history` reads back, in one record."""
         with self.write():
             self._update("runs", "run_id", run_id, values)
             if figures is not None:
-                self.conn.execute("INSERT OR REPLACE INTO run_figures VALUES (?, ?)",
-                                  (run_id, marshal.dumps(figures)))
+                self.conn.execute(
+                    "INSERT OR REPLACE INTO run_figures VALUES (?, ?)",
+                    (run_id, marshal.dumps(figures)),
+                )
 
     def insert_edges(self, run_id: str, edges: list[tuple[str, str]]) -> None:
         with self.write():
-            self.conn.executemany("INSERT INTO run_edges (run_id, module, waits_on) "
-                                  "VALUES (?, ?, ?)", [(run_id, a, b) for a, b in edges])
+            self.conn.executemany(
+                "INSERT INTO run_edges (run_id, module, waits_on) VALUES (?, ?, ?)",
+                [(run_id, a, b) for a, b in edges],
+            )
 
     def edges(self, run_id: str) -> list[tuple[str, str]]:
-        return list(self.conn.execute(
-            "SELECT module, waits_on FROM run_edges WHERE run_id = ?", (run_id,)))
+        return list(
+            self.conn.execute("SELECT module, waits_on FROM run_edges WHERE run_id = ?", (run_id,))
+        )
 
     def samples(self, run_id: str) -> list[dict]:
         cur = self.conn.execute("SELECT * FROM samples WHERE run_id = ? ORDER BY t", (run_id,))
         names = [d[0] for d in cur.description]
         return [dict(zip(names, row, strict=True)) for row in cur]
 
-    def write_attempts(self, inserts: list[dict], updates: list[tuple[tuple, dict]],
-                       samples: list[dict] = ()) -> None:
+    def write_attempts(
+        self, inserts: list[dict], updates: list[tuple[tuple, dict]], samples: list[dict] = ()
+    ) -> None:
         """In one transaction: new module_runs rows, then updates keyed by
         (run_id, module, attempt), then samples. Rows of one shape go in one executemany."""
         # An attempt that started and ended within one batch becomes one complete row.
@@ -264,10 +301,13 @@ class Store:
                 later.append((key, values))
         with self.write():
             for (table, columns), rows in _by_shape(
-                    [("module_runs", r) for r in inserts] + [("samples", r) for r in samples]):
+                [("module_runs", r) for r in inserts] + [("samples", r) for r in samples]
+            ):
                 self.conn.executemany(
                     f"INSERT INTO {table} ({', '.join(columns)}) "
-                    f"VALUES ({', '.join('?' * len(columns))})", rows)
+                    f"VALUES ({', '.join('?' * len(columns))})",
+                    rows,
+                )
             shapes: dict[tuple, list[tuple]] = {}
             for key, values in later:
                 shapes.setdefault(tuple(values), []).append((*values.values(), *key))
@@ -275,7 +315,9 @@ class Store:
                 sets = ", ".join(f"{column} = ?" for column in columns)
                 self.conn.executemany(
                     f"UPDATE module_runs SET {sets} WHERE run_id = ? AND module = ? "
-                    "AND attempt = ?", rows)
+                    "AND attempt = ?",
+                    rows,
+                )
 
     def _insert(self, table: str, row: dict) -> int:
         sql = f"INSERT INTO {table} ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})"
@@ -287,11 +329,11 @@ class Store:
 
     def runs(self, limit: int = 20) -> list[dict]:
         """The newest `limit` runs, newest first."""
-        return list(self.db.query(
-            "SELECT * FROM runs ORDER BY started DESC LIMIT ?", [limit]))
+        return list(self.db.query("SELECT * FROM runs ORDER BY started DESC LIMIT ?", [limit]))
 
-    def attempts(self, run_id: str | None = None, module: str | None = None,
-                 limit: int = 1000) -> list[dict]:
+    def attempts(
+        self, run_id: str | None = None, module: str | None = None, limit: int = 1000
+    ) -> list[dict]:
         """module_runs rows, newest first, filtered by run and/or module."""
         where, args = [], []
         if run_id:
@@ -316,9 +358,11 @@ class Store:
         rows: list = []
         unsummed = []
         for run_id, figures in self.conn.execute(
-                "SELECT r.run_id, f.figures FROM (SELECT run_id, started FROM runs "
-                "ORDER BY started DESC LIMIT ?) AS r LEFT JOIN run_figures AS f "
-                "USING (run_id)", (recent,)):
+            "SELECT r.run_id, f.figures FROM (SELECT run_id, started FROM runs "
+            "ORDER BY started DESC LIMIT ?) AS r LEFT JOIN run_figures AS f "
+            "USING (run_id)",
+            (recent,),
+        ):
             if figures is None:
                 unsummed.append(run_id)
             else:
@@ -327,7 +371,8 @@ class Store:
             rows += self.conn.execute(
                 "SELECT module, status = 'ok', duration_s, peak_rss_bytes, cpu_user_s + "
                 f"cpu_sys_s FROM module_runs WHERE run_id IN ({', '.join('?' * len(unsummed))})",
-                unsummed)
+                unsummed,
+            )
         durations: dict[str, list[float]] = {}
         rates: dict[str, list[float]] = {}
         peaks: dict[str, int] = {}
@@ -338,8 +383,11 @@ class Store:
                 durations.setdefault(module, []).append(duration)
                 if duration > 0.05 and cpu is not None:
                     rates.setdefault(module, []).append(cpu / duration)
-        return History({m: _median(v) for m, v in durations.items()}, peaks,
-                       {m: _median(v) for m, v in rates.items()})
+        return History(
+            {m: _median(v) for m, v in durations.items()},
+            peaks,
+            {m: _median(v) for m, v in rates.items()},
+        )
 
 
 def sqlite_utils():
@@ -389,38 +437,110 @@ def _wal(conn: sqlite3.Connection) -> None:
 
 
 def _schema_v1(db) -> None:
-    db["header_cache"].create({
-        "path": str, "dev": int, "ino": int, "size": int, "mtime_ns": int,
-        "parser": int, "header": bytes}, pk="path", if_not_exists=True)
-    db["cache_stats"].create({"id": int, "hits": int, "misses": int, "loaded_at": float},
-                             pk="id", if_not_exists=True)
-    db["runs"].create({
-        "run_id": str, "started": str, "ended": str, "status": str, "exit_code": int,
-        "jobs": int, "modules_dir": str, "targets": str, "host": str, "pid": int,
-        "boot_id": str, "makespan_s": float, "work_s": float, "module_count": int,
-        "cache_hits": int, "cache_misses": int}, pk="run_id", if_not_exists=True)
-    db["module_runs"].create({
-        "id": int, "run_id": str, "module": str, "attempt": int, "status": str,
-        "exit_code": int, "signal": int, "reason": str, "start": str, "end": str,
-        "start_mono": float, "duration_s": float, "cpu_user_s": float, "cpu_sys_s": float,
-        "peak_rss_bytes": int, "read_bytes": int, "write_bytes": int,
-        "throttle_wait_s": float, "log_path": str, "pid": int, "pgid": int,
-        "log_bytes": int, "log_dropped_bytes": int},
-        pk="id", foreign_keys=[("run_id", "runs", "run_id")], if_not_exists=True)
+    db["header_cache"].create(
+        {
+            "path": str,
+            "dev": int,
+            "ino": int,
+            "size": int,
+            "mtime_ns": int,
+            "parser": int,
+            "header": bytes,
+        },
+        pk="path",
+        if_not_exists=True,
+    )
+    db["cache_stats"].create(
+        {"id": int, "hits": int, "misses": int, "loaded_at": float}, pk="id", if_not_exists=True
+    )
+    db["runs"].create(
+        {
+            "run_id": str,
+            "started": str,
+            "ended": str,
+            "status": str,
+            "exit_code": int,
+            "jobs": int,
+            "modules_dir": str,
+            "targets": str,
+            "host": str,
+            "pid": int,
+            "boot_id": str,
+            "makespan_s": float,
+            "work_s": float,
+            "module_count": int,
+            "cache_hits": int,
+            "cache_misses": int,
+        },
+        pk="run_id",
+        if_not_exists=True,
+    )
+    db["module_runs"].create(
+        {
+            "id": int,
+            "run_id": str,
+            "module": str,
+            "attempt": int,
+            "status": str,
+            "exit_code": int,
+            "signal": int,
+            "reason": str,
+            "start": str,
+            "end": str,
+            "start_mono": float,
+            "duration_s": float,
+            "cpu_user_s": float,
+            "cpu_sys_s": float,
+            "peak_rss_bytes": int,
+            "read_bytes": int,
+            "write_bytes": int,
+            "throttle_wait_s": float,
+            "log_path": str,
+            "pid": int,
+            "pgid": int,
+            "log_bytes": int,
+            "log_dropped_bytes": int,
+        },
+        pk="id",
+        foreign_keys=[("run_id", "runs", "run_id")],
+        if_not_exists=True,
+    )
     db["module_runs"].create_index(["run_id"], if_not_exists=True)
     db["module_runs"].create_index(["module", "start"], if_not_exists=True)
-    db["samples"].create({
-        "run_id": str, "t": float, "load1": float, "runnable": int, "mem_available": int,
-        "psi_cpu": float, "psi_mem": float, "psi_io": float, "running": int},
-        foreign_keys=[("run_id", "runs", "run_id")], if_not_exists=True)
+    db["samples"].create(
+        {
+            "run_id": str,
+            "t": float,
+            "load1": float,
+            "runnable": int,
+            "mem_available": int,
+            "psi_cpu": float,
+            "psi_mem": float,
+            "psi_io": float,
+            "running": int,
+        },
+        foreign_keys=[("run_id", "runs", "run_id")],
+        if_not_exists=True,
+    )
     db["samples"].create_index(["run_id", "t"], if_not_exists=True)
 
 
 V2_COLUMNS = {
-    "runs": {"exit_signal": int, "selected": int, "peak_load": float, "throttle_s": float,
-             "sampler_cpu_s": float, "supervisor_cpu_s": float, "pid_start": int},
-    "module_runs": {"log_incomplete": int, "throttle_reason": str, "lock_wait_s": float,
-                    "leftovers": int},
+    "runs": {
+        "exit_signal": int,
+        "selected": int,
+        "peak_load": float,
+        "throttle_s": float,
+        "sampler_cpu_s": float,
+        "supervisor_cpu_s": float,
+        "pid_start": int,
+    },
+    "module_runs": {
+        "log_incomplete": int,
+        "throttle_reason": str,
+        "lock_wait_s": float,
+        "leftovers": int,
+    },
     "samples": {"cpu_busy": float, "runnable_avg": float, "waiting": int, "gate": str},
 }
 
@@ -436,18 +556,21 @@ def _schema_v2(db) -> None:
         for column, kind in columns.items():
             if column not in present:
                 db[table].add_column(column, kind)
-    db["run_edges"].create({"run_id": str, "module": str, "waits_on": str},
-                           foreign_keys=[("run_id", "runs", "run_id")], if_not_exists=True)
+    db["run_edges"].create(
+        {"run_id": str, "module": str, "waits_on": str},
+        foreign_keys=[("run_id", "runs", "run_id")],
+        if_not_exists=True,
+    )
     db["run_edges"].create_index(["run_id"], if_not_exists=True)
-    db["module_runs"].create_index(["run_id", "module", "attempt"], unique=True,
-                                   if_not_exists=True)
+    db["module_runs"].create_index(["run_id", "module", "attempt"], unique=True, if_not_exists=True)
     db["runs"].create_index(["started"], if_not_exists=True)
 
 
 def _schema_v4(db) -> None:
     """Plans memoised by a digest of everything they depend on."""
-    db["plan_memo"].create({"key": str, "plan": str, "warnings": str, "saved": float},
-                           pk="key", if_not_exists=True)
+    db["plan_memo"].create(
+        {"key": str, "plan": str, "warnings": str, "saved": float}, pk="key", if_not_exists=True
+    )
 
 
 def _schema_v5(db) -> None:
@@ -459,8 +582,7 @@ def _schema_v5(db) -> None:
 def _schema_v6(db) -> None:
     """run_figures: each finished run's per-attempt figures in one record, which is
     what history reads (a thousand attempt rows cost 16 ms to fetch; the record 1)."""
-    db["run_figures"].create({"run_id": str, "figures": bytes}, pk="run_id",
-                             if_not_exists=True)
+    db["run_figures"].create({"run_id": str, "figures": bytes}, pk="run_id", if_not_exists=True)
 
 
 _MIGRATIONS = [_schema_v1, _schema_v2, _schema_v2, _schema_v4, _schema_v5, _schema_v6]

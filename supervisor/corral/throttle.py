@@ -88,15 +88,24 @@ def auto_capacity(limits: Limits, host: Host) -> float:
     return budget
 
 
-def admit(running: list[Running], limits: Limits, host: Host, workload: str,
-          memory: int = 0, declared: bool = False) -> str | None:
+def admit(
+    running: list[Running],
+    limits: Limits,
+    host: Host,
+    workload: str,
+    memory: int = 0,
+    declared: bool = False,
+) -> str | None:
     """None if a module of `workload` needing `memory` bytes may start now, else why not.
 
     `declared`: the module's header states its memory (a hard need even on an idle host).
     """
     if not running:
-        if (declared and host.mem_available is not None
-                and host.mem_available - memory < limits.min_free_mem):
+        if (
+            declared
+            and host.mem_available is not None
+            and host.mem_available - memory < limits.min_free_mem
+        ):
             return _memory_reason(host.mem_available, memory, limits.min_free_mem)
         return None
     w = weight(workload)
@@ -114,8 +123,7 @@ def admit(running: list[Running], limits: Limits, host: Host, workload: str,
         expected = host.runnable_avg + unseen + w
         limit = limits.load_limit
         if expected > limit:
-            return (f"load: {host.runnable_avg:.1f} runnable + {unseen + w:.1f} starting "
-                    f"> {limit:g}")
+            return f"load: {host.runnable_avg:.1f} runnable + {unseen + w:.1f} starting > {limit:g}"
     if workload == "cpu" and host.psi_cpu is not None and host.psi_cpu > CPU_PRESSURE:
         return f"cpu pressure {host.psi_cpu:.0f}% > {CPU_PRESSURE:.0f}%"
     if host.psi_mem is not None and host.psi_mem > MEM_PRESSURE:

@@ -31,7 +31,8 @@ def untrusted(paths: Iterable[str | Path], euid: int | None = None) -> list[Prob
         if directory not in verdicts:
             parent = os.path.dirname(directory)
             verdicts[directory] = _check(directory, is_dir=True) or (
-                None if parent == directory else directory_verdict(parent))
+                None if parent == directory else directory_verdict(parent)
+            )
         return verdicts[directory]
 
     for path in paths:
@@ -44,8 +45,11 @@ def untrusted(paths: Iterable[str | Path], euid: int | None = None) -> list[Prob
         if why is None and (above := directory_verdict(directory)) is not None:
             why = f"its directory {above}"
         if why is not None:
-            problems.append(Problem(path, 1, f"refusing to run as root: {why}; another user "
-                                              "could change what runs"))
+            problems.append(
+                Problem(
+                    path, 1, f"refusing to run as root: {why}; another user could change what runs"
+                )
+            )
     return problems
 
 

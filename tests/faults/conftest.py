@@ -19,10 +19,24 @@ class Running:
     def __init__(self, corral, *args: str, **popen):
         self.corral = corral
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "corral", "--modules", str(corral.modules), "--db",
-             str(corral.db), "run", *args], env=corral.env, stdin=subprocess.DEVNULL,
-            stdout=popen.pop("stdout", subprocess.PIPE), stderr=subprocess.PIPE, text=True,
-            **popen)
+            [
+                sys.executable,
+                "-m",
+                "corral",
+                "--modules",
+                str(corral.modules),
+                "--db",
+                str(corral.db),
+                "run",
+                *args,
+            ],
+            env=corral.env,
+            stdin=subprocess.DEVNULL,
+            stdout=popen.pop("stdout", subprocess.PIPE),
+            stderr=subprocess.PIPE,
+            text=True,
+            **popen,
+        )
 
     def wait_for(self, path, timeout: float = 20.0) -> None:
         end = time.monotonic() + timeout
@@ -41,8 +55,10 @@ def last_run(db) -> dict:
 
 
 def attempts(db, run_id: str) -> dict[str, dict]:
-    return {r["module"]: r for r in db_rows(
-        db, "SELECT * FROM module_runs WHERE run_id = ? ORDER BY attempt", run_id)}
+    return {
+        r["module"]: r
+        for r in db_rows(db, "SELECT * FROM module_runs WHERE run_id = ? ORDER BY attempt", run_id)
+    }
 
 
 def leftovers(run_id: str) -> list[int]:

@@ -32,9 +32,22 @@ def test_two_runs_writing_one_database_lose_nothing(corral, tmp_path):
         corral.module(f"a{i}", body="true")
         write_module(other, f"b{i}", body="true")
     first = Running(corral, "-j", "4")
-    second = subprocess.Popen([sys.executable, "-m", "corral", "--modules", str(other),
-                               "--db", str(corral.db), "run", "-j", "4", "-q"],
-                              env=corral.env)
+    second = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "corral",
+            "--modules",
+            str(other),
+            "--db",
+            str(corral.db),
+            "run",
+            "-j",
+            "4",
+            "-q",
+        ],
+        env=corral.env,
+    )
     assert first.finish()[0] == 0
     assert second.wait(60) == 0
     runs = db_rows(corral.db, "SELECT run_id, status FROM runs")
@@ -50,8 +63,9 @@ def test_a_writer_killed_200_times_keeps_every_acknowledged_row(tmp_path):
     rng = random.Random(7)
     for round_ in range(200):
         run_id = f"r{round_}"
-        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(db), run_id],
-                                stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(db), run_id], stdout=subprocess.PIPE, text=True
+        )
         time.sleep(0.15 + rng.random() * 0.1)  # start-up, then a few writes
         proc.send_signal(signal.SIGKILL)
         out, _ = proc.communicate()
@@ -66,8 +80,9 @@ def test_a_writer_killed_200_times_keeps_every_acknowledged_row(tmp_path):
             mid_write += 1  # killed between BEGIN and the acknowledgement
     conn = sqlite3.connect(db)
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    stored = {(int(r[1:]), int(m[1:])) for r, m in conn.execute(
-        "SELECT run_id, module FROM module_runs")}
+    stored = {
+        (int(r[1:]), int(m[1:])) for r, m in conn.execute("SELECT run_id, module FROM module_runs")
+    }
     conn.close()
     assert acked and acked <= stored
     # The control: the kills really landed inside writes, not only between them.

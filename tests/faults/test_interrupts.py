@@ -55,9 +55,13 @@ def test_sigterm_stops_stubborn_modules_within_grace(corral, marked_sleeper):
 def test_second_ctrl_c_kills_at_once(corral):
     (corral.modules.parent / "corral.yaml").write_text("grace: 30s\n")
     corral.module("ignorer", body=f"echo ready\n{IGNORER}")
-    child = pexpect.spawn(sys.executable, ["-m", "corral", "--modules", str(corral.modules),
-                                           "--db", str(corral.db), "run"],
-                          env=corral.env, encoding="utf-8", timeout=20)
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "corral", "--modules", str(corral.modules), "--db", str(corral.db), "run"],
+        env=corral.env,
+        encoding="utf-8",
+        timeout=20,
+    )
     child.expect("ready")
     child.sendintr()
     child.expect("SIGINT")

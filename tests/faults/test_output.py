@@ -54,8 +54,14 @@ def test_without_the_cap_the_log_keeps_everything(corral):
     assert module["log_dropped_bytes"] == 0
 
 
-ODD = (b"caf\xc3\xa9 ok\n", b"bad \xff\xfe bytes\n", b"nul\x00inside\n", b"split \xe2\x82",
-       b"\xac euro\n", b"no newline at the end")
+ODD = (
+    b"caf\xc3\xa9 ok\n",
+    b"bad \xff\xfe bytes\n",
+    b"nul\x00inside\n",
+    b"split \xe2\x82",
+    b"\xac euro\n",
+    b"no newline at the end",
+)
 
 
 def printf_escaped(data: bytes) -> str:
@@ -65,8 +71,7 @@ def printf_escaped(data: bytes) -> str:
 
 def test_odd_bytes_are_logged_byte_for_byte_and_shown_with_replacement(corral):
     # One printf per part with a pause between: the euro sign is split across reads.
-    corral.module("odd", body="\n".join(
-        f"printf '{printf_escaped(p)}'; sleep 0.1" for p in ODD))
+    corral.module("odd", body="\n".join(f"printf '{printf_escaped(p)}'; sleep 0.1" for p in ODD))
     result = corral("run")
     assert result.code == 0, result.err
     expected = b"".join(ODD)
@@ -82,8 +87,9 @@ def tiny_fs(tmp_path):
     """A 256 KiB tmpfs: a disk that fills up. Skipped where mounting is not allowed."""
     mount = tmp_path / "tiny"
     mount.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)],
-                          capture_output=True)
+    made = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], capture_output=True
+    )
     if made.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {made.stderr.decode().strip()}")
     yield mount

@@ -79,8 +79,11 @@ def test_no_zombie_is_left_with_corral_as_its_parent(tmp_path):
     assert zombies_of(os.getpid()) == [child.pid]
     child.wait()
     modules = tmp_path / "modules"
-    write_module(modules, "orphaner", body="(setsid bash -c 'sleep 0.2' &)\n"
-                                           "for i in $(seq 50); do true & done; wait")
+    write_module(
+        modules,
+        "orphaner",
+        body="(setsid bash -c 'sleep 0.2' &)\nfor i in $(seq 50); do true & done; wait",
+    )
     write_module(modules, "daemon", body="sleep 0.5 &")
     config = load_config((str(modules),), str(tmp_path / "db.sqlite"))
     store = api.open_store(config)
