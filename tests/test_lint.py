@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -12,7 +14,9 @@ from .conftest import REPO
 
 
 def need(tool: str) -> str:
-    path = shutil.which(tool)
+    """The tool's path (beside this Python first: a venv's bin/ need not be on PATH)."""
+    beside = Path(sys.executable).parent / tool
+    path = str(beside) if os.access(beside, os.X_OK) else shutil.which(tool)
     if path is None:
         if os.environ.get("CORRAL_REQUIRE_TOOLS"):
             pytest.fail(f"{tool} is not installed (.ci/run installs it)")
@@ -61,6 +65,8 @@ def test_bats_lib():
 def test_shipped_modules_pass_check_strict(tmp_path):
     result = subprocess.run(
         [
+            sys.executable,
+            "-m",
             "corral",
             "--modules",
             str(REPO / "modules"),

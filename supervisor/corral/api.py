@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import os
+import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -23,7 +24,10 @@ from corral.store import FileKey, History, Store, file_key, warn
 if TYPE_CHECKING:  # the run's types, imported only when running (plan stays light)
     from corral.events import Event, Listener, RunFinished
 
-PACKAGED_LIB = Path(__file__).resolve().parent.parent.parent / "lib"
+# An installed corral carries lib/ inside the package (corral/lib); a checkout has it at
+# the top of the repository.
+_HERE = Path(__file__).resolve().parent
+PACKAGED_LIB = _HERE / "lib" if (_HERE / "lib").is_dir() else _HERE.parent.parent / "lib"
 
 
 @dataclass(frozen=True)
@@ -455,8 +459,18 @@ def run_json(outcome: RunFinished) -> dict:
 def write_report(store: Store, out: Path, fmt: str = "md") -> list[Path]:
     """Write the performance report (Markdown + SVG charts, or one HTML page) into `out`.
 
-    Raises UsageError when nothing has been recorded yet."""
+    Raises UsageError when nothing has been recorded yet, or when the charts' plotting
+    library (the `report` extra) is not installed."""
+    import importlib.util
+
     from corral import report
+
+    if importlib.util.find_spec("matplotlib") is None:
+        raise UsageError(
+            "corral docs draws its charts with matplotlib, which is not installed; "
+            "install the report extra into corral's environment: "
+            f"{Path(sys.executable).parent / 'pip'} install 'corral[report]'"
+        )
 
     try:
         return report.write_report(store, out, fmt)

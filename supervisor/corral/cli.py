@@ -93,11 +93,30 @@ def _store(ctx: click.Context):
     return store
 
 
+def _complete(what: str):
+    """A shell-completion callback offering module names or tags (never an error: a
+    completion that cannot read the modules offers nothing)."""
+
+    def complete(ctx: click.Context, param, incomplete: str) -> list[str]:
+        from corral.completion import candidates
+
+        root = ctx.find_root().params
+        try:
+            config = load_config(root.get("modules") or (), root.get("db"), root.get("config_file"))
+            words = candidates(config, what)
+        except Exception:  # noqa: BLE001 - a completion must never print a traceback
+            return []
+        return [w for w in words if w.startswith(incomplete)]
+
+    return complete
+
+
 def _selection_options(f):
     f = click.option(
         "--exclude",
         multiple=True,
         metavar="MODULE",
+        shell_complete=_complete("modules"),
         help="Leave this module (and what requires it) out.",
     )(f)
     f = click.option(
@@ -105,9 +124,10 @@ def _selection_options(f):
         "tags",
         multiple=True,
         metavar="TAG",
+        shell_complete=_complete("tags"),
         help="Only modules with this tag (repeatable), plus what they need.",
     )(f)
-    return click.argument("targets", nargs=-1)(f)
+    return click.argument("targets", nargs=-1, shell_complete=_complete("modules"))(f)
 
 
 @main.command()
@@ -267,7 +287,7 @@ def run(
 
 
 @main.command()
-@click.argument("module", required=False)
+@click.argument("module", required=False, shell_complete=_complete("modules"))
 @click.option(
     "-n",
     "--limit",
