@@ -2,7 +2,7 @@
 """Header cache benchmark: `corral plan` over N generated modules, cold vs warm.
 
 Times the whole process (interpreter start, imports, stat, cache, graph, output),
-as a user or cron sees it. Target (design.md): warm under 0.5 s at 10,000 modules.
+as a user or cron sees it. Target: warm under 0.5 s at 10,000 modules.
 
     python3 scripts/bench_headers.py [--modules 10000] [--repeat 5]
 """

@@ -1,4 +1,4 @@
-"""The header parser: every form design.md fixes, and never a crash on garbage."""
+"""The header parser: every header form corral reads, and never a crash on garbage."""
 
 from __future__ import annotations
 

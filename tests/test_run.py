@@ -10,50 +10,11 @@ import time
 from pathlib import Path
 
 from .conftest import db_rows
-from .runtrace import max_overlap, processes_with, read_trace, traced
-
-
-def trace_env(corral):
-    path = corral.modules.parent / "trace"
-    return path, {"TRACE": str(path)}
+from .runtrace import processes_with
 
 
 def by_name(result):
     return {m["name"]: m for m in result.json()["modules"]}
-
-
-def test_runs_in_dependency_order_within_jobs_and_locks(corral):
-    trace, env = trace_env(corral)
-    corral.module("base", body=traced("sleep 0.2"))
-    for name in ("w1", "w2", "w3", "w4"):
-        corral.module(name, "requires: base", traced("sleep 0.1"))
-    corral.module("apt1", "locks: apt", traced("sleep 0.1"))
-    corral.module("apt2", "locks: apt", traced("sleep 0.1"))
-    corral.module("last", "requires: w1 w2 w3 w4\nafter: apt1", traced())
-    result = corral("run", "-j", "3", "--json", extra_env=env)
-    assert result.code == 0, result.err
-    seen = read_trace(trace)
-    assert sorted(seen) == sorted(by_name(result))
-    assert all(len(v) == 1 for v in seen.values())  # every module ran exactly once
-    one = {n: v[0] for n, v in seen.items()}
-    for name in ("w1", "w2", "w3", "w4"):
-        assert one[name].start >= one["base"].end
-        assert one["last"].start >= one[name].end
-    assert one["last"].start >= one["apt1"].end
-    assert max_overlap(list(one.values())) <= 3
-    assert max_overlap([one["apt1"], one["apt2"]]) == 1
-    assert all(m["status"] == "ok" and m["exit_code"] == 0 for m in result.json()["modules"])
-
-
-def test_lock_pool_size_comes_from_config(corral):
-    trace, env = trace_env(corral)
-    (corral.modules.parent / "corral.yaml").write_text("pools:\n  net: 2\n")
-    for i in range(4):
-        corral.module(f"n{i}", "locks: net", traced("sleep 0.2"))
-    result = corral("run", "-j", "4", extra_env=env)
-    assert result.code == 0, result.err
-    intervals = [v[0] for v in read_trace(trace).values()]
-    assert max_overlap(intervals) == 2
 
 
 def test_failure_skips_exactly_the_hard_dependents(corral):
@@ -77,20 +38,6 @@ def test_failure_skips_exactly_the_hard_dependents(corral):
     assert plain.code == 1
     assert "last lines of bad" in plain.out and "broken" in plain.out
     assert "\x1b[" not in plain.out
-
-
-def test_fail_fast_lets_running_modules_finish_and_starts_nothing_new(corral):
-    trace, env = trace_env(corral)
-    corral.module("bad", body=traced("sleep 0.2; exit 1"))
-    corral.module("slow", body=traced("sleep 0.6"))
-    corral.module("later", "after: bad slow", traced())
-    result = corral("run", "-j", "2", "--fail-fast", "--json", extra_env=env)
-    assert result.code == 1
-    mods = by_name(result)
-    assert mods["slow"]["status"] == "ok"
-    assert mods["later"]["status"] == "skipped"
-    assert "--fail-fast after bad failed" in mods["later"]["reason"]
-    assert "later" not in read_trace(trace)
 
 
 def test_dry_run_prints_the_order_and_touches_nothing(corral):

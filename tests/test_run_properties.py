@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from corral import api
 from corral.config import load_config
+from corral.throttle import Jobs
 
 from .conftest import write_module
 from .runtrace import max_overlap, read_trace, traced
@@ -66,7 +67,7 @@ def test_random_dags_keep_every_invariant(case):
             body = traced(f"sleep {m['sleep']}" + ("; exit 1" if m["fails"] else ""))
             write_module(root / "modules", m["name"], "\n".join(header), body)
         config = load_config((str(root / "modules"),), str(root / "db.sqlite"))
-        config = config.with_flags(jobs=jobs)
+        config = config.with_flags(jobs=Jobs(jobs))
         store = api.open_store(config)
         try:
             outcome = api.run_modules(config, store, want_output=False)

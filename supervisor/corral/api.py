@@ -19,9 +19,10 @@ from corral.config import Config
 from corral.errors import HeaderError, Problem, UsageError
 from corral.graph import Graph, Module, Selection, build_graph, select
 from corral.headers import Header, parse_header
+from corral.status import Status
 from corral.store import FileKey, History, Store, file_key, warn
 
-if TYPE_CHECKING:  # the run's types, imported only when running (plan stays light)
+if TYPE_CHECKING:  # perf: the run's types, imported only when running (docs/architecture.md)
     from corral.events import Event, Listener, RunFinished
 
 # An installed corral carries lib/ inside the package (corral/lib); a checkout has it at
@@ -128,7 +129,7 @@ def plan_json_text(
 ) -> tuple[str, list[str]]:
     """`plan --json` as compact JSON text, and the warnings to print beside it.
 
-    The text is memoised under a digest of everything it depends on: every module
+    perf: the text is memoised under a digest of everything it depends on: every module
     file's (name, device, inode, size, mtime_ns), the directories, the facilities,
     the targets, tags and exclusions, the durations from history and the parser
     version. Any change to any of them is a new digest, so a memo is never stale.
@@ -183,7 +184,7 @@ def check_modules(config: Config, store: Store, strict: bool = False) -> list[Pr
 
 
 def plan_json(graph: Graph, selection: Selection) -> dict:
-    """design.md's `plan --json` object."""
+    """The `plan --json` object (docs/usage.md)."""
     chosen = set(selection.names)
     every = len(chosen) == len(graph.modules)  # then no edge needs filtering
 
@@ -309,8 +310,8 @@ def run_modules(
 ) -> RunFinished:
     """Run the selection; returns the run's outcome. Raises before anything starts on a
     header/usage error (HeaderError, UsageError) or a held lock (LockHeld)."""
+    from corral.backends import Place, open_executor
     from corral.events import Leftovers, Notice
-    from corral.executor import DryRunExecutor, LocalExecutor
     from corral.records import Recorder
     from corral.runlock import RunLock
     from corral.scheduler import RunSettings, Scheduler
@@ -324,7 +325,9 @@ def run_modules(
     graph, loaded = load_graph(config, store)
     past = history(store)
     selection = select(graph, targets, tags, exclude, past.durations)
-    gc.freeze()  # the graph lives as long as the run: keep the collector off it
+    # perf: the graph lives as long as the run: keep the collector off it
+    # (docs/architecture.md)
+    gc.freeze()
     lib = lib_dir(config)
     if not dry_run:
         from corral.trust import untrusted
@@ -340,7 +343,7 @@ def run_modules(
     run_id = new_run_id()
     if dry_run:
         settings = RunSettings(run_id, config.jobs, config.fail_fast, config.pools, dry_run=True)
-        with DryRunExecutor() as executor:
+        with open_executor("dryrun", Place(config)) as executor:
             outcome = Scheduler(graph, selection, settings, executor, emit).run()
         emit(outcome)
         return outcome
@@ -384,7 +387,7 @@ def run_modules(
             def on_line(name: str, line: bytes) -> None:
                 emit(ModuleOutput(name, line))
 
-        executor = LocalExecutor(config.grace, config.log_limit, on_line, run_id)
+        executor = open_executor(config.backend, Place(config, run_id, on_line))
         with executor:
             outcome = Scheduler(graph, selection, settings, executor, emit).run()
         if executor.leftovers:
@@ -405,13 +408,13 @@ def run_modules(
                 )
             )
         if (incomplete or recorder.failed) and outcome.exit_code == 0:
-            outcome.exit_code, outcome.status = 1, "failed"
+            outcome.exit_code, outcome.status = 1, Status.FAILED
         emit(outcome)
     return outcome
 
 
 def run_json(outcome: RunFinished) -> dict:
-    """design.md's `run --json` object (plus run-level figures)."""
+    """The `run --json` object (docs/usage.md), with run-level figures."""
     from corral.printer import outcome as why
     from corral.records import iso
 
@@ -431,11 +434,13 @@ def run_json(outcome: RunFinished) -> dict:
                 "cpu_user_s": last.cpu_user_s if last else None,
                 "cpu_sys_s": last.cpu_sys_s if last else None,
                 "attempts": len(m.attempts),
-                "reason": why(m) if m.status != "ok" else "",
+                "reason": why(m) if m.status != Status.OK else "",
                 "log_path": last.log_path if last else None,
                 "log_dropped_bytes": last.log_dropped_bytes if last else 0,
                 "throttle_wait_s": sum(a.throttle_wait_s for a in m.attempts),
-                "throttle_reason": last.throttle_reason if last else None,
+                "throttle_reason": str(last.throttle_reason)
+                if last and last.throttle_reason
+                else None,
             }
         )
     return {
@@ -445,7 +450,7 @@ def run_json(outcome: RunFinished) -> dict:
         "started": iso(outcome.started),
         "ended": iso(outcome.ended),
         "makespan_s": round(outcome.makespan_s, 6),
-        "jobs": outcome.jobs if outcome.jobs is not None else "auto",
+        "jobs": str(outcome.jobs) if outcome.jobs.auto else outcome.jobs.fixed,
         "log_dir": outcome.log_dir,
         "dry_run": outcome.dry_run,
         "peak_load": round(outcome.peak_load, 3),

@@ -6,18 +6,18 @@ import contextlib
 import gc
 import os
 import sys
-from dataclasses import replace
 
 import click
 
 from corral import api
-from corral.config import load_config, parse_jobs
+from corral.config import load_config
 from corral.errors import CorralError, HeaderError
 from corral.headers import parse_size
+from corral.throttle import Jobs
 
 
 class CorralGroup(click.Group):
-    """Turns corral's own errors into a clean message and design.md's exit code."""
+    """Turns corral's own errors into a clean message and their exit code (docs/usage.md)."""
 
     def invoke(self, ctx: click.Context):
         try:
@@ -57,7 +57,8 @@ def main(ctx: click.Context, modules, db, config_file):
 
         corral --modules ./modules plan
     """
-    # corral's commands build many small acyclic objects and exit; the cyclic collector
+    # perf (docs/architecture.md): corral's commands build many small acyclic objects
+    # and exit; the cyclic collector
     # would only rescan them (a third of a warm `plan` over 10,000 modules). A future
     # long-lived command must turn it back on.
     gc.disable()
@@ -69,7 +70,7 @@ class _Jobs(click.ParamType):
 
     def convert(self, value, param, ctx):
         try:
-            return "auto" if parse_jobs(str(value)) is None else parse_jobs(str(value))
+            return value if isinstance(value, Jobs) else Jobs.parse(str(value))
         except ValueError:
             self.fail(f"{value!r} is not a whole number of at least 1, nor 'auto'", param, ctx)
 
@@ -251,8 +252,6 @@ def run(
         min_free_mem=min_free_mem,
         fail_fast=None if keep_going is None else not keep_going,
     )
-    if jobs == "auto":
-        config = replace(config, jobs=None)
     tty = sys.stdout.isatty()
     if as_json:
         printer = Printer(sys.stderr, sys.stderr, color=False, timestamps=False, quiet=True)

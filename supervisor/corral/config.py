@@ -8,6 +8,7 @@ from pathlib import Path
 
 from corral.errors import UsageError
 from corral.headers import parse_duration, parse_size
+from corral.throttle import Jobs
 
 # insserv.conf's system facilities: known names that resolve to nothing until mapped,
 # so `Required-Start: $remote_fs` on a host without such a module is not an error.
@@ -36,7 +37,7 @@ class Config:
     db: Path
     log_dir: Path
     config_file: Path | None = None
-    jobs: int | None = field(default_factory=lambda: os.cpu_count() or 1)  # None: auto
+    jobs: Jobs = field(default_factory=lambda: Jobs(os.cpu_count() or 1))
     fail_fast: bool = False
     max_load: float | None = None
     min_free_mem: int | None = None
@@ -48,6 +49,7 @@ class Config:
     facilities: dict[str, tuple[str, ...]] = field(default_factory=dict)
     pools: dict[str, int] = field(default_factory=dict)
     secret_patterns: tuple[str, ...] = SECRET_PATTERNS
+    backend: str = "local"  # where real runs start attempts: a name in corral.backends
 
     def with_flags(self, **flags: object) -> Config:
         """A copy with every flag that was actually given (not None) applied."""
@@ -135,13 +137,6 @@ def _positive_int(value: object) -> int:
     return int(value)  # type: ignore[arg-type]
 
 
-def parse_jobs(text: str) -> int | None:
-    """`auto` (None: adapt to the workload mix) or a whole number of at least 1."""
-    if text.strip().lower() == "auto":
-        return None
-    return _positive_int(int(text))
-
-
 def _facilities(value: object) -> dict[str, tuple[str, ...]]:
     if not isinstance(value, dict):
         raise ValueError("expected a mapping such as {$network: [networking]}")
@@ -153,6 +148,16 @@ def _facilities(value: object) -> dict[str, tuple[str, ...]]:
     return out
 
 
+def _backend(value: object) -> str:
+    from corral.backends import BACKENDS
+
+    name = str(value)
+    if name not in BACKENDS or name == "dryrun":
+        known = ", ".join(sorted(n for n in BACKENDS if n != "dryrun"))
+        raise ValueError(f"expected one of: {known}")
+    return name
+
+
 def _pools(value: object) -> dict[str, int]:
     if not isinstance(value, dict):
         raise ValueError("expected a mapping of lock names to pool sizes")
@@ -160,7 +165,7 @@ def _pools(value: object) -> dict[str, int]:
 
 
 _CONVERTERS = {
-    "jobs": lambda v: parse_jobs(str(v)),
+    "jobs": lambda v: Jobs.parse(str(v)),
     "sample_interval": lambda v: parse_duration(str(v)),
     "fail_fast": bool,
     "keep_going": lambda v: not bool(v),
@@ -173,4 +178,5 @@ _CONVERTERS = {
     "facilities": _facilities,
     "pools": _pools,
     "secret_patterns": lambda v: tuple(str(p) for p in v),
+    "backend": _backend,
 }

@@ -8,25 +8,21 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-# Final statuses of a module in a run (design.md), and the status of one still going.
-OK, FAILED, SKIPPED, TIMEOUT, INTERRUPTED, RUNNING = (
-    "ok",
-    "failed",
-    "skipped",
-    "timeout",
-    "interrupted",
-    "running",
-)
+from corral.status import Status
+
+if TYPE_CHECKING:
+    from corral.throttle import Jobs, Refusal
 
 
-@dataclass(slots=True)
+@dataclass(slots=True)  # perf: one per attempt, on the spawn path (docs/architecture.md)
 class AttemptResult:
     """One execution of one module, as it ended."""
 
     name: str
     attempt: int
-    status: str
+    status: Status
     exit_code: int | None  # None when a signal ended it
     signal: int | None
     start: float  # wall clock, seconds since the epoch
@@ -44,7 +40,7 @@ class AttemptResult:
     log_incomplete: bool = False
     reason: str = ""
     throttle_wait_s: float = 0.0
-    throttle_reason: str | None = None
+    throttle_reason: Refusal | None = None  # why the gate held it back last
     lock_wait_s: float = 0.0
     retry_in: float | None = None  # seconds until the next attempt; None when final
 
@@ -54,7 +50,7 @@ class RunStarted:
     run_id: str
     started: float
     names: list[str]
-    jobs: int | None
+    jobs: Jobs
     log_dir: str | None
     dry_run: bool = False
     edges: list[tuple[str, str]] = field(default_factory=list)  # (module, what it waits on)
@@ -99,7 +95,7 @@ class Notice:
 class Waiting:
     """The gate holds back ready modules (reason), or stopped doing so (reason None)."""
 
-    reason: str | None
+    reason: Refusal | None
     modules: list[str]
 
 
@@ -110,7 +106,7 @@ class Sampled:
     sample: object  # sampler.HostSample (events import nothing of corral's)
     running: int
     waiting: int
-    gate: str | None
+    gate: Refusal | None
 
 
 @dataclass
@@ -132,7 +128,7 @@ class ModuleSummary:
     """A module's outcome in the run: its last attempt, or why it never ran."""
 
     name: str
-    status: str
+    status: Status
     attempts: list[AttemptResult] = field(default_factory=list)
     reason: str = ""
 
@@ -144,12 +140,12 @@ class ModuleSummary:
 @dataclass
 class RunFinished:
     run_id: str
-    status: str
+    status: Status
     exit_code: int
     started: float
     ended: float
     makespan_s: float
-    jobs: int | None
+    jobs: Jobs
     modules: list[ModuleSummary]
     log_dir: str | None
     dry_run: bool = False

@@ -10,11 +10,24 @@ import heapq
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from corral.errors import HeaderError, Problem, UsageError
 from corral.headers import NAME_RE, Header
+from corral.status import FAILURES, Status
 
-ORDER_KINDS = ("requires", "wants", "after", "before")
+
+class EdgeKind(StrEnum):
+    """How a module waits on another: REQUIRES and WANTS select and order (a failed
+    requirement skips the module, a failed want does not); AFTER and BEFORE only order."""
+
+    REQUIRES = "requires"
+    WANTS = "wants"
+    AFTER = "after"
+    BEFORE = "before"
+
+
+ORDER_KINDS = tuple(EdgeKind)
 
 
 @dataclass(frozen=True)
@@ -35,14 +48,14 @@ class Graph:
 
     modules: dict[str, Module]
     # name -> kind -> canonical names it waits on (before-edges already turned around)
-    waits: dict[str, dict[str, set[str]]]
+    waits: dict[str, dict[EdgeKind, set[str]]]
     warnings: list[Problem] = field(default_factory=list)
 
     def hard(self, name: str) -> set[str]:
-        return self.waits[name]["requires"]
+        return self.waits[name][EdgeKind.REQUIRES]
 
     def selects(self, name: str) -> set[str]:
-        return self.waits[name]["requires"] | self.waits[name]["wants"]
+        return self.waits[name][EdgeKind.REQUIRES] | self.waits[name][EdgeKind.WANTS]
 
     def order_edges(self, name: str, among: set[str] | None = None) -> set[str]:
         """Everything `name` must wait for, restricted to `among` when given."""
@@ -61,7 +74,9 @@ def build_graph(modules: list[Module], facilities: dict[str, tuple[str, ...]]) -
             (problems if p.severity == "error" else warnings).append(found)
     by_name, aliases = _names(modules, problems)
     resolver = _Resolver(by_name, aliases, facilities)
-    waits: dict[str, dict[str, set[str]]] = {m: {k: set() for k in ORDER_KINDS} for m in by_name}
+    waits: dict[str, dict[EdgeKind, set[str]]] = {
+        m: {k: set() for k in ORDER_KINDS} for m in by_name
+    }
     all_users = []
     for name, module in by_name.items():
         for kind in ORDER_KINDS:
@@ -72,18 +87,22 @@ def build_graph(modules: list[Module], facilities: dict[str, tuple[str, ...]]) -
                 targets, message = resolver.resolve(dep)
                 if message:
                     # insserv-style leniency: LSB headers often name scripts a host lacks
-                    hard = kind == "requires" and not dep.startswith("$") and not module.header.lsb
+                    hard = (
+                        kind is EdgeKind.REQUIRES
+                        and not dep.startswith("$")
+                        and not module.header.lsb
+                    )
                     severity = "error" if hard else "warning"
-                    if kind in ("requires", "wants") or dep.startswith("$"):
+                    if kind in (EdgeKind.REQUIRES, EdgeKind.WANTS) or dep.startswith("$"):
                         found = module.problem(kind, f"{kind} {dep!r}: {message}", severity)
                         (problems if severity == "error" else warnings).append(found)
                 for target in targets:
-                    if kind == "before":
-                        waits[target]["before"].add(name)
+                    if kind is EdgeKind.BEFORE:
+                        waits[target][EdgeKind.BEFORE].add(name)
                     else:
                         waits[name][kind].add(target)
     for name in all_users:  # insserv's $all: after every module that does not use $all itself
-        waits[name]["after"].update(set(by_name) - set(all_users))
+        waits[name][EdgeKind.AFTER].update(set(by_name) - set(all_users))
     graph = Graph(by_name, waits, warnings)
     problems.extend(_cycles(graph))
     if problems:
@@ -143,7 +162,7 @@ class _Resolver:
 def _cycles(graph: Graph) -> list[Problem]:
     """One problem per strongly connected component, listing a cycle's members in order."""
     if _acyclic(graph):
-        return []  # the usual case, at a third of the cost of Tarjan's walk
+        return []  # perf: the usual case, a third of Tarjan's cost (docs/architecture.md)
     index: dict[str, int] = {}
     low: dict[str, int] = {}
     stack: list[str] = []
@@ -223,10 +242,10 @@ def _cycle_problem(graph: Graph, component: set[str]) -> Problem:
     steps = []
     for a, b in zip(path, path[1:], strict=False):
         kind = next(k for k in ORDER_KINDS if b in graph.waits[a][k])
-        steps.append(f"{b} before {a}" if kind == "before" else f"{a} {kind} {b}")
+        steps.append(f"{b} before {a}" if kind is EdgeKind.BEFORE else f"{a} {kind} {b}")
     module = graph.modules[path[0]]
     first_kind = next(k for k in ORDER_KINDS if path[1] in graph.waits[path[0]][k])
-    line = 1 if first_kind == "before" else module.header.line_of(first_kind)
+    line = 1 if first_kind is EdgeKind.BEFORE else module.header.line_of(first_kind)
     message = f"dependency cycle: {' -> '.join(path)} ({'; '.join(steps)})"
     return Problem(module.path, line, message)
 
@@ -382,6 +401,14 @@ class Plan:
         """True while anything is pending or running."""
         return bool(self.pending or self.running)
 
+    def describe(self) -> str:
+        """The plan's state in a sentence, for an error message."""
+        waiting = {n: sorted(self.missing[n]) for n in sorted(self.pending)[:5]}
+        return (
+            f"{len(self.pending)} pending (first: {waiting}), running {sorted(self.running)}, "
+            f"ready {self.ready()[:5]}"
+        )
+
     def ready(self) -> list[str]:
         """Ready modules, highest priority first; [] when nothing is ready."""
         return [n for _, n in sorted(self._ready) if n in self.pending]
@@ -408,11 +435,12 @@ class Plan:
             heapq.heappush(self._ready, item)
         return taken
 
-    def finished(self, name: str, ok: bool, status: str = "failed") -> list[tuple[str, str]]:
-        """Record an end; returns the (module, reason) pairs this skips, in order."""
+    def finished(self, name: str, status: Status) -> list[tuple[str, str]]:
+        """Record a final status; returns the (module, reason) pairs this skips, in order
+        ([] unless `status` is one of FAILURES: wanters are released either way)."""
         self.running.discard(name)
         self.pending.discard(name)
-        skipped = [] if ok else self._skip_dependents(name, status)
+        skipped = self._skip_dependents(name, status) if status in FAILURES else []
         for done in [name, *(n for n, _ in skipped)]:
             self._release(done)
         return skipped
@@ -426,18 +454,18 @@ class Plan:
         self._ready = []
         return out
 
-    def _skip_dependents(self, name: str, status: str) -> list[tuple[str, str]]:
+    def _skip_dependents(self, name: str, status: Status) -> list[tuple[str, str]]:
         out = []
         todo = [(name, status)]
         while todo:
             failed, how = todo.pop(0)
             for user in sorted(self.users[failed]):
                 if user in self.pending and failed in self.graph.hard(user):
-                    reason = f"requires {failed}, which {_verb(how)}"
+                    reason = f"requires {failed}, which {how.verb}"
                     self.pending.discard(user)
                     self.skipped[user] = reason
                     out.append((user, reason))
-                    todo.append((user, "skipped"))
+                    todo.append((user, Status.SKIPPED))
         return out
 
     def _release(self, done: str) -> None:
@@ -446,12 +474,3 @@ class Plan:
             missing.discard(done)
             if not missing and user in self.pending:
                 heapq.heappush(self._ready, (-self.selection.priority[user], user))
-
-
-def _verb(status: str) -> str:
-    return {
-        "failed": "failed",
-        "timeout": "timed out",
-        "skipped": "was skipped",
-        "interrupted": "was interrupted",
-    }.get(status, status)

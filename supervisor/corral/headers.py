@@ -1,6 +1,6 @@
 """Parse a module's header: bytes in, a typed `Header` out. Pure; never raises on bad input.
 
-Two header forms are read, as design.md fixes them:
+Two header forms are read (docs/usage.md describes them for users):
 
 * the native block: the comment lines at the top of the file (after the shebang),
   `# key: value`, keys case-insensitive, lists split on spaces and commas;

@@ -15,11 +15,6 @@ import time
 from typing import TextIO
 
 from corral.events import (
-    FAILED,
-    INTERRUPTED,
-    OK,
-    SKIPPED,
-    TIMEOUT,
     Event,
     Idle,
     Leftovers,
@@ -33,10 +28,24 @@ from corral.events import (
     RunStarted,
     Waiting,
 )
+from corral.status import Status
+from corral.throttle import Block
 
 PALETTE = (36, 35, 33, 34, 32, 96, 95, 93, 94, 92)  # ANSI colours for module names
-STATUS_COLOUR = {OK: 32, FAILED: 31, TIMEOUT: 31, INTERRUPTED: 33, SKIPPED: 33}
-SYMBOL = {OK: "✔", FAILED: "✘", TIMEOUT: "⏱", INTERRUPTED: "■", SKIPPED: "–"}
+STATUS_COLOUR = {
+    Status.OK: 32,
+    Status.FAILED: 31,
+    Status.TIMEOUT: 31,
+    Status.INTERRUPTED: 33,
+    Status.SKIPPED: 33,
+}
+SYMBOL = {
+    Status.OK: "✔",
+    Status.FAILED: "✘",
+    Status.TIMEOUT: "⏱",
+    Status.INTERRUPTED: "■",
+    Status.SKIPPED: "–",
+}
 TAIL_LINES = 10
 
 
@@ -54,10 +63,6 @@ def tail(path: str | None, lines: int = TAIL_LINES) -> list[str]:
     return data.decode("utf-8", "replace").splitlines()[-lines:]
 
 
-def _jobs(jobs: int | None) -> str:
-    return "auto" if jobs is None else str(jobs)
-
-
 def seconds(value: float | None) -> str:
     if value is None:
         return "-"
@@ -70,9 +75,9 @@ def seconds(value: float | None) -> str:
 def outcome(summary: ModuleSummary) -> str:
     """'exit 3', 'signal 15', 'requires x, which failed' …: why a module ended as it did."""
     last = summary.last
-    if summary.status == OK:
+    if summary.status == Status.OK:
         return ""
-    if summary.status == SKIPPED or last is None:
+    if summary.status == Status.SKIPPED or last is None:
         return summary.reason
     if last.reason:
         return last.reason
@@ -100,7 +105,7 @@ class Printer:
         self.colours: dict[str, int] = {}
         self.dry_run = False
         self.step = 0
-        self.held: str | None = None  # the kind of reason the gate last held modules for
+        self.held: Block | None = None  # the kind of refusal the gate last held modules for
         self.held_at = 0.0
         self.running: list[str] = []
         self.gate: str | None = None
@@ -123,7 +128,7 @@ class Printer:
                 self._finished(event)
         elif isinstance(event, ModuleSkipped):
             if not self.quiet:
-                self._line(event.name, self._status(SKIPPED, f"skipped: {event.reason}"))
+                self._line(event.name, self._status(Status.SKIPPED, f"skipped: {event.reason}"))
         elif isinstance(event, Notice):
             prefix = "warning: " if event.warning else ""
             self._write(self.err, f"corral: {prefix}{event.message}")
@@ -137,7 +142,7 @@ class Printer:
                 self._write(
                     self.out,
                     f"corral: {what} {len(event.names)} modules with "
-                    f"-j {_jobs(event.jobs)} (run {event.run_id}){where}",
+                    f"-j {event.jobs} (run {event.run_id}){where}",
                 )
         elif isinstance(event, RunFinished):
             self._summary(event)
@@ -173,21 +178,23 @@ class Printer:
                 self._write(self.out, self._dim("corral: throttle released"))
             self.held = None
             return
-        kind = event.reason.split(":", 1)[0]
+        kind = event.reason.kind
         if kind == self.held and now - self.held_at < 5.0:
             return
         self.held, self.held_at = kind, now
         names = ", ".join(event.modules[:4]) + (" …" if len(event.modules) > 4 else "")
-        self._write(self.out, self._status(SKIPPED, f"corral: waiting: {event.reason} ({names})"))
+        self._write(
+            self.out, self._status(Status.SKIPPED, f"corral: waiting: {event.reason} ({names})")
+        )
 
     def _finished(self, event: ModuleFinished) -> None:
         r = event.result
         if r.name in self.running:
             self.running.remove(r.name)
-        if self.quiet and r.status == OK:
+        if self.quiet and r.status == Status.OK:
             return
         words = f"{r.status} in {seconds(r.duration_s)}"
-        if r.status != OK:
+        if r.status != Status.OK:
             why = r.reason or (
                 f"exit {r.exit_code}" if r.exit_code is not None else f"signal {r.signal}"
             )
@@ -200,7 +207,7 @@ class Printer:
 
     def _summary(self, run: RunFinished) -> None:
         self.running, self.gate = [], None
-        bad = [m for m in run.modules if m.status != OK]
+        bad = [m for m in run.modules if m.status != Status.OK]
         if self.quiet and not bad:
             return
         out = self.out
@@ -223,7 +230,7 @@ class Printer:
                 False,
             )
         for m in bad:
-            if m.last is None or m.status == SKIPPED:
+            if m.last is None or m.status == Status.SKIPPED:
                 continue
             lines = tail(m.last.log_path)
             self._write(out, "", False)
@@ -243,7 +250,7 @@ class Printer:
                 f"corral: {run.status}: {len(run.modules)} "
                 f"modules ({parts}) in "
                 f"{seconds(run.makespan_s)}, work "
-                f"{seconds(work)}, -j {_jobs(run.jobs)}; "
+                f"{seconds(work)}, -j {run.jobs}; "
                 f"run {run.run_id}",
             ),
         )

@@ -56,3 +56,38 @@ def alive(pid: int) -> bool:
     """True while `pid` exists and is not a zombie."""
     fields = stat(pid)
     return fields is not None and fields[0] != b"Z"
+
+
+def start_time(pid: int) -> int | None:
+    """A process's start time in clock ticks since boot; None when it is gone."""
+    fields = stat(pid)
+    return int(fields[19]) if fields else None
+
+
+def marked(run_id: str, among=None) -> dict[int, tuple[str, int]]:
+    """Live processes (of `among`, default all) whose environment carries
+    CORRAL_RUN_ID=run_id: pid -> (module, attempt). {} when none."""
+    needle = f"CORRAL_RUN_ID={run_id}".encode()
+    me = os.getpid()
+    out = {}
+    for pid in pids() if among is None else among:
+        env = environ(pid) if pid != me else None
+        if not env or needle not in env or not alive(pid):
+            continue
+        values = dict(v.split(b"=", 1) for v in env if b"=" in v)
+        name = values.get(b"CORRAL_MODULE", b"?").decode(errors="replace")
+        attempt = int(values.get(b"CORRAL_ATTEMPT", b"1") or 1)
+        out[pid] = (name, attempt)
+    return out
+
+
+def children_of_self() -> list[tuple[int, int]]:
+    """(pid, process group) of every live process whose parent is this one (for a
+    subreaper: the orphans reparented to it too); [] when none."""
+    me = str(os.getpid()).encode()
+    out = []
+    for pid in pids():
+        fields = stat(pid)
+        if fields and fields[1] == me and fields[0] != b"Z":
+            out.append((pid, int(fields[2])))
+    return out

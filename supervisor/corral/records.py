@@ -14,8 +14,6 @@ import sqlite3
 import threading
 
 from corral.events import (
-    OK,
-    RUNNING,
     Event,
     Idle,
     Leftovers,
@@ -27,7 +25,8 @@ from corral.events import (
     RunStarted,
     Sampled,
 )
-from corral.executor import proc_start
+from corral.procfs import start_time
+from corral.status import Status
 from corral.store import Store
 
 FLUSH_DELAY = 0.05  # seconds a record may wait to share a transaction
@@ -38,6 +37,11 @@ def iso(t: float | None) -> str | None:
     if t is None:
         return None
     return dt.datetime.fromtimestamp(t, dt.UTC).isoformat(timespec="microseconds")
+
+
+def _text(value: object) -> str | None:
+    """A refusal as stored: 'kind: detail'; None stays NULL."""
+    return None if value is None else str(value)
 
 
 def boot_id() -> str | None:
@@ -51,11 +55,12 @@ def boot_id() -> str | None:
 class Recorder:
     """Writes runs and module_runs rows; `failed` is set once a write did not happen.
 
-    Module rows go through a queue to a writer thread that commits whatever has
-    arrived, at most FLUSH_DELAY after it arrived: a thousand one-millisecond modules
-    cost a handful of transactions instead of a thousand, and the scheduler never waits
-    for the disk. A killed corral loses at most the last FLUSH_DELAY of records; Ctrl-C,
-    SIGTERM and the end of the run flush everything (RunFinished waits for the writer).
+    perf (docs/architecture.md): module rows go through a queue to a writer thread that
+    commits whatever has arrived, at most FLUSH_DELAY after it arrived: a thousand
+    one-millisecond modules cost a handful of transactions instead of a thousand, and the
+    scheduler never waits for the disk. A killed corral loses at most the last
+    FLUSH_DELAY of records; Ctrl-C, SIGTERM and the end of the run flush everything
+    (RunFinished waits for the writer).
     """
 
     def __init__(
@@ -149,7 +154,7 @@ class Recorder:
                     "run_id": self.run_id,
                     "module": event.name,
                     "attempt": event.attempt,
-                    "status": RUNNING,
+                    "status": Status.RUNNING,
                     "start": iso(event.start),
                     "pid": event.pid,
                     "pgid": event.pid,
@@ -176,7 +181,7 @@ class Recorder:
                 "log_dropped_bytes": r.log_dropped_bytes,
                 "log_incomplete": int(r.log_incomplete),
                 "throttle_wait_s": r.throttle_wait_s,
-                "throttle_reason": r.throttle_reason,
+                "throttle_reason": _text(r.throttle_reason),
                 "lock_wait_s": r.lock_wait_s,
             }
             if r.pid == 0:  # it never started (spawn failed)
@@ -197,7 +202,7 @@ class Recorder:
                     "run_id": self.run_id,
                     "module": event.name,
                     "attempt": 0,
-                    "status": "skipped",
+                    "status": Status.SKIPPED,
                     "reason": event.reason,
                 }
             )
@@ -217,7 +222,7 @@ class Recorder:
                     "cpu_busy": s.cpu_busy,
                     "running": event.running,
                     "waiting": event.waiting,
-                    "gate": event.gate,
+                    "gate": _text(event.gate),
                 }
             )
         elif isinstance(event, Leftovers):
@@ -235,14 +240,14 @@ class Recorder:
                 {
                     "run_id": event.run_id,
                     "started": iso(event.started),
-                    "status": RUNNING,
-                    "jobs": event.jobs,
+                    "status": Status.RUNNING,
+                    "jobs": event.jobs.fixed,  # NULL: auto
                     "modules_dir": self.modules_dirs,
                     "targets": self.targets,
                     "host": os.uname().nodename,
                     "pid": os.getpid(),
                     "boot_id": boot_id(),
-                    "pid_start": proc_start(os.getpid()),
+                    "pid_start": start_time(os.getpid()),
                     "module_count": len(event.names),
                     "selected": len(event.names),
                     "cache_hits": self.cache[0],
@@ -271,7 +276,7 @@ class Recorder:
                 [
                     (
                         m.name,
-                        a.status == OK,
+                        a.status == Status.OK,
                         a.duration_s,
                         a.peak_rss_bytes,
                         a.cpu_user_s + a.cpu_sys_s,

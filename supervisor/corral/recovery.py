@@ -18,14 +18,14 @@ import sqlite3
 import time
 
 from corral import procfs
-from corral.executor import marked, proc_start
+from corral.procfs import marked, start_time
 from corral.records import boot_id, iso
 from corral.store import Store
 
 
 def alive(pid: int | None, started: int | None) -> bool:
     """True when `pid` runs and is the process that started at `started`."""
-    return bool(pid) and started is not None and proc_start(pid) == started
+    return bool(pid) and started is not None and start_time(pid) == started
 
 
 def recover(store: Store, grace: float = 5.0) -> list[str]:

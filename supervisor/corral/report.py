@@ -13,15 +13,16 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from corral.status import RETRYABLE, Status
 from corral.store import Store
 
 STATUS_COLOUR = {
-    "ok": "#4c9a5a",
-    "failed": "#c8423b",
-    "timeout": "#e0892b",
-    "interrupted": "#9b6fb5",
-    "skipped": "#9e9e9e",
-    "running": "#5b8fd6",
+    Status.OK: "#4c9a5a",
+    Status.FAILED: "#c8423b",
+    Status.TIMEOUT: "#e0892b",
+    Status.INTERRUPTED: "#9b6fb5",
+    Status.SKIPPED: "#9e9e9e",
+    Status.RUNNING: "#5b8fd6",
 }
 REGRESSION = 0.15  # slower than the baseline by more than this share …
 REGRESSION_FLOOR_S = 0.05  # … and by more than this, so millisecond noise is not news
@@ -380,7 +381,7 @@ def _mib(value: int | float | None) -> str:
 
 def build(store: Store, runs: int = HISTORY_RUNS) -> tuple[list[tuple], dict]:
     """The report's blocks and what the charts need; raises LookupError with no runs."""
-    rows = [r for r in store.runs(runs) if r["status"] != "running"]
+    rows = [r for r in store.runs(runs) if r["status"] != Status.RUNNING]
     if not rows:
         raise LookupError("no finished runs recorded yet: run `corral run` first")
     history = [load_run(store, r) for r in rows]
@@ -591,7 +592,7 @@ def module_table(history: list[RunFigures]) -> list[dict]:
         spans = [f.spans[name] for f in history if name in f.spans]
         ran = [s for s in spans if s.ran]
         durations = [s.duration for s in ran]
-        failed = sum(s.status in ("failed", "timeout") for s in spans)
+        failed = sum(s.status in RETRYABLE for s in spans)
         out.append(
             {
                 "name": name,
@@ -616,7 +617,7 @@ def find_regressions(history: list[RunFigures]) -> list[dict]:
         oks = [
             f.spans[name].duration
             for f in history
-            if name in f.spans and f.spans[name].status == "ok"
+            if name in f.spans and f.spans[name].status == Status.OK
         ]
         if len(oks) < 2:
             continue

@@ -92,6 +92,8 @@ class _Previous:
 class HostSampler:
     """Reads the host; `sample()` costs a few syscalls. Use `close()` when done."""
 
+    # perf: the /proc files stay open and are re-read with pread (docs/architecture.md)
+
     def __init__(self) -> None:
         self.cpus = len(os.sched_getaffinity(0)) or 1
         self._loadavg = _ProcFile("/proc/loadavg")
@@ -193,6 +195,7 @@ def _meminfo(data: bytes | None) -> dict[bytes, int]:
 
 def process_tree(root: int) -> list[int]:
     """The root and every descendant still attached to it (via task/*/children)."""
+    # perf: walk down from the root, never scan all of /proc (docs/architecture.md)
     out, todo = [], [root]
     while todo:
         pid = todo.pop()

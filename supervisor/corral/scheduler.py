@@ -6,7 +6,6 @@ depends on what (the plan does); it connects the two and tells listeners.
 
 from __future__ import annotations
 
-import os
 import resource
 import signal
 import time
@@ -15,11 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from corral.events import (
-    FAILED,
-    INTERRUPTED,
-    OK,
-    SKIPPED,
-    TIMEOUT,
     AttemptResult,
     Event,
     Idle,
@@ -33,13 +27,12 @@ from corral.events import (
     Sampled,
     Waiting,
 )
-from corral.executor import Spec
+from corral.executor import Clock, Executor, Spec
 from corral.graph import Graph, Plan, Selection
-from corral.sampler import HostSampler, TreeUsage, process_tree, tree_usage
-from corral.throttle import Host, Limits, Running, admit
+from corral.status import FAILURES, RETRYABLE, Status
+from corral.throttle import Jobs, Limits, Refusal, Running, admit
 
 MAX_BACKOFF = 60.0
-CONTAIN_AFTER_S = 1.0  # an attempt this old moves into its own cgroup, where there are
 IDLE = Idle()
 
 
@@ -48,12 +41,12 @@ class RunSettings:
     """The parts of the config the loop needs."""
 
     run_id: str
-    jobs: int | None  # None: --jobs auto
+    jobs: Jobs
     fail_fast: bool = False
     pools: dict | None = None
     retry_backoff: float = 1.0
     log_dir: Path | None = None  # this run's log directory; None: no logs (dry run)
-    env: dict | None = None  # base environment of every module
+    env: dict | None = None  # base environment of every module (None: empty)
     dry_run: bool = False
     max_load: float | None = None
     min_free_mem: int = 0
@@ -95,46 +88,37 @@ class Scheduler:
         graph: Graph,
         selection: Selection,
         settings: RunSettings,
-        executor,
+        executor: Executor,
         emit: Callable[[Event], None],
+        clock: Clock = time,
     ):
         self.graph = graph
         self.selection = selection
         self.settings = settings
         self.executor = executor
         self.emit = emit
+        self.clock = clock  # every duration and deadline, and the stored wall times
         self.plan = Plan(selection, graph)
         self.locks = Locks(settings.pools)
-        self.summaries = {n: ModuleSummary(n, SKIPPED) for n in selection.names}
+        self.summaries = {n: ModuleSummary(n, Status.SKIPPED) for n in selection.names}
         self.retrying: dict[str, float] = {}  # name -> monotonic time of its next attempt
         self.stop_signal: int | None = None  # SIGINT/SIGTERM/SIGHUP once received
-        self._env = dict(settings.env if settings.env is not None else os.environ)
-        # Absolute now: the executor changes directory to each module's before spawning.
-        dirs: dict[str, str] = {}
-        self._paths = {}
-        for n in selection.names:
-            given, file = os.path.split(graph.modules[n].path)
-            if given not in dirs:
-                dirs[given] = os.path.abspath(given)
-            self._paths[n] = os.path.join(dirs[given], file)
-        self.sampler = None if settings.dry_run else HostSampler()
-        cpus = self.sampler.cpus if self.sampler else (os.cpu_count() or 1)
-        self.limits = Limits(settings.jobs, cpus, settings.max_load, settings.min_free_mem)
-        self.usage: dict[int, TreeUsage] = {}  # pid -> sampled tree figures
+        self._env = dict(settings.env or {})
+        self.limits = Limits(settings.jobs, executor.cpus, settings.max_load, settings.min_free_mem)
+        self._sampling = True  # until the executor says it has nothing to measure
         self.waiting_since: dict[str, float] = {}  # refused by the gate since (monotonic)
-        self.wait_reason: dict[str, str] = {}
-        self.delays: dict[tuple[str, int], tuple[float, str | None]] = {}
-        self.gate_reason: str | None = None  # why the best ready module waits, if it does
+        self.wait_reason: dict[str, Refusal] = {}
+        self.delays: dict[tuple[str, int], tuple[float, Refusal | None]] = {}
+        self.gate_reason: Refusal | None = None  # why the best ready module waits, if so
         self.lock_since: dict[str, float] = {}  # ready but its lock was held, since
         self.lock_waits: dict[tuple[str, int], float] = {}
         self._batch: list[Running] = []  # admitted in this pass, not yet running
         self._next_sample = 0.0
-        self._host_now = Host()  # the last sample, as the gate reads it
         self._log_dir = None if settings.log_dir is None else str(settings.log_dir)
         self.peak_load = 0.0
 
     def run(self) -> RunFinished:
-        started = time.time()
+        started = self.clock.time()
         edges = [(n, d) for n in self.selection.names for d in sorted(self.selection.waits[n])]
         self.emit(
             RunStarted(
@@ -148,60 +132,53 @@ class Scheduler:
             )
         )
         executor, plan = self.executor, self.plan
-        try:
-            # Sample the host when due; start as many ready modules as --jobs, the locks
-            # and the gate allow (retries due first); then wait for an exit, a signal, the
-            # next retry or the next sample, and account for it.
-            while plan.more_to_do():
-                self._sample_if_due()
-                if self.stop_signal is None:
-                    self._batch = []
-                    refused_before = self.gate_reason
-                    self.gate_reason = None
-                    self._start_retries()
-                    room = (self.settings.jobs or len(self.selection.names)) - len(executor.running)
-                    for name in plan.take_ready(self._admit, room):
-                        self._start(name, 1)
-                    if self.gate_reason != refused_before:
-                        self.emit(Waiting(self.gate_reason, sorted(self.waiting_since)))
-                if not executor.running and not self.retrying and not plan.ready():
-                    break  # nothing can happen any more (only after a stop)
-                self.emit(IDLE)
-                wake = executor.wait(self._timeout())
-                for signum in wake.signals:
-                    self._on_signal(signum)
-                for result in wake.finished:
-                    self._on_finished(result)
-        finally:
-            if self.sampler is not None:
-                self.sampler.close()
+        slots = self.settings.jobs.slots(len(self.selection.names))
+        # Measure the place when due; start as many ready modules as --jobs, the locks
+        # and the gate allow (retries due first); then wait for an exit, a signal, the
+        # next retry or the next sample, and account for it.
+        while plan.more_to_do():
+            self._sample_if_due()
+            if self.stop_signal is None:
+                self._batch = []
+                refused_before = self.gate_reason
+                self.gate_reason = None
+                self._start_retries()
+                room = slots - len(executor.running)
+                for name in plan.take_ready(self._admit, room):
+                    self._start(name, 1)
+                if self.gate_reason != refused_before:
+                    self.emit(Waiting(self.gate_reason, sorted(self.waiting_since)))
+            if not executor.running and not self.retrying and not self.waiting_since:
+                if self.stop_signal is not None or not plan.more_to_do():
+                    break  # stopped (what has not started never will), or all settled
+                # Nothing runs, nothing is due for a retry, the gate holds nothing back,
+                # and still something is left: no event can ever change that.
+                raise RuntimeError(
+                    f"stuck: nothing runs and nothing can start, yet {plan.describe()}; "
+                    "this is a bug in corral"
+                )
+            self.emit(IDLE)
+            wake = executor.wait(self._timeout())
+            for signum in wake.signals:
+                self._on_signal(signum)
+            for result in wake.finished:
+                self._on_finished(result)
         return self._finish(started)
 
     # sampling --------------------------------------------------------------------------
 
     def _sample_if_due(self) -> None:
-        if self.sampler is None:
+        if not self._sampling:
             return
-        now = time.monotonic()
+        now = self.clock.monotonic()
         if now < self._next_sample:
             return
         self._next_sample = now + self.settings.sample_interval
-        sample = self.sampler.sample()
-        self._host_now = Host(
-            sample.runnable_avg,
-            sample.mem_available,
-            sample.mem_total,
-            sample.psi_cpu,
-            sample.psi_mem,
-        )
+        sample = self.executor.sample()
+        if sample is None:
+            self._sampling = False
+            return
         self.peak_load = max(self.peak_load, sample.runnable_avg, sample.load1)
-        for pid, job in list(self.executor.running.items()):
-            tree = process_tree(pid)
-            self.usage[pid] = tree_usage(pid, self.usage.get(pid), tree)
-            # Moving processes between cgroups stalls the kernel's forks for milliseconds
-            # (an RCU grace period): only attempts that have run a while are worth it.
-            if job.cgroup is None and now - job.start_mono >= CONTAIN_AFTER_S:
-                self.executor.contain(job, tree)
         self.emit(
             Sampled(sample, len(self.executor.running), len(self.waiting_since), self.gate_reason)
         )
@@ -209,28 +186,24 @@ class Scheduler:
     def _timeout(self) -> float | None:
         """Until the next retry, or the next sample while modules run or wait."""
         timeouts = [t for t in (self._next_retry_in(),) if t is not None]
-        if self.sampler is not None and (self.executor.running or self.waiting_since):
-            timeouts.append(max(0.0, self._next_sample - time.monotonic()))
+        if self._sampling and (self.executor.running or self.waiting_since):
+            timeouts.append(max(0.0, self._next_sample - self.clock.monotonic()))
         return min(timeouts) if timeouts else None
 
     def _running(self) -> list[Running]:
-        now = time.monotonic()
+        """What runs, as the gate weighs it: measured where measured, else expected."""
+        now = self.clock.monotonic()
         out = list(self._batch)
-        for pid, job in self.executor.running.items():
-            header = self.graph.modules[job.spec.name].header
-            usage = self.usage.get(pid)
-            rate = (
-                usage.cpu_rate
-                if usage and usage.cpu_rate is not None
-                else self._cpu_rate(job.spec.name)
-            )
+        for attempt in self.executor.running:
+            name = attempt.spec.name
+            rate = attempt.cpu_rate
             out.append(
                 Running(
-                    header.workload,
-                    now - job.start_mono,
-                    self._memory_need(job.spec.name),
-                    usage.rss if usage else 0,
-                    rate,
+                    self.graph.modules[name].header.workload,
+                    now - attempt.start_mono,
+                    self._memory_need(name),
+                    attempt.rss,
+                    rate if rate is not None else self._cpu_rate(name),
                 )
             )
         return out
@@ -253,25 +226,24 @@ class Scheduler:
     def _admit(self, name: str) -> bool:
         """The gate, then the locks; a refusal by the gate is remembered as a delay."""
         header = self.graph.modules[name].header
-        if self.settings.jobs is not None and (
-            len(self.executor.running) + len(self._batch) >= self.settings.jobs
-        ):
+        fixed = self.settings.jobs.fixed
+        if fixed is not None and len(self.executor.running) + len(self._batch) >= fixed:
             return False
         reason = admit(
             self._running(),
             self.limits,
-            self._host_now,
+            self.executor.host,
             header.workload,
             self._memory_need(name),
             declared=bool(header.memory),
         )
         if reason is not None:
-            self.waiting_since.setdefault(name, time.monotonic())
+            self.waiting_since.setdefault(name, self.clock.monotonic())
             self.wait_reason[name] = reason
             self.gate_reason = self.gate_reason or reason
             return False
         if not self.locks.acquire(header.locks):
-            self.lock_since.setdefault(name, time.monotonic())
+            self.lock_since.setdefault(name, self.clock.monotonic())
             return False
         self._batch.append(
             Running(header.workload, 0.0, self._memory_need(name), 0, self._cpu_rate(name))
@@ -279,7 +251,7 @@ class Scheduler:
         return True
 
     def _start_retries(self) -> None:
-        now = time.monotonic()
+        now = self.clock.monotonic()
         for name, when in sorted(self.retrying.items(), key=lambda kv: kv[1]):
             if when > now:
                 break
@@ -301,7 +273,7 @@ class Scheduler:
         env["CORRAL_ATTEMPT"] = str(attempt)
         spec = Spec(
             name,
-            self._paths[name],
+            module.path,
             attempt,
             env,
             log_path,
@@ -311,12 +283,12 @@ class Scheduler:
         try:
             job = self.executor.start(spec)
         except OSError as exc:
-            now = time.time()
+            now = self.clock.time()
             self._on_finished(
                 AttemptResult(
                     name,
                     attempt,
-                    FAILED,
+                    Status.FAILED,
                     None,
                     None,
                     now,
@@ -333,28 +305,25 @@ class Scheduler:
                 )
             )
             return
-        self.summaries[name].status = "running"
+        self.summaries[name].status = Status.RUNNING
         since = self.waiting_since.pop(name, None)
-        waited = time.monotonic() - since if since is not None else 0.0
+        waited = self.clock.monotonic() - since if since is not None else 0.0
         self.delays[(name, attempt)] = (waited, self.wait_reason.pop(name, None))
         locked = self.lock_since.pop(name, None)
-        self.lock_waits[(name, attempt)] = time.monotonic() - locked if locked else 0.0
-        self.emit(ModuleStarted(name, attempt, job.pid, job.start, log_path, waited))
+        self.lock_waits[(name, attempt)] = (
+            self.clock.monotonic() - locked if locked is not None else 0.0
+        )
+        self.emit(ModuleStarted(name, attempt, job.ident, job.start, log_path, waited))
 
     def _next_retry_in(self) -> float | None:
         if not self.retrying or self.stop_signal is not None:
             return None
-        return max(0.0, min(self.retrying.values()) - time.monotonic())
+        return max(0.0, min(self.retrying.values()) - self.clock.monotonic())
 
     # ending ----------------------------------------------------------------------------
 
     def _on_finished(self, result: AttemptResult) -> None:
         name = result.name
-        usage = self.usage.pop(result.pid, None)
-        if usage is not None:  # the sampled tree can exceed the kernel's per-process peak
-            result.peak_rss_bytes = max(result.peak_rss_bytes, usage.peak_rss)
-            result.read_bytes = max(result.read_bytes, usage.read_bytes)
-            result.write_bytes = max(result.write_bytes, usage.write_bytes)
         result.throttle_wait_s, result.throttle_reason = self.delays.pop(
             (name, result.attempt), (0.0, None)
         )
@@ -365,28 +334,30 @@ class Scheduler:
         summary.attempts.append(result)
         summary.status = result.status
         if (
-            result.status in (FAILED, TIMEOUT)
+            result.status in RETRYABLE
             and result.attempt <= header.retries
             and self.stop_signal is None
         ):
             result.retry_in = backoff(result.attempt, self.settings.retry_backoff)
-            self.retrying[name] = time.monotonic() + result.retry_in
+            self.retrying[name] = self.clock.monotonic() + result.retry_in
             self.emit(ModuleFinished(result))
             return
         self.emit(ModuleFinished(result))
         self._settle(name, result.status)
 
-    def _settle(self, name: str, status: str) -> None:
+    def _settle(self, name: str, status: Status) -> None:
         """A module is done for good: release or skip its dependents."""
-        for skipped, reason in self.plan.finished(name, ok=status == OK, status=status):
+        for skipped, reason in self.plan.finished(name, status):
             self._skip(skipped, reason)
-        if status != OK and self.settings.fail_fast and self.stop_signal is None:
-            verb = {TIMEOUT: "timed out", INTERRUPTED: "was interrupted"}.get(status, "failed")
-            self._stop_starting(f"not started: --fail-fast after {name} {verb}")
+        if status in FAILURES and self.settings.fail_fast and self.stop_signal is None:
+            self._stop_starting(f"not started: --fail-fast after {name} {status.verb}")
 
     def _skip(self, name: str, reason: str) -> None:
         summary = self.summaries[name]
-        summary.status, summary.reason = SKIPPED, reason
+        summary.status, summary.reason = Status.SKIPPED, reason
+        self.waiting_since.pop(name, None)  # it no longer waits for the gate or a lock
+        self.wait_reason.pop(name, None)
+        self.lock_since.pop(name, None)
         self.emit(ModuleSkipped(name, reason))
 
     def _stop_starting(self, reason: str) -> None:
@@ -407,7 +378,7 @@ class Scheduler:
             return
         if self.stop_signal in (signal.SIGINT, signal.SIGTERM):
             self.emit(Notice(f"{sig} again: killing every module now", warning=True))
-            self.executor.stop_all(INTERRUPTED, now=True)
+            self._stop_running(now=True)
             return
         self.stop_signal = signum
         self.emit(
@@ -418,10 +389,14 @@ class Scheduler:
             )
         )
         self._stop_starting(f"not started: run interrupted by {sig}")
-        self.executor.stop_all(INTERRUPTED)
+        self._stop_running()
+
+    def _stop_running(self, now: bool = False) -> None:
+        for attempt in list(self.executor.running):
+            self.executor.stop(attempt, Status.INTERRUPTED, now)
 
     def _finish(self, started: float) -> RunFinished:
-        ended = time.time()
+        ended = self.clock.time()
         modules = [self.summaries[n] for n in self.selection.names]
         # Makespan: first spawn to last exit, as a Gantt chart shows it.
         attempts = [a for m in modules for a in m.attempts]
@@ -429,11 +404,11 @@ class Scheduler:
             max(a.end for a in attempts) - min(a.start for a in attempts) if attempts else 0.0
         )
         if self.stop_signal is not None:
-            status, code = INTERRUPTED, 128 + self.stop_signal
-        elif all(m.status == OK for m in modules):
-            status, code = OK, 0
+            status, code = Status.INTERRUPTED, 128 + self.stop_signal
+        elif any(m.status in FAILURES for m in modules):
+            status, code = Status.FAILED, 1
         else:
-            status, code = FAILED, 1
+            status, code = Status.OK, 0
         return RunFinished(
             self.settings.run_id,
             status,
@@ -447,7 +422,7 @@ class Scheduler:
             self.settings.dry_run,
             peak_load=self.peak_load,
             throttle_s=sum(a.throttle_wait_s for a in attempts),
-            sampler_cpu_s=self.sampler.cpu_spent if self.sampler else 0.0,
+            sampler_cpu_s=self.executor.sampling_cpu_s,
             supervisor_cpu_s=_own_cpu(),
         )
 

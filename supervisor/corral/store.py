@@ -27,8 +27,8 @@ CACHE_TAG = (PARSER_VERSION * 100 + len(_FIELDS)) * 100 + marshal.version
 BUSY_TIMEOUT_MS = 30_000
 
 
-# What validates a cached header: (dev, inode, size, mtime_ns). A plain tuple, because
-# a warm load builds and compares 10,000 of them.
+# What validates a cached header: (dev, inode, size, mtime_ns). perf: a plain tuple,
+# because a warm load builds and compares 10,000 of them (docs/architecture.md).
 FileKey = tuple[int, int, int, int]
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from enum import StrEnum
 
 WEIGHT = {"cpu": 1.0, "mixed": 2 / 3, "io": 0.5, "network": 1 / 3}
 TAU_S = 1.0  # the time constant of the sampler's runnable average
@@ -38,9 +39,60 @@ MEM_PRESSURE = 10.0  # % stalled on memory
 MEM_HIGH, MEM_FULL = 0.80, 0.90
 
 
+@dataclass(frozen=True, slots=True)
+class Jobs:
+    """`--jobs`: at most `fixed` modules at once, or auto (`fixed` None: the gate sizes
+    the run from the CPU count and the workloads)."""
+
+    fixed: int | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Jobs:
+        """`auto` or a whole number of at least 1; raises ValueError otherwise."""
+        if text.strip().lower() == "auto":
+            return cls(None)
+        n = int(text)
+        if n < 1:
+            raise ValueError("expected a whole number of at least 1")
+        return cls(n)
+
+    @property
+    def auto(self) -> bool:
+        return self.fixed is None
+
+    def slots(self, otherwise: int) -> int:
+        """How many may run at once: the fixed number, or `otherwise` under auto."""
+        return otherwise if self.fixed is None else self.fixed
+
+    def __str__(self) -> str:
+        return "auto" if self.fixed is None else str(self.fixed)
+
+
+class Block(StrEnum):
+    """What the gate refused a module for (rules 1-5 of this module's docstring)."""
+
+    JOBS = "jobs"
+    JOBS_AUTO = "jobs auto"
+    LOAD = "load"
+    CPU_PRESSURE = "cpu pressure"
+    MEMORY_PRESSURE = "memory pressure"
+    MEMORY = "memory"
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why the gate holds a module back: a kind to group by, a detail to show."""
+
+    kind: Block
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.detail}"
+
+
 @dataclass(frozen=True)
 class Limits:
-    jobs: int | None  # None: --jobs auto
+    jobs: Jobs
     cpus: int
     max_load: float | None  # None: CPU count
     min_free_mem: int = 0
@@ -95,7 +147,7 @@ def admit(
     workload: str,
     memory: int = 0,
     declared: bool = False,
-) -> str | None:
+) -> Refusal | None:
     """None if a module of `workload` needing `memory` bytes may start now, else why not.
 
     `declared`: the module's header states its memory (a hard need even on an idle host).
@@ -109,25 +161,28 @@ def admit(
             return _memory_reason(host.mem_available, memory, limits.min_free_mem)
         return None
     w = weight(workload)
-    if limits.jobs is not None:
-        if len(running) >= limits.jobs:
-            return f"jobs: {len(running)} running = --jobs {limits.jobs}"
+    if limits.jobs.fixed is not None:
+        if len(running) >= limits.jobs.fixed:
+            return Refusal(Block.JOBS, f"{len(running)} running = --jobs {limits.jobs}")
     else:
         used = sum(weight(r.workload) for r in running)
         budget = auto_capacity(limits, host)
         if used + w > budget + 1e-9:
-            return f"jobs auto: weight {used:.2f} + {w:.2f} > {budget:.2f}"
+            return Refusal(Block.JOBS_AUTO, f"weight {used:.2f} + {w:.2f} > {budget:.2f}")
     fresh = [r for r in running if r.age_s < FRESH_S]
     if host.runnable_avg is not None:
         unseen = sum(r.cpu_rate * math.exp(-r.age_s / TAU_S) for r in fresh)
         expected = host.runnable_avg + unseen + w
         limit = limits.load_limit
         if expected > limit:
-            return f"load: {host.runnable_avg:.1f} runnable + {unseen + w:.1f} starting > {limit:g}"
+            return Refusal(
+                Block.LOAD,
+                f"{host.runnable_avg:.1f} runnable + {unseen + w:.1f} starting > {limit:g}",
+            )
     if workload == "cpu" and host.psi_cpu is not None and host.psi_cpu > CPU_PRESSURE:
-        return f"cpu pressure {host.psi_cpu:.0f}% > {CPU_PRESSURE:.0f}%"
+        return Refusal(Block.CPU_PRESSURE, f"{host.psi_cpu:.0f}% > {CPU_PRESSURE:.0f}%")
     if host.psi_mem is not None and host.psi_mem > MEM_PRESSURE:
-        return f"memory pressure {host.psi_mem:.0f}% > {MEM_PRESSURE:.0f}%"
+        return Refusal(Block.MEMORY_PRESSURE, f"{host.psi_mem:.0f}% > {MEM_PRESSURE:.0f}%")
     if host.mem_available is not None:
         claimed = sum(max(r.memory - r.rss, 0) for r in fresh)
         left = host.mem_available - claimed - memory
@@ -136,8 +191,11 @@ def admit(
     return None
 
 
-def _memory_reason(available: int, wanted: int, keep: int) -> str:
-    return f"memory: {_mib(available)} available, {_mib(wanted)} wanted, keep {_mib(keep)} free"
+def _memory_reason(available: int, wanted: int, keep: int) -> Refusal:
+    return Refusal(
+        Block.MEMORY,
+        f"{_mib(available)} available, {_mib(wanted)} wanted, keep {_mib(keep)} free",
+    )
 
 
 def _mib(n: int) -> str:

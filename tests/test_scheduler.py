@@ -1,0 +1,328 @@
+"""The scheduler's specification: scripted histories through the real loop.
+
+Every test replays a history through the real `Scheduler` with the scripted backend
+(`corral.backends.fake`): attempt N of each module ends as its script says, at a
+scripted time, on a clock that only the fake moves. No Bash, no sleeps: a history of
+minutes takes microseconds, and each rule of the loop is checked by name.
+"""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+
+from corral.backends.fake import Ends, FakeClock, FakeExecutor
+from corral.config import load_config
+from corral.events import ModuleSkipped, RunFinished, Waiting
+from corral.scheduler import MAX_BACKOFF, RunSettings, Scheduler, backoff
+from corral.status import Status
+from corral.throttle import Block, Host, Jobs, Refusal
+
+from .modeled import modeled
+
+GiB = 1 << 30
+
+
+class History:
+    """One scripted run: what the fake saw and what the scheduler said."""
+
+    def __init__(self, outcome: RunFinished, fake: FakeExecutor, events: list):
+        self.outcome, self.fake, self.events = outcome, fake, events
+
+    def status(self, name: str) -> Status:
+        return next(m.status for m in self.outcome.modules if m.name == name)
+
+    def summary(self, name: str):
+        return next(m for m in self.outcome.modules if m.name == name)
+
+    def starts(self, name: str) -> list[float]:
+        return [t for t, n, _ in self.fake.started if n == name]
+
+    def order(self) -> list[str]:
+        return [n for _, n, _ in self.fake.started]
+
+    def of(self, kind) -> list:
+        return [e for e in self.events if isinstance(e, kind)]
+
+
+def replay(
+    modules: dict[str, dict],
+    script: dict[str, list[Ends]] | None = None,
+    signals: list[tuple[float, int]] = (),
+    jobs: int | None = 4,
+    fake: dict | None = None,
+    **settings,
+) -> History:
+    """Run `modules` (name -> header fields) through the real loop on the fake."""
+    graph, selection = modeled(**modules)
+    clock = FakeClock()
+    executor = FakeExecutor(clock, script or {}, list(signals), **(fake or {}))
+    events: list = []
+    run_settings = RunSettings("test-run", Jobs(jobs), **settings)
+    with executor:
+        outcome = Scheduler(graph, selection, run_settings, executor, events.append, clock).run()
+    return History(outcome, executor, events)
+
+
+# dependencies and skips ------------------------------------------------------------------
+
+
+def test_modules_start_when_what_they_wait_on_has_finished():
+    h = replay(
+        {"a": {}, "b": {"requires": ("a",)}, "c": {"after": ("a",)}},
+        {"a": [Ends(2.0)], "b": [Ends(1.0)]},
+    )
+    assert h.starts("a") == [0.0] and h.starts("b") == [2.0] and h.starts("c") == [2.0]
+    assert h.outcome.status == Status.OK and h.outcome.exit_code == 0
+    assert h.outcome.makespan_s == 3.0
+
+
+def test_a_failure_skips_requirers_transitively_and_fails_the_run():
+    h = replay(
+        {"a": {}, "b": {"requires": ("a",)}, "c": {"requires": ("b",)}, "d": {"wants": ("a",)}},
+        {"a": [Ends(1.0, exit=3)]},
+    )
+    assert h.status("a") == Status.FAILED
+    assert h.summary("b").reason == "requires a, which failed"
+    assert h.summary("c").reason == "requires b, which was skipped"
+    assert h.status("d") == Status.OK  # a want is not a requirement
+    assert [e.name for e in h.of(ModuleSkipped)] == ["b", "c"]
+    assert h.outcome.exit_code == 1 and h.outcome.status == Status.FAILED
+
+
+def test_a_module_that_cannot_start_fails_and_skips_its_requirers():
+    h = replay({"a": {}, "b": {"requires": ("a",)}}, fake={"fail_start": {"a"}})
+    assert h.status("a") == Status.FAILED
+    assert h.summary("a").last.reason.startswith("cannot start: ")
+    assert h.status("b") == Status.SKIPPED
+
+
+# --jobs ----------------------------------------------------------------------------------
+
+
+def test_jobs_caps_how_many_run_at_once():
+    h = replay({n: {} for n in "abcde"}, jobs=2)
+    assert sorted(h.fake.started) == [
+        (0.0, "a", 1),
+        (0.0, "b", 1),
+        (1.0, "c", 1),
+        (1.0, "d", 1),
+        (2.0, "e", 1),
+    ]
+
+
+# retries and backoff ---------------------------------------------------------------------
+
+
+def test_backoff_doubles_and_is_capped():
+    assert [backoff(n, 1.0) for n in (1, 2, 3, 4)] == [1.0, 2.0, 4.0, 8.0]
+    assert backoff(30, 1.0) == MAX_BACKOFF
+
+
+def test_a_failed_attempt_is_retried_after_a_growing_delay():
+    h = replay(
+        {"a": {"retries": 2}},
+        {"a": [Ends(1.0, exit=1), Ends(1.0, exit=1), Ends(1.0)]},
+        retry_backoff=1.0,
+    )
+    # ends at 1, waits 1; ends at 3, waits 2; the third attempt succeeds
+    assert h.starts("a") == [0.0, 2.0, 5.0]
+    assert h.status("a") == Status.OK
+    attempts = h.summary("a").attempts
+    assert [a.retry_in for a in attempts] == [1.0, 2.0, None]
+
+
+def test_retries_exhausted_is_a_failure_and_its_requirers_wait_until_then():
+    h = replay(
+        {"a": {"retries": 1}, "b": {"requires": ("a",)}},
+        {"a": [Ends(1.0, exit=1), Ends(1.0, exit=2)]},
+        retry_backoff=0.5,
+    )
+    assert h.starts("a") == [0.0, 1.5]
+    assert h.status("a") == Status.FAILED and h.summary("a").last.exit_code == 2
+    assert h.status("b") == Status.SKIPPED
+    assert h.starts("b") == []
+
+
+def test_a_timeout_is_retried_like_a_failure():
+    h = replay(
+        {"a": {"retries": 1, "timeout": 2.0}},
+        {"a": [Ends(10.0), Ends(1.0)]},
+        retry_backoff=1.0,
+    )
+    first, second = h.summary("a").attempts
+    assert first.status == Status.TIMEOUT and first.signal == signal.SIGTERM
+    assert h.starts("a") == [0.0, 3.0]
+    assert second.status == Status.OK
+
+
+def test_a_timeout_skips_requirers_with_timed_out():
+    h = replay({"a": {"timeout": 1.0}, "b": {"requires": ("a",)}}, {"a": [Ends(5.0)]})
+    assert h.status("a") == Status.TIMEOUT
+    assert h.summary("b").reason == "requires a, which timed out"
+
+
+# fail-fast -------------------------------------------------------------------------------
+
+
+def test_fail_fast_lets_running_modules_finish_and_starts_nothing_new():
+    h = replay(
+        {"bad": {}, "slow": {}, "later": {"after": ("bad", "slow")}},
+        {"bad": [Ends(1.0, exit=1)], "slow": [Ends(3.0)]},
+        jobs=2,
+        fail_fast=True,
+    )
+    assert h.status("slow") == Status.OK  # not stopped
+    assert h.fake.stopped == []
+    assert h.summary("later").reason == "not started: --fail-fast after bad failed"
+    assert h.outcome.exit_code == 1
+
+
+def test_fail_fast_ends_a_pending_retry_as_it_is():
+    h = replay(
+        {"flaky": {"retries": 3}, "bad": {}},
+        {"flaky": [Ends(1.0, exit=1)], "bad": [Ends(2.0, exit=1)]},
+        fail_fast=True,
+        retry_backoff=10.0,
+    )
+    assert h.starts("flaky") == [0.0]  # its retry was due at 11, after bad failed
+    assert h.status("flaky") == Status.FAILED
+
+
+def test_without_fail_fast_the_rest_still_runs():
+    h = replay(
+        {"bad": {}, "other": {"after": ("bad",)}},
+        {"bad": [Ends(1.0, exit=1)]},
+    )
+    assert h.status("other") == Status.OK and h.outcome.exit_code == 1
+
+
+# signals ---------------------------------------------------------------------------------
+
+
+def test_sighup_starts_nothing_new_and_lets_running_modules_finish():
+    h = replay(
+        {"a": {}, "b": {"after": ("a",)}},
+        {"a": [Ends(2.0)]},
+        signals=[(1.0, signal.SIGHUP)],
+    )
+    assert h.status("a") == Status.OK and h.fake.stopped == []
+    assert h.summary("b").reason == "not started: corral got SIGHUP"
+    assert h.outcome.exit_code == 128 + signal.SIGHUP
+    assert h.outcome.status == Status.INTERRUPTED
+
+
+def test_sigterm_stops_running_modules_as_interrupted():
+    h = replay(
+        {"a": {}, "b": {"after": ("a",)}},
+        {"a": [Ends(10.0)]},
+        signals=[(1.0, signal.SIGTERM)],
+    )
+    assert h.fake.stopped == [(1.0, "a", Status.INTERRUPTED, False)]
+    assert h.status("a") == Status.INTERRUPTED
+    assert h.summary("b").reason == "not started: run interrupted by SIGTERM"
+    assert h.outcome.exit_code == 143
+
+
+def test_a_second_sigint_kills_at_once():
+    h = replay(
+        {"a": {}},
+        {"a": [Ends(100.0)]},
+        signals=[(1.0, signal.SIGINT), (2.0, signal.SIGINT)],
+        fake={"obeys_term": False, "grace": 30.0},
+    )
+    assert h.fake.stopped == [
+        (1.0, "a", Status.INTERRUPTED, False),
+        (2.0, "a", Status.INTERRUPTED, True),
+    ]
+    assert h.summary("a").last.end - h.summary("a").last.start == 2.0
+    assert h.outcome.exit_code == 130
+
+
+def test_a_signal_ends_a_pending_retry():
+    h = replay(
+        {"a": {"retries": 5}},
+        {"a": [Ends(1.0, exit=1)]},
+        signals=[(1.5, signal.SIGTERM)],
+        retry_backoff=10.0,
+    )
+    assert h.starts("a") == [0.0]
+    assert h.status("a") == Status.FAILED and h.outcome.exit_code == 143
+
+
+# lock pools ------------------------------------------------------------------------------
+
+
+def test_a_lock_is_held_by_one_module_at_a_time():
+    h = replay({n: {"locks": ("db",)} for n in "abc"}, jobs=4)
+    assert sorted(t for t, _, _ in h.fake.started) == [0.0, 1.0, 2.0]
+
+
+def test_a_pool_admits_as_many_as_its_size():
+    h = replay({n: {"locks": ("net",)} for n in "abcd"}, jobs=4, pools={"net": 2})
+    assert sorted(t for t, _, _ in h.fake.started) == [0.0, 0.0, 1.0, 1.0]
+
+
+def test_a_module_takes_all_its_locks_or_none():
+    h = replay(
+        {"ab": {"locks": ("a", "b")}, "a": {"locks": ("a",)}, "b": {"locks": ("b",)}},
+        {"a": [Ends(2.0)]},
+    )
+    assert h.starts("ab") == [2.0]  # b alone ended at 1, but a held "a" until 2
+    assert h.summary("ab").last.lock_wait_s == 2.0
+
+
+def test_pool_sizes_come_from_the_config_file(tmp_path):
+    (tmp_path / "modules").mkdir()
+    (tmp_path / "corral.yaml").write_text("pools:\n  net: 2\n")
+    assert load_config((str(tmp_path / "modules"),)).pools == {"net": 2}
+
+
+def test_a_lock_no_pool_can_grant_is_a_bug_and_says_stuck():
+    with pytest.raises(RuntimeError, match=r"stuck: .*this is a bug"):
+        replay({"a": {"locks": ("never",)}}, pools={"never": 0})
+
+
+# the gate --------------------------------------------------------------------------------
+
+
+def test_the_gate_holds_back_what_the_place_cannot_take_and_says_why():
+    # --jobs auto on one CPU: cpu-bound modules weigh 1 each, so one at a time
+    h = replay(
+        {"x": {"workload": "cpu"}, "y": {"workload": "cpu"}},
+        {"x": [Ends(2.0)], "y": [Ends(2.0)]},
+        jobs=None,
+        fake={"cpus": 1},
+    )
+    assert h.starts("y") == [2.0]
+    refusals = [e.reason for e in h.of(Waiting) if e.reason is not None]
+    assert refusals and refusals[0].kind is Block.JOBS_AUTO
+    held = h.summary("y").last
+    assert isinstance(held.throttle_reason, Refusal) and held.throttle_wait_s == 2.0
+
+
+def test_a_declared_need_the_host_cannot_meet_waits_even_when_nothing_runs():
+    h = replay(
+        {"big": {"memory": 4 * GiB}},
+        signals=[(3.0, signal.SIGTERM)],
+        fake={"host": Host(0.0, 1 * GiB, 8 * GiB, 0.0, 0.0)},
+        min_free_mem=0,
+    )
+    assert h.fake.started == []
+    waiting = h.of(Waiting)[0]
+    assert waiting.reason.kind is Block.MEMORY and waiting.modules == ["big"]
+    assert h.summary("big").reason == "not started: run interrupted by SIGTERM"
+
+
+def test_measured_load_of_running_modules_holds_back_a_newcomer():
+    h = replay(
+        {"hog": {}, "next": {}},
+        {"hog": [Ends(5.0, cpu_rate=2.0)]},
+        jobs=4,
+        max_load=2.0,
+        fake={"host": Host(2.0, 8 * GiB, 8 * GiB, 0.0, 0.0), "cpus": 2},
+    )
+    # the host already runs 2 of --max-load 2: next waits until nothing runs
+    assert h.starts("hog") == [0.0] and h.starts("next") == [5.0]
+    assert h.summary("next").last.throttle_reason.kind is Block.LOAD
