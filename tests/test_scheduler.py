@@ -318,7 +318,7 @@ def test_a_declared_need_the_host_cannot_meet_waits_even_when_nothing_runs():
 def test_measured_load_of_running_modules_holds_back_a_newcomer():
     h = replay(
         {"hog": {}, "next": {}},
-        {"hog": [Ends(5.0, cpu_rate=2.0)]},
+        {"hog": [Ends(5.0, load=2.0)]},
         jobs=4,
         max_load=2.0,
         fake={"host": Host(2.0, 8 * GiB, 8 * GiB, 0.0, 0.0), "cpus": 2},

@@ -13,7 +13,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from corral.sampler import HostSampler, tree_usage
-from corral.throttle import WEIGHT, Block, Host, Jobs, Limits, Refusal, Running, admit
+from corral.throttle import (
+    SLACK,
+    WEIGHT,
+    Block,
+    Host,
+    Jobs,
+    Limits,
+    Refusal,
+    Running,
+    admit,
+    weight,
+)
 
 from .conftest import REPO
 
@@ -78,6 +89,72 @@ def test_an_idle_host_never_delays_what_jobs_allow(running, limits, workload):
     idle = Host(0.0, 2**36, 2**36, 0.0, 0.0)
     reason = admit([r for r in running if r.age_s > 60], limits, idle, workload)
     assert reason is None or reason.kind in (Block.JOBS, Block.JOBS_AUTO)
+
+
+def one_pass(running, limits, host, workload, load=1.0) -> int:
+    """How many modules of `workload` the scheduler starts in one pass: each admitted one
+    joins the running list at age 0 with its expected load, as the scheduler's batch does."""
+    started = 0
+    running = list(running)
+    while started <= 64 and admit(running, limits, host, workload) is None:
+        running.append(Running(workload, 0.0, 0, 0, load))
+        started += 1
+    return started
+
+
+@given(runnings, limits, hosts, workloads, st.floats(0, 4))
+def test_one_pass_starts_between_one_and_what_jobs_leave(running, limits, host, workload, load):
+    started = one_pass(running, limits, host, workload, load)
+    assert started >= 0
+    if limits.jobs.fixed is not None:
+        assert started <= max(0, limits.jobs.fixed - len(running))
+    if not running:
+        assert started >= 1
+
+
+quiet = st.builds(Host, st.floats(0, 16), st.just(2**36), st.just(2**36), st.just(0.0))
+
+
+@given(runnings, st.integers(1, 8), st.floats(0.5, 16), quiet, workloads)
+def test_the_gate_uses_the_room_it_has_and_no_more(running, cpus, target, host, workload):
+    """Load counts every module once, as itself: what is left below the target is room."""
+    limits = Limits(Jobs(len(running) + 1), cpus, target)
+    reason = admit(running, limits, host, workload)
+    expected = host.others_avg + sum(r.load for r in running) + weight(workload)
+    if not running or expected <= target:
+        assert reason is None
+    elif expected > target + SLACK:
+        assert reason is not None and reason.kind is Block.LOAD
+
+
+def converge(hogs: int, target: float, modules: int, seconds: float, jobs: int) -> float:
+    """Scripted host: `hogs` always-runnable tasks, cpu modules busy `seconds` each, sampled
+    every 0.2 s as the scheduler samples (each module measured as 1 runnable task from its
+    first sample, the others' average exactly `hogs`). Returns the simulated makespan."""
+    step, now, done = 0.2, 0.0, 0
+    queue, running = modules, []  # running: start times
+    limits = Limits(Jobs(jobs), 2, target)
+    while done < modules:
+        host = Host(float(hogs), 2**36, 2**36, 0.0, 0.0)
+        seen = [Running("cpu", now - t, 0, 0, 1.0) for t in running]
+        while queue and admit(seen, limits, host, "cpu") is None:
+            seen.append(Running("cpu", 0.0, 0, 0, 1.0))
+            running.append(now)
+            queue -= 1
+        assert len(running) <= max(1, int(target - hogs)), "above the room"
+        now = round(now + step, 6)
+        finished = [t for t in running if now - t >= seconds - 1e-9]
+        running = [t for t in running if now - t < seconds - 1e-9]
+        done += len(finished)
+    return now
+
+
+def test_the_gate_converges_on_its_target_on_a_scripted_host():
+    """Two hogs, target 4: two modules at a time, from the first pass to the last."""
+    assert converge(hogs=2, target=4, modules=6, seconds=2.0, jobs=6) == 6.0
+    assert converge(hogs=0, target=4, modules=6, seconds=2.0, jobs=6) == 4.0
+    assert converge(hogs=1, target=4, modules=6, seconds=2.0, jobs=6) == 4.0
+    assert converge(hogs=2, target=1, modules=3, seconds=2.0, jobs=6) == 6.0  # one at a time
 
 
 def test_sampler_reads_the_host_and_a_process_tree():

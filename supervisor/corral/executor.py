@@ -75,8 +75,9 @@ class Attempt(Protocol):
         ...
 
     @property
-    def cpu_rate(self) -> float | None:
-        """CPUs it keeps busy, as last measured; None until measured."""
+    def load(self) -> float | None:
+        """Runnable tasks it adds to the place's load (its processes, averaged over about
+        a second), as last measured; None until measured."""
         ...
 
 

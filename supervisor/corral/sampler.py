@@ -14,6 +14,7 @@ whole budget.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ class HostSample:
     psi_cpu: float | None  # % of time some task stalled, since the previous sample
     psi_mem: float | None
     psi_io: float | None
+    others_avg: float = 0.0  # runnable_avg less the modules' own runnable tasks
 
 
 @dataclass
@@ -56,6 +58,8 @@ class TreeUsage:
     peak_rss: int = 0  # the most the whole tree held at one sample, or one process ever
     peak_processes: int = 0
     cpu_rate: float | None = None  # CPUs busy since the previous reading; None at first
+    runnable: int = 0  # processes of the tree runnable at this reading
+    runnable_avg: float | None = None  # their average, tau = EWMA_TAU; None until read
     t: float = 0.0
 
 
@@ -87,6 +91,7 @@ class _Previous:
     cpu_idle: int = 0
     psi: dict = field(default_factory=dict)
     runnable_avg: float | None = None
+    others_avg: float = 0.0
 
 
 class HostSampler:
@@ -108,7 +113,9 @@ class HostSampler:
         for f in (self._loadavg, self._stat, self._meminfo, *self._psi.values()):
             f.close()
 
-    def sample(self) -> HostSample:
+    def sample(self, ours: int = 0) -> HostSample:
+        """Read the host; `ours`: how many of the runnable tasks are corral's modules'
+        (read just before), so that the rest, the host's other load, is averaged apart."""
         spent = time.thread_time()
         now = time.monotonic()
         prev = self._prev
@@ -131,14 +138,17 @@ class HostSampler:
         psi = {}
         for kind, f in self._psi.items():
             psi[kind] = self._pressure(kind, f.read(), now, dt)
+        others = max(0, runnable - ours)
         if prev.runnable_avg is None or dt <= 0:
             # One snapshot of procs_running is noisy (corral's own threads, a fork in
             # flight): start from the least of a few, 5 ms apart. A real hog is in all.
-            avg = float(min([runnable] + [self._runnable_now(pause=0.005) for _ in range(2)]))
+            least = min([runnable] + [self._runnable_now(pause=0.005) for _ in range(2)])
+            avg, others_avg = float(least), float(max(0, least - ours))
         else:
-            alpha = 1.0 - pow(2.718281828, -dt / EWMA_TAU)
+            alpha = 1.0 - math.exp(-dt / EWMA_TAU)
             avg = prev.runnable_avg + alpha * (runnable - prev.runnable_avg)
-        prev.runnable_avg = avg
+            others_avg = prev.others_avg + alpha * (others - prev.others_avg)
+        prev.runnable_avg, prev.others_avg = avg, others_avg
         prev.t = now
         sample = HostSample(
             now,
@@ -153,6 +163,7 @@ class HostSampler:
             psi["cpu"],
             psi["memory"],
             psi["io"],
+            others_avg,
         )
         self.last = sample
         self.cpu_spent += time.thread_time() - spent
@@ -218,7 +229,7 @@ def tree_usage(
 ) -> TreeUsage:
     """Sum RSS, CPU, I/O and counts over the tree under `root`; updates peaks in `usage`."""
     usage = usage or TreeUsage()
-    rss = processes = threads = 0
+    rss = processes = threads = runnable = 0
     cpu = 0.0
     read = write = 0
     for pid in tree if tree is not None else process_tree(root):
@@ -228,6 +239,7 @@ def tree_usage(
         # VmHWM: this process's own high-water mark, which catches a peak between samples
         usage.peak_rss = max(usage.peak_rss, procfs.status_kb(pid, b"VmHWM") or 0)
         processes += 1
+        runnable += fields[0] == b"R"
         threads += int(fields[17])
         rss += int(fields[21]) * PAGE
         # utime, stime, and the waited-for children's cutime, cstime
@@ -244,6 +256,12 @@ def tree_usage(
     now = time.monotonic()
     if usage.t:
         usage.cpu_rate = max(0.0, cpu - usage.cpu_s) / max(now - usage.t, 1e-3)
+    if usage.runnable_avg is None:
+        usage.runnable_avg = float(runnable)
+    else:
+        alpha = 1.0 - math.exp(-(now - usage.t) / EWMA_TAU)
+        usage.runnable_avg += alpha * (runnable - usage.runnable_avg)
+    usage.runnable = runnable
     usage.t = now
     usage.rss, usage.cpu_s, usage.processes, usage.threads = rss, cpu, processes, threads
     usage.read_bytes = max(usage.read_bytes, read)

@@ -196,24 +196,23 @@ class Scheduler:
         out = list(self._batch)
         for attempt in self.executor.running:
             name = attempt.spec.name
-            rate = attempt.cpu_rate
+            load = attempt.load
             out.append(
                 Running(
                     self.graph.modules[name].header.workload,
                     now - attempt.start_mono,
                     self._memory_need(name),
                     attempt.rss,
-                    rate if rate is not None else self._cpu_rate(name),
+                    load if load is not None else self._load(name),
                 )
             )
         return out
 
-    def _cpu_rate(self, name: str) -> float:
-        """Expected CPUs busy before it is measured: history, else 1 if declared cpu."""
-        known = (self.settings.cpu_rate or {}).get(name)
-        if known is not None:
-            return known
-        return 1.0 if self.graph.modules[name].header.workload == "cpu" else 0.0
+    def _load(self, name: str) -> float:
+        """Runnable tasks it is expected to add before it is measured: its CPU rate from
+        history, at least 1 if it declares `workload: cpu`, else 0 (light until seen)."""
+        known = (self.settings.cpu_rate or {}).get(name, 0.0)
+        return max(known, 1.0) if self.graph.modules[name].header.workload == "cpu" else known
 
     def _memory_need(self, name: str) -> int:
         declared = self.graph.modules[name].header.memory
@@ -246,7 +245,7 @@ class Scheduler:
             self.lock_since.setdefault(name, self.clock.monotonic())
             return False
         self._batch.append(
-            Running(header.workload, 0.0, self._memory_need(name), 0, self._cpu_rate(name))
+            Running(header.workload, 0.0, self._memory_need(name), 0, self._load(name))
         )
         return True
 

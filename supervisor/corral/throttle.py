@@ -10,14 +10,16 @@ sample, the limits), so hypothesis can check it. The rules, in order:
    one's may not exceed the CPU count. Weights: cpu 1, mixed 2/3, io 1/2, network 1/3,
    i.e. CPU count x 1 / 1.5 / 2 / 3 modules of one kind at once. Past 80 % of memory in
    use the auto capacity halves; past 90 % nothing new starts.
-3. Load: runnable tasks (a one-second average of procs_running, not the minute-long
-   load average) plus the load of recently started modules that the average has not
-   absorbed yet, plus this module's weight, may not exceed `--max-load` (default: CPU
-   count). A running module's load is its measured CPU rate once sampled, before that
-   its rate from history, or 1 for `workload: cpu`; the average absorbs a step of load
-   r as r (1 - exp(-age / tau)), so r exp(-age / tau) is still to come. Modules that
-   declare nothing and have no history count as light until measured (one sample
-   interval), so an idle host starts -j sleepers at once.
+3. Load: the host's other runnable tasks (procs_running less corral's modules' own
+   runnable processes, averaged over about a second: not the minute-long load average),
+   plus the load of each running module, plus this module's weight, may not exceed
+   `--max-load` (default: CPU count) by more than SLACK. Each module is counted once,
+   as itself: by its tree's measured runnable average once sampled, before that by its
+   CPU rate from history, at least 1 for `workload: cpu`, else nothing (a module that
+   declares nothing and has no history counts as light until measured, one sample
+   interval, so an idle host starts -j sleepers at once). A module that ends stops
+   counting at once, and one that starts is never counted again inside the host's
+   average.
 4. CPU pressure: a cpu module does not start while some task stalled for CPU more than
    `CPU_PRESSURE` % of the last sample interval.
 5. Memory: MemAvailable, minus what modules started in the last second may still take,
@@ -27,13 +29,12 @@ sample, the limits), so hypothesis can check it. The rules, in order:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from enum import StrEnum
 
 WEIGHT = {"cpu": 1.0, "mixed": 2 / 3, "io": 0.5, "network": 1 / 3}
-TAU_S = 1.0  # the time constant of the sampler's runnable average
-FRESH_S = 3 * TAU_S  # after this the average holds 95 % of a module's load
+FRESH_S = 3.0  # seconds: a module this young may still grow to its expected memory
+SLACK = 0.25  # of a task: the host's average is never exact (a fork in flight)
 CPU_PRESSURE = 60.0  # % stalled on CPU
 MEM_PRESSURE = 10.0  # % stalled on memory
 MEM_HIGH, MEM_FULL = 0.80, 0.90
@@ -110,14 +111,14 @@ class Running:
     age_s: float
     memory: int  # expected peak (header or history), 0 when unknown
     rss: int  # what it uses now (0 until sampled)
-    cpu_rate: float = 0.0  # CPUs it keeps busy: measured, from history, or declared
+    load: float = 0.0  # runnable tasks it adds: measured, from history, or declared
 
 
 @dataclass(frozen=True)
 class Host:
     """The figures of the last sample that the gate uses; None: not available."""
 
-    runnable_avg: float | None = None
+    others_avg: float | None = None  # runnable tasks besides corral's modules, averaged
     mem_available: int | None = None
     mem_total: int | None = None
     psi_cpu: float | None = None
@@ -169,21 +170,20 @@ def admit(
         budget = auto_capacity(limits, host)
         if used + w > budget + 1e-9:
             return Refusal(Block.JOBS_AUTO, f"weight {used:.2f} + {w:.2f} > {budget:.2f}")
-    fresh = [r for r in running if r.age_s < FRESH_S]
-    if host.runnable_avg is not None:
-        unseen = sum(r.cpu_rate * math.exp(-r.age_s / TAU_S) for r in fresh)
-        expected = host.runnable_avg + unseen + w
+    if host.others_avg is not None:
+        ours = sum(r.load for r in running)
         limit = limits.load_limit
-        if expected > limit:
+        if host.others_avg + ours + w > limit + SLACK:
             return Refusal(
                 Block.LOAD,
-                f"{host.runnable_avg:.1f} runnable + {unseen + w:.1f} starting > {limit:g}",
+                f"{host.others_avg:.1f} other + {ours:.1f} ours + {w:.1f} > {limit:g}",
             )
     if workload == "cpu" and host.psi_cpu is not None and host.psi_cpu > CPU_PRESSURE:
         return Refusal(Block.CPU_PRESSURE, f"{host.psi_cpu:.0f}% > {CPU_PRESSURE:.0f}%")
     if host.psi_mem is not None and host.psi_mem > MEM_PRESSURE:
         return Refusal(Block.MEMORY_PRESSURE, f"{host.psi_mem:.0f}% > {MEM_PRESSURE:.0f}%")
     if host.mem_available is not None:
+        fresh = [r for r in running if r.age_s < FRESH_S]
         claimed = sum(max(r.memory - r.rss, 0) for r in fresh)
         left = host.mem_available - claimed - memory
         if left < limits.min_free_mem:

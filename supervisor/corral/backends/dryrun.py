@@ -28,7 +28,7 @@ class DryAttempt:
     start_mono: float
     cause: Status | None = None
     rss: int = 0
-    cpu_rate: float | None = None
+    load: float | None = None
 
 
 class DryRunExecutor:

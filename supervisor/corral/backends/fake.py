@@ -52,7 +52,7 @@ class Ends:
     exit: int = 0
     signal: int | None = None
     rss: int = 0  # what `sample` reports it holds
-    cpu_rate: float | None = None  # what `sample` reports it keeps busy
+    load: float | None = None  # what `sample` reports it adds to the runnable count
 
 
 @dataclass(eq=False)
@@ -68,7 +68,7 @@ class FakeAttempt:
     cause: Status | None = None
     stop_signal: int | None = None
     rss: int = 0
-    cpu_rate: float | None = None
+    load: float | None = None
 
 
 @dataclass
@@ -162,9 +162,9 @@ class FakeExecutor:
         if not self.measures:
             return None
         for a in self._attempts.values():
-            a.rss, a.cpu_rate = a.ends.rss, a.ends.cpu_rate
+            a.rss, a.load = a.ends.rss, a.ends.load
         h = self.host
-        load = h.runnable_avg or 0.0
+        load = h.others_avg or 0.0
         return HostSample(
             self.clock.now,
             self.clock.time(),
@@ -178,6 +178,7 @@ class FakeExecutor:
             h.psi_cpu,
             h.psi_mem,
             None,
+            load,
         )
 
     def _result(self, a: FakeAttempt) -> AttemptResult:

@@ -10,7 +10,7 @@ exits, even if a daemon it forked still holds the pipe.
 corral is the children's subreaper while it runs, so what a module leaves behind is
 reparented to corral (not init) and is found, killed and reaped by `close()`.
 Measuring (the sampler) happens here too: the scheduler asks `sample()` and reads
-`host` and each attempt's `rss` / `cpu_rate`, never a pid.
+`host` and each attempt's `rss` / `load`, never a pid.
 """
 
 from __future__ import annotations
@@ -66,8 +66,8 @@ class Job:
         return self.usage.rss if self.usage is not None else 0
 
     @property
-    def cpu_rate(self) -> float | None:
-        return self.usage.cpu_rate if self.usage is not None else None
+    def load(self) -> float | None:
+        return self.usage.runnable_avg if self.usage is not None else None
 
 
 # If corral dies without cleaning up (SIGKILL, OOM killer), this Bash watchdog sees its
@@ -276,24 +276,27 @@ class LocalExecutor:
     # measure ---------------------------------------------------------------------------
 
     def sample(self) -> HostSample:
-        """Read the host and every running attempt's process tree."""
-        sample = self._sampler.sample()
-        self._host = Host(
-            sample.runnable_avg,
-            sample.mem_available,
-            sample.mem_total,
-            sample.psi_cpu,
-            sample.psi_mem,
-        )
+        """Read every running attempt's process tree, then the host: the host's other
+        load is the runnable count that the attempts' own runnable processes leave."""
         now = time.monotonic()
+        ours = 0
         for pid, job in list(self._jobs.items()):
             tree = process_tree(pid)
             job.usage = tree_usage(pid, job.usage, tree)
+            ours += job.usage.runnable
             # perf: moving processes between cgroups stalls the kernel's forks for
             # milliseconds (an RCU grace period): only attempts that have run a while
             # are worth it (docs/architecture.md).
             if job.cgroup is None and now - job.start_mono >= CONTAIN_AFTER_S:
                 self._contain(job, tree)
+        sample = self._sampler.sample(ours)
+        self._host = Host(
+            sample.others_avg,
+            sample.mem_available,
+            sample.mem_total,
+            sample.psi_cpu,
+            sample.psi_mem,
+        )
         return sample
 
     def _contain(self, job: Job, tree: list[int]) -> None:
