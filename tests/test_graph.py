@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from corral import api
 from corral.config import load_config
 from corral.errors import HeaderError, UsageError
+from corral.graph import TIMEOUT_SHARE, Plan, expected_durations
 from corral.store import Store
 
 from .conftest import write_module
@@ -167,6 +168,41 @@ def test_priority_is_the_longest_remaining_path(tmp_path):
     _, selection = plan(tmp_path)
     assert selection.priority == {"root": 3, "mid": 2, "leaf": 1, "lone": 1}
     assert selection.names[0] == "root"
+
+
+def test_a_first_run_weighs_modules_by_what_their_headers_declare(tmp_path):
+    """No history: a declared timeout is an upper bound (a share of it is expected), the
+    rest weigh the median of those estimates, never above their own timeout."""
+    write_module(tmp_path, "short", "timeout: 4s")
+    write_module(tmp_path, "long", "timeout: 40s")
+    write_module(tmp_path, "quiet")  # declares nothing
+    write_module(tmp_path, "tiny", "timeout: 1s")
+    graph, selection = plan(tmp_path)
+    expected = expected_durations(graph, selection.names, {})
+    share = TIMEOUT_SHARE
+    assert expected == {"short": 4 * share, "long": 40 * share, "quiet": 4 * share,
+                        "tiny": 1 * share}  # fmt: skip
+    assert selection.names[0] == "long"
+    # With history, the share is learned from modules that have both: long took 20 s.
+    expected = expected_durations(graph, selection.names, {"long": 20.0, "quiet": 3.0})
+    assert expected["short"] == 2.0 and expected["tiny"] == 0.5
+    assert expected["long"] == 20.0 and expected["quiet"] == 3.0
+
+
+def test_between_equal_priorities_the_module_releasing_more_goes_first(tmp_path):
+    write_module(tmp_path, "a")
+    write_module(tmp_path, "b")
+    for i in range(3):
+        write_module(tmp_path, f"user{i}", "requires: b")
+    write_module(tmp_path, "c")
+    write_module(tmp_path, "usera", "requires: a")
+    write_module(tmp_path, "usera2", "requires: a")
+    write_module(tmp_path, "userc", "requires: c")
+    graph, selection = plan(tmp_path)
+    assert selection.priority["a"] == selection.priority["b"] == selection.priority["c"]
+    plan_ = Plan(selection, graph)
+    assert plan_.take_ready(lambda name: True, 3) == ["b", "a", "c"]
+    assert list(selection.names[:3]) == ["b", "a", "c"]
 
 
 def test_debian_init_scripts_order_like_insserv(tmp_path):

@@ -290,8 +290,8 @@ def select(
     level: dict[str, int] = {}
     for name in topo:
         level[name] = 1 + max([level[d] for d in waits[name]], default=-1)
-    priority = priorities(users, topo, durations or {})
-    order = sorted(chosen, key=lambda n: (level[n], -priority[n], n))
+    priority = priorities(users, topo, expected_durations(graph, topo, durations or {}))
+    order = sorted(chosen, key=lambda n: (level[n], -priority[n], -len(users[n]), n))
     return Selection(tuple(order), level, priority, waits, excluded)
 
 
@@ -362,18 +362,45 @@ def _topo(waits: dict[str, frozenset[str]], users: dict[str, list[str]]) -> list
     return out
 
 
-def priorities(
-    users: dict[str, list[str]], topo: list[str], durations: dict[str, float]
-) -> dict[str, float]:
-    """Longest remaining path to the end of the run, weighted by expected duration.
+TIMEOUT_SHARE = 0.25  # of its timeout, what a module is expected to take (until learned)
 
-    A module without history weighs the median of the known durations (1.0 when none).
+
+def expected_durations(
+    graph: Graph, names: Iterable[str], durations: dict[str, float]
+) -> dict[str, float]:
+    """What each module is expected to take, from what the plan knows.
+
+    History first. A module without history but with a declared `timeout:` takes a share
+    of it: the median share among modules that have both, else TIMEOUT_SHARE. Any other
+    module takes the median of those estimates (1.0 when there are none), and never more
+    than its own timeout.
     """
-    known = sorted(durations.values())
-    default = known[len(known) // 2] if known else 1.0
+    names = list(names)
+    timeout = {n: graph.modules[n].header.timeout for n in names}
+    shares = sorted(durations[n] / timeout[n] for n in names if n in durations and timeout[n])
+    share = _median(shares, TIMEOUT_SHARE)
+    out = {n: durations[n] for n in names if n in durations}
+    for n in names:
+        if n not in out and timeout[n]:
+            out[n] = timeout[n] * share
+    default = _median(sorted(out.values()), 1.0)
+    for n in names:
+        if n not in out:
+            out[n] = min(default, timeout[n] or default)
+    return out
+
+
+def _median(values: list[float], empty: float) -> float:
+    return values[len(values) // 2] if values else empty
+
+
+def priorities(
+    users: dict[str, list[str]], topo: list[str], expected: dict[str, float]
+) -> dict[str, float]:
+    """Longest remaining path to the end of the run, weighted by expected duration."""
     prio: dict[str, float] = {}
     for name in reversed(topo):
-        prio[name] = durations.get(name, default) + max([prio[u] for u in users[name]], default=0.0)
+        prio[name] = expected[name] + max([prio[u] for u in users[name]], default=0.0)
     return prio
 
 
@@ -391,11 +418,15 @@ class Plan:
         for n, deps in selection.waits.items():
             for d in deps:
                 self.users[d].append(n)
-        self._ready = [(-selection.priority[n], n) for n in selection.names if not self.missing[n]]
+        # Highest priority first; between equals, the one that releases more modules.
+        self._ready = [self._key(n) for n in selection.names if not self.missing[n]]
         heapq.heapify(self._ready)
         self.pending = set(selection.names)
         self.running: set[str] = set()
         self.skipped: dict[str, str] = {}
+
+    def _key(self, name: str) -> tuple[float, int, str]:
+        return (-self.selection.priority[name], -len(self.users[name]), name)
 
     def more_to_do(self) -> bool:
         """True while anything is pending or running."""
@@ -411,7 +442,7 @@ class Plan:
 
     def ready(self) -> list[str]:
         """Ready modules, highest priority first; [] when nothing is ready."""
-        return [n for _, n in sorted(self._ready) if n in self.pending]
+        return [key[-1] for key in sorted(self._ready) if key[-1] in self.pending]
 
     def take_ready(self, admit: Callable[[str], bool], limit: int) -> list[str]:
         """Start up to `limit` ready modules, highest priority first, that `admit` accepts.
@@ -422,7 +453,7 @@ class Plan:
         held = []
         while self._ready and len(taken) < limit:
             item = heapq.heappop(self._ready)
-            name = item[1]
+            name = item[-1]
             if name not in self.pending:
                 continue  # skipped since it became ready
             if admit(name):
@@ -473,4 +504,4 @@ class Plan:
             missing = self.missing[user]
             missing.discard(done)
             if not missing and user in self.pending:
-                heapq.heappush(self._ready, (-self.selection.priority[user], user))
+                heapq.heappush(self._ready, self._key(user))
