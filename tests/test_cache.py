@@ -127,3 +127,17 @@ def test_memoised_plan_follows_every_input_it_depends_on(corral):
     assert corral("run", "-q").code == 0
     after = {m["name"]: m["priority"] for m in corral("plan", "--json").json()["modules"]}
     assert after != before  # durations from history feed the priorities
+
+
+def test_what_counts_as_a_module_file(corral):
+    """A `*.sh` regular file, or a link to one; not a dangling link, a directory or
+    another suffix. The same whether the plan is memoised or not."""
+    corral.module("real")
+    target = corral.module("elsewhere")
+    os.rename(target, corral.modules / "elsewhere.txt")
+    os.symlink(corral.modules / "elsewhere.txt", corral.modules / "linked.sh")
+    os.symlink(corral.modules / "gone.txt", corral.modules / "dangling.sh")
+    (corral.modules / "dir.sh").mkdir()
+    for _ in range(2):  # cold, then from the memo
+        plan = corral("plan", "--json").json()
+        assert plan["order"] == ["linked", "real"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import os
+import stat
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -20,7 +21,7 @@ from corral.errors import HeaderError, Problem, UsageError
 from corral.graph import Graph, Module, Selection, build_graph, select
 from corral.headers import Header, parse_header
 from corral.status import Status
-from corral.store import FileKey, History, Store, file_key, warn
+from corral.store import FileKey, History, Store, warn
 
 if TYPE_CHECKING:  # perf: the run's types, imported only when running (docs/architecture.md)
     from corral.events import Event, Listener, RunFinished
@@ -44,19 +45,36 @@ def open_store(config: Config, on_warning: Callable[[str], None] = warn) -> Stor
     return Store.open(config.db, on_warning)
 
 
-Files = list[tuple[Path, list[os.DirEntry]]]
+# Each modules directory with its `*.sh` files as (name, cache key), sorted by name.
+Files = list[tuple[Path, list[tuple[str, FileKey]]]]
 
 
 def module_files(config: Config) -> Files:
-    """Each modules directory with its `*.sh` files, sorted by name."""
+    """Each modules directory with its regular `*.sh` files (symlinks followed), sorted.
+
+    perf: names from one listdir, then one stat each relative to the directory's
+    descriptor: no DirEntry objects, and the stat is the header cache's key as well
+    (docs/architecture.md)."""
     out = []
     for directory in config.modules:
-        if not directory.is_dir():
-            raise UsageError(f"{directory}: modules directory not found")
-        with os.scandir(directory) as entries:
-            files = sorted(
-                (e for e in entries if e.name.endswith(".sh") and e.is_file()), key=lambda e: e.name
-            )
+        try:
+            fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except (FileNotFoundError, NotADirectoryError):
+            raise UsageError(f"{directory}: modules directory not found") from None
+        except OSError as exc:
+            message = f"{directory}: cannot read modules directory: {exc.strerror}"
+            raise UsageError(message) from None
+        try:
+            files = []
+            for name in sorted([n for n in os.listdir(fd) if n.endswith(".sh")]):
+                try:
+                    st = os.stat(name, dir_fd=fd)
+                except OSError:
+                    continue  # gone since the listing, or a dangling link: not a module
+                if stat.S_ISREG(st.st_mode):
+                    files.append((name, (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)))
+        finally:
+            os.close(fd)
         out.append((directory, files))
     return out
 
@@ -69,20 +87,21 @@ def load_modules(config: Config, store: Store, files: Files | None = None) -> Lo
     hits = 0
     for directory, entries in files if files is not None else module_files(config):
         absolute = directory.absolute()
+        given = os.fspath(directory)
         cached = store.cached_headers(absolute)
         present: set[str] = set()
-        for entry in entries:
-            key_path = f"{absolute}{os.sep}{entry.name}"
+        for name, key in entries:
+            key_path = f"{absolute}{os.sep}{name}"
             present.add(key_path)
-            key = file_key(entry.stat())
+            path = os.path.join(given, name)
             hit = cached.get(key_path)
             if hit is not None and hit[0] == key:
                 header = store.header_from_record(hit[1])
                 hits += 1
             else:
-                header = _parse_file(Path(entry.path))
+                header = _parse_file(Path(path))
                 parsed[key_path] = (key, header)
-            modules.append(Module(entry.name[:-3], entry.path, header))
+            modules.append(Module(name[:-3], path, header))
         stale |= set(cached) - present
     store.update_header_cache(parsed, stale, hits)
     return Loaded(modules, hits, len(parsed))
@@ -136,6 +155,7 @@ def plan_json_text(
     """
     import hashlib
     import json
+    import marshal
 
     from corral.store import CACHE_TAG
 
@@ -157,7 +177,7 @@ def plan_json_text(
         digest_size=20,
     )
     for _, entries in files:
-        digest.update("".join(f"{e.name}\0{file_key(e.stat())}\n" for e in entries).encode())
+        digest.update(marshal.dumps(entries))
     key = digest.hexdigest()
     memo = store.memo_plan(key) if store.path else None
     if memo is not None:

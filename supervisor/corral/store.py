@@ -32,10 +32,6 @@ BUSY_TIMEOUT_MS = 30_000
 FileKey = tuple[int, int, int, int]
 
 
-def file_key(st: os.stat_result) -> FileKey:
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-
-
 @dataclass(frozen=True)
 class CacheStats:
     entries: int
