@@ -11,8 +11,6 @@ Run after changing a command or an option; `--check` exits 1 when share/ is out 
 from __future__ import annotations
 
 import inspect
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -48,6 +46,8 @@ def _paragraphs(text: str) -> list[str]:
 def _options(command: click.Command, ctx: click.Context) -> list[str]:
     out: list[str] = []
     for param in command.get_params(ctx):
+        if not isinstance(param, click.Option):
+            continue  # arguments are in the usage line (and only newer clicks list them)
         record = param.get_help_record(ctx)
         if record is None:
             continue
@@ -104,14 +104,26 @@ def _commands(group: click.Group, ctx: click.Context, prefix: str = ""):
             yield full, command
 
 
+# Each completion file asks the installed corral for click's script when the shell loads it,
+# so the script always matches the click that answers it (click's scripts and its reply
+# format change between versions; a script generated here would not).
+COMPLETION_LOADERS = {
+    "bash": "# bash completion for corral: click's script, from corral itself\n"
+    'eval "$(_CORRAL_COMPLETE=bash_source corral 2>/dev/null)"\n',
+    "zsh": (
+        "#compdef corral\n"
+        "# zsh completion for corral: click's script, from corral itself\n"
+        'eval "$(_CORRAL_COMPLETE=zsh_source corral 2>/dev/null)"\n'
+        '_corral_completion "$@"\n'
+    ),
+    "fish": "# fish completion for corral: click's script, from corral itself\n"
+    "_CORRAL_COMPLETE=fish_source corral 2>/dev/null | source\n",
+}
+
+
 def completion(shell: str) -> str:
-    """click's completion script for `shell` (it calls corral back for the words)."""
-    env = {**os.environ, "_CORRAL_COMPLETE": f"{shell}_source"}
-    code = "from corral.cli import main; main(prog_name='corral')"
-    result = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
-    )
-    return result.stdout
+    """The completion file for `shell`: a loader of click's script from the installed corral."""
+    return COMPLETION_LOADERS[shell]
 
 
 def wanted() -> dict[Path, str]:
