@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from corral import safepath
 from corral.config import Config
 from corral.errors import HeaderError, Problem, UsageError
 from corral.graph import Graph, Module, Selection, build_graph, select
@@ -193,14 +194,29 @@ def plan_json_text(
 
 def check_modules(config: Config, store: Store, strict: bool = False) -> list[Problem]:
     """Every problem in every module (warnings too); under `strict` warnings count as errors."""
+    files = module_files(config)
+    problems = untrusted_files(config, [e.path for _, entries in files for e in entries])
     try:
-        graph, _ = load_graph(config, store)
-        problems = list(graph.warnings)
+        graph, _ = load_graph(config, store, files)
+        problems += graph.warnings
     except HeaderError as exc:
-        problems = exc.problems
+        problems += exc.problems
     if strict:
         problems = [Problem(p.path, p.line, p.message, "error") for p in problems]
     return problems
+
+
+def untrusted_files(config: Config, modules: list[str]) -> list[Problem]:
+    """As root: the modules, the libraries they source and the config file that another
+    user could change (what `run`, `run --dry-run` and `check` refuse alike)."""
+    if os.geteuid() != 0:
+        return []
+    from corral.trust import untrusted
+
+    lib = lib_dir(config)
+    files = [*modules, *sorted(str(p) for p in lib.glob("*.sh"))] if lib.is_dir() else modules
+    files += [str(config.config_file)] if config.config_file else []
+    return untrusted(files)
 
 
 def plan_json(graph: Graph, selection: Selection) -> dict:
@@ -349,15 +365,9 @@ def run_modules(
     # (docs/architecture.md)
     gc.freeze()
     lib = lib_dir(config)
-    if not dry_run:
-        from corral.trust import untrusted
-
-        files = [graph.modules[n].path for n in selection.names]
-        files += sorted(str(p) for p in lib.glob("*.sh")) if lib.is_dir() else []
-        files += [str(config.config_file)] if config.config_file else []
-        problems = untrusted(files)
-        if problems:
-            raise HeaderError(problems)
+    problems = untrusted_files(config, [graph.modules[n].path for n in selection.names])
+    if problems:
+        raise HeaderError(problems)
     for problem in graph.warnings:
         emit(Notice(str(problem), warning=True))
     run_id = new_run_id()
@@ -374,7 +384,9 @@ def run_modules(
             for message in recover(store, config.grace):
                 emit(Notice(message, warning=True))
         log_dir = (config.log_dir / run_id).absolute()
-        log_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+        # Log files are opened by name (O_NOFOLLOW) in this directory: safe, because
+        # as root it is made only through directories no one else can change.
+        safepath.make_dirs(log_dir, 0o750)
         env = dict(os.environ)
         env.update(CORRAL_RUN_ID=run_id, CORRAL_LIB=str(lib), CORRAL_LOG_DIR=str(log_dir))
         recorder = Recorder(

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import datetime as dt
 import html
+import os
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
+from corral import safepath
 from corral.status import RETRYABLE, Status
 from corral.store import Store
 
@@ -218,7 +221,7 @@ def _pyplot():
     return plt
 
 
-def gantt_chart(f: RunFigures, path: Path) -> None:
+def gantt_chart(f: RunFigures, path: Path | BinaryIO) -> None:
     """One bar per module; grey: ready but waiting; outlined: the releasing chain."""
     plt = _pyplot()
     ran = sorted((s for s in f.spans.values() if s.ran), key=lambda s: (s.start, s.name))
@@ -270,11 +273,11 @@ def gantt_chart(f: RunFigures, path: Path) -> None:
         frameon=False,
     )
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, format="svg")
     plt.close(fig)
 
 
-def load_chart(f: RunFigures, path: Path) -> None:
+def load_chart(f: RunFigures, path: Path | BinaryIO) -> None:
     """Running modules and host load over time, memory available on a second axis."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(10, 3.6))
@@ -332,11 +335,11 @@ def load_chart(f: RunFigures, path: Path) -> None:
     ax.legend(loc="upper left", fontsize=8, frameon=False)
     ax.set_title("Parallelism and host load during the run")
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, format="svg")
     plt.close(fig)
 
 
-def history_chart(history: list[RunFigures], modules: list[str], path: Path) -> None:
+def history_chart(history: list[RunFigures], modules: list[str], path: Path | BinaryIO) -> None:
     """Duration and peak memory of the slowest modules across runs (oldest left)."""
     plt = _pyplot()
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 5.5), sharex=True)
@@ -360,7 +363,7 @@ def history_chart(history: list[RunFigures], modules: list[str], path: Path) -> 
     top.legend(fontsize=7, frameon=False, ncol=4)
     top.set_title("Slowest modules across runs (oldest left)")
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, format="svg")
     plt.close(fig)
 
 
@@ -634,30 +637,44 @@ def find_regressions(history: list[RunFigures]) -> list[dict]:
 
 
 def write_report(store: Store, out: Path, fmt: str = "md") -> list[Path]:
-    """Write the report and its charts into `out`; returns the files written."""
+    """Write the report and its charts into `out`; returns the files written. As root,
+    `out` and each file are reached without following anyone else's link."""
     blocks, charts = build(store)
-    out.mkdir(parents=True, exist_ok=True)
+    dir_fd = safepath.open_dir(out, 0o755)
+    try:
+        return _write_into(dir_fd, out, blocks, charts, fmt)
+    finally:
+        os.close(dir_fd)
+
+
+def _write_into(dir_fd: int, out: Path, blocks: list, charts: dict, fmt: str) -> list[Path]:
+    def create(name: str):
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+        return os.fdopen(safepath.open_in(dir_fd, name, flags, 0o644, out / name), "wb")
+
     written = []
     last = charts["last"]
     if last.makespan:
-        gantt_chart(last, out / "gantt.svg")
-        load_chart(last, out / "load.svg")
+        with create("gantt.svg") as f:
+            gantt_chart(last, f)
+        with create("load.svg") as f:
+            load_chart(last, f)
         written += [out / "gantt.svg", out / "load.svg"]
-    history_chart(charts["history"], charts["slowest"], out / "history.svg")
+    with create("history.svg") as f:
+        history_chart(charts["history"], charts["slowest"], f)
     written.append(out / "history.svg")
     present = {p.name for p in written}
     blocks = [b for b in blocks if b[0] != "img" or b[1] in present]
     if fmt == "html":
-        target = out / "index.html"
-        target.write_text(render_html(blocks, out))
-        written = [target]  # the charts are inside the page
-        for p in out.glob("*.svg"):
-            p.unlink()
-    else:
-        target = out / "README.md"
-        target.write_text(render_markdown(blocks))
-        written.insert(0, target)
-    return written
+        with create("index.html") as f:
+            f.write(render_html(blocks, out).encode())
+        for name in os.listdir(dir_fd):  # the charts are inside the page
+            if name.endswith(".svg"):
+                os.unlink(name, dir_fd=dir_fd)
+        return [out / "index.html"]
+    with create("README.md") as f:
+        f.write(render_markdown(blocks).encode())
+    return [out / "README.md", *written]
 
 
 def render_markdown(blocks: list[tuple]) -> str:

@@ -2,6 +2,11 @@
 
 The kernel drops an flock when its holder dies, so a stale lock (holder gone) is simply
 free: there is nothing to clean up and no PID to trust blindly.
+
+No one else may hold the lock: an flock needs only an open descriptor, so the lock file
+is mode 0600 in a directory of mode 0700 that corral made (reached without following
+anyone's link). A directory, FIFO or link someone else put in its place is refused with
+an error naming it (exit 2), never used.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import os
 import time
 from pathlib import Path
 
+from corral import safepath
 from corral.errors import LockHeld
 
 POLL = 0.1  # seconds between attempts while --wait-lock waits
@@ -42,14 +48,25 @@ class RunLock:
 
     def acquire(self, wait: float | None = None) -> RunLock:
         """Take the lock; wait up to `wait` seconds (None: not at all, inf: for ever)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+        fd = _open(self.path)
         deadline = None if wait is None else time.monotonic() + wait
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
+                if _linked(fd, self.path):
+                    break
+                # Replaced since we opened it (see below): the lock is the new file.
+                os.close(fd)
+                fd = _open(self.path)
+                continue
             except BlockingIOError:
+                if _held_by_stranger(fd):
+                    # Another user opened the file while an older corral left it readable
+                    # and holds it: a new file replaces it (only we can open that one).
+                    os.unlink(self.path)
+                    os.close(fd)
+                    fd = _open(self.path)
+                    continue
                 if deadline is None or time.monotonic() >= deadline:
                     holder = _holder(fd)
                     os.close(fd)
@@ -76,6 +93,61 @@ class RunLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def _open(path: Path) -> int:
+    """The lock file, made if missing; UnsafePath when someone else controls it."""
+    try:
+        dir_fd = safepath.open_dir(path.parent, 0o700)
+    except safepath.UnsafePath as exc:
+        raise safepath.UnsafePath(
+            exc.path, f"{exc.why}; remove it (rm -r {exc.path}) and run again"
+        ) from None
+    try:
+        owner = os.fstat(dir_fd).st_uid
+        if owner != os.geteuid():
+            raise safepath.UnsafePath(
+                str(path.parent),
+                f"owned by uid {owner}, not {os.geteuid()}; another user made it: "
+                f"remove it (rm -r {path.parent}) and run again",
+            )
+        fd = safepath.open_in(dir_fd, path.name, os.O_RDWR | os.O_CREAT, 0o600, shown=path)
+    finally:
+        os.close(dir_fd)
+    if os.fstat(fd).st_mode & 0o077:  # made by an older corral: no one else may open it
+        os.fchmod(fd, 0o600)
+    return fd
+
+
+def _linked(fd: int, path: Path) -> bool:
+    """Is `path` still the file open on `fd`?"""
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)
+
+
+def _held_by_stranger(fd: int) -> bool:
+    """Is the flock on `fd`'s file held by a process of another user? (From
+    /proc/locks: `1: FLOCK ADVISORY WRITE PID MAJ:MIN:INODE 0 EOF`.)"""
+    st = os.fstat(fd)
+    key = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    try:
+        with open("/proc/locks") as f:
+            pids = [int(p[4]) for p in map(str.split, f) if p[1] == "FLOCK" and p[5] == key]
+    except (OSError, ValueError, IndexError):
+        return False
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                uids = next(line for line in f if line.startswith("Uid:")).split()
+        except (OSError, StopIteration):
+            continue
+        if int(uids[2]) != os.geteuid():
+            return True
+    return False
 
 
 def _holder(fd: int) -> str:

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from corral import safepath
 from corral.headers import _FIELDS, PARSER_VERSION, Header
 
 SCHEMA_VERSION = 6
@@ -102,9 +103,7 @@ class Store:
     @classmethod
     def _open(cls, path: Path | None) -> Store:
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            if not path.exists():
-                os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW, 0o600))
+            _prepare(path)
         conn = sqlite3.connect(
             str(path) if path else ":memory:",
             timeout=BUSY_TIMEOUT_MS / 1000,
@@ -384,6 +383,17 @@ class Store:
             peaks,
             {m: _median(v) for m, v in rates.items()},
         )
+
+
+def _prepare(path: Path) -> None:
+    """Make the database's directory and file, as root only where no one else can reach
+    (UnsafePath otherwise). SQLite then opens them by name (and its -wal and -shm files
+    beside them): in a directory only root can change, the name is the file checked."""
+    dir_fd = safepath.open_dir(path.parent, 0o700)
+    try:
+        os.close(safepath.open_in(dir_fd, path.name, os.O_RDONLY | os.O_CREAT, 0o600, path))
+    finally:
+        os.close(dir_fd)
 
 
 def sqlite_utils():

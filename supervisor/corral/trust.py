@@ -1,68 +1,133 @@
 """Run nothing that someone else could have changed (when corral runs as root).
 
-As root, every module file, every library file in $CORRAL_LIB, the config file, and
-every directory above them must be owned by root and writable by no one else (a
-world-writable directory is accepted only with the sticky bit, as /tmp has, and only
-above a root-owned directory). The rule is sshd's StrictModes: a file is only as
-trustworthy as the least protected directory on its path.
+As root, every module file, every library file in $CORRAL_LIB and the config file must
+be a regular file root owns and no one else can write (mode bits and POSIX ACL entries
+alike), and so must everything on the way to it: the checks apply to the file actually
+run, after its symbolic links. Every directory from / down to the real file must be
+root's and writable by no one else; a world-writable directory with the sticky bit
+(/tmp) may be passed through, but is never a place modules or libraries are read from;
+every symbolic link on the way must be root's. The rule is sshd's StrictModes, applied
+through `safepath`: a file is only as trustworthy as the least protected step to it.
+
+What runs is the file checked: `open_module` opens it once, checks it on that
+descriptor, and the executor runs bash from that descriptor.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from collections.abc import Iterable
 from pathlib import Path
 
 from corral.errors import Problem
+from corral.safepath import MAX_LINKS, UnsafePath, Walker, writable_by_others
+
+READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 
 
 def untrusted(paths: Iterable[str | Path], euid: int | None = None) -> list[Problem]:
-    """Problems for every file (or a directory above it) another user could change;
-    [] when corral is not root (a user may run their own files)."""
+    """Problems for every file another user could change (itself, a directory above it,
+    a link on the way); [] when corral is not root (a user may run their own files)."""
     euid = os.geteuid() if euid is None else euid
     if euid != 0:
         return []
     problems: list[Problem] = []
-    verdicts: dict[str, str | None] = {}  # directory -> why its path is not safe, or None
-    absolute: dict[str, str] = {}  # directory as given -> absolute
-
-    def directory_verdict(directory: str) -> str | None:
-        if directory not in verdicts:
-            parent = os.path.dirname(directory)
-            verdicts[directory] = _check(directory, is_dir=True) or (
-                None if parent == directory else directory_verdict(parent)
-            )
-        return verdicts[directory]
-
-    for path in paths:
-        given, name = os.path.split(os.fspath(path))
-        directory = absolute.get(given)
-        if directory is None:
-            directory = absolute[given] = os.path.abspath(given)
-        path = os.path.join(directory, name)
-        why = _check(path, is_dir=False)
-        if why is None and (above := directory_verdict(directory)) is not None:
-            why = f"its directory {above}"
-        if why is not None:
-            problems.append(
-                Problem(
-                    path, 1, f"refusing to run as root: {why}; another user could change what runs"
-                )
-            )
+    with Checker() as checker:
+        for path in paths:
+            try:
+                os.close(checker.open(os.fspath(path)))
+            except UnsafePath as exc:
+                problems.append(Problem(path, 1, refusal(os.fspath(path), exc)))
+            except OSError as exc:
+                why = f"{path} cannot be checked ({exc.strerror})"
+                problems.append(Problem(path, 1, f"refusing to run as root: {why}"))
     return problems
 
 
-def _check(path: str, is_dir: bool) -> str | None:
-    try:
-        st = os.stat(path)
-    except OSError as exc:
-        return f"{path} cannot be checked ({exc.strerror})"
-    mode = stat.S_IMODE(st.st_mode)
-    if st.st_uid != 0:
-        return f"{path} is owned by uid {st.st_uid}, not root"
-    if mode & stat.S_IWOTH and not (is_dir and mode & stat.S_ISVTX):
-        return f"{path} is world-writable (mode {mode:04o})"
-    if mode & stat.S_IWGRP and st.st_gid != 0:
-        return f"{path} is writable by group {st.st_gid} (mode {mode:04o})"
-    return None
+def refusal(path: str, exc: UnsafePath) -> str:
+    """'refusing to run as root: its directory /x is world-writable …'."""
+    path = os.path.abspath(path)
+    if exc.path == path:
+        where = path
+    elif exc.why.startswith("a symbolic link"):
+        where = f"the link {exc.path} on its way"
+    elif path.startswith(exc.path.rstrip("/") + "/"):
+        where = f"its directory {exc.path}"
+    else:
+        where = f"{exc.path}, on the way to the real file,"
+    return f"refusing to run as root: {where} is {exc.why}; another user could change what runs"
+
+
+class Checker:
+    """Opens files to run, checked; remembers the directories it has walked."""
+
+    def __init__(self) -> None:
+        self._walker = Walker("run")
+        self._bad: dict[str, UnsafePath] = {}  # directory -> why it cannot be trusted
+
+    def __enter__(self) -> Checker:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._walker.close()
+
+    def open(self, path: str, links: int = 0) -> int:
+        """A read-only descriptor of the file `path` finally names, checked on that
+        descriptor. Raises UnsafePath (or OSError when it cannot be read at all)."""
+        directory, name = os.path.split(path if path.startswith("/") else os.path.abspath(path))
+        if directory in self._bad:
+            raise self._bad[directory]
+        try:
+            dir_fd = self._walker.directory(directory)
+        except UnsafePath as exc:
+            self._bad[directory] = exc
+            raise
+        try:
+            fd = os.open(name, READ, dir_fd=dir_fd)
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            return self._follow(dir_fd, directory, name, links)
+        try:
+            st = os.fstat(fd)
+            where = os.path.join(directory, name)
+            if not stat.S_ISREG(st.st_mode):
+                raise UnsafePath(where, "not a regular file", "run")
+            why = writable_by_others(fd, st, sticky_ok=False)
+            if why is not None:
+                raise UnsafePath(where, why, "run")
+            os.set_blocking(fd, True)
+            return fd
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def _follow(self, dir_fd: int, directory: str, name: str, links: int) -> int:
+        where = os.path.join(directory, name)
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        if st.st_uid != 0:
+            raise UnsafePath(where, f"a symbolic link owned by uid {st.st_uid}, not root", "run")
+        if links >= MAX_LINKS:
+            raise UnsafePath(where, "too many symbolic links", "run")
+        target = os.readlink(name, dir_fd=dir_fd)
+        return self.open(os.path.join(directory, target), links + 1)
+
+
+_process_checker: Checker | None = None
+
+
+def open_module(path: str) -> int:
+    """A descriptor to run the module `path` from (close-on-exec; the caller closes it).
+    As root it is checked as `untrusted` checks, on this very descriptor: UnsafePath
+    when someone else could have changed it since the run began."""
+    global _process_checker
+    if os.geteuid() != 0:
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    if _process_checker is None:  # one for the process: directories are walked once
+        _process_checker = Checker()
+    return _process_checker.open(path)

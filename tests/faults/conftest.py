@@ -11,6 +11,7 @@ import pytest
 
 from ..conftest import db_rows
 from ..runtrace import processes_with
+from .attacker import arena  # noqa: F401  (a fixture: a place `nobody` can reach)
 
 
 class Running:

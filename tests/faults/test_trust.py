@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
+import subprocess
 
 import pytest
 
 from corral.trust import untrusted
+
+from ..test_lint import need
+from .attacker import NOBODY, NOGROUP, as_nobody, corral_in
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the trust rules apply to root")
 
@@ -61,3 +65,108 @@ def test_the_rules_hold_for_a_sticky_tmp_and_not_for_other_users(tmp_path):
     os.chown(safe, 0, 1234)
     assert "writable by group 1234" in untrusted([safe])[0].message
     assert untrusted([safe], euid=1000) == []  # a user may run their own files
+
+
+# Attacks by a real unprivileged user -------------------------------------------------
+# Each: `nobody` changes what a root module run would execute; `check`, `run --dry-run`
+# and `run` all refuse alike; no code of theirs runs as root. The control runs the same
+# file with bash as root, as corral would without the checks: the attacker's code runs.
+
+REFUSERS = (("check",), ("run", "--dry-run"), ("run",))
+
+
+def refused_everywhere(corral, message: str) -> None:
+    for args in REFUSERS:
+        result = corral(*args)
+        assert result.code == 2, (args, result.err)
+        assert message in result.err, (args, result.err)
+        assert "Traceback" not in result.err
+
+
+def root_runs(path) -> None:
+    """The control: root runs the file as corral would without the checks."""
+    subprocess.run(["bash", str(path)], capture_output=True, timeout=30)
+
+
+def test_a_module_linked_into_a_directory_another_user_owns_never_runs(corral, arena):
+    real = arena.mine / "tool.sh"
+    real.write_text("#!/bin/bash\necho benign\n")  # root's file, but in nobody's directory
+    link = corral.modules / "tool.sh"
+    link.symlink_to(real)
+    # The swap: nobody owns the directory, so nobody may replace root's file in it.
+    new = arena.mine / "new"
+    as_nobody(f"printf '%s\\n' '{arena.attacker_code()}' > {new}; mv -f {new} {real}")
+    refused_everywhere(
+        corral, f"{arena.mine}, on the way to the real file, is owned by uid {NOBODY}"
+    )
+    assert not arena.ran_as_root()
+    root_runs(link)
+    assert arena.ran_as_root()
+
+
+def test_a_link_another_user_owns_is_not_followed(corral, arena):
+    """A sticky /tmp-like directory may be passed through, but not a link of nobody's in
+    it: nobody may point it anywhere at any time (fs.protected_symlinks may be off)."""
+    tools = arena.root / "tools"
+    tools.mkdir()
+    (tools / "tool.sh").write_text(f"{arena.attacker_code()}\n")  # root's, not a module
+    shared = arena.root / "shared"
+    shared.mkdir(mode=0o1777)
+    shared.chmod(0o1777)
+    as_nobody(f"ln -s {tools} {shared}/hop")
+    (corral.modules / "hop.sh").symlink_to(shared / "hop" / "tool.sh")
+    refused_everywhere(
+        corral, f"the link {shared}/hop on its way is a symbolic link owned by uid {NOBODY}"
+    )
+    assert not arena.ran_as_root()
+    root_runs(corral.modules / "hop.sh")
+    assert arena.ran_as_root()
+
+
+def test_a_module_another_user_may_write_through_an_acl_never_runs(corral, arena):
+    need("setfacl")
+    corral = corral_in(arena, corral)
+    module = corral.module("acl", body="echo fine")
+    subprocess.run([need("setfacl"), "-m", "u:nobody:rw", str(module)], check=True)
+    assert module.stat().st_mode & 0o777 == 0o775  # the mode bits alone look safe (mask rw)
+    as_nobody(f"echo '{arena.attacker_code()}' >> {module}")
+    refused_everywhere(corral, f"{module} is writable by user {NOBODY} through its ACL")
+    assert not arena.ran_as_root()
+    root_runs(module)
+    assert arena.ran_as_root()
+
+
+def test_an_acl_on_the_modules_or_lib_directory_counts_too(corral, arena):
+    need("setfacl")
+    corral = corral_in(arena, corral)
+    corral.module("a")
+    subprocess.run([need("setfacl"), "-m", "u:nobody:rwx", str(corral.modules)], check=True)
+    refused_everywhere(
+        corral, f"its directory {corral.modules} is writable by user {NOBODY} through its ACL"
+    )
+    subprocess.run([need("setfacl"), "-b", str(corral.modules)], check=True)
+    lib = corral.modules.parent / "lib"
+    lib.mkdir()
+    (lib / "log.sh").write_text("log() { :; }\n")
+    subprocess.run([need("setfacl"), "-m", "g:nogroup:w", str(lib / "log.sh")], check=True)
+    refused_everywhere(corral, f"{lib / 'log.sh'} is writable by group {NOGROUP} through its ACL")
+    subprocess.run([need("setfacl"), "-b", str(lib / "log.sh")], check=True)
+    assert corral("run").code == 0  # the control: without the ACL entries it runs
+
+
+def test_a_sticky_world_writable_modules_directory_is_not_trusted(corral, arena):
+    corral = corral_in(arena, corral)
+    corral.module("a")
+    corral.modules.chmod(0o1777)
+    # nobody cannot write root's files there, but may add a link to any root-owned script.
+    tool = arena.root / "tool.sh"
+    tool.write_text(f"{arena.attacker_code()}\n")
+    as_nobody(f"ln -s {tool} {corral.modules}/zz.sh")
+    refused_everywhere(
+        corral,
+        f"its directory {corral.modules} is world-writable (mode 1777) "
+        "(sticky, but anyone may add to it)",
+    )
+    assert not arena.ran_as_root()
+    root_runs(corral.modules / "zz.sh")
+    assert arena.ran_as_root()
