@@ -11,12 +11,13 @@ an error naming it (exit 2), never used.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import time
 from pathlib import Path
 
-from corral import safepath
+from corral import procfs, safepath
 from corral.errors import LockHeld
 
 POLL = 0.1  # seconds between attempts while --wait-lock waits
@@ -130,24 +131,37 @@ def _linked(fd: int, path: Path) -> bool:
 
 
 def _held_by_stranger(fd: int) -> bool:
-    """Is the flock on `fd`'s file held by a process of another user? (From
-    /proc/locks: `1: FLOCK ADVISORY WRITE PID MAJ:MIN:INODE 0 EOF`.)"""
+    """Is the flock on `fd`'s file held by another user? /proc/locks names the process
+    that took it (`1: FLOCK ADVISORY WRITE PID MAJ:MIN:INODE 0 EOF`), which may since
+    have exited and left the descriptor to another; so: not taken by a live process of
+    ours, and open in a process of another user."""
     st = os.fstat(fd)
     key = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
     try:
         with open("/proc/locks") as f:
-            pids = [int(p[4]) for p in map(str.split, f) if p[1] == "FLOCK" and p[5] == key]
+            takers = [int(p[4]) for p in map(str.split, f) if p[1] == "FLOCK" and p[5] == key]
     except (OSError, ValueError, IndexError):
         return False
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/status") as f:
-                uids = next(line for line in f if line.startswith("Uid:")).split()
-        except (OSError, StopIteration):
+    if any(_euid(pid) == os.geteuid() for pid in takers):
+        return False
+    for pid in procfs.pids():
+        if _euid(pid) in (None, os.geteuid()):
             continue
-        if int(uids[2]) != os.geteuid():
-            return True
+        with contextlib.suppress(OSError):
+            for name in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    other = os.stat(f"/proc/{pid}/fd/{name}")
+                    if (other.st_dev, other.st_ino) == (st.st_dev, st.st_ino):
+                        return True
     return False
+
+
+def _euid(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return int(next(line for line in f if line.startswith("Uid:")).split()[2])
+    except (OSError, StopIteration, ValueError):
+        return None
 
 
 def _holder(fd: int) -> str:

@@ -36,8 +36,8 @@ def as_nobody(script: str, check: bool = True, **kw) -> subprocess.CompletedProc
 
 class Arena:
     """A root-owned directory under /tmp (mode 0755, so `nobody` can reach in), with:
-    `mine`: a directory `nobody` owns; `precious`: a root-only file in a root-only
-    directory (the target of every planted link); `marker`: where attacker code that
+    `mine`: a directory `nobody` owns; `precious` and `empty`: root-only files in a
+    root-only directory (the targets of planted links); `marker`: where attacker code that
     ran as root would leave a trace."""
 
     def __init__(self) -> None:
@@ -51,6 +51,8 @@ class Arena:
         self.precious = secret / "precious"
         self.precious.write_text("root only\n")
         self.precious.chmod(0o600)
+        self.empty = secret / "empty"  # a root-only empty file (SQLite would adopt it)
+        self.empty.touch(mode=0o600)
         self.marker = self.root / "pwned"
         self.marker.touch()
         os.chown(self.marker, NOBODY, NOGROUP)  # the attacker's code appends to it
@@ -65,7 +67,11 @@ class Arena:
 
     def precious_intact(self) -> bool:
         st = self.precious.stat()
-        return self.precious.read_text() == "root only\n" and st.st_mode & 0o777 == 0o600
+        return (
+            self.precious.read_text() == "root only\n"
+            and st.st_mode & 0o777 == 0o600
+            and self.empty.stat().st_size == 0
+        )
 
     def cleanup(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)

@@ -1,0 +1,149 @@
+"""Root never writes through someone else's link: attacks by a real `nobody`.
+
+Each test plants what a local user can (a link, a directory of theirs, a FIFO) where a
+root corral writes, checks that corral refuses with a message naming the place and that
+the root-only file the link points at is unchanged; each control shows the same write
+made by name, as root without the protection, does change it.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+
+from ..test_lint import need
+from .attacker import NOBODY, as_nobody
+
+
+def refused(result, place) -> None:
+    assert result.code == 2, result.err
+    assert f"refusing to write as root through {place}: owned by uid {NOBODY}" in result.err
+    assert "Traceback" not in result.err
+
+
+def test_a_log_directory_another_user_owns_is_refused(corral, arena):
+    logs = arena.mine / "logs"
+    as_nobody(f"mkdir {logs}")
+    (corral.modules.parent / "corral.yaml").write_text(f"log_dir: {logs}\n")
+    marker = corral.modules.parent / "ran"
+    corral.module("chatty", body=f"echo output; touch {marker}")
+    refused(corral("run"), arena.mine)
+    assert not marker.exists()  # refused before anything ran
+    assert arena.precious_intact() and not any(logs.iterdir())
+
+
+def test_control_a_run_directory_swapped_for_a_link_redirects_roots_writes(arena):
+    """Without the protection: root makes the run's directory in nobody's log directory
+    and opens a log by name (O_NOFOLLOW on the last step only, as corral did); nobody
+    has swapped the run directory for a link to a root-only directory meanwhile."""
+    logs = arena.mine / "logs"
+    as_nobody(f"mkdir {logs}")
+    run_dir = logs / "20260101-000000-abcd"
+    run_dir.mkdir()
+    as_nobody(f"mv {run_dir} {run_dir}.x && ln -s {arena.precious.parent} {run_dir}")
+    fd = os.open(run_dir / "precious", os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW)
+    os.write(fd, b"module output\n")
+    os.close(fd)
+    assert not arena.precious_intact()
+
+
+def test_a_database_in_a_directory_another_user_owns_is_refused(corral, arena):
+    db = arena.mine / "corral.db"
+    as_nobody(f"ln -s {arena.empty} {db}")
+    corral.module("a")
+    refused(corral("--db", str(db), "run"), arena.mine)
+    assert arena.precious_intact()
+
+
+def test_control_sqlite_adopts_a_root_only_file_through_a_planted_link(arena):
+    db = arena.mine / "corral.db"
+    as_nobody(f"ln -s {arena.empty} {db}")
+    conn = sqlite3.connect(db)  # as corral did once the name existed
+    conn.execute("CREATE TABLE t (x)")
+    conn.commit()
+    conn.close()
+    assert not arena.precious_intact()
+
+
+def test_docs_out_into_a_directory_another_user_owns_is_refused(corral, arena):
+    corral.module("a", body="sleep 0.1")
+    assert corral("run").code == 0
+    www = arena.mine / "www"
+    as_nobody(f"mkdir {www} && ln -s {arena.precious} {www}/README.md")
+    refused(corral("docs", "--out", str(www)), arena.mine)
+    assert arena.precious_intact()
+    (www / "README.md").write_text("report\n")  # the control: a write by name follows it
+    assert not arena.precious_intact()
+
+
+def test_docs_out_refuses_a_planted_link_fifo_or_directory_as_a_file(corral, tmp_path):
+    corral.module("a", body="sleep 0.1")
+    assert corral("run").code == 0
+    out = tmp_path / "out"
+    out.mkdir()
+    os.mkfifo(out / "history.svg")
+    result = corral("docs", "--out", str(out))
+    assert result.code == 2 and "Traceback" not in result.err
+    assert f"{out}/history.svg: a FIFO, not a regular file" in result.err
+    (out / "history.svg").unlink()
+    assert corral("docs", "--out", str(out)).code == 0  # the control: nothing planted
+
+
+LOCK_SCRIPT = r"""
+set -u
+mount -t tmpfs -o mode=1777 tmpfs /run/lock || exit 99
+nobody() { setpriv --reuid=nobody --regid=nogroup --clear-groups "$@"; }
+corral() { "$PYTHON" -m corral --modules "$MODULES" --db "$DB" run "$@"; }
+for plant in "mkdir /run/lock/corral" "mkfifo /run/lock/corral" "ln -s /etc /run/lock/corral"; do
+  nobody $plant
+  corral; echo "rc=$?"
+  rm -rf /run/lock/corral
+done
+corral >/dev/null; echo "clean rc=$?"
+stat -c 'mode=%a uid=%u' /run/lock/corral /run/lock/corral/*.lock
+# An older corral left the lock readable (0755 dir, 0644 file): nobody opens and holds it.
+lock=$(echo /run/lock/corral/*.lock)
+chmod 755 /run/lock/corral; chmod 644 "$lock"
+nobody bash -c 'exec 9<"$1"; flock 9; exec sleep 30' _ "$lock" </dev/null >/dev/null 2>&1 &
+holder=$!
+sleep 0.5
+flock -n "$lock" true; echo "control: root flock -n rc=$?"
+corral >/dev/null; echo "hostage rc=$?"
+kill "$holder"
+"""
+
+
+def test_the_run_lock_cannot_be_planted_or_held_hostage(corral):
+    """In a private mount namespace with its own /run/lock, so the host's is untouched."""
+    need("unshare")
+    need("flock")
+    marker = corral.modules.parent / "ran"
+    corral.module("a", body=f"echo x >> {marker}")
+    env = {
+        **corral.env,
+        "PYTHON": sys.executable,
+        "MODULES": str(corral.modules),
+        "DB": str(corral.db),
+    }
+    done = subprocess.run(
+        ["unshare", "-m", "bash", "-c", LOCK_SCRIPT],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    if done.returncode == 99 or "rc=" not in done.stdout:
+        pytest.skip(f"no private mount namespace here: {done.stderr.strip()}")
+    out = done.stdout + done.stderr
+    assert "Traceback" not in out
+    for why in (f"owned by uid {NOBODY}, not root", "not a directory (FIFO)", "a symbolic link"):
+        assert f"refusing to write as root through /run/lock/corral: {why}" in out, out
+    assert done.stdout.count("rc=2\n") == 3, out
+    assert "clean rc=0" in out and "mode=700 uid=0\nmode=600 uid=0" in out, out
+    assert "control: root flock -n rc=1" in out, out  # nobody really held the old file
+    assert "hostage rc=0" in out, out
+    assert marker.read_text() == "x\nx\n"  # the two runs that were not refused
