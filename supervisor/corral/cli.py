@@ -31,6 +31,10 @@ class CorralGroup(click.Group):
         except CorralError as exc:
             click.echo(f"corral: {exc}", err=True)
             ctx.exit(exc.exit_code)
+        except OSError as exc:  # a place corral must write is missing or not a directory
+            where = f"{exc.filename}: " if exc.filename else ""
+            click.echo(f"corral: {where}{exc.strerror or exc}", err=True)
+            ctx.exit(2)
 
 
 @click.group(cls=CorralGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -2,8 +2,9 @@
 
 Three audiences: a person at a terminal (colour per module, symbols, a table), cron or
 a pipe (plain lines with timestamps, no escape codes), and `--quiet` (only what went
-wrong: what cron should mail). Module output is shown decoded with replacement; the
-log files keep the bytes.
+wrong: what cron should mail). Module output is shown through `visible`: decoded with
+replacement, control characters and escape sequences made visible, so no module can
+move the cursor or repaint the screen; the log files keep the bytes.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from corral.events import (
 )
 from corral.status import Status
 from corral.throttle import Block
+from corral.visible import visible
 
 PALETTE = (36, 35, 33, 34, 32, 96, 95, 93, 94, 92)  # ANSI colours for module names
 STATUS_COLOUR = {
@@ -50,7 +52,7 @@ TAIL_LINES = 10
 
 
 def tail(path: str | None, lines: int = TAIL_LINES) -> list[str]:
-    """The last `lines` lines of a log, decoded with replacement; [] when unreadable."""
+    """The last `lines` lines of a log, as `visible` shows them; [] when unreadable."""
     if not path:
         return []
     try:
@@ -60,7 +62,9 @@ def tail(path: str | None, lines: int = TAIL_LINES) -> list[str]:
             data = f.read()
     except OSError:
         return []
-    return data.decode("utf-8", "replace").splitlines()[-lines:]
+    if data.endswith(b"\n"):
+        data = data[:-1]
+    return [visible(line.removesuffix(b"\r")) for line in data.split(b"\n")[-lines:]]
 
 
 def seconds(value: float | None) -> str:
@@ -114,7 +118,7 @@ class Printer:
     def __call__(self, event: Event) -> None:
         if isinstance(event, ModuleOutput):
             if self.show_output:
-                self._line(event.name, event.line.decode("utf-8", "replace").rstrip("\r"))
+                self._line(event.name, visible(event.line.removesuffix(b"\r")))
         elif isinstance(event, ModuleStarted):
             if self.dry_run:
                 self.step += 1

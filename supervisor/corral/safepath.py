@@ -185,7 +185,12 @@ class Walker:
         """The target of the link `name`, if root owns it; else UnsafePath."""
         st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
         if not stat.S_ISLNK(st.st_mode):
-            raise UnsafePath(where, f"not a directory ({_kind(st.st_mode)})", self.doing)
+            kind = _kind(st.st_mode)
+            if st.st_uid != 0:  # planted where a directory should be
+                raise UnsafePath(
+                    where, f"a {kind} owned by uid {st.st_uid}, not a directory", self.doing
+                )
+            raise NotADirectoryError(errno.ENOTDIR, f"not a directory but a {kind}", where)
         if st.st_uid != 0:
             raise UnsafePath(
                 where, f"a symbolic link owned by uid {st.st_uid}, not root", self.doing
