@@ -12,7 +12,7 @@ import stat
 import sys
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -333,6 +333,50 @@ def lib_dir(config: Config) -> Path:
     return sibling if sibling.is_dir() else PACKAGED_LIB
 
 
+def settings(config: Config) -> list[tuple[str, object, str]]:
+    """(name, value, source) of every setting as a run would use it, for `corral config`."""
+    from dataclasses import asdict
+
+    from corral.config import DEFAULT_FACILITIES
+
+    values = asdict(config)
+    lib = lib_dir(config)
+    rows: list[tuple[str, object, str]] = [
+        ("modules", [str(d) for d in config.modules], config.sources.get("modules", "default")),
+        ("config_file", str(config.config_file) if config.config_file else None, ""),
+        ("db", str(config.db), config.sources.get("db", "default")),
+        ("log_dir", str(config.log_dir), config.sources.get("log_dir", "default")),
+        ("lib", str(lib), config.sources.get("lib", _lib_source(config, lib))),
+    ]
+    rows[1] = ("config_file", rows[1][1], config.sources.get("config_file", "none found"))
+    for name in (
+        "jobs",
+        "fail_fast",
+        "max_load",
+        "min_free_mem",
+        "grace",
+        "retry_backoff",
+        "sample_interval",
+        "log_limit",
+        "pools",
+        "facilities",
+    ):
+        value = values[name]
+        if name == "jobs":
+            fixed = config.jobs.fixed
+            value = {None: "auto", 0: "0 (no limit)"}.get(fixed, fixed)
+        if name == "facilities":
+            value = {k: list(v) for k, v in value.items() if DEFAULT_FACILITIES.get(k) != v}
+        rows.append((name, value, config.sources.get(name, "default")))
+    return rows
+
+
+def _lib_source(config: Config, lib: Path) -> str:
+    if lib == PACKAGED_LIB:
+        return "default: corral's own"
+    return "default: lib/ beside the modules directory"
+
+
 def run_modules(
     config: Config,
     store: Store,
@@ -361,6 +405,10 @@ def run_modules(
     graph, loaded = load_graph(config, store)
     past = history(store)
     selection = select(graph, targets, tags, exclude, past.durations)
+    if config.jobs.fixed == 0:  # -j 0: no limit of its own (the load gate still applies)
+        from corral.throttle import Jobs
+
+        config = replace(config, jobs=Jobs(max(1, len(selection.names))))
     # perf: the graph lives as long as the run: keep the collector off it
     # (docs/architecture.md)
     gc.freeze()

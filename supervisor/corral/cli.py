@@ -67,6 +67,9 @@ def main(ctx: click.Context, modules, db, config_file):
     # long-lived command must turn it back on.
     gc.disable()
     ctx.obj = load_config(modules, db, config_file)
+    if not ctx.resilient_parsing:
+        for warning in ctx.obj.warnings:
+            click.echo(f"corral: warning: {warning}", err=True)
 
 
 class _Jobs(click.ParamType):
@@ -76,7 +79,7 @@ class _Jobs(click.ParamType):
         try:
             return value if isinstance(value, Jobs) else Jobs.parse(str(value))
         except ValueError:
-            self.fail(f"{value!r} is not a whole number of at least 1, nor 'auto'", param, ctx)
+            self.fail(f"{value!r} is not a whole number (0: no limit) nor 'auto'", param, ctx)
 
 
 class _Size(click.ParamType):
@@ -184,10 +187,11 @@ def plan(ctx, targets, tags, exclude, as_json):
     "--jobs",
     type=JOBS,
     metavar="N|auto",
-    help="Modules running at once, or `auto` (adapt to the workload mix and "
-    "memory). Default: CPU count.",
+    help="Modules running at once; 0: no limit; `auto`: adapt to the workload mix and "
+    "memory. Default: $CORRAL_JOBS, else CPU count.",
 )
 @click.option(
+    "-l",
     "--max-load",
     type=float,
     metavar="X",
@@ -200,12 +204,13 @@ def plan(ctx, targets, tags, exclude, as_json):
     help="Keep this much memory available (e.g. 512M, 2G).",
 )
 @click.option(
+    "-k",
     "--keep-going/--fail-fast",
     "keep_going",
     default=None,
     help="After a failure, go on with independent modules (default) or start nothing new.",
 )
-@click.option("--dry-run", is_flag=True, help="Print what would run, in order; run nothing.")
+@click.option("-n", "--dry-run", is_flag=True, help="Print what would run, in order; run nothing.")
 @click.option(
     "--json",
     "as_json",
@@ -363,10 +368,9 @@ def _mib(value) -> str:
 @click.option(
     "--out",
     "out",
-    default="docs/performance",
-    show_default=True,
+    default=None,
     metavar="DIR",
-    help="Directory to write the report into.",
+    help="Directory to write the report into. Default: report/ beside the database.",
 )
 @click.option(
     "--format",
@@ -387,7 +391,8 @@ def docs(ctx, out, fmt):
     """
     from pathlib import Path
 
-    for path in api.write_report(_store(ctx), Path(out), fmt):
+    where = Path(out) if out else ctx.obj.db.parent / "report"
+    for path in api.write_report(_store(ctx), where, fmt):
         click.echo(f"wrote {path}")
 
 
@@ -452,6 +457,39 @@ def check(ctx, strict):
     warnings = len(problems) - errors
     click.echo(f"{errors} error(s), {warnings} warning(s)", err=True)
     ctx.exit(2 if errors else 0)
+
+
+@main.command(name="config")
+@click.option("--json", "as_json", is_flag=True, help="Settings and sources as JSON.")
+@click.pass_context
+def config_(ctx, as_json):
+    """Print the effective settings and where each came from (flag, environment variable,
+    config file or default). Precedence: flags > CORRAL_* environment > config file >
+    defaults.
+
+    Example:
+
+        CORRAL_JOBS=2 corral config
+    """
+    rows = api.settings(ctx.obj)
+    if as_json:
+        _echo_json({name: {"value": value, "source": source} for name, value, source in rows})
+        return
+    width = max(len(name) for name, _, _ in rows)
+    shown = [(name, _setting_text(value), source) for name, value, source in rows]
+    value_w = min(48, max(len(text) for _, text, _ in shown))
+    for name, text, source in shown:
+        click.echo(f"{name:<{width}}  {text:<{value_w}}  ({source})")
+
+
+def _setting_text(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, list):
+        return " ".join(map(str, value)) or "-"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {v}" for k, v in value.items()) or "-"
+    return str(value)
 
 
 @main.group()

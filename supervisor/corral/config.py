@@ -1,4 +1,8 @@
-"""YAML config + environment + flags -> one frozen `Config`. Flags win over env over file."""
+"""YAML config + environment + flags -> one frozen `Config`.
+
+Each setting comes from the first of: a flag, its `CORRAL_*` environment variable, the
+config file, the default; `Config.sources` says which, for `corral config`.
+"""
 
 from __future__ import annotations
 
@@ -50,11 +54,33 @@ class Config:
     pools: dict[str, int] = field(default_factory=dict)
     secret_patterns: tuple[str, ...] = SECRET_PATTERNS
     backend: str = "local"  # where real runs start attempts: a name in corral.backends
+    # setting -> where its value came from ("flag --jobs", "env CORRAL_JOBS", a file, "default")
+    sources: dict[str, str] = field(default_factory=dict, compare=False)
+    warnings: tuple[str, ...] = field(default=(), compare=False)
 
     def with_flags(self, **flags: object) -> Config:
-        """A copy with every flag that was actually given (not None) applied."""
+        """A copy with every flag that was actually given (not None) applied: flags win
+        over the environment, the config file and the defaults."""
         given = {k: v for k, v in flags.items() if v is not None}
-        return replace(self, **given)
+        sources = dict(self.sources)
+        sources.update({k: f"flag --{FLAG_NAMES.get(k, k).replace('_', '-')}" for k in given})
+        return replace(self, **given, sources=sources)
+
+
+# Settings a `CORRAL_*` environment variable may set. Not CORRAL_LIB or CORRAL_LOG_DIR:
+# corral sets those for its modules, and a module that runs corral must not inherit them.
+ENV_SETTINGS = (
+    "jobs",
+    "max_load",
+    "min_free_mem",
+    "fail_fast",
+    "grace",
+    "retry_backoff",
+    "sample_interval",
+    "log_limit",
+)
+FLAG_NAMES = {"fail_fast": "fail-fast/--keep-going"}
+CONFIG_NAMES = ("corral.yaml", "corral.yml")
 
 
 def default_db() -> Path:
@@ -67,29 +93,128 @@ def default_db() -> Path:
     return Path(state) / "corral" / "corral.db"
 
 
+def find_config(directory: Path) -> tuple[Path | None, list[Path]]:
+    """The config file for a modules directory, and the other candidates found and ignored.
+
+    Looked for, in order: corral.yaml and corral.yml beside the modules directory, then
+    inside it. Returns (None, []) when there is none."""
+    absolute = directory.absolute()
+    found = [
+        d / name
+        for d in (absolute.parent, absolute)
+        for name in CONFIG_NAMES
+        if (d / name).is_file()
+    ]
+    return (found[0], found[1:]) if found else (None, [])
+
+
 def load_config(
     modules: tuple[str, ...] = (), db: str | None = None, config_file: str | None = None
 ) -> Config:
-    """Resolve modules dirs, database and the YAML file; raises UsageError naming the file."""
-    dirs = tuple(Path(d) for d in modules) or (Path(os.environ.get("CORRAL_MODULES", "modules")),)
-    path = Path(config_file) if config_file else dirs[0].absolute().parent / "corral.yaml"
-    data = _read_yaml(path, required=config_file is not None)
-    db_path = Path(db) if db else (Path(data.pop("db")) if "db" in data else default_db())
-    if not modules and "modules" in data:
+    """Resolve modules dirs, database and the YAML file; raises UsageError naming the file.
+
+    Precedence, for every setting: flag > CORRAL_* environment variable > config file >
+    default."""
+    env = os.environ
+    sources: dict[str, str] = {}
+    warnings: list[str] = []
+    if modules:
+        dirs, sources["modules"] = tuple(Path(d) for d in modules), "flag --modules"
+    elif env.get("CORRAL_MODULES"):
+        dirs = tuple(Path(d) for d in env["CORRAL_MODULES"].split(os.pathsep) if d)
+        sources["modules"] = "env CORRAL_MODULES"
+    else:
+        dirs, sources["modules"] = (Path("modules"),), "default"
+    config_file = config_file or env.get("CORRAL_CONFIG") or None
+    if config_file:
+        path: Path | None = Path(config_file)
+        how = "flag --config" if config_file != env.get("CORRAL_CONFIG") else "env CORRAL_CONFIG"
+        data = _read_yaml(path, required=True)
+    else:
+        path, ignored = find_config(dirs[0])
+        how = "found beside the modules directory"
+        if path is not None and path.parent == dirs[0].absolute():
+            how = "found in the modules directory"
+        stray = [
+            Path(name).absolute()
+            for name in CONFIG_NAMES
+            if Path(name).is_file() and Path(name).absolute() not in (path, *ignored)
+        ]
+        if stray:
+            warnings.append(
+                f"ignoring {', '.join(map(str, stray))}: the config file is read beside or "
+                f"inside the modules directory ({dirs[0].absolute()}); --config FILE names "
+                "another"
+            )
+        if ignored:
+            warnings.append(
+                f"using {path}; ignoring {', '.join(map(str, ignored))} "
+                "(one config file per modules directory; --config chooses)"
+            )
+        data = _read_yaml(path, required=False) if path else {}
+    sources["config_file"] = how if path else "none found"
+    origin = f"config {path}"
+    for key in data:
+        sources[key] = origin
+    if db:
+        db_path, sources["db"] = Path(db), "flag --db"
+    elif env.get("CORRAL_DB"):
+        db_path, sources["db"] = Path(env["CORRAL_DB"]), "env CORRAL_DB"
+        data.pop("db", None)
+    elif "db" in data:
+        db_path = Path(path.parent, str(data.pop("db")))  # type: ignore[union-attr]
+    else:
+        db_path, sources["db"] = default_db(), "default"
+    data.pop("db", None)
+    if not modules and not env.get("CORRAL_MODULES") and "modules" in data:
         value = data.pop("modules")
-        dirs = tuple(Path(path.parent, d) for d in ([value] if isinstance(value, str) else value))
-    data.pop("modules", None)
-    log_dir = Path(data.pop("log_dir", db_path.parent / "logs"))
+        dirs = tuple(Path(path.parent, d) for d in ([value] if isinstance(value, str) else value))  # type: ignore[union-attr]
+    elif "modules" in data:
+        data.pop("modules")
+        sources["modules"] = sources["modules"] + " (over the config file's)"
+    if "log_dir" in data:
+        log_dir = Path(path.parent, str(data.pop("log_dir")))  # type: ignore[union-attr]
+    else:
+        log_dir, sources["log_dir"] = db_path.parent / "logs", "default: beside the database"
     if "lib" in data:
-        data["lib"] = path.parent / str(data["lib"])
-    values = _typed(data, path)
+        data["lib"] = path.parent / str(data["lib"])  # type: ignore[union-attr]
+    values = _typed(data, path) if path else _typed({}, Path("-"))
+    for key in ENV_SETTINGS:
+        name = f"CORRAL_{key.upper()}"
+        if env.get(name, "").strip():
+            values[key] = _from_env(name, key, env[name])
+            sources[key] = f"env {name}"
+    if "keep_going" in sources:
+        sources["fail_fast"] = sources.pop("keep_going")
     return Config(
         modules=dirs,
         db=db_path,
         log_dir=log_dir,
-        config_file=path if path.exists() else None,
+        config_file=path if path and path.exists() else None,
+        sources=sources,
+        warnings=tuple(warnings),
         **values,
     )
+
+
+def _from_env(name: str, key: str, text: str) -> object:
+    """An environment variable's value, converted as the config file's would be."""
+    try:
+        if key == "fail_fast":
+            return _bool_text(text)
+        return _CONVERTERS[key](text.strip())
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"${name}: cannot read {text!r}: {exc}") from None
+
+
+def _bool_text(text: str) -> bool:
+    """yes/no, true/false, on/off, 1/0, as a shell variable spells a switch."""
+    word = text.strip().lower()
+    if word in ("1", "yes", "true", "on"):
+        return True
+    if word in ("0", "no", "false", "off"):
+        return False
+    raise ValueError("expected yes or no (true/false, 1/0)")
 
 
 def _read_yaml(path: Path, required: bool) -> dict:

@@ -49,12 +49,13 @@ class Jobs:
 
     @classmethod
     def parse(cls, text: str) -> Jobs:
-        """`auto` or a whole number of at least 1; raises ValueError otherwise."""
+        """`auto`, 0 (no limit of its own: the run resolves it to the number of
+        selected modules, as `ninja -j0`) or a whole number; raises ValueError otherwise."""
         if text.strip().lower() == "auto":
             return cls(None)
         n = int(text)
-        if n < 1:
-            raise ValueError("expected a whole number of at least 1")
+        if n < 0:
+            raise ValueError("expected a whole number (0: no limit) or 'auto'")
         return cls(n)
 
     @property
