@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from .conftest import REPO, write_module
-from .test_lint import need
 
 # What a fresh venv holds before anything is installed into it: not corral's cost.
 VENV_OWN = {"pip", "setuptools", "pkg_resources", "_distutils_hack"}
@@ -55,17 +54,18 @@ def _user_env(home: Path) -> dict:
 @pytest.fixture(scope="module")
 def install(tmp_path_factory) -> Install:
     """The README's first command, verbatim, in a copy of the source tree."""
-    need("git")
     root = tmp_path_factory.mktemp("user")
     home, src = root / "home", root / "src"
     home.mkdir()
-    files = subprocess.run(
+    listed = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
         cwd=REPO,
         capture_output=True,
-        check=True,
-    ).stdout.split(b"\0")
-    for name in filter(None, files):
+    )
+    if listed.returncode != 0:  # not a checkout (an unpacked archive): take the tree
+        skip = shutil.ignore_patterns(".venv", "build", "*.egg-info", "__pycache__", ".*cache")
+        shutil.copytree(REPO, src, ignore=skip)
+    for name in filter(None, listed.stdout.split(b"\0") if listed.returncode == 0 else []):
         source = REPO / os.fsdecode(name)
         if source.is_file():
             target = src / os.fsdecode(name)

@@ -6,6 +6,7 @@ except through the `on_warning` callback.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import stat
@@ -61,7 +62,7 @@ def module_files(config: Config) -> Files:
         try:
             fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except (FileNotFoundError, NotADirectoryError):
-            raise UsageError(f"{directory}: modules directory not found") from None
+            raise UsageError(missing_modules_dir(config, directory)) from None
         except OSError as exc:
             message = f"{directory}: cannot read modules directory: {exc.strerror}"
             raise UsageError(message) from None
@@ -78,6 +79,31 @@ def module_files(config: Config) -> Files:
             os.close(fd)
         out.append((directory, files))
     return out
+
+
+def missing_modules_dir(config: Config, directory: Path) -> str:
+    """Where corral looked for a modules directory, why there, and how to name another."""
+    source = config.sources.get("modules", "default")
+    where = f"modules directory not found: {directory.absolute()}"
+    if directory.exists():
+        where = f"not a directory: {directory.absolute()} (the modules directory)"
+    cwd = os.environ.get("PWD") or "."
+    with contextlib.suppress(OSError):
+        cwd = os.getcwd()
+    if source.startswith("flag"):
+        return f"{where}, as given by --modules (current directory {cwd})"
+    if source.startswith("env"):
+        return (
+            f"{where}, from $CORRAL_MODULES={os.environ.get('CORRAL_MODULES', '')} "
+            f"(current directory {cwd}); unset it or give --modules DIR"
+        )
+    if source.startswith("config"):
+        return f"{where}, from `modules:` in {config.config_file} (current directory {cwd})"
+    return (
+        f"{where}: no --modules given and $CORRAL_MODULES is not set, so corral looked for "
+        f"./modules in the current directory {cwd}; name the directory with "
+        "`corral --modules DIR COMMAND` or CORRAL_MODULES=DIR"
+    )
 
 
 def load_modules(config: Config, store: Store, files: Files | None = None) -> Loaded:

@@ -22,6 +22,16 @@ class CorralGroup(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except click.NoSuchOption as exc:
+            name = exc.option_name.split("=", 1)[0]
+            if name not in GLOBAL_OPTIONS or exc.ctx is None:
+                raise
+            command = exc.ctx.command_path.removeprefix(ctx.command_path).strip()
+            raise click.UsageError(
+                f"{name} is a global option: give it before the command, as in "
+                f"`{ctx.command_path} {name} {GLOBAL_OPTIONS[name]} {command} ...`",
+                exc.ctx,
+            ) from None
         except HeaderError as exc:
             for problem in exc.problems:
                 click.echo(str(problem), err=True)
@@ -35,6 +45,33 @@ class CorralGroup(click.Group):
             where = f"{exc.filename}: " if exc.filename else ""
             click.echo(f"corral: {where}{exc.strerror or exc}", err=True)
             ctx.exit(2)
+
+
+GLOBAL_OPTIONS = {"--modules": "DIR", "--db": "PATH", "--config": "FILE"}
+
+
+class RunCommand(click.Command):
+    """`run`, whose bare `--wait-lock` never takes the next word (a target) as its value:
+    `--wait-lock` waits for ever, `--wait-lock=30` or `--wait-lock 30` thirty seconds."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        out: list[str] = []
+        for i, arg in enumerate(args):
+            if arg == "--":
+                out += args[i:]
+                break
+            if arg == "--wait-lock" and not _number(args[i + 1] if i + 1 < len(args) else ""):
+                arg = "--wait-lock=inf"
+            out.append(arg)
+        return super().parse_args(ctx, out)
+
+
+def _number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return text.lower() not in ("inf", "nan", "infinity")
 
 
 @click.group(cls=CorralGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -180,7 +217,7 @@ def plan(ctx, targets, tags, exclude, as_json):
     click.echo(f"{len(selection.names)} modules in {len(waves)} waves")
 
 
-@main.command()
+@main.command(cls=RunCommand)
 @_selection_options
 @click.option(
     "-j",
@@ -220,10 +257,8 @@ def plan(ctx, targets, tags, exclude, as_json):
 @click.option("-q", "--quiet", is_flag=True, help="Print only failures (for cron mail).")
 @click.option(
     "--wait-lock",
-    type=float,
+    type=click.FloatRange(min=0),
     default=None,
-    is_flag=False,
-    flag_value=float("inf"),
     metavar="[SECONDS]",
     help="If another run holds the lock, wait for it (for ever, or SECONDS).",
 )

@@ -155,7 +155,8 @@ def load_config(
     sources["config_file"] = how if path else "none found"
     origin = f"config {path}"
     for key in data:
-        sources[key] = origin
+        if key != "modules":
+            sources[key] = origin
     if db:
         db_path, sources["db"] = Path(db), "flag --db"
     elif env.get("CORRAL_DB"):
@@ -168,6 +169,7 @@ def load_config(
     data.pop("db", None)
     if not modules and not env.get("CORRAL_MODULES") and "modules" in data:
         value = data.pop("modules")
+        sources["modules"] = origin
         dirs = tuple(Path(path.parent, d) for d in ([value] if isinstance(value, str) else value))  # type: ignore[union-attr]
     elif "modules" in data:
         data.pop("modules")

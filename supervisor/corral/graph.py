@@ -93,7 +93,10 @@ def build_graph(modules: list[Module], facilities: dict[str, tuple[str, ...]]) -
                         and not module.header.lsb
                     )
                     severity = "error" if hard else "warning"
-                    if kind in (EdgeKind.REQUIRES, EdgeKind.WANTS) or dep.startswith("$"):
+                    # An ordering edge to an absent module is normal; to a near miss of a
+                    # present one it is most likely a typo.
+                    typo = "did you mean" in message
+                    if kind in (EdgeKind.REQUIRES, EdgeKind.WANTS) or dep.startswith("$") or typo:
                         found = module.problem(kind, f"{kind} {dep!r}: {message}", severity)
                         (problems if severity == "error" else warnings).append(found)
                 for target in targets:
@@ -156,7 +159,39 @@ class _Resolver:
             return found, None
         if dep.startswith("$"):
             return [], "unknown facility (map it under facilities: in the config)"
-        return [], "no module has that name or provides it"
+        return [], "no module has that name or provides it" + self.suggest(dep)
+
+    def suggest(self, name: str) -> str:
+        """' (did you mean x?)' for the closest known names; '' when none is close."""
+        return did_you_mean(name, [*self.by_name, *self.aliases])
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """' (did you mean a or b?)' naming up to three close matches; '' when none is close."""
+    import difflib
+
+    close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.75)
+    return f" (did you mean {' or '.join(close)}?)" if close else ""
+
+
+def target_name(target: str, modules: dict[str, Module]) -> str:
+    """A target as typed: a module name, or its file (`disk_usage.sh`, `modules/x.sh`).
+
+    A path must be the module's own file; raises UsageError naming both otherwise."""
+    import os
+
+    if target in modules or not (target.endswith(".sh") or "/" in target):
+        return target
+    name = os.path.basename(target.rstrip("/"))
+    name = name[:-3] if name.endswith(".sh") else name
+    module = modules.get(name)
+    if module is None:
+        return target
+    if "/" in target and os.path.realpath(target) != os.path.realpath(module.path):
+        raise UsageError(
+            f"{target!r} is not the module {name!r}, which is {os.path.abspath(module.path)}"
+        )
+    return name
 
 
 def _cycles(graph: Graph) -> list[Problem]:
@@ -272,9 +307,10 @@ def select(
     resolver = _Resolver(graph.modules, _alias_map(graph), {})
     start = set()
     for target in targets:
-        names, message = resolver.resolve(target)
+        names, message = resolver.resolve(target_name(target, graph.modules))
         if message:
-            raise UsageError(f"no module named {target!r} (see `corral list`)")
+            hint = resolver.suggest(target) or " (see `corral list`)"
+            raise UsageError(f"no module named {target!r}{hint}")
         start.update(names)
     if not targets:
         start = set(graph.modules)
@@ -317,9 +353,9 @@ def _closure(start: set[str], step) -> set[str]:
 def _exclusions(graph, chosen, exclude, resolver) -> dict[str, str]:
     out: dict[str, str] = {}
     for name in exclude:
-        names, message = resolver.resolve(name)
+        names, message = resolver.resolve(target_name(name, graph.modules))
         if message:
-            raise UsageError(f"--exclude {name!r}: no module has that name")
+            raise UsageError(f"--exclude {name!r}: no module has that name{resolver.suggest(name)}")
         for n in names:
             out[n] = "excluded"
     # A module whose hard requirement is excluded cannot run either: walk the reverse

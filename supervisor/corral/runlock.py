@@ -72,10 +72,12 @@ class RunLock:
                     holder = _holder(fd)
                     os.close(fd)
                     dirs = ", ".join(str(d) for d in self.modules)
-                    waited = f" after waiting {wait:g}s" if wait else ""
+                    # Suggest --wait-lock only to whoever did not give it.
+                    tail = f" after waiting {wait:g}s" if wait else ""
+                    tail += f"; lock file {self.path}"
+                    tail += "" if wait else ". Use --wait-lock[=SECONDS] to wait"
                     raise LockHeld(
-                        f"another corral run (PID {holder}) is running {dirs}"
-                        f"{waited}; lock file {self.path}. Use --wait-lock to wait"
+                        f"another corral run (PID {holder}) is running {dirs}{tail}"
                     ) from None
                 time.sleep(POLL)
         os.ftruncate(fd, 0)
