@@ -34,10 +34,24 @@ log::_emit() {
   return 0
 }
 
+# How many warnings this module logged (shown or not): see log::status.
+LOG_WARNINGS=0
+
 log::debug() { log::_emit debug "$@"; }
 log::info() { log::_emit info "$@"; }
-log::warn() { log::_emit warn "$@"; }
+log::warn() { LOG_WARNINGS=$(( LOG_WARNINGS + 1 )); log::_emit warn "$@"; }
 log::error() { log::_emit error "$@"; }
+
+#######################################
+# The module's exit status as an audit check: a warning, or all clear.
+# A module that declares `# warning-exit: 3` ends with `log::status`, and corral
+# shows it as a warning (run exit status 5) instead of a failure.
+# Arguments: none
+# Returns: 3 when log::warn was called in this shell, else 0.
+#######################################
+log::status() {
+  (( LOG_WARNINGS == 0 )) || return 3
+}
 
 #######################################
 # Print an error and exit the module.

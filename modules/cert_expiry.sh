@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # description: TLS certificates that expire soon
+# warning-exit: 3
 # wants: osinfo
 # tags: security, tls
 # timeout: 1m
@@ -35,3 +36,4 @@ main() {
 }
 
 main "$@"
+log::status

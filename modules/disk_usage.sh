@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # description: Filesystems over the usage threshold
+# warning-exit: 3
 # tags: storage, capacity
 # timeout: 30s
 # workload: io
@@ -29,3 +30,4 @@ main() {
 }
 
 main "$@"
+log::status

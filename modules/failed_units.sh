@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # description: systemd units in the failed state
+# warning-exit: 3
 # requires: osinfo
 # tags: services
 # timeout: 30s
@@ -25,3 +26,4 @@ main() {
 }
 
 main "$@"
+log::status

@@ -28,3 +28,4 @@ main() {
 }
 
 main "$@"
+log::status

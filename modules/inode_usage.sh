@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # description: Filesystems running out of inodes
+# warning-exit: 3
 # after: disk_usage
 # tags: storage, capacity
 # timeout: 30s
@@ -22,3 +23,4 @@ main() {
 }
 
 main "$@"
+log::status

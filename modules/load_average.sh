@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # description: Load average against the number of CPUs
+# warning-exit: 3
 # tags: capacity
 # timeout: 10s
 set -euo pipefail
@@ -19,3 +20,4 @@ main() {
 }
 
 main "$@"
+log::status

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # description: Memory and swap headroom
+# warning-exit: 3
 # tags: capacity
 # memory: 16M
 # timeout: 10s
@@ -29,3 +30,4 @@ main() {
 }
 
 main "$@"
+log::status

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # description: Package updates waiting to be installed (simulated, changes nothing)
+# warning-exit: 3
 # requires: osinfo
 # locks: pkgdb
 # tags: packages, security
@@ -35,3 +36,4 @@ main() {
 }
 
 main "$@"
+log::status

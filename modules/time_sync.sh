@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # description: Is the clock synchronised (systemd-timesyncd, chrony or ntpd)?
+# warning-exit: 3
 # before: cert_expiry
 # tags: time
 # timeout: 15s
@@ -32,3 +33,4 @@ main() {
 }
 
 main "$@"
+log::status

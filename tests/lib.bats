@@ -70,3 +70,9 @@ setup() {
   [ "$status" -eq 4 ]
   [[ "$output" == *"attempt 1/2 failed (status 4)"* ]]
 }
+
+@test "log::status returns 3 after a warning, 0 otherwise" {
+  run -0 log::status
+  log::warn "disk nearly full" 2>/dev/null
+  run -3 log::status
+}

@@ -90,7 +90,7 @@ def test_readme_has_two_commands_and_ci_runs_the_test_one():
 
 def test_readme_install_runs_the_shipped_modules(install):
     r = install.result
-    assert r.returncode in (0, 1), r.stderr  # 1: this host has something to report
+    assert r.returncode in (0, 1, 5), r.stderr  # 5: a check warned, 1: one failed here
     assert "Traceback" not in r.stderr and "warning" not in r.stderr.lower(), r.stderr
     assert re.search(r"corral: \w+: 12 modules", r.stdout), r.stdout[-2000:]
 

@@ -22,7 +22,7 @@ from corral.config import Config
 from corral.errors import HeaderError, Problem, UsageError
 from corral.graph import Graph, Module, Selection, build_graph, select
 from corral.headers import Header, parse_header
-from corral.status import Status
+from corral.status import EXIT_WARNING, Status
 from corral.store import FileKey, History, Store, warn
 
 if TYPE_CHECKING:  # perf: the run's types, imported only when running (docs/architecture.md)
@@ -513,7 +513,7 @@ def run_modules(
                     warning=True,
                 )
             )
-        if (incomplete or recorder.failed) and outcome.exit_code == 0:
+        if (incomplete or recorder.failed) and outcome.exit_code in (0, EXIT_WARNING):
             outcome.exit_code, outcome.status = 1, Status.FAILED
         emit(outcome)
     return outcome

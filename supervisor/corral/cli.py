@@ -280,8 +280,9 @@ def run(
     """Run the modules (or TARGETs and what they need) in parallel, in dependency order.
 
     Exit status: 0 all ok; 1 a module failed, timed out or was skipped; 2 header or
-    usage error (nothing ran); 3 another run holds the lock; 130/143/129 interrupted
-    by SIGINT/SIGTERM/SIGHUP.
+    usage error (nothing ran); 3 another run holds the lock; 5 all completed, one or
+    more with a warning (`warning-exit:`); 130/143/129 interrupted by
+    SIGINT/SIGTERM/SIGHUP.
 
     Example:
 

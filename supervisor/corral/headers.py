@@ -21,7 +21,15 @@ from corral.errors import Problem
 PARSER_VERSION = 3  # bump when Header or parsing changes: the cache re-parses everything
 
 LIST_KEYS = ("requires", "wants", "after", "before", "provides", "locks", "tags")
-SCALAR_KEYS = ("description", "timeout", "retries", "workload", "memory", "detach")
+SCALAR_KEYS = (
+    "description",
+    "timeout",
+    "retries",
+    "workload",
+    "memory",
+    "detach",
+    "warning_exit",
+)
 KEYS = LIST_KEYS + SCALAR_KEYS
 WORKLOADS = ("cpu", "io", "network", "mixed")
 
@@ -65,6 +73,7 @@ class Header:
     workload: str = "mixed"
     memory: int | None = None
     detach: bool = False
+    warning_exit: tuple[int, ...] = ()  # exit codes that mean "warning", not "failed"
     lsb: bool = False
     lines: dict[str, int] = field(default_factory=dict, compare=False)
     problems: tuple[Problem, ...] = ()
@@ -185,6 +194,11 @@ def _scalar(key: str, value: str) -> object:
         if value.lower() not in WORKLOADS:
             raise ValueError(f"expected one of {', '.join(WORKLOADS)}")
         return value.lower()
+    if key == "warning_exit":
+        codes = split_list(value)
+        if not codes or not all(c.isdigit() and 1 <= int(c) <= 255 for c in codes):
+            raise ValueError("expected exit codes from 1 to 255, such as 3 or 3, 4")
+        return tuple(sorted({int(c) for c in codes}))
     if key == "detach":
         if value.lower() in TRUE_WORDS:
             return True
@@ -246,7 +260,7 @@ def _read_native(data: bytes, builder: _Builder, lsb_span: tuple[int, int] | Non
         match = KEY_LINE_RE.match(stripped)
         if not match:
             continue  # prose comment
-        key = match.group(1).decode("ascii").lower()
+        key = match.group(1).decode("ascii").lower().replace("-", "_")
         value = _decode(match.group(2), number, builder)
         if value is None:
             continue

@@ -36,6 +36,7 @@ from corral.visible import visible
 PALETTE = (36, 35, 33, 34, 32, 96, 95, 93, 94, 92)  # ANSI colours for module names
 STATUS_COLOUR = {
     Status.OK: 32,
+    Status.WARNING: 33,
     Status.FAILED: 31,
     Status.TIMEOUT: 31,
     Status.INTERRUPTED: 33,
@@ -43,6 +44,7 @@ STATUS_COLOUR = {
 }
 SYMBOL = {
     Status.OK: "✔",
+    Status.WARNING: "⚠",
     Status.FAILED: "✘",
     Status.TIMEOUT: "⏱",
     Status.INTERRUPTED: "■",

@@ -26,7 +26,7 @@ from corral.events import (
     Sampled,
 )
 from corral.procfs import start_time
-from corral.status import Status
+from corral.status import COMPLETED, Status
 from corral.store import Store
 
 FLUSH_DELAY = 0.05  # seconds a record may wait to share a transaction
@@ -276,7 +276,7 @@ class Recorder:
                 [
                     (
                         m.name,
-                        a.status == Status.OK,
+                        a.status in COMPLETED,
                         a.duration_s,
                         a.peak_rss_bytes,
                         a.cpu_user_s + a.cpu_sys_s,

@@ -21,6 +21,7 @@ from corral.store import Store
 
 STATUS_COLOUR = {
     Status.OK: "#4c9a5a",
+    Status.WARNING: "#d4b106",
     Status.FAILED: "#c8423b",
     Status.TIMEOUT: "#e0892b",
     Status.INTERRUPTED: "#9b6fb5",

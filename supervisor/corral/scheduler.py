@@ -29,7 +29,7 @@ from corral.events import (
 )
 from corral.executor import Clock, Executor, Spec
 from corral.graph import Graph, Plan, Selection
-from corral.status import FAILURES, RETRYABLE, Status
+from corral.status import EXIT_WARNING, FAILURES, RETRYABLE, Status
 from corral.throttle import Jobs, Limits, Refusal, Running, admit
 
 MAX_BACKOFF = 60.0
@@ -331,6 +331,8 @@ class Scheduler:
         self.locks.release(header.locks)
         summary = self.summaries[name]
         summary.attempts.append(result)
+        if result.status == Status.FAILED and result.exit_code in header.warning_exit:
+            result.status = Status.WARNING  # the module found something; it did not fail
         summary.status = result.status
         if (
             result.status in RETRYABLE
@@ -406,6 +408,8 @@ class Scheduler:
             status, code = Status.INTERRUPTED, 128 + self.stop_signal
         elif any(m.status in FAILURES for m in modules):
             status, code = Status.FAILED, 1
+        elif any(m.status == Status.WARNING for m in modules):
+            status, code = Status.WARNING, EXIT_WARNING
         else:
             status, code = Status.OK, 0
         return RunFinished(

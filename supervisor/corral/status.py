@@ -14,6 +14,7 @@ class Status(StrEnum):
     """Where a module is in a run; every status but RUNNING is final."""
 
     OK = "ok"
+    WARNING = "warning"  # ended with an exit code its header declares (`warning-exit:`)
     FAILED = "failed"
     TIMEOUT = "timeout"
     INTERRUPTED = "interrupted"
@@ -28,6 +29,7 @@ class Status(StrEnum):
 
 _VERBS = {
     Status.OK: "succeeded",
+    Status.WARNING: "warned",
     Status.FAILED: "failed",
     Status.TIMEOUT: "timed out",
     Status.INTERRUPTED: "was interrupted",
@@ -39,5 +41,11 @@ _VERBS = {
 FINAL = frozenset(s for s in Status if s is not Status.RUNNING)
 # Final statuses that fail the run and skip the modules that require it.
 FAILURES = frozenset({Status.FAILED, Status.TIMEOUT, Status.INTERRUPTED, Status.SKIPPED})
+# Final statuses of a module that did its work: its dependents run, its duration counts.
+COMPLETED = frozenset({Status.OK, Status.WARNING})
 # How an attempt may end and still be retried (`retries:`).
 RETRYABLE = frozenset({Status.FAILED, Status.TIMEOUT})
+
+# A run's exit code when every module completed and at least one ended with a warning
+# (beside 0 ok, 1 failed, 2 usage, 3 locked, 4 fleet hosts, 128+N signals).
+EXIT_WARNING = 5

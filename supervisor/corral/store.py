@@ -364,8 +364,9 @@ class Store:
                 rows += marshal.loads(figures)
         if unsummed:
             rows += self.conn.execute(
-                "SELECT module, status = 'ok', duration_s, peak_rss_bytes, cpu_user_s + "
-                f"cpu_sys_s FROM module_runs WHERE run_id IN ({', '.join('?' * len(unsummed))})",
+                "SELECT module, status IN ('ok', 'warning'), duration_s, peak_rss_bytes, "
+                "cpu_user_s + cpu_sys_s FROM module_runs"
+                f" WHERE run_id IN ({', '.join('?' * len(unsummed))})",
                 unsummed,
             )
         durations: dict[str, list[float]] = {}
