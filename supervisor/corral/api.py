@@ -22,7 +22,7 @@ from corral.config import Config
 from corral.errors import HeaderError, Problem, UsageError
 from corral.graph import Graph, Module, Selection, build_graph, select
 from corral.headers import Header, parse_header
-from corral.status import EXIT_WARNING, Status
+from corral.status import COMPLETED, EXIT_WARNING, Status
 from corral.store import FileKey, History, Store, warn
 
 if TYPE_CHECKING:  # perf: the run's types, imported only when running (docs/architecture.md)
@@ -403,6 +403,48 @@ def _lib_source(config: Config, lib: Path) -> str:
     return "default: lib/ beside the modules directory"
 
 
+def modules_key(config: Config) -> str:
+    """What a run records as its modules directories: the set its --failed/--resume and
+    history are about."""
+    return os.pathsep.join(str(d.absolute()) for d in config.modules)
+
+
+@dataclass(frozen=True)
+class Redo:
+    """What `run --failed` / `--resume` runs again, from which earlier run."""
+
+    run_id: str
+    targets: tuple[str, ...]  # to run again
+    done: frozenset[str]  # completed then: left out, their dependents run
+
+
+def redo(config: Config, store: Store, graph: Graph, resume: bool) -> Redo:
+    """What has not completed since, going by the runs of these modules directories.
+
+    Each module's latest status (of the last 50 runs) decides: --failed (resume False)
+    takes those that last failed, timed out or were interrupted; --resume also those last
+    skipped, and those the last run never started when it died. Modules whose latest
+    status is ok or warning are done: left out, their dependents run. Raises UsageError
+    when there is no earlier run."""
+    key = modules_key(config)
+    last = store.last_run(key)
+    if last is None:
+        raise UsageError(
+            f"no earlier run of {', '.join(map(str, config.modules))} is recorded in "
+            f"{config.db}: nothing to run again"
+        )
+    latest = {n: s for n, s in store.latest_statuses(key).items() if n in graph.modules}
+    done = frozenset(n for n, s in latest.items() if s in COMPLETED)
+    again = [n for n, s in latest.items() if s not in COMPLETED and (resume or s != Status.SKIPPED)]
+    if resume and last["status"] in ("running", "crashed"):
+        # A run that died has no row for what it never started: select its targets again.
+        seen = store.final_statuses(last["run_id"])
+        then = select(graph, (last["targets"] or "").split()).names
+        again += [n for n in then if n not in seen and n not in again]
+        done = done - set(then) | {n for n, s in seen.items() if s in COMPLETED}
+    return Redo(last["run_id"], tuple(sorted(again)), frozenset(done))
+
+
 def run_modules(
     config: Config,
     store: Store,
@@ -413,9 +455,11 @@ def run_modules(
     dry_run: bool = False,
     wait_lock: float | None = None,
     want_output: bool = True,
+    done: frozenset[str] = frozenset(),
 ) -> RunFinished:
     """Run the selection; returns the run's outcome. Raises before anything starts on a
-    header/usage error (HeaderError, UsageError) or a held lock (LockHeld)."""
+    header/usage error (HeaderError, UsageError) or a held lock (LockHeld). `done` names
+    modules that completed earlier and are not run again (`redo`)."""
     from corral.backends import Place, open_executor
     from corral.events import Leftovers, Notice
     from corral.records import Recorder
@@ -430,7 +474,7 @@ def run_modules(
 
     graph, loaded = load_graph(config, store)
     past = history(store)
-    selection = select(graph, targets, tags, exclude, past.durations)
+    selection = select(graph, targets, tags, exclude, past.durations, done)
     if config.jobs.fixed == 0:  # -j 0: no limit of its own (the load gate still applies)
         from corral.throttle import Jobs
 

@@ -262,6 +262,21 @@ def plan(ctx, targets, tags, exclude, as_json):
     metavar="[SECONDS]",
     help="If another run holds the lock, wait for it (for ever, or SECONDS).",
 )
+@click.option(
+    "--failed",
+    "redo",
+    flag_value="failed",
+    default=None,
+    help="Run again what failed, timed out or was interrupted in the last run of these "
+    "modules (what it needs and what completed then are not run again).",
+)
+@click.option(
+    "--resume",
+    "redo",
+    flag_value="resume",
+    help="Run what the last run of these modules did not complete: failed, skipped or "
+    "never started.",
+)
 @click.pass_context
 def run(
     ctx,
@@ -276,6 +291,7 @@ def run(
     as_json,
     quiet,
     wait_lock,
+    redo,
 ):
     """Run the modules (or TARGETs and what they need) in parallel, in dependency order.
 
@@ -308,6 +324,18 @@ def run(
             timestamps=not tty,
             quiet=quiet,
         )
+    done: frozenset[str] = frozenset()
+    if redo:
+        if targets:
+            raise click.UsageError(f"--{redo} runs again what the last run left: no TARGETs")
+        graph, _ = api.load_graph(config, _store(ctx))
+        again = api.redo(config, _store(ctx), graph, resume=redo == "resume")
+        if not again.targets:
+            click.echo(f"corral: run {again.run_id} left nothing to run again", err=True)
+            ctx.exit(0)
+        targets, done = again.targets, again.done
+        if not as_json and not quiet:
+            click.echo(f"corral: --{redo}: from run {again.run_id}, again: {', '.join(targets)}")
     outcome = api.run_modules(
         config,
         _store(ctx),
@@ -318,6 +346,7 @@ def run(
         dry_run=dry_run,
         wait_lock=wait_lock,
         want_output=not (as_json or quiet),
+        done=done,
     )
     if as_json:
         _echo_json(api.run_json(outcome))

@@ -302,8 +302,12 @@ def select(
     tags: Iterable[str] = (),
     exclude: Iterable[str] = (),
     durations: dict[str, float] | None = None,
+    done: frozenset[str] = frozenset(),
 ) -> Selection:
-    """Targets (all when none) filtered by tags, closed over requires/wants, minus exclusions."""
+    """Targets (all when none) filtered by tags, closed over requires/wants, minus exclusions.
+
+    `done` names modules that already completed (`run --failed`): they are left out of the
+    closure as satisfied, so what requires them still runs."""
     resolver = _Resolver(graph.modules, _alias_map(graph), {})
     start = set()
     for target in targets:
@@ -318,6 +322,7 @@ def select(
     if tags:
         start = {n for n in start if tags & set(graph.modules[n].header.tags)}
     chosen = _closure(start, graph.selects) if targets or tags else start
+    chosen -= done
     excluded = _exclusions(graph, chosen, exclude, resolver)
     chosen -= set(excluded)
     waits = {n: frozenset(graph.order_edges(n, chosen)) for n in chosen}

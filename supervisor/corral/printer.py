@@ -240,7 +240,8 @@ class Printer:
                 continue
             lines = tail(m.last.log_path)
             self._write(out, "", False)
-            self._write(out, self._bold(f"── last lines of {m.name} ({m.last.log_path}) ──"), False)
+            where = f" ({m.last.log_path})" if m.last.log_path else ""
+            self._write(out, self._bold(f"── last lines of {m.name}{where} ──"), False)
             for line in lines or ["(no output)"]:
                 self._write(out, f"  {line}", False)
         counts: dict[str, int] = {}

@@ -326,6 +326,35 @@ class Store:
         """The newest `limit` runs, newest first."""
         return list(self.db.query("SELECT * FROM runs ORDER BY started DESC LIMIT ?", [limit]))
 
+    def last_run(self, modules_dir: str) -> dict | None:
+        """The newest run of these modules directories (as the recorder joins them)."""
+        rows = self.db.query(
+            "SELECT * FROM runs WHERE modules_dir = ? ORDER BY started DESC LIMIT 1",
+            [modules_dir],
+        )
+        return next(iter(rows), None)
+
+    def latest_statuses(self, modules_dir: str, runs: int = 50) -> dict[str, str]:
+        """Each module's status at the end of the newest of the last `runs` runs of these
+        modules directories that ran or skipped it."""
+        return dict(
+            self.conn.execute(
+                "SELECT m.module, m.status FROM module_runs AS m JOIN (SELECT run_id, started "
+                "FROM runs WHERE modules_dir = ? ORDER BY started DESC LIMIT ?) AS r "
+                "USING (run_id) ORDER BY r.started, m.attempt",
+                (modules_dir, runs),
+            ).fetchall()
+        )
+
+    def final_statuses(self, run_id: str) -> dict[str, str]:
+        """Each module's status at the end of a run: its last attempt's (or its skip)."""
+        return dict(
+            self.conn.execute(
+                "SELECT module, status FROM module_runs WHERE run_id = ? ORDER BY attempt",
+                (run_id,),
+            ).fetchall()
+        )
+
     def attempts(
         self, run_id: str | None = None, module: str | None = None, limit: int = 1000
     ) -> list[dict]:
