@@ -490,7 +490,14 @@ def run_modules(
         emit(Notice(str(problem), warning=True))
     run_id = new_run_id()
     if dry_run:
-        settings = RunSettings(run_id, config.jobs, config.fail_fast, config.pools, dry_run=True)
+        settings = RunSettings(
+            run_id,
+            config.jobs,
+            config.fail_fast,
+            config.pools,
+            dry_run=True,
+            durations=past.durations,
+        )
         with open_executor("dryrun", Place(config)) as executor:
             outcome = Scheduler(graph, selection, settings, executor, emit).run()
         emit(outcome)
@@ -505,6 +512,7 @@ def run_modules(
         # Log files are opened by name (O_NOFOLLOW) in this directory: safe, because
         # as root it is made only through directories no one else can change.
         safepath.make_dirs(log_dir, 0o750)
+        point_latest(log_dir)
         env = dict(os.environ)
         env.update(CORRAL_RUN_ID=run_id, CORRAL_LIB=str(lib), CORRAL_LOG_DIR=str(log_dir))
         recorder = Recorder(
@@ -516,6 +524,10 @@ def run_modules(
             loaded.misses,
         )
         listeners.insert(0, recorder)
+        from corral.progress import RunState, StateFile
+
+        state = RunState()
+        listeners[1:1] = [state, StateFile(state, str(log_dir))]
         settings = RunSettings(
             run_id,
             config.jobs,
@@ -529,6 +541,7 @@ def run_modules(
             sample_interval=config.sample_interval,
             peak_rss=past.peak_rss,
             cpu_rate=past.cpu_rate,
+            durations=past.durations,
         )
         on_line = None
         if want_output:
@@ -561,6 +574,21 @@ def run_modules(
             outcome.exit_code, outcome.status = 1, Status.FAILED
         emit(outcome)
     return outcome
+
+
+def point_latest(log_dir: Path) -> None:
+    """LOG_DIR/latest -> this run's directory (a relative symlink, replaced atomically);
+    nothing when the log directory will not take it."""
+    link = log_dir.parent / "latest"
+    tmp = log_dir.parent / f".latest.{os.getpid()}"
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        tmp.symlink_to(log_dir.name)
+        os.replace(tmp, link)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
 
 
 def run_json(outcome: RunFinished) -> dict:

@@ -524,6 +524,78 @@ def check(ctx, strict):
     ctx.exit(2 if errors else 0)
 
 
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="The published state as JSON.")
+@click.pass_context
+def status(ctx, as_json):
+    """Show the run in progress (from another terminal): what runs and for how long, what
+    waits and on what (a requirement, a lock, a free slot, the load or memory), and the
+    ETA. Without a run in progress, how the last one ended.
+
+    Example:
+
+        watch -n1 corral status
+    """
+    from corral.explain import run_status
+
+    state, lines = run_status(ctx.obj.log_dir)
+    if as_json:
+        _echo_json(state)
+        return
+    for line in lines:
+        click.echo(line)
+
+
+@main.command()
+@click.argument("module", shell_complete=_complete("modules"))
+@click.argument("run_id", required=False, metavar="[RUN]")
+@click.pass_context
+def why(ctx, module, run_id):
+    """Explain MODULE's last run (or RUN): when it became ready and which chain of modules
+    released it, how long it then waited for the throttle, a lock or a slot, how it ended.
+
+    Example:
+
+        corral why summary
+    """
+    from corral.explain import why as explain
+
+    for line in explain(_store(ctx), module, run_id):
+        click.echo(line)
+
+
+@main.command()
+@click.argument("module", shell_complete=_complete("modules"))
+@click.argument("run", required=False, metavar="[RUN]")
+@click.pass_context
+def log(ctx, module, run):
+    """Print MODULE's log from its newest run (or RUN: a run id or a unique prefix of one),
+    every attempt, each under a header when there were several.
+
+    Example:
+
+        corral log disk_usage | less
+    """
+    from corral.explain import log_paths
+
+    run_id, rows = log_paths(_store(ctx), module, run)
+    out = click.get_binary_stream("stdout")
+    for row in rows:
+        if len(rows) > 1:
+            click.echo(f"==> {module}, attempt {row['attempt']}: {row['log_path']} <==")
+            sys.stdout.flush()
+        if not row["log_path"]:
+            click.echo(f"({module} wrote no output in run {run_id})", err=True)
+            continue
+        try:
+            with open(row["log_path"], "rb") as f:
+                while chunk := f.read(1 << 16):
+                    out.write(chunk)
+            out.flush()
+        except OSError as exc:
+            raise click.ClickException(f"{row['log_path']}: {exc.strerror}") from None
+
+
 @main.command(name="config")
 @click.option("--json", "as_json", is_flag=True, help="Settings and sources as JSON.")
 @click.pass_context

@@ -54,6 +54,7 @@ class RunStarted:
     log_dir: str | None
     dry_run: bool = False
     edges: list[tuple[str, str]] = field(default_factory=list)  # (module, what it waits on)
+    expected: dict[str, float] = field(default_factory=dict)  # median durations, history
 
 
 @dataclass
@@ -97,6 +98,14 @@ class Waiting:
 
     reason: Refusal | None
     modules: list[str]
+
+
+@dataclass
+class LockWaiting:
+    """A ready module waits for a lock another module holds ('lock apt held by x')."""
+
+    name: str
+    reason: str
 
 
 @dataclass
@@ -163,6 +172,7 @@ Event = (
     | ModuleSkipped
     | Notice
     | Waiting
+    | LockWaiting
     | Sampled
     | Leftovers
     | Idle

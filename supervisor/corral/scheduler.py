@@ -17,6 +17,7 @@ from corral.events import (
     AttemptResult,
     Event,
     Idle,
+    LockWaiting,
     ModuleFinished,
     ModuleSkipped,
     ModuleStarted,
@@ -53,6 +54,7 @@ class RunSettings:
     sample_interval: float = 0.2
     peak_rss: dict | None = None  # measured peaks from history: the memory estimate
     cpu_rate: dict | None = None  # CPUs each module kept busy, from history
+    durations: dict | None = None  # median durations from history (progress and ETA)
 
 
 def backoff(attempt: int, base: float) -> float:
@@ -65,19 +67,22 @@ class Locks:
 
     def __init__(self, sizes: dict[str, int] | None = None):
         self.sizes = sizes or {}
-        self.held: dict[str, int] = {}
+        self.holders: dict[str, list[str]] = {}
 
-    def acquire(self, names: tuple[str, ...]) -> bool:
-        """Take every lock in `names`, or none of them; False when one is full."""
-        if any(self.held.get(n, 0) >= self.sizes.get(n, 1) for n in names):
-            return False
+    def acquire(self, names: tuple[str, ...], who: str = "") -> str | None:
+        """Take every lock in `names` for `who`, or none of them. Returns None when taken,
+        else 'lock NAME held by A, B' for the first full pool."""
         for n in names:
-            self.held[n] = self.held.get(n, 0) + 1
-        return True
+            held = self.holders.get(n, [])
+            if len(held) >= self.sizes.get(n, 1):
+                return f"lock {n} held by {', '.join(held)}"
+        for n in names:
+            self.holders.setdefault(n, []).append(who)
+        return None
 
-    def release(self, names: tuple[str, ...]) -> None:
+    def release(self, names: tuple[str, ...], who: str = "") -> None:
         for n in names:
-            self.held[n] -= 1
+            self.holders[n].remove(who)
 
 
 class Scheduler:
@@ -111,6 +116,7 @@ class Scheduler:
         self.delays: dict[tuple[str, int], tuple[float, Refusal | None]] = {}
         self.gate_reason: Refusal | None = None  # why the best ready module waits, if so
         self.lock_since: dict[str, float] = {}  # ready but its lock was held, since
+        self.lock_reason: dict[str, str] = {}  # ... and by whom: 'lock apt held by x'
         self.lock_waits: dict[tuple[str, int], float] = {}
         self._batch: list[Running] = []  # admitted in this pass, not yet running
         self._next_sample = 0.0
@@ -129,6 +135,7 @@ class Scheduler:
                 _str(self.settings.log_dir),
                 self.settings.dry_run,
                 edges,
+                {n: d for n, d in (self.settings.durations or {}).items() if n in self.summaries},
             )
         )
         executor, plan = self.executor, self.plan
@@ -241,8 +248,12 @@ class Scheduler:
             self.wait_reason[name] = reason
             self.gate_reason = self.gate_reason or reason
             return False
-        if not self.locks.acquire(header.locks):
+        held = self.locks.acquire(header.locks, name)
+        if held is not None:
             self.lock_since.setdefault(name, self.clock.monotonic())
+            if self.lock_reason.get(name) != held:
+                self.lock_reason[name] = held
+                self.emit(LockWaiting(name, held))
             return False
         self._batch.append(
             Running(header.workload, 0.0, self._memory_need(name), 0, self._load(name))
@@ -309,6 +320,7 @@ class Scheduler:
         waited = self.clock.monotonic() - since if since is not None else 0.0
         self.delays[(name, attempt)] = (waited, self.wait_reason.pop(name, None))
         locked = self.lock_since.pop(name, None)
+        self.lock_reason.pop(name, None)
         self.lock_waits[(name, attempt)] = (
             self.clock.monotonic() - locked if locked is not None else 0.0
         )
@@ -328,7 +340,7 @@ class Scheduler:
         )
         result.lock_wait_s = self.lock_waits.pop((name, result.attempt), 0.0)
         header = self.graph.modules[name].header
-        self.locks.release(header.locks)
+        self.locks.release(header.locks, name)
         summary = self.summaries[name]
         summary.attempts.append(result)
         if result.status == Status.FAILED and result.exit_code in header.warning_exit:
@@ -359,6 +371,7 @@ class Scheduler:
         self.waiting_since.pop(name, None)  # it no longer waits for the gate or a lock
         self.wait_reason.pop(name, None)
         self.lock_since.pop(name, None)
+        self.lock_reason.pop(name, None)
         self.emit(ModuleSkipped(name, reason))
 
     def _stop_starting(self, reason: str) -> None:

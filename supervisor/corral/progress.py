@@ -1,0 +1,230 @@
+"""A run in progress, as people ask about it: how far, what runs for how long, what waits
+and on what, and when it should end.
+
+`RunState` is a listener that keeps that picture from the run's events (it never asks
+the scheduler); the printer draws it, and `StateFile` publishes it as a small JSON file
+(rewritten at most four times a second) that `corral status` reads from another
+terminal.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+
+from corral.events import (
+    Event,
+    Idle,
+    LockWaiting,
+    ModuleFinished,
+    ModuleSkipped,
+    ModuleStarted,
+    RunFinished,
+    RunStarted,
+    Sampled,
+    Waiting,
+)
+
+STATE_FILE = "status.json"
+
+
+@dataclass
+class RunState:
+    """What a run is doing now, from its events; `clock` is monotonic seconds."""
+
+    clock: object = time.monotonic
+    run_id: str = ""
+    started_wall: float = 0.0
+    started: float = 0.0
+    names: list[str] = field(default_factory=list)
+    deps: dict[str, list[str]] = field(default_factory=dict)
+    slots: int = 1
+    expected: dict[str, float] = field(default_factory=dict)  # median seconds, from history
+    running: dict[str, tuple[float, int]] = field(default_factory=dict)  # name -> (since, try)
+    done: dict[str, str] = field(default_factory=dict)  # name -> final status
+    retrying: set[str] = field(default_factory=set)
+    gate: str | None = None  # why the gate holds ready modules back
+    gate_modules: list[str] = field(default_factory=list)
+    locked: dict[str, str] = field(default_factory=dict)  # name -> 'lock x held by y'
+    host: dict = field(default_factory=dict)  # the last sample's load and memory
+    finished: bool = False
+    status: str = "running"
+
+    def __call__(self, event: Event) -> None:
+        now = self.clock()
+        if isinstance(event, ModuleStarted):
+            self.running[event.name] = (now, event.attempt)
+            self.retrying.discard(event.name)
+            self.locked.pop(event.name, None)
+            if event.name in self.gate_modules:
+                self.gate_modules.remove(event.name)
+        elif isinstance(event, ModuleFinished):
+            r = event.result
+            self.running.pop(r.name, None)
+            if r.retry_in is None:
+                self.done[r.name] = str(r.status)
+            else:
+                self.retrying.add(r.name)
+        elif isinstance(event, ModuleSkipped):
+            self.done[event.name] = "skipped"
+            self.locked.pop(event.name, None)
+        elif isinstance(event, Waiting):
+            self.gate = None if event.reason is None else str(event.reason)
+            self.gate_modules = list(event.modules) if event.reason else []
+        elif isinstance(event, LockWaiting):
+            self.locked[event.name] = event.reason
+        elif isinstance(event, Sampled):
+            s = event.sample
+            self.host = {
+                "load1": getattr(s, "load1", None),
+                "runnable": getattr(s, "runnable", None),
+                "mem_available": getattr(s, "mem_available", None),
+            }
+        elif isinstance(event, RunStarted):
+            self.run_id, self.started_wall, self.started = event.run_id, event.started, now
+            self.names = list(event.names)
+            self.deps = {n: [] for n in event.names}
+            for name, dep in event.edges:
+                self.deps[name].append(dep)
+            self.slots = max(1, event.jobs.slots(os.cpu_count() or 1))
+            self.expected = dict(getattr(event, "expected", {}) or {})
+        elif isinstance(event, RunFinished):
+            self.finished, self.status = True, str(event.status)
+
+    # questions -------------------------------------------------------------------------
+
+    def waiting(self) -> dict[str, str]:
+        """Every module not started, not done: what it waits on, in words."""
+        out = {}
+        for name in self.names:
+            if name in self.running or name in self.done:
+                continue
+            if name in self.retrying:
+                out[name] = "retry backoff"
+                continue
+            pending = [d for d in self.deps.get(name, ()) if d not in self.done]
+            if pending:
+                out[name] = "requires " + ", ".join(pending[:3]) + (" …" if pending[3:] else "")
+            elif name in self.locked:
+                out[name] = self.locked[name]
+            elif self.gate and name in self.gate_modules:
+                out[name] = self.gate
+            else:
+                out[name] = "a free slot (-j)" if len(self.running) >= self.slots else "ready"
+        return out
+
+    def eta(self) -> tuple[float | None, int]:
+        """(seconds until the run should end, modules without history). The larger of
+        the remaining critical path and the remaining work spread over the slots, from
+        each module's median duration; an unknown module counts as the median of the
+        known ones. (None, n) when nothing is known."""
+        now = self.clock()
+        known = [v for v in self.expected.values() if v is not None]
+        if not known:
+            return None, sum(n not in self.done for n in self.names)
+        guess = sorted(known)[len(known) // 2]
+        unknown = 0
+        remaining: dict[str, float] = {}
+        for name in self.names:
+            if name in self.done:
+                remaining[name] = 0.0
+                continue
+            expected = self.expected.get(name)
+            if expected is None:
+                unknown += 1
+                expected = guess
+            if name in self.running:
+                expected = max(0.0, expected - (now - self.running[name][0]))
+            remaining[name] = expected
+        finish: dict[str, float] = {}
+        for name in self.names:  # in plan order: what a module waits on comes first
+            before = max((finish.get(d, 0.0) for d in self.deps.get(name, ())), default=0.0)
+            finish[name] = before + remaining[name]
+        path = max(finish.values(), default=0.0)
+        return max(path, sum(remaining.values()) / self.slots), unknown
+
+    def snapshot(self) -> dict:
+        """The state as `corral status` shows it (JSON-ready)."""
+        now = self.clock()
+        eta, unknown = self.eta()
+        return {
+            "run_id": self.run_id,
+            "pid": os.getpid(),
+            "started": self.started_wall,
+            "elapsed_s": round(now - self.started, 3),
+            "status": self.status,
+            "total": len(self.names),
+            "done": len(self.done),
+            "counts": _counts(self.done.values()),
+            "running": [
+                {
+                    "name": n,
+                    "attempt": a,
+                    "elapsed_s": round(now - since, 3),
+                    "start": time.time() - (now - since),
+                }
+                for n, (since, a) in sorted(self.running.items(), key=lambda kv: kv[1][0])
+            ],
+            "waiting": [{"name": n, "on": why} for n, why in self.waiting().items()],
+            "eta_s": None if eta is None else round(eta, 1),
+            "unknown": unknown,
+            "host": self.host,
+            "written": time.time(),
+        }
+
+
+def _counts(statuses) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for status in statuses:
+        out[status] = out.get(status, 0) + 1
+    return out
+
+
+class StateFile:
+    """Publishes a RunState as LOG_DIR/status.json, atomically, at most every `every`
+    seconds (and once more at the end), so `corral status` can read it any time."""
+
+    def __init__(self, state: RunState, log_dir: str, every: float = 0.25):
+        self.state, self.path, self.every = state, os.path.join(log_dir, STATE_FILE), every
+        self.last = 0.0
+        self.broken = False
+
+    def __call__(self, event: Event) -> None:
+        if self.broken:
+            return
+        final = isinstance(event, RunFinished)
+        if not (final or isinstance(event, (Idle, RunStarted))):
+            return
+        now = time.monotonic()
+        if not final and now - self.last < self.every:
+            return
+        self.last = now
+        tmp = f"{self.path}.tmp"
+        try:
+            with open(tmp, "w") as f:
+                json.dump(self.state.snapshot(), f)
+            os.replace(tmp, self.path)
+        except OSError:
+            self.broken = True  # an unwritable log directory is reported elsewhere
+
+
+def read_state(path: str) -> dict | None:
+    """A published state, or None when there is none (or it is being replaced)."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def clock_text(seconds: float | None) -> str:
+    """'4.2s', '3m05s', '1h02m' — short enough for a status line."""
+    if seconds is None:
+        return "?"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+    return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
