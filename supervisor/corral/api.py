@@ -383,6 +383,7 @@ def settings(config: Config) -> list[tuple[str, object, str]]:
         "grace",
         "retry_backoff",
         "sample_interval",
+        "progress_interval",
         "log_limit",
         "pools",
         "facilities",

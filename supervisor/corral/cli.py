@@ -323,6 +323,7 @@ def run(
             color=tty and not os.environ.get("NO_COLOR"),
             timestamps=not tty,
             quiet=quiet,
+            progress_every=config.progress_interval,
         )
     done: frozenset[str] = frozenset()
     if redo:

@@ -48,6 +48,7 @@ class Config:
     grace: float = 5.0
     retry_backoff: float = 1.0
     sample_interval: float = 0.2
+    progress_interval: float = 30.0  # without a terminal: a progress line at most this often
     log_limit: int = 64 << 20
     lib: Path | None = None
     facilities: dict[str, tuple[str, ...]] = field(default_factory=dict)
@@ -77,6 +78,7 @@ ENV_SETTINGS = (
     "grace",
     "retry_backoff",
     "sample_interval",
+    "progress_interval",
     "log_limit",
 )
 FLAG_NAMES = {"fail_fast": "fail-fast/--keep-going"}
@@ -294,6 +296,7 @@ def _pools(value: object) -> dict[str, int]:
 _CONVERTERS = {
     "jobs": lambda v: Jobs.parse(str(v)),
     "sample_interval": lambda v: parse_duration(str(v)),
+    "progress_interval": lambda v: parse_duration(str(v)),
     "fail_fast": bool,
     "keep_going": lambda v: not bool(v),
     "max_load": float,

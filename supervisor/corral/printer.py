@@ -19,6 +19,7 @@ from corral.events import (
     Event,
     Idle,
     Leftovers,
+    LockWaiting,
     ModuleFinished,
     ModuleOutput,
     ModuleSkipped,
@@ -29,6 +30,7 @@ from corral.events import (
     RunStarted,
     Waiting,
 )
+from corral.progress import RunState, clock_text
 from corral.status import Status
 from corral.throttle import Block
 from corral.visible import visible
@@ -103,8 +105,13 @@ class Printer:
         timestamps: bool,
         quiet: bool = False,
         show_output: bool = True,
+        progress_every: float = 30.0,
     ):
         self.out, self.err = out, err
+        self.state = RunState()  # what runs and waits, for the status and progress lines
+        self.progress_every = progress_every  # plain mode: a progress line at most this often
+        self.progress_at = time.monotonic()
+        self.drawn_at = 0.0
         self.color, self.timestamps, self.quiet = color, timestamps, quiet
         self.show_output = show_output and not quiet
         self.width = 8
@@ -113,11 +120,11 @@ class Printer:
         self.step = 0
         self.held: Block | None = None  # the kind of refusal the gate last held modules for
         self.held_at = 0.0
-        self.running: list[str] = []
-        self.gate: str | None = None
         self.status_shown = False
 
     def __call__(self, event: Event) -> None:
+        if not isinstance(event, ModuleOutput):
+            self.state(event)
         if isinstance(event, ModuleOutput):
             if self.show_output:
                 self._line(event.name, visible(event.line.removesuffix(b"\r")))
@@ -127,7 +134,6 @@ class Printer:
                 self._write(self.out, f"{self.step:>4}. {event.name}", False)
             elif not self.quiet:
                 note = f" (attempt {event.attempt})" if event.attempt > 1 else ""
-                self.running.append(event.name)
                 self._line(event.name, self._dim(f"started{note}"))
         elif isinstance(event, ModuleFinished):
             if not self.dry_run:
@@ -163,8 +169,29 @@ class Printer:
                     else "left behind, stopped"
                 )
                 self._write(self.err, f"corral: {name}: {count} process(es) {what}")
+        elif isinstance(event, LockWaiting):
+            if not self.quiet and not self.color:
+                self._write(
+                    self.out,
+                    self._status(Status.SKIPPED, f"corral: waiting: {event.reason} ({event.name})"),
+                )
+            self._draw_status()
         elif isinstance(event, Idle):
+            self._tick()
             self.out.flush()
+
+    def _tick(self) -> None:
+        """Between events: redraw the status line (its times move), and in plain mode
+        print a progress line at most every `progress_every` seconds of a long run."""
+        if self.quiet or self.dry_run or not self.state.names or self.state.finished:
+            return
+        now = time.monotonic()
+        if self.color:
+            if now - self.drawn_at >= 0.5:
+                self._draw_status()
+        elif now - self.progress_at >= self.progress_every:
+            self.progress_at = now
+            self._write(self.out, self._dim(f"corral: {self._progress(plain=True)}"))
 
     def _waiting(self, event: Waiting) -> None:
         """At a terminal: the status line says why modules wait. Elsewhere: a line when the
@@ -173,10 +200,7 @@ class Printer:
         if self.quiet:
             return
         if self.color:
-            self.gate = (
-                f"waiting: {event.reason} ({len(event.modules)} ready)" if event.reason else None
-            )
-            self._draw_status()
+            self._draw_status()  # the status line shows the gate's reason
             return
         now = time.monotonic()
         if event.reason is None:
@@ -195,8 +219,6 @@ class Printer:
 
     def _finished(self, event: ModuleFinished) -> None:
         r = event.result
-        if r.name in self.running:
-            self.running.remove(r.name)
         if self.quiet and r.status == Status.OK:
             return
         words = f"{r.status} in {seconds(r.duration_s)}"
@@ -212,7 +234,6 @@ class Printer:
         self._line(r.name, self._status(r.status, f"{SYMBOL.get(r.status, '')} {words}"))
 
     def _summary(self, run: RunFinished) -> None:
-        self.running, self.gate = [], None
         bad = [m for m in run.modules if m.status != Status.OK]
         if self.quiet and not bad:
             return
@@ -286,16 +307,37 @@ class Printer:
         if self.status_shown:
             self.out.write("\r\x1b[K")
             self.status_shown = False
-        parts = []
-        if self.running:
-            names = ", ".join(self.running[:5]) + (" …" if len(self.running) > 5 else "")
-            parts.append(f"running {len(self.running)}: {names}")
-        if self.gate:
-            parts.append(self.gate)
-        if parts:
+        if self.state.names and not self.dry_run and not self.state.finished:
+            self.drawn_at = time.monotonic()
             width = shutil.get_terminal_size((100, 20)).columns - 1
-            self.out.write(self._dim(" · ".join(parts)[:width]))
+            self.out.write(self._dim(self._progress()[:width]))
             self.status_shown = True
+
+    def _progress(self, plain: bool = False) -> str:
+        """ninja's [done/total], the running modules with their elapsed time, what the
+        first waiting modules wait on, and the ETA."""
+        st = self.state
+        now = st.clock()
+        parts = [f"[{len(st.done)}/{len(st.names)}]"]
+        if st.running:
+            running = sorted(st.running.items(), key=lambda kv: kv[1][0])
+            shown = ", ".join(f"{n} {clock_text(now - since)}" for n, (since, _) in running[:4])
+            more = f" +{len(running) - 4}" if len(running) > 4 else ""
+            parts.append(f"running {len(running)}: {shown}{more}")
+        waiting = st.waiting()
+        blocked = {n: why for n, why in waiting.items() if not why.startswith("requires")}
+        if blocked and not plain:
+            name, why = next(iter(blocked.items()))
+            more = f" +{len(blocked) - 1}" if len(blocked) > 1 else ""
+            parts.append(f"waiting: {why} ({name}{more})")
+        elif waiting:
+            parts.append(f"{len(waiting)} waiting")
+        eta, unknown = st.eta()
+        if eta is not None:
+            parts.append(f"ETA {clock_text(eta)}" + (f" (+{unknown} unknown)" if unknown else ""))
+        elif unknown:
+            parts.append("ETA unknown (no history yet)")
+        return " · ".join(parts)
 
     def _status(self, status: str, text: str) -> str:
         if not self.color or status not in STATUS_COLOUR:

@@ -1,0 +1,62 @@
+"""Progress at a terminal (ninja's [done/total], running modules with their elapsed
+time, lock waits named with their holder, an ETA from history) and without one (a
+progress line at most every `progress_interval`)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pexpect
+
+from .test_run_tty import spawn
+
+
+def test_terminal_status_line_counts_times_names_lock_holders_and_gives_an_eta(corral, tmp_path):
+    go = tmp_path / "go"
+    wait = f"while [ ! -e {go} ]; do sleep 0.05; done"
+    corral.module("pkg_nginx", "locks: pkgdb", body=wait)
+    corral.module("pkg_php", "locks: pkgdb")
+    corral.module("web", "requires: pkg_nginx")
+    go.touch()
+    assert corral("run").code == 0  # history: the next run has an ETA
+    go.unlink()
+    child = spawn(corral, "run", "-j", "4", "-l", "1000")
+    child.expect(
+        r"\[0/3\] · running 1: pkg_nginx \d+\.\ds · waiting: lock pkgdb held by pkg_nginx \(pkg_php"
+    )
+    child.expect(r"ETA \d")
+    child.expect(r"running 1: pkg_nginx [1-9]\.\ds")  # the elapsed time moves on its own
+    go.touch()
+    child.expect(r"\[[12]/3\]")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+
+
+def test_plain_output_prints_a_progress_line_at_most_every_interval(corral, tmp_path):
+    go = tmp_path / "go"
+    corral.module("slow", body=f"while [ ! -e {go} ]; do sleep 0.05; done")
+    corral.module("after", "requires: slow")
+    cmd = [sys.executable, "-m", "corral", "--modules", str(corral.modules)]
+    proc = subprocess.Popen(
+        [*cmd, "--db", str(corral.db), "run"],
+        env={**corral.env, "CORRAL_PROGRESS_INTERVAL": "0.5"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if sum("corral: [0/2]" in ln for ln in lines) >= 3:
+            go.touch()
+            break
+    out = "".join(lines) + proc.stdout.read()
+    proc.wait(timeout=60)
+    progress = [ln for ln in out.splitlines() if "corral: [" in ln]
+    assert "running 1: slow" in progress[0] and "1 waiting" in progress[0]
+    assert "ETA unknown (no history yet)" in progress[0]
+    assert "\x1b" not in out
+    quiet = corral("run", "-q", extra_env={"CORRAL_PROGRESS_INTERVAL": "0.1"})
+    assert quiet.out == ""
