@@ -336,7 +336,9 @@ def run(
             ctx.exit(0)
         targets, done = again.targets, again.done
         if not as_json and not quiet:
-            click.echo(f"corral: --{redo}: from run {again.run_id}, again: {', '.join(targets)}")
+            click.echo(
+                f"corral: --{redo}: not completed as of run {again.run_id}: {', '.join(targets)}"
+            )
     outcome = api.run_modules(
         config,
         _store(ctx),
