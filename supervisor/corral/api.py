@@ -221,7 +221,8 @@ def plan_json_text(
 def check_modules(config: Config, store: Store, strict: bool = False) -> list[Problem]:
     """Every problem in every module (warnings too); under `strict` warnings count as errors."""
     files = module_files(config)
-    problems = untrusted_files(config, [e.path for _, entries in files for e in entries])
+    paths = [os.path.join(directory, name) for directory, entries in files for name, _ in entries]
+    problems = untrusted_files(config, paths)
     try:
         graph, _ = load_graph(config, store, files)
         problems += graph.warnings
