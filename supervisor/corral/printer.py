@@ -319,6 +319,11 @@ class Printer:
         st = self.state
         now = st.clock()
         parts = [f"[{len(st.done)}/{len(st.names)}]"]
+        eta, unknown = st.eta()  # early in the line: it survives a narrow terminal
+        if eta is not None:
+            parts.append(f"ETA {clock_text(eta)}" + (f" (+{unknown} unknown)" if unknown else ""))
+        elif unknown:
+            parts.append("ETA unknown (no history yet)")
         if st.running:
             running = sorted(st.running.items(), key=lambda kv: kv[1][0])
             shown = ", ".join(f"{n} {clock_text(now - since)}" for n, (since, _) in running[:4])
@@ -332,11 +337,6 @@ class Printer:
             parts.append(f"waiting: {why} ({name}{more})")
         elif waiting:
             parts.append(f"{len(waiting)} waiting")
-        eta, unknown = st.eta()
-        if eta is not None:
-            parts.append(f"ETA {clock_text(eta)}" + (f" (+{unknown} unknown)" if unknown else ""))
-        elif unknown:
-            parts.append("ETA unknown (no history yet)")
         return " · ".join(parts)
 
     def _status(self, status: str, text: str) -> str:
