@@ -23,7 +23,7 @@ from corral.errors import HeaderError, Problem, UsageError
 from corral.graph import Graph, Module, Selection, build_graph, select
 from corral.headers import Header, parse_header
 from corral.status import COMPLETED, EXIT_WARNING, Status
-from corral.store import FileKey, History, Store, warn
+from corral.store import FileKey, History, Store, module_set_key, warn
 
 if TYPE_CHECKING:  # perf: the run's types, imported only when running (docs/architecture.md)
     from corral.events import Event, Listener, RunFinished
@@ -149,9 +149,15 @@ def load_graph(config: Config, store: Store, files: Files | None = None) -> tupl
     return build_graph(loaded.modules, config.facilities), loaded
 
 
-def history(store: Store) -> History:
-    """Recent runs' figures; none for an in-memory store (nothing to learn from)."""
-    return store.history() if store.path else History()
+def module_set(config: Config) -> str:
+    """The key that groups runs of these modules directories (see store.module_set_key)."""
+    return module_set_key(config.modules)
+
+
+def history(store: Store, config: Config) -> History:
+    """Recent figures of runs of this module set; none for an in-memory store (nothing
+    to learn from)."""
+    return store.history(module_set=module_set(config)) if store.path else History()
 
 
 def plan_modules(
@@ -163,7 +169,7 @@ def plan_modules(
 ):
     """(graph, selection) for the given targets, priorities weighted by history."""
     graph, _ = load_graph(config, store)
-    return graph, select(graph, targets, tags, exclude, history(store).durations)
+    return graph, select(graph, targets, tags, exclude, history(store, config).durations)
 
 
 def plan_json_text(
@@ -188,7 +194,7 @@ def plan_json_text(
 
     targets, tags, exclude = list(targets), sorted(tags), sorted(exclude)
     files = module_files(config)
-    durations = history(store).durations
+    durations = history(store, config).durations
     digest = hashlib.blake2b(
         repr(
             (
@@ -348,8 +354,9 @@ def graph_json(graph: Graph) -> dict:
 
 
 def new_run_id() -> str:
-    """Sortable and short enough to type: 20261122-215007-3fa2."""
-    return time.strftime("%Y%m%d-%H%M%S-") + os.urandom(2).hex()
+    """Sortable, short enough to type, and in UTC (the Z says so): 20261122-215007Z-3fa2.
+    It also names the run's log directory."""
+    return time.strftime("%Y%m%d-%H%M%SZ-", time.gmtime()) + os.urandom(2).hex()
 
 
 def lib_dir(config: Config) -> Path:
@@ -475,7 +482,7 @@ def run_modules(
             listener(event)
 
     graph, loaded = load_graph(config, store)
-    past = history(store)
+    past = history(store, config)
     selection = select(graph, targets, tags, exclude, past.durations, done)
     if config.jobs.fixed == 0:  # -j 0: no limit of its own (the load gate still applies)
         from corral.throttle import Jobs
@@ -524,6 +531,8 @@ def run_modules(
             emit,
             loaded.hits,
             loaded.misses,
+            module_set=module_set(config),
+            full=len(selection.names) == len(graph.modules),
         )
         listeners.insert(0, recorder)
         from corral.progress import RunState, StateFile
@@ -641,8 +650,11 @@ def run_json(outcome: RunFinished) -> dict:
     }
 
 
-def write_report(store: Store, out: Path, fmt: str = "md") -> list[Path]:
-    """Write the performance report (Markdown + SVG charts, or one HTML page) into `out`.
+def write_report(
+    config: Config, store: Store, out: Path, fmt: str = "md", every: bool = False
+) -> list[Path]:
+    """Write the performance report of this module set (Markdown + SVG charts +
+    report.json, or one HTML page) into `out`; `every`: one per recorded module set.
 
     Raises UsageError when nothing has been recorded yet, or when the charts' plotting
     library (the `report` extra) is not installed."""
@@ -658,32 +670,18 @@ def write_report(store: Store, out: Path, fmt: str = "md") -> list[Path]:
         )
 
     try:
-        return report.write_report(store, out, fmt)
+        return report.write_report(store, out, fmt, None if every else module_set(config))
     except LookupError as exc:
         raise UsageError(str(exc)) from None
 
 
 def run_figures(store: Store, run: dict) -> dict:
     """A runs row with its attempts and the report's derived figures (efficiency,
-    speedup, critical path, bottleneck), as `history --json` gives them."""
-    from corral import report
+    speedup, critical path and where the makespan went), as `history --json` gives them."""
+    from corral import analysis, report
 
-    f = report.load_run(store, run)
-    b = report.bottlenecks(f)
     return {
         **run,
-        "figures": {
-            "makespan_s": f.makespan,
-            "work_s": f.work,
-            "parallel_efficiency": f.efficiency,
-            "speedup": f.speedup,
-            "critical_path": f.critical_path,
-            "critical_path_s": f.critical_s,
-            "cache_hit_rate": f.cache_hit_rate,
-            "throttle_held_s": b.get("gate_held"),
-            "lock_wait_s": b.get("locks"),
-            "bound_by": b.get("share"),
-            "verdict": b.get("verdict"),
-        },
+        "figures": report.run_json(analysis.load_run(store, run)),
         "modules": store.attempts(run_id=run["run_id"]),
     }

@@ -373,51 +373,70 @@ def run(
     help="How many runs (or attempts of MODULE) to show.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Rows as JSON.")
+@click.option(
+    "--all",
+    "every",
+    is_flag=True,
+    help="Runs of every module set in the database, not only of these modules directories.",
+)
 @click.pass_context
-def history(ctx, module, limit, as_json):
-    """Past runs, or every recorded attempt of MODULE.
+def history(ctx, module, limit, as_json, every):
+    """Past runs of these modules directories, or every recorded attempt of MODULE.
+    Times are UTC.
 
     Example:
 
         corral history disk_usage
     """
     store = _store(ctx)
+    module_set = None if every else api.module_set(ctx.obj)
     if module:
-        rows = store.attempts(module=module, limit=limit)
+        rows = store.attempts(module=module, limit=limit, module_set=module_set)
         if as_json:
             _echo_json(rows)
             return
         if not rows:
             raise click.ClickException(f"no records of module {module!r}")
         click.echo(
-            f"{'run':<21}  {'try':>3}  {'status':<11}  {'start (UTC)':<23}  "
+            f"{'run':<22}  {'try':>3}  {'status':<11}  {'start (UTC)':<24}  "
             f"{'time':>8}  {'exit':>4}  {'peak RSS':>9}  detail"
         )
         for r in rows:
             click.echo(
-                f"{r['run_id']:<21}  {r['attempt']:>3}  {r['status']:<11}  "
-                f"{(r['start'] or '-')[:23]:<23}  {_secs(r['duration_s']):>8}  "
+                f"{r['run_id']:<22}  {r['attempt']:>3}  {r['status']:<11}  "
+                f"{_utc(r['start'], 23):<24}  {_secs(r['duration_s']):>8}  "
                 f"{_dash(r['exit_code']):>4}  {_mib(r['peak_rss_bytes']):>9}  "
                 f"{r['reason'] or ''}"
             )
         return
-    runs = store.runs(limit)
+    runs = store.runs(limit, module_set)
     if as_json:
         _echo_json([api.run_figures(store, r) for r in runs])
         return
     if not runs:
-        click.echo("no runs recorded yet")
+        click.echo(
+            "no runs recorded yet"
+            if every
+            else f"no runs of {module_set} recorded yet (--all shows every module set)"
+        )
         return
     click.echo(
-        f"{'run':<21}  {'started (UTC)':<19}  {'status':<11}  {'exit':>4}  "
-        f"{'modules':>7}  {'makespan':>8}  {'work':>8}  -j"
+        f"{'run':<22}  {'started (UTC)':<20}  {'status':<11}  {'exit':>4}  "
+        f"{'modules':>7}  {'makespan':>8}  {'work':>8}  {'-j':>4}"
+        + ("  module set" if every else "")
     )
     for r in runs:
         click.echo(
-            f"{r['run_id']:<21}  {(r['started'] or '-')[:19]:<19}  {r['status']:<11}  "
+            f"{r['run_id']:<22}  {_utc(r['started']):<20}  {r['status']:<11}  "
             f"{_dash(r['exit_code']):>4}  {_dash(r['module_count']):>7}  "
-            f"{_secs(r['makespan_s']):>8}  {_secs(r['work_s']):>8}  {r['jobs']}"
+            f"{_secs(r['makespan_s']):>8}  {_secs(r['work_s']):>8}  {_dash(r['jobs']):>4}"
+            + (f"  {r['module_set']}" if every else "")
         )
+
+
+def _utc(text: str | None, width: int = 19) -> str:
+    """A stored UTC timestamp, shown with its Z: 2026-11-23 05:20:01Z."""
+    return f"{text[:width].replace('T', ' ')}Z" if text else "-"
 
 
 def _dash(value) -> str:
@@ -448,10 +467,16 @@ def _mib(value) -> str:
     show_default=True,
     help="Markdown with SVG charts, or one self-contained page.",
 )
+@click.option(
+    "--all",
+    "every",
+    is_flag=True,
+    help="One report per module set in the database (in subdirectories), with an index.",
+)
 @click.pass_context
-def docs(ctx, out, fmt):
-    """Write the performance report: where the time went, what ran in parallel, what got
-    slower (tables and charts from the recorded runs).
+def docs(ctx, out, fmt, every):
+    """Write the performance report of these modules directories' runs: where the time
+    went, what ran in parallel, what failed or got slower (tables, charts, report.json).
 
     Example:
 
@@ -460,7 +485,7 @@ def docs(ctx, out, fmt):
     from pathlib import Path
 
     where = Path(out) if out else ctx.obj.db.parent / "report"
-    for path in api.write_report(_store(ctx), where, fmt):
+    for path in api.write_report(ctx.obj, _store(ctx), where, fmt, every):
         click.echo(f"wrote {path}")
 
 

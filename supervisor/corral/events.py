@@ -43,6 +43,7 @@ class AttemptResult:
     throttle_reason: Refusal | None = None  # why the gate held it back last
     lock_wait_s: float = 0.0
     retry_in: float | None = None  # seconds until the next attempt; None when final
+    start_mono: float | None = None  # monotonic clock at the start (durations, offsets)
 
 
 @dataclass
@@ -65,6 +66,7 @@ class ModuleStarted:
     start: float
     log_path: str | None
     throttle_wait_s: float = 0.0
+    start_mono: float | None = None
 
 
 @dataclass

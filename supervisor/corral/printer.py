@@ -293,7 +293,7 @@ class Printer:
 
     def _write(self, stream: TextIO, text: str, stamp: bool = True) -> None:
         if self.timestamps and stamp and text:
-            text = f"{dt.datetime.now().isoformat(timespec='seconds')} {text}"
+            text = f"{dt.datetime.now().astimezone().isoformat(timespec='seconds')} {text}"
         if self.status_shown:
             self.out.write("\r\x1b[K")
             self.status_shown = False

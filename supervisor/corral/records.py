@@ -71,9 +71,13 @@ class Recorder:
         emit_notice,
         cache_hits: int = 0,
         cache_misses: int = 0,
+        module_set: str | None = None,
+        full: bool = True,
     ):
         self.store = store
         self.modules_dirs = modules_dirs
+        self.module_set = module_set
+        self.full = full
         self.targets = targets
         self.notice = emit_notice
         self.cache = (cache_hits, cache_misses)
@@ -160,6 +164,7 @@ class Recorder:
                     "pgid": event.pid,
                     "log_path": event.log_path,
                     "throttle_wait_s": event.throttle_wait_s,
+                    "start_mono": event.start_mono,
                 }
             )
         elif isinstance(event, ModuleFinished):
@@ -182,7 +187,9 @@ class Recorder:
                 "log_incomplete": int(r.log_incomplete),
                 "throttle_wait_s": r.throttle_wait_s,
                 "throttle_reason": _text(r.throttle_reason),
+                "throttle_kind": None if r.throttle_reason is None else str(r.throttle_reason.kind),
                 "lock_wait_s": r.lock_wait_s,
+                "retry_in_s": r.retry_in,
             }
             if r.pid == 0:  # it never started (spawn failed)
                 self.inserts.append(
@@ -191,6 +198,7 @@ class Recorder:
                         "module": r.name,
                         "attempt": r.attempt,
                         "start": iso(r.start),
+                        "start_mono": r.start_mono,
                         **values,
                     }
                 )
@@ -212,6 +220,7 @@ class Recorder:
                 {
                     "run_id": self.run_id,
                     "t": s.wall,
+                    "mono": s.t,
                     "load1": s.load1,
                     "runnable": s.runnable,
                     "runnable_avg": s.runnable_avg,
@@ -243,6 +252,8 @@ class Recorder:
                     "status": Status.RUNNING,
                     "jobs": event.jobs.fixed,  # NULL: auto
                     "modules_dir": self.modules_dirs,
+                    "module_set": self.module_set,
+                    "full": int(self.full),
                     "targets": self.targets,
                     "host": os.uname().nodename,
                     "pid": os.getpid(),

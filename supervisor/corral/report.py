@@ -1,374 +1,70 @@
-"""Store rows -> the performance report: Markdown (or one HTML page) and SVG charts.
+"""Store rows -> the performance report of one module set: Markdown (or one HTML page),
+SVG charts and report.json with every figure.
 
 The report is built once as a list of blocks (headings, paragraphs, tables, images),
 then rendered as Markdown with the charts beside it, or as a self-contained HTML page
-with the charts inline. Charts are drawn with matplotlib (Agg backend, SVG).
+with the charts inline. Figures come from corral.analysis, charts from corral.charts.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import html
+import io
+import json
 import os
+import re
 import statistics
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
 
-from corral import safepath
-from corral.status import RETRYABLE, Status
+from corral import analysis, safepath
+from corral.analysis import BACKOFF, JOBS, LOCKS, RUNNING, THROTTLE, Run
+from corral.status import COMPLETED, Status
 from corral.store import Store
 
-STATUS_COLOUR = {
-    Status.OK: "#4c9a5a",
-    Status.WARNING: "#d4b106",
-    Status.FAILED: "#c8423b",
-    Status.TIMEOUT: "#e0892b",
-    Status.INTERRUPTED: "#9b6fb5",
-    Status.SKIPPED: "#9e9e9e",
-    Status.RUNNING: "#5b8fd6",
-}
 REGRESSION = 0.15  # slower than the baseline by more than this share …
 REGRESSION_FLOOR_S = 0.05  # … and by more than this, so millisecond noise is not news
 HISTORY_RUNS = 20
+CRITICAL_PATH_MEANS = (
+    "The critical path is the chain of modules that set the makespan: from the module "
+    "that ended last, back through the requirement that released it each time (the one "
+    "that ended last), to a module that waited on nothing. Its members' running, "
+    "waiting and backoff add up to the makespan. The Gantt chart outlines the same chain."
+)
 
 
-@dataclass
-class Span:
-    """One module in one run: first attempt start to last attempt end (epoch seconds)."""
-
-    name: str
-    status: str
-    start: float | None
-    end: float | None
-    duration: float
-    attempts: int
-    cpu: float
-    peak_rss: int
-    throttle: float
-    locks: float
-    reason: str | None
-
-    @property
-    def ran(self) -> bool:
-        return self.start is not None and self.end is not None
+def utc(text: str | None) -> str:
+    """A stored UTC timestamp as shown: 2026-11-23 05:20:01Z."""
+    return f"{text[:19].replace('T', ' ')}Z" if text else "-"
 
 
-@dataclass
-class RunFigures:
-    run: dict
-    spans: dict[str, Span]
-    edges: dict[str, list[str]]
-    samples: list[dict]
-    makespan: float = 0.0
-    work: float = 0.0
-    critical_path: list[str] = field(default_factory=list)
-    critical_s: float = 0.0
-    chain: list[str] = field(default_factory=list)  # what actually released what
-
-    @property
-    def jobs(self) -> int | None:
-        return self.run.get("jobs")
-
-    @property
-    def efficiency(self) -> float | None:
-        if not self.makespan or not self.jobs:
-            return None
-        return self.work / (self.makespan * self.jobs)
-
-    @property
-    def speedup(self) -> float | None:
-        return self.work / self.makespan if self.makespan else None
-
-    @property
-    def cache_hit_rate(self) -> float | None:
-        hits, misses = self.run.get("cache_hits") or 0, self.run.get("cache_misses") or 0
-        return hits / (hits + misses) if hits + misses else None
+def last_run(runs: list[Run]) -> Run:
+    """The newest full run (every module of the set selected) that ran something, else
+    the newest run that ran something, else the newest run."""
+    for pick in (lambda r: r.full and r.makespan, lambda r: r.makespan, lambda r: True):
+        for r in runs:
+            if pick(r):
+                return r
+    raise LookupError("no runs")
 
 
-def _ts(text: str | None) -> float | None:
-    return dt.datetime.fromisoformat(text).timestamp() if text else None
+def load_runs(store: Store, module_set: str | None, limit: int = HISTORY_RUNS) -> list[Run]:
+    """The newest `limit` finished runs of `module_set` (every set when None)."""
+    rows = [r for r in store.runs(limit + 5, module_set) if r["status"] != Status.RUNNING]
+    return [analysis.load_run(store, r) for r in rows[:limit]]
 
 
-def load_run(store: Store, run: dict) -> RunFigures:
-    """A run's modules (attempts folded into spans), edges, samples and derived figures."""
-    by_module: dict[str, list[dict]] = {}
-    for row in sorted(
-        store.attempts(run_id=run["run_id"], limit=1_000_000), key=lambda r: r["attempt"]
-    ):
-        by_module.setdefault(row["module"], []).append(row)
-    spans = {}
-    for name, rows in by_module.items():
-        ran = [r for r in rows if r["attempt"] > 0]
-        last = rows[-1]
-        starts = [_ts(r["start"]) for r in ran if r["start"]]
-        ends = [_ts(r["end"]) for r in ran if r["end"]]
-        spans[name] = Span(
-            name,
-            last["status"],
-            min(starts) if starts else None,
-            max(ends) if ends else None,
-            sum(r["duration_s"] or 0 for r in ran),
-            len(ran),
-            sum((r["cpu_user_s"] or 0) + (r["cpu_sys_s"] or 0) for r in ran),
-            max([r["peak_rss_bytes"] or 0 for r in ran] or [0]),
-            sum(r["throttle_wait_s"] or 0 for r in ran),
-            sum(r["lock_wait_s"] or 0 for r in ran),
-            last["reason"],
-        )
-    edges: dict[str, list[str]] = {}
-    for module, dep in store.edges(run["run_id"]):
-        edges.setdefault(module, []).append(dep)
-    figures = RunFigures(run, spans, edges, store.samples(run["run_id"]))
-    ran = [s for s in spans.values() if s.ran]
-    if ran:
-        figures.makespan = max(s.end for s in ran) - min(s.start for s in ran)
-        figures.work = sum(s.duration for s in ran)
-        figures.critical_path, figures.critical_s = critical_path(spans, edges)
-        figures.chain = releasing_chain(spans, edges)
-    return figures
-
-
-def critical_path(spans: dict[str, Span], edges: dict[str, list[str]]) -> tuple[list, float]:
-    """The longest chain of dependencies by measured duration (what no -j can shorten)."""
-    best: dict[str, tuple[float, list[str]]] = {}
-
-    def longest(name: str) -> tuple[float, list[str]]:
-        if name not in best:
-            here = spans[name].duration if name in spans and spans[name].ran else 0.0
-            below = [longest(d) for d in edges.get(name, ()) if d in spans]
-            length, path = max(below, default=(0.0, []))
-            best[name] = (length + here, [*path, name])
-        return best[name]
-
-    total, path = max((longest(n) for n in spans), default=(0.0, []))
-    return [n for n in path if spans[n].ran], total
-
-
-def releasing_chain(spans: dict[str, Span], edges: dict[str, list[str]]) -> list[str]:
-    """Backwards from the module that ended last: each step the requirement that ended
-    last before it started. The chain the Gantt chart outlines."""
-    ran = {n: s for n, s in spans.items() if s.ran}
-    if not ran:
-        return []
-    node = max(ran.values(), key=lambda s: s.end).name
-    chain = [node]
-    while True:
-        deps = [ran[d] for d in edges.get(node, ()) if d in ran and ran[d].end <= ran[node].start]
-        if not deps:
-            return chain[::-1]
-        node = max(deps, key=lambda s: s.end).name
-        chain.append(node)
-
-
-def bottlenecks(f: RunFigures) -> dict:
-    """Where the makespan went, and which knob would have helped."""
-    out = {"makespan": f.makespan, "critical": f.critical_s, "work": f.work}
-    interval = _sample_interval(f.samples)
-    out["throttle"] = sum(s.throttle for s in f.spans.values())
-    out["gate_held"] = sum(1 for s in f.samples if s.get("gate")) * interval
-    out["locks"] = sum(s.locks for s in f.spans.values())
-    jobs = f.jobs
-    full = 0.0
-    if jobs and f.samples:
-        full = sum(1 for s in f.samples if (s.get("running") or 0) >= jobs) * interval
-    out["jobs_full"] = full
-    if not f.makespan:
-        out["verdict"] = "nothing ran"
-        return out
-    share = {
-        "critical path": f.critical_s / f.makespan,
-        "--jobs": max(full / f.makespan, (f.efficiency or 0)),
-        "throttle": out["gate_held"] / f.makespan,
-        "locks": out["locks"] / f.makespan,
-    }
-    out["share"] = share
-    knob, value = max(share.items(), key=lambda kv: kv[1])
-    advice = {
-        "critical path": "more jobs would not help; shorten the modules on the critical path",
-        "--jobs": "slots were full: a higher -j would help if the host has room",
-        "throttle": "the host was busy: the gate held modules back (see the load chart); "
-        "run at a quieter time or raise --max-load",
-        "locks": "modules queued for shared locks: a larger pool (config pools:) would help",
-    }[knob]
-    out["verdict"] = f"{knob} ({value:.0%} of the makespan): {advice}"
-    return out
-
-
-def _sample_interval(samples: list[dict]) -> float:
-    if len(samples) < 2:
-        return 0.0
-    gaps = [b["t"] - a["t"] for a, b in zip(samples, samples[1:], strict=False)]
-    return statistics.median(gaps)
-
-
-# charts ------------------------------------------------------------------------------
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    plt.rcParams.update(
-        {
-            "font.size": 9,
-            "svg.fonttype": "none",
-            "axes.spines.top": False,
-            "axes.spines.right": False,
-        }
+def no_runs_message(store: Store, module_set: str) -> str:
+    sets = [s for s in store.module_sets() if s[0] != module_set]
+    text = f"no finished runs of the modules in {module_set} recorded yet"
+    if not sets:
+        return text + ": run `corral run` first"
+    listing = "; ".join(f"{s[0] or '(unknown)'} ({s[1]} runs)" for s in sets[:5])
+    return (
+        f"{text}; this database has runs of other module sets: {listing}. Name one with "
+        "--modules, or use --all for a report per set"
     )
-    return plt
-
-
-def gantt_chart(f: RunFigures, path: Path | BinaryIO) -> None:
-    """One bar per module; grey: ready but waiting; outlined: the releasing chain."""
-    plt = _pyplot()
-    ran = sorted((s for s in f.spans.values() if s.ran), key=lambda s: (s.start, s.name))
-    skipped = [s for s in f.spans.values() if not s.ran]
-    t0 = min(s.start for s in ran)
-    height = max(2.5, 0.28 * (len(ran) + len(skipped)) + 1.2)
-    fig, ax = plt.subplots(figsize=(10, height))
-    chain = set(f.chain)
-    labels = []
-    visible = max(f.makespan, 0.01) * 0.004  # a 5 ms module still shows as a sliver
-    for y, s in enumerate(ran):
-        deps = [f.spans[d] for d in f.edges.get(s.name, ()) if d in f.spans and f.spans[d].ran]
-        ready = max([d.end for d in deps] + [t0])
-        if s.start - ready > 0.001:
-            ax.barh(y, s.start - ready, left=ready - t0, color="#dddddd", height=0.6)
-        ax.barh(
-            y,
-            max(s.end - s.start, visible),
-            left=s.start - t0,
-            height=0.6,
-            color=STATUS_COLOUR.get(s.status, "#5b8fd6"),
-            edgecolor="black" if s.name in chain else "none",
-            linewidth=1.6 if s.name in chain else 0,
-        )
-        labels.append(s.name)
-    for y, s in enumerate(skipped, start=len(ran)):
-        ax.text(0, y, f"  skipped: {s.reason or ''}", va="center", color="#777777", fontsize=8)
-        labels.append(s.name)
-    ax.set_yticks(range(len(labels)), labels)
-    ax.invert_yaxis()
-    ax.set_xlabel("seconds since the first module started")
-    jobs = f.jobs if f.jobs is not None else "auto"
-    ax.set_title(
-        f"run {f.run['run_id']}: makespan {f.makespan:.2f} s, work {f.work:.2f} s, "
-        f"-j {jobs}\noutlined: the chain of modules that set the makespan",
-        loc="left",
-    )
-    from matplotlib.patches import Patch
-
-    used = sorted({s.status for s in ran})
-    handles = [Patch(color=STATUS_COLOUR.get(st, "#5b8fd6"), label=st) for st in used]
-    handles.append(Patch(color="#dddddd", label="ready, waiting (slot, lock, throttle)"))
-    ax.legend(
-        handles=handles,
-        loc="upper center",
-        bbox_to_anchor=(0.5, -0.12 * 4 / height),
-        ncol=len(handles),
-        fontsize=8,
-        frameon=False,
-    )
-    fig.tight_layout()
-    fig.savefig(path, format="svg")
-    plt.close(fig)
-
-
-def load_chart(f: RunFigures, path: Path | BinaryIO) -> None:
-    """Running modules and host load over time, memory available on a second axis."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(10, 3.6))
-    ran = [s for s in f.spans.values() if s.ran]
-    t0 = min(s.start for s in ran)
-    points = sorted([(s.start - t0, 1) for s in ran] + [(s.end - t0, -1) for s in ran])
-    xs, ys, now = [0.0], [0], 0
-    for t, step in points:
-        xs.append(t)
-        ys.append(now)
-        now += step
-        xs.append(t)
-        ys.append(now)
-    ax.plot(xs, ys, color="#5b8fd6", label="modules running")
-    if f.samples:
-        ts = [s["t"] - t0 for s in f.samples]
-        ax.plot(
-            ts,
-            [s.get("runnable_avg") or s["runnable"] for s in f.samples],
-            color="#c8423b",
-            label="runnable tasks (1 s average)",
-        )
-        ax.plot(
-            ts,
-            [s["load1"] for s in f.samples],
-            color="#e0892b",
-            linestyle=":",
-            label="load average (1 min)",
-        )
-        held = [t for t, s in zip(ts, f.samples, strict=True) if s.get("gate")]
-        if held:
-            ax.scatter(
-                held,
-                [0] * len(held),
-                marker="|",
-                color="#9b6fb5",
-                label="gate holding modules back",
-            )
-        mem = ax.twinx()
-        mem.plot(
-            ts,
-            [s["mem_available"] / 2**30 for s in f.samples],
-            color="#4c9a5a",
-            alpha=0.6,
-            label="memory available (GiB)",
-        )
-        mem.set_ylabel("memory available, GiB")
-        total = max((s.get("mem_available") or 0) for s in f.samples) / 2**30
-        mem.set_ylim(0, total * 1.05 or 1)
-        mem.spines["top"].set_visible(False)
-        mem.legend(loc="lower right", fontsize=8, frameon=False)
-    ax.set_xlabel("seconds since the first module started")
-    ax.set_ylabel("modules / tasks")
-    ax.set_ylim(bottom=0)
-    ax.legend(loc="upper left", fontsize=8, frameon=False)
-    ax.set_title("Parallelism and host load during the run")
-    fig.tight_layout()
-    fig.savefig(path, format="svg")
-    plt.close(fig)
-
-
-def history_chart(history: list[RunFigures], modules: list[str], path: Path | BinaryIO) -> None:
-    """Duration and peak memory of the slowest modules across runs (oldest left)."""
-    plt = _pyplot()
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 5.5), sharex=True)
-    runs = list(reversed(history))
-    xs = range(len(runs))
-    for name in modules:
-        durations = [
-            r.spans[name].duration if name in r.spans and r.spans[name].ran else None for r in runs
-        ]
-        peaks = [
-            r.spans[name].peak_rss / 2**20 if name in r.spans and r.spans[name].ran else None
-            for r in runs
-        ]
-        top.plot(xs, durations, marker="o", markersize=3, label=name)
-        bottom.plot(xs, peaks, marker="o", markersize=3, label=name)
-    top.set_ylabel("duration, s")
-    bottom.set_ylabel("peak RSS, MiB")
-    bottom.set_xticks(
-        list(xs), [r.run["run_id"][4:15] for r in runs], rotation=45, ha="right", fontsize=7
-    )
-    top.legend(fontsize=7, frameon=False, ncol=4)
-    top.set_title("Slowest modules across runs (oldest left)")
-    fig.tight_layout()
-    fig.savefig(path, format="svg")
-    plt.close(fig)
-
-
-# the document --------------------------------------------------------------------------
 
 
 def _s(value: float | None) -> str:
@@ -379,30 +75,28 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.0%}"
 
 
-def _mib(value: int | float | None) -> str:
-    return "-" if not value else f"{value / 2**20:.1f}"
+def _mib(value: int | None) -> str:
+    return "unknown" if value is None else f"{value / 2**20:.1f}"
 
 
-def build(store: Store, runs: int = HISTORY_RUNS) -> tuple[list[tuple], dict]:
-    """The report's blocks and what the charts need; raises LookupError with no runs."""
-    rows = [r for r in store.runs(runs) if r["status"] != Status.RUNNING]
-    if not rows:
-        raise LookupError("no finished runs recorded yet: run `corral run` first")
-    history = [load_run(store, r) for r in rows]
-    last = next((f for f in history if f.makespan), history[0])
+def build(runs: list[Run], module_set: str) -> tuple[list[tuple], dict]:
+    """The report's blocks and its full data (report.json) for `runs`, newest first."""
+    last = last_run(runs)
     blocks: list[tuple] = []
-    started = (last.run["started"] or "")[:19].replace("T", " ")
+    now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     blocks.append(("h1", "corral performance report"))
+    partial = "" if last.full else " (no full run of this set is recorded: this one ran a part)"
     blocks.append(
         (
             "p",
-            f"Generated {dt.datetime.now().isoformat(timespec='seconds')} from "
-            f"{len(history)} recorded runs. Last run: `{last.run['run_id']}` "
-            f"({started} UTC, {last.run['status']}, "
-            f"{len(last.spans)} modules).",
+            f"Generated {now} from the {len(runs)} newest recorded runs of the module set "
+            f"`{module_set}`; runs of other module sets in the database are not counted. "
+            f"Last run: `{last.run_id}` (started {utc(last.row['started'])}, "
+            f"{last.row['status']}, {len(last.modules)} modules){partial}. "
+            "All times are UTC; durations come from the monotonic clock.",
         )
     )
-    b = bottlenecks(last)
+    acc = last.account
     blocks.append(("h2", "Last run at a glance"))
     blocks.append(
         (
@@ -410,64 +104,153 @@ def build(store: Store, runs: int = HISTORY_RUNS) -> tuple[list[tuple], dict]:
             ["figure", "value"],
             [
                 ["makespan (first start to last end)", f"{last.makespan:.2f} s"],
-                ["work (sum of module time)", f"{last.work:.2f} s"],
+                ["work (sum of every attempt's running time)", f"{last.work:.2f} s"],
                 ["speedup over running them one by one", _s(last.speedup) + "×"],
                 ["parallel efficiency (work / (makespan × jobs))", _pct(last.efficiency)],
-                ["critical path", f"{last.critical_s:.2f} s: " + " → ".join(last.critical_path)],
                 [
-                    "time the throttle held modules back",
-                    f"{b['gate_held']:.2f} s (module waits {b['throttle']:.2f} s)",
+                    "critical path",
+                    f"{_count(len(last.critical_path), 'module')}: "
+                    + " → ".join(last.critical_path),
                 ],
-                ["time modules queued for locks", f"{b['locks']:.2f} s"],
+                ["… of which running", f"{acc[RUNNING]:.2f} s ({last.share(RUNNING):.0%})"],
+                [
+                    "… queued for a -j slot",
+                    f"{acc[JOBS]:.2f} s ({last.share(JOBS):.0%})",
+                ],
+                [
+                    "… held back by the throttle",
+                    f"{acc[THROTTLE]:.2f} s ({last.share(THROTTLE):.0%})",
+                ],
+                ["… queued for locks", f"{acc[LOCKS]:.2f} s ({last.share(LOCKS):.0%})"],
+                ["… in retry backoff", f"{acc[BACKOFF]:.2f} s ({last.share(BACKOFF):.0%})"],
+                [
+                    "time the gate held any module back (samples)",
+                    f"{analysis.gate_held(last):.2f} s",
+                ],
                 ["header cache hit rate", _pct(last.cache_hit_rate)],
-                ["peak host load (runnable, 1 s average)", _s(last.run.get("peak_load"))],
+                ["peak host load (runnable, 1 s average)", _s(last.row.get("peak_load"))],
                 [
                     "corral's own CPU, of which sampling the host",
-                    f"{last.run.get('supervisor_cpu_s') or 0:.3f} s, "
-                    f"{last.run.get('sampler_cpu_s') or 0:.3f} s",
+                    f"{last.row.get('supervisor_cpu_s') or 0:.3f} s, "
+                    f"{last.row.get('sampler_cpu_s') or 0:.3f} s",
                 ],
             ],
         )
     )
-    blocks.append(("p", f"**Bottleneck:** {b['verdict']}."))
+    blocks.append(("p", f"**Bottleneck:** {analysis.verdict(last)}."))
     blocks.append(("img", "gantt.svg", "Gantt chart of the last run"))
     blocks.append(("img", "load.svg", "Running modules and host load over the last run"))
 
-    blocks.append(("h2", "Bottlenecks per run"))
-    table = []
-    for f in history:
-        if not f.makespan:
-            continue
-        bb = bottlenecks(f)
-        share = bb["share"]
-        table.append(
+    blocks.append(("h2", "Critical path of the last run"))
+    blocks.append(("p", CRITICAL_PATH_MEANS))
+    steps = []
+    for i, name in enumerate(last.critical_path):
+        m = last.modules[name]
+        steps.append(
             [
-                f.run["run_id"],
-                f"{f.makespan:.2f}",
-                _pct(share["critical path"]),
-                _pct(share["--jobs"]),
-                _pct(share["throttle"]),
-                _pct(share["locks"]),
-                bb["verdict"].split(":")[0],
+                str(i + 1),
+                name,
+                _s(m.waits[JOBS]),
+                _s(m.waits[THROTTLE]),
+                _s(m.waits[LOCKS]),
+                _s(m.waits[BACKOFF]),
+                _s(m.running),
+                str(len(m.attempts)),
+                m.status,
             ]
         )
     blocks.append(
         (
             "table",
-            ["run", "makespan s", "critical path", "jobs full", "throttle", "locks", "bound by"],
+            [
+                "step",
+                "module",
+                "queued for -j s",
+                "throttled s",
+                "locks s",
+                "backoff s",
+                "running s",
+                "attempts",
+                "status",
+            ],
+            steps,
+        )
+    )
+
+    blocks.append(("h2", "Where each run's makespan went"))
+    table = []
+    for r in runs:
+        if not r.makespan:
+            continue
+        table.append(
+            [
+                r.run_id,
+                f"{r.makespan:.2f}",
+                _pct(r.share(RUNNING)),
+                _pct(r.share(JOBS)),
+                _pct(r.share(THROTTLE)),
+                _pct(r.share(LOCKS)),
+                _pct(r.share(BACKOFF)),
+                analysis.verdict(r).split(" (")[0],
+            ]
+        )
+    blocks.append(
+        (
+            "table",
+            [
+                "run",
+                "makespan s",
+                "running",
+                "queued for -j",
+                "throttle",
+                "locks",
+                "backoff",
+                "bound by",
+            ],
             table,
         )
     )
     blocks.append(
         (
             "p",
-            "Each share is a fraction of the makespan: the critical path "
-            "(longest dependency chain by measured durations), time with every "
-            "slot busy (or work / (makespan × jobs) if higher), time the throttle "
-            "held a ready module back, and module time spent queued for locks. "
-            "The largest names the knob that would have helped.",
+            "Each share is a part of the makespan spent along the critical path: modules "
+            "running, queued for a free -j slot, held back by the throttle (load, memory, "
+            "pressure), queued for a lock, or waiting out a retry backoff. They add up to "
+            "100 %; the largest names the knob that would have helped.",
         )
     )
+
+    rates = analysis.module_rates(runs)
+    blocks.append(("h2", "Modules that failed, were skipped or needed a retry"))
+    trouble = analysis.troubled(rates)
+    if trouble:
+        blocks.append(
+            (
+                "table",
+                ["module", "runs", "failed", "skipped", "first attempt failed", "last status"],
+                [
+                    [
+                        m["name"],
+                        str(m["runs"]),
+                        _pct(m["failure_rate"]),
+                        _pct(m["skip_rate"]),
+                        _pct(m["retry_rate"]),
+                        m["last_status"],
+                    ]
+                    for m in trouble
+                ],
+            )
+        )
+        blocks.append(
+            (
+                "p",
+                "Rates are shares of the runs that selected the module; the first-attempt "
+                "rate counts only runs in which it ran (a module that needs its retries "
+                "every time is flaky even when it ends ok).",
+            )
+        )
+    else:
+        blocks.append(("p", "None: every module ran and succeeded at its first attempt."))
 
     blocks.append(("h2", "Runs"))
     blocks.append(
@@ -478,34 +261,33 @@ def build(store: Store, runs: int = HISTORY_RUNS) -> tuple[list[tuple], dict]:
                 "started (UTC)",
                 "status",
                 "modules",
+                "full",
                 "makespan s",
                 "work s",
                 "efficiency",
                 "speedup",
                 "cache hits",
-                "throttle s",
                 "peak load",
             ],
             [
                 [
-                    f.run["run_id"],
-                    (f.run["started"] or "")[:19].replace("T", " "),
-                    f.run["status"],
-                    str(len(f.spans)),
-                    _s(f.makespan),
-                    _s(f.work),
-                    _pct(f.efficiency),
-                    _s(f.speedup),
-                    _pct(f.cache_hit_rate),
-                    _s(f.run.get("throttle_s")),
-                    _s(f.run.get("peak_load")),
+                    r.run_id,
+                    utc(r.row["started"]),
+                    r.row["status"],
+                    str(len(r.modules)),
+                    "yes" if r.full else "no",
+                    _s(r.makespan),
+                    _s(r.work),
+                    _pct(r.efficiency),
+                    _s(r.speedup),
+                    _pct(r.cache_hit_rate),
+                    _s(r.row.get("peak_load")),
                 ]
-                for f in history
+                for r in runs
             ],
         )
     )
 
-    per_module = module_table(history)
     blocks.append(("h2", "Modules"))
     blocks.append(
         (
@@ -518,52 +300,48 @@ def build(store: Store, runs: int = HISTORY_RUNS) -> tuple[list[tuple], dict]:
                 "peak RSS MiB",
                 "median CPU s",
                 "last attempts",
-                "failure rate",
+                "failed",
+                "skipped",
+                "first attempt failed",
             ],
             [
                 [
                     m["name"],
                     str(m["runs"]),
-                    _s(m["median"]),
-                    _s(m["last"]),
-                    _mib(m["peak"]),
-                    _s(m["cpu"]),
-                    str(m["attempts"]),
-                    _pct(m["failures"]),
+                    _s(m["median_s"]),
+                    _s(m["last_s"]),
+                    _mib(m["peak_rss_bytes"]),
+                    _s(m["median_cpu_s"]),
+                    str(m["last_attempts"]),
+                    _pct(m["failure_rate"]),
+                    _pct(m["skip_rate"]),
+                    _pct(m["retry_rate"]),
                 ]
-                for m in per_module
+                for m in rates
             ],
         )
     )
-    slowest = sorted(per_module, key=lambda m: -(m["median"] or 0))[:10]
+    slowest = sorted(rates, key=lambda m: -(m["median_s"] or 0))[:10]
     blocks.append(("h2", "Slowest modules"))
     blocks.append(
         (
             "table",
-            ["module", "median s", "share of last run's work"],
+            ["module", "median s", "in the last run s", "share of the last run's work"],
             [
                 [
                     m["name"],
-                    _s(m["median"]),
-                    _pct((m["last"] or 0) / last.work if last.work else None),
+                    _s(m["median_s"]),
+                    _s(_running(last, m["name"])),
+                    _pct(_running(last, m["name"]) / last.work)
+                    if last.work and _running(last, m["name"]) is not None
+                    else "-",
                 ]
                 for m in slowest
             ],
         )
     )
-    blocks.append(("h2", "Critical path of the last run"))
-    blocks.append(
-        (
-            "table",
-            ["step", "module", "duration s", "status"],
-            [
-                [str(i + 1), n, _s(last.spans[n].duration), last.spans[n].status]
-                for i, n in enumerate(last.critical_path)
-            ],
-        )
-    )
 
-    regressions = find_regressions(history)
+    regressions = find_regressions(runs)
     blocks.append(("h2", "Regressions"))
     if regressions:
         blocks.append(
@@ -584,44 +362,72 @@ def build(store: Store, runs: int = HISTORY_RUNS) -> tuple[list[tuple], dict]:
                 "of its earlier recorded runs.",
             )
         )
-    blocks.append(("img", "history.svg", "Duration and peak memory across runs"))
-    charts = {"last": last, "history": history, "slowest": [m["name"] for m in slowest[:8]]}
-    return blocks, charts
+    blocks.append(("img", "history.svg", "Running time and peak memory across runs"))
+    data = {
+        "generated": now,
+        "module_set": module_set,
+        "critical_path_means": CRITICAL_PATH_MEANS,
+        "last_run": last.run_id,
+        "runs": [run_json(r) for r in runs],
+        "modules": rates,
+        "timeline": timeline_json(last),
+    }
+    charts = {"last": last, "runs": runs, "slowest": [m["name"] for m in slowest[:8]]}
+    return blocks, {"json": data, **charts}
 
 
-def module_table(history: list[RunFigures]) -> list[dict]:
-    names = sorted({n for f in history for n in f.spans})
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _running(run: Run, name: str) -> float | None:
+    m = run.modules.get(name)
+    return m.running if m is not None and m.ran else None
+
+
+def run_json(r: Run) -> dict:
+    """A run's derived figures, as report.json and `history --json` give them."""
+    return {
+        "run_id": r.run_id,
+        "started": r.row.get("started"),
+        "status": r.row.get("status"),
+        "full": r.full,
+        "clock": r.clock,
+        "makespan_s": r.makespan,
+        "work_s": r.work,
+        "parallel_efficiency": r.efficiency,
+        "speedup": r.speedup,
+        "cache_hit_rate": r.cache_hit_rate,
+        "critical_path": r.critical_path,
+        "critical_path_account_s": r.account,
+        "gate_held_s": analysis.gate_held(r),
+        "verdict": analysis.verdict(r),
+    }
+
+
+def timeline_json(r: Run) -> list[dict]:
+    return [
+        {
+            "name": m.name,
+            "status": m.status,
+            "reason": m.reason,
+            "ready": m.ready if m.ran else None,
+            "waits_s": m.waits,
+            "segments": [[s.kind, s.start, s.end, s.status] for s in m.segments],
+        }
+        for m in r.modules.values()
+    ]
+
+
+def find_regressions(runs: list[Run]) -> list[dict]:
+    """Modules whose last successful running time exceeds the median of their earlier
+    runs by more than REGRESSION (and REGRESSION_FLOOR_S)."""
     out = []
-    for name in names:
-        spans = [f.spans[name] for f in history if name in f.spans]
-        ran = [s for s in spans if s.ran]
-        durations = [s.duration for s in ran]
-        failed = sum(s.status in RETRYABLE for s in spans)
-        out.append(
-            {
-                "name": name,
-                "runs": len(spans),
-                "median": statistics.median(durations) if durations else None,
-                "last": ran[0].duration if ran else None,
-                "peak": max((s.peak_rss for s in ran), default=0),
-                "cpu": statistics.median([s.cpu for s in ran]) if ran else None,
-                "attempts": spans[0].attempts,
-                "failures": failed / len(spans),
-            }
-        )
-    return out
-
-
-def find_regressions(history: list[RunFigures]) -> list[dict]:
-    """Modules whose last successful duration exceeds the median of their earlier runs
-    by more than REGRESSION (and REGRESSION_FLOOR_S)."""
-    out = []
-    names = {n for f in history[:1] for n in f.spans}
-    for name in sorted(names):
+    for name in sorted(runs[0].modules):
         oks = [
-            f.spans[name].duration
-            for f in history
-            if name in f.spans and f.spans[name].status == Status.OK
+            r.modules[name].running
+            for r in runs
+            if name in r.modules and r.modules[name].status in COMPLETED and r.modules[name].ran
         ]
         if len(oks) < 2:
             continue
@@ -637,45 +443,86 @@ def find_regressions(history: list[RunFigures]) -> list[dict]:
     return out
 
 
-def write_report(store: Store, out: Path, fmt: str = "md") -> list[Path]:
-    """Write the report and its charts into `out`; returns the files written. As root,
-    `out` and each file are reached without following anyone else's link."""
-    blocks, charts = build(store)
+def set_slug(module_set: str) -> str:
+    """A directory name for a module set: its last directory's name and a short digest."""
+    base = os.path.basename(module_set.split(os.pathsep)[0]) or "modules"
+    return f"{base}-{hashlib.blake2b(module_set.encode(), digest_size=3).hexdigest()}"
+
+
+def write_report(
+    store: Store, out: Path, fmt: str = "md", module_set: str | None = None
+) -> list[Path]:
+    """Write the report of `module_set` and its charts into `out`; with None, one report
+    per module set in a subdirectory each and an index. Returns the files written.
+    As root, `out` and each file are reached without following anyone else's link.
+    Raises LookupError when there is nothing to report."""
+    if module_set is not None:
+        runs = load_runs(store, module_set)
+        if not runs:
+            raise LookupError(no_runs_message(store, module_set))
+        return _write_one(runs, module_set, out, fmt)
+    sets = store.module_sets()
+    if not sets:
+        raise LookupError("no finished runs recorded yet: run `corral run` first")
+    written, index = [], []
+    page = "index.html" if fmt == "html" else "README.md"
+    for key, count, newest in sets:
+        runs = load_runs(store, key)
+        if not runs:
+            continue
+        slug = set_slug(key or "")
+        written += _write_one(runs, key or "", out / slug, fmt)
+        index.append([f"[{key}]({slug}/{page})", str(count), utc(newest)])
+    blocks = [
+        ("h1", "corral performance reports"),
+        ("p", "One report per module set recorded in this database (times in UTC)."),
+        ("table", ["module set", "runs", "newest run started"], index),
+    ]
+    text = render_html(blocks, {}) if fmt == "html" else render_markdown(blocks)
+    _write_files(out, {page: text.encode()})
+    return [out / page, *written]
+
+
+def _write_one(runs: list[Run], module_set: str, out: Path, fmt: str) -> list[Path]:
+    from corral import charts
+
+    blocks, data = build(runs, module_set)
+    svgs: dict[str, bytes] = {}
+    last = data["last"]
+    if last.makespan:
+        svgs["gantt.svg"] = _svg(charts.gantt_chart, last)
+        svgs["load.svg"] = _svg(charts.load_chart, last)
+    svgs["history.svg"] = _svg(charts.history_chart, data["runs"], data["slowest"])
+    blocks = [b for b in blocks if b[0] != "img" or b[1] in svgs]
+    # perf: compact; an indent makes json use its pure-Python encoder (docs/architecture.md)
+    files = {"report.json": (json.dumps(data["json"], separators=(",", ":")) + "\n").encode()}
+    if fmt == "html":
+        files["index.html"] = render_html(blocks, svgs).encode()  # the charts inside
+    else:
+        files["README.md"] = render_markdown(blocks).encode()
+        files.update(svgs)
+    _write_files(out, files)
+    first = "index.html" if fmt == "html" else "README.md"
+    return [out / first, *(out / name for name in files if name != first)]
+
+
+def _svg(chart, *args) -> bytes:
+    buffer = io.BytesIO()
+    chart(*args, buffer)
+    return buffer.getvalue()
+
+
+def _write_files(out: Path, files: dict[str, bytes]) -> None:
+    """Write `files` (name -> bytes) into directory `out`, made if missing; as root
+    reached without following anyone else's link (corral.safepath)."""
     dir_fd = safepath.open_dir(out, 0o755)
     try:
-        return _write_into(dir_fd, out, blocks, charts, fmt)
+        for name, data in files.items():
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+            with os.fdopen(safepath.open_in(dir_fd, name, flags, 0o644, out / name), "wb") as f:
+                f.write(data)
     finally:
         os.close(dir_fd)
-
-
-def _write_into(dir_fd: int, out: Path, blocks: list, charts: dict, fmt: str) -> list[Path]:
-    def create(name: str):
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-        return os.fdopen(safepath.open_in(dir_fd, name, flags, 0o644, out / name), "wb")
-
-    written = []
-    last = charts["last"]
-    if last.makespan:
-        with create("gantt.svg") as f:
-            gantt_chart(last, f)
-        with create("load.svg") as f:
-            load_chart(last, f)
-        written += [out / "gantt.svg", out / "load.svg"]
-    with create("history.svg") as f:
-        history_chart(charts["history"], charts["slowest"], f)
-    written.append(out / "history.svg")
-    present = {p.name for p in written}
-    blocks = [b for b in blocks if b[0] != "img" or b[1] in present]
-    if fmt == "html":
-        with create("index.html") as f:
-            f.write(render_html(blocks, out).encode())
-        for name in os.listdir(dir_fd):  # the charts are inside the page
-            if name.endswith(".svg"):
-                os.unlink(name, dir_fd=dir_fd)
-        return [out / "index.html"]
-    with create("README.md") as f:
-        f.write(render_markdown(blocks).encode())
-    return [out / "README.md", *written]
 
 
 def render_markdown(blocks: list[tuple]) -> str:
@@ -700,7 +547,7 @@ def render_markdown(blocks: list[tuple]) -> str:
     return "\n".join(lines)
 
 
-def render_html(blocks: list[tuple], out: Path) -> str:
+def render_html(blocks: list[tuple], charts: dict[str, bytes]) -> str:
     body: list[str] = []
     for block in blocks:
         kind = block[0]
@@ -711,13 +558,13 @@ def render_html(blocks: list[tuple], out: Path) -> str:
             text = text.replace("**", "")
             body.append(f"<p>{_code(text)}</p>")
         elif kind == "img":
-            svg = (out / block[1]).read_text()
+            svg = charts[block[1]].decode()
             svg = svg[svg.index("<svg") :]
             body.append(f"<figure>{svg}<figcaption>{html.escape(block[2])}</figcaption></figure>")
         elif kind == "table":
             head = "".join(f"<th>{html.escape(h)}</th>" for h in block[1])
             rows = "".join(
-                "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
+                "<tr>" + "".join(f"<td>{_link(html.escape(c))}</td>" for c in row) + "</tr>"
                 for row in block[2]
             )
             body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
@@ -737,3 +584,8 @@ def render_html(blocks: list[tuple], out: Path) -> str:
 def _code(text: str) -> str:
     parts = text.split("`")
     return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
+
+
+def _link(text: str) -> str:
+    """A Markdown link [label](href) in a table cell as an HTML anchor."""
+    return re.sub(r"\[([^]]*)\]\(([^)]*)\)", r'<a href="\2">\1</a>', text)

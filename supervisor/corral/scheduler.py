@@ -118,6 +118,7 @@ class Scheduler:
         self.lock_since: dict[str, float] = {}  # ready but its lock was held, since
         self.lock_reason: dict[str, str] = {}  # ... and by whom: 'lock apt held by x'
         self.lock_waits: dict[tuple[str, int], float] = {}
+        self.started_mono: dict[tuple[str, int], float] = {}
         self._batch: list[Running] = []  # admitted in this pass, not yet running
         self._next_sample = 0.0
         self._log_dir = None if settings.log_dir is None else str(settings.log_dir)
@@ -294,6 +295,7 @@ class Scheduler:
             job = self.executor.start(spec)
         except OSError as exc:
             now = self.clock.time()
+            self.started_mono[(name, attempt)] = self.clock.monotonic()
             self._on_finished(
                 AttemptResult(
                     name,
@@ -324,7 +326,10 @@ class Scheduler:
         self.lock_waits[(name, attempt)] = (
             self.clock.monotonic() - locked if locked is not None else 0.0
         )
-        self.emit(ModuleStarted(name, attempt, job.ident, job.start, log_path, waited))
+        self.started_mono[(name, attempt)] = job.start_mono
+        self.emit(
+            ModuleStarted(name, attempt, job.ident, job.start, log_path, waited, job.start_mono)
+        )
 
     def _next_retry_in(self) -> float | None:
         if not self.retrying or self.stop_signal is not None:
@@ -339,6 +344,7 @@ class Scheduler:
             (name, result.attempt), (0.0, None)
         )
         result.lock_wait_s = self.lock_waits.pop((name, result.attempt), 0.0)
+        result.start_mono = self.started_mono.pop((name, result.attempt), None)
         header = self.graph.modules[name].header
         self.locks.release(header.locks, name)
         summary = self.summaries[name]
@@ -412,10 +418,13 @@ class Scheduler:
     def _finish(self, started: float) -> RunFinished:
         ended = self.clock.time()
         modules = [self.summaries[n] for n in self.selection.names]
-        # Makespan: first spawn to last exit, as a Gantt chart shows it.
+        # Makespan: first spawn to last exit, as a Gantt chart shows it, on the monotonic
+        # clock (a wall-clock step during the run must not become part of it).
         attempts = [a for m in modules for a in m.attempts]
         makespan = (
-            max(a.end for a in attempts) - min(a.start for a in attempts) if attempts else 0.0
+            max(a.start_mono + a.duration_s for a in attempts) - min(a.start_mono for a in attempts)
+            if attempts
+            else 0.0
         )
         if self.stop_signal is not None:
             status, code = Status.INTERRUPTED, 128 + self.stop_signal

@@ -20,7 +20,7 @@ from pathlib import Path
 from corral import safepath
 from corral.headers import _FIELDS, PARSER_VERSION, Header
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 MEMO_PLANS = 8  # plans kept: a few target sets of one host
 # Cached headers are marshal records (several times faster to load than JSON, and only
 # ever read back by corral); the tag changes whenever the parser or marshal format does.
@@ -322,9 +322,23 @@ class Store:
         sets = ", ".join(f"{column} = ?" for column in values)
         self.conn.execute(f"UPDATE {table} SET {sets} WHERE {pk} = ?", (*values.values(), key))
 
-    def runs(self, limit: int = 20) -> list[dict]:
-        """The newest `limit` runs, newest first."""
-        return list(self.db.query("SELECT * FROM runs ORDER BY started DESC LIMIT ?", [limit]))
+    def runs(self, limit: int = 20, module_set: str | None = None) -> list[dict]:
+        """The newest `limit` runs of `module_set` (every set when None), newest first."""
+        where, args = _set_filter(module_set)
+        return list(
+            self.db.query(
+                f"SELECT * FROM runs{where} ORDER BY started DESC LIMIT ?", [*args, limit]
+            )
+        )
+
+    def module_sets(self) -> list[tuple[str, int, str]]:
+        """(module set, runs, newest start) of every set recorded, newest first."""
+        return list(
+            self.conn.execute(
+                "SELECT module_set, count(*), max(started) FROM runs GROUP BY module_set "
+                "ORDER BY max(started) DESC"
+            )
+        )
 
     def last_run(self, modules_dir: str) -> dict | None:
         """The newest run of these modules directories (as the recorder joins them)."""
@@ -356,10 +370,17 @@ class Store:
         )
 
     def attempts(
-        self, run_id: str | None = None, module: str | None = None, limit: int = 1000
+        self,
+        run_id: str | None = None,
+        module: str | None = None,
+        limit: int = 1000,
+        module_set: str | None = None,
     ) -> list[dict]:
-        """module_runs rows, newest first, filtered by run and/or module."""
+        """module_runs rows, newest first, filtered by run, module and/or module set."""
         where, args = [], []
+        if module_set is not None:
+            where.append("run_id IN (SELECT run_id FROM runs WHERE module_set = ?)")
+            args.append(module_set)
         if run_id:
             where.append("run_id = ?")
             args.append(run_id)
@@ -371,8 +392,9 @@ class Store:
             sql += " WHERE " + " AND ".join(where)
         return list(self.db.query(f"{sql} ORDER BY start DESC, id DESC LIMIT ?", [*args, limit]))
 
-    def history(self, recent: int = 10) -> History:
-        """What the last `recent` runs say about each module: the median duration of its
+    def history(self, recent: int = 10, module_set: str | None = None) -> History:
+        """What the last `recent` runs of `module_set` (of every set when None) say about
+        each module: the median duration of its
         successful attempts, its highest peak RSS, and the CPUs it kept busy (median CPU
         time / wall time of successful attempts over 50 ms).
         Empty when there is no history.
@@ -381,11 +403,12 @@ class Store:
         only for runs without one (crashed, or recorded before it existed)."""
         rows: list = []
         unsummed = []
+        where, args = _set_filter(module_set)
         for run_id, figures in self.conn.execute(
-            "SELECT r.run_id, f.figures FROM (SELECT run_id, started FROM runs "
+            f"SELECT r.run_id, f.figures FROM (SELECT run_id, started FROM runs{where} "
             "ORDER BY started DESC LIMIT ?) AS r LEFT JOIN run_figures AS f "
             "USING (run_id)",
-            (recent,),
+            (*args, recent),
         ):
             if figures is None:
                 unsummed.append(run_id)
@@ -442,6 +465,16 @@ def sqlite_utils():
     import sqlite_utils
 
     return sqlite_utils
+
+
+def module_set_key(directories) -> str:
+    """What groups runs into one module set: the modules directories, resolved (symlinks
+    and relative names followed) and sorted, joined with os.pathsep."""
+    return os.pathsep.join(sorted({os.path.realpath(d) for d in directories if d}))
+
+
+def _set_filter(module_set: str | None) -> tuple[str, tuple]:
+    return ("", ()) if module_set is None else (" WHERE module_set = ?", (module_set,))
 
 
 def _median(values: list[float]) -> float:
@@ -621,4 +654,38 @@ def _schema_v6(db) -> None:
     db["run_figures"].create({"run_id": str, "figures": bytes}, pk="run_id", if_not_exists=True)
 
 
-_MIGRATIONS = [_schema_v1, _schema_v2, _schema_v2, _schema_v4, _schema_v5, _schema_v6]
+V7_COLUMNS = {
+    "runs": {"module_set": str, "full": int},
+    "module_runs": {"retry_in_s": float, "throttle_kind": str},
+    "samples": {"mono": float},
+}
+
+
+def _schema_v7(db) -> None:
+    """Runs grouped by module set (history, docs and priorities read one set); whether a
+    run covered its whole set; the backoff after a failed attempt and what kind of gate
+    refusal delayed it; samples on the monotonic clock, as attempts' start_mono are.
+
+    Adds only what is missing; older runs get their set from their modules_dir."""
+    for table, columns in V7_COLUMNS.items():
+        present = set(db[table].columns_dict)
+        for column, kind in columns.items():
+            if column not in present:
+                db[table].add_column(column, kind)
+    unset = db.execute("SELECT run_id, modules_dir FROM runs WHERE module_set IS NULL").fetchall()
+    db.conn.executemany(
+        "UPDATE runs SET module_set = ? WHERE run_id = ?",
+        [(module_set_key((dirs or "").split(os.pathsep)), rid) for rid, dirs in unset],
+    )
+    db["runs"].create_index(["module_set", "started"], if_not_exists=True)
+
+
+_MIGRATIONS = [
+    _schema_v1,
+    _schema_v2,
+    _schema_v2,
+    _schema_v4,
+    _schema_v5,
+    _schema_v6,
+    _schema_v7,
+]

@@ -1,0 +1,385 @@
+"""Store rows -> what a run was: each module's timeline, the critical path, where the
+makespan went, and per-module failure, skip and retry rates across runs.
+
+Pure arithmetic over rows the store returns; no charts, no text. Every time is an
+offset in seconds from the run's first start, taken from the monotonic clock the
+attempts were timed on (older rows without it fall back to their wall timestamps).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import statistics
+from dataclasses import dataclass, field
+
+from corral.status import COMPLETED, RETRYABLE
+from corral.store import Store
+from corral.throttle import Block
+
+# Terms of the account of a makespan, in the order they are shown.
+RUNNING, BACKOFF, THROTTLE, LOCKS, JOBS = "running", "retry backoff", "throttle", "locks", "jobs"
+TERMS = (RUNNING, JOBS, THROTTLE, LOCKS, BACKOFF)
+# Gate refusals that are about the number of slots (a -j knob), not the host's state.
+SLOT_KINDS = frozenset({Block.JOBS, Block.JOBS_AUTO})
+NOTABLE = 0.10  # a share of the makespan worth naming beside the largest
+
+ATTEMPT_COLUMNS = (
+    "module, attempt, status, reason, start, start_mono, duration_s, "
+    "coalesce(cpu_user_s, 0) + coalesce(cpu_sys_s, 0), peak_rss_bytes, throttle_wait_s, "
+    "throttle_kind, lock_wait_s, retry_in_s"
+)
+
+
+@dataclass(slots=True)
+class Attempt:
+    number: int
+    status: str
+    start: float  # seconds since the run's first start
+    duration: float
+    cpu: float
+    peak_rss: int | None
+    throttle_wait: float
+    throttle_kind: str | None
+    lock_wait: float
+    retry_in: float | None
+
+    @property
+    def end(self) -> float:
+        return self.start + self.duration
+
+
+@dataclass(slots=True)
+class Segment:
+    """A stretch of one module's time in a run: `kind` is waiting (ready, not started:
+    for a slot, a lock or the throttle), backoff (between a failed attempt and the next)
+    or running (an attempt, with its status)."""
+
+    kind: str
+    start: float
+    end: float
+    status: str | None = None
+
+
+@dataclass(slots=True)
+class ModuleRun:
+    """One module in one run: its attempts (none when it never ran), final status."""
+
+    name: str
+    status: str
+    reason: str | None
+    attempts: list[Attempt] = field(default_factory=list)
+    ready: float = 0.0  # when its last requirement ended (0: at once)
+    segments: list[Segment] = field(default_factory=list)
+    waits: dict[str, float] = field(default_factory=dict)  # THROTTLE/LOCKS/JOBS/BACKOFF
+
+    @property
+    def ran(self) -> bool:
+        return bool(self.attempts)
+
+    @property
+    def start(self) -> float:
+        return self.attempts[0].start
+
+    @property
+    def end(self) -> float:
+        return self.attempts[-1].end
+
+    @property
+    def running(self) -> float:
+        return sum(a.duration for a in self.attempts)
+
+    @property
+    def cpu(self) -> float:
+        return sum(a.cpu for a in self.attempts)
+
+    @property
+    def peak_rss(self) -> int | None:
+        known = [a.peak_rss for a in self.attempts if a.peak_rss is not None]
+        return max(known) if known else None
+
+    @property
+    def first_failed(self) -> bool:
+        return bool(self.attempts) and self.attempts[0].status not in COMPLETED
+
+
+@dataclass
+class Run:
+    row: dict
+    modules: dict[str, ModuleRun]
+    edges: dict[str, list[str]]
+    samples: list[dict]  # with "at": seconds since the run's first start
+    clock: str = "monotonic"  # or "wall" for runs recorded before the monotonic offsets
+    makespan: float = 0.0
+    work: float = 0.0
+    critical_path: list[str] = field(default_factory=list)
+    account: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def run_id(self) -> str:
+        return self.row["run_id"]
+
+    @property
+    def jobs(self) -> int | None:
+        return self.row.get("jobs")
+
+    @property
+    def full(self) -> bool:
+        full = self.row.get("full")
+        return bool(full) if full is not None else not self.row.get("targets")
+
+    @property
+    def efficiency(self) -> float | None:
+        if not self.makespan or not self.jobs:
+            return None
+        return self.work / (self.makespan * self.jobs)
+
+    @property
+    def speedup(self) -> float | None:
+        return self.work / self.makespan if self.makespan else None
+
+    @property
+    def cache_hit_rate(self) -> float | None:
+        hits, misses = self.row.get("cache_hits") or 0, self.row.get("cache_misses") or 0
+        return hits / (hits + misses) if hits + misses else None
+
+    def share(self, term: str) -> float:
+        return self.account.get(term, 0.0) / self.makespan if self.makespan else 0.0
+
+
+def _ts(text: str | None) -> float | None:
+    return dt.datetime.fromisoformat(text).timestamp() if text else None
+
+
+def load_run(store: Store, row: dict) -> Run:
+    """A run's modules (with their timelines), edges, samples and derived figures."""
+    run_id = row["run_id"]
+    rows = store.conn.execute(
+        f"SELECT {ATTEMPT_COLUMNS} FROM module_runs WHERE run_id = ? ORDER BY module, attempt",
+        (run_id,),
+    ).fetchall()
+    # Offsets from the monotonic clock when every attempt has it; else from wall time.
+    timed = [r for r in rows if r[1] > 0 and r[6] is not None]
+    mono = all(r[5] is not None for r in timed)
+    starts = [r[5] if mono else _ts(r[4]) for r in timed]
+    t0 = min((s for s in starts if s is not None), default=0.0)
+    modules: dict[str, ModuleRun] = {}
+    for name, number, status, reason, start, start_mono, duration, cpu, peak, *rest in rows:
+        module = modules.get(name)
+        if module is None:
+            module = modules[name] = ModuleRun(name, status, reason)
+        module.status, module.reason = status, reason
+        if number == 0 or duration is None:
+            continue  # skipped, or never finished (a crash)
+        at = start_mono if mono else _ts(start)
+        if at is None:
+            continue
+        throttle, kind, lock, retry_in = rest
+        module.attempts.append(
+            Attempt(
+                number,
+                status,
+                at - t0,
+                duration,
+                cpu,
+                peak,
+                throttle or 0.0,
+                kind,
+                lock or 0.0,
+                retry_in,
+            )
+        )
+    edges: dict[str, list[str]] = {}
+    for module, dep in store.edges(run_id):
+        edges.setdefault(module, []).append(dep)
+    samples = store.samples(run_id)
+    for s in samples:
+        base = s.get("mono") if mono else s.get("t")
+        if mono and base is None:  # samples recorded before they carried the monotonic clock
+            samples = []
+            break
+        s["at"] = base - t0
+    run = Run(row, modules, edges, samples, "monotonic" if mono else "wall")
+    analyse(run)
+    return run
+
+
+def analyse(run: Run) -> None:
+    """Fill in timelines, makespan, work, the critical path and its account."""
+    ran = [m for m in run.modules.values() if m.ran]
+    if not ran:
+        return
+    for m in ran:
+        deps = [run.modules[d] for d in run.edges.get(m.name, ()) if d in run.modules]
+        m.ready = max([d.end for d in deps if d.ran and d.end <= m.start + 1e-6] + [0.0])
+        timeline(m)
+    run.makespan = max(m.end for m in ran)
+    run.work = sum(m.running for m in ran)
+    run.critical_path = critical_path(run)
+    account = dict.fromkeys(TERMS, 0.0)
+    for name in run.critical_path:
+        m = run.modules[name]
+        account[RUNNING] += m.running
+        for term, seconds in m.waits.items():
+            account[term] += seconds
+    run.account = account
+
+
+def timeline(m: ModuleRun) -> None:
+    """Split a module's time from ready to its last end into waiting, backoff and
+    running segments, and the waiting into its causes (throttle, locks, a -j slot)."""
+    segments, waits = [], dict.fromkeys((JOBS, THROTTLE, LOCKS, BACKOFF), 0.0)
+    due = m.ready
+    previous: Attempt | None = None
+    for a in m.attempts:
+        if previous is not None:
+            gap = max(0.0, a.start - previous.end)
+            backoff = gap if previous.retry_in is None else min(previous.retry_in, gap)
+            if backoff > 0:
+                segments.append(Segment("backoff", previous.end, previous.end + backoff))
+                waits[BACKOFF] += backoff
+            due = previous.end + backoff
+        wait = max(0.0, a.start - due)
+        if wait > 0:
+            segments.append(Segment("waiting", due, a.start))
+            gate = min(a.throttle_wait, wait)
+            lock = min(a.lock_wait, wait - gate)
+            waits[JOBS if a.throttle_kind in SLOT_KINDS else THROTTLE] += gate
+            waits[LOCKS] += lock
+            waits[JOBS] += wait - gate - lock  # ready, gate open, no lock: slots were full
+        segments.append(Segment("running", a.start, a.end, a.status))
+        previous = a
+    m.segments, m.waits = segments, waits
+
+
+def critical_path(run: Run) -> list[str]:
+    """The chain of modules that set the makespan: from the module that ended last, back
+    through the requirement that released it (the one that ended last before it was
+    ready), to a module that waited on nothing. Its members' waiting, backoff and running
+    add up to the makespan, which is what the account divides."""
+    ran = {n: m for n, m in run.modules.items() if m.ran}
+    node = max(ran.values(), key=lambda m: (m.end, m.name))
+    chain = [node.name]
+    seen = {node.name}
+    while True:
+        deps = [
+            ran[d]
+            for d in run.edges.get(node.name, ())
+            if d in ran and d not in seen and ran[d].end <= node.start + 1e-6
+        ]
+        if not deps:
+            return chain[::-1]
+        node = max(deps, key=lambda m: (m.end, m.name))
+        chain.append(node.name)
+        seen.add(node.name)
+
+
+KNOB = {
+    RUNNING: "more jobs would not help: shorten the modules on the critical path",
+    JOBS: "modules on the critical path queued for a free slot: a higher -j would help "
+    "if the host has room",
+    THROTTLE: "the gate held modules on the critical path back because the host was busy "
+    "(see the load chart): run at a quieter time, or raise --max-load / lower "
+    "--min-free-mem if the host can take it",
+    LOCKS: "modules on the critical path queued for a lock: a larger pool (config pools:) "
+    "or fewer modules sharing it would help",
+    BACKOFF: "failed attempts on the critical path waited out their retry backoff: make "
+    "them reliable, or shorten retry_backoff",
+}
+
+
+def verdict(run: Run) -> str:
+    """The largest term of the makespan's account with the knob that would have helped,
+    and any other term of at least NOTABLE share."""
+    if not run.makespan:
+        return "nothing ran"
+    shares = sorted(((run.share(t), t) for t in TERMS), reverse=True)
+    share, term = shares[0]
+    name = "critical path" if term == RUNNING else term
+    text = f"{name} ({share:.0%} of the makespan): {KNOB[term]}"
+    if term == THROTTLE:
+        reasons = _throttle_reasons(run)
+        if reasons:
+            text += f" (held for: {reasons})"
+    others = [f"{t} {s:.0%}" for s, t in shares[1:] if s >= NOTABLE]
+    if others:
+        text += "; also " + ", ".join(others)
+    return text
+
+
+def _throttle_reasons(run: Run) -> str:
+    kinds: dict[str, float] = {}
+    for name in run.critical_path:
+        for a in run.modules[name].attempts:
+            if a.throttle_wait and a.throttle_kind not in SLOT_KINDS:
+                key = a.throttle_kind or "load or memory"
+                kinds[key] = kinds.get(key, 0.0) + a.throttle_wait
+    return ", ".join(k for k, _ in sorted(kinds.items(), key=lambda kv: -kv[1]))
+
+
+def running_over_time(run: Run) -> tuple[list[float], list[int]]:
+    """Step points of how many attempts ran at each moment (backoff and waiting are not
+    running), from the attempts' own start and end offsets."""
+    points = sorted(
+        [(a.start, 1) for m in run.modules.values() for a in m.attempts]
+        + [(a.end, -1) for m in run.modules.values() for a in m.attempts],
+        key=lambda p: (p[0], p[1]),  # an end before a start at the same instant
+    )
+    xs, ys, now = [0.0], [0], 0
+    for t, step in points:
+        xs.append(t)
+        ys.append(now)
+        now += step
+        xs.append(t)
+        ys.append(now)
+    return xs, ys
+
+
+def gate_held(run: Run) -> float:
+    """Seconds of samples during which the gate held a ready module back."""
+    samples = run.samples
+    if len(samples) < 2:
+        return 0.0
+    gaps = [b["at"] - a["at"] for a, b in zip(samples, samples[1:], strict=False)]
+    interval = statistics.median(gaps)
+    return sum(1 for s in samples if s.get("gate")) * interval
+
+
+# across runs --------------------------------------------------------------------------
+
+
+def module_rates(runs: list[Run]) -> list[dict]:
+    """Per module over `runs` (newest first): how often it was selected, failed for good,
+    was skipped, or failed its first attempt; its median running time and last figures."""
+    names = sorted({n for r in runs for n in r.modules})
+    out = []
+    for name in names:
+        seen = [r.modules[name] for r in runs if name in r.modules]
+        ran = [m for m in seen if m.ran]
+        durations = [m.running for m in ran]
+        peaks = [m.peak_rss for m in ran if m.peak_rss is not None]
+        out.append(
+            {
+                "name": name,
+                "runs": len(seen),
+                "ran": len(ran),
+                "median_s": statistics.median(durations) if durations else None,
+                "last_s": ran[0].running if ran else None,
+                "peak_rss_bytes": max(peaks) if peaks else None,
+                "median_cpu_s": statistics.median([m.cpu for m in ran]) if ran else None,
+                "last_attempts": len(seen[0].attempts),
+                "failure_rate": sum(m.status in RETRYABLE for m in seen) / len(seen),
+                "skip_rate": sum(not m.ran for m in seen) / len(seen),
+                "retry_rate": (sum(m.first_failed for m in ran) / len(ran)) if ran else None,
+                "last_status": seen[0].status,
+            }
+        )
+    return out
+
+
+def troubled(rates: list[dict]) -> list[dict]:
+    """Modules that failed, were skipped or failed a first attempt in any run, worst first."""
+    hit = [m for m in rates if m["failure_rate"] or m["skip_rate"] or (m["retry_rate"] or 0) > 0]
+    return sorted(
+        hit,
+        key=lambda m: (-max(m["failure_rate"], m["skip_rate"], m["retry_rate"] or 0), m["name"]),
+    )

@@ -1,0 +1,232 @@
+"""The report's charts (matplotlib, Agg backend, SVG): drawn from analysis figures only.
+
+Past MAX_BARS modules the Gantt chart shows the critical path and the longest modules
+(the title says how many of how many) and the load chart is binned: a chart of 20,000
+bars is neither readable nor cheap, and the tables and report.json keep every module.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import BinaryIO
+
+from corral.analysis import Run
+from corral.status import Status
+
+STATUS_COLOUR = {
+    Status.OK: "#4c9a5a",
+    Status.WARNING: "#d4b106",
+    Status.FAILED: "#c8423b",
+    Status.TIMEOUT: "#e0892b",
+    Status.INTERRUPTED: "#9b6fb5",
+    Status.SKIPPED: "#9e9e9e",
+    Status.RUNNING: "#5b8fd6",
+}
+WAITING_COLOUR = "#d9d9d9"
+BACKOFF_COLOUR = "#f3d7a6"
+MAX_BARS = 120  # Gantt rows past which it shows a selection
+MAX_POINTS = 2000  # load-chart points past which it is binned (the maximum per bin)
+
+
+def _format(path: Path | BinaryIO) -> str:
+    """SVG, unless a file name says otherwise (a .png to look at while developing)."""
+    return path.suffix[1:] if isinstance(path, Path) and path.suffix else "svg"
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update(
+        {
+            "font.size": 9,
+            "svg.fonttype": "none",
+            "svg.hashsalt": "corral",  # the same run draws the same file
+            "axes.spines.top": False,
+            "axes.spines.right": False,
+        }
+    )
+    return plt
+
+
+def gantt_rows(run: Run, limit: int = MAX_BARS) -> list[str]:
+    """The modules the Gantt chart draws, in start order: all of them up to `limit`,
+    else the critical path and the modules with the longest time from ready to end."""
+    ran = [m for m in run.modules.values() if m.ran]
+    if len(ran) > limit:
+        keep = set(run.critical_path)
+        for m in sorted(ran, key=lambda m: -(m.end - m.ready)):
+            if len(keep) >= limit:
+                break
+            keep.add(m.name)
+        ran = [m for m in ran if m.name in keep]
+    return [m.name for m in sorted(ran, key=lambda m: (m.start, m.name))]
+
+
+def gantt_chart(run: Run, path: Path | BinaryIO, limit: int = MAX_BARS) -> None:
+    """One row per module: waiting grey, retry backoff (also waiting) sand, each attempt
+    in its status colour; the critical path outlined. SVG ids name what each bar is
+    (critical:NAME, backoff:NAME) so a test can read the chart as a person does."""
+    plt = _pyplot()
+    from matplotlib.patches import Patch
+
+    rows = gantt_rows(run, limit)
+    ran_count = sum(m.ran for m in run.modules.values())
+    skipped = [m for m in run.modules.values() if not m.ran]
+    shown_skipped = skipped if len(rows) + len(skipped) <= limit else []
+    height = max(2.8, 0.26 * (len(rows) + len(shown_skipped)) + 1.6)
+    fig, ax = plt.subplots(figsize=(10, height))
+    critical = set(run.critical_path)
+    statuses = set()
+    for y, name in enumerate(rows):
+        m = run.modules[name]
+        on_path = name in critical
+        for seg in m.segments:
+            if seg.kind == "running":
+                statuses.add(seg.status)
+                colour = STATUS_COLOUR.get(seg.status, STATUS_COLOUR[Status.RUNNING])
+            else:
+                colour = WAITING_COLOUR if seg.kind == "waiting" else BACKOFF_COLOUR
+            width = max(seg.end - seg.start, run.makespan * 0.003)  # 1 ms still shows
+            bar = ax.broken_barh(
+                [(seg.start, width)],
+                (y - 0.3, 0.6),
+                facecolors=colour,
+                edgecolors="black" if on_path and seg.kind == "running" else "none",
+                linewidth=1.4 if on_path else 0,
+            )
+            if seg.kind == "backoff":
+                bar.set_gid(f"backoff:{name}")
+            elif seg.kind == "running" and on_path:
+                bar.set_gid(f"critical:{name}")
+    for y, m in enumerate(shown_skipped, start=len(rows)):
+        ax.text(0, y, f"  skipped: {m.reason or ''}", va="center", color="#666666", fontsize=8)
+    labels = rows + [m.name for m in shown_skipped]
+    ax.set_yticks(range(len(labels)), labels, fontsize=8 if len(labels) < 60 else 6)
+    ax.set_ylim(len(labels) - 0.5, -0.5)
+    ax.set_xlim(0, max(run.makespan, 0.01) * 1.01)
+    ax.set_xlabel(f"seconds since the first module started ({run.clock} clock)")
+    jobs = run.jobs if run.jobs is not None else "auto"
+    title = (
+        f"run {run.run_id}: makespan {run.makespan:.2f} s, work {run.work:.2f} s, -j {jobs}\n"
+        "outlined: the critical path (the chain of modules that set the makespan)"
+    )
+    hidden = ran_count - len(rows) + len(skipped) - len(shown_skipped)
+    if hidden:
+        title += (
+            f"\nshowing {len(rows)} of {ran_count + len(skipped)} modules: the critical path "
+            "and the longest; every module is in the tables and report.json"
+        )
+    ax.set_title(title, loc="left")
+    handles = [Patch(color=STATUS_COLOUR.get(s, "#5b8fd6"), label=s) for s in sorted(statuses)]
+    handles.append(Patch(color=WAITING_COLOUR, label="ready, waiting (slot, lock, throttle)"))
+    if any(seg.kind == "backoff" for n in rows for seg in run.modules[n].segments):
+        handles.append(Patch(color=BACKOFF_COLOUR, label="waiting: retry backoff"))
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.3 / height, 1, 1))
+    fig.savefig(path, format=_format(path))
+    plt.close(fig)
+
+
+def _binned(xs: list[float], ys: list[int], end: float) -> tuple[list[float], list[int]]:
+    """At most MAX_POINTS steps: the highest value within each bin (peaks stay true)."""
+    if len(xs) <= MAX_POINTS:
+        return xs, ys
+    bins = MAX_POINTS // 2
+    width = max(end, 1e-9) / bins
+    top = [0] * (bins + 1)
+    for x, y in zip(xs, ys, strict=True):
+        i = min(int(x / width), bins)
+        top[i] = max(top[i], y)
+    out_x, out_y = [], []
+    for i, y in enumerate(top):
+        out_x += [i * width, (i + 1) * width]
+        out_y += [y, y]
+    return out_x, out_y
+
+
+def load_chart(run: Run, path: Path | BinaryIO) -> None:
+    """Attempts running (not waiting, not in backoff) and host load over time, memory
+    available on a second axis."""
+    from corral.analysis import running_over_time
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(10, 4.4))
+    xs, ys = _binned(*running_over_time(run), run.makespan)
+    ax.plot(xs, ys, color="#5b8fd6", label="modules running")
+    if run.jobs:
+        ax.axhline(run.jobs, color="#5b8fd6", linestyle="--", linewidth=0.8, label=f"-j {run.jobs}")
+    samples = [s for s in run.samples if s.get("at") is not None]
+    if samples:
+        ts = [s["at"] for s in samples]
+        ax.plot(
+            ts,
+            [s.get("runnable_avg") or s["runnable"] or 0 for s in samples],
+            color="#c8423b",
+            label="runnable tasks (1 s average)",
+        )
+        ax.plot(
+            ts,
+            [s["load1"] or 0 for s in samples],
+            color="#e0892b",
+            linestyle=":",
+            label="load average (1 min)",
+        )
+        held = [t for t, s in zip(ts, samples, strict=True) if s.get("gate")]
+        if held:
+            ax.scatter(
+                held, [0] * len(held), marker="|", color="#9b6fb5", label="gate holding back"
+            )
+        mem = ax.twinx()
+        mem.plot(
+            ts,
+            [(s["mem_available"] or 0) / 2**30 for s in samples],
+            color="#4c9a5a",
+            alpha=0.6,
+            label="memory available (GiB)",
+        )
+        mem.set_ylabel("memory available, GiB")
+        total = max((s.get("mem_available") or 0) for s in samples) / 2**30
+        mem.set_ylim(0, total * 1.05 or 1)
+        mem.spines["top"].set_visible(False)
+    ax.set_xlabel(f"seconds since the first module started ({run.clock} clock)")
+    ax.set_ylabel("modules / tasks")
+    ax.set_ylim(bottom=0)
+    ax.set_xlim(0, max(run.makespan, 0.01) * 1.01)
+    handles = [h for a in fig.axes for h in a.get_legend_handles_labels()[0]]
+    fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=8, frameon=False)
+    ax.set_title(f"Parallelism and host load during run {run.run_id}", loc="left")
+    fig.tight_layout(rect=(0, 0.55 / 4.4, 1, 1))
+    fig.savefig(path, format=_format(path))
+    plt.close(fig)
+
+
+def history_chart(runs: list[Run], modules: list[str], path: Path | BinaryIO) -> None:
+    """Running time and peak memory of the slowest modules across runs (oldest left);
+    a gap where a module did not run or its memory is unknown."""
+    plt = _pyplot()
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 5.8), sharex=True)
+    runs = list(reversed(runs))
+    xs = range(len(runs))
+    for name in modules:
+        spans = [r.modules.get(name) for r in runs]
+        durations = [m.running if m is not None and m.ran else None for m in spans]
+        peaks = [
+            m.peak_rss / 2**20 if m is not None and m.ran and m.peak_rss is not None else None
+            for m in spans
+        ]
+        top.plot(xs, durations, marker="o", markersize=3, label=name)
+        bottom.plot(xs, peaks, marker="o", markersize=3, label=name)
+    top.set_ylabel("running time, s")
+    bottom.set_ylabel("peak RSS, MiB")
+    top.set_ylim(bottom=0)
+    bottom.set_ylim(bottom=0)
+    bottom.set_xticks(list(xs), [r.run_id for r in runs], rotation=45, ha="right", fontsize=7)
+    bottom.set_xlabel("run (ids are UTC start times)")
+    top.legend(fontsize=7, frameon=False, ncol=4)
+    top.set_title("Slowest modules across runs of this module set (oldest left)", loc="left")
+    fig.tight_layout()
+    fig.savefig(path, format=_format(path))
+    plt.close(fig)
