@@ -62,31 +62,29 @@ class Segment:
 
 @dataclass(slots=True)
 class ModuleRun:
-    """One module in one run: its attempts (none when it never ran), final status."""
+    """One module in one run: its attempts (none when it never ran), final status.
+    start, end and running are set once its attempts are loaded (see `settle`); ready,
+    segments and waits by `timeline` when something asks for them."""
 
     name: str
     status: str
     reason: str | None
     attempts: list[Attempt] = field(default_factory=list)
-    ready: float = 0.0  # when its last requirement ended (0: at once)
-    segments: list[Segment] = field(default_factory=list)
-    waits: dict[str, float] = field(default_factory=dict)  # THROTTLE/LOCKS/JOBS/BACKOFF
+    start: float = 0.0
+    end: float = 0.0
+    running: float = 0.0
+    ready: float | None = None  # when its last requirement ended (0: at once)
+    segments: list[Segment] | None = None
+    waits: dict[str, float] | None = None  # JOBS/THROTTLE/LOCKS/BACKOFF seconds
+
+    def settle(self) -> None:
+        if self.attempts:
+            self.start, self.end = self.attempts[0].start, self.attempts[-1].end
+            self.running = sum(a.duration for a in self.attempts)
 
     @property
     def ran(self) -> bool:
         return bool(self.attempts)
-
-    @property
-    def start(self) -> float:
-        return self.attempts[0].start
-
-    @property
-    def end(self) -> float:
-        return self.attempts[-1].end
-
-    @property
-    def running(self) -> float:
-        return sum(a.duration for a in self.attempts)
 
     @property
     def cpu(self) -> float:
@@ -188,6 +186,8 @@ def load_run(store: Store, row: dict) -> Run:
                 retry_in,
             )
         )
+    for module in modules.values():
+        module.settle()
     edges: dict[str, list[str]] = {}
     for module, dep in store.edges(run_id):
         edges.setdefault(module, []).append(dep)
@@ -204,29 +204,38 @@ def load_run(store: Store, row: dict) -> Run:
 
 
 def analyse(run: Run) -> None:
-    """Fill in timelines, makespan, work, the critical path and its account."""
-    ran = [m for m in run.modules.values() if m.ran]
+    """Fill in makespan, work, the critical path and its account."""
+    ran = [m for m in run.modules.values() if m.attempts]
     if not ran:
         return
-    for m in ran:
-        deps = [run.modules[d] for d in run.edges.get(m.name, ()) if d in run.modules]
-        m.ready = max([d.end for d in deps if d.ran and d.end <= m.start + 1e-6] + [0.0])
-        timeline(m)
     run.makespan = max(m.end for m in ran)
     run.work = sum(m.running for m in ran)
     run.critical_path = critical_path(run)
     account = dict.fromkeys(TERMS, 0.0)
     for name in run.critical_path:
-        m = run.modules[name]
+        m = timeline(run, name)
         account[RUNNING] += m.running
         for term, seconds in m.waits.items():
             account[term] += seconds
     run.account = account
 
 
-def timeline(m: ModuleRun) -> None:
-    """Split a module's time from ready to its last end into waiting, backoff and
-    running segments, and the waiting into its causes (throttle, locks, a -j slot)."""
+def timeline(run: Run, name: str) -> ModuleRun:
+    """The module, with its time from ready to its last end split into waiting, backoff
+    and running segments, and the waiting into its causes (throttle, locks, a -j slot).
+    Computed once, on first use: most of a 20,000-module run's modules never need it."""
+    m = run.modules[name]
+    if m.segments is not None:
+        return m
+    if not m.attempts:
+        m.segments, m.waits = [], dict.fromkeys((JOBS, THROTTLE, LOCKS, BACKOFF), 0.0)
+        return m
+    ends = [
+        d.end
+        for d in (run.modules.get(n) for n in run.edges.get(name, ()))
+        if d is not None and d.attempts and d.end <= m.start + 1e-6
+    ]
+    m.ready = max(ends, default=0.0)
     segments, waits = [], dict.fromkeys((JOBS, THROTTLE, LOCKS, BACKOFF), 0.0)
     due = m.ready
     previous: Attempt | None = None
@@ -249,6 +258,7 @@ def timeline(m: ModuleRun) -> None:
         segments.append(Segment("running", a.start, a.end, a.status))
         previous = a
     m.segments, m.waits = segments, waits
+    return m
 
 
 def critical_path(run: Run) -> list[str]:
@@ -256,7 +266,7 @@ def critical_path(run: Run) -> list[str]:
     through the requirement that released it (the one that ended last before it was
     ready), to a module that waited on nothing. Its members' waiting, backoff and running
     add up to the makespan, which is what the account divides."""
-    ran = {n: m for n, m in run.modules.items() if m.ran}
+    ran = {n: m for n, m in run.modules.items() if m.attempts}
     node = max(ran.values(), key=lambda m: (m.end, m.name))
     chain = [node.name]
     seen = {node.name}

@@ -24,7 +24,7 @@ STATUS_COLOUR = {
 }
 WAITING_COLOUR = "#d9d9d9"
 BACKOFF_COLOUR = "#f3d7a6"
-MAX_BARS = 120  # Gantt rows past which it shows a selection
+MAX_BARS = 100  # Gantt rows past which it shows a selection
 MAX_POINTS = 2000  # load-chart points past which it is binned (the maximum per bin)
 
 
@@ -53,11 +53,11 @@ def _pyplot():
 
 def gantt_rows(run: Run, limit: int = MAX_BARS) -> list[str]:
     """The modules the Gantt chart draws, in start order: all of them up to `limit`,
-    else the critical path and the modules with the longest time from ready to end."""
-    ran = [m for m in run.modules.values() if m.ran]
+    else the critical path and the modules with the longest first start to last end."""
+    ran = [m for m in run.modules.values() if m.attempts]
     if len(ran) > limit:
         keep = set(run.critical_path)
-        for m in sorted(ran, key=lambda m: -(m.end - m.ready)):
+        for m in sorted(ran, key=lambda m: m.start - m.end):
             if len(keep) >= limit:
                 break
             keep.add(m.name)
@@ -69,38 +69,50 @@ def gantt_chart(run: Run, path: Path | BinaryIO, limit: int = MAX_BARS) -> None:
     """One row per module: waiting grey, retry backoff (also waiting) sand, each attempt
     in its status colour; the critical path outlined. SVG ids name what each bar is
     (critical:NAME, backoff:NAME) so a test can read the chart as a person does."""
+    from corral.analysis import timeline
+
     plt = _pyplot()
     from matplotlib.patches import Patch
 
     rows = gantt_rows(run, limit)
-    ran_count = sum(m.ran for m in run.modules.values())
-    skipped = [m for m in run.modules.values() if not m.ran]
+    ran_count = sum(bool(m.attempts) for m in run.modules.values())
+    skipped = [m for m in run.modules.values() if not m.attempts]
     shown_skipped = skipped if len(rows) + len(skipped) <= limit else []
     height = max(2.8, 0.26 * (len(rows) + len(shown_skipped)) + 1.6)
     fig, ax = plt.subplots(figsize=(10, height))
     critical = set(run.critical_path)
-    statuses = set()
+    # Bars of one look are drawn in one call (a few hundred calls cost seconds).
+    groups: dict[tuple[str, bool], list[tuple[int, float, float, str | None]]] = {}
+    visible = run.makespan * 0.003  # a 1 ms attempt still shows
     for y, name in enumerate(rows):
-        m = run.modules[name]
         on_path = name in critical
-        for seg in m.segments:
-            if seg.kind == "running":
-                statuses.add(seg.status)
-                colour = STATUS_COLOUR.get(seg.status, STATUS_COLOUR[Status.RUNNING])
-            else:
-                colour = WAITING_COLOUR if seg.kind == "waiting" else BACKOFF_COLOUR
-            width = max(seg.end - seg.start, run.makespan * 0.003)  # 1 ms still shows
-            bar = ax.broken_barh(
-                [(seg.start, width)],
-                (y - 0.3, 0.6),
-                facecolors=colour,
-                edgecolors="black" if on_path and seg.kind == "running" else "none",
-                linewidth=1.4 if on_path else 0,
-            )
+        for seg in timeline(run, name).segments:
+            look = seg.status if seg.kind == "running" else seg.kind
+            gid = None
             if seg.kind == "backoff":
-                bar.set_gid(f"backoff:{name}")
+                gid = f"backoff:{name}"
             elif seg.kind == "running" and on_path:
-                bar.set_gid(f"critical:{name}")
+                gid = f"critical:{name}"
+            width = max(seg.end - seg.start, visible)
+            groups.setdefault((look, on_path and seg.kind == "running"), []).append(
+                (y, seg.start, width, gid)
+            )
+    for (look, outlined), bars in groups.items():
+        colour = {"waiting": WAITING_COLOUR, "backoff": BACKOFF_COLOUR}.get(
+            look, STATUS_COLOUR.get(look, STATUS_COLOUR[Status.RUNNING])
+        )
+        drawn = ax.barh(
+            [b[0] for b in bars],
+            [b[2] for b in bars],
+            left=[b[1] for b in bars],
+            height=0.6,
+            color=colour,
+            edgecolor="black" if outlined else "none",
+            linewidth=1.4 if outlined else 0,
+        )
+        for patch, bar in zip(drawn.patches, bars, strict=True):
+            if bar[3]:
+                patch.set_gid(bar[3])
     for y, m in enumerate(shown_skipped, start=len(rows)):
         ax.text(0, y, f"  skipped: {m.reason or ''}", va="center", color="#666666", fontsize=8)
     labels = rows + [m.name for m in shown_skipped]
@@ -120,12 +132,21 @@ def gantt_chart(run: Run, path: Path | BinaryIO, limit: int = MAX_BARS) -> None:
             "and the longest; every module is in the tables and report.json"
         )
     ax.set_title(title, loc="left")
-    handles = [Patch(color=STATUS_COLOUR.get(s, "#5b8fd6"), label=s) for s in sorted(statuses)]
+    statuses = sorted({look for look, _ in groups if look not in ("waiting", "backoff")})
+    handles = [Patch(color=STATUS_COLOUR.get(s, "#5b8fd6"), label=s) for s in statuses]
     handles.append(Patch(color=WAITING_COLOUR, label="ready, waiting (slot, lock, throttle)"))
-    if any(seg.kind == "backoff" for n in rows for seg in run.modules[n].segments):
+    if any(look == "backoff" for look, _ in groups):
         handles.append(Patch(color=BACKOFF_COLOUR, label="waiting: retry backoff"))
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.3 / height, 1, 1))
+    # Margins from the text's size rather than tight_layout, which lays out every tick
+    # label once more (a second of a 20,000-module report).
+    longest = max((len(label) for label in labels), default=4)
+    fig.subplots_adjust(
+        left=min(0.45, (0.25 + 0.062 * longest) / 10),
+        right=0.98,
+        top=1 - (0.25 + 0.17 * title.count("\n")) / height,
+        bottom=0.85 / height,
+    )
     fig.savefig(path, format=_format(path))
     plt.close(fig)
 

@@ -406,17 +406,23 @@ def run_json(r: Run) -> dict:
 
 
 def timeline_json(r: Run) -> list[dict]:
-    return [
-        {
-            "name": m.name,
-            "status": m.status,
-            "reason": m.reason,
-            "ready": m.ready if m.ran else None,
-            "waits_s": m.waits,
-            "segments": [[s.kind, s.start, s.end, s.status] for s in m.segments],
-        }
-        for m in r.modules.values()
-    ]
+    """Every module of the run with its segments: [kind, start, end, attempt status]."""
+    out = []
+    for name in r.modules:
+        m = analysis.timeline(r, name)
+        out.append(
+            {
+                "name": m.name,
+                "status": m.status,
+                "reason": m.reason,
+                "ready": None if m.ready is None else round(m.ready, 6),
+                "waits_s": {k: round(v, 6) for k, v in m.waits.items()},
+                "segments": [
+                    [s.kind, round(s.start, 6), round(s.end, 6), s.status] for s in m.segments
+                ],
+            }
+        )
+    return out
 
 
 def find_regressions(runs: list[Run]) -> list[dict]:
