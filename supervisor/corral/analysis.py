@@ -223,7 +223,8 @@ def analyse(run: Run) -> None:
 def timeline(run: Run, name: str) -> ModuleRun:
     """The module, with its time from ready to its last end split into waiting, backoff
     and running segments, and the waiting into its causes (throttle, locks, a -j slot).
-    Computed once, on first use: most of a 20,000-module run's modules never need it."""
+    perf: computed once, on first use: most of a 20,000-module run's modules never need
+    it (docs/architecture.md)."""
     m = run.modules[name]
     if m.segments is not None:
         return m

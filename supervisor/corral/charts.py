@@ -81,7 +81,8 @@ def gantt_chart(run: Run, path: Path | BinaryIO, limit: int = MAX_BARS) -> None:
     height = max(2.8, 0.26 * (len(rows) + len(shown_skipped)) + 1.6)
     fig, ax = plt.subplots(figsize=(10, height))
     critical = set(run.critical_path)
-    # Bars of one look are drawn in one call (a few hundred calls cost seconds).
+    # perf: bars of one look are drawn in one call (a few hundred calls cost seconds;
+    # docs/architecture.md).
     groups: dict[tuple[str, bool], list[tuple[int, float, float, str | None]]] = {}
     visible = run.makespan * 0.003  # a 1 ms attempt still shows
     for y, name in enumerate(rows):
@@ -138,8 +139,8 @@ def gantt_chart(run: Run, path: Path | BinaryIO, limit: int = MAX_BARS) -> None:
     if any(look == "backoff" for look, _ in groups):
         handles.append(Patch(color=BACKOFF_COLOUR, label="waiting: retry backoff"))
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
-    # Margins from the text's size rather than tight_layout, which lays out every tick
-    # label once more (a second of a 20,000-module report).
+    # perf: margins from the text's size rather than tight_layout, which lays out every
+    # tick label once more (a second of a 20,000-module report; docs/architecture.md).
     longest = max((len(label) for label in labels), default=4)
     fig.subplots_adjust(
         left=min(0.45, (0.25 + 0.062 * longest) / 10),
