@@ -135,7 +135,7 @@ def test_docs_from_the_shipped_example_modules(corral, tmp_path):
     corral.modules = modules
     for _ in range(2):
         result = corral("run", "-q")
-        assert result.code in (0, 1), result.err  # a check may fail on a odd host
+        assert result.code in (0, 1, 5), result.err  # a check may fail or warn on a host
     out = tmp_path / "perf"
     assert corral("docs", "--out", str(out)).code == 0
     text = (out / "README.md").read_text()
