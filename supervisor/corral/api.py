@@ -393,6 +393,8 @@ def settings(config: Config) -> list[tuple[str, object, str]]:
         "sample_interval",
         "progress_interval",
         "log_limit",
+        "keep_runs",
+        "keep_days",
         "pools",
         "facilities",
     ):
@@ -584,7 +586,22 @@ def run_modules(
         if (incomplete or recorder.failed) and outcome.exit_code in (0, EXIT_WARNING):
             outcome.exit_code, outcome.status = 1, Status.FAILED
         emit(outcome)
+        _apply_retention(config, store, emit)
     return outcome
+
+
+def _apply_retention(config: Config, store: Store, emit) -> None:
+    """keep_runs/keep_days for this module set, once the run is recorded; a store that
+    cannot be written only means nothing is pruned this time."""
+    import sqlite3
+
+    from corral.events import Notice
+    from corral.retention import prune
+
+    try:
+        prune(store, config.log_dir, config.keep_runs, config.keep_days, modules_key(config))
+    except (sqlite3.Error, OSError) as exc:
+        emit(Notice(f"old runs were not pruned this time: {exc}", warning=True))
 
 
 def point_latest(log_dir: Path) -> None:

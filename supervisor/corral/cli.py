@@ -624,6 +624,44 @@ def log(ctx, module, run):
             raise click.ClickException(f"{row['log_path']}: {exc.strerror}") from None
 
 
+@main.command()
+@click.option(
+    "--keep-runs",
+    type=click.IntRange(min=0),
+    metavar="N",
+    help="Keep the newest N runs of each module set (0: no limit). Default: keep_runs.",
+)
+@click.option(
+    "--keep-days",
+    type=click.FloatRange(min=0),
+    metavar="DAYS",
+    help="Keep runs started in the last DAYS days (0: no limit). Default: keep_days.",
+)
+@click.option("-n", "--dry-run", is_flag=True, help="Say what would be removed; remove nothing.")
+@click.pass_context
+def prune(ctx, keep_runs, keep_days, dry_run):
+    """Forget old runs of every module set in the database: their records and their log
+    directories. A run applies keep_runs/keep_days to its own module set when it ends;
+    this does it now, for all of them, with the limits given.
+
+    Example:
+
+        corral prune --keep-days 30 --dry-run
+    """
+    from corral.retention import prune as forget
+
+    config = ctx.obj
+    runs = config.keep_runs if keep_runs is None else keep_runs
+    days = config.keep_days if keep_days is None else keep_days
+    pruned = forget(_store(ctx), config.log_dir, runs, days, dry_run=dry_run)
+    verb = "would remove" if dry_run else "removed"
+    click.echo(
+        f"corral: {verb} {len(pruned.runs)} run(s) and {pruned.log_bytes / 2**20:.1f} MiB "
+        f"of logs (keeping the newest {runs or 'all'} per module set"
+        f"{f', and none older than {days:g} days' if days else ''})"
+    )
+
+
 @main.command(name="config")
 @click.option("--json", "as_json", is_flag=True, help="Settings and sources as JSON.")
 @click.pass_context

@@ -49,6 +49,8 @@ class Config:
     retry_backoff: float = 1.0
     sample_interval: float = 0.2
     progress_interval: float = 30.0  # without a terminal: a progress line at most this often
+    keep_runs: int = 1000  # runs kept per module set (0: no limit); older ones are pruned
+    keep_days: float = 90.0  # runs kept this many days at most (0: no limit)
     log_limit: int = 64 << 20
     lib: Path | None = None
     facilities: dict[str, tuple[str, ...]] = field(default_factory=dict)
@@ -80,6 +82,8 @@ ENV_SETTINGS = (
     "sample_interval",
     "progress_interval",
     "log_limit",
+    "keep_runs",
+    "keep_days",
 )
 FLAG_NAMES = {"fail_fast": "fail-fast/--keep-going"}
 CONFIG_NAMES = ("corral.yaml", "corral.yml")
@@ -266,6 +270,25 @@ def _positive_int(value: object) -> int:
     return int(value)  # type: ignore[arg-type]
 
 
+def _whole(value: object) -> int:
+    """A whole number of at least 0 (0: no limit)."""
+    if isinstance(value, bool) or int(str(value)) < 0:
+        raise ValueError("expected a whole number (0: no limit)")
+    return int(str(value))
+
+
+def _days(value: object) -> float:
+    """Days as a number (`30`, `0.5`), or a duration (`12h`, `2d`); 0: no limit."""
+    text = str(value).strip()
+    try:
+        days = float(text)
+    except ValueError:
+        days = parse_duration(text) / 86400
+    if days < 0:
+        raise ValueError("expected days, at least 0 (0: no limit)")
+    return days
+
+
 def _facilities(value: object) -> dict[str, tuple[str, ...]]:
     if not isinstance(value, dict):
         raise ValueError("expected a mapping such as {$network: [networking]}")
@@ -297,6 +320,8 @@ _CONVERTERS = {
     "jobs": lambda v: Jobs.parse(str(v)),
     "sample_interval": lambda v: parse_duration(str(v)),
     "progress_interval": lambda v: parse_duration(str(v)),
+    "keep_runs": _whole,
+    "keep_days": _days,
     "fail_fast": bool,
     "keep_going": lambda v: not bool(v),
     "max_load": float,

@@ -348,6 +348,21 @@ class Store:
         )
         return next(iter(rows), None)
 
+    def forget_runs(self, run_ids: list[str]) -> None:
+        """Delete these runs' rows from every table that has a run_id column."""
+        tables = [
+            name
+            for (name,) in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            if any(col[1] == "run_id" for col in self.conn.execute(f"PRAGMA table_info({name})"))
+        ]
+        tables.sort(key=lambda t: t == "runs")  # the runs row last: others refer to it
+        with self.write():
+            for start in range(0, len(run_ids), 500):
+                chunk = run_ids[start : start + 500]
+                marks = ", ".join("?" * len(chunk))
+                for table in tables:
+                    self.conn.execute(f"DELETE FROM {table} WHERE run_id IN ({marks})", chunk)
+
     def latest_statuses(self, modules_dir: str, runs: int = 50) -> dict[str, str]:
         """Each module's status at the end of the newest of the last `runs` runs of these
         modules directories that ran or skipped it."""
