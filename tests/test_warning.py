@@ -41,3 +41,12 @@ def test_bad_warning_exit_is_a_header_error(corral):
     corral.module("audit", "warning-exit: 0")
     result = corral("check")
     assert result.code == 2 and "audit.sh:2: warning_exit: cannot read '0'" in result.err
+
+
+def test_quiet_reports_the_final_outcome_not_a_failure_a_retry_fixed(corral):
+    flag = corral.modules.parent / "second"
+    corral.module("flaky", "retries: 2", body=f"[ -e {flag} ] || {{ touch {flag}; exit 1; }}")
+    result = corral("run", "--quiet")
+    assert result.code == 0 and result.out == "" and result.err == ""
+    one = corral("run", "flaky")
+    assert "1 module " in one.out and "1 modules" not in one.out

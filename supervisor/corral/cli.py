@@ -205,7 +205,7 @@ def plan(ctx, targets, tags, exclude, as_json):
         waves.setdefault(selection.level[name], []).append(name)
     width = max((len(n) for n in selection.names), default=4)
     for level, names in waves.items():
-        click.echo(click.style(f"wave {level}", bold=True) + f"  ({len(names)} modules)")
+        click.echo(click.style(f"wave {level}", bold=True) + f"  ({_plural(len(names), 'module')})")
         for name in names:
             module = graph.modules[name]
             waits = ", ".join(sorted(selection.waits[name])) or "-"
@@ -214,7 +214,7 @@ def plan(ctx, targets, tags, exclude, as_json):
             )
     for name, reason in sorted(selection.excluded.items()):
         click.echo(f"  not run: {name} ({reason})")
-    click.echo(f"{len(selection.names)} modules in {len(waves)} waves")
+    click.echo(f"{_plural(len(selection.names), 'module')} in {_plural(len(waves), 'wave')}")
 
 
 @main.command(cls=RunCommand)
@@ -437,6 +437,10 @@ def history(ctx, module, limit, as_json, every):
 def _utc(text: str | None, width: int = 19) -> str:
     """A stored UTC timestamp, shown with its Z: 2026-11-23 05:20:01Z."""
     return f"{text[:width].replace('T', ' ')}Z" if text else "-"
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _dash(value) -> str:

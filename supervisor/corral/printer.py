@@ -71,6 +71,11 @@ def tail(path: str | None, lines: int = TAIL_LINES) -> list[str]:
     return [visible(line.removesuffix(b"\r")) for line in data.split(b"\n")[-lines:]]
 
 
+def plural(n: int, noun: str) -> str:
+    """'1 module', '3 modules'."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def seconds(value: float | None) -> str:
     if value is None:
         return "-"
@@ -153,7 +158,7 @@ class Printer:
                 where = f"; logs in {event.log_dir}" if event.log_dir else ""
                 self._write(
                     self.out,
-                    f"corral: {what} {len(event.names)} modules with "
+                    f"corral: {what} {plural(len(event.names), 'module')} with "
                     f"-j {event.jobs} (run {event.run_id}){where}",
                 )
         elif isinstance(event, RunFinished):
@@ -219,8 +224,8 @@ class Printer:
 
     def _finished(self, event: ModuleFinished) -> None:
         r = event.result
-        if self.quiet and r.status == Status.OK:
-            return
+        if self.quiet and (r.status == Status.OK or r.retry_in is not None):
+            return  # --quiet reports final outcomes: not a failure that a retry may fix
         words = f"{r.status} in {seconds(r.duration_s)}"
         if r.status != Status.OK:
             why = r.reason or (
@@ -239,7 +244,8 @@ class Printer:
             return
         out = self.out
         if run.dry_run:
-            self._write(out, f"corral: dry run: {len(run.modules)} modules, nothing was run")
+            modules = plural(len(run.modules), "module")
+            self._write(out, f"corral: dry run: {modules}, nothing was run")
             return
         shown = bad if self.quiet else run.modules
         self._write(out, "", False)
@@ -275,8 +281,8 @@ class Printer:
             out,
             self._status(
                 run.status,
-                f"corral: {run.status}: {len(run.modules)} "
-                f"modules ({parts}) in "
+                f"corral: {run.status}: {plural(len(run.modules), 'module')} "
+                f"({parts}) in "
                 f"{seconds(run.makespan_s)}, work "
                 f"{seconds(work)}, -j {run.jobs}; "
                 f"run {run.run_id}",
