@@ -334,7 +334,10 @@ def graph_dot(graph: Graph) -> str:
         label = graph.modules[name].header.description or name
         lines.append(f'  "{name}" [tooltip="{_dot_escape(label)}"];')
     for name, dep, kind in graph_edges(graph):
-        lines.append(f'  "{name}" -> "{dep}" [style={EDGE_STYLE[kind]}, label="{kind}"];')
+        # The arrow points at what `name` waits on; a `before:` edge was declared by
+        # `dep` ("dep before name"), so the label says so rather than "name before dep".
+        label = f"after ({dep}: before)" if kind == "before" else kind
+        lines.append(f'  "{name}" -> "{dep}" [style={EDGE_STYLE[kind]}, label="{label}"];')
     lines.append("}")
     return "\n".join(lines) + "\n"
 

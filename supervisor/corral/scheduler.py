@@ -137,6 +137,11 @@ class Scheduler:
                 self.settings.dry_run,
                 edges,
                 {n: d for n, d in (self.settings.durations or {}).items() if n in self.summaries},
+                {
+                    n: self.graph.modules[n].header.locks
+                    for n in self.selection.names
+                    if self.graph.modules[n].header.locks
+                },
             )
         )
         executor, plan = self.executor, self.plan
