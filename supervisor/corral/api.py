@@ -417,12 +417,6 @@ def _lib_source(config: Config, lib: Path) -> str:
     return "default: lib/ beside the modules directory"
 
 
-def modules_key(config: Config) -> str:
-    """What a run records as its modules directories: the set its --failed/--resume and
-    history are about."""
-    return os.pathsep.join(str(d.absolute()) for d in config.modules)
-
-
 @dataclass(frozen=True)
 class Redo:
     """What `run --failed` / `--resume` runs again, from which earlier run."""
@@ -440,8 +434,8 @@ def redo(config: Config, store: Store, graph: Graph, resume: bool) -> Redo:
     skipped, and those the last run never started when it died. Modules whose latest
     status is ok or warning are done: left out, their dependents run. Raises UsageError
     when there is no earlier run."""
-    key = modules_key(config)
-    last = store.last_run(key)
+    key = module_set(config)
+    last = next(iter(store.runs(1, module_set=key)), None)
     if last is None:
         raise UsageError(
             f"no earlier run of {', '.join(map(str, config.modules))} is recorded in "
@@ -602,7 +596,7 @@ def _apply_retention(config: Config, store: Store, emit) -> None:
     from corral.retention import prune
 
     try:
-        prune(store, config.log_dir, config.keep_runs, config.keep_days, modules_key(config))
+        prune(store, config.log_dir, config.keep_runs, config.keep_days, module_set(config))
     except (sqlite3.Error, OSError) as exc:
         emit(Notice(f"old runs were not pruned this time: {exc}", warning=True))
 
