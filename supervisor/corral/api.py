@@ -186,16 +186,19 @@ def plan_json_text(
     the targets, tags and exclusions, the durations from history and the parser
     version. Any change to any of them is a new digest, so a memo is never stale.
     """
-    import hashlib
-    import json
     import marshal
 
     from corral.store import CACHE_TAG
 
+    try:  # perf: hashlib would load OpenSSL first (docs/architecture.md)
+        from _blake2 import blake2b
+    except ImportError:  # a Python built without its own hashes
+        from hashlib import blake2b
+
     targets, tags, exclude = list(targets), sorted(tags), sorted(exclude)
     files = module_files(config)
     durations = history(store, config).durations
-    digest = hashlib.blake2b(
+    digest = blake2b(
         repr(
             (
                 CACHE_TAG,
@@ -216,6 +219,8 @@ def plan_json_text(
     if memo is not None:
         store.count_warm_load(sum(len(entries) for _, entries in files))
         return memo[0], memo[1].splitlines()
+    import json  # perf: only a memo miss makes JSON (docs/architecture.md)
+
     graph, _ = load_graph(config, store, files)
     text = json.dumps(plan_json(graph, select(graph, targets, tags, exclude, durations)))
     warnings = [str(p) for p in graph.warnings]
