@@ -117,3 +117,12 @@ def test_the_status_file_of_a_large_run_is_written_less_often(tmp_path):
     last = published.last
     published(Idle())  # too soon: not written again
     assert published.last == last
+
+
+def test_why_a_skipped_module_never_started(corral):
+    corral.module("bad", body="exit 1")
+    corral.module("dep", "requires: bad")
+    corral("run")
+    out = corral("why", "dep").out
+    assert "dep in run" in out and "never started: requires bad, which failed" in out
+    assert "attempt" not in out
