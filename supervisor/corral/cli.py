@@ -254,7 +254,12 @@ def plan(ctx, targets, tags, exclude, as_json):
     is_flag=True,
     help="Print the run as one JSON object on stdout, and nothing else.",
 )
-@click.option("-q", "--quiet", is_flag=True, help="Print only failures (for cron mail).")
+@click.option(
+    "-q",
+    "--quiet",
+    is_flag=True,
+    help="Print only what failed or warned, by final outcome (for cron mail).",
+)
 @click.option(
     "--wait-lock",
     type=click.FloatRange(min=0),
