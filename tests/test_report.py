@@ -140,38 +140,3 @@ def test_docs_from_the_shipped_example_modules(corral, tmp_path):
     assert corral("docs", "--out", str(out)).code == 0
     text = (out / "README.md").read_text()
     assert "| summary |" in text and svg_ok(out / "gantt.svg")
-
-
-def test_cgroup_v2_accounts_a_child_that_left_the_session(corral):
-    """Where corral can make cgroups (v2, writable), an attempt that has run for a second
-    is contained, and a daemon it starts later is accounted; elsewhere skipped, as
-    corral itself falls back to rusage and sampling without a word."""
-    from corral.cgroups import Cgroups
-
-    probe = Cgroups("probe-test")
-    if not probe.enabled:
-        import pytest
-
-        pytest.skip("no writable cgroup v2 on this host")
-    probe.close()
-    busy = (
-        "(setsid bash -c 'end=$(( ${EPOCHREALTIME/./} + 400000 )); "
-        "while (( ${EPOCHREALTIME/./} < end )); do :; done' &)"
-    )
-    corral.module("late", body=f"sleep 1.3\n{busy}\nsleep 0.6")
-    result = corral("run", "--json")
-    assert result.code == 0 and "warning" not in result.err
-    m = modules_of(result)["late"]
-    assert m["cpu_user_s"] + m["cpu_sys_s"] >= 0.3  # rusage alone would show ~0
-
-
-def test_without_the_cgroup_an_escaped_child_is_not_in_rusage(corral):
-    """The control: a child that leaves before the attempt is contained is outside the
-    cgroup, and the kernel's rusage of the module does not see its CPU."""
-    busy = (
-        "(setsid bash -c 'end=$(( ${EPOCHREALTIME/./} + 400000 )); "
-        "while (( ${EPOCHREALTIME/./} < end )); do :; done' &)"
-    )
-    corral.module("early", body=f"{busy}\nsleep 0.6")
-    m = modules_of(corral("run", "--json"))["early"]
-    assert m["cpu_user_s"] + m["cpu_sys_s"] < 0.1

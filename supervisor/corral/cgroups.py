@@ -1,109 +1,430 @@
-"""Whole-tree totals from cgroup v2, where there is one corral may write to.
+"""Kernel containment and accounting of attempts: one cgroup per attempt.
 
-An attempt that has run for a second is moved, at the next sample, with every process
-of its tree into its own cgroup under corral's: `corral-RUN/NAME.ATTEMPT`.
-From then on everything it starts stays there however it daemonises, so `cpu.stat`
-holds the CPU of children nobody waited for (which the kernel's rusage misses), and
-`memory.peak` / `io.stat` the peak and the I/O where those controllers are enabled.
-Short attempts are never moved: writing `cgroup.procs` waits for an RCU grace period
-and stalls every fork on the host meanwhile (measured: scheduling latency p99 went
-from 4 to 28 ms when every attempt was moved at its first sample).
+Every hierarchy corral can write gets a directory per run under corral's own cgroup,
+`corral-RUN`, and one per attempt in it, `NAME.ATTEMPT`. The attempt's bash writes its
+own PID into every one of them as its first instruction (see `command`), before the
+module runs a line, so everything the module starts is born inside: a new session,
+process group or a scrubbed environment changes nothing. Writing from the child
+itself costs no extra exec (Python 3.11 has no `clone3`, so `CLONE_INTO_CGROUP` is out
+of reach without a compiled helper).
 
-corral records the larger of these and its own measurements. Where there is no
-cgroup v2, or it is not writable, every call is a quiet no-op.
+Hierarchies used, where mounted and writable:
+- cgroup v2 (pure, or the `unified` mount of a hybrid host): membership, `cgroup.kill`,
+  `cgroup.events` (populated), `cpu.stat` (basic CPU usage works without the cpu
+  controller), and `memory.peak` / `io.stat` where those controllers are enabled.
+- cgroup v1 `memory` (`memory.max_usage_in_bytes`) and `cpuacct` (`usage_user`,
+  `usage_sys`) on hybrid hosts, for the figures v2 cannot give there.
+- cgroup v1 `freezer`, for a race-free kill where there is no v2 `cgroup.kill`.
+
+Nothing here raises for a host without cgroups: `RunCgroups.enabled` is False and the
+executor falls back to tracking descendants as the subreaper.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shlex
+import signal
+import time
+from dataclasses import dataclass, field
+
+# The order figures are taken in: the first hierarchy that has one wins.
+V2, MEMORY, CPUACCT, FREEZER = "v2", "memory", "cpuacct", "freezer"
+V1_WANTED = (MEMORY, CPUACCT, FREEZER)
+PREFIX = "corral-"
 
 
-def _own_cgroup() -> str | None:
-    """The cgroup v2 directory corral runs in, or None."""
-    mount = None
+@dataclass(frozen=True)
+class Hierarchy:
+    """One mounted cgroup hierarchy and the cgroup corral runs in there."""
+
+    kind: str  # V2, MEMORY, CPUACCT or FREEZER
+    own: str  # absolute directory of the calling process's cgroup in it
+
+
+def hierarchies(proc: str = "/proc/self") -> list[Hierarchy]:
+    """The hierarchies this process can see, v2 first; [] on a host without cgroups."""
+    mounts: dict[str, str] = {}  # kind -> mount point
     try:
-        with open("/proc/self/mountinfo") as f:
+        with open(f"{proc}/mountinfo") as f:
             for line in f:
                 left, _, right = line.partition(" - ")
-                if right.split()[:1] == ["cgroup2"]:
-                    mount = left.split()[4]
-                    break
-        with open("/proc/self/cgroup") as f:
-            path = next((ln.strip()[3:] for ln in f if ln.startswith("0::")), None)
+                fstype, _, options = (right.split() + ["", "", ""])[:3]
+                point = left.split()[4]
+                if fstype == "cgroup2":
+                    mounts.setdefault(V2, point)
+                elif fstype == "cgroup":
+                    for kind in V1_WANTED:
+                        if kind in options.split(","):
+                            mounts.setdefault(kind, point)
+        with open(f"{proc}/cgroup") as f:
+            lines = f.read().splitlines()
     except (OSError, IndexError):
+        return []
+    out = []
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        kinds = [V2] if controllers == "" else controllers.split(",")
+        for kind in kinds:
+            if kind in mounts:
+                out.append(Hierarchy(kind, os.path.join(mounts.pop(kind), path.lstrip("/"))))
+    return sorted(out, key=lambda h: (h.kind != V2, h.kind))
+
+
+@dataclass
+class Figures:
+    """An attempt's totals as its cgroups hold them; None where no hierarchy has one."""
+
+    peak_rss_bytes: int | None = None
+    cpu_user_s: float | None = None
+    cpu_sys_s: float | None = None
+    read_bytes: int | None = None
+    write_bytes: int | None = None
+
+
+@dataclass
+class AttemptCgroup:
+    """The directories of one attempt, one per hierarchy (kind -> path)."""
+
+    dirs: dict[str, str]
+    killed: bool = field(default=False, repr=False)
+
+    def procs_files(self) -> list[str]:
+        """The `cgroup.procs` files the attempt's first instruction writes its PID to."""
+        return [os.path.join(d, "cgroup.procs") for d in self.dirs.values()]
+
+    @property
+    def path(self) -> str:
+        """The directory that holds membership: v2's, else the first v1 one."""
+        return next(iter(self.dirs.values()))
+
+    def pids(self) -> list[int]:
+        """Every process in the attempt now (from the membership directory)."""
+        try:
+            with open(os.path.join(self.path, "cgroup.procs"), "rb") as f:
+                return [int(p) for p in f.read().split()]
+        except (OSError, ValueError):
+            return []
+
+    def populated(self) -> bool:
+        """True while any process of the attempt is alive (zombies not yet reaped count
+        until their parent reaps them)."""
+        if V2 in self.dirs:
+            try:
+                with open(os.path.join(self.dirs[V2], "cgroup.events"), "rb") as f:
+                    return b"populated 1" in f.read()
+            except OSError:
+                pass
+        return bool(self.pids())
+
+    def signal(self, signum: int) -> None:
+        """Send `signum` to every process of the attempt (TERM and CONT on a stop)."""
+        for pid in self.pids():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signum)
+
+    def kill(self) -> None:
+        """SIGKILL everything in the attempt, forks in flight included: v2 `cgroup.kill`,
+        else freeze (v1 freezer), kill, thaw; else kill what is listed until it is empty."""
+        self.killed = True
+        if V2 in self.dirs:
+            try:
+                with open(os.path.join(self.dirs[V2], "cgroup.kill"), "w") as f:
+                    f.write("1")
+                return
+            except OSError:
+                pass
+        frozen = False
+        if FREEZER in self.dirs:
+            state = os.path.join(self.dirs[FREEZER], "freezer.state")
+            with contextlib.suppress(OSError), open(state, "w") as f:
+                f.write("FROZEN")
+                frozen = True
+        for _ in range(100):  # each round kills what forked before it; frozen: one round
+            pids = self.pids()
+            if not pids:
+                break
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+            if frozen:
+                break
+        if frozen:
+            with contextlib.suppress(OSError), open(state, "w") as f:
+                f.write("THAWED")
+
+    def figures(self) -> Figures:
+        """What the attempt's cgroups accounted since its first instruction."""
+        out = Figures()
+        v2 = self.dirs.get(V2)
+        if v2 is not None:
+            stat = _keyed(os.path.join(v2, "cpu.stat"))
+            if "user_usec" in stat and "system_usec" in stat:
+                out.cpu_user_s = stat["user_usec"] / 1e6
+                out.cpu_sys_s = stat["system_usec"] / 1e6
+            out.peak_rss_bytes = _number(os.path.join(v2, "memory.peak"))
+            io = _io_stat(os.path.join(v2, "io.stat"))
+            if io is not None:
+                out.read_bytes, out.write_bytes = io
+        memory = self.dirs.get(MEMORY)
+        if out.peak_rss_bytes is None and memory is not None:
+            out.peak_rss_bytes = _number(os.path.join(memory, "memory.max_usage_in_bytes"))
+        cpuacct = self.dirs.get(CPUACCT)
+        if out.cpu_user_s is None and cpuacct is not None:
+            user = _number(os.path.join(cpuacct, "cpuacct.usage_user"))
+            system = _number(os.path.join(cpuacct, "cpuacct.usage_sys"))
+            if user is not None and system is not None:
+                out.cpu_user_s, out.cpu_sys_s = user / 1e9, system / 1e9
+        return out
+
+    def current_memory(self) -> int | None:
+        """Memory charged to the attempt now (the gate's live figure); None when unknown."""
+        if V2 in self.dirs:
+            now = _number(os.path.join(self.dirs[V2], "memory.current"))
+            if now is not None:
+                return now
+        if MEMORY in self.dirs:
+            return _number(os.path.join(self.dirs[MEMORY], "memory.usage_in_bytes"))
         return None
-    if mount is None or path is None:
-        return None
-    return os.path.join(mount, path.lstrip("/"))
+
+    def remove(self) -> bool:
+        """Remove the directories; False when a process is still inside one."""
+        ok = True
+        for path in self.dirs.values():
+            ok = _rmdir(path) and ok
+        return ok
 
 
-class Cgroups:
-    """One cgroup per (long enough) attempt; `enabled` is False when the host has none."""
+class RunCgroups:
+    """The run's cgroups in every usable hierarchy; `enabled` is False without any.
 
-    def __init__(self, run_id: str):
-        self.base: str | None = None
-        self.made: list[str] = []
-        own = _own_cgroup()
-        if own is None:
-            return
-        with contextlib.suppress(OSError):
-            os.mkdir(os.path.join(own, f"corral-{run_id}"))
-            self.base = os.path.join(own, f"corral-{run_id}")
+    Containment needs a hierarchy that holds membership and can stop everything in it:
+    v2 (`cgroup.kill`) or v1 with the freezer. Without one, nothing is made at all.
+    """
+
+    def __init__(self, run_id: str, found: list[Hierarchy] | None = None):
+        self.run_id = run_id
+        self.bases: dict[str, str] = {}  # kind -> corral-RUN directory
+        self.attempts: list[AttemptCgroup] = []
+        for h in hierarchies() if found is None else found:
+            if h.kind != V2 and not self._needs(h.kind):
+                continue
+            base = os.path.join(h.own, f"{PREFIX}{run_id}")
+            try:
+                os.mkdir(base, 0o755)
+            except FileExistsError:
+                pass
+            except OSError:
+                continue
+            self.bases[h.kind] = base
+            if h.kind == V2:
+                _enable_controllers(base)
+        if not self.can_kill:
+            for base in self.bases.values():
+                _rmdir(base)
+            self.bases = {}
+
+    def _needs(self, kind: str) -> bool:
+        """A v1 hierarchy is worth a write per attempt only for what v2 cannot give here:
+        memory without v2's memory controller, CPU and a freezer without v2 at all."""
+        v2 = self.bases.get(V2)
+        if v2 is None or not os.path.exists(os.path.join(v2, "cgroup.kill")):
+            return True
+        if kind == MEMORY:
+            return "memory" not in _words(os.path.join(v2, "cgroup.subtree_control"))
+        return False
+
+    @property
+    def can_kill(self) -> bool:
+        if V2 in self.bases:
+            return os.path.exists(os.path.join(self.bases[V2], "cgroup.kill"))
+        return FREEZER in self.bases
 
     @property
     def enabled(self) -> bool:
-        return self.base is not None
+        return bool(self.bases)
 
-    def contain(self, pids: list[int], name: str, attempt: int) -> str | None:
-        """Move `pids` (an attempt's tree) into its own cgroup; None when not possible."""
-        if self.base is None:
-            return None
-        path = os.path.join(self.base, f"{name}.{attempt}")
+    @property
+    def counts_memory(self) -> bool:
+        """True when attempt cgroups have a memory figure (v1 memory, or v2's memory
+        controller enabled below the run)."""
+        v2 = self.bases.get(V2)
+        return MEMORY in self.bases or (
+            v2 is not None and "memory" in _words(os.path.join(v2, "cgroup.subtree_control"))
+        )
+
+    def attempt(self, name: str, attempt: int) -> AttemptCgroup:
+        """Make the attempt's directories; raises OSError when the membership one fails
+        (the attempt must not run uncontained when containment is on)."""
+        dirs = {}
+        for kind, base in self.bases.items():
+            path = os.path.join(base, f"{name}.{attempt}")
+            try:
+                os.mkdir(path, 0o755)
+            except FileExistsError:
+                pass
+            except OSError:
+                if not dirs:  # the membership directory: no containment, no attempt
+                    raise
+                continue
+            dirs[kind] = path
+        cg = AttemptCgroup(dirs)
+        self.attempts.append(cg)
+        return cg
+
+    def close(self) -> list[str]:
+        """Remove every empty cgroup of the run; returns those that could not be removed
+        (a detached daemon keeps its own)."""
+        left = [cg.path for cg in self.attempts if not cg.remove()]
+        for base in self.bases.values():
+            _rmdir(base)
+        self.attempts = []
+        return left
+
+
+def command(path: str, procs_files: list[str], fd: int | None = None) -> list[str]:
+    """argv of an attempt (to run with bash): bash enters the cgroups with builtins (no
+    fork, no exec), then runs the module with `$0` set to its path. With `fd`, the
+    module is read from that already opened (and checked) descriptor instead of being
+    opened again by name.
+
+    A failed entry is exit 125 with a message: the module never runs uncontained."""
+    if not procs_files and fd is None:
+        return ["bash", path]
+    enter = " && ".join(f"builtin echo $$ >{shlex.quote(p)}" for p in procs_files)
+    source = '"$0"' if fd is None else f"/dev/fd/{fd}"
+    script = f". {source}"
+    if enter:
+        script = (
+            f"{{ {enter}; }} || {{ builtin echo 'corral: cannot enter the attempt cgroup' >&2; "
+            f"builtin exit 125; }}; {script}"
+        )
+    return ["bash", "-c", script, path]
+
+
+def leftovers(bases: list[str]) -> list[AttemptCgroup]:
+    """The attempt cgroups under the given run directories (for recovery)."""
+    found: dict[str, dict[str, str]] = {}
+    for base in bases:
+        kind = V2 if os.path.exists(os.path.join(base, "cgroup.kill")) else _v1_kind(base)
         try:
-            os.mkdir(path)
+            names = [e.name for e in os.scandir(base) if e.is_dir(follow_symlinks=False)]
         except OSError:
-            return None
-        self.made.append(path)
-        moved = 0
-        for pid in pids:
-            with contextlib.suppress(OSError), open(os.path.join(path, "cgroup.procs"), "w") as f:
-                f.write(str(pid))
-                moved += 1
-        return path if moved else None
+            continue
+        for name in names:
+            found.setdefault(name, {})[kind] = os.path.join(base, name)
+    return [
+        AttemptCgroup(dict(sorted(d.items(), key=lambda kv: kv[0] != V2))) for d in found.values()
+    ]
 
-    @staticmethod
-    def figures(path: str | None) -> dict:
-        """cpu_user_s, cpu_sys_s, peak_rss_bytes, read_bytes, write_bytes: those the
-        cgroup has; {} when none."""
-        out: dict = {}
-        if not path:
-            return out
-        with (
-            contextlib.suppress(OSError, ValueError, KeyError),
-            open(os.path.join(path, "cpu.stat")) as f,
-        ):
-            stat = dict(line.split() for line in f if line.strip())
-            out["cpu_user_s"] = int(stat["user_usec"]) / 1e6
-            out["cpu_sys_s"] = int(stat["system_usec"]) / 1e6
-        with contextlib.suppress(OSError, ValueError), open(os.path.join(path, "memory.peak")) as f:
-            out["peak_rss_bytes"] = int(f.read())
-        with contextlib.suppress(OSError, ValueError), open(os.path.join(path, "io.stat")) as f:
-            read = write = 0
-            for line in f:
-                fields = dict(p.split("=") for p in line.split()[1:])
-                read += int(fields.get("rbytes", 0))
-                write += int(fields.get("wbytes", 0))
-            out["read_bytes"], out["write_bytes"] = read, write
-        return out
 
-    def close(self) -> None:
-        """Remove the cgroups that are empty (a detached daemon keeps its own)."""
-        if self.base is None:
+def stop(attempts: list[AttemptCgroup], grace: float) -> int:
+    """TERM and CONT every process of `attempts`, KILL what is left after `grace`;
+    returns how many processes there were."""
+    count = 0
+    for cg in attempts:
+        count += len(cg.pids())
+        cg.signal(signal.SIGTERM)
+        cg.signal(signal.SIGCONT)
+    end = time.monotonic() + grace
+    while time.monotonic() < end and any(cg.populated() for cg in attempts):
+        time.sleep(0.02)
+    for cg in attempts:
+        if cg.populated():
+            cg.kill()
+    end = time.monotonic() + 2.0
+    while time.monotonic() < end and any(cg.populated() for cg in attempts):
+        time.sleep(0.01)
+    return count
+
+
+def remove_run(bases: list[str]) -> bool:
+    """Remove a run's attempt directories and its own; False when something was busy."""
+    ok = True
+    for cg in leftovers(bases):
+        ok = cg.remove() and ok
+    for base in bases:
+        ok = _rmdir(base) and ok
+    return ok
+
+
+def _v1_kind(path: str) -> str:
+    for kind in (MEMORY, CPUACCT, FREEZER):
+        if os.path.exists(os.path.join(path, _PROBE[kind])):
+            return kind
+    return "?"
+
+
+_PROBE = {
+    MEMORY: "memory.max_usage_in_bytes",
+    CPUACCT: "cpuacct.usage",
+    FREEZER: "freezer.state",
+}
+
+
+def _enable_controllers(base: str) -> None:
+    """Give attempt cgroups the memory, cpu and io controllers where the parent has them,
+    so `memory.peak` and `io.stat` exist; a host that does not allow it keeps cpu.stat."""
+    parent = os.path.dirname(base)
+    for directory in (parent, base):
+        try:
+            with open(os.path.join(directory, "cgroup.controllers")) as f:
+                available = f.read().split()
+        except OSError:
             return
-        for path in reversed(self.made):
-            with contextlib.suppress(OSError):
-                os.rmdir(path)
-        with contextlib.suppress(OSError):
-            os.rmdir(self.base)
-        self.base = None
+        for controller in ("memory", "cpu", "io"):
+            if controller in available:
+                with (
+                    contextlib.suppress(OSError),
+                    open(os.path.join(directory, "cgroup.subtree_control"), "w") as f,
+                ):
+                    f.write(f"+{controller}")
+
+
+def _words(path: str) -> list[str]:
+    try:
+        with open(path) as f:
+            return f.read().split()
+    except OSError:
+        return []
+
+
+def _rmdir(path: str) -> bool:
+    try:
+        os.rmdir(path)
+        return True
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+
+
+def _number(path: str) -> int | None:
+    try:
+        with open(path, "rb") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return None
+
+
+def _keyed(path: str) -> dict[str, int]:
+    try:
+        with open(path, "rb") as f:
+            return {k.decode(): int(v) for k, v in (ln.split() for ln in f if ln.strip())}
+    except (OSError, ValueError):
+        return {}
+
+
+def _io_stat(path: str) -> tuple[int, int] | None:
+    try:
+        with open(path) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    read = write = 0
+    for line in lines:
+        fields = dict(p.split("=", 1) for p in line.split()[1:] if "=" in p)
+        read += int(fields.get("rbytes", 0))
+        write += int(fields.get("wbytes", 0))
+    return read, write

@@ -28,11 +28,11 @@ class AttemptResult:
     start: float  # wall clock, seconds since the epoch
     end: float
     duration_s: float  # monotonic
-    cpu_user_s: float
-    cpu_sys_s: float
-    peak_rss_bytes: int
-    read_bytes: int
-    write_bytes: int
+    cpu_user_s: float | None  # None: unknown (nothing could measure it)
+    cpu_sys_s: float | None
+    peak_rss_bytes: int | None
+    read_bytes: int | None
+    write_bytes: int | None
     pid: int
     log_path: str | None
     log_bytes: int = 0
@@ -44,6 +44,9 @@ class AttemptResult:
     lock_wait_s: float = 0.0
     retry_in: float | None = None  # seconds until the next attempt; None when final
     start_mono: float | None = None  # monotonic clock at the start (durations, offsets)
+    mem_source: str | None = None  # where each figure came from: cgroup, rusage, sampled
+    cpu_source: str | None = None
+    io_source: str | None = None
 
 
 @dataclass
@@ -56,7 +59,6 @@ class RunStarted:
     dry_run: bool = False
     edges: list[tuple[str, str]] = field(default_factory=list)  # (module, what it waits on)
     expected: dict[str, float] = field(default_factory=dict)  # median durations, history
-    locks: dict[str, tuple[str, ...]] = field(default_factory=dict)  # module -> its locks
 
 
 @dataclass

@@ -89,6 +89,8 @@ class Recorder:
         self.queue: queue.SimpleQueue = queue.SimpleQueue()
         self.writer: threading.Thread | None = None
         self.closing = threading.Event()
+        # how the run holds its attempts: {"containment": kind, "cgroups": directories}
+        self.containment: dict = {}
 
     def __call__(self, event: Event) -> None:
         if self.failed is not None:
@@ -181,6 +183,9 @@ class Recorder:
                 "peak_rss_bytes": r.peak_rss_bytes,
                 "read_bytes": r.read_bytes,
                 "write_bytes": r.write_bytes,
+                "mem_source": r.mem_source,
+                "cpu_source": r.cpu_source,
+                "io_source": r.io_source,
                 "log_path": r.log_path,
                 "log_bytes": r.log_bytes,
                 "log_dropped_bytes": r.log_dropped_bytes,
@@ -263,6 +268,7 @@ class Recorder:
                     "selected": len(event.names),
                     "cache_hits": self.cache[0],
                     "cache_misses": self.cache[1],
+                    **self.containment,
                 }
             )
             self.store.insert_edges(event.run_id, event.edges)
@@ -290,7 +296,7 @@ class Recorder:
                         a.status in COMPLETED,
                         a.duration_s,
                         a.peak_rss_bytes,
-                        a.cpu_user_s + a.cpu_sys_s,
+                        None if a.cpu_user_s is None else a.cpu_user_s + (a.cpu_sys_s or 0.0),
                     )
                     for m in event.modules
                     for a in m.attempts

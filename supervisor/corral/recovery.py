@@ -2,11 +2,14 @@
 
 A run row still `running` whose corral is gone (its PID is dead, or reused: the start
 time differs, or the host rebooted: the boot id differs) crashed. Its attempts still
-`running` become `interrupted` ("corral crashed"), and every process that still carries
-that run's mark (CORRAL_RUN_ID in its environment) is stopped: TERM and CONT, then KILL
-after the grace period. The mark, not a recorded PID, says what belongs to the run, so a
-reused PID is never killed. The watchdog normally got there first; this is the second
-line, and it is what records the crash.
+`running` become `interrupted` ("corral crashed"), and everything left of them is
+stopped: TERM and CONT, then KILL after the grace period. What belongs to the run is
+what the kernel holds in the run's cgroups (recorded with the run; `cgroup.kill` or a
+freeze reaches every process whatever it did to its environment), and, for a run that
+had none, every process that still carries the run's mark (CORRAL_RUN_ID in its
+environment). Never a recorded PID, so a reused PID is never killed. The run's cgroups
+are removed once empty. The watchdog normally got there first; this is the second line,
+and it is what records the crash.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import signal
 import sqlite3
 import time
 
-from corral import procfs
+from corral import cgroups, procfs
 from corral.procfs import marked, start_time
 from corral.records import boot_id, iso
 from corral.store import Store
@@ -33,20 +36,24 @@ def recover(store: Store, grace: float = 5.0) -> list[str]:
     crashed run found (none in the usual case)."""
     try:
         rows = store.conn.execute(
-            "SELECT run_id, pid, pid_start, boot_id FROM runs WHERE status = 'running' "
-            "AND host = ?",
+            "SELECT run_id, pid, pid_start, boot_id, cgroups FROM runs "
+            "WHERE status = 'running' AND host = ?",
             (os.uname().nodename,),
         ).fetchall()
     except sqlite3.Error:
         return []
     this_boot = boot_id()
     messages = []
-    for run_id, pid, pid_start, boot in rows:
+    for run_id, pid, pid_start, boot, dirs in rows:
         same_boot = boot == this_boot
         if same_boot and alive(pid, pid_start):
             continue  # another corral, still running
+        bases = dirs.split(os.pathsep) if dirs else []
+        held = cgroups.leftovers(bases) if same_boot else []
+        stopped = cgroups.stop(held, grace) if held else 0
         left = list(marked(run_id)) if same_boot else []
         stop(left, grace)
+        cgroups.remove_run(bases)
         with store.write():
             unfinished = store.conn.execute(
                 "UPDATE module_runs SET status = 'interrupted', reason = 'corral crashed' "
@@ -60,7 +67,7 @@ def recover(store: Store, grace: float = 5.0) -> list[str]:
         why = "rebooted since" if not same_boot else f"PID {pid} is gone"
         messages.append(
             f"run {run_id} crashed ({why}): recorded {unfinished} unfinished "
-            f"module(s) as interrupted, stopped {len(left)} leftover process(es)"
+            f"module(s) as interrupted, stopped {stopped + len(left)} leftover process(es)"
         )
     return messages
 

@@ -76,8 +76,7 @@ def _pct(value: float | None) -> str:
 
 
 def _mib(value: int | None) -> str:
-    """Peak memory; no process has a peak of 0 bytes, so a 0 (older records) is unknown."""
-    return "unknown" if not value else f"{value / 2**20:.1f}"
+    return "unknown" if value is None else f"{value / 2**20:.1f}"
 
 
 def build(runs: list[Run], module_set: str) -> tuple[list[tuple], dict]:
@@ -222,27 +221,18 @@ def build(runs: list[Run], module_set: str) -> tuple[list[tuple], dict]:
     )
 
     rates = analysis.module_rates(runs)
-    blocks.append(("h2", "Modules that failed, warned, were skipped or needed a retry"))
+    blocks.append(("h2", "Modules that failed, were skipped or needed a retry"))
     trouble = analysis.troubled(rates)
     if trouble:
         blocks.append(
             (
                 "table",
-                [
-                    "module",
-                    "runs",
-                    "failed",
-                    "warned",
-                    "skipped",
-                    "first attempt failed",
-                    "last status",
-                ],
+                ["module", "runs", "failed", "skipped", "first attempt failed", "last status"],
                 [
                     [
                         m["name"],
                         str(m["runs"]),
                         _pct(m["failure_rate"]),
-                        _pct(m["warning_rate"]),
                         _pct(m["skip_rate"]),
                         _pct(m["retry_rate"]),
                         m["last_status"],
@@ -311,7 +301,6 @@ def build(runs: list[Run], module_set: str) -> tuple[list[tuple], dict]:
                 "median CPU s",
                 "last attempts",
                 "failed",
-                "warned",
                 "skipped",
                 "first attempt failed",
             ],
@@ -325,7 +314,6 @@ def build(runs: list[Run], module_set: str) -> tuple[list[tuple], dict]:
                     _s(m["median_cpu_s"]),
                     str(m["last_attempts"]),
                     _pct(m["failure_rate"]),
-                    _pct(m["warning_rate"]),
                     _pct(m["skip_rate"]),
                     _pct(m["retry_rate"]),
                 ]
@@ -427,9 +415,11 @@ def timeline_json(r: Run) -> list[dict]:
                 "name": m.name,
                 "status": m.status,
                 "reason": m.reason,
-                "ready": m.ready,
-                "waits_s": m.waits,
-                "segments": [[s.kind, s.start, s.end, s.status] for s in m.segments],
+                "ready": None if m.ready is None else round(m.ready, 6),
+                "waits_s": {k: round(v, 6) for k, v in m.waits.items()},
+                "segments": [
+                    [s.kind, round(s.start, 6), round(s.end, 6), s.status] for s in m.segments
+                ],
             }
         )
     return out

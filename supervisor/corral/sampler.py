@@ -61,6 +61,9 @@ class TreeUsage:
     runnable: int = 0  # processes of the tree runnable at this reading
     runnable_avg: float | None = None  # their average, tau = EWMA_TAU; None until read
     t: float = 0.0
+    samples: int = 0  # readings taken: with none, nothing above is known
+    orphan_user_s: float = 0.0  # rusage of its orphans, reaped by corral (the subreaper)
+    orphan_sys_s: float = 0.0
 
 
 class _ProcFile:
@@ -224,10 +227,26 @@ def process_tree(root: int) -> list[int]:
     return out
 
 
+def pss(pid: int | str) -> int | None:
+    """Proportional set size: each shared page divided among the processes sharing it,
+    so summing over a tree counts shared pages once (2,000 `sleep`s are not 3 GB)."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", "rb") as f:
+            data = f.read()
+        at = data.index(b"\nPss:")
+        return int(data[at + 5 : data.index(b"kB", at)]) * 1024
+    except (OSError, ValueError):
+        return None
+
+
 def tree_usage(
-    root: int, usage: TreeUsage | None = None, tree: list[int] | None = None
+    root: int,
+    usage: TreeUsage | None = None,
+    tree: list[int] | None = None,
+    proportional: bool = False,
 ) -> TreeUsage:
-    """Sum RSS, CPU, I/O and counts over the tree under `root`; updates peaks in `usage`."""
+    """Sum memory, CPU, I/O and counts over the tree under `root`; updates peaks in
+    `usage`. Memory is RSS, or PSS with `proportional` (dearer: a page-table walk)."""
     usage = usage or TreeUsage()
     rss = processes = threads = runnable = 0
     cpu = 0.0
@@ -241,7 +260,8 @@ def tree_usage(
         processes += 1
         runnable += fields[0] == b"R"
         threads += int(fields[17])
-        rss += int(fields[21]) * PAGE
+        resident = int(fields[21]) * PAGE
+        rss += (pss(pid) or resident) if proportional else resident
         # utime, stime, and the waited-for children's cutime, cstime
         cpu += sum(int(x) for x in fields[11:15]) / TICK
         try:
@@ -263,6 +283,7 @@ def tree_usage(
         usage.runnable_avg += alpha * (runnable - usage.runnable_avg)
     usage.runnable = runnable
     usage.t = now
+    usage.samples += processes > 0  # a tree already gone says nothing
     usage.rss, usage.cpu_s, usage.processes, usage.threads = rss, cpu, processes, threads
     usage.read_bytes = max(usage.read_bytes, read)
     usage.write_bytes = max(usage.write_bytes, write)

@@ -20,7 +20,7 @@ from pathlib import Path
 from corral import safepath
 from corral.headers import _FIELDS, PARSER_VERSION, Header
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 MEMO_PLANS = 8  # plans kept: a few target sets of one host
 # Cached headers are marshal records (several times faster to load than JSON, and only
 # ever read back by corral); the tag changes whenever the parser or marshal format does.
@@ -340,6 +340,14 @@ class Store:
             )
         )
 
+    def last_run(self, modules_dir: str) -> dict | None:
+        """The newest run of these modules directories (as the recorder joins them)."""
+        rows = self.db.query(
+            "SELECT * FROM runs WHERE modules_dir = ? ORDER BY started DESC LIMIT 1",
+            [modules_dir],
+        )
+        return next(iter(rows), None)
+
     def forget_runs(self, run_ids: list[str]) -> None:
         """Delete these runs' rows from every table that has a run_id column."""
         tables = [
@@ -355,15 +363,15 @@ class Store:
                 for table in tables:
                     self.conn.execute(f"DELETE FROM {table} WHERE run_id IN ({marks})", chunk)
 
-    def latest_statuses(self, module_set: str, runs: int = 50) -> dict[str, str]:
-        """Each module's status at the end of the newest of the last `runs` runs of the
-        module set that ran or skipped it."""
+    def latest_statuses(self, modules_dir: str, runs: int = 50) -> dict[str, str]:
+        """Each module's status at the end of the newest of the last `runs` runs of these
+        modules directories that ran or skipped it."""
         return dict(
             self.conn.execute(
                 "SELECT m.module, m.status FROM module_runs AS m JOIN (SELECT run_id, started "
-                "FROM runs WHERE module_set = ? ORDER BY started DESC LIMIT ?) AS r "
+                "FROM runs WHERE modules_dir = ? ORDER BY started DESC LIMIT ?) AS r "
                 "USING (run_id) ORDER BY r.started, m.attempt",
-                (module_set, runs),
+                (modules_dir, runs),
             ).fetchall()
         )
 
@@ -687,6 +695,25 @@ def _schema_v7(db) -> None:
     db["runs"].create_index(["module_set", "started"], if_not_exists=True)
 
 
+ACCOUNTING_COLUMNS = {
+    "runs": {"containment": str, "cgroups": str},
+    "module_runs": {"mem_source": str, "cpu_source": str, "io_source": str},
+}
+
+
+def _schema_v8(db) -> None:
+    """Where each attempt's figures came from (`cgroup`, `rusage`, `sampled`; NULL with
+    the figure when nothing could measure it), how the run held its attempts together
+    (`cgroup` or `subreaper`) and its cgroup directories, for recovery after a crash.
+
+    Adds only what is missing."""
+    for table, columns in ACCOUNTING_COLUMNS.items():
+        present = set(db[table].columns_dict)
+        for column, kind in columns.items():
+            if column not in present:
+                db[table].add_column(column, kind)
+
+
 _MIGRATIONS = [
     _schema_v1,
     _schema_v2,
@@ -695,4 +722,5 @@ _MIGRATIONS = [
     _schema_v5,
     _schema_v6,
     _schema_v7,
+    _schema_v8,
 ]

@@ -31,7 +31,7 @@ class Running:
                 "run",
                 *args,
             ],
-            env=corral.env,
+            env=popen.pop("env", corral.env),
             stdin=subprocess.DEVNULL,
             stdout=popen.pop("stdout", subprocess.PIPE),
             stderr=subprocess.PIPE,

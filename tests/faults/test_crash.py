@@ -14,7 +14,7 @@ def crashing_run(corral, gate):
     corral.module("quick")
     corral.module("sleeper", body=f"touch {gate}; sleep 60")
     corral.module("ignorer", body="trap '' TERM; sleep 60 & wait; sleep 60")
-    run = Running(corral, "-j", "3")
+    run = Running(corral, "-j", "3", "--max-load", "1000")
     run.wait_for(gate)
     time.sleep(0.5)
     run_id = last_run(corral.db)["run_id"]

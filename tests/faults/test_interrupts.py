@@ -28,7 +28,7 @@ def test_sigterm_stops_stubborn_modules_within_grace(corral, marked_sleeper):
     (corral.modules.parent / "corral.yaml").write_text("grace: 1s\n")
     gate = corral.modules.parent / "gate"
     stubborn_modules(corral, gate)
-    run = Running(corral, "-j", "6")
+    run = Running(corral, "-j", "6", "--max-load", "1000")
     run.wait_for(gate)
     time.sleep(0.5)
     start = time.monotonic()

@@ -1,21 +1,23 @@
 """The local backend: attempts run as processes on this host.
 
-Every attempt is `bash FILE` in a new session (its own process group), stdin from
-/dev/null, stdout and stderr on one pipe whose bytes go to the attempt's `Output` (the
+Every attempt is `bash FILE` in a new session (its own process group) and, where
+the host allows, its own cgroup from its first instruction (`corral.containment`),
+stdin from /dev/null, stdout and stderr on one pipe whose bytes go to the attempt's `Output` (the
 shared log and display pipeline). Waiting is event-driven: one `epoll` loop over the
 output pipes and the signal pipe (`corral.signals`), so SIGCHLD, SIGINT, SIGTERM and
-SIGHUP all arrive as bytes and nothing polls. An attempt is over when its main process
-exits, even if a daemon it forked still holds the pipe.
+SIGHUP all arrive as bytes and nothing polls. An attempt's outcome is known when its
+main process exits (even if a daemon it forked still holds the pipe); the attempt is
+over, and returned by `wait`, when everything it started is gone: what it left gets
+the grace period to end, then is stopped (unless the module may detach).
 
 corral is the children's subreaper while it runs, so what a module leaves behind is
-reparented to corral (not init) and is found, killed and reaped by `close()`.
+reparented to corral (not init) and is reaped by it.
 Measuring (the sampler) happens here too: the scheduler asks `sample()` and reads
 `host` and each attempt's `rss` / `load`, never a pid.
 """
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import os
 import select
@@ -25,7 +27,8 @@ import time
 from dataclasses import dataclass
 
 from corral import procfs
-from corral.cgroups import Cgroups
+from corral.accounting import measure
+from corral.containment import Containment, Member
 from corral.events import AttemptResult
 from corral.executor import LineListener, Spec, Wakeup
 from corral.output import Output
@@ -35,8 +38,10 @@ from corral.status import Status
 from corral.throttle import Host
 
 PR_SET_CHILD_SUBREAPER = 36
+# Without a memory figure from a cgroup, a young attempt's tree is read 5, 10, 20, 40, 80
+# and 160 ms after it starts (then with every sample): short modules get a figure.
+FIRST_LOOK_S, LAST_LOOK_S = 0.005, 0.16
 READ_CHUNK = 1 << 16
-CONTAIN_AFTER_S = 1.0  # an attempt this old moves into its own cgroup at the next sample
 
 
 @dataclass(eq=False, slots=True)
@@ -54,8 +59,11 @@ class Job:
     stop_signal: int | None = None
     kill_at: float | None = None
     exited: bool = False
-    cgroup: str | None = None  # its cgroup v2 directory, once contained
     usage: TreeUsage | None = None  # its tree as last sampled
+    member: Member | None = None  # its containment (cgroup, or the fallback's view)
+    result: AttemptResult | None = None  # once the main process exited
+    rusage: object = None  # wait4's figures for the main process and what it waited for
+    look_at: float | None = None  # next early reading of its tree (no memory cgroup)
 
     @property
     def ident(self) -> int:
@@ -68,39 +76,6 @@ class Job:
     @property
     def load(self) -> float | None:
         return self.usage.runnable_avg if self.usage is not None else None
-
-
-# If corral dies without cleaning up (SIGKILL, OOM killer), this Bash watchdog sees its
-# pipe from corral close without the final "done", and stops every process whose
-# environment carries this run's CORRAL_RUN_ID (TERM, CONT, then KILL after the grace
-# period). It runs in its own session, so Ctrl-C at the terminal does not reach it.
-WATCHDOG = r"""
-exec 2>/dev/null
-trap '' INT HUP TERM
-run=$1 grace=$2 last=
-while IFS= read -r line; do last=$line; done
-[[ $last == done ]] && exit 0
-marked() {
-  local f pid var
-  for f in /proc/[0-9]*/environ; do
-    pid=${f#/proc/}; pid=${pid%/environ}
-    [[ $pid == "$$" ]] && continue
-    while IFS= read -r -d '' var; do
-      if [[ $var == "CORRAL_RUN_ID=$run" ]]; then echo "$pid"; break; fi
-    done < "$f" 2>/dev/null
-  done
-}
-pids=$(marked)
-[[ -z $pids ]] && exit 0
-kill -TERM $pids 2>/dev/null; kill -CONT $pids 2>/dev/null
-end=$(( SECONDS + ${grace%.*} + 1 ))
-while (( SECONDS < end )); do
-  pids=$(marked); [[ -z $pids ]] && exit 0
-  sleep 0.1
-done
-kill -KILL $(marked) 2>/dev/null
-exit 0
-"""
 
 
 def _set_subreaper(on: bool) -> bool:
@@ -141,9 +116,9 @@ class LocalExecutor:
         self.run_id = run_id
         self.leftovers: dict[tuple[str, int], int] = {}  # processes left at the end
         self._own_peak = (0.0, 0)  # (when read, corral's VmHWM)
-        self.cgroups: Cgroups | None = None
-        self._watchdog: int | None = None  # write end of the watchdog's pipe
-        self._watchdog_pid: int | None = None
+        self.containment: Containment | None = None
+        self._trees: dict[int, Job] = {}  # main process exited: pid -> job, until all gone
+        self._young: set[Job] = set()  # attempts read early (see FIRST_LOOK_S)
         self._sampler = HostSampler()
         self.cpus = self._sampler.cpus
         self._host = Host()
@@ -170,40 +145,20 @@ class LocalExecutor:
         self._epoll.register(self._signals.fd, select.EPOLLIN)
         _set_subreaper(True)
         if self.run_id is not None:
-            self._start_watchdog()
-            self.cgroups = Cgroups(self.run_id)
+            self.containment = Containment(self.run_id, self.grace)
         return self
-
-    def _start_watchdog(self) -> None:
-        r, w = os.pipe2(os.O_CLOEXEC)
-        try:
-            self._watchdog_pid = os.posix_spawn(
-                self._bash,
-                ["bash", "-c", WATCHDOG, "corral-watchdog", self.run_id, str(self.grace)],
-                os.environ,
-                file_actions=[(os.POSIX_SPAWN_DUP2, r, 0), (os.POSIX_SPAWN_DUP2, self._devnull, 1)],
-                setsid=True,
-                setsigdef=CHILD_DEFAULTS,
-            )
-            self._watchdog = w
-        except OSError:
-            os.close(w)
-        finally:
-            os.close(r)
-
-    def _stop_watchdog(self) -> None:
-        """Everything is cleaned up: tell the watchdog so, and reap it."""
-        if self._watchdog is None:
-            return
-        with contextlib.suppress(OSError):
-            os.write(self._watchdog, b"done\n")
-        os.close(self._watchdog)
-        self._watchdog = None
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(self._watchdog_pid, 0)
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    def describe(self) -> dict:
+        """How attempts are held together, for the run's record (and recovery)."""
+        if self.containment is None:
+            return {}
+        return {
+            "containment": self.containment.kind,
+            "cgroups": os.pathsep.join(self.containment.bases()) or None,
+        }
 
     def close(self) -> None:
         """Stop whatever is left (leftover daemons too, unless detached), reap, restore."""
@@ -212,10 +167,9 @@ class LocalExecutor:
         self._stop_leftovers()
         for job in [*self._lingering, *self._jobs.values()]:
             self._drain(job, final=True)
-        self._stop_watchdog()
         self._reap_all()
-        if self.cgroups is not None:
-            self.cgroups.close()
+        if self.containment is not None:
+            self.containment.close()
         self._sampler.close()
         self._signals.__exit__()
         _set_subreaper(False)
@@ -242,10 +196,16 @@ class LocalExecutor:
             if directory != self._cwd:
                 os.chdir(directory)
                 self._cwd = directory
+            # The clock is read before the spawn: the module may run its first line before
+            # corral is scheduled again, and its duration must hold all of it.
+            now, wall = time.monotonic(), time.time()
             # perf: posix_spawn (vfork+exec), not subprocess (docs/architecture.md)
+            path, argv, member = f"{directory}/{file}", None, None
+            if self.containment is not None:
+                argv, member = self.containment.prepare(spec.name, spec.attempt, spec.detach, path)
             pid = os.posix_spawn(
                 self._bash,
-                ["bash", f"{directory}/{file}"],
+                argv or ["bash", path],
                 spec.env,
                 file_actions=[
                     (os.POSIX_SPAWN_DUP2, self._devnull, 0),
@@ -261,10 +221,14 @@ class LocalExecutor:
         finally:
             os.close(w)
         os.set_blocking(r, False)
-        now = time.monotonic()  # perf: no other syscall per spawn (docs/architecture.md)
         deadline = now + spec.timeout if spec.timeout else None
         out = Output(spec.name, spec.log_path, self.log_cap, self.on_line)
-        job = Job(spec, pid, time.time(), now, r, out, deadline)
+        job = Job(spec, pid, wall, now, r, out, deadline, member=member)
+        if self.containment is None or not self.containment.counts_memory:
+            job.look_at = now + FIRST_LOOK_S
+            self._young.add(job)
+        if member is not None:
+            self.containment.started(member, pid)
         self._jobs[pid] = job
         self._groups[pid] = (spec.name, spec.detach)
         self._epoll.register(r, select.EPOLLIN)
@@ -276,19 +240,21 @@ class LocalExecutor:
     # measure ---------------------------------------------------------------------------
 
     def sample(self) -> HostSample:
-        """Read every running attempt's process tree, then the host: the host's other
-        load is the runnable count that the attempts' own runnable processes leave."""
-        now = time.monotonic()
+        """Read every running attempt's processes (its cgroup's members, or its tree),
+        then the host: the host's other load is the runnable count that the attempts'
+        own runnable processes leave."""
         ours = 0
+        proportional = self.containment is None or not self.containment.counts_memory
         for pid, job in list(self._jobs.items()):
-            tree = process_tree(pid)
-            job.usage = tree_usage(pid, job.usage, tree)
+            member = job.member
+            if member is not None and member.cgroup is not None:
+                tree = member.pids()  # everything in its cgroup, escapees included
+            else:
+                tree = process_tree(pid)
+                if member is not None:
+                    self.containment.seen(member, tree)
+            job.usage = tree_usage(pid, job.usage, tree, proportional)
             ours += job.usage.runnable
-            # perf: moving processes between cgroups stalls the kernel's forks for
-            # milliseconds (an RCU grace period): only attempts that have run a while
-            # are worth it (docs/architecture.md).
-            if job.cgroup is None and now - job.start_mono >= CONTAIN_AFTER_S:
-                self._contain(job, tree)
         sample = self._sampler.sample(ours)
         self._host = Host(
             sample.others_avg,
@@ -298,11 +264,6 @@ class LocalExecutor:
             sample.psi_mem,
         )
         return sample
-
-    def _contain(self, job: Job, tree: list[int]) -> None:
-        """Move a running attempt's tree into its own cgroup (once; where possible)."""
-        if self.cgroups is not None and job.cgroup is None and not job.exited:
-            job.cgroup = self.cgroups.contain(tree, job.spec.name, job.spec.attempt) or ""
 
     # wait ------------------------------------------------------------------------------
 
@@ -314,6 +275,9 @@ class LocalExecutor:
         """
         out = Wakeup()
         deadline = self._next_deadline()
+        if self._young:
+            look = min(job.look_at for job in self._young)
+            deadline = look if deadline is None else min(deadline, look)
         if deadline is not None:
             left = max(0.0, deadline - time.monotonic())
             timeout = left if timeout is None else min(timeout, left)
@@ -326,7 +290,26 @@ class LocalExecutor:
             out.finished = self._reap_all()
             out.signals = [s for s in out.signals if s != signal.SIGCHLD]
         self._enforce_deadlines()
+        if self._young:
+            self._look_early()
         return out
+
+    def _look_early(self) -> None:
+        """Read the trees of young attempts that are due (only without a memory cgroup)."""
+        now = time.monotonic()
+        for job in list(self._young):
+            if job.exited:
+                self._young.discard(job)
+            elif job.look_at <= now:
+                tree = process_tree(job.pid)
+                if job.member is not None:
+                    self.containment.seen(job.member, tree)
+                job.usage = tree_usage(job.pid, job.usage, tree, proportional=True)
+                age = now - job.start_mono
+                if age >= LAST_LOOK_S:
+                    self._young.discard(job)
+                else:
+                    job.look_at = job.start_mono + max(2 * age, FIRST_LOOK_S)
 
     def _read(self, job: Job) -> bool:
         """Copy one chunk from the pipe; False when it is empty for now or closed."""
@@ -363,7 +346,9 @@ class LocalExecutor:
             job.out.close_log()
 
     def _reap_all(self) -> list[AttemptResult]:
-        """Reap every exited child (ours and reparented orphans); results for ours."""
+        """Reap every exited child (ours and reparented orphans); results for attempts
+        that are over: the main process exited and nothing it started is left (or it
+        may leave a daemon)."""
         finished = []
         while True:
             try:
@@ -372,34 +357,44 @@ class LocalExecutor:
                 break
             if pid == 0:
                 break
-            job = self._jobs.pop(pid, None)
-            if job is not None:
-                finished.append(self._finish(job, status, usage))
+            job = self._jobs.get(pid)
+            if job is not None and not job.exited:
+                self._exited(job, status, usage)
+            elif job is None:
+                self._orphan_reaped(pid, usage)
+        for pid, job in list(self._trees.items()):
+            if job.member is None or job.spec.detach or self.containment.gone(job.member):
+                del self._trees[pid]
+                finished.append(self._over(job))
         return finished
 
-    def _finish(self, job: Job, status: int, usage) -> AttemptResult:
+    def _orphan_reaped(self, pid: int, usage) -> None:
+        """The fallback's accounting: an orphan of a known attempt adds its rusage."""
+        for job in self._jobs.values():
+            member = job.member
+            if member is not None and member.cgroup is None and pid in member.known:
+                if job.usage is None:
+                    job.usage = TreeUsage()
+                job.usage.orphan_user_s += usage.ru_utime
+                job.usage.orphan_sys_s += usage.ru_stime
+                return
+
+    def _exited(self, job: Job, status: int, usage) -> None:
+        """The main process ended: the attempt's outcome is known; its figures are final
+        once everything it started is gone."""
         end_mono = time.monotonic()
         job.exited = True
         self._timed.discard(job)
+        job.kill_at = None
         self._drain(job)
         if job.fd is not None:
             self._lingering.add(job)  # a daemon holds stdout: keep logging, do not wait
         else:
             job.out.close_log()
-        # ru_maxrss of a child spawned from corral starts at corral's own high-water mark
-        # (the kernel carries the old mm's peak across exec), so it only says something
-        # when it is clearly above ours; otherwise the sampler's figure stands.
-        kernel_peak = usage.ru_maxrss * 1024
-        if end_mono - self._own_peak[0] > 1.0:  # perf: read corral's own peak once a second
-            self._own_peak = (end_mono, procfs.status_kb("self", b"VmHWM") or 0)
-        if kernel_peak <= self._own_peak[1] + (1 << 20):
-            kernel_peak = 0
         code = os.waitstatus_to_exitcode(status)
         exit_code, signum = (code, None) if code >= 0 else (None, -code)
-        whole = Cgroups.figures(job.cgroup)  # the whole tree since it was contained
-        tree = job.usage  # the sampled tree can exceed the kernel's per-process figures
-        out = job.out
-        return AttemptResult(
+        job.rusage = usage
+        job.result = AttemptResult(
             name=job.spec.name,
             attempt=job.spec.attempt,
             status=job.cause or (Status.OK if exit_code == 0 else Status.FAILED),
@@ -408,50 +403,94 @@ class LocalExecutor:
             start=job.start,
             end=job.start + (end_mono - job.start_mono),
             duration_s=end_mono - job.start_mono,
-            # The larger of the kernel's rusage (exact for the waited-for tree), the
-            # cgroup's totals (which also hold children nobody waited for) and the
-            # sampled tree.
-            cpu_user_s=max(usage.ru_utime, whole.get("cpu_user_s", 0.0)),
-            cpu_sys_s=max(usage.ru_stime, whole.get("cpu_sys_s", 0.0)),
-            peak_rss_bytes=max(
-                kernel_peak, whole.get("peak_rss_bytes", 0), tree.peak_rss if tree else 0
-            ),
-            read_bytes=max(
-                usage.ru_inblock * 512, whole.get("read_bytes", 0), tree.read_bytes if tree else 0
-            ),
-            write_bytes=max(
-                usage.ru_oublock * 512,
-                whole.get("write_bytes", 0),
-                tree.write_bytes if tree else 0,
-            ),
+            cpu_user_s=None,
+            cpu_sys_s=None,
+            peak_rss_bytes=None,
+            read_bytes=None,
+            write_bytes=None,
             pid=job.pid,
-            log_path=out.written_path,
-            log_bytes=out.log_bytes,
-            log_dropped_bytes=out.dropped,
-            log_incomplete=out.incomplete,
+            log_path=None,
         )
+        self._trees[job.pid] = job
+        if job.member is None:
+            return
+        if job.spec.detach:
+            self._count_leftovers(job)  # left running, as it may
+        elif not self.containment.gone(job.member):
+            # What it left gets the grace period to end by itself, then is stopped.
+            job.deadline = end_mono + self.grace
+            self._timed.add(job)
+
+    def _over(self, job: Job) -> AttemptResult:
+        """Everything the attempt started is gone (or detached): its final figures."""
+        self._jobs.pop(job.pid, None)
+        self._timed.discard(job)
+        now = time.monotonic()
+        if now - self._own_peak[0] > 1.0:  # perf: read corral's own peak once a second
+            self._own_peak = (now, procfs.status_kb("self", b"VmHWM") or 0)
+        kernel = self.containment.figures(job.member) if job.member is not None else None
+        figures = measure(kernel, job.rusage, job.usage, self._own_peak[1])
+        result = job.result
+        result.peak_rss_bytes, result.mem_source = figures.peak_rss_bytes, figures.mem_source
+        result.cpu_user_s, result.cpu_sys_s = figures.cpu_user_s, figures.cpu_sys_s
+        result.cpu_source = figures.cpu_source
+        result.read_bytes, result.write_bytes = figures.read_bytes, figures.write_bytes
+        result.io_source = figures.io_source
+        out = job.out
+        result.log_path = out.written_path
+        result.log_bytes = out.log_bytes
+        result.log_dropped_bytes = out.dropped
+        result.log_incomplete = out.incomplete
+        if job.member is not None and not job.spec.detach:
+            self.containment.release(job.member)
+        return result
 
     # stop ------------------------------------------------------------------------------
 
-    def stop(self, job: Job, cause: Status, now: bool = False) -> None:
-        """TERM (and CONT, so a stopped group hears it) the attempt's whole process group;
-        KILL after the grace period, or at once with `now`."""
-        job.cause = job.cause or cause
+    def stop(self, job: Job, cause: Status | None, now: bool = False) -> None:
+        """TERM (and CONT, so a stopped process hears it) everything the attempt
+        started; KILL after the grace period, or at once with `now`. After its main
+        process exited, what is left is stopped and the outcome stays as it was."""
+        if not job.exited:
+            job.cause = job.cause or cause
         if now:
-            _killpg(job.pid, signal.SIGKILL)
-            job.stop_signal = signal.SIGKILL
+            self._signal(job, signal.SIGKILL)
+            if not job.exited:
+                job.stop_signal = signal.SIGKILL
             job.kill_at = None
             return
         if job.kill_at is None:
-            _killpg(job.pid, signal.SIGTERM)
-            _killpg(job.pid, signal.SIGCONT)
-            job.stop_signal = job.stop_signal or signal.SIGTERM
+            if job.exited:
+                self._count_leftovers(job)
+            self._signal(job, signal.SIGTERM)
+            self._signal(job, signal.SIGCONT)
+            if not job.exited:
+                job.stop_signal = job.stop_signal or signal.SIGTERM
             job.kill_at = time.monotonic() + self.grace
             self._timed.add(job)
 
+    def _watchdog_pid(self) -> int | None:
+        return self.containment.watchdog.pid if self.containment is not None else None
+
+    def _count_leftovers(self, job: Job) -> None:
+        if job.member is not None:
+            count = len(job.member.pids())
+            if count:
+                key = (job.spec.name, job.spec.attempt)
+                self.leftovers[key] = self.leftovers.get(key, 0) + count
+
+    def _signal(self, job: Job, signum: int) -> None:
+        if job.member is None:
+            _killpg(job.pid, signum)
+        elif signum == signal.SIGKILL:
+            self.containment.kill(job.member)
+        else:
+            self.containment.signal(job.member, signum)
+
     def _stop_all(self, cause: Status, now: bool = False) -> None:
         for job in list(self._jobs.values()):
-            self.stop(job, cause, now)
+            if not (job.exited and job.spec.detach):
+                self.stop(job, cause, now)
 
     def _next_deadline(self) -> float | None:
         times = [
@@ -468,12 +507,13 @@ class LocalExecutor:
         now = time.monotonic()
         for job in list(self._timed):
             if job.kill_at is not None and now >= job.kill_at:
-                _killpg(job.pid, signal.SIGKILL)
-                job.stop_signal = signal.SIGKILL
+                self._signal(job, signal.SIGKILL)
+                if not job.exited:
+                    job.stop_signal = signal.SIGKILL
                 job.kill_at = None
                 job.deadline = None
             elif job.deadline is not None and job.kill_at is None and now >= job.deadline:
-                self.stop(job, Status.TIMEOUT)
+                self.stop(job, None if job.exited else Status.TIMEOUT)
                 job.deadline = None
 
     def _stop_leftovers(self) -> None:
@@ -486,14 +526,16 @@ class LocalExecutor:
             self._stop_all(Status.INTERRUPTED, now=True)
             while self._jobs:
                 self.wait(0.1)
-        # Everything still carrying this run's mark, by module: process-group members,
+        if self.containment is not None and self.containment.cgroups is not None:
+            return  # every attempt was its cgroup, and each is over: nothing else is ours
+        # The fallback: everything still carrying this run's mark, by module: process-group members,
         # setsid escapees, nohup'ed daemons alike (unless the module may leave a daemon).
         found = procfs.marked(self.run_id) if self.run_id else {}
         detached = {name for name, detach in self._groups.values() if detach}
         orphans = [
             (pid, pgid)
             for pid, pgid in procfs.children_of_self()
-            if pgid not in self._groups and pgid not in (os.getpgrp(), self._watchdog_pid)
+            if pgid not in self._groups and pgid not in (os.getpgrp(), self._watchdog_pid())
         ]
         unknown = [pid for pid, _ in orphans if pid not in found]
         if unknown and self.run_id:

@@ -1,0 +1,164 @@
+"""The watchdog: what stops a run's processes when corral itself is killed.
+
+A small bash started with the run, in its own session, that only reads a pipe from
+corral. Corral writes `done` on it after cleaning up. If the pipe closes without it
+(SIGKILL, the OOM killer, a crash), the watchdog stops every attempt of the run:
+TERM and CONT to everything in each attempt's cgroup, then `cgroup.kill` (or freeze
+and kill) after the grace period. Without cgroups it stops what it can find instead:
+processes corral told it about (`pid PID START` lines, checked against the start time
+so a reused PID is never hit) and processes whose environment carries the run's mark.
+
+It cannot be turned off by what it would inherit: it is started by absolute path with
+an empty environment (no BASH_ENV, no exported functions, no PATH to shadow anything)
+and `--norc --noprofile`, and it uses only bash builtins and /proc.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+
+# bash by absolute path only: a PATH entry must not decide what runs as the watchdog.
+BASH_PATHS = ("/bin/bash", "/usr/bin/bash", "/usr/local/bin/bash")
+
+SCRIPT = r"""
+exec 2>/dev/null
+trap '' INT HUP TERM QUIT
+grace=$1 run=$2 member=$3 freezer=$4
+declare -A spare=() known=()
+last=
+while IFS= read -r line; do
+  case $line in
+    spare\ *) spare[${line#spare }]=1 ;;
+    pid\ *) set -- $line; known[$2]=$3 ;;
+    *) last=$line ;;
+  esac
+done
+[[ $last == done ]] && exit 0
+nap() { read -r -t "$1" -u 3; }
+attempts() {
+  local d
+  [[ -n $member ]] || return 0
+  for d in "$member"/*/; do
+    d=${d%/}
+    [[ -d $d && -z ${spare[${d##*/}]} ]] && printf '%s\n' "$d"
+  done
+}
+marked() {
+  local f pid var rest
+  local -a field
+  for pid in "${!known[@]}"; do
+    read -r rest < "/proc/$pid/stat" || continue
+    rest=${rest##*) }
+    read -r -a field <<< "$rest"
+    [[ ${field[19]} == "${known[$pid]}" && ${field[0]} != Z ]] && echo "$pid"
+  done
+  for f in /proc/[0-9]*/environ; do
+    pid=${f#/proc/}; pid=${pid%/environ}
+    [[ $pid == "$$" ]] && continue
+    while IFS= read -r -d '' var; do
+      if [[ $var == "CORRAL_RUN_ID=$run" ]]; then echo "$pid"; break; fi
+    done < "$f"
+  done
+}
+members() {
+  local d pid
+  while IFS= read -r d; do
+    while read -r pid; do echo "$pid"; done < "$d/cgroup.procs"
+  done < <(attempts)
+}
+everyone() { if [[ -n $member ]]; then members; else marked; fi; }
+pids=$(everyone)
+[[ -z $pids ]] && exit 0
+kill -TERM $pids; kill -CONT $pids
+end=$(( SECONDS + ${grace%.*} + 1 ))
+while (( SECONDS < end )); do
+  pids=$(everyone); [[ -z $pids ]] && exit 0
+  nap 0.1
+done
+if [[ -n $member ]]; then
+  while IFS= read -r d; do
+    if [[ -e $d/cgroup.kill ]]; then
+      echo 1 > "$d/cgroup.kill"
+    elif [[ -n $freezer ]]; then
+      echo FROZEN > "$freezer/${d##*/}/freezer.state"
+      kill -KILL $(while read -r pid; do echo "$pid"; done < "$d/cgroup.procs")
+      echo THAWED > "$freezer/${d##*/}/freezer.state"
+    fi
+  done < <(attempts)
+fi
+for _ in 1 2 3 4 5 6 7 8 9 10; do
+  pids=$(everyone); [[ -z $pids ]] && exit 0
+  kill -KILL $pids
+  nap 0.05
+done
+exit 0
+"""
+
+
+def bash() -> str:
+    """The first bash of BASH_PATHS that exists."""
+    for path in BASH_PATHS:
+        if os.access(path, os.X_OK):
+            return path
+    raise FileNotFoundError("bash")
+
+
+class Watchdog:
+    """Started with a run; `close()` after everything is cleaned up lets it exit quietly."""
+
+    def __init__(self, run_id: str, grace: float, member: str = "", freezer: str = ""):
+        self.pid: int | None = None
+        self._w: int | None = None
+        r, w = os.pipe2(os.O_CLOEXEC)
+        nap_r, nap_w = os.pipe2(os.O_CLOEXEC)  # never written: `read -t` on it is a sleep
+        null = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            self.pid = os.posix_spawn(
+                bash(),
+                [
+                    "corral-watchdog",
+                    "--norc",
+                    "--noprofile",
+                    "-c",
+                    SCRIPT,
+                    "corral-watchdog",
+                    str(grace),
+                    run_id,
+                    member,
+                    freezer,
+                ],
+                {},
+                file_actions=[
+                    (os.POSIX_SPAWN_DUP2, r, 0),
+                    (os.POSIX_SPAWN_DUP2, null, 1),
+                    (os.POSIX_SPAWN_DUP2, nap_r, 3),
+                    (os.POSIX_SPAWN_DUP2, nap_w, 4),
+                ],
+                setsid=True,
+                setsigdef=(signal.SIGPIPE, signal.SIGINT, signal.SIGTERM, signal.SIGCHLD),
+            )
+            os.set_blocking(w, False)  # a full pipe drops a line, it never stalls corral
+            self._w = w
+        except OSError:
+            os.close(w)
+        finally:
+            for fd in (r, nap_r, nap_w, null):
+                os.close(fd)
+
+    def tell(self, line: str) -> None:
+        """One line to the watchdog (`spare NAME.ATTEMPT`, `pid PID START`)."""
+        if self._w is not None:
+            with contextlib.suppress(OSError):
+                os.write(self._w, f"{line}\n".encode())
+
+    def close(self) -> None:
+        """Everything is cleaned up: tell the watchdog so, and reap it."""
+        if self._w is None:
+            return
+        self.tell("done")
+        os.close(self._w)
+        self._w = None
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(self.pid, 0)

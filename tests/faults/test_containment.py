@@ -1,0 +1,222 @@
+"""Containment by the kernel: an attempt's cgroup holds whatever its processes do to
+their session, process group or environment, and stopping it reaches them all.
+
+These drive the mechanism (corral.cgroups, corral.watchdog) with real bash and real
+cgroups; tests/faults/test_escapes.py attacks it through a real `corral run`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from corral import cgroups
+from corral.watchdog import Watchdog
+
+# A module whose worker leaves every way it can: a new session, a scrubbed environment,
+# a double fork; it writes its PID where the test can find it.
+ESCAPE = """
+setsid env -i bash -c 'echo $$ > "$1"; exec -c sleep 300' escapee {pidfile} &
+sleep 300
+"""
+
+
+def usable() -> cgroups.RunCgroups:
+    run = cgroups.RunCgroups(f"test-{os.getpid()}-{time.monotonic_ns()}")
+    if not run.enabled:
+        pytest.skip("needs a writable cgroup hierarchy that can kill (v2 or v1 freezer)")
+    return run
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except OSError:
+        return False
+
+
+def wait_for(path, timeout=10.0) -> int:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            return int(path.read_text())
+        except (OSError, ValueError):
+            time.sleep(0.01)
+    raise AssertionError(f"{path} never written")
+
+
+def spawn(argv, cwd=None) -> subprocess.Popen:
+    return subprocess.Popen(
+        argv, executable="/bin/bash", start_new_session=True, cwd=cwd, stdin=subprocess.DEVNULL
+    )
+
+
+def test_an_escapee_is_in_the_attempt_cgroup_and_dies_with_it(tmp_path):
+    run = usable()
+    try:
+        module = tmp_path / "m.sh"
+        module.write_text(ESCAPE.format(pidfile=tmp_path / "pid"))
+        cg = run.attempt("m", 1)
+        main = spawn(cgroups.command(str(module), cg.procs_files()))
+        escapee = wait_for(tmp_path / "pid")
+        assert os.getsid(escapee) != os.getsid(main.pid)  # it left the session …
+        assert escapee in cg.pids()  # … but not the cgroup
+        cg.kill()
+        main.wait(5)
+        end = time.monotonic() + 5
+        while alive(escapee) and time.monotonic() < end:
+            time.sleep(0.01)
+        assert not alive(escapee)
+        assert not cg.populated()
+    finally:
+        run.close()
+
+
+def test_control_a_process_group_kill_misses_the_escapee(tmp_path):
+    """What corral did before: signal the attempt's process group. The escapee lives."""
+    module = tmp_path / "m.sh"
+    module.write_text(ESCAPE.format(pidfile=tmp_path / "pid"))
+    main = spawn(["bash", str(module)])
+    escapee = wait_for(tmp_path / "pid")
+    try:
+        os.killpg(main.pid, signal.SIGKILL)
+        main.wait(5)
+        time.sleep(0.1)
+        assert alive(escapee)
+    finally:
+        os.kill(escapee, signal.SIGKILL)
+
+
+def test_the_module_sees_its_own_path_and_no_extra_arguments(tmp_path):
+    run = usable()
+    try:
+        module = tmp_path / "m.sh"
+        module.write_text(
+            'echo "$0|${BASH_SOURCE[0]}|$#|$(cut -d: -f3 /proc/self/cgroup | sort -u)"\n'
+        )
+        cg = run.attempt("m", 1)
+        out = subprocess.run(
+            cgroups.command(str(module), cg.procs_files()),
+            executable="/bin/bash",
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        zero, source, count, groups = out.strip().split("|", 3)
+        assert (zero, source, count) == (str(module), str(module), "0")
+        assert all(line.endswith("/m.1") for line in groups.splitlines() if "corral-" in line)
+        assert any("corral-" in line for line in groups.splitlines())
+    finally:
+        run.close()
+
+
+def test_the_module_can_be_read_from_an_open_descriptor(tmp_path):
+    """The trust check's handoff: bash runs what the descriptor holds, $0 is the path."""
+    module = tmp_path / "m.sh"
+    module.write_text('echo "fd:$0"\n')
+    fd = os.open(module, os.O_RDONLY)
+    try:
+        other = tmp_path / "other.sh"
+        other.write_text('echo "swapped:$0"\n')
+        other.rename(module)  # the path now names another file …
+        argv = cgroups.command(str(module), [], fd=fd)
+        out = subprocess.run(
+            argv, executable="/bin/bash", capture_output=True, text=True, pass_fds=(fd,)
+        ).stdout
+    finally:
+        os.close(fd)
+    assert out == f"fd:{module}\n"  # … bash ran what the descriptor held
+
+
+def test_a_cgroup_that_cannot_be_entered_stops_the_attempt_before_the_module(tmp_path):
+    module = tmp_path / "m.sh"
+    module.write_text(f"touch {tmp_path / 'ran'}\n")
+    argv = cgroups.command(str(module), [str(tmp_path / "missing/cgroup.procs")])
+    result = subprocess.run(argv, executable="/bin/bash", capture_output=True, text=True)
+    assert result.returncode == 125
+    assert "cannot enter the attempt cgroup" in result.stderr
+    assert not (tmp_path / "ran").exists()
+
+
+def test_the_watchdog_kills_by_cgroup_whatever_its_environment(tmp_path, monkeypatch):
+    """corral is gone (its end of the pipe closed without `done`): the watchdog stops the
+    attempt, escapee included, although corral's environment tried to disable it."""
+    run = usable()
+    evil = tmp_path / "evil.sh"
+    evil.write_text("exit 0\n")
+    try:
+        module = tmp_path / "m.sh"
+        module.write_text("trap '' TERM\n" + ESCAPE.format(pidfile=tmp_path / "pid"))
+        cg = run.attempt("m", 1)
+        main = spawn(cgroups.command(str(module), cg.procs_files()))
+        escapee = wait_for(tmp_path / "pid")
+        member = run.bases.get(cgroups.V2) or next(iter(run.bases.values()))
+        monkeypatch.setenv("BASH_ENV", str(evil))
+        monkeypatch.setenv("BASH_FUNC_kill%%", "() { :; }")
+        monkeypatch.setenv("PATH", str(tmp_path))
+        dog = Watchdog(run.run_id, 0.2, member)
+        monkeypatch.undo()
+        os.close(dog._w)  # corral "crashed"
+        dog._w = None
+        dog_exit = os.waitpid(dog.pid, 0)[1]
+        main.wait(5)
+        assert os.waitstatus_to_exitcode(dog_exit) == 0
+        assert not alive(escapee)
+        assert not cg.populated()
+    finally:
+        run.close()
+
+
+def test_control_a_watchdog_that_inherits_the_environment_is_disabled(tmp_path):
+    """The attack the clean environment defends against: BASH_ENV runs first in any
+    non-interactive bash that inherits it, and here it makes the watchdog exit."""
+    evil = tmp_path / "evil.sh"
+    evil.write_text("exit 0\n")
+    marker = tmp_path / "reached"
+    result = subprocess.run(
+        ["bash", "-c", f"touch {marker}"], env={**os.environ, "BASH_ENV": str(evil)}
+    )
+    assert result.returncode == 0 and not marker.exists()
+
+
+def test_a_detached_attempt_is_spared_by_the_watchdog(tmp_path):
+    run = usable()
+    try:
+        module = tmp_path / "m.sh"
+        module.write_text(ESCAPE.format(pidfile=tmp_path / "pid"))
+        cg = run.attempt("d", 1)
+        main = spawn(cgroups.command(str(module), cg.procs_files()))
+        escapee = wait_for(tmp_path / "pid")
+        member = run.bases.get(cgroups.V2) or next(iter(run.bases.values()))
+        dog = Watchdog(run.run_id, 0.2, member)
+        dog.tell("spare d.1")
+        os.close(dog._w)
+        dog._w = None
+        os.waitpid(dog.pid, 0)
+        assert alive(escapee) and main.poll() is None
+        cg.kill()
+        main.wait(5)
+    finally:
+        run.close()
+
+
+def test_recovery_finds_a_crashed_runs_cgroups_and_removes_them_once_empty(tmp_path):
+    run = usable()
+    module = tmp_path / "m.sh"
+    module.write_text("sleep 300\n")
+    cg = run.attempt("m", 1)
+    main = spawn(cgroups.command(str(module), cg.procs_files()))
+    time.sleep(0.05)
+    bases = list(run.bases.values())
+    found = cgroups.leftovers(bases)
+    (busy,) = [c for c in found if c.pids()]
+    assert main.pid in busy.pids()  # bash, and its sleep
+    assert cgroups.stop(found, grace=1.0) == 2
+    main.wait(5)
+    assert cgroups.remove_run(bases)
+    assert not any(os.path.exists(b) for b in bases)
