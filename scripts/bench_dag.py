@@ -8,7 +8,7 @@ For each graph seed: random modules sleeping 0.05 to 1.2 s (no CPU contention, s
 bound is exact) with random requirements on earlier modules; the long ones are late in
 name order, where make (which starts targets in the order it reads them) gets to them
 last. Each module declares a `timeout:` as an administrator would: a round figure a few
-times (3 to 10) what it takes, an upper bound and no more. The lower bound of any
+times (3 to 10) what it takes, at least 2 s, an upper bound and no more. The lower bound of any
 schedule is max(critical path, total work / jobs).
 
 Per seed, interleaved, median of --repeat:
@@ -38,7 +38,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import corral_under_test  # noqa: E402
 
-ROUND = [1, 2, 3, 5, 10, 15, 20, 30, 60]  # seconds: the timeouts people write
+ROUND = [2, 3, 5, 10, 15, 20, 30, 60]  # seconds: the timeouts people write
 FIRST, HISTORY = 1.10, 1.02
 
 
@@ -74,8 +74,14 @@ def critical_path(durations: dict, deps: dict) -> float:
 
 
 def makespan(cmd: list[str]) -> float:
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    return json.loads(out)["makespan_s"]
+    """The run's makespan; a run where a module failed (a timeout on an overloaded host)
+    is reported on stderr and still counted: its makespan is what it took."""
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    run = json.loads(done.stdout)
+    if done.returncode != 0:
+        failed = [m["name"] for m in run["modules"] if m["status"] != "ok"]
+        print(f"(a run ended {run['status']}: {', '.join(failed)})", file=sys.stderr)
+    return run["makespan_s"]
 
 
 def one_seed(root: Path, corral: list[str], args, seed: int) -> dict[str, float]:
@@ -88,8 +94,7 @@ def one_seed(root: Path, corral: list[str], args, seed: int) -> dict[str, float]
     bound = max(critical_path(durations, deps), sum(durations.values()) / args.jobs)
     run = ["run", "-j", str(args.jobs), "--json", "--max-load", "1000"]
     learned_db = root / f"s{seed}" / "learned.db"
-    subprocess.run([*corral, "--modules", str(mods), "--db", str(learned_db), *run], check=True,
-                   capture_output=True)  # fmt: skip
+    makespan([*corral, "--modules", str(mods), "--db", str(learned_db), *run])
     names = sorted(durations)
     makefile = root / f"s{seed}" / "Makefile"
     makefile.write_text(

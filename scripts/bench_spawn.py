@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Spawn overhead, sleep packing and scheduling latency: corral beside its peers.
 
-    python3 scripts/bench_spawn.py [--modules 1000] [--repeat 5]
+    python3 scripts/bench_spawn.py [--modules 1000] [--repeat 5] [--corral VENV]
+
+corral is the one installed in a virtual environment (scripts/corral_under_test.py
+says which); the Python reference rows run on that environment's interpreter.
 
 1. 1000 no-op modules at -j 2 through corral, `xargs -P2`, `make -j2` and GNU
    parallel (whichever are installed), run interleaved, median wall time of each,
@@ -36,7 +39,14 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from corral.procfs import status_kb
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import corral_under_test  # noqa: E402
+
+sys.path.insert(0, str(corral_under_test.REPO / "supervisor"))
+from corral.procfs import status_kb  # noqa: E402
+
+CORRAL = [sys.executable, "-m", "corral"]  # replaced by the chosen corral in main()
+SPAWN_TARGET, PARALLEL_TARGET = 1.15, 3.0
 
 
 def write(path: Path, text: str) -> None:
@@ -52,7 +62,7 @@ def noop_modules(root: Path, count: int) -> Path:
 
 
 def corral_cmd(modules: Path, db: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "corral", "--modules", str(modules), "--db", str(db), *args]
+    return [*CORRAL, "--modules", str(modules), "--db", str(db), *args]
 
 
 def timed(cmd, **kw) -> float:
@@ -88,9 +98,9 @@ def spawn_overhead(root: Path, count: int, repeat: int) -> None:
         peers["make -j2"] = ["make", "-s", "-j2", "-f", str(makefile)]
     if shutil.which("parallel"):
         peers["parallel -j2"] = f"parallel --will-cite -j2 bash < {listing}"
-    peers["python3 -c pass (reference)"] = [sys.executable, "-c", "pass"]
+    peers["python3 -c pass (reference)"] = [CORRAL[0], "-c", "pass"]
     peers["python floor, no records (reference)"] = [
-        sys.executable,
+        CORRAL[0],
         str(Path(__file__).with_name("spawn_floor.py")),
         "2",
         *files,
@@ -108,11 +118,16 @@ def spawn_overhead(root: Path, count: int, repeat: int) -> None:
         print(f"| {name} | {m:.3f} | {m / base:.2f} |")
     corral_t = statistics.median(times["corral"])
     if "parallel -j2" in times:
+        faster = statistics.median(times["parallel -j2"]) / corral_t
         print(
-            f"\ncorral is {statistics.median(times['parallel -j2']) / corral_t:.1f}x faster "
-            "than GNU parallel (target >= 3x)"
+            f"\ncorral is {faster:.1f}x faster than GNU parallel (target >= "
+            f"{PARALLEL_TARGET:g}x): {'met' if faster >= PARALLEL_TARGET else 'NOT met'}"
         )
-    print(f"corral / xargs = {corral_t / base:.2f} (target <= 1.15)")
+    ratio = corral_t / base
+    print(
+        f"corral / xargs = {ratio:.2f} (target <= {SPAWN_TARGET}): "
+        f"{'met' if ratio <= SPAWN_TARGET else 'NOT met'}"
+    )
 
 
 def sleep_packing(root: Path) -> None:
@@ -226,8 +241,9 @@ def supervisor_cost(root: Path, big: int) -> None:
         time.sleep(0.1)
     print(
         f"\n## Supervisor cost\n\nCPU while 4 modules sleep: {share:.2%} of one core "
-        f"(target <= 2 %); peak RSS over {big} no-op modules: {peak / 2**20:.1f} MiB "
-        "(target < 80 MB)"
+        f"(target <= 2 %: {'met' if share <= 0.02 else 'NOT met'}); peak RSS over {big} "
+        f"no-op modules: {peak / 2**20:.1f} MiB (target < 80 MB: "
+        f"{'met' if peak < 80e6 else 'NOT met'})"
     )
 
 
@@ -250,9 +266,12 @@ def main() -> None:
         action="append",
         help="run only these parts (repeatable)",
     )
+    corral_under_test.add_argument(parser)
     args = parser.parse_args()
+    CORRAL[:] = corral_under_test.command(args.corral)
     parts = set(args.only or ("spawn", "sleep", "latency", "cost"))
     print(f"# bench_spawn on {os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d %H:%M')}")
+    print(corral_under_test.describe(CORRAL))
     with tempfile.TemporaryDirectory(prefix="corral-bench-") as tmp:
         root = Path(tmp)
         os.environ["CORRAL_DB"] = str(root / "default.db")

@@ -95,3 +95,34 @@ def test_log_prints_a_modules_log_and_latest_points_at_the_last_run(corral):
     )
     assert os.path.realpath(latest) == os.path.dirname(rows[0]["log_path"])
     assert corral("log", "chatty", "nosuchrun").code == 2
+
+
+def test_the_status_file_of_a_large_run_is_written_less_often(tmp_path):
+    """Publishing takes at most 1 % of corral's time: after a snapshot that took t
+    seconds, the next waits 100 t (at least `every`); the file is whole JSON each time."""
+    import json
+
+    from corral.events import Idle
+    from corral.progress import RunState, StateFile
+
+    state = RunState()
+    state.names = [f"m{i:05d}" for i in range(20000)]
+    state.deps = {n: [] for n in state.names}
+    published = StateFile(state, str(tmp_path), every=0.25)
+    assert published.pause == 0.25
+    published(Idle())
+    assert published.pause >= 0.25
+    written = json.loads((tmp_path / "status.json").read_text())
+    assert written["total"] == 20000 and len(written["waiting"]) == 20000
+    last = published.last
+    published(Idle())  # too soon: not written again
+    assert published.last == last
+
+
+def test_why_a_skipped_module_never_started(corral):
+    corral.module("bad", body="exit 1")
+    corral.module("dep", "requires: bad")
+    corral("run")
+    out = corral("why", "dep").out
+    assert "dep in run" in out and "never started: requires bad, which failed" in out
+    assert "attempt" not in out

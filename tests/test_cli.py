@@ -121,3 +121,14 @@ def test_every_command_has_an_example_and_is_in_the_user_docs(name, command):
     assert command.help, name
     if " " not in name:
         assert "Example:" in parent_help, name
+
+
+@pytest.mark.parametrize("name,command", list(_commands(main)))
+def test_every_option_of_every_command_is_in_the_user_docs(name, command):
+    docs = (REPO / "docs" / "usage.md").read_text()
+    for param in command.params:
+        if not isinstance(param, click.Option):
+            continue
+        longs = [o for o in (*param.opts, *param.secondary_opts) if o.startswith("--")]
+        if longs and "--help" not in longs:
+            assert any(o in docs for o in longs), f"corral {name} {longs[0]} is not in usage.md"

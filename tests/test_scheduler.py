@@ -326,3 +326,48 @@ def test_measured_load_of_running_modules_holds_back_a_newcomer():
     # the host already runs 2 of --max-load 2: next waits until nothing runs
     assert h.starts("hog") == [0.0] and h.starts("next") == [5.0]
     assert h.summary("next").last.throttle_reason.kind is Block.LOAD
+
+
+def test_a_closed_gate_is_asked_once_per_workload_and_every_module_behind_it_waits(
+    monkeypatch,
+):
+    """With hundreds of ready modules and the host above --max-load, each pass asks the
+    gate once per workload, not once per module; the modules it did not look at are
+    recorded as waiting on the gate all the same, for their workload's reason."""
+    import corral.scheduler
+
+    calls = []
+
+    def counted(*args, **kw):
+        calls.append(args[3])
+        return admit(*args, **kw)
+
+    admit = corral.scheduler.admit
+    monkeypatch.setattr(corral.scheduler, "admit", counted)
+    n = 300
+    h = replay(
+        {f"m{i:03d}": {} for i in range(n)},
+        jobs=4,
+        max_load=2.0,
+        fake={"host": Host(5.0, 8 * GiB, 8 * GiB, 0.0, 0.0)},
+    )
+    # one at a time (nothing running: the gate lets one start), in order
+    assert h.order() == [f"m{i:03d}" for i in range(n)]
+    # a pass per sample (5 in each module's second) and per exit, one question each;
+    # asking every ready module in every pass was about 6 * n * n / 2
+    assert len(calls) <= 7 * n
+    waited = [h.summary(f"m{i:03d}").last for i in range(1, n)]
+    assert all(a.throttle_reason.kind is Block.LOAD for a in waited)
+    assert [a.throttle_wait_s for a in waited] == [float(i) for i in range(1, n)]
+
+
+def test_a_workload_the_gate_refuses_does_not_hold_back_a_lighter_one():
+    h = replay(
+        {"c1": {"workload": "cpu"}, "c2": {"workload": "cpu"}, "i1": {"workload": "io"}},
+        jobs=4,
+        max_load=2.0,
+        fake={"host": Host(0.5, 8 * GiB, 8 * GiB, 0.0, 0.0)},
+    )
+    # c1 counts 1 before it is measured: 0.5 + 1 + 1 > 2 for c2, 0.5 + 1 + 0.5 for i1
+    assert h.starts("c1") == [0.0] and h.starts("i1") == [0.0] and h.starts("c2") == [1.0]
+    assert h.summary("c2").last.throttle_reason.kind is Block.LOAD

@@ -12,7 +12,7 @@ import datetime as dt
 import statistics
 from dataclasses import dataclass, field
 
-from corral.status import COMPLETED, RETRYABLE
+from corral.status import COMPLETED, RETRYABLE, Status
 from corral.store import Store
 from corral.throttle import Block
 
@@ -73,27 +73,23 @@ class ModuleRun:
     start: float = 0.0
     end: float = 0.0
     running: float = 0.0
+    cpu: float = 0.0
+    peak_rss: int | None = None  # the highest known peak of its attempts (0 is unknown)
     ready: float | None = None  # when its last requirement ended (0: at once)
     segments: list[Segment] | None = None
     waits: dict[str, float] | None = None  # JOBS/THROTTLE/LOCKS/BACKOFF seconds
 
     def settle(self) -> None:
-        if self.attempts:
-            self.start, self.end = self.attempts[0].start, self.attempts[-1].end
-            self.running = sum(a.duration for a in self.attempts)
+        attempts = self.attempts
+        if attempts:
+            self.start, self.end = attempts[0].start, attempts[-1].end
+            self.running = sum(a.duration for a in attempts)
+            self.cpu = sum(a.cpu for a in attempts)
+            self.peak_rss = max((a.peak_rss for a in attempts if a.peak_rss), default=None)
 
     @property
     def ran(self) -> bool:
         return bool(self.attempts)
-
-    @property
-    def cpu(self) -> float:
-        return sum(a.cpu for a in self.attempts)
-
-    @property
-    def peak_rss(self) -> int | None:
-        known = [a.peak_rss for a in self.attempts if a.peak_rss is not None]
-        return max(known) if known else None
 
     @property
     def first_failed(self) -> bool:
@@ -361,25 +357,28 @@ def gate_held(run: Run) -> float:
 def module_rates(runs: list[Run]) -> list[dict]:
     """Per module over `runs` (newest first): how often it was selected, failed for good,
     was skipped, or failed its first attempt; its median running time and last figures."""
-    names = sorted({n for r in runs for n in r.modules})
+    seen_by: dict[str, list[ModuleRun]] = {}
+    for r in runs:
+        for name, m in r.modules.items():
+            seen_by.setdefault(name, []).append(m)
     out = []
-    for name in names:
-        seen = [r.modules[name] for r in runs if name in r.modules]
-        ran = [m for m in seen if m.ran]
-        durations = [m.running for m in ran]
+    for name in sorted(seen_by):
+        seen = seen_by[name]
+        ran = [m for m in seen if m.attempts]
         peaks = [m.peak_rss for m in ran if m.peak_rss is not None]
         out.append(
             {
                 "name": name,
                 "runs": len(seen),
                 "ran": len(ran),
-                "median_s": statistics.median(durations) if durations else None,
+                "median_s": _median([m.running for m in ran]),
                 "last_s": ran[0].running if ran else None,
                 "peak_rss_bytes": max(peaks) if peaks else None,
-                "median_cpu_s": statistics.median([m.cpu for m in ran]) if ran else None,
+                "median_cpu_s": _median([m.cpu for m in ran]),
                 "last_attempts": len(seen[0].attempts),
                 "failure_rate": sum(m.status in RETRYABLE for m in seen) / len(seen),
-                "skip_rate": sum(not m.ran for m in seen) / len(seen),
+                "warning_rate": sum(m.status == Status.WARNING for m in seen) / len(seen),
+                "skip_rate": (len(seen) - len(ran)) / len(seen),
                 "retry_rate": (sum(m.first_failed for m in ran) / len(ran)) if ran else None,
                 "last_status": seen[0].status,
             }
@@ -387,10 +386,20 @@ def module_rates(runs: list[Run]) -> list[dict]:
     return out
 
 
+def _median(values: list[float]) -> float | None:
+    """The median (the mean of the middle two for an even count); None for no values."""
+    if not values:
+        return None
+    values = sorted(values)
+    middle = len(values) // 2
+    return values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
+
+
 def troubled(rates: list[dict]) -> list[dict]:
-    """Modules that failed, were skipped or failed a first attempt in any run, worst first."""
-    hit = [m for m in rates if m["failure_rate"] or m["skip_rate"] or (m["retry_rate"] or 0) > 0]
-    return sorted(
-        hit,
-        key=lambda m: (-max(m["failure_rate"], m["skip_rate"], m["retry_rate"] or 0), m["name"]),
-    )
+    """Modules that failed, warned, were skipped or failed a first attempt in any run,
+    worst first."""
+
+    def worst(m: dict) -> float:
+        return max(m["failure_rate"], m["warning_rate"], m["skip_rate"], m["retry_rate"] or 0)
+
+    return sorted((m for m in rates if worst(m) > 0), key=lambda m: (-worst(m), m["name"]))

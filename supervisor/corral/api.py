@@ -186,16 +186,19 @@ def plan_json_text(
     the targets, tags and exclusions, the durations from history and the parser
     version. Any change to any of them is a new digest, so a memo is never stale.
     """
-    import hashlib
-    import json
     import marshal
 
     from corral.store import CACHE_TAG
 
+    try:  # perf: hashlib would load OpenSSL first (docs/architecture.md)
+        from _blake2 import blake2b
+    except ImportError:  # a Python built without its own hashes
+        from hashlib import blake2b
+
     targets, tags, exclude = list(targets), sorted(tags), sorted(exclude)
     files = module_files(config)
     durations = history(store, config).durations
-    digest = hashlib.blake2b(
+    digest = blake2b(
         repr(
             (
                 CACHE_TAG,
@@ -216,6 +219,8 @@ def plan_json_text(
     if memo is not None:
         store.count_warm_load(sum(len(entries) for _, entries in files))
         return memo[0], memo[1].splitlines()
+    import json  # perf: only a memo miss makes JSON (docs/architecture.md)
+
     graph, _ = load_graph(config, store, files)
     text = json.dumps(plan_json(graph, select(graph, targets, tags, exclude, durations)))
     warnings = [str(p) for p in graph.warnings]
@@ -334,7 +339,10 @@ def graph_dot(graph: Graph) -> str:
         label = graph.modules[name].header.description or name
         lines.append(f'  "{name}" [tooltip="{_dot_escape(label)}"];')
     for name, dep, kind in graph_edges(graph):
-        lines.append(f'  "{name}" -> "{dep}" [style={EDGE_STYLE[kind]}, label="{kind}"];')
+        # The arrow points at what `name` waits on; a `before:` edge was declared by
+        # `dep` ("dep before name"), so the label says so rather than "name before dep".
+        label = f"after ({dep}: before)" if kind == "before" else kind
+        lines.append(f'  "{name}" -> "{dep}" [style={EDGE_STYLE[kind]}, label="{label}"];')
     lines.append("}")
     return "\n".join(lines) + "\n"
 
@@ -414,12 +422,6 @@ def _lib_source(config: Config, lib: Path) -> str:
     return "default: lib/ beside the modules directory"
 
 
-def modules_key(config: Config) -> str:
-    """What a run records as its modules directories: the set its --failed/--resume and
-    history are about."""
-    return os.pathsep.join(str(d.absolute()) for d in config.modules)
-
-
 @dataclass(frozen=True)
 class Redo:
     """What `run --failed` / `--resume` runs again, from which earlier run."""
@@ -437,8 +439,8 @@ def redo(config: Config, store: Store, graph: Graph, resume: bool) -> Redo:
     skipped, and those the last run never started when it died. Modules whose latest
     status is ok or warning are done: left out, their dependents run. Raises UsageError
     when there is no earlier run."""
-    key = modules_key(config)
-    last = store.last_run(key)
+    key = module_set(config)
+    last = next(iter(store.runs(1, module_set=key)), None)
     if last is None:
         raise UsageError(
             f"no earlier run of {', '.join(map(str, config.modules))} is recorded in "
@@ -601,7 +603,7 @@ def _apply_retention(config: Config, store: Store, emit) -> None:
     from corral.retention import prune
 
     try:
-        prune(store, config.log_dir, config.keep_runs, config.keep_days, modules_key(config))
+        prune(store, config.log_dir, config.keep_runs, config.keep_days, module_set(config))
     except (sqlite3.Error, OSError) as exc:
         emit(Notice(f"old runs were not pruned this time: {exc}", warning=True))
 

@@ -227,27 +227,36 @@ def load_chart(run: Run, path: Path | BinaryIO) -> None:
 
 def history_chart(runs: list[Run], modules: list[str], path: Path | BinaryIO) -> None:
     """Running time and peak memory of the slowest modules across runs (oldest left);
-    a gap where a module did not run or its memory is unknown."""
+    a gap where a module did not run or its memory is unknown. A logarithmic axis when
+    the figures span more than a factor of 50, so the fast modules are not a flat line
+    under the slowest."""
     plt = _pyplot()
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 5.8), sharex=True)
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 6.2), sharex=True)
     runs = list(reversed(runs))
     xs = range(len(runs))
+    every: dict = {top: [], bottom: []}
     for name in modules:
         spans = [r.modules.get(name) for r in runs]
-        durations = [m.running if m is not None and m.ran else None for m in spans]
+        durations = [m.running if m is not None and m.attempts else None for m in spans]
         peaks = [
-            m.peak_rss / 2**20 if m is not None and m.ran and m.peak_rss is not None else None
+            m.peak_rss / 2**20 if m is not None and m.attempts and m.peak_rss else None
             for m in spans
         ]
         top.plot(xs, durations, marker="o", markersize=3, label=name)
         bottom.plot(xs, peaks, marker="o", markersize=3, label=name)
-    top.set_ylabel("running time, s")
-    bottom.set_ylabel("peak RSS, MiB")
-    top.set_ylim(bottom=0)
-    bottom.set_ylim(bottom=0)
-    bottom.set_xticks(list(xs), [r.run_id for r in runs], rotation=45, ha="right", fontsize=7)
-    bottom.set_xlabel("run (ids are UTC start times)")
-    top.legend(fontsize=7, frameon=False, ncol=4)
+        every[top] += [d for d in durations if d]
+        every[bottom] += [p for p in peaks if p]
+    for ax, label in ((top, "running time, s"), (bottom, "peak RSS, MiB")):
+        values = every[ax]
+        if values and max(values) > 50 * min(values):
+            ax.set_yscale("log")
+            label += " (log scale)"
+        else:
+            ax.set_ylim(bottom=0)
+        ax.set_ylabel(label)
+    bottom.set_xticks(list(xs), [r.run_id for r in runs], rotation=30, ha="right", fontsize=7)
+    bottom.set_xlabel("run (ids are UTC start times); a gap: did not run, or memory unknown")
+    top.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     top.set_title("Slowest modules across runs of this module set (oldest left)", loc="left")
     fig.tight_layout()
     fig.savefig(path, format=_format(path))

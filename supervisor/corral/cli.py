@@ -254,7 +254,12 @@ def plan(ctx, targets, tags, exclude, as_json):
     is_flag=True,
     help="Print the run as one JSON object on stdout, and nothing else.",
 )
-@click.option("-q", "--quiet", is_flag=True, help="Print only failures (for cron mail).")
+@click.option(
+    "-q",
+    "--quiet",
+    is_flag=True,
+    help="Print only what failed or warned, by final outcome (for cron mail).",
+)
 @click.option(
     "--wait-lock",
     type=click.FloatRange(min=0),
@@ -508,14 +513,34 @@ def list_(ctx, as_json):
     if as_json:
         _echo_json([api.module_json(m) for m in modules])
         return
+    import shutil
+
     width = max((len(m.name) for m in modules), default=4)
+    desc_w = max((len(m.header.description) for m in modules), default=0)
+    if sys.stdout.isatty():  # cut descriptions only when the terminal is too narrow
+        columns = shutil.get_terminal_size((100, 20)).columns
+        desc_w = max(20, min(desc_w, columns - width - 40))
     for m in modules:
         h = m.header
-        extra = []
-        for key in ("requires", "wants", "locks", "tags"):
-            if getattr(h, key):
-                extra.append(f"{key}: {' '.join(getattr(h, key))}")
-        click.echo(f"{m.name:<{width}}  {h.description:<44.44}  {'; '.join(extra)}")
+        extra = [
+            f"{key}: {' '.join(getattr(h, key))}"
+            for key in ("requires", "wants", "after", "before", "provides", "locks", "tags")
+            if getattr(h, key)
+        ]
+        if h.timeout is not None:
+            extra.append(f"timeout: {h.timeout:g}s")
+        if h.retries:
+            extra.append(f"retries: {h.retries}")
+        if h.workload != "mixed":
+            extra.append(f"workload: {h.workload}")
+        if h.memory:
+            extra.append(f"memory: {h.memory / 2**20:g}M")
+        if h.warning_exit:
+            extra.append(f"warning-exit: {', '.join(map(str, h.warning_exit))}")
+        description = h.description
+        if len(description) > desc_w:
+            description = description[: desc_w - 1] + "…"
+        click.echo(f"{m.name:<{width}}  {description:<{desc_w}}  {'; '.join(extra)}".rstrip())
 
 
 @main.command()

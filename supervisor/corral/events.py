@@ -59,6 +59,7 @@ class RunStarted:
     dry_run: bool = False
     edges: list[tuple[str, str]] = field(default_factory=list)  # (module, what it waits on)
     expected: dict[str, float] = field(default_factory=dict)  # median durations, history
+    locks: dict[str, tuple[str, ...]] = field(default_factory=dict)  # module -> its locks
 
 
 @dataclass

@@ -101,11 +101,13 @@ def why(store: Store, module: str, run_id: str | None = None) -> list[str]:
         return "?" if t is None or begin is None else f"+{t - begin:.2f}s"
 
     first, last = attempts[0], attempts[-1]
+    if first["attempt"] == 0:  # a skip row: it never started
+        return [
+            f"{module} in run {run_id}: {last['status']}",
+            f"  never started: {first['reason'] or 'skipped'}",
+        ]
     tries = f"{len(attempts)} attempt{'s' if len(attempts) > 1 else ''}"
     lines = [f"{module} in run {run_id}: {last['status']}, {tries}"]
-    if first["attempt"] == 0:  # a skip row: it never started
-        lines.append(f"  never started: {first['reason'] or 'skipped'}")
-        return lines
     start = _t(first["start"])
     lines.append(f"  started {rel(start)} after the run began")
     mine = deps.get(module, [])

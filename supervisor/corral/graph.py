@@ -481,14 +481,19 @@ class Plan:
             f"ready {self.ready()[:5]}"
         )
 
+    def ready_unordered(self) -> list[str]:
+        """Ready modules in no particular order (cheaper than `ready`); [] when none."""
+        return [key[-1] for key in self._ready if key[-1] in self.pending]
+
     def ready(self) -> list[str]:
         """Ready modules, highest priority first; [] when nothing is ready."""
         return [key[-1] for key in sorted(self._ready) if key[-1] in self.pending]
 
-    def take_ready(self, admit: Callable[[str], bool], limit: int) -> list[str]:
+    def take_ready(self, admit: Callable[[str], bool | None], limit: int) -> list[str]:
         """Start up to `limit` ready modules, highest priority first, that `admit` accepts.
 
-        `admit` may refuse one (its lock is held); it stays ready. Returns [] when none.
+        `admit` may refuse one (False: its lock is held; None: and nothing after it can
+        start either, so stop looking); it stays ready. Returns [] when none.
         """
         taken: list[str] = []
         held = []
@@ -497,12 +502,15 @@ class Plan:
             name = item[-1]
             if name not in self.pending:
                 continue  # skipped since it became ready
-            if admit(name):
+            verdict = admit(name)
+            if verdict:
                 self.pending.discard(name)
                 self.running.add(name)
                 taken.append(name)
             else:
                 held.append(item)
+                if verdict is None:
+                    break
         for item in held:
             heapq.heappush(self._ready, item)
         return taken

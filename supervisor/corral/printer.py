@@ -117,6 +117,10 @@ class Printer:
         self.progress_every = progress_every  # plain mode: a progress line at most this often
         self.progress_at = time.monotonic()
         self.drawn_at = 0.0
+        self.started: RunStarted | None = None
+        self.levels: dict[str, int] = {}
+        self.expected_s: float | None = None
+        self.unknown = 0
         self.color, self.timestamps, self.quiet = color, timestamps, quiet
         self.show_output = show_output and not quiet
         self.width = 8
@@ -136,7 +140,7 @@ class Printer:
         elif isinstance(event, ModuleStarted):
             if self.dry_run:
                 self.step += 1
-                self._write(self.out, f"{self.step:>4}. {event.name}", False)
+                self._write(self.out, self._planned(event.name), False)
             elif not self.quiet:
                 note = f" (attempt {event.attempt})" if event.attempt > 1 else ""
                 self._line(event.name, self._dim(f"started{note}"))
@@ -151,6 +155,12 @@ class Printer:
             self._write(self.err, f"corral: {prefix}{event.message}")
         elif isinstance(event, RunStarted):
             self.dry_run = event.dry_run
+            self.started = event
+            self.levels = {}
+            for name in event.names:  # in plan order: what it waits on comes first
+                deps = self.state.deps.get(name, ())
+                self.levels[name] = 1 + max((self.levels[d] for d in deps), default=-1)
+            self.expected_s, self.unknown = self.state.eta()
             self.width = max([len(n) for n in event.names] + [4])
             self.colours = {n: PALETTE[i % len(PALETTE)] for i, n in enumerate(event.names)}
             if not self.quiet:
@@ -184,6 +194,42 @@ class Printer:
         elif isinstance(event, Idle):
             self._tick()
             self.out.flush()
+
+    def _planned(self, name: str) -> str:
+        """A dry run's line: step, wave, expected time, locks."""
+        expected = self.started.expected.get(name) if self.started else None
+        time_text = f"~{clock_text(expected)}" if expected is not None else "no history"
+        locks = self.started.locks.get(name, ()) if self.started else ()
+        lock_text = f"  locks: {', '.join(locks)}" if locks else ""
+        return (
+            f"{self.step:>4}. {name:<{self.width}}  wave {self.levels.get(name, 0)}  "
+            f"{time_text:>10}{lock_text}"
+        )
+
+    def _dry_summary(self, run: RunFinished) -> None:
+        """How many waves, who shares a lock (and so runs one at a time), how long."""
+        holders: dict[str, list[str]] = {}
+        for name, locks in (self.started.locks if self.started else {}).items():
+            for lock in locks:
+                holders.setdefault(lock, []).append(name)
+        for lock, names in sorted(holders.items()):
+            if len(names) > 1:
+                self._write(
+                    self.out,
+                    f"corral: lock {lock}: {', '.join(names)} wait for each other "
+                    "(one at a time unless pools: allows more)",
+                )
+        waves = 1 + max(self.levels.values(), default=-1)
+        if self.expected_s is None:
+            expected = "no history to estimate the duration"
+        else:
+            unknown = f", {self.unknown} without history" if self.unknown else ""
+            expected = f"expected about {clock_text(self.expected_s)} at -j {run.jobs}{unknown}"
+        self._write(
+            self.out,
+            f"corral: dry run: {plural(len(run.modules), 'module')} in "
+            f"{plural(waves, 'wave')}, {expected}; nothing was run",
+        )
 
     def _tick(self) -> None:
         """Between events: redraw the status line (its times move), and in plain mode
@@ -244,8 +290,7 @@ class Printer:
             return
         out = self.out
         if run.dry_run:
-            modules = plural(len(run.modules), "module")
-            self._write(out, f"corral: dry run: {modules}, nothing was run")
+            self._dry_summary(run)
             return
         shown = bad if self.quiet else run.modules
         self._write(out, "", False)

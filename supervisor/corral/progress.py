@@ -184,11 +184,16 @@ def _counts(statuses) -> dict[str, int]:
 
 class StateFile:
     """Publishes a RunState as LOG_DIR/status.json, atomically, at most every `every`
-    seconds (and once more at the end), so `corral status` can read it any time."""
+    seconds (and once more at the end), so `corral status` can read it any time.
+
+    perf: a snapshot costs time in proportion to the run's modules; the next one waits
+    at least 100 times what the last one took, so publishing never takes more than 1 %
+    of corral's time however large the run (docs/architecture.md)."""
 
     def __init__(self, state: RunState, log_dir: str, every: float = 0.25):
         self.state, self.path, self.every = state, os.path.join(log_dir, STATE_FILE), every
         self.last = 0.0
+        self.pause = every  # until the next write: `every`, or more for a costly snapshot
         self.broken = False
 
     def __call__(self, event: Event) -> None:
@@ -198,14 +203,18 @@ class StateFile:
         if not (final or isinstance(event, (Idle, RunStarted))):
             return
         now = time.monotonic()
-        if not final and now - self.last < self.every:
+        if not final and now - self.last < self.pause:
             return
         self.last = now
         tmp = f"{self.path}.tmp"
         try:
+            # perf: dumps runs the C encoder over the whole state; dump would write it
+            # piece by piece through Python (docs/architecture.md)
+            text = json.dumps(self.state.snapshot())
             with open(tmp, "w") as f:
-                json.dump(self.state.snapshot(), f)
+                f.write(text)
             os.replace(tmp, self.path)
+            self.pause = max(self.every, 100 * (time.monotonic() - now))
         except OSError:
             self.broken = True  # an unwritable log directory is reported elsewhere
 

@@ -76,7 +76,8 @@ def _pct(value: float | None) -> str:
 
 
 def _mib(value: int | None) -> str:
-    return "unknown" if value is None else f"{value / 2**20:.1f}"
+    """Peak memory; no process has a peak of 0 bytes, so a 0 (older records) is unknown."""
+    return "unknown" if not value else f"{value / 2**20:.1f}"
 
 
 def build(runs: list[Run], module_set: str) -> tuple[list[tuple], dict]:
@@ -221,18 +222,27 @@ def build(runs: list[Run], module_set: str) -> tuple[list[tuple], dict]:
     )
 
     rates = analysis.module_rates(runs)
-    blocks.append(("h2", "Modules that failed, were skipped or needed a retry"))
+    blocks.append(("h2", "Modules that failed, warned, were skipped or needed a retry"))
     trouble = analysis.troubled(rates)
     if trouble:
         blocks.append(
             (
                 "table",
-                ["module", "runs", "failed", "skipped", "first attempt failed", "last status"],
+                [
+                    "module",
+                    "runs",
+                    "failed",
+                    "warned",
+                    "skipped",
+                    "first attempt failed",
+                    "last status",
+                ],
                 [
                     [
                         m["name"],
                         str(m["runs"]),
                         _pct(m["failure_rate"]),
+                        _pct(m["warning_rate"]),
                         _pct(m["skip_rate"]),
                         _pct(m["retry_rate"]),
                         m["last_status"],
@@ -301,6 +311,7 @@ def build(runs: list[Run], module_set: str) -> tuple[list[tuple], dict]:
                 "median CPU s",
                 "last attempts",
                 "failed",
+                "warned",
                 "skipped",
                 "first attempt failed",
             ],
@@ -314,6 +325,7 @@ def build(runs: list[Run], module_set: str) -> tuple[list[tuple], dict]:
                     _s(m["median_cpu_s"]),
                     str(m["last_attempts"]),
                     _pct(m["failure_rate"]),
+                    _pct(m["warning_rate"]),
                     _pct(m["skip_rate"]),
                     _pct(m["retry_rate"]),
                 ]
@@ -415,11 +427,9 @@ def timeline_json(r: Run) -> list[dict]:
                 "name": m.name,
                 "status": m.status,
                 "reason": m.reason,
-                "ready": None if m.ready is None else round(m.ready, 6),
-                "waits_s": {k: round(v, 6) for k, v in m.waits.items()},
-                "segments": [
-                    [s.kind, round(s.start, 6), round(s.end, 6), s.status] for s in m.segments
-                ],
+                "ready": m.ready,
+                "waits_s": m.waits,
+                "segments": [[s.kind, s.start, s.end, s.status] for s in m.segments],
             }
         )
     return out

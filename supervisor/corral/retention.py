@@ -25,19 +25,19 @@ def prune(
     log_dir: Path,
     keep_runs: int,
     keep_days: float,
-    modules_dir: str | None = None,
+    module_set: str | None = None,
     dry_run: bool = False,
 ) -> Pruned:
-    """Forget the runs beyond the newest `keep_runs` of each module set (of `modules_dir`
+    """Forget the runs beyond the newest `keep_runs` of each module set (of `module_set`
     only, when given) and those started more than `keep_days` ago; 0 turns either limit
     off. A run still marked running is never touched."""
     if not store.path:
         return Pruned([], 0)
     runs = store.conn.execute(
-        "SELECT run_id, modules_dir, started FROM runs WHERE status != 'running' "
-        + ("AND modules_dir = ? " if modules_dir is not None else "")
+        "SELECT run_id, module_set, started FROM runs WHERE status != 'running' "
+        + ("AND module_set = ? " if module_set is not None else "")
         + "ORDER BY started DESC",
-        (modules_dir,) if modules_dir is not None else (),
+        (module_set,) if module_set is not None else (),
     ).fetchall()
     cutoff = None
     if keep_days:

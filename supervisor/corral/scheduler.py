@@ -31,7 +31,7 @@ from corral.events import (
 from corral.executor import Clock, Executor, Spec
 from corral.graph import Graph, Plan, Selection
 from corral.status import EXIT_WARNING, FAILURES, RETRYABLE, Status
-from corral.throttle import Jobs, Limits, Refusal, Running, admit
+from corral.throttle import Block, Jobs, Limits, Refusal, Running, admit
 
 MAX_BACKOFF = 60.0
 IDLE = Idle()
@@ -120,6 +120,11 @@ class Scheduler:
         self.lock_waits: dict[tuple[str, int], float] = {}
         self.started_mono: dict[tuple[str, int], float] = {}
         self._batch: list[Running] = []  # admitted in this pass, not yet running
+        # perf: the gate's refusals in this pass, by workload (docs/architecture.md)
+        self._refused: dict[str, Refusal] = {}
+        self._gate_closed = False  # in this pass, for every workload of the selection
+        self._workload = {n: graph.modules[n].header.workload for n in selection.names}
+        self._workloads = len(set(self._workload.values()))
         self._next_sample = 0.0
         self._log_dir = None if settings.log_dir is None else str(settings.log_dir)
         self.peak_load = 0.0
@@ -137,6 +142,11 @@ class Scheduler:
                 self.settings.dry_run,
                 edges,
                 {n: d for n, d in (self.settings.durations or {}).items() if n in self.summaries},
+                {
+                    n: self.graph.modules[n].header.locks
+                    for n in self.selection.names
+                    if self.graph.modules[n].header.locks
+                },
             )
         )
         executor, plan = self.executor, self.plan
@@ -147,13 +157,15 @@ class Scheduler:
         while plan.more_to_do():
             self._sample_if_due()
             if self.stop_signal is None:
-                self._batch = []
+                self._batch, self._refused, self._gate_closed = [], {}, False
                 refused_before = self.gate_reason
                 self.gate_reason = None
                 self._start_retries()
                 room = slots - len(executor.running)
                 for name in plan.take_ready(self._admit, room):
                     self._start(name, 1)
+                if self._gate_closed:
+                    self._mark_waiting()
                 if self.gate_reason != refused_before:
                     self.emit(Waiting(self.gate_reason, sorted(self.waiting_since)))
             if not executor.running and not self.retrying and not self.waiting_since:
@@ -230,24 +242,36 @@ class Scheduler:
 
     # starting --------------------------------------------------------------------------
 
-    def _admit(self, name: str) -> bool:
-        """The gate, then the locks; a refusal by the gate is remembered as a delay."""
+    def _admit(self, name: str) -> bool | None:
+        """The gate, then the locks; a refusal by the gate is remembered as a delay.
+        None: no module at all can start in this pass (the caller stops looking)."""
         header = self.graph.modules[name].header
         fixed = self.settings.jobs.fixed
         if fixed is not None and len(self.executor.running) + len(self._batch) >= fixed:
-            return False
-        reason = admit(
-            self._running(),
-            self.limits,
-            self.executor.host,
-            header.workload,
-            self._memory_need(name),
-            declared=bool(header.memory),
-        )
+            return None
+        # perf: with modules running, a refusal for anything but memory depends only on
+        # the workload, and admitting more only makes the gate stricter: one verdict per
+        # workload per pass, and once every workload is refused the pass stops instead
+        # of asking again for each of thousands of ready modules (docs/architecture.md).
+        reason = self._refused.get(header.workload)
+        if reason is None:
+            reason = admit(
+                self._running(),
+                self.limits,
+                self.executor.host,
+                header.workload,
+                self._memory_need(name),
+                declared=bool(header.memory),
+            )
+            if reason is not None and reason.kind is not Block.MEMORY:
+                self._refused[header.workload] = reason
         if reason is not None:
             self.waiting_since.setdefault(name, self.clock.monotonic())
             self.wait_reason[name] = reason
             self.gate_reason = self.gate_reason or reason
+            if len(self._refused) == self._workloads:
+                self._gate_closed = True
+                return None
             return False
         held = self.locks.acquire(header.locks, name)
         if held is not None:
@@ -260,6 +284,14 @@ class Scheduler:
             Running(header.workload, 0.0, self._memory_need(name), 0, self._load(name))
         )
         return True
+
+    def _mark_waiting(self) -> None:
+        """The gate closed for every workload: what the pass did not look at waits on it
+        too, for the reason its workload was refused."""
+        now = self.clock.monotonic()
+        for name in self.plan.ready_unordered():
+            self.waiting_since.setdefault(name, now)
+            self.wait_reason[name] = self._refused[self._workload[name]]
 
     def _start_retries(self) -> None:
         now = self.clock.monotonic()

@@ -340,14 +340,6 @@ class Store:
             )
         )
 
-    def last_run(self, modules_dir: str) -> dict | None:
-        """The newest run of these modules directories (as the recorder joins them)."""
-        rows = self.db.query(
-            "SELECT * FROM runs WHERE modules_dir = ? ORDER BY started DESC LIMIT 1",
-            [modules_dir],
-        )
-        return next(iter(rows), None)
-
     def forget_runs(self, run_ids: list[str]) -> None:
         """Delete these runs' rows from every table that has a run_id column."""
         tables = [
@@ -363,15 +355,15 @@ class Store:
                 for table in tables:
                     self.conn.execute(f"DELETE FROM {table} WHERE run_id IN ({marks})", chunk)
 
-    def latest_statuses(self, modules_dir: str, runs: int = 50) -> dict[str, str]:
-        """Each module's status at the end of the newest of the last `runs` runs of these
-        modules directories that ran or skipped it."""
+    def latest_statuses(self, module_set: str, runs: int = 50) -> dict[str, str]:
+        """Each module's status at the end of the newest of the last `runs` runs of the
+        module set that ran or skipped it."""
         return dict(
             self.conn.execute(
                 "SELECT m.module, m.status FROM module_runs AS m JOIN (SELECT run_id, started "
-                "FROM runs WHERE modules_dir = ? ORDER BY started DESC LIMIT ?) AS r "
+                "FROM runs WHERE module_set = ? ORDER BY started DESC LIMIT ?) AS r "
                 "USING (run_id) ORDER BY r.started, m.attempt",
-                (modules_dir, runs),
+                (module_set, runs),
             ).fetchall()
         )
 
