@@ -50,7 +50,7 @@ class Containment:
         bases = self.cgroups.bases if self.cgroups is not None else {}
         member = next(iter(bases.values()), "")
         freezer = bases.get(FREEZER, "") if V2 not in bases else ""
-        self.watchdog = Watchdog(run_id, grace, member, freezer)
+        self.watchdog = Watchdog(run_id, grace, member, freezer, tuple(bases.values()))
 
     @property
     def counts_memory(self) -> bool:

@@ -10,7 +10,8 @@ so a reused PID is never hit) and processes whose environment carries the run's 
 
 It cannot be turned off by what it would inherit: it is started by absolute path with
 an empty environment (no BASH_ENV, no exported functions, no PATH to shadow anything)
-and `--norc --noprofile`, and it uses only bash builtins and /proc.
+and `--norc --noprofile`, and it uses only bash builtins and /proc (and, last, /bin/rmdir
+by its absolute path to remove the run's empty cgroups).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ SCRIPT = r"""
 exec 2>/dev/null
 trap '' INT HUP TERM QUIT
 grace=$1 run=$2 member=$3 freezer=$4
+shift 4; bases=("$@")  # every directory of the run, to remove once empty
 declare -A spare=() known=()
 last=
 while IFS= read -r line; do
@@ -35,7 +37,18 @@ while IFS= read -r line; do
     *) last=$line ;;
   esac
 done
-[[ $last == done ]] && exit 0
+[[ $last == "done" ]] && exit 0
+finish() {  # the run's empty cgroups go too (a detached daemon keeps its own)
+  local base d
+  local -a dirs=()
+  for base in "${bases[@]}"; do
+    for d in "$base"/*/; do [[ -d $d && -z ${spare[$(basename_of "$d")]} ]] && dirs+=("$d"); done
+    dirs+=("$base")
+  done
+  (( ${#dirs[@]} )) && [[ -x /bin/rmdir ]] && exec /bin/rmdir -- "${dirs[@]}"
+  exit 0
+}
+basename_of() { local d=${1%/}; printf '%s' "${d##*/}"; }
 nap() { read -r -t "$1" -u 3; }
 attempts() {
   local d
@@ -70,11 +83,11 @@ members() {
 }
 everyone() { if [[ -n $member ]]; then members; else marked; fi; }
 pids=$(everyone)
-[[ -z $pids ]] && exit 0
+[[ -z $pids ]] && finish
 kill -TERM $pids; kill -CONT $pids
 end=$(( SECONDS + ${grace%.*} + 1 ))
 while (( SECONDS < end )); do
-  pids=$(everyone); [[ -z $pids ]] && exit 0
+  pids=$(everyone); [[ -z $pids ]] && finish
   nap 0.1
 done
 if [[ -n $member ]]; then
@@ -83,17 +96,18 @@ if [[ -n $member ]]; then
       echo 1 > "$d/cgroup.kill"
     elif [[ -n $freezer ]]; then
       echo FROZEN > "$freezer/${d##*/}/freezer.state"
-      kill -KILL $(while read -r pid; do echo "$pid"; done < "$d/cgroup.procs")
+      mapfile -t victims < "$d/cgroup.procs"
+      (( ${#victims[@]} )) && kill -KILL "${victims[@]}"
       echo THAWED > "$freezer/${d##*/}/freezer.state"
     fi
   done < <(attempts)
 fi
 for _ in 1 2 3 4 5 6 7 8 9 10; do
-  pids=$(everyone); [[ -z $pids ]] && exit 0
+  pids=$(everyone); [[ -z $pids ]] && finish
   kill -KILL $pids
   nap 0.05
 done
-exit 0
+finish
 """
 
 
@@ -108,7 +122,14 @@ def bash() -> str:
 class Watchdog:
     """Started with a run; `close()` after everything is cleaned up lets it exit quietly."""
 
-    def __init__(self, run_id: str, grace: float, member: str = "", freezer: str = ""):
+    def __init__(
+        self,
+        run_id: str,
+        grace: float,
+        member: str = "",
+        freezer: str = "",
+        bases: tuple[str, ...] = (),
+    ):
         self.pid: int | None = None
         self._w: int | None = None
         r, w = os.pipe2(os.O_CLOEXEC)
@@ -128,6 +149,7 @@ class Watchdog:
                     run_id,
                     member,
                     freezer,
+                    *bases,
                 ],
                 {},
                 file_actions=[

@@ -127,9 +127,15 @@ def crash_with_escapee(corral, extra_env=None, kill_watchdog=False):
 
 
 def test_a_scrubbed_environment_escapee_dies_with_a_sigkilled_corral(corral, cgroups_here):
-    escapee, _ = crash_with_escapee(corral)
+    escapee, run_id = crash_with_escapee(corral)
     try:
         assert wait_dead(escapee, 1 + 2)  # the grace period, and some slack
+        dirs = db_rows(corral.db, "SELECT cgroups FROM runs WHERE run_id = ?", run_id)[0]
+        bases = dirs["cgroups"].split(os.pathsep)
+        end = time.monotonic() + 2
+        while any(os.path.exists(b) for b in bases) and time.monotonic() < end:
+            time.sleep(0.02)
+        assert not any(os.path.exists(b) for b in bases)  # the watchdog removed them
     finally:
         kill(escapee)
 
