@@ -25,8 +25,8 @@ NOTABLE = 0.10  # a share of the makespan worth naming beside the largest
 
 ATTEMPT_COLUMNS = (
     "module, attempt, status, reason, start, start_mono, duration_s, "
-    "coalesce(cpu_user_s, 0) + coalesce(cpu_sys_s, 0), peak_rss_bytes, throttle_wait_s, "
-    "throttle_kind, lock_wait_s, retry_in_s"
+    "cpu_user_s + cpu_sys_s, peak_rss_bytes, throttle_wait_s, throttle_kind, lock_wait_s, "
+    "retry_in_s, mem_source"
 )
 
 
@@ -36,12 +36,13 @@ class Attempt:
     status: str
     start: float  # seconds since the run's first start
     duration: float
-    cpu: float
-    peak_rss: int | None
+    cpu: float | None  # None: unknown
+    peak_rss: int | None  # None: unknown
     throttle_wait: float
     throttle_kind: str | None
     lock_wait: float
     retry_in: float | None
+    mem_source: str | None = None  # how peak_rss was measured: cgroup, rusage, sampled
 
     @property
     def end(self) -> float:
@@ -73,8 +74,9 @@ class ModuleRun:
     start: float = 0.0
     end: float = 0.0
     running: float = 0.0
-    cpu: float = 0.0
+    cpu: float | None = None  # None: no attempt's CPU is known
     peak_rss: int | None = None  # the highest known peak of its attempts (0 is unknown)
+    mem_source: str | None = None  # how that peak was measured
     ready: float | None = None  # when its last requirement ended (0: at once)
     segments: list[Segment] | None = None
     waits: dict[str, float] | None = None  # JOBS/THROTTLE/LOCKS/BACKOFF seconds
@@ -84,8 +86,11 @@ class ModuleRun:
         if attempts:
             self.start, self.end = attempts[0].start, attempts[-1].end
             self.running = sum(a.duration for a in attempts)
-            self.cpu = sum(a.cpu for a in attempts)
-            self.peak_rss = max((a.peak_rss for a in attempts if a.peak_rss), default=None)
+            known = [a.cpu for a in attempts if a.cpu is not None]
+            self.cpu = sum(known) if known else None
+            top = max((a for a in attempts if a.peak_rss), key=lambda a: a.peak_rss, default=None)
+            if top is not None:
+                self.peak_rss, self.mem_source = top.peak_rss, top.mem_source
 
     @property
     def ran(self) -> bool:
@@ -167,7 +172,7 @@ def load_run(store: Store, row: dict) -> Run:
         at = start_mono if mono else _ts(start)
         if at is None:
             continue
-        throttle, kind, lock, retry_in = rest
+        throttle, kind, lock, retry_in, mem_source = rest
         module.attempts.append(
             Attempt(
                 number,
@@ -180,6 +185,7 @@ def load_run(store: Store, row: dict) -> Run:
                 kind,
                 lock or 0.0,
                 retry_in,
+                mem_source,
             )
         )
     for module in modules.values():
@@ -365,7 +371,7 @@ def module_rates(runs: list[Run]) -> list[dict]:
     for name in sorted(seen_by):
         seen = seen_by[name]
         ran = [m for m in seen if m.attempts]
-        peaks = [m.peak_rss for m in ran if m.peak_rss is not None]
+        top = max((m for m in ran if m.peak_rss), key=lambda m: m.peak_rss, default=None)
         out.append(
             {
                 "name": name,
@@ -373,8 +379,9 @@ def module_rates(runs: list[Run]) -> list[dict]:
                 "ran": len(ran),
                 "median_s": _median([m.running for m in ran]),
                 "last_s": ran[0].running if ran else None,
-                "peak_rss_bytes": max(peaks) if peaks else None,
-                "median_cpu_s": _median([m.cpu for m in ran]),
+                "peak_rss_bytes": top.peak_rss if top else None,
+                "peak_rss_source": top.mem_source if top else None,
+                "median_cpu_s": _median([m.cpu for m in ran if m.cpu is not None]),
                 "last_attempts": len(seen[0].attempts),
                 "failure_rate": sum(m.status in RETRYABLE for m in seen) / len(seen),
                 "warning_rate": sum(m.status == Status.WARNING for m in seen) / len(seen),

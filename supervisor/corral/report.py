@@ -75,9 +75,12 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.0%}"
 
 
-def _mib(value: int | None) -> str:
-    """Peak memory; no process has a peak of 0 bytes, so a 0 (older records) is unknown."""
-    return "unknown" if not value else f"{value / 2**20:.1f}"
+def _mib(value: int | None, source: str | None = None) -> str:
+    """Peak memory, marked ≈ when sampled (an estimate: a burst between samples is
+    missed); no process has a peak of 0 bytes, so a 0 (older records) is unknown."""
+    if not value:
+        return "unknown"
+    return f"{'≈' if source == 'sampled' else ''}{value / 2**20:.1f}"
 
 
 def build(runs: list[Run], module_set: str) -> tuple[list[tuple], dict]:
@@ -321,7 +324,7 @@ def build(runs: list[Run], module_set: str) -> tuple[list[tuple], dict]:
                     str(m["runs"]),
                     _s(m["median_s"]),
                     _s(m["last_s"]),
-                    _mib(m["peak_rss_bytes"]),
+                    _mib(m["peak_rss_bytes"], m["peak_rss_source"]),
                     _s(m["median_cpu_s"]),
                     str(m["last_attempts"]),
                     _pct(m["failure_rate"]),
@@ -331,6 +334,14 @@ def build(runs: list[Run], module_set: str) -> tuple[list[tuple], dict]:
                 ]
                 for m in rates
             ],
+        )
+    )
+    blocks.append(
+        (
+            "p",
+            "Peak RSS is the highest of the module's runs: the kernel's figure for its "
+            "cgroup or its waited-for processes where there is one, ≈ where it was "
+            "sampled (an estimate), unknown where nothing could measure it.",
         )
     )
     slowest = sorted(rates, key=lambda m: -(m["median_s"] or 0))[:10]
