@@ -16,6 +16,10 @@ import pytest
 
 from .conftest import REPO, write_module
 
+# A venv, a pip install from the index and a run of the shipped modules: minutes on a
+# loaded 2-CPU machine, more than the suite's default per-test limit.
+pytestmark = pytest.mark.timeout(600)
+
 # What a fresh venv holds before anything is installed into it: not corral's cost.
 VENV_OWN = {"pip", "setuptools", "pkg_resources", "_distutils_hack"}
 

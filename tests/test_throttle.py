@@ -293,7 +293,7 @@ def test_terminal_status_line_says_why_modules_wait(corral):
             encoding="utf-8",
             timeout=30,
         )
-        child.expect(r"running 1: busy\d · waiting: load: ")
+        child.expect(r"running 1: busy\d [\d.]+s · waiting: load: ")
         child.expect(pexpect.EOF)
         child.close()
     assert child.exitstatus == 0
