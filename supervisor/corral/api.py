@@ -671,6 +671,23 @@ def run_json(outcome: RunFinished) -> dict:
     }
 
 
+def run_fleet(config: Config, store: Store, nodes: str, args: list[str], *rest, **options):
+    """Run the selection on every host of the node set `nodes` (see corral.fleet.run);
+    returns a FleetOutcome. Raises before any host is touched on a header or usage
+    error, or when this machine's run lock is held."""
+    from corral.fleet.run import run_fleet as run
+
+    return run(config, store, nodes, args, *rest, **options)
+
+
+def gather_fleet(config: Config, store: Store, nodes: str, **options):
+    """Bring the records each host of `nodes` made since this database last heard of
+    it (a lost host's run that finished later); returns one Gathered per host."""
+    from corral.fleet.run import gather
+
+    return gather(config, store, nodes, **options)
+
+
 def write_report(
     config: Config, store: Store, out: Path, fmt: str = "md", every: bool = False
 ) -> list[Path]:

@@ -282,6 +282,38 @@ def plan(ctx, targets, tags, exclude, as_json):
     help="Run what the last run of these modules did not complete: failed, skipped or "
     "never started.",
 )
+@click.option(
+    "-w",
+    "--nodes",
+    metavar="NODESET",
+    help="Run on these hosts over ssh instead of here (ClusterShell node set: "
+    "web[01-20],@db). Every other option goes to each host's run.",
+)
+@click.option(
+    "--fanout",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="With -w: hosts running at once. Default: config fanout:, else 64.",
+)
+@click.option(
+    "--canary",
+    type=click.IntRange(min=0),
+    default=0,
+    metavar="N",
+    help="With -w: run on the first N hosts first; go on only if all of them are ok.",
+)
+@click.option(
+    "--max-fail",
+    type=click.FloatRange(0, 100),
+    metavar="PCT",
+    help="With -w: start no new host once more than PCT %% of the finished ones failed.",
+)
+@click.option(
+    "--connect-timeout",
+    type=click.FloatRange(min=1),
+    metavar="S",
+    help="With -w: seconds to reach a host. Default: config connect_timeout:, else 10.",
+)
 @click.pass_context
 def run(
     ctx,
@@ -297,18 +329,29 @@ def run(
     quiet,
     wait_lock,
     redo,
+    nodes,
+    fanout,
+    canary,
+    max_fail,
+    connect_timeout,
 ):
-    """Run the modules (or TARGETs and what they need) in parallel, in dependency order.
+    """Run the modules (or TARGETs and what they need) in parallel, in dependency order,
+    here or (-w) on every host of a fleet.
 
-    Exit status: 0 all ok; 1 a module failed, timed out or was skipped; 2 header or
-    usage error (nothing ran); 3 another run holds the lock; 5 all completed, one or
-    more with a warning (`warning-exit:`); 130/143/129 interrupted by
+    Exit status: 0 all ok; 1 a module failed, timed out or was skipped (on some host);
+    2 header or usage error (nothing ran); 3 another run holds the lock; 4 a host was
+    unreachable, lost, locked or skipped (wins over 1); 5 all completed, one or more
+    with a warning (`warning-exit:`); 130/143/129 interrupted by
     SIGINT/SIGTERM/SIGHUP.
 
     Example:
 
         corral run -j 4 --fail-fast summary
+
+        corral run -w 'web[01-80]' --canary 2 --max-fail 10 -j 2 summary
     """
+    if nodes:
+        _run_fleet(ctx, nodes, targets, tags, exclude, fanout, canary, max_fail, connect_timeout)
     from corral.printer import Printer
 
     gc.enable()  # a long-lived loop: let the collector do its job
@@ -367,6 +410,70 @@ def run(
     os._exit(outcome.exit_code)
 
 
+FLEET_ONLY = {"nodes", "fanout", "canary", "max_fail", "connect_timeout", "as_json", "quiet"}
+
+
+def _host_args(ctx: click.Context) -> list[str]:
+    """The run's own options and targets as they were given, for each host's run."""
+    from click.core import ParameterSource
+
+    out: list[str] = []
+    targets: list[str] = []
+    for param in ctx.command.params:
+        if param.name in FLEET_ONLY or ctx.get_parameter_source(param.name) in (
+            None,
+            ParameterSource.DEFAULT,
+        ):
+            continue
+        value = ctx.params[param.name]
+        if isinstance(param, click.Argument):
+            targets = [str(v) for v in value]
+        elif param.is_flag and param.secondary_opts:
+            out.append(param.opts[-1] if value else param.secondary_opts[-1])
+        elif param.is_flag:  # a plain flag, or one of several sharing a name (--failed)
+            if value is not None and value is not False and value == param.flag_value:
+                out.append(param.opts[-1])
+        elif param.multiple:
+            for item in value:
+                out += [param.opts[-1], str(item)]
+        else:
+            out += [param.opts[-1], str(value)]
+    return [*out, "--", *targets] if targets else out
+
+
+def _run_fleet(ctx, nodes, targets, tags, exclude, fanout, canary, max_fail, connect_timeout):
+    from corral.fleet.view import FleetView
+
+    config, params = ctx.obj, ctx.params
+    tty = sys.stdout.isatty()
+    out = sys.stderr if params["as_json"] else sys.stdout
+    view = FleetView(
+        out,
+        tty=tty and not params["as_json"],
+        quiet=params["quiet"] or params["as_json"],
+        color=tty and not os.environ.get("NO_COLOR"),
+    )
+    outcome = api.run_fleet(
+        config,
+        _store(ctx),
+        nodes,
+        _host_args(ctx),
+        targets,
+        tags,
+        exclude,
+        [view],
+        fanout=fanout or config.fanout,
+        canary=canary,
+        max_fail=max_fail,
+        connect_timeout=connect_timeout or config.connect_timeout,
+    )
+    if params["as_json"]:
+        _echo_json(outcome.as_json())
+    else:
+        view.summary(outcome)
+    ctx.exit(outcome.exit_code)
+
+
 @main.command()
 @click.argument("module", required=False, shell_complete=_complete("modules"))
 @click.option(
@@ -384,19 +491,23 @@ def run(
     is_flag=True,
     help="Runs of every module set in the database, not only of these modules directories.",
 )
+@click.option("--host", metavar="HOST", help="The runs a fleet run gathered from HOST.")
 @click.pass_context
-def history(ctx, module, limit, as_json, every):
-    """Past runs of these modules directories, or every recorded attempt of MODULE.
-    Times are UTC.
+def history(ctx, module, limit, as_json, every, host):
+    """Past runs of these modules directories, or every recorded attempt of MODULE (here,
+    or with --host as a fleet run gathered them from HOST). Times are UTC.
 
     Example:
 
         corral history disk_usage
+
+        corral history --host web04
     """
     store = _store(ctx)
-    module_set = None if every else api.module_set(ctx.obj)
+    # A fleet host's runs are of its own copy of the modules (another module set).
+    module_set = None if every or host else api.module_set(ctx.obj)
     if module:
-        rows = store.attempts(module=module, limit=limit, module_set=module_set)
+        rows = store.attempts(module=module, limit=limit, module_set=module_set, host=host)
         if as_json:
             _echo_json(rows)
             return
@@ -414,7 +525,7 @@ def history(ctx, module, limit, as_json, every):
                 f"{r['reason'] or ''}"
             )
         return
-    runs = store.runs(limit, module_set)
+    runs = store.runs(limit, module_set, host=host)
     if as_json:
         _echo_json([api.run_figures(store, r) for r in runs])
         return
@@ -722,6 +833,51 @@ def _setting_text(value) -> str:
     if isinstance(value, dict):
         return ", ".join(f"{k}: {v}" for k, v in value.items()) or "-"
     return str(value)
+
+
+@main.group()
+def fleet():
+    """Fleet runs (`corral run -w NODESET`): records from the hosts.
+
+    Example:
+
+        corral fleet gather -w 'web[01-80]'
+    """
+
+
+@fleet.command()
+@click.option("-w", "--nodes", required=True, metavar="NODESET", help="Hosts to gather from.")
+@click.option("--fanout", type=click.IntRange(min=1), metavar="N", help="Hosts at once.")
+@click.option(
+    "--connect-timeout", type=click.FloatRange(min=1), metavar="S", help="Seconds to reach a host."
+)
+@click.option("--json", "as_json", is_flag=True, help="One object per host as JSON.")
+@click.pass_context
+def gather(ctx, nodes, fanout, connect_timeout, as_json):
+    """Bring the records of fleet runs that each host made since this database last
+    heard of it: what a lost host finished later. Gathering twice adds nothing.
+
+    Exit status: 0 every host answered; 4 a host could not be reached.
+
+    Example:
+
+        corral fleet gather -w web04
+    """
+    config = ctx.obj
+    result = api.gather_fleet(
+        config,
+        _store(ctx),
+        nodes,
+        fanout=fanout or config.fanout,
+        connect_timeout=connect_timeout or config.connect_timeout,
+    )
+    if as_json:
+        _echo_json([g.as_json() for g in result])
+    else:
+        for g in result:
+            why = f": {g.reason}" if g.reason else ""
+            click.echo(f"{g.host}: {g.status}, {g.runs} run(s), {g.rows} new row(s){why}")
+    ctx.exit(0 if all(g.status == "ok" for g in result) else 4)
 
 
 @main.group()

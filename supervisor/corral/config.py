@@ -60,6 +60,9 @@ class Config:
     # setting -> where its value came from ("flag --jobs", "env CORRAL_JOBS", a file, "default")
     sources: dict[str, str] = field(default_factory=dict, compare=False)
     warnings: tuple[str, ...] = field(default=(), compare=False)
+    ssh_options: str | None = None  # fleets: passed to ssh, as in clush.conf
+    fanout: int = 64  # fleets: hosts at once
+    connect_timeout: float = 10.0  # fleets: seconds to reach a host
 
     def with_flags(self, **flags: object) -> Config:
         """A copy with every flag that was actually given (not None) applied: flags win
@@ -334,4 +337,7 @@ _CONVERTERS = {
     "pools": _pools,
     "secret_patterns": lambda v: tuple(str(p) for p in v),
     "backend": _backend,
+    "ssh_options": str,
+    "fanout": _positive_int,
+    "connect_timeout": lambda v: parse_duration(str(v)),
 }

@@ -37,7 +37,7 @@ def recover(store: Store, grace: float = 5.0) -> list[str]:
     try:
         rows = store.conn.execute(
             "SELECT run_id, pid, pid_start, boot_id, cgroups FROM runs "
-            "WHERE status = 'running' AND host = ?",
+            "WHERE status = 'running' AND host = ? AND fleet_run IS NULL",
             (os.uname().nodename,),
         ).fetchall()
     except sqlite3.Error:

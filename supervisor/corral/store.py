@@ -20,7 +20,7 @@ from pathlib import Path
 from corral import safepath
 from corral.headers import _FIELDS, PARSER_VERSION, Header
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 MEMO_PLANS = 8  # plans kept: a few target sets of one host
 # Cached headers are marshal records (several times faster to load than JSON, and only
 # ever read back by corral); the tag changes whenever the parser or marshal format does.
@@ -322,9 +322,16 @@ class Store:
         sets = ", ".join(f"{column} = ?" for column in values)
         self.conn.execute(f"UPDATE {table} SET {sets} WHERE {pk} = ?", (*values.values(), key))
 
-    def runs(self, limit: int = 20, module_set: str | None = None) -> list[dict]:
-        """The newest `limit` runs of `module_set` (every set when None), newest first."""
+    def runs(
+        self, limit: int = 20, module_set: str | None = None, host: str | None = None
+    ) -> list[dict]:
+        """The newest `limit` runs of `module_set` (every set when None), newest first: this
+        machine's, or those a fleet run gathered from `host`."""
         where, args = _set_filter(module_set)
+        where += (" AND " if where else " WHERE ") + (
+            "fleet_run IS NULL" if host is None else "host = ?"
+        )
+        args += () if host is None else (host,)
         return list(
             self.db.query(
                 f"SELECT * FROM runs{where} ORDER BY started DESC LIMIT ?", [*args, limit]
@@ -335,7 +342,8 @@ class Store:
         """(module set, runs, newest start) of every set recorded, newest first."""
         return list(
             self.conn.execute(
-                "SELECT module_set, count(*), max(started) FROM runs GROUP BY module_set "
+                "SELECT module_set, count(*), max(started) FROM runs WHERE fleet_run IS NULL "
+                "GROUP BY module_set "
                 "ORDER BY max(started) DESC"
             )
         )
@@ -382,22 +390,32 @@ class Store:
         module: str | None = None,
         limit: int = 1000,
         module_set: str | None = None,
+        host: str | None = None,
     ) -> list[dict]:
-        """module_runs rows, newest first, filtered by run, module and/or module set."""
+        """module_runs rows, newest first, filtered by run, module, module set and/or host;
+        each carries `host` (a local row: the host its run recorded)."""
         where, args = [], []
         if module_set is not None:
-            where.append("run_id IN (SELECT run_id FROM runs WHERE module_set = ?)")
+            where.append("m.run_id IN (SELECT run_id FROM runs WHERE module_set = ?)")
             args.append(module_set)
         if run_id:
-            where.append("run_id = ?")
+            where.append("m.run_id = ?")
             args.append(run_id)
         if module:
-            where.append("module = ?")
+            where.append("m.module = ?")
             args.append(module)
-        sql = "SELECT * FROM module_runs"
+        if host:
+            where.append("coalesce(m.host, r.host) = ?")
+            args.append(host)
+        sql = (
+            "SELECT m.*, coalesce(m.host, r.host) AS host FROM module_runs AS m "
+            "LEFT JOIN runs AS r ON r.run_id = m.run_id"
+        )
         if where:
             sql += " WHERE " + " AND ".join(where)
-        return list(self.db.query(f"{sql} ORDER BY start DESC, id DESC LIMIT ?", [*args, limit]))
+        return list(
+            self.db.query(f"{sql} ORDER BY m.start DESC, m.id DESC LIMIT ?", [*args, limit])
+        )
 
     def history(self, recent: int = 10, module_set: str | None = None) -> History:
         """What the last `recent` runs of `module_set` (of every set when None) say about
@@ -413,8 +431,8 @@ class Store:
         where, args = _set_filter(module_set)
         for run_id, figures in self.conn.execute(
             f"SELECT r.run_id, f.figures FROM (SELECT run_id, started FROM runs{where} "
-            "ORDER BY started DESC LIMIT ?) AS r LEFT JOIN run_figures AS f "
-            "USING (run_id)",
+            f"{'AND' if where else 'WHERE'} fleet_run IS NULL ORDER BY started DESC LIMIT ?) "
+            "AS r LEFT JOIN run_figures AS f USING (run_id)",
             (*args, recent),
         ):
             if figures is None:
@@ -706,6 +724,45 @@ def _schema_v8(db) -> None:
                 db[table].add_column(column, kind)
 
 
+def _schema_v9(db) -> None:
+    """Fleets: the fleet runs and how each host ended (fleet_runs, fleet_hosts); the
+    gathered runs and attempts of every host carry `host`, and runs the fleet run that
+    gathered them (NULL for this machine's own runs)."""
+    for table, column in (("runs", "fleet_run"), ("module_runs", "host")):
+        if column not in db[table].columns_dict:
+            db[table].add_column(column, str)
+    db["runs"].create_index(["host", "started"], if_not_exists=True)
+    db["fleet_runs"].create(
+        {
+            "run_id": str,
+            "started": str,
+            "ended": str,
+            "status": str,
+            "exit_code": int,
+            "nodes": str,
+            "args": str,
+            "digest": str,
+            "modules_dir": str,
+        },
+        pk="run_id",
+        if_not_exists=True,
+    )
+    db["fleet_hosts"].create(
+        {
+            "fleet_run": str,
+            "host": str,
+            "status": str,
+            "exit_code": int,
+            "reason": str,
+            "run_id": str,
+            "started": str,
+            "ended": str,
+        },
+        pk=("fleet_run", "host"),
+        if_not_exists=True,
+    )
+
+
 _MIGRATIONS = [
     _schema_v1,
     _schema_v2,
@@ -715,4 +772,5 @@ _MIGRATIONS = [
     _schema_v6,
     _schema_v7,
     _schema_v8,
+    _schema_v9,
 ]

@@ -1,0 +1,196 @@
+"""What a host needs to run corral, as one content-addressed bundle.
+
+A bundle holds the selected modules, lib/, the config (with the controller's own
+paths taken out) and corral's run path as a zipapp of pure Python: the corral
+package and the pure-Python packages it imports (click, PyYAML without its C
+extension, sqlite-utils and what that imports). A host needs only bash and
+python3 >= 3.11; the zipapp runs with `python3 -I -S`, so nothing installed on the
+host is ever imported by mistake.
+
+The digest covers every shipped file (name, mode, bytes): a host that already
+unpacked a bundle of that digest gets nothing copied.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import io
+import json
+import os
+import py_compile
+import tarfile
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# The run path's imports that are not in the standard library (checked by the fleet
+# tests, whose hosts run the zipapp with `python3 -I -S`).
+VENDORED = ("click", "yaml", "sqlite_utils", "sqlite_fts4", "dateutil", "six", "pluggy", "tabulate")
+# Settings that name places on the controller, not on the host.
+CONTROLLER_ONLY = ("db", "log_dir", "modules", "lib", "ssh_options", "fanout", "connect_timeout")
+ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed, so the same sources make the same bytes
+MAIN = b"""\
+import sys
+
+if sys.version_info < (3, 11):
+    version = sys.version.split()[0]
+    sys.exit("corral: this host has Python %s; corral needs python3 >= 3.11" % version)
+from corral.fleet.agent import main
+
+main(sys.argv[1:])
+"""
+
+
+@dataclass
+class Bundle:
+    """Files to unpack on a host, by their path in the bundle, and their digest."""
+
+    files: dict[str, tuple[int, bytes]] = field(default_factory=dict)  # path -> (mode, data)
+
+    def add(self, path: str, data: bytes, mode: int = 0o644) -> None:
+        self.files[path] = (mode, data)
+
+    @property
+    def digest(self) -> str:
+        h = hashlib.sha256()
+        for path in sorted(self.files):
+            mode, data = self.files[path]
+            h.update(f"{path}\0{mode:o}\0{len(data)}\0".encode())
+            h.update(data)
+        return h.hexdigest()[:32]
+
+    def tarball(self) -> bytes:
+        """The files as a gzip'd tar, owned by root, with fixed times."""
+        out = io.BytesIO()
+        with tarfile.open(fileobj=out, mode="w:gz", compresslevel=6) as tar:
+            for path in sorted(self.files):
+                mode, data = self.files[path]
+                info = tarfile.TarInfo(path)
+                info.size, info.mode, info.mtime = len(data), mode, 0
+                tar.addfile(info, io.BytesIO(data))
+        return out.getvalue()
+
+
+def package_files(name: str) -> list[tuple[Path, str]]:
+    """(file, path inside the zip) for every .py file of an importable package or module."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.origin is None:
+        raise LookupError(f"{name} is not installed; the fleet ships it to every host")
+    origin = Path(spec.origin)
+    if origin.name != "__init__.py":
+        return [(origin, origin.name)]
+    root = origin.parent
+    out = []
+    for directory, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        for f in sorted(files):
+            if f.endswith(".py"):
+                path = Path(directory, f)
+                out.append((path, f"{name}/{path.relative_to(root).as_posix()}"))
+    return out
+
+
+def zipapp_bytes() -> bytes:
+    """corral's run path as a zipapp: sources, and bytecode compiled here that the host
+    uses when its Python has the same magic number (and ignores otherwise)."""
+    out = io.BytesIO()
+    with (
+        zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
+        entries = [e for name in ("corral", *VENDORED) for e in package_files(name)]
+        entries.append((None, "__main__.py"))
+        for source, arcname in sorted(entries, key=lambda e: e[1]):
+            data = MAIN if source is None else source.read_bytes()
+            _write(zf, arcname, data)
+            if source is None:
+                continue
+            compiled = Path(tmp, "c.pyc")
+            try:
+                py_compile.compile(
+                    str(source),
+                    cfile=str(compiled),
+                    dfile=arcname,
+                    doraise=True,
+                    invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
+                )
+            except py_compile.PyCompileError:
+                continue  # the host compiles the source itself
+            _write(zf, arcname[:-3] + ".pyc", compiled.read_bytes())
+    return out.getvalue()
+
+
+def _write(zf: zipfile.ZipFile, arcname: str, data: bytes) -> None:
+    info = zipfile.ZipInfo(arcname, ZIP_TIME)
+    info.external_attr = 0o644 << 16
+    info.compress_type = zipfile.ZIP_DEFLATED
+    zf.writestr(info, data)
+
+
+def sources_key() -> str:
+    """Names what the zipapp is built from: every source file's path, size and mtime,
+    and this Python's bytecode magic."""
+    h = hashlib.sha256(importlib.util.MAGIC_NUMBER)
+    for name in ("corral", *VENDORED):
+        for path, arcname in package_files(name):
+            st = path.stat()
+            h.update(f"{arcname}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:24]
+
+
+def cache_dir() -> Path:
+    """$XDG_CACHE_HOME/corral, else ~/.cache/corral: where the built zipapp is kept."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "corral"
+
+
+def cached_zipapp(cache_dir: Path | None) -> bytes:
+    """The zipapp, from `cache_dir` when it was built from the same sources (building it
+    compiles a few hundred files)."""
+    if cache_dir is None:
+        return zipapp_bytes()
+    path = cache_dir / f"corral-{sources_key()}.pyz"
+    try:
+        return path.read_bytes()
+    except OSError:
+        pass
+    data = zipapp_bytes()
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for old in cache_dir.glob("corral-*.pyz"):
+            old.unlink()
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    except OSError:
+        pass  # a cache we cannot write only costs time
+    return data
+
+
+def host_config(config_file: Path | None) -> bytes:
+    """The config as the hosts get it: the controller's paths taken out. Written as JSON,
+    which YAML reads as it is."""
+    if config_file is None:
+        return b"{}\n"
+    import yaml
+
+    data = yaml.safe_load(config_file.read_text()) or {}
+    kept = {k: v for k, v in data.items() if str(k).replace("-", "_") not in CONTROLLER_ONLY}
+    return (json.dumps(kept, indent=1, sort_keys=True, default=str) + "\n").encode()
+
+
+def build(
+    module_paths: list[str], lib: Path | None, config_file: Path | None, cache_dir: Path | None
+) -> Bundle:
+    """The bundle for these module files, this lib directory and this config."""
+    bundle = Bundle()
+    bundle.add("corral.pyz", cached_zipapp(cache_dir))
+    bundle.add("corral.yaml", host_config(config_file))
+    for path in module_paths:
+        p = Path(path)
+        bundle.add(f"modules/{p.name}", p.read_bytes(), 0o755)
+    if lib is not None and lib.is_dir():
+        for p in sorted(lib.glob("*.sh")):
+            bundle.add(f"lib/{p.name}", p.read_bytes(), 0o644)
+    return bundle
