@@ -261,3 +261,30 @@ def history_chart(runs: list[Run], modules: list[str], path: Path | BinaryIO) ->
     fig.tight_layout()
     fig.savefig(path, format=_format(path))
     plt.close(fig)
+
+
+def heat_map(
+    rows: list[str],
+    columns: list[str],
+    values: list[list[float]],
+    marks: dict[tuple[int, int], str],
+    title: str,
+    label: str,
+    path: Path | BinaryIO,
+) -> None:
+    """A rows x columns grid coloured by `values` (0 green, 1 yellow, 2+ red; NaN blank),
+    with a mark drawn in the cells `marks` names by (row, column)."""
+    plt = _pyplot()
+    height = max(2.0, 0.25 * len(rows) + 1.2)
+    width = max(4.0, 0.45 * len(columns) + 2.5)
+    fig, ax = plt.subplots(figsize=(width, height))
+    image = ax.imshow(values, aspect="auto", cmap="RdYlGn_r", vmin=0.0, vmax=2.0)
+    for (y, x), mark in marks.items():
+        ax.text(x, y, mark, ha="center", va="center", fontsize=8)
+    ax.set_xticks(range(len(columns)), columns, rotation=45, ha="right", fontsize=7)
+    ax.set_yticks(range(len(rows)), rows, fontsize=7)
+    fig.colorbar(image, ax=ax, label=label)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, format=_format(path))
+    plt.close(fig)

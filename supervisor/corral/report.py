@@ -483,22 +483,28 @@ def write_report(
     per module set in a subdirectory each and an index. Returns the files written.
     As root, `out` and each file are reached without following anyone else's link.
     Raises LookupError when there is nothing to report."""
+    from corral.fleet.report import fleet_section, fleet_sets
+
     if module_set is not None:
         runs = load_runs(store, module_set)
-        if not runs:
+        fleet = fleet_section(store, module_set)  # its fleet runs' section, if any
+        if not runs and not fleet[0]:
             raise LookupError(no_runs_message(store, module_set))
-        return _write_one(runs, module_set, out, fmt)
+        return _write_one(runs, module_set, out, fmt, fleet)
     sets = store.module_sets()
+    known = {key for key, _, _ in sets}
+    sets += [(key, 0, newest) for key, newest in fleet_sets(store) if key not in known]
     if not sets:
         raise LookupError("no finished runs recorded yet: run `corral run` first")
     written, index = [], []
     page = "index.html" if fmt == "html" else "README.md"
     for key, count, newest in sets:
         runs = load_runs(store, key)
-        if not runs:
+        fleet = fleet_section(store, key)
+        if not runs and not fleet[0]:
             continue
         slug = set_slug(key or "")
-        written += _write_one(runs, key or "", out / slug, fmt)
+        written += _write_one(runs, key or "", out / slug, fmt, fleet)
         index.append([f"[{key}]({slug}/{page})", str(count), utc(newest)])
     blocks = [
         ("h1", "corral performance reports"),
@@ -510,19 +516,34 @@ def write_report(
     return [out / page, *written]
 
 
-def _write_one(runs: list[Run], module_set: str, out: Path, fmt: str) -> list[Path]:
+def _write_one(
+    runs: list[Run],
+    module_set: str,
+    out: Path,
+    fmt: str,
+    more: tuple[list[tuple], dict[str, bytes]] = ([], {}),
+) -> list[Path]:
+    """One module set's report; `more`: another section's blocks and charts (the
+    fleet's), appended; a set with only fleet runs gets only that section."""
     from corral import charts
 
-    blocks, data = build(runs, module_set)
     svgs: dict[str, bytes] = {}
-    last = data["last"]
-    if last.makespan:
-        svgs["gantt.svg"] = _svg(charts.gantt_chart, last)
-        svgs["load.svg"] = _svg(charts.load_chart, last)
-    svgs["history.svg"] = _svg(charts.history_chart, data["runs"], data["slowest"])
+    files: dict[str, bytes] = {}
+    if runs:
+        blocks, data = build(runs, module_set)
+        last = data["last"]
+        if last.makespan:
+            svgs["gantt.svg"] = _svg(charts.gantt_chart, last)
+            svgs["load.svg"] = _svg(charts.load_chart, last)
+        svgs["history.svg"] = _svg(charts.history_chart, data["runs"], data["slowest"])
+        # perf: compact; an indent makes json use its pure-Python encoder
+        # (docs/architecture.md)
+        files["report.json"] = (json.dumps(data["json"], separators=(",", ":")) + "\n").encode()
+    else:
+        blocks = [("h1", "corral fleet report"), ("p", f"Module set `{module_set}`.")]
+    blocks += more[0]
+    svgs.update(more[1])
     blocks = [b for b in blocks if b[0] != "img" or b[1] in svgs]
-    # perf: compact; an indent makes json use its pure-Python encoder (docs/architecture.md)
-    files = {"report.json": (json.dumps(data["json"], separators=(",", ":")) + "\n").encode()}
     if fmt == "html":
         files["index.html"] = render_html(blocks, svgs).encode()  # the charts inside
     else:

@@ -742,7 +742,7 @@ def _schema_v9(db) -> None:
             "nodes": str,
             "args": str,
             "digest": str,
-            "modules_dir": str,
+            "module_set": str,
         },
         pk="run_id",
         if_not_exists=True,

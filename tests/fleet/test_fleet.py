@@ -133,6 +133,16 @@ def test_fleet_run_statuses_exit_codes_records_and_gather(controller, fleet):
         assert local.stdout.strip() == "2", local.stderr
     assert fleet.wait_idle() == {}
 
+    # The report's fleet section: hosts x modules, the failing hosts.
+    docs = controller("docs", "--out", str(controller.root / "report"))
+    assert docs.code == 0, docs.err
+    report = (controller.root / "report" / "README.md").read_text()
+    assert f"## Fleet run {fleet_run['run_id']}" in report
+    assert "| node2 | ok " in report and "failed" in report.split("| node2 |")[1].split("\n")[0]
+    failing = report.split("## Failing hosts")[1].split("##")[0]
+    assert "| node2 | failed |" in failing and f"| {fleet.unreachable} | unreachable |" in failing
+    assert (controller.root / "report" / "fleet.svg").is_file()
+
     # A second gather adds nothing; history answers per host.
     before = controller.rows("SELECT count(*) AS n FROM module_runs")[0]["n"]
     gathered = controller("fleet", "gather", "-w", ",".join(fleet.names), "--json")

@@ -76,16 +76,16 @@ def agent(key: str, args: list[str]) -> int:
         "--json",
         *args,
     ]
-    subprocess.Popen(
-        ["bash", "-c", WRAPPER, "corral-fleet-run", *command],
-        cwd=rundir,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
     try:
         say("hello", {"rundir": str(rundir), "hostname": os.uname().nodename})
+        subprocess.Popen(
+            ["bash", "-c", WRAPPER, "corral-fleet-run", *command],
+            cwd=rundir,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         return relay(rundir, host_db(), str(bundle / "modules"))
     except BrokenPipeError:
         # The controller went away: the run goes on, and a gather brings its records.

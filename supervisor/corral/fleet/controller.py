@@ -160,7 +160,7 @@ class Rollout:
             bad = [h for h in self.canary if self.finished[h] != OK]
             if bad:
                 reason = "canary " + ", ".join(f"{h} {self.finished[h]}" for h in bad)
-                skipped += self._refuse(f"not started: {reason}")
+                skipped += self.refuse(f"not started: {reason}")
             else:
                 self.ready.extend(self.queue)
                 self.queue.clear()
@@ -170,13 +170,13 @@ class Rollout:
             and self.refused is None
             and failed * 100 > self.max_fail * len(self.finished)
         ):
-            skipped += self._refuse(
+            skipped += self.refuse(
                 f"not started: --max-fail {self.max_fail:g}%: {failed} of "
                 f"{len(self.finished)} finished hosts failed"
             )
         return skipped
 
-    def _refuse(self, reason: str) -> list[tuple[str, str]]:
+    def refuse(self, reason: str) -> list[tuple[str, str]]:
         self.refused = reason
         left = [*self.ready, *self.queue]
         self.ready.clear()
@@ -239,17 +239,13 @@ class Controller:
             task.resume()
         except Stopped as exc:
             self.stopped = exc.signum
-            task.abort()
+            task.abort()  # kills the ssh clients; their hosts' runs go on
             for host in list(self.rollout.running):
                 r = self.results[host]
-                self._end(
-                    r,
-                    LOST if r.connected else SKIPPED,
-                    None,
-                    "the controller was interrupted"
-                    + ("; the run goes on there (corral fleet gather)" if r.connected else ""),
-                )
-            for host, reason in self.rollout._refuse("not started: the controller was interrupted"):
+                if r.status == RUNNING:  # its ssh client was not reaped by the abort
+                    status, reason = self._classify(r, None)
+                    self._end(r, status, None, reason)
+            for host, reason in self.rollout.refuse("not started: the controller was interrupted"):
                 self._end(self.results[host], SKIPPED, None, reason)
         finally:
             for s, h in old.items():
@@ -349,6 +345,13 @@ class Controller:
                     for m in bad
                 )
             return FAILED, (run_err[-1] if run_err else f"corral exited {code}")
+        if self.stopped is not None:
+            return LOST, (
+                "the controller was interrupted; the run goes on there (corral fleet gather)"
+                if r.connected
+                else "the controller was interrupted before the host answered; it may have "
+                "started (corral fleet gather)"
+            )
         if r.connected:
             return LOST, (
                 f"connection lost while running ({said or f'exit {rc}'}); the run goes on "

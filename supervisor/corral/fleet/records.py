@@ -98,13 +98,13 @@ def _upsert(store: Store, table: str, row: dict, key: tuple[str, ...]) -> None:
 
 
 def start_fleet_run(
-    store: Store, run_id: str, nodes: str, args: list[str], digest: str, modules_dir: str
+    store: Store, run_id: str, nodes: str, args: list[str], digest: str, module_set: str
 ) -> None:
     with store.write():
         store.conn.execute(
-            "INSERT INTO fleet_runs (run_id, started, status, nodes, args, digest, modules_dir) "
+            "INSERT INTO fleet_runs (run_id, started, status, nodes, args, digest, module_set) "
             "VALUES (?, ?, 'running', ?, ?, ?, ?)",
-            (run_id, iso(time.time()), nodes, json.dumps(args), digest, modules_dir),
+            (run_id, iso(time.time()), nodes, json.dumps(args), digest, module_set),
         )
 
 

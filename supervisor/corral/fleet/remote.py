@@ -17,6 +17,14 @@ BASE = (
     'elif [ "$(id -u)" = 0 ]; then base=/var/lib/corral/fleet; '
     'else base="$HOME/.local/state/corral/fleet"; fi\n'
 )
+# A bundle's .complete is touched at each use; bundles and run directories untouched
+# for a week go (a run still using one would have touched it).
+PRUNE = (
+    'touch "$d/.complete"\n'
+    'find "$base" -mindepth 2 -maxdepth 2 -name .complete -mtime +7 2>/dev/null | '
+    'while read -r f; do rm -rf "${f%/.complete}"; done\n'
+    'find "$base/runs" -mindepth 1 -maxdepth 1 -mtime +7 -exec rm -rf {} + 2>/dev/null\n'
+)
 NEED_PYTHON = (
     "command -v python3 >/dev/null 2>&1 || "
     "{ echo 'corral-fleet:error \"python3 is not installed on this host\"'; exit 98; }\n"
@@ -43,6 +51,7 @@ def start_command(digest: str, key: str, args: list[str], ship: bool) -> str:
         + 'if [ ! -f "$d/.complete" ]; then\n'
         + unpack
         + "fi\n"
+        + PRUNE
         + NEED_PYTHON
         + f'exec python3 -I -S "$d/corral.pyz" fleet-agent {shlex.quote(key)} -- '
         + " ".join(shlex.quote(a) for a in args)

@@ -7,7 +7,6 @@ the fleet recorder and the caller's listeners, and return the fleet's outcome.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -69,6 +68,7 @@ def run_fleet(
     from corral.fleet.records import FleetRecorder, finish_fleet_run, start_fleet_run
     from corral.graph import select
     from corral.runlock import RunLock
+    from corral.store import module_set_key
 
     hosts = expand(nodes)
     if canary < 0 or fanout < 1 or (max_fail is not None and not 0 <= max_fail <= 100):
@@ -86,7 +86,7 @@ def run_fleet(
         return tarball[0]
 
     run_id = api.new_run_id()
-    modules_dir = os.pathsep.join(str(d.absolute()) for d in config.modules)
+    module_set = module_set_key(config.modules)
     settings = FleetSettings(
         run_id,
         args,
@@ -98,7 +98,7 @@ def run_fleet(
         exec_command=exec_command,
     )
     with RunLock(config.modules).acquire(None):
-        start_fleet_run(store, run_id, nodes, args, digest, modules_dir)
+        start_fleet_run(store, run_id, nodes, args, digest, module_set)
         recorder = FleetRecorder(store, run_id)
         every = [recorder, *listeners]
 

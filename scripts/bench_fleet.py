@@ -1,0 +1,169 @@
+#!/usr/bin/env python3
+"""Simulated fleets: the controller's cost per host, and wall time against clush.
+
+    python3 scripts/bench_fleet.py [--hosts 10,100,1000] [--sleep 2] [--fanout 0]
+
+Each simulated host is a local `corral run` with its own state directory (its own
+bundle, database, run directory and run lock), started through ClusterShell's exec
+worker: the controller's real code path (shipping, the detached agent, relaying,
+gathering) with `bash -c` in place of ssh. Two modules per host: one sleeping
+--sleep seconds, one that requires it.
+
+For each fleet size, in a fresh process (so peak RSS is that run's): the controller's
+own CPU time and peak RSS (children excluded) and the database rows it wrote, per
+host, for a first run (every host gets the bundle) and a second (nothing shipped).
+Target: flat per host from 10 to 1,000 hosts.
+
+Then wall time of the second run against `clush -R exec` running the same
+`corral run` on the same hosts (bundles already in place), both with a fan-out
+window covering every host. Target: corral within 10 % of clush.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+HOST_ENV = "env XDG_STATE_HOME={root}/%h HOME={root}/%h"
+
+
+def one_fleet(root: Path, hosts: int, fanout: int) -> dict:
+    """Run one simulated fleet in this process; its own CPU and peak RSS."""
+    sys.path.insert(0, str(REPO / "supervisor"))
+    from corral import api
+    from corral.config import load_config
+
+    config = load_config((str(root / "modules"),), str(root / "controller.db"))
+    store = api.open_store(config)
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    start = time.monotonic()
+    outcome = api.run_fleet(
+        config,
+        store,
+        f"h[1-{hosts}]",
+        ["-j", "2"],
+        fanout=fanout or hosts,
+        exec_command=f"{HOST_ENV.format(root=root)} bash -c",
+    )
+    wall = time.monotonic() - start
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        "wall_s": wall,
+        "cpu_s": after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime,
+        "peak_rss_kib": after.ru_maxrss,
+        "exit_code": outcome.exit_code,
+        "statuses": sorted({h.status for h in outcome.hosts}),
+    }
+
+
+def rows(db: Path) -> int:
+    conn = sqlite3.connect(db)
+    try:
+        return sum(
+            conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+            for t in ("runs", "module_runs", "fleet_hosts", "fleet_runs")
+        )
+    finally:
+        conn.close()
+
+
+def clush_run(root: Path, hosts: int, fanout: int) -> float:
+    """clush running each host's `corral run` (the bundle the fleet left there)."""
+    clush = shutil.which("clush")
+    if clush is None:
+        raise SystemExit("clush not found (pip install ClusterShell)")
+    (bundle,) = {p.parent.name for p in (root / "h1" / "corral" / "fleet").glob("*/.complete")}
+    base = f"{root}/%h/corral/fleet/{bundle}"
+    command = (
+        f"{HOST_ENV.format(root=root)} python3 -I -S {base}/corral.pyz "
+        f"--modules {base}/modules run -q -j 2"
+    )
+    start = time.monotonic()
+    result = subprocess.run(
+        [clush, "-R", "exec", "-f", str(fanout or hosts), "-w", f"h[1-{hosts}]", "-q", command],
+        capture_output=True,
+        text=True,
+    )
+    wall = time.monotonic() - start
+    if result.returncode != 0:
+        raise SystemExit(f"clush failed: {result.stderr[-2000:]}")
+    return wall
+
+
+def setup(root: Path, sleep: float) -> None:
+    modules = root / "modules"
+    modules.mkdir(parents=True)
+    (modules / "work.sh").write_text(f"#!/usr/bin/env bash\n# description: work\nsleep {sleep}\n")
+    (modules / "after.sh").write_text("#!/usr/bin/env bash\n# requires: work\ntrue\n")
+
+
+def measure(hosts: int, sleep: float, fanout: int, keep: bool) -> dict:
+    root = Path(tempfile.mkdtemp(prefix=f"corral-fleet-{hosts}-"))
+    try:
+        setup(root, sleep)
+        out = {"hosts": hosts}
+        for label in ("first", "second"):
+            before = rows(root / "controller.db") if (root / "controller.db").exists() else 0
+            proc = subprocess.run(
+                [sys.executable, __file__, "--one", str(root), str(hosts), str(fanout)],
+                capture_output=True,
+                text=True,
+            )
+            if proc.returncode != 0:
+                raise SystemExit(proc.stderr[-3000:])
+            figures = json.loads(proc.stdout.splitlines()[-1])
+            figures["rows"] = rows(root / "controller.db") - before
+            out[label] = figures
+        out["clush_wall_s"] = clush_run(root, hosts, fanout)
+        return out
+    finally:
+        if not keep:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hosts", default="10,100,1000")
+    parser.add_argument("--sleep", type=float, default=2.0)
+    parser.add_argument("--fanout", type=int, default=0, help="0: as many as hosts")
+    parser.add_argument("--keep", action="store_true", help="keep the simulated hosts")
+    parser.add_argument("--one", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        root, hosts, fanout = Path(args.one[0]), int(args.one[1]), int(args.one[2])
+        print(json.dumps(one_fleet(root, hosts, fanout)))
+        return
+    print(
+        f"simulated hosts (ClusterShell exec worker), 2 modules each, sleep {args.sleep}s, "
+        f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}"
+    )
+    print(
+        f"{'hosts':>6} {'run':>6} {'wall s':>7} {'ctl CPU ms/host':>15} "
+        f"{'peak RSS MiB':>12} {'rows/host':>9} {'clush s':>8} {'corral/clush':>12}"
+    )
+    for hosts in (int(h) for h in args.hosts.split(",")):
+        m = measure(hosts, args.sleep, args.fanout, args.keep)
+        for label in ("first", "second"):
+            f = m[label]
+            ratio = f"{f['wall_s'] / m['clush_wall_s']:.3f}" if label == "second" else ""
+            clush = f"{m['clush_wall_s']:.2f}" if label == "second" else ""
+            print(
+                f"{hosts:>6} {label:>6} {f['wall_s']:>7.2f} {f['cpu_s'] * 1000 / hosts:>15.1f} "
+                f"{f['peak_rss_kib'] / 1024:>12.1f} {f['rows'] / hosts:>9.1f} {clush:>8} "
+                f"{ratio:>12}  {','.join(f['statuses'])} exit {f['exit_code']}",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
