@@ -80,3 +80,7 @@ def test_exit_codes_a_host_problem_wins_over_a_module_failure():
     for problem in (UNREACHABLE, LOST, SKIPPED, "locked"):
         assert fleet_exit_code(hosts(FAILED, problem)) == 4
     assert fleet_exit_code(hosts(OK), stopped=2) == 130
+    warned = hosts(OK, OK)
+    warned[1].exit_code = 5
+    assert fleet_exit_code(warned) == 5
+    assert fleet_exit_code([*warned, HostResult("x", FAILED)]) == 1

@@ -433,11 +433,10 @@ def _host_args(ctx: click.Context) -> list[str]:
         elif param.is_flag:  # a plain flag, or one of several sharing a name (--failed)
             if value is not None and value is not False and value == param.flag_value:
                 out.append(param.opts[-1])
-        elif param.multiple:
-            for item in value:
-                out += [param.opts[-1], str(item)]
+        elif param.multiple:  # --opt=value: never mistaken for a flag and a target
+            out += [f"{max(param.opts, key=len)}={item}" for item in value]
         else:
-            out += [param.opts[-1], str(value)]
+            out.append(f"{max(param.opts, key=len)}={value}")
     return [*out, "--", *targets] if targets else out
 
 

@@ -34,6 +34,7 @@ OK, FAILED, UNREACHABLE, LOST, LOCKED, SKIPPED = (
 PENDING, RUNNING = "pending", "running"
 HOST_PROBLEMS = frozenset({UNREACHABLE, LOST, LOCKED, SKIPPED})  # fleet exit code 4
 SSH_FAILED = 255
+WARNED = 5  # a run's exit code: every module completed, one or more with a warning
 TICK = 0.5  # seconds between status-line refreshes
 
 
@@ -312,7 +313,7 @@ class Controller:
         else:
             r.running.pop(name, None)
             r.done_modules += 1
-            if status not in ("ok", "skipped"):
+            if status not in ("ok", "skipped", "warning"):
                 r.failed_modules.append(name)
         self.emit(HostProgress(r, name, event["a"], status, event.get("d")))
 
@@ -336,10 +337,13 @@ class Controller:
             run_err = [x for x in r.result.get("stderr") or [] if x.strip()]
             if code == 0:
                 return OK, ""
+            if code == WARNED and r.run is not None:  # all completed, some warned
+                warned = [m["name"] for m in r.run.get("modules", []) if m["status"] == "warning"]
+                return OK, "warning: " + ", ".join(warned)
             if code == 3:
                 return LOCKED, (run_err[-1] if run_err else "another corral run holds the lock")
             if code == 1 and r.run is not None:
-                bad = [m for m in r.run.get("modules", []) if m.get("status") != "ok"]
+                bad = [m for m in r.run.get("modules", []) if m["status"] not in ("ok", "warning")]
                 return FAILED, "; ".join(
                     f"{m['name']} {m['status']}" + (f" ({m['reason']})" if m.get("reason") else "")
                     for m in bad
@@ -397,11 +401,14 @@ def _raise_stopped(signum, frame):
 
 def fleet_exit_code(results: list[HostResult], stopped: int | None = None) -> int:
     """0 all ok; 4 a host unreachable, lost, locked or skipped (wins over 1); 1 a module
-    failed somewhere; 128+N when the controller was stopped by signal N."""
+    failed somewhere; 5 all completed and a module warned somewhere (as a local run);
+    128+N when the controller was stopped by signal N."""
     if stopped is not None:
         return 128 + stopped
     if any(r.status in HOST_PROBLEMS for r in results):
         return 4
     if any(r.status != OK for r in results):
         return 1
+    if any(r.exit_code == WARNED for r in results):
+        return WARNED
     return 0

@@ -109,7 +109,7 @@ def run_fleet(
         controller = Controller(hosts, settings, digest, packed, emit)
         results = controller.run()
         code = fleet_exit_code(results, controller.stopped)
-        status = {0: "ok", 1: "failed", 4: "failed"}.get(code, "interrupted")
+        status = {0: "ok", 1: "failed", 4: "failed", 5: "warning"}.get(code, "interrupted")
         finish_fleet_run(store, run_id, status, code)
     return FleetOutcome(run_id, status, code, results, recorder.rows, digest)
 
