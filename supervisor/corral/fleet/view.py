@@ -134,7 +134,8 @@ class FleetView:
                 run = r.run or {}
                 took = f"{run['makespan_s']:.2f}s" if run.get("makespan_s") is not None else "-"
                 self.out.write(
-                    f"  {r.host:<{width}}  {self._paint(r.status):<11}  {took:>8}  {r.reason}\n"
+                    f"  {r.host:<{width}}  {self._paint(r.status)}{' ' * (11 - len(r.status))}"
+                    f"  {took:>8}  {r.reason}\n"
                 )
         totals = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
         self.out.write(
