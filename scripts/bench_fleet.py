@@ -2,6 +2,7 @@
 """Simulated fleets: the controller's cost per host, and wall time against clush.
 
     python3 scripts/bench_fleet.py [--hosts 10,100,1000] [--sleep 2] [--fanout 0]
+                                   [--compare-upto 100]
 
 Each simulated host is a local `corral run` with its own state directory (its own
 bundle, database, run directory and run lock), started through ClusterShell's exec
@@ -14,9 +15,10 @@ own CPU time and peak RSS (children excluded) and the database rows it wrote, pe
 host, for a first run (every host gets the bundle) and a second (nothing shipped).
 Target: flat per host from 10 to 1,000 hosts.
 
-Then wall time of the second run against `clush -R exec` running the same
-`corral run` on the same hosts (bundles already in place), both with a fan-out
-window covering every host. Target: corral within 10 % of clush.
+Then (up to --compare-upto hosts) wall time of the second run against `clush -R exec`
+running the same `corral run` on the same hosts (bundles already in place), both with
+the same fan-out window (covering every host up to 128). Target: corral within 10 %
+of clush.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ def one_fleet(root: Path, hosts: int, fanout: int) -> dict:
         store,
         f"h[1-{hosts}]",
         ["-j", "2"],
-        fanout=fanout or hosts,
+        fanout=fanout,
         exec_command=f"{HOST_ENV.format(root=root)} bash -c",
     )
     wall = time.monotonic() - start
@@ -90,7 +92,7 @@ def clush_run(root: Path, hosts: int, fanout: int) -> float:
     )
     start = time.monotonic()
     result = subprocess.run(
-        [clush, "-R", "exec", "-f", str(fanout or hosts), "-w", f"h[1-{hosts}]", "-q", command],
+        [clush, "-R", "exec", "-f", str(fanout), "-w", f"h[1-{hosts}]", "-q", command],
         capture_output=True,
         text=True,
     )
@@ -107,12 +109,12 @@ def setup(root: Path, sleep: float) -> None:
     (modules / "after.sh").write_text("#!/usr/bin/env bash\n# requires: work\ntrue\n")
 
 
-def measure(hosts: int, sleep: float, fanout: int, keep: bool) -> dict:
+def measure(hosts: int, sleep: float, fanout: int, keep: bool, compare: bool) -> dict:
     root = Path(tempfile.mkdtemp(prefix=f"corral-fleet-{hosts}-"))
     try:
         setup(root, sleep)
         out = {"hosts": hosts}
-        for label in ("first", "second"):
+        for label in ("first", "second") if compare else ("first",):
             before = rows(root / "controller.db") if (root / "controller.db").exists() else 0
             proc = subprocess.run(
                 [sys.executable, __file__, "--one", str(root), str(hosts), str(fanout)],
@@ -124,7 +126,8 @@ def measure(hosts: int, sleep: float, fanout: int, keep: bool) -> dict:
             figures = json.loads(proc.stdout.splitlines()[-1])
             figures["rows"] = rows(root / "controller.db") - before
             out[label] = figures
-        out["clush_wall_s"] = clush_run(root, hosts, fanout)
+        if compare:
+            out["clush_wall_s"] = clush_run(root, hosts, fanout)
         return out
     finally:
         if not keep:
@@ -135,7 +138,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hosts", default="10,100,1000")
     parser.add_argument("--sleep", type=float, default=2.0)
-    parser.add_argument("--fanout", type=int, default=0, help="0: as many as hosts")
+    parser.add_argument("--fanout", type=int, default=0, help="0: as many as hosts, at most 128")
+    parser.add_argument(
+        "--compare-upto",
+        type=int,
+        default=100,
+        help="the second run and clush only up to this many hosts (1,000 simulated hosts "
+        "cost about ten CPU-minutes per run on their own)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the simulated hosts")
     parser.add_argument("--one", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -151,9 +161,14 @@ def main() -> None:
         f"{'hosts':>6} {'run':>6} {'wall s':>7} {'ctl CPU ms/host':>15} "
         f"{'peak RSS MiB':>12} {'rows/host':>9} {'clush s':>8} {'corral/clush':>12}"
     )
+    firsts = []
     for hosts in (int(h) for h in args.hosts.split(",")):
-        m = measure(hosts, args.sleep, args.fanout, args.keep)
+        fanout = args.fanout or min(hosts, 128)
+        m = measure(hosts, args.sleep, fanout, args.keep, hosts <= args.compare_upto)
+        firsts.append((hosts, m["first"]))
         for label in ("first", "second"):
+            if label not in m:
+                continue
             f = m[label]
             ratio = f"{f['wall_s'] / m['clush_wall_s']:.3f}" if label == "second" else ""
             clush = f"{m['clush_wall_s']:.2f}" if label == "second" else ""
@@ -163,6 +178,11 @@ def main() -> None:
                 f"{ratio:>12}  {','.join(f['statuses'])} exit {f['exit_code']}",
                 flush=True,
             )
+
+    if len(firsts) > 1:
+        (n0, f0), (n1, f1) = firsts[0], firsts[-1]
+        grow = (f1["peak_rss_kib"] - f0["peak_rss_kib"]) / (n1 - n0)
+        print(f"peak RSS grows {grow:.1f} KiB per host from {n0} to {n1} hosts (first runs)")
 
 
 if __name__ == "__main__":

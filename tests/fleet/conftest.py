@@ -115,7 +115,9 @@ class Fleet:
     root: Path
     ssh_config: Path
     hosts: list[Host] = field(default_factory=list)
-    unreachable: str = "ghost"
+    unreachable: str = "ghost"  # nothing listens: refused at once
+    silent: str = "silent"  # a test may listen there and never answer
+    silent_address: tuple[str, int] = ("", 0)
 
     @property
     def names(self) -> list[str]:
@@ -141,7 +143,7 @@ def _free_base() -> tuple[str, int]:
         prefix = f"127.{random.randint(1, 254)}.{random.randint(1, 254)}."
         port = random.randint(20000, 60000)
         try:
-            for n in range(1, HOSTS + 2):
+            for n in range(1, HOSTS + 3):
                 with socket.socket() as s:
                     s.bind((f"{prefix}{n}", port))
         except OSError:
@@ -189,7 +191,12 @@ def start_fleet(root: Path, count: int = HOSTS) -> Fleet:
     ]
     fleet = Fleet(root, root / "ssh_config")
     names = [(f"node{n}", f"{prefix}{n}") for n in range(1, count + 1)]
-    for name, address in [*names, (fleet.unreachable, f"{prefix}{count + 1}")]:
+    fleet.silent_address = (f"{prefix}{count + 2}", port)
+    for name, address in [
+        *names,
+        (fleet.unreachable, f"{prefix}{count + 1}"),
+        (fleet.silent, fleet.silent_address[0]),
+    ]:
         config[:0] = [f"Host {name}", f"  HostName {address}", ""]
     fleet.ssh_config.write_text("\n".join(config))
     try:

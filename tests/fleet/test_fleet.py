@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -277,3 +278,18 @@ def test_a_host_whose_lock_is_held_is_locked(tmp_path, controller, fleet):
     out, err = first.communicate(timeout=30)
     assert first.returncode == 0, err
     assert fleet.wait_idle() == {}
+
+
+def test_a_host_that_never_answers_is_unreachable_within_the_connect_timeout(controller, fleet):
+    write_module(controller.modules, "a")
+    with socket.socket() as listener:  # the kernel accepts; nobody ever speaks SSH
+        listener.bind(fleet.silent_address)
+        listener.listen(8)
+        result = controller(
+            "run", "-w", f"{fleet.silent},node1", "--connect-timeout", "2", "--json", timeout=30
+        )
+    assert result.code == 4, result.err
+    hosts = hosts_of(result)
+    assert hosts["node1"]["status"] == "ok"
+    assert hosts[fleet.silent]["status"] == "unreachable"
+    assert "timed out" in hosts[fleet.silent]["reason"]
