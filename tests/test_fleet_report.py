@@ -48,8 +48,9 @@ def test_fleet_section_names_slow_failing_hosts_and_outliers(tmp_path):
         r = HostResult(host, "failed" if n == 2 else "ok", 1 if n == 2 else 0, "b failed")
         save_host(store, "F1", r, f"{host}/x")
     save_host(store, "F1", HostResult("web6", "unreachable", 255, "refused"), None)
-    blocks, charts = fleet_section(store)
-    assert list(charts) == ["fleet.svg"]
+    blocks, charts = fleet_section(store, "/m")
+    assert list(charts) == ["fleet.svg"] and charts["fleet.svg"].startswith(b"<?xml")
+    assert fleet_section(store, "/other") == ([], {})
     tables = [b for b in blocks if b[0] == "table"]
     grid = {row[0]: row[1:] for row in tables[0][2]}
     assert grid["web2"] == ["ok 1.00s", "failed 0.10s"] and "web6" not in grid
