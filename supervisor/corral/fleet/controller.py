@@ -268,7 +268,8 @@ class Controller:
         if self.settings.exec_command is not None:
             import shlex
 
-            command = f"{self.settings.exec_command} {shlex.quote(script)}"
+            # ClusterShell's exec worker expands %h in the command: the script's own % stay
+            command = f"{self.settings.exec_command} {shlex.quote(script.replace('%', '%%'))}"
             worker = self.task.shell(
                 command, nodes=host, handler=handler, stderr=True, remote=False
             )

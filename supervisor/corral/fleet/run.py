@@ -189,7 +189,7 @@ def gather(
         script = export_command(gather_since(store, host))
         if exec_command is not None:
             task.shell(
-                f"{exec_command} {shlex.quote(script)}",
+                f"{exec_command} {shlex.quote(script.replace('%', '%%'))}",
                 nodes=host,
                 handler=Handler(),
                 stderr=True,
