@@ -254,21 +254,32 @@ class RunCgroups:
             v2 is not None and "memory" in _words(os.path.join(v2, "cgroup.subtree_control"))
         )
 
-    def attempt(self, name: str, attempt: int) -> AttemptCgroup:
-        """Make the attempt's directories; raises OSError when the membership one fails
-        (the attempt must not run uncontained when containment is on)."""
-        dirs = {}
-        for kind, base in self.bases.items():
-            path = os.path.join(base, f"{name}.{attempt}")
+    def attempt(self, name: str, attempt: int | str) -> AttemptCgroup:
+        """Make the attempt's directories (`NAME.ATTEMPT`, or with a `~N` suffix when
+        that name is taken: a cgroup is never shared); raises OSError when the
+        membership one fails (the attempt must not run uncontained)."""
+        dirs: dict[str, str] = {}
+        for suffix in range(100):
+            leaf = f"{name}.{attempt}" + (f"~{suffix}" if suffix else "")
             try:
-                os.mkdir(path, 0o755)
+                for kind, base in self.bases.items():
+                    path = os.path.join(base, leaf)
+                    try:
+                        os.mkdir(path, 0o755)
+                    except FileExistsError:
+                        raise
+                    except OSError:
+                        if not dirs:  # the membership directory: no containment, no attempt
+                            raise
+                        continue
+                    dirs[kind] = path
+                break
             except FileExistsError:
-                pass
-            except OSError:
-                if not dirs:  # the membership directory: no containment, no attempt
-                    raise
-                continue
-            dirs[kind] = path
+                for path in dirs.values():
+                    _rmdir(path)
+                dirs = {}
+        else:
+            raise FileExistsError(f"{name}.{attempt}")
         cg = AttemptCgroup(dirs)
         self.attempts.append(cg)
         return cg
@@ -301,6 +312,33 @@ def command(path: str, procs_files: list[str], fd: int | None = None) -> list[st
             f"builtin exit 125; }}; {script}"
         )
     return ["bash", "-c", script, path]
+
+
+def ready_command(procs_files: list[str]) -> list[str]:
+    """argv of a bash that enters its cgroups now, then waits on descriptor 3 for the
+    attempt to run: the module's path, `NAME=value` (exported) and `-NAME` (unset)
+    records, an empty record, all NUL-terminated; EOF instead: it exits 0. Entering
+    the cgroups (which may wait for an RCU grace period) and starting bash are then
+    done before the attempt starts, not on its way."""
+    enter = " && ".join(f"builtin echo $$ >{shlex.quote(p)}" for p in procs_files)
+    return [
+        "bash",
+        "-c",
+        f"{{ {enter}; }} || {{ builtin echo 'corral: cannot enter the attempt cgroup' >&2; "
+        "builtin exit 125; }\n"
+        "IFS= builtin read -r -d '' __corral_path <&3 || builtin exit 0\n"
+        "while IFS= builtin read -r -d '' __corral_kv <&3 && [[ -n $__corral_kv ]]; do\n"
+        '  if [[ $__corral_kv == -* ]]; then builtin unset "${__corral_kv#-}"\n'
+        '  else builtin export "$__corral_kv"; fi\n'
+        "done\n"
+        "builtin exec 3<&-\n"
+        'builtin cd -- "${__corral_path%/*}" || builtin exit 126\n'
+        "BASH_ARGV0=$__corral_path\n"
+        "builtin unset __corral_path __corral_kv\n"
+        "SECONDS=0\n"
+        '. "$0"',
+        "corral-ready",
+    ]
 
 
 def leftovers(bases: list[str]) -> list[AttemptCgroup]:

@@ -18,7 +18,15 @@ import signal
 from dataclasses import dataclass, field
 
 from corral import procfs
-from corral.cgroups import FREEZER, V2, AttemptCgroup, Figures, RunCgroups, command
+from corral.cgroups import (
+    FREEZER,
+    V2,
+    AttemptCgroup,
+    Figures,
+    RunCgroups,
+    command,
+    ready_command,
+)
 from corral.watchdog import Watchdog
 
 
@@ -72,10 +80,24 @@ class Containment:
         member = Member(f"{name}.{attempt}", detach)
         if self.cgroups is not None:
             member.cgroup = self.cgroups.attempt(name, attempt)
+            member.key = os.path.basename(member.cgroup.path)
             if detach:
                 self.watchdog.tell(f"spare {member.key}")
         files = member.cgroup.procs_files() if member.cgroup is not None else []
         return command(path, files, fd), member
+
+    def prepare_ready(self, number: int) -> tuple[list[str], Member]:
+        """(argv, member) of a bash that enters a fresh cgroup now and runs an attempt
+        later (see `cgroups.ready_command`); only with cgroups."""
+        cgroup = self.cgroups.attempt("ready", number)
+        member = Member(os.path.basename(cgroup.path), False, cgroup)
+        return ready_command(cgroup.procs_files()), member
+
+    def assigned(self, member: Member, detach: bool) -> None:
+        """A ready bash now runs an attempt."""
+        member.detach = detach
+        if detach:
+            self.watchdog.tell(f"spare {member.key}")
 
     def started(self, member: Member, pid: int) -> None:
         member.pgid = pid

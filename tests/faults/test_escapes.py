@@ -72,7 +72,8 @@ def lock_holders(corral, extra_env=None):
     corral.module(
         "first",
         "locks: pool\ntimeout: 1s",
-        WORKER.format(pid=pid, log=log) + "\nsleep 60",
+        # (past the fallback's first tree walks: what it sees, it does stop)
+        "sleep 0.25\n" + WORKER.format(pid=pid, log=log) + "\nsleep 60",
     )
     corral.module("second", "locks: pool\nafter: first", f'echo "$EPOCHREALTIME" > {t0}\nsleep 0.3')
     result = corral("run", "--max-load", "1000", extra_env=extra_env)
@@ -109,7 +110,9 @@ def crash_with_escapee(corral, extra_env=None, kill_watchdog=False):
     (tmp / "corral.yaml").write_text("grace: 1s\n")
     corral.module(
         "escaper",
-        body=f"(setsid env -i bash -c 'echo $$ > {pid}; exec -c sleep 300' &)\nsleep 60",
+        body=(  # (after the fallback's first tree walks: what it sees, it does stop)
+            f"sleep 0.25\n(setsid env -i bash -c 'echo $$ > {pid}; exec -c sleep 300' &)\nsleep 60"
+        ),
     )
     run = Running(corral, "--max-load", "1000", env={**corral.env, **(extra_env or {})})
     escapee = read_pid(pid)

@@ -18,6 +18,7 @@ Measuring (the sampler) happens here too: the scheduler asks `sample()` and read
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import select
@@ -41,6 +42,20 @@ PR_SET_CHILD_SUBREAPER = 36
 # Without a memory figure from a cgroup, a young attempt's tree is read 5, 10, 20, 40, 80
 # and 160 ms after it starts (then with every sample): short modules get a figure.
 FIRST_LOOK_S, LAST_LOOK_S = 0.005, 0.16
+MAX_READY = 16  # bash processes kept entered in their cgroups, waiting for an attempt
+
+
+@dataclass(eq=False, slots=True)
+class Ready:
+    """A bash already in its own cgroups, waiting on a pipe for the attempt to run."""
+
+    pid: int
+    out: int  # read end of its stdout/stderr pipe
+    control: int  # write end of the pipe it reads the attempt from
+    member: Member
+    env: dict[str, str]  # the environment it was started with
+
+
 READ_CHUNK = 1 << 16
 
 
@@ -119,6 +134,8 @@ class LocalExecutor:
         self.containment: Containment | None = None
         self._trees: dict[int, Job] = {}  # main process exited: pid -> job, until all gone
         self._young: set[Job] = set()  # attempts read early (see FIRST_LOOK_S)
+        self._ready: list[Ready] = []  # see Ready; only with cgroups
+        self._readied = 0  # how many were started (their cgroups' numbers)
         self._sampler = HostSampler()
         self.cpus = self._sampler.cpus
         self._host = Host()
@@ -164,6 +181,7 @@ class LocalExecutor:
         """Stop whatever is left (leftover daemons too, unless detached), reap, restore."""
         if self._devnull < 0:
             return
+        self._dismiss_ready()
         self._stop_leftovers()
         for job in [*self._lingering, *self._jobs.values()]:
             self._drain(job, final=True)
@@ -182,7 +200,15 @@ class LocalExecutor:
     # start -----------------------------------------------------------------------------
 
     def start(self, spec: Spec) -> Job:
-        """Spawn one attempt; raises OSError when it cannot (the caller records a failure)."""
+        """Spawn one attempt; raises OSError when it cannot (the caller records a failure).
+
+        With cgroups, the attempt is handed to a bash that already entered its cgroups
+        (`Ready`): entering waits for an RCU grace period on a busy host, and that wait
+        is then not on the attempt's way. One more is readied for the next attempt."""
+        if self.containment is not None and self.containment.cgroups is not None:
+            job = self._start_ready(spec)
+            if job is not None:
+                return job
         r, w = os.pipe2(os.O_CLOEXEC)
         given, file = os.path.split(spec.path)
         try:
@@ -221,6 +247,82 @@ class LocalExecutor:
         finally:
             os.close(w)
         os.set_blocking(r, False)
+        return self._track(spec, pid, wall, now, r, member)
+
+    def _start_ready(self, spec: Spec) -> Job | None:
+        """Hand `spec` to a ready bash (readying one first if none is); None when one
+        cannot be readied (the caller spawns the attempt directly)."""
+        try:
+            ready = self._ready.pop() if self._ready else self._make_ready(spec.env)
+        except OSError:
+            return None
+        given, file = os.path.split(spec.path)
+        directory = self._dirs.get(given)
+        if directory is None:  # relative to where corral started, before any chdir
+            directory = os.path.abspath(os.path.join(self._home, given))
+            self._dirs[given] = directory
+        records = [f"{directory}/{file}"]
+        records += [f"{k}={v}" for k, v in spec.env.items() if ready.env.get(k) != v]
+        records += [f"-{k}" for k in ready.env if k not in spec.env]
+        message = ("\0".join(records) + "\0\0").encode()
+        now, wall = time.monotonic(), time.time()
+        try:
+            os.write(ready.control, message)
+        except OSError:  # it died meanwhile: reaped as an orphan; spawn directly
+            os.close(ready.control)
+            os.close(ready.out)
+            return None
+        os.close(ready.control)
+        self.containment.assigned(ready.member, spec.detach)
+        job = self._track(spec, ready.pid, wall, now, ready.out, ready.member)
+        if len(self._ready) < min(len(self._jobs), MAX_READY):
+            with contextlib.suppress(OSError):
+                self._ready.append(self._make_ready(spec.env))
+        return job
+
+    def _make_ready(self, env: dict[str, str]) -> Ready:
+        """Start a bash that enters a fresh cgroup and waits for an attempt."""
+        self._readied += 1
+        argv, member = self.containment.prepare_ready(self._readied)
+        r, w = os.pipe2(os.O_CLOEXEC)
+        control_r, control_w = os.pipe2(os.O_CLOEXEC)
+        try:
+            pid = os.posix_spawn(
+                self._bash,
+                argv,
+                env,
+                file_actions=[
+                    (os.POSIX_SPAWN_DUP2, self._devnull, 0),
+                    (os.POSIX_SPAWN_DUP2, w, 1),
+                    (os.POSIX_SPAWN_DUP2, w, 2),
+                    (os.POSIX_SPAWN_DUP2, control_r, 3),
+                ],
+                setsid=True,
+                setsigdef=CHILD_DEFAULTS,
+            )
+        except OSError:
+            os.close(r)
+            os.close(control_w)
+            raise
+        finally:
+            os.close(w)
+            os.close(control_r)
+        os.set_blocking(r, False)
+        os.set_blocking(control_w, False)
+        return Ready(pid, r, control_w, member, env)
+
+    def _dismiss_ready(self) -> None:
+        """The run is ending: ready bashes read end of file and exit; reap them."""
+        for ready in self._ready:
+            os.close(ready.control)
+            os.close(ready.out)
+        for ready in self._ready:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(ready.pid, 0)
+            self.containment.release(ready.member)
+        self._ready = []
+
+    def _track(self, spec: Spec, pid: int, wall: float, now: float, r: int, member) -> Job:
         deadline = now + spec.timeout if spec.timeout else None
         out = Output(spec.name, spec.log_path, self.log_cap, self.on_line)
         job = Job(spec, pid, wall, now, r, out, deadline, member=member)
@@ -369,7 +471,16 @@ class LocalExecutor:
         return finished
 
     def _orphan_reaped(self, pid: int, usage) -> None:
-        """The fallback's accounting: an orphan of a known attempt adds its rusage."""
+        """The fallback's accounting: an orphan of a known attempt adds its rusage. A
+        ready bash that died before its attempt (it could not enter its cgroup) is
+        dropped."""
+        for ready in self._ready:
+            if ready.pid == pid:
+                self._ready.remove(ready)
+                os.close(ready.control)
+                os.close(ready.out)
+                self.containment.release(ready.member)
+                return
         for job in self._jobs.values():
             member = job.member
             if member is not None and member.cgroup is None and pid in member.known:
