@@ -334,7 +334,7 @@ def test_a_closed_gate_is_asked_once_per_workload_and_every_module_behind_it_wai
     """With hundreds of ready modules and the host above --max-load, each pass asks the
     gate once per workload, not once per module; the modules it did not look at are
     recorded as waiting on the gate all the same, for their workload's reason."""
-    import corral.scheduler
+    import corral.admission
 
     calls = []
 
@@ -342,8 +342,8 @@ def test_a_closed_gate_is_asked_once_per_workload_and_every_module_behind_it_wai
         calls.append(args[3])
         return admit(*args, **kw)
 
-    admit = corral.scheduler.admit
-    monkeypatch.setattr(corral.scheduler, "admit", counted)
+    admit = corral.admission.admit
+    monkeypatch.setattr(corral.admission, "admit", counted)
     n = 300
     h = replay(
         {f"m{i:03d}": {} for i in range(n)},

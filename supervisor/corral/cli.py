@@ -14,6 +14,7 @@ from corral.config import load_config
 from corral.errors import CorralError, HeaderError
 from corral.headers import parse_size
 from corral.throttle import Jobs
+from corral.units import mib, seconds
 
 
 class CorralGroup(click.Group):
@@ -519,8 +520,8 @@ def history(ctx, module, limit, as_json, every, host):
         for r in rows:
             click.echo(
                 f"{r['run_id']:<22}  {r['attempt']:>3}  {r['status']:<11}  "
-                f"{_utc(r['start'], 23):<24}  {_secs(r['duration_s']):>8}  "
-                f"{_dash(r['exit_code']):>4}  {_mib(r['peak_rss_bytes']):>9}  "
+                f"{_utc(r['start'], 23):<24}  {seconds(r['duration_s']):>8}  "
+                f"{_dash(r['exit_code']):>4}  {mib(r['peak_rss_bytes'], 'MiB'):>9}  "
                 f"{r['reason'] or ''}"
             )
         return
@@ -544,7 +545,7 @@ def history(ctx, module, limit, as_json, every, host):
         click.echo(
             f"{r['run_id']:<22}  {_utc(r['started']):<20}  {r['status']:<11}  "
             f"{_dash(r['exit_code']):>4}  {_dash(r['module_count']):>7}  "
-            f"{_secs(r['makespan_s']):>8}  {_secs(r['work_s']):>8}  {_dash(r['jobs']):>4}"
+            f"{seconds(r['makespan_s']):>8}  {seconds(r['work_s']):>8}  {_dash(r['jobs']):>4}"
             + (f"  {r['module_set']}" if every else "")
         )
 
@@ -560,14 +561,6 @@ def _plural(n: int, noun: str) -> str:
 
 def _dash(value) -> str:
     return "-" if value is None else str(value)
-
-
-def _secs(value) -> str:
-    return "-" if value is None else f"{value:.2f}s"
-
-
-def _mib(value) -> str:
-    return "-" if not value else f"{value / 2**20:.1f}MiB"
 
 
 @main.command()

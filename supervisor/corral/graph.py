@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Set
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -242,25 +242,12 @@ def _cycles(graph: Graph) -> list[Problem]:
 
 
 def _acyclic(graph: Graph) -> bool:
-    """Kahn's algorithm over every ordering edge: True when it orders every module."""
-    pending = {}
-    users: dict[str, list[str]] = {n: [] for n in graph.modules}
+    """True when Kahn's walk over every ordering edge orders every module."""
+    waits = {}
     for name, kinds in graph.waits.items():
         nonempty = [deps for deps in kinds.values() if deps]
-        edges = nonempty[0] if len(nonempty) == 1 else set().union(*nonempty)
-        pending[name] = len(edges)
-        for dep in edges:
-            users[dep].append(name)
-    ready = [n for n, c in pending.items() if c == 0]
-    done = 0
-    while ready:
-        n = ready.pop()
-        done += 1
-        for u in users[n]:
-            pending[u] -= 1
-            if pending[u] == 0:
-                ready.append(u)
-    return done == len(pending)
+        waits[name] = nonempty[0] if len(nonempty) == 1 else set().union(*nonempty)
+    return len(_topo(waits, _users(waits))) == len(waits)
 
 
 def _cycle_problem(graph: Graph, component: set[str]) -> Problem:
@@ -365,10 +352,7 @@ def _exclusions(graph, chosen, exclude, resolver) -> dict[str, str]:
             out[n] = "excluded"
     # A module whose hard requirement is excluded cannot run either: walk the reverse
     # `requires` edges from the exclusions, breadth first (linear, however many).
-    users: dict[str, list[str]] = {}
-    for n in chosen:
-        for dep in graph.hard(n):
-            users.setdefault(dep, []).append(n)
+    users = _users({n: graph.hard(n) for n in chosen})
     queue = deque(sorted(out))
     while queue:
         gone = queue.popleft()
@@ -379,17 +363,20 @@ def _exclusions(graph, chosen, exclude, resolver) -> dict[str, str]:
     return {n: why for n, why in out.items() if n in chosen}
 
 
-def _users(waits: dict[str, frozenset[str]]) -> dict[str, list[str]]:
-    """The reverse edges: who waits on each module."""
+def _users(waits: Mapping[str, Set[str]]) -> dict[str, list[str]]:
+    """The reverse edges: who waits on each module (also on one outside `waits`)."""
     users: dict[str, list[str]] = {n: [] for n in waits}
     for n, deps in waits.items():
         for d in deps:
-            users[d].append(n)
+            if d in users:
+                users[d].append(n)
+            else:
+                users[d] = [n]
     return users
 
 
-def _topo(waits: dict[str, frozenset[str]], users: dict[str, list[str]]) -> list[str]:
-    """Kahn's order; the graph was checked acyclic when it was built."""
+def _topo(waits: Mapping[str, Set[str]], users: dict[str, list[str]]) -> list[str]:
+    """Kahn's order of `waits`; shorter than `waits` exactly when it has a cycle."""
     remaining = {n: len(w) for n, w in waits.items()}
     ready = [n for n, c in remaining.items() if c == 0]
     out = []
@@ -455,10 +442,7 @@ class Plan:
         self.selection = selection
         self.graph = graph
         self.missing = {n: set(selection.waits[n]) for n in selection.names}
-        self.users: dict[str, list[str]] = {n: [] for n in selection.names}
-        for n, deps in selection.waits.items():
-            for d in deps:
-                self.users[d].append(n)
+        self.users = _users(selection.waits)
         # Highest priority first; between equals, the one that releases more modules.
         self._ready = [self._key(n) for n in selection.names if not self.missing[n]]
         heapq.heapify(self._ready)

@@ -33,6 +33,7 @@ from corral.events import (
 from corral.progress import RunState, clock_text
 from corral.status import Status
 from corral.throttle import Block
+from corral.units import seconds
 from corral.visible import visible
 
 PALETTE = (36, 35, 33, 34, 32, 96, 95, 93, 94, 92)  # ANSI colours for module names
@@ -74,15 +75,6 @@ def tail(path: str | None, lines: int = TAIL_LINES) -> list[str]:
 def plural(n: int, noun: str) -> str:
     """'1 module', '3 modules'."""
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
-
-
-def seconds(value: float | None) -> str:
-    if value is None:
-        return "-"
-    if value < 60:
-        return f"{value:.2f}s"
-    minutes, secs = divmod(value, 60)
-    return f"{int(minutes)}m{secs:04.1f}s"
 
 
 def outcome(summary: ModuleSummary) -> str:

@@ -14,13 +14,12 @@ and it is what records the crash.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import sqlite3
 import time
 
-from corral import cgroups, procfs
+from corral import cgroups
+from corral.kill import terminate
 from corral.procfs import marked, start_time
 from corral.records import boot_id, iso
 from corral.store import Store
@@ -52,7 +51,7 @@ def recover(store: Store, grace: float = 5.0) -> list[str]:
         held = cgroups.leftovers(bases) if same_boot else []
         stopped = cgroups.stop(held, grace) if held else 0
         left = list(marked(run_id)) if same_boot else []
-        stop(left, grace)
+        terminate([], left, grace)
         cgroups.remove_run(bases)
         with store.write():
             unfinished = store.conn.execute(
@@ -70,18 +69,3 @@ def recover(store: Store, grace: float = 5.0) -> list[str]:
             f"module(s) as interrupted, stopped {stopped + len(left)} leftover process(es)"
         )
     return messages
-
-
-def stop(pids: list[int], grace: float) -> None:
-    """TERM and CONT, then KILL whatever is still there after `grace` seconds."""
-    for sig in (signal.SIGTERM, signal.SIGCONT):
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-    deadline = time.monotonic() + grace
-    while pids and time.monotonic() < deadline:
-        pids = [p for p in pids if procfs.alive(p)]
-        time.sleep(0.05)
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)

@@ -1,7 +1,9 @@
-"""The run loop: what may start now (dependencies, --jobs, locks), retries, signals.
+"""The run loop: start what may start, wait, account for what ended; retries, backoff,
+fail-fast, signals, skip propagation.
 
-The scheduler never touches a process (the executor does) and never decides what
-depends on what (the plan does); it connects the two and tells listeners.
+The scheduler never touches a process (the executor does), never decides what depends
+on what (the plan does) nor whether the place can take one more (the admission, with
+the gate, does); it connects them and tells listeners what happened.
 """
 
 from __future__ import annotations
@@ -13,11 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from corral.admission import Admission, Expectations, Waited
 from corral.events import (
     AttemptResult,
     Event,
     Idle,
-    LockWaiting,
     ModuleFinished,
     ModuleSkipped,
     ModuleStarted,
@@ -31,7 +33,7 @@ from corral.events import (
 from corral.executor import Clock, Executor, Spec
 from corral.graph import Graph, Plan, Selection
 from corral.status import EXIT_WARNING, FAILURES, RETRYABLE, Status
-from corral.throttle import Block, Jobs, Limits, Refusal, Running, admit
+from corral.throttle import Jobs, Limits
 
 MAX_BACKOFF = 60.0
 IDLE = Idle()
@@ -62,29 +64,6 @@ def backoff(attempt: int, base: float) -> float:
     return min(base * 2 ** (attempt - 1), MAX_BACKOFF)
 
 
-class Locks:
-    """Named pools: at most `size` holders each (1 unless config `pools:` says more)."""
-
-    def __init__(self, sizes: dict[str, int] | None = None):
-        self.sizes = sizes or {}
-        self.holders: dict[str, list[str]] = {}
-
-    def acquire(self, names: tuple[str, ...], who: str = "") -> str | None:
-        """Take every lock in `names` for `who`, or none of them. Returns None when taken,
-        else 'lock NAME held by A, B' for the first full pool."""
-        for n in names:
-            held = self.holders.get(n, [])
-            if len(held) >= self.sizes.get(n, 1):
-                return f"lock {n} held by {', '.join(held)}"
-        for n in names:
-            self.holders.setdefault(n, []).append(who)
-        return None
-
-    def release(self, names: tuple[str, ...], who: str = "") -> None:
-        for n in names:
-            self.holders[n].remove(who)
-
-
 class Scheduler:
     """Runs one selection through an executor; `run()` returns the RunFinished event."""
 
@@ -104,27 +83,24 @@ class Scheduler:
         self.emit = emit
         self.clock = clock  # every duration and deadline, and the stored wall times
         self.plan = Plan(selection, graph)
-        self.locks = Locks(settings.pools)
+        self.admission = Admission(
+            self.plan,
+            graph,
+            executor,
+            clock,
+            settings.jobs,
+            Limits(settings.jobs, executor.cpus, settings.max_load, settings.min_free_mem),
+            settings.pools,
+            Expectations(settings.peak_rss or {}, settings.cpu_rate or {}),
+            emit,
+        )
         self.summaries = {n: ModuleSummary(n, Status.SKIPPED) for n in selection.names}
         self.retrying: dict[str, float] = {}  # name -> monotonic time of its next attempt
+        self.waited: dict[str, Waited] = {}  # the running attempt's wait before it started
         self.stop_signal: int | None = None  # SIGINT/SIGTERM/SIGHUP once received
         self._env = dict(settings.env or {})
-        self.limits = Limits(settings.jobs, executor.cpus, settings.max_load, settings.min_free_mem)
         self._sampling = True  # until the executor says it has nothing to measure
-        self.waiting_since: dict[str, float] = {}  # refused by the gate since (monotonic)
-        self.wait_reason: dict[str, Refusal] = {}
-        self.delays: dict[tuple[str, int], tuple[float, Refusal | None]] = {}
-        self.gate_reason: Refusal | None = None  # why the best ready module waits, if so
-        self.lock_since: dict[str, float] = {}  # ready but its lock was held, since
-        self.lock_reason: dict[str, str] = {}  # ... and by whom: 'lock apt held by x'
-        self.lock_waits: dict[tuple[str, int], float] = {}
-        self.started_mono: dict[tuple[str, int], float] = {}
-        self._batch: list[Running] = []  # admitted in this pass, not yet running
-        # perf: the gate's refusals in this pass, by workload (docs/architecture.md)
-        self._refused: dict[str, Refusal] = {}
-        self._gate_closed = False  # in this pass, for every workload of the selection
-        self._workload = {n: graph.modules[n].header.workload for n in selection.names}
-        self._workloads = len(set(self._workload.values()))
+        self.started_mono: dict[str, float] = {}  # the running attempt's monotonic start
         self._next_sample = 0.0
         self._log_dir = None if settings.log_dir is None else str(settings.log_dir)
         self.peak_load = 0.0
@@ -149,26 +125,21 @@ class Scheduler:
                 },
             )
         )
-        executor, plan = self.executor, self.plan
-        slots = self.settings.jobs.slots(len(self.selection.names))
-        # Measure the place when due; start as many ready modules as --jobs, the locks
-        # and the gate allow (retries due first); then wait for an exit, a signal, the
-        # next retry or the next sample, and account for it.
+        executor, plan, admission = self.executor, self.plan, self.admission
+        # Measure the place when due; start what the admission allows (retries due
+        # first, then ready modules by priority, within --jobs, the locks and the gate);
+        # then wait for an exit, a signal, the next retry or the next sample.
         while plan.more_to_do():
             self._sample_if_due()
             if self.stop_signal is None:
-                self._batch, self._refused, self._gate_closed = [], {}, False
-                refused_before = self.gate_reason
-                self.gate_reason = None
-                self._start_retries()
-                room = slots - len(executor.running)
-                for name in plan.take_ready(self._admit, room):
-                    self._start(name, 1)
-                if self._gate_closed:
-                    self._mark_waiting()
-                if self.gate_reason != refused_before:
-                    self.emit(Waiting(self.gate_reason, sorted(self.waiting_since)))
-            if not executor.running and not self.retrying and not self.waiting_since:
+                refused_before = admission.refusal
+                for name in admission.take(self._due_retries()):
+                    attempt = len(self.summaries[name].attempts) + 1
+                    self.retrying.pop(name, None)
+                    self._start(name, attempt)
+                if admission.refusal != refused_before:
+                    self.emit(Waiting(admission.refusal, admission.holding()))
+            if not executor.running and not self.retrying and not admission.gate_holds():
                 if self.stop_signal is not None or not plan.more_to_do():
                     break  # stopped (what has not started never will), or all settled
                 # Nothing runs, nothing is due for a retry, the gate holds nothing back,
@@ -200,107 +171,29 @@ class Scheduler:
             return
         self.peak_load = max(self.peak_load, sample.runnable_avg, sample.load1)
         self.emit(
-            Sampled(sample, len(self.executor.running), len(self.waiting_since), self.gate_reason)
+            Sampled(
+                sample,
+                len(self.executor.running),
+                len(self.admission.holding()),
+                self.admission.refusal,
+            )
         )
 
     def _timeout(self) -> float | None:
         """Until the next retry, or the next sample while modules run or wait."""
         timeouts = [t for t in (self._next_retry_in(),) if t is not None]
-        if self._sampling and (self.executor.running or self.waiting_since):
+        if self._sampling and (self.executor.running or self.admission.gate_holds()):
             timeouts.append(max(0.0, self._next_sample - self.clock.monotonic()))
         return min(timeouts) if timeouts else None
 
-    def _running(self) -> list[Running]:
-        """What runs, as the gate weighs it: measured where measured, else expected."""
-        now = self.clock.monotonic()
-        out = list(self._batch)
-        for attempt in self.executor.running:
-            name = attempt.spec.name
-            load = attempt.load
-            out.append(
-                Running(
-                    self.graph.modules[name].header.workload,
-                    now - attempt.start_mono,
-                    self._memory_need(name),
-                    attempt.rss,
-                    load if load is not None else self._load(name),
-                )
-            )
-        return out
-
-    def _load(self, name: str) -> float:
-        """Runnable tasks it is expected to add before it is measured: its CPU rate from
-        history, at least 1 if it declares `workload: cpu`, else 0 (light until seen)."""
-        known = (self.settings.cpu_rate or {}).get(name, 0.0)
-        return max(known, 1.0) if self.graph.modules[name].header.workload == "cpu" else known
-
-    def _memory_need(self, name: str) -> int:
-        declared = self.graph.modules[name].header.memory
-        if declared:
-            return declared
-        return int((self.settings.peak_rss or {}).get(name, 0))
-
     # starting --------------------------------------------------------------------------
 
-    def _admit(self, name: str) -> bool | None:
-        """The gate, then the locks; a refusal by the gate is remembered as a delay.
-        None: no module at all can start in this pass (the caller stops looking)."""
-        header = self.graph.modules[name].header
-        fixed = self.settings.jobs.fixed
-        if fixed is not None and len(self.executor.running) + len(self._batch) >= fixed:
-            return None
-        # perf: with modules running, a refusal for anything but memory depends only on
-        # the workload, and admitting more only makes the gate stricter: one verdict per
-        # workload per pass, and once every workload is refused the pass stops instead
-        # of asking again for each of thousands of ready modules (docs/architecture.md).
-        reason = self._refused.get(header.workload)
-        if reason is None:
-            reason = admit(
-                self._running(),
-                self.limits,
-                self.executor.host,
-                header.workload,
-                self._memory_need(name),
-                declared=bool(header.memory),
-            )
-            if reason is not None and reason.kind is not Block.MEMORY:
-                self._refused[header.workload] = reason
-        if reason is not None:
-            self.waiting_since.setdefault(name, self.clock.monotonic())
-            self.wait_reason[name] = reason
-            self.gate_reason = self.gate_reason or reason
-            if len(self._refused) == self._workloads:
-                self._gate_closed = True
-                return None
-            return False
-        held = self.locks.acquire(header.locks, name)
-        if held is not None:
-            self.lock_since.setdefault(name, self.clock.monotonic())
-            if self.lock_reason.get(name) != held:
-                self.lock_reason[name] = held
-                self.emit(LockWaiting(name, held))
-            return False
-        self._batch.append(
-            Running(header.workload, 0.0, self._memory_need(name), 0, self._load(name))
-        )
-        return True
-
-    def _mark_waiting(self) -> None:
-        """The gate closed for every workload: what the pass did not look at waits on it
-        too, for the reason its workload was refused."""
+    def _due_retries(self) -> list[str]:
+        """Modules whose next attempt is due, the longest due first; [] when none."""
+        if not self.retrying:
+            return []
         now = self.clock.monotonic()
-        for name in self.plan.ready_unordered():
-            self.waiting_since.setdefault(name, now)
-            self.wait_reason[name] = self._refused[self._workload[name]]
-
-    def _start_retries(self) -> None:
-        now = self.clock.monotonic()
-        for name, when in sorted(self.retrying.items(), key=lambda kv: kv[1]):
-            if when > now:
-                break
-            if self._admit(name):
-                del self.retrying[name]
-                self._start(name, len(self.summaries[name].attempts) + 1)
+        return [n for n, when in sorted(self.retrying.items(), key=lambda kv: kv[1]) if when <= now]
 
     def _start(self, name: str, attempt: int) -> None:
         module = self.graph.modules[name]
@@ -327,7 +220,7 @@ class Scheduler:
             job = self.executor.start(spec)
         except OSError as exc:
             now = self.clock.time()
-            self.started_mono[(name, attempt)] = self.clock.monotonic()
+            self.started_mono[name] = self.clock.monotonic()
             self._on_finished(
                 AttemptResult(
                     name,
@@ -350,17 +243,12 @@ class Scheduler:
             )
             return
         self.summaries[name].status = Status.RUNNING
-        since = self.waiting_since.pop(name, None)
-        waited = self.clock.monotonic() - since if since is not None else 0.0
-        self.delays[(name, attempt)] = (waited, self.wait_reason.pop(name, None))
-        locked = self.lock_since.pop(name, None)
-        self.lock_reason.pop(name, None)
-        self.lock_waits[(name, attempt)] = (
-            self.clock.monotonic() - locked if locked is not None else 0.0
-        )
-        self.started_mono[(name, attempt)] = job.start_mono
+        waited = self.waited[name] = self.admission.started(name)
+        self.started_mono[name] = job.start_mono
         self.emit(
-            ModuleStarted(name, attempt, job.ident, job.start, log_path, waited, job.start_mono)
+            ModuleStarted(
+                name, attempt, job.ident, job.start, log_path, waited.gate_s, job.start_mono
+            )
         )
 
     def _next_retry_in(self) -> float | None:
@@ -372,13 +260,12 @@ class Scheduler:
 
     def _on_finished(self, result: AttemptResult) -> None:
         name = result.name
-        result.throttle_wait_s, result.throttle_reason = self.delays.pop(
-            (name, result.attempt), (0.0, None)
-        )
-        result.lock_wait_s = self.lock_waits.pop((name, result.attempt), 0.0)
-        result.start_mono = self.started_mono.pop((name, result.attempt), None)
+        waited = self.waited.pop(name, None) or self.admission.started(name)
+        result.throttle_wait_s, result.throttle_reason = waited.gate_s, waited.refusal
+        result.lock_wait_s = waited.lock_s
+        result.start_mono = self.started_mono.pop(name, None)
         header = self.graph.modules[name].header
-        self.locks.release(header.locks, name)
+        self.admission.ended(name)
         summary = self.summaries[name]
         summary.attempts.append(result)
         if result.status == Status.FAILED and result.exit_code in header.warning_exit:
@@ -406,10 +293,7 @@ class Scheduler:
     def _skip(self, name: str, reason: str) -> None:
         summary = self.summaries[name]
         summary.status, summary.reason = Status.SKIPPED, reason
-        self.waiting_since.pop(name, None)  # it no longer waits for the gate or a lock
-        self.wait_reason.pop(name, None)
-        self.lock_since.pop(name, None)
-        self.lock_reason.pop(name, None)
+        self.admission.forget(name)
         self.emit(ModuleSkipped(name, reason))
 
     def _stop_starting(self, reason: str) -> None:

@@ -32,6 +32,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from corral.units import size
+
 WEIGHT = {"cpu": 1.0, "mixed": 2 / 3, "io": 0.5, "network": 1 / 3}
 FRESH_S = 3.0  # seconds: a module this young may still grow to its expected memory
 SLACK = 0.25  # of a task: the host's average is never exact (a fork in flight)
@@ -195,9 +197,5 @@ def admit(
 def _memory_reason(available: int, wanted: int, keep: int) -> Refusal:
     return Refusal(
         Block.MEMORY,
-        f"{_mib(available)} available, {_mib(wanted)} wanted, keep {_mib(keep)} free",
+        f"{size(available)} available, {size(wanted)} wanted, keep {size(keep)} free",
     )
-
-
-def _mib(n: int) -> str:
-    return f"{n / 2**20:.0f}M" if n < 2**30 else f"{n / 2**30:.1f}G"

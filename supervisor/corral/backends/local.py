@@ -32,6 +32,7 @@ from corral.accounting import measure
 from corral.containment import Containment, Member
 from corral.events import AttemptResult
 from corral.executor import LineListener, Spec, Wakeup
+from corral.kill import signal_group, terminate
 from corral.output import Output
 from corral.sampler import HostSample, HostSampler, TreeUsage, process_tree, tree_usage
 from corral.signals import CHILD_DEFAULTS, Signals
@@ -592,7 +593,7 @@ class LocalExecutor:
 
     def _signal(self, job: Job, signum: int) -> None:
         if job.member is None:
-            _killpg(job.pid, signum)
+            signal_group(job.pid, signum)
         elif signum == signal.SIGKILL:
             self.containment.kill(job.member)
         else:
@@ -661,46 +662,7 @@ class LocalExecutor:
         spared = {pid for pid, (name, _) in found.items() if name in detached}
         groups = [pgid for pgid, (_, detach) in self._groups.items() if not detach]
         groups += [pgid for pid, pgid in orphans if pid not in spared]
-        alive = [g for g in groups if _killpg(g, signal.SIGTERM)]
-        for g in alive:
-            _killpg(g, signal.SIGCONT)
-        for pid in pids:
-            _kill(pid, signal.SIGTERM)
-            _kill(pid, signal.SIGCONT)
-        end = time.monotonic() + self.grace
-        while (alive or pids) and time.monotonic() < end:
-            self._reap_all()
-            alive = [g for g in alive if _killpg(g, 0)]
-            pids = [p for p in pids if _kill(p, 0)]
-            if alive or pids:
-                time.sleep(0.02)
-        for g in alive:
-            _killpg(g, signal.SIGKILL)
-        for pid in pids:
-            _kill(pid, signal.SIGKILL)
-        self._reap_all()
-
-
-def _killpg(pgid: int, signum: int) -> bool:
-    """Signal a process group; False when it no longer exists."""
-    try:
-        os.killpg(pgid, signum)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-
-
-def _kill(pid: int, signum: int) -> bool:
-    """Signal one process; False when it no longer exists (or is a zombie)."""
-    try:
-        os.kill(pid, signum)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return procfs.alive(pid) if signum == 0 else True
+        terminate(groups, pids, self.grace, reap=self._reap_all)
 
 
 def open_executor(place) -> LocalExecutor:

@@ -1,0 +1,30 @@
+"""How corral writes durations and sizes for people: one copy, used everywhere.
+
+Pure functions of a number (None where a figure is missing reads "-").
+"""
+
+from __future__ import annotations
+
+MiB = 1 << 20
+GiB = 1 << 30
+
+
+def seconds(value: float | None) -> str:
+    """'0.25s', '59.99s', then '2m03.4s'; '-' for None."""
+    if value is None:
+        return "-"
+    if value < 60:
+        return f"{value:.2f}s"
+    minutes, secs = divmod(value, 60)
+    return f"{int(minutes)}m{secs:04.1f}s"
+
+
+def mib(value: float | None, unit: str = "") -> str:
+    """Bytes in MiB with one decimal ('12.5', or '12.5MiB' with `unit`); '-' for 0 or None
+    (a figure never measured)."""
+    return "-" if not value else f"{value / MiB:.1f}{unit}"
+
+
+def size(value: float) -> str:
+    """A size in a sentence: '512M' below a GiB, '1.5G' from one up."""
+    return f"{value / MiB:.0f}M" if value < GiB else f"{value / GiB:.1f}G"
