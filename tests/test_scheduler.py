@@ -12,9 +12,10 @@ import signal
 
 import pytest
 
+from corral.backends.dryrun import DryRunExecutor
 from corral.backends.fake import Ends, FakeClock, FakeExecutor
 from corral.config import load_config
-from corral.events import ModuleSkipped, RunFinished, Waiting
+from corral.events import ModuleSkipped, ModuleStarted, RunFinished, Sampled, Waiting
 from corral.scheduler import MAX_BACKOFF, RunSettings, Scheduler, backoff
 from corral.status import Status
 from corral.throttle import Block, Host, Jobs, Refusal
@@ -371,3 +372,17 @@ def test_a_workload_the_gate_refuses_does_not_hold_back_a_lighter_one():
     # c1 counts 1 before it is measured: 0.5 + 1 + 1 > 2 for c2, 0.5 + 1 + 0.5 for i1
     assert h.starts("c1") == [0.0] and h.starts("i1") == [0.0] and h.starts("c2") == [1.0]
     assert h.summary("c2").last.throttle_reason.kind is Block.LOAD
+
+
+# the dry run is the same loop on another backend ----------------------------------------
+
+
+def test_the_dry_run_backend_drives_the_same_loop_in_dependency_order():
+    graph, selection = modeled(a={}, b={"requires": ("a",)}, c={"after": ("b",)}, d={})
+    events: list = []
+    with DryRunExecutor() as executor:
+        settings = RunSettings("dry", Jobs(1), dry_run=True)
+        outcome = Scheduler(graph, selection, settings, executor, events.append).run()
+    started = [e.name for e in events if isinstance(e, ModuleStarted)]
+    assert started.index("a") < started.index("b") < started.index("c")
+    assert outcome.status == Status.OK and not any(isinstance(e, Sampled) for e in events)

@@ -18,7 +18,8 @@ import time
 from collections.abc import Callable
 
 LINES_PER_SECOND = 200  # per module, on the terminal; the log keeps everything
-MAX_LINE = 8192  # bytes of one line shown; longer lines are cut on screen only
+MAX_LINE = 8192  # bytes of one line shown; longer lines are cut on screen only …
+CUT = b" [...]"  # … and end with this
 
 
 class Output:
@@ -73,7 +74,8 @@ class Output:
         """The stream ended: show the last line without a newline, and what was hidden."""
         if self.on_line is not None:
             if self.partial:
-                self.on_line(self.name, self.partial[:MAX_LINE])
+                line = self.partial
+                self.on_line(self.name, line if len(line) <= MAX_LINE else line[:MAX_LINE] + CUT)
             if self.hidden:
                 self._say_hidden()
         self.partial, self.hidden = b"", 0
@@ -105,11 +107,11 @@ class Output:
         lines = (self.partial + data).split(b"\n")
         self.partial = lines.pop()
         if len(self.partial) > MAX_LINE:  # no newline in sight (head -c 3G /dev/zero)
-            lines.append(self.partial[:MAX_LINE] + b" [...]")
+            lines.append(self.partial)
             self.partial = b""
         room = LINES_PER_SECOND - self.shown
         for line in lines[:room]:
-            self.on_line(self.name, line[:MAX_LINE])
+            self.on_line(self.name, line if len(line) <= MAX_LINE else line[:MAX_LINE] + CUT)
         self.shown += min(len(lines), room)
         self.hidden += max(0, len(lines) - room)
 

@@ -1,0 +1,99 @@
+"""The pieces every backend shares: an attempt's output (log and display) and signals.
+
+Driven by hand, no module and no process: bytes in, a log file and lines out.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+from corral.output import LINES_PER_SECOND, MAX_LINE, Output
+from corral.signals import Signals
+
+
+def collect(log_path=None, cap=1 << 20):
+    lines: list[bytes] = []
+    out = Output(
+        "m", None if log_path is None else str(log_path), cap, lambda _, b: lines.append(b)
+    )
+    return out, lines
+
+
+def test_the_log_is_created_only_when_a_byte_arrives(tmp_path):
+    log = tmp_path / "m.log"
+    out, _ = collect(log)
+    out.end_display()
+    out.close_log()
+    assert not log.exists() and out.written_path is None
+    out, _ = collect(log)
+    out.feed(b"x")
+    out.close_log()
+    assert log.read_bytes() == b"x" and out.written_path == str(log)
+
+
+def test_lines_are_split_across_chunks_and_the_last_one_shown_at_the_end():
+    out, lines = collect()
+    out.feed(b"one\ntw")
+    out.feed(b"o\nthree")
+    assert lines == [b"one", b"two"]
+    out.end_display()
+    assert lines == [b"one", b"two", b"three"]
+
+
+def test_the_log_is_capped_and_the_rest_counted(tmp_path):
+    log = tmp_path / "m.log"
+    out, _ = collect(log, cap=10)
+    out.feed(b"0123456789abcdef")
+    out.feed(b"more")
+    out.close_log()
+    assert log.read_bytes() == b"0123456789"
+    assert out.log_bytes == 10 and out.dropped == 10 and not out.incomplete
+
+
+def test_without_a_cap_nothing_is_dropped(tmp_path):
+    """The control for the cap above."""
+    log = tmp_path / "m.log"
+    out, _ = collect(log)
+    out.feed(b"0123456789abcdef")
+    out.close_log()
+    assert out.dropped == 0 and log.read_bytes() == b"0123456789abcdef"
+
+
+def test_a_flood_is_counted_not_shown_and_the_log_keeps_it(tmp_path):
+    log = tmp_path / "m.log"
+    out, lines = collect(log)
+    flood = b"y\n" * (3 * LINES_PER_SECOND)
+    out.feed(flood)
+    out.end_display()
+    out.close_log()
+    assert lines[:LINES_PER_SECOND] == [b"y"] * LINES_PER_SECOND
+    assert lines[-1] == f"… {2 * LINES_PER_SECOND} lines not shown; they are in the log".encode()
+    assert log.read_bytes() == flood
+
+
+def test_a_line_without_an_end_is_cut_on_screen_only(tmp_path):
+    log = tmp_path / "m.log"
+    out, lines = collect(log)
+    out.feed(b"z" * (MAX_LINE + 10))
+    out.close_log()
+    assert lines == [b"z" * MAX_LINE + b" [...]"]
+    assert log.stat().st_size == MAX_LINE + 10
+
+
+def test_an_unwritable_log_marks_it_incomplete_and_keeps_draining(tmp_path):
+    out, lines = collect(tmp_path / "missing-dir" / "m.log")
+    out.feed(b"a\n")
+    out.feed(b"b\n")
+    assert out.incomplete and out.dropped == 4 and lines == [b"a", b"b"]
+
+
+def test_signals_arrive_as_numbers_once_each_and_handlers_are_restored():
+    before = signal.getsignal(signal.SIGHUP)
+    with Signals() as signals:
+        os.kill(os.getpid(), signal.SIGHUP)
+        os.kill(os.getpid(), signal.SIGHUP)
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert signals.wait(5.0) == [signal.SIGHUP, signal.SIGTERM]
+        assert signals.wait(0.0) == []
+    assert signal.getsignal(signal.SIGHUP) is before
