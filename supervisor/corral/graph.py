@@ -39,6 +39,7 @@ class Module:
     header: Header
 
     def problem(self, key: str, message: str, severity: str = "error") -> Problem:
+        """A problem at the line of header `key` (line 1 when the key is not written)."""
         return Problem(self.path, self.header.line_of(key), message, severity)
 
 
@@ -52,9 +53,11 @@ class Graph:
     warnings: list[Problem] = field(default_factory=list)
 
     def hard(self, name: str) -> set[str]:
+        """What `name` requires: their failure skips it."""
         return self.waits[name][EdgeKind.REQUIRES]
 
     def selects(self, name: str) -> set[str]:
+        """What selecting `name` selects too: its requirements and wants."""
         return self.waits[name][EdgeKind.REQUIRES] | self.waits[name][EdgeKind.WANTS]
 
     def order_edges(self, name: str, among: set[str] | None = None) -> set[str]:

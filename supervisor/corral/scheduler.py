@@ -106,6 +106,8 @@ class Scheduler:
         self.peak_load = 0.0
 
     def run(self) -> RunFinished:
+        """Run the selection to its end (or a stop); raises RuntimeError("stuck …") only
+        on a bug: a state no event can change while work is left."""
         started = self.clock.time()
         edges = [(n, d) for n in self.selection.names for d in sorted(self.selection.waits[n])]
         self.emit(

@@ -62,6 +62,7 @@ class Jobs:
 
     @property
     def auto(self) -> bool:
+        """True for --jobs auto."""
         return self.fixed is None
 
     def slots(self, otherwise: int) -> int:
@@ -103,6 +104,7 @@ class Limits:
 
     @property
     def load_limit(self) -> float:
+        """--max-load, or the CPU count when not given."""
         return self.max_load if self.max_load is not None else float(self.cpus)
 
 
@@ -129,6 +131,7 @@ class Host:
 
 
 def weight(workload: str) -> float:
+    """A workload's share of a CPU under --jobs auto; an unknown one weighs as mixed."""
     return WEIGHT.get(workload, WEIGHT["mixed"])
 
 
