@@ -386,3 +386,21 @@ def test_the_dry_run_backend_drives_the_same_loop_in_dependency_order():
     started = [e.name for e in events if isinstance(e, ModuleStarted)]
     assert started.index("a") < started.index("b") < started.index("c")
     assert outcome.status == Status.OK and not any(isinstance(e, Sampled) for e in events)
+
+
+def test_every_backend_implements_the_whole_seam():
+    import importlib
+
+    from corral.backends import BACKENDS
+    from corral.executor import Attempt, Executor, Spec
+
+    spec = Spec("m", "/modules/m.sh", 1, {})
+    for backend in (DryRunExecutor(), FakeExecutor(FakeClock())):
+        assert isinstance(backend, Executor)
+        with backend:
+            assert isinstance(backend.start(spec), Attempt)
+    for name, module in BACKENDS.items():
+        assert callable(importlib.import_module(module).open_executor), name
+    local = importlib.import_module(BACKENDS["local"]).LocalExecutor
+    members = {"start", "wait", "stop", "sample", "running", "host", "sampling_cpu_s"}
+    assert members <= set(dir(local))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from corral.events import AttemptResult
 from corral.status import Status
@@ -56,6 +56,7 @@ class Wakeup:
     signals: list[int] = field(default_factory=list)
 
 
+@runtime_checkable
 class Attempt(Protocol):
     """A started attempt, as the scheduler may read it (the backend's own object)."""
 
@@ -81,6 +82,7 @@ class Attempt(Protocol):
         ...
 
 
+@runtime_checkable
 class Executor(Protocol):
     """Runs attempts somewhere. A context manager: entering takes the program's signals
     (see `corral.signals`), leaving stops and reaps whatever is left.
