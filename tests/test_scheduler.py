@@ -11,6 +11,8 @@ from __future__ import annotations
 import signal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from corral.backends.dryrun import DryRunExecutor
 from corral.backends.fake import Ends, FakeClock, FakeExecutor
@@ -404,3 +406,61 @@ def test_every_backend_implements_the_whole_seam():
     local = importlib.import_module(BACKENDS["local"]).LocalExecutor
     members = {"start", "wait", "stop", "sample", "running", "host", "sampling_cpu_s"}
     assert members <= set(dir(local))
+
+
+# every rule at once, on random graphs -----------------------------------------------------
+
+
+@st.composite
+def histories(draw):
+    """A random DAG (requires, wants, locks), a script of ends, and --jobs."""
+    n = draw(st.integers(1, 12))
+    modules, script = {}, {}
+    for i in range(n):
+        earlier = [f"m{j}" for j in range(i)]
+        pick = st.lists(st.sampled_from(earlier), unique=True, max_size=3) if earlier else None
+        requires = tuple(draw(pick)) if pick is not None else ()
+        wants = tuple(w for w in (draw(pick) if pick is not None else ()) if w not in requires)
+        locks = tuple(draw(st.lists(st.sampled_from(["a", "b"]), unique=True, max_size=2)))
+        modules[f"m{i}"] = {"requires": requires, "wants": wants, "locks": locks}
+        script[f"m{i}"] = [
+            Ends(draw(st.sampled_from([0.5, 1.0, 2.5])), exit=draw(st.sampled_from([0, 0, 1])))
+        ]
+    return modules, script, draw(st.integers(1, 4))
+
+
+@settings(max_examples=100, deadline=None)
+@given(histories())
+def test_random_histories_keep_every_invariant(case):
+    modules, script, jobs = case
+    h = replay(modules, script, jobs=jobs, fake={"measures": False})
+    expected: dict[str, Status] = {}
+    for name, fields in modules.items():
+        if any(expected[r] != Status.OK for r in fields["requires"]):
+            expected[name] = Status.SKIPPED
+        else:
+            expected[name] = Status.FAILED if script[name][0].exit else Status.OK
+    assert {m.name: m.status for m in h.outcome.modules} == expected
+    ran = {m.name: m.last for m in h.outcome.modules if m.last is not None}
+    assert set(ran) == {n for n, s in expected.items() if s != Status.SKIPPED}
+    assert all(len(m.attempts) <= 1 for m in h.outcome.modules)
+    for name, result in ran.items():
+        for dep in modules[name]["requires"] + modules[name]["wants"]:
+            if dep in ran:
+                assert result.start >= ran[dep].end, f"{name} started before {dep} ended"
+    spans = [(r.start, r.end) for r in ran.values()]
+    assert max_overlap(spans) <= jobs
+    for lock in ("a", "b"):
+        held = [(r.start, r.end) for n, r in ran.items() if lock in modules[n]["locks"]]
+        assert max_overlap(held) <= 1, f"lock {lock} was shared"
+    assert h.outcome.exit_code == (0 if set(expected.values()) == {Status.OK} else 1)
+
+
+def max_overlap(spans: list[tuple[float, float]]) -> int:
+    """The most spans open at one instant (an end at t closes before a start at t)."""
+    edges = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans])
+    most = now = 0
+    for _, step in edges:
+        now += step
+        most = max(most, now)
+    return most
