@@ -205,6 +205,11 @@ def test_run_ids_log_directories_and_stored_times_say_they_are_utc(corral):
     assert run["started"].endswith("+00:00") and run["modules"][0]["start"].endswith("+00:00")
     row = db_rows(corral.db, "SELECT started, ended FROM runs")[0]
     assert row["started"].endswith("+00:00") and row["ended"].endswith("+00:00")
+    # What `status` says about the finished run is UTC too, and says so.
+    status = corral("status").out
+    assert re.search(r"ended \d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ", status), status
+    # A run's progress lines away from a terminal carry their offset.
+    assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d ", corral("run").out)
 
 
 def test_an_older_database_gets_its_runs_grouped_by_set(corral):

@@ -35,7 +35,7 @@ def run_status(log_dir: Path) -> tuple[dict | None, list[str]]:
     run = state["run_id"]
     counts = ", ".join(f"{n} {s}" for s, n in state.get("counts", {}).items())
     if state["status"] != "running":
-        ended = dt.datetime.fromtimestamp(state["written"]).strftime("%Y-%m-%d %H:%M:%S")
+        ended = dt.datetime.fromtimestamp(state["written"], dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
         return state, [
             f"no run in progress; the last, {run}, ended {ended}: {state['status']} "
             f"({state['total']} modules: {counts or 'none'})"

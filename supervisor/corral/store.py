@@ -75,7 +75,8 @@ class Store:
         except sqlite3.DatabaseError as exc:
             if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
                 raise
-            aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
+            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())  # UTC, as run ids
+            aside = path.with_name(f"{path.name}.corrupt-{stamp}")
             try:
                 for suffix in ("", "-wal", "-shm"):
                     src = Path(f"{path}{suffix}")
