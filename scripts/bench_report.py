@@ -10,9 +10,9 @@ How the database is filled (say which when quoting a figure):
 - `--fill real`: a real `corral run -j 2` of that many no-op modules (a chain of
   `requires:` every 50 modules), as a user would run them; slow for 20,000.
 
-Then `corral docs` runs as a user runs it (python3 -m corral, a fresh process) and its
-wall time and peak RSS (wait4's ru_maxrss) are printed beside the targets: under 10 s
-and 500 MB at 20,000 modules.
+Then `corral docs` runs as a user runs it (the installed corral, a fresh process; see
+scripts/corral_under_test.py) and its wall time, CPU time and peak RSS (wait4's
+rusage) are printed beside the targets: under 10 s and 500 MB at 20,000 modules.
 
     python3 scripts/bench_report.py [--sizes 1000,5000,20000] [--runs 3] [--fill store]
 """
@@ -32,6 +32,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "supervisor"))
+sys.path.insert(0, str(REPO / "scripts"))
+
+import corral_under_test  # noqa: E402
 
 from corral.store import Store, module_set_key  # noqa: E402
 
@@ -171,37 +174,27 @@ def fill_store(db: Path, modules: Path, size: int, runs: int, seed: int = 1) -> 
     store.close()
 
 
-def fill_real(db: Path, modules: Path, size: int, runs: int) -> None:
+def fill_real(cmd: list[str], db: Path, modules: Path, size: int, runs: int) -> None:
     """`runs` real runs of `size` no-op modules."""
     for i in range(size):
         needs = f"# requires: n{i - 1:05d}\n" if i % 50 else ""
         (modules / f"n{i:05d}.sh").write_text(f"#!/bin/bash\n{needs}true\n")
     for _ in range(runs):
         subprocess.run(
-            [sys.executable, "-m", "corral", "--modules", str(modules), "--db", str(db)]
-            + ["run", "-q", "-j", "2"],
+            [*cmd, "--modules", str(modules), "--db", str(db), "run", "-q", "-j", "2"],
             check=False,
-            env=_env(),
         )
 
 
-def _env() -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        [str(REPO / "supervisor"), *filter(None, [env.get("PYTHONPATH")])]
-    )
-    return env
-
-
-def measure_docs(db: Path, modules: Path, out: Path) -> tuple[float, float, float, int]:
+def measure_docs(
+    cmd: list[str], db: Path, modules: Path, out: Path
+) -> tuple[float, float, float, int]:
     """(wall seconds, CPU seconds, peak RSS MiB, exit status) of one `corral docs`."""
     start = time.monotonic()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "corral", "--modules", str(modules), "--db", str(db)]
-        + ["docs", "--out", str(out)],
+        [*cmd, "--modules", str(modules), "--db", str(db), "docs", "--out", str(out)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
-        env=_env(),
     )
     _, status, usage = os.wait4(proc.pid, 0)
     elapsed = time.monotonic() - start
@@ -218,7 +211,9 @@ def main() -> None:
     parser.add_argument("--sizes", default="1000,5000,20000")
     parser.add_argument("--runs", type=int, default=3, help="runs recorded per size")
     parser.add_argument("--fill", choices=("store", "real"), default="store")
+    corral_under_test.add_argument(parser)
     args = parser.parse_args()
+    cmd = corral_under_test.command(args.corral)
     how = (
         "through the store API (synthetic runs)"
         if args.fill == "store"
@@ -229,6 +224,7 @@ def main() -> None:
         f"per size, filled {how}; {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f} "
         "(wall time stretches with the load; CPU time does not)"
     )
+    print(f"# {corral_under_test.describe(cmd)}")
     print(
         "| modules | docs wall s | docs CPU s | target s | peak RSS MB | target MB | met "
         "| gantt.svg KB | report.json KB |"
@@ -243,8 +239,8 @@ def main() -> None:
             if args.fill == "store":
                 fill_store(db, modules, size, args.runs)
             else:
-                fill_real(db, modules, size, args.runs)
-            seconds, cpu, mb, code = measure_docs(db, modules, tmp / "out")
+                fill_real(cmd, db, modules, size, args.runs)
+            seconds, cpu, mb, code = measure_docs(cmd, db, modules, tmp / "out")
             kb = [
                 (tmp / "out" / name).stat().st_size / 1024 if (tmp / "out" / name).exists() else 0
                 for name in ("gantt.svg", "report.json")
