@@ -317,7 +317,8 @@ def command(path: str, procs_files: list[str], fd: int | None = None) -> list[st
 def ready_command(procs_files: list[str]) -> list[str]:
     """argv of a bash that enters its cgroups now, then waits on descriptor 3 for the
     attempt to run: the module's path, `NAME=value` (exported) and `-NAME` (unset)
-    records, an empty record, all NUL-terminated; EOF instead: it exits 0. Entering
+    records, an empty record, all NUL-terminated, then the module's text (read from
+    its checked descriptor), which bash sources from the pipe; EOF instead: it exits 0. Entering
     the cgroups (which may wait for an RCU grace period) and starting bash are then
     done before the attempt starts, not on its way."""
     enter = " && ".join(f"builtin echo $$ >{shlex.quote(p)}" for p in procs_files)
@@ -331,12 +332,11 @@ def ready_command(procs_files: list[str]) -> list[str]:
         '  if [[ $__corral_kv == -* ]]; then builtin unset "${__corral_kv#-}"\n'
         '  else builtin export "$__corral_kv"; fi\n'
         "done\n"
-        "builtin exec 3<&-\n"
         'builtin cd -- "${__corral_path%/*}" || builtin exit 126\n'
         "BASH_ARGV0=$__corral_path\n"
         "builtin unset __corral_path __corral_kv\n"
         "SECONDS=0\n"
-        '. "$0"',
+        ". /dev/fd/3",
         "corral-ready",
     ]
 

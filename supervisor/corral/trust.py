@@ -9,7 +9,7 @@ root's and writable by no one else; a world-writable directory with the sticky b
 every symbolic link on the way must be root's. The rule is sshd's StrictModes, applied
 through `safepath`: a file is only as trustworthy as the least protected step to it.
 
-What runs is the file checked: `open_module` opens it once, checks it on that
+What runs is the file checked: `Checker.open_module` opens it once, checks it on that
 descriptor, and the executor runs bash from that descriptor.
 """
 
@@ -101,11 +101,18 @@ class Checker:
             why = writable_by_others(fd, st, sticky_ok=False)
             if why is not None:
                 raise UnsafePath(where, why, "run")
-            os.set_blocking(fd, True)
-            return fd
+            return fd  # (O_NONBLOCK means nothing to a regular file)
         except BaseException:
             os.close(fd)
             raise
+
+    def open_module(self, path: str) -> int:
+        """A descriptor to run the module `path` from (close-on-exec; the caller closes
+        it). As root it is checked as `untrusted` checks, on this very descriptor:
+        UnsafePath when someone else could have changed it since the run began."""
+        if os.geteuid() != 0:
+            return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        return self.open(path)
 
     def _follow(self, dir_fd: int, directory: str, name: str, links: int) -> int:
         where = os.path.join(directory, name)
@@ -116,18 +123,3 @@ class Checker:
             raise UnsafePath(where, "too many symbolic links", "run")
         target = os.readlink(name, dir_fd=dir_fd)
         return self.open(os.path.join(directory, target), links + 1)
-
-
-_process_checker: Checker | None = None
-
-
-def open_module(path: str) -> int:
-    """A descriptor to run the module `path` from (close-on-exec; the caller closes it).
-    As root it is checked as `untrusted` checks, on this very descriptor: UnsafePath
-    when someone else could have changed it since the run began."""
-    global _process_checker
-    if os.geteuid() != 0:
-        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    if _process_checker is None:  # one for the process: directories are walked once
-        _process_checker = Checker()
-    return _process_checker.open(path)

@@ -170,3 +170,45 @@ def test_a_sticky_world_writable_modules_directory_is_not_trusted(corral, arena)
     assert not arena.ran_as_root()
     root_runs(corral.modules / "zz.sh")
     assert arena.ran_as_root()
+
+
+def test_a_module_changed_after_the_checks_is_checked_again_when_it_starts(corral):
+    second = corral.module("second", "requires: first", "echo second ran")
+    corral.module("first", body=f"chmod o+w {second}")
+    result = corral("run", "--json")
+    assert result.code == 1, result.err
+    reason = {m["name"]: m["reason"] for m in result.json()["modules"]}["second"]
+    assert reason.startswith(f"cannot start: refusing to run as root through {second}: ")
+    assert "world-writable (mode 0757)" in reason
+    assert "second ran" not in result.out
+
+
+def test_bash_runs_the_descriptor_it_was_given_not_the_name(tmp_path):
+    """The spawn mechanism itself: the module is opened and checked, then its name is
+    made to point elsewhere; bash still runs what was checked, with $0 the path."""
+    from corral.backends.local import MODULE_FD
+    from corral.cgroups import command
+    from corral.trust import Checker
+
+    module = tmp_path / "m.sh"
+    module.write_text('echo "checked $0"\n')
+    with Checker() as checker:
+        fd = checker.open_module(str(module))
+    (tmp_path / "other").write_text("echo swapped\n")
+    os.rename(tmp_path / "other", module)
+    r, w = os.pipe()
+    pid = os.posix_spawnp(
+        "bash",
+        command(str(module), [], MODULE_FD),
+        os.environ,
+        file_actions=[(os.POSIX_SPAWN_DUP2, w, 1), (os.POSIX_SPAWN_DUP2, fd, MODULE_FD)],
+    )
+    os.close(w)
+    os.close(fd)
+    with os.fdopen(r) as out:
+        stdout = out.read()
+    os.waitpid(pid, 0)
+    assert stdout == f"checked {module}\n"
+    assert subprocess.run(["bash", str(module)], capture_output=True, text=True).stdout == (
+        "swapped\n"
+    )  # the control: by name, bash runs whatever the name points at now

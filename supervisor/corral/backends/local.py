@@ -1,14 +1,17 @@
 """The local backend: attempts run as processes on this host.
 
-Every attempt is `bash FILE` in a new session (its own process group) and, where
-the host allows, its own cgroup from its first instruction (`corral.containment`),
-stdin from /dev/null, stdout and stderr on one pipe whose bytes go to the attempt's `Output` (the
-shared log and display pipeline). Waiting is event-driven: one `epoll` loop over the
-output pipes and the signal pipe (`corral.signals`), so SIGCHLD, SIGINT, SIGTERM and
-SIGHUP all arrive as bytes and nothing polls. An attempt's outcome is known when its
-main process exits (even if a daemon it forked still holds the pipe); the attempt is
-over, and returned by `wait`, when everything it started is gone: what it left gets
-the grace period to end, then is stopped (unless the module may detach).
+Every attempt is bash reading the module from the descriptor `trust.Checker` opened
+and checked (`bash -c '. /dev/fd/3' FILE`: `$0` stays the module's path, and what runs
+is the file checked, whatever happens to its name meanwhile), in a new session (its
+own process group) and, where the host allows, its own cgroup from its first
+instruction (`corral.containment`), stdin from /dev/null, stdout and stderr on one
+pipe whose bytes go to the attempt's `Output` (the shared log and display pipeline).
+Waiting is event-driven: one `epoll` loop over the output pipes and the signal pipe
+(`corral.signals`), so SIGCHLD, SIGINT, SIGTERM and SIGHUP all arrive as bytes and
+nothing polls. An attempt's outcome is known when its main process exits (even if a
+daemon it forked still holds the pipe); the attempt is over, and returned by `wait`,
+when everything it started is gone: what it left gets the grace period to end, then
+is stopped (unless the module may detach).
 
 corral is the children's subreaper while it runs, so what a module leaves behind is
 reparented to corral (not init) and is reaped by it.
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import os
 import select
 import shutil
@@ -29,15 +33,18 @@ from dataclasses import dataclass
 
 from corral import procfs
 from corral.accounting import measure
+from corral.cgroups import command
 from corral.containment import Containment, Member
 from corral.events import AttemptResult
 from corral.executor import LineListener, Spec, Wakeup
 from corral.kill import signal_group, terminate
 from corral.output import Output
+from corral.safepath import UnsafePath
 from corral.sampler import HostSample, HostSampler, TreeUsage, process_tree, tree_usage
 from corral.signals import CHILD_DEFAULTS, Signals
 from corral.status import Status
 from corral.throttle import Host
+from corral.trust import Checker
 
 PR_SET_CHILD_SUBREAPER = 36
 # Without a memory figure from a cgroup, a young attempt's tree is read 5, 10, 20, 40, 80
@@ -58,6 +65,9 @@ class Ready:
 
 
 READ_CHUNK = 1 << 16
+# bash reads the module from this descriptor (`source` reads the whole file first, so a
+# module may reuse the number); BASH_SOURCE shows /dev/fd/3, bash cannot be told otherwise.
+MODULE_FD = 3
 
 
 @dataclass(eq=False, slots=True)
@@ -92,6 +102,13 @@ class Job:
     @property
     def load(self) -> float | None:
         return self.usage.runnable_avg if self.usage is not None else None
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 1 << 16):
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _set_subreaper(on: bool) -> bool:
@@ -129,6 +146,7 @@ class LocalExecutor:
         self._cwd: str | None = None
         self._home = os.getcwd()
         self._dirs: dict[str, str] = {}  # a module's directory as given -> absolute
+        self._trust = Checker()  # opens each module to run, checked (as root)
         self.run_id = run_id
         self.leftovers: dict[tuple[str, int], int] = {}  # processes left at the end
         self._own_peak = (0.0, 0)  # (when read, corral's VmHWM)
@@ -190,6 +208,7 @@ class LocalExecutor:
         if self.containment is not None:
             self.containment.close()
         self._sampler.close()
+        self._trust.close()
         self._signals.__exit__()
         _set_subreaper(False)
         self._epoll.close()
@@ -223,21 +242,35 @@ class LocalExecutor:
             if directory != self._cwd:
                 os.chdir(directory)
                 self._cwd = directory
+            path = f"{directory}/{file}"
+            module = self._trust.open_module(path)
+        except UnsafePath as exc:  # changed since the run began: a failed attempt
+            os.close(r)
+            os.close(w)
+            raise PermissionError(errno.EPERM, str(exc), path) from None
+        except OSError:
+            os.close(r)
+            os.close(w)
+            raise
+        try:
             # The clock is read before the spawn: the module may run its first line before
             # corral is scheduled again, and its duration must hold all of it.
             now, wall = time.monotonic(), time.time()
             # perf: posix_spawn (vfork+exec), not subprocess (docs/architecture.md)
-            path, argv, member = f"{directory}/{file}", None, None
+            argv, member = command(path, [], MODULE_FD), None
             if self.containment is not None:
-                argv, member = self.containment.prepare(spec.name, spec.attempt, spec.detach, path)
+                argv, member = self.containment.prepare(
+                    spec.name, spec.attempt, spec.detach, path, MODULE_FD
+                )
             pid = os.posix_spawn(
                 self._bash,
-                argv or ["bash", path],
+                argv,
                 spec.env,
                 file_actions=[
                     (os.POSIX_SPAWN_DUP2, self._devnull, 0),
                     (os.POSIX_SPAWN_DUP2, w, 1),
                     (os.POSIX_SPAWN_DUP2, w, 2),
+                    (os.POSIX_SPAWN_DUP2, module, MODULE_FD),
                 ],
                 setsid=True,
                 setsigdef=CHILD_DEFAULTS,
@@ -247,6 +280,7 @@ class LocalExecutor:
             raise
         finally:
             os.close(w)
+            os.close(module)
         os.set_blocking(r, False)
         return self._track(spec, pid, wall, now, r, member)
 
@@ -262,13 +296,29 @@ class LocalExecutor:
         if directory is None:  # relative to where corral started, before any chdir
             directory = os.path.abspath(os.path.join(self._home, given))
             self._dirs[given] = directory
-        records = [f"{directory}/{file}"]
+        path = f"{directory}/{file}"
+        try:
+            # The module's bytes travel on the control pipe after the records, read from
+            # the descriptor the trust checks were made on: bash sources the pipe.
+            module = self._trust.open_module(path)
+        except (UnsafePath, OSError) as exc:
+            self._ready.append(ready)
+            if isinstance(exc, UnsafePath):
+                raise PermissionError(errno.EPERM, str(exc), path) from None
+            raise
+        try:
+            text = _read_all(module)
+        finally:
+            os.close(module)
+        records = [path]
         records += [f"{k}={v}" for k, v in spec.env.items() if ready.env.get(k) != v]
         records += [f"-{k}" for k in ready.env if k not in spec.env]
-        message = ("\0".join(records) + "\0\0").encode()
+        message = ("\0".join(records) + "\0\0").encode() + text
         now, wall = time.monotonic(), time.time()
         try:
-            os.write(ready.control, message)
+            view = memoryview(message)
+            while view:  # a module larger than the pipe is taken as bash reads it
+                view = view[os.write(ready.control, view) :]
         except OSError:  # it died meanwhile: reaped as an orphan; spawn directly
             os.close(ready.control)
             os.close(ready.out)
