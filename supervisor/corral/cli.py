@@ -730,13 +730,15 @@ def why(ctx, module, run_id):
 @click.pass_context
 def log(ctx, module, run):
     """Print MODULE's log from its newest run (or RUN: a run id or a unique prefix of one),
-    every attempt, each under a header when there were several.
+    every attempt, each under a header when there were several. At a terminal control
+    characters are shown as run output is (^[ …); to a pipe the bytes go as logged.
 
     Example:
 
         corral log disk_usage | less
     """
     from corral.explain import log_paths
+    from corral.visible import visible
 
     run_id, rows = log_paths(_store(ctx), module, run)
     out = click.get_binary_stream("stdout")
@@ -749,8 +751,13 @@ def log(ctx, module, run):
             continue
         try:
             with open(row["log_path"], "rb") as f:
-                while chunk := f.read(1 << 16):
-                    out.write(chunk)
+                if out.isatty():  # a terminal shows the bytes, never obeys them
+                    for line in f:
+                        out.write(visible(line.rstrip(b"\n").removesuffix(b"\r")).encode())
+                        out.write(b"\n")
+                else:  # a pipe gets the bytes as logged
+                    while chunk := f.read(1 << 16):
+                        out.write(chunk)
             out.flush()
         except OSError as exc:
             raise click.ClickException(f"{row['log_path']}: {exc.strerror}") from None

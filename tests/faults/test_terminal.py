@@ -84,3 +84,16 @@ def test_control_the_same_bytes_unescaped_forge_the_screen(tmp_path):
     assert "corral: running 2 modules" not in text
     assert text.lstrip().startswith("corral: ok: 1 modules (1 ok)")
     assert "\x1b[8mcorral: failed" in styled.replace("\x1b[39m", "")
+
+
+def test_corral_log_shows_a_terminal_the_bytes_and_a_pipe_the_log(corral):
+    import pexpect
+
+    corral.module("liar", body=f"printf '{FORGERY}'")
+    assert corral("run").code == 0
+    argv = ["-m", "corral", "--modules", str(corral.modules), "--db", str(corral.db)]
+    child = pexpect.spawn(sys.executable, [*argv, "log", "liar"], env=corral.env, timeout=30)
+    child.expect(pexpect.EOF)
+    shown = child.before.decode()
+    assert "^[[2J^[[3J^[[H^[[32mcorral: ok" in shown and "\x1b" not in shown
+    assert "\x1b[2J" in corral("log", "liar").out  # the control: piped, the raw bytes
