@@ -20,7 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from corral.backends.local import MODULE_FD, PRELUDE
+from corral.backends.local import MODULE_FD
+from corral.cgroups import command
 from corral.trust import Checker
 
 
@@ -40,7 +41,7 @@ def spawn_all(files: list[str], from_descriptor: bool, devnull: int) -> float:
             if from_descriptor:
                 fd = checker.open_module(path)
                 actions.append((os.POSIX_SPAWN_DUP2, fd, MODULE_FD))
-                argv = ["bash", "-c", PRELUDE, path]
+                argv = command(path, [], MODULE_FD)
             pid = os.posix_spawnp("bash", argv, os.environ, file_actions=actions, setsid=True)
             if fd is not None:
                 os.close(fd)
