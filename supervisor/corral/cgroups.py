@@ -29,6 +29,8 @@ import signal
 import time
 from dataclasses import dataclass, field
 
+from corral import safepath
+
 # The order figures are taken in: the first hierarchy that has one wins.
 V2, MEMORY, CPUACCT, FREEZER = "v2", "memory", "cpuacct", "freezer"
 V1_WANTED = (MEMORY, CPUACCT, FREEZER)
@@ -196,6 +198,20 @@ class AttemptCgroup:
         return ok
 
 
+def _delegated(directory: str) -> bool:
+    """As root: is this cgroup (or one above it) another user's or writable by them (a
+    subtree delegated to a user)? Its owner could keep an attempt populated, or plant
+    its directories first: corral's attempts do not go there."""
+    if not safepath.strict():
+        return False
+    try:
+        with safepath.Walker() as walker:
+            walker.directory(directory)
+    except (safepath.UnsafePath, OSError):
+        return True
+    return False
+
+
 class RunCgroups:
     """The run's cgroups in every usable hierarchy; `enabled` is False without any.
 
@@ -209,6 +225,8 @@ class RunCgroups:
         self.attempts: list[AttemptCgroup] = []
         for h in hierarchies() if found is None else found:
             if h.kind != V2 and not self._needs(h.kind):
+                continue
+            if _delegated(h.own):
                 continue
             base = os.path.join(h.own, f"{PREFIX}{run_id}")
             try:

@@ -151,3 +151,18 @@ def test_the_run_lock_cannot_be_planted_or_held_hostage(corral):
     assert "control: root flock -n rc=1" in out, out  # nobody really held the old file
     assert "hostage rc=0" in out, out
     assert marker.read_text() == "x\nx\n"  # the two runs that were not refused
+
+
+def test_a_cgroup_another_user_was_delegated_gets_no_attempts(tmp_path):
+    """A cgroup subtree delegated to a user is theirs to fill: corral (as root) does not
+    put attempts there (the subreaper fallback holds them instead)."""
+    from corral.cgroups import FREEZER, Hierarchy, RunCgroups
+
+    own = tmp_path / "cg"
+    own.mkdir()
+    made = RunCgroups("r1", [Hierarchy(FREEZER, str(own))])  # the control: root's, used
+    assert made.enabled and (own / "corral-r1").is_dir()
+    (own / "corral-r1").rmdir()
+    os.chown(own, NOBODY, -1)
+    assert not RunCgroups("r2", [Hierarchy(FREEZER, str(own))]).enabled
+    assert not (own / "corral-r2").exists()
