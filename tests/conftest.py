@@ -42,6 +42,16 @@ def db_rows(db, sql: str, *args) -> list[dict]:
         conn.close()
 
 
+def damage(db: Path) -> None:
+    """Zero every page of a SQLite file but the first (its header and schema stay
+    readable: SQLite opens it and fails on the first read of a table)."""
+    db_rows(db, "PRAGMA wal_checkpoint(TRUNCATE)")
+    data = bytearray(db.read_bytes())
+    size = int.from_bytes(data[16:18], "big") or 65536
+    data[size:] = bytes(len(data) - size)
+    db.write_bytes(bytes(data))
+
+
 @dataclass
 class Result:
     code: int

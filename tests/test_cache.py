@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from .conftest import Corral
+from .conftest import Corral, damage
 
 
 def stats(corral: Corral) -> dict:
@@ -44,6 +44,26 @@ def test_same_size_same_mtime_edit_is_caught_by_inode(corral):
     assert corral("plan", "--json").json()["modules"][-1]["requires"] == ["b"]
 
 
+def test_an_in_place_rewrite_with_size_and_mtime_put_back_is_reparsed(corral):
+    path = corral.module("m", "requires: a")
+    corral.module("a")
+    corral.module("b")
+    assert corral("plan").code == 0
+    st = path.stat()
+    with open(path, "r+b") as f:  # the same inode, the same size
+        data = f.read()
+        f.seek(0)
+        f.write(data.replace(b"requires: a", b"requires: b"))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    after = path.stat()
+    assert (after.st_ino, after.st_size, after.st_mtime_ns) == (
+        st.st_ino,
+        st.st_size,
+        st.st_mtime_ns,
+    )  # the control: everything an mtime-based key looks at is as it was
+    assert corral("plan", "--json").json()["modules"][-1]["requires"] == ["b"]
+
+
 def test_deleted_module_is_dropped_from_the_cache(corral):
     corral.module("a")
     gone = corral.module("b")
@@ -60,13 +80,23 @@ def test_clear_empties_the_cache(corral):
     assert stats(corral)["entries"] == "0"
 
 
-def test_corrupt_database_is_moved_aside_with_one_warning_and_plan_still_works(corral):
+def test_a_file_that_is_not_sqlite_is_refused_and_left_alone(corral):
     corral.module("a")
     corral.db.write_bytes(b"this is not sqlite" * 100)
     result = corral("plan", "--json")
+    assert result.code == 2 and "is not a SQLite database" in result.err
+    assert corral.db.read_bytes() == b"this is not sqlite" * 100
+    assert not list(corral.db.parent.glob("corral.db.corrupt-*"))
+
+
+def test_a_damaged_database_still_plans_with_one_warning_and_is_not_moved(corral):
+    corral.module("a")
+    assert corral("plan").code == 0
+    damage(corral.db)
+    result = corral("plan", "--json")
     assert result.code == 0 and result.json()["order"] == ["a"]
-    assert result.err.count("warning") == 1 and "moved it to" in result.err
-    assert list(corral.db.parent.glob("corral.db.corrupt-*"))
+    assert result.err.count("warning") == 1 and "malformed" in result.err
+    assert not list(corral.db.parent.glob("corral.db.corrupt-*"))
 
 
 def test_unwritable_database_location_still_plans(corral, tmp_path):

@@ -111,11 +111,52 @@ def test_errors_name_line_key_and_value():
     ]
 
 
-def test_unknown_key_is_a_warning_with_its_line():
-    h = parse("#!/bin/bash\n# requirez: a\n")
+def test_an_unknown_key_far_from_any_is_a_warning_with_its_line():
+    h = parse("#!/bin/bash\n# colour: blue\n")
     assert errors(h) == []
     assert [(p.line, p.severity) for p in h.problems] == [(2, "warning")]
-    assert "unknown key 'requirez'" in h.problems[0].message
+    assert "unknown key 'colour'" in h.problems[0].message
+
+
+@pytest.mark.parametrize(
+    ("key", "meant"),
+    [
+        ("requirez", "requires"),
+        ("require", "requires"),
+        ("needs", "requires"),
+        ("depends", "requires"),
+        ("Depends-On", "requires"),
+        ("wanted", "wants"),
+        ("afer", "after"),
+        ("befor", "before"),
+        ("tag", "tags"),
+        ("lock", "locks"),
+        ("provide", "provides"),
+    ],
+)
+def test_a_near_miss_of_an_ordering_or_selection_key_is_an_error(key, meant):
+    h = parse(f"#!/bin/bash\n# {key}: a\n")
+    as_read = key.lower().replace("-", "_")
+    assert errors(h) == [
+        f"2: unknown key {as_read!r}: did you mean {meant!r}? (it orders or selects "
+        "modules, so a misspelling is an error)"
+    ]
+
+
+def test_a_near_miss_of_another_key_is_a_warning_with_a_guess():
+    h = parse("#!/bin/bash\n# descripton: x\n# timout: 5\n")
+    assert errors(h) == []
+    assert [p.message for p in h.problems] == [
+        "unknown key 'descripton': did you mean 'description'?",
+        "unknown key 'timout': did you mean 'timeout'?",
+    ]
+
+
+def test_a_byte_order_mark_does_not_hide_the_header():
+    h = parse_header(b"\xef\xbb\xbf#!/bin/bash\n# requires: a\n# description: d\n")
+    assert h.requires == ("a",) and h.description == "d" and h.problems == ()
+    # The control: the same header after anything else that is not a comment is no header.
+    assert parse_header(b"x\n# requires: a\n").requires == ()
 
 
 def test_prose_comments_are_not_keys():

@@ -464,3 +464,24 @@ def max_overlap(spans: list[tuple[float, float]]) -> int:
         now += step
         most = max(most, now)
     return most
+
+
+# bounds (no silent hang) -----------------------------------------------------------------
+
+
+def test_a_deadline_skips_what_has_not_started_and_stops_what_runs_as_timed_out():
+    h = replay(
+        {"a": {}, "long": {}, "after": {"requires": ("long",)}},
+        {"a": [Ends(1.0)], "long": [Ends(600.0)]},
+        deadline=30.0,
+    )
+    assert h.status("a") == Status.OK and h.status("long") == Status.TIMEOUT
+    assert h.summary("long").last.reason == "stopped: the run's deadline passed"
+    assert h.status("after") == Status.SKIPPED
+    assert h.summary("after").reason == "not started: the run's deadline (30s) passed"
+    assert h.outcome.exit_code == 1
+
+
+def test_without_a_deadline_the_long_module_runs_to_its_end():
+    h = replay({"long": {}}, {"long": [Ends(600.0)]})
+    assert h.status("long") == Status.OK and h.outcome.makespan_s == 600.0

@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING
 
 from corral import safepath
 from corral.config import Config
-from corral.errors import HeaderError, Problem, UsageError
+from corral.errors import HeaderError, Problem, StoreError, UsageError
 from corral.graph import Graph, Module, Selection, build_graph, select
 from corral.headers import Header, parse_header
 from corral.status import COMPLETED, EXIT_WARNING, Status
-from corral.store import FileKey, History, Store, module_set_key, warn
+from corral.store import CACHE, FileKey, History, Store, file_key, module_set_key, warn
 
 if TYPE_CHECKING:  # perf: the run's types, imported only when running (docs/architecture.md)
     from corral.events import Event, Listener, RunFinished
@@ -43,20 +43,55 @@ class Loaded:
     misses: int
 
 
-def open_store(config: Config, on_warning: Callable[[str], None] = warn) -> Store:
-    return Store.open(config.db, on_warning)
+def open_store(
+    config: Config, on_warning: Callable[[str], None] = warn, purpose: str = CACHE
+) -> Store:
+    """The configured database, opened for `purpose` (see Store.open)."""
+    return Store.open(config.db, on_warning, purpose)
 
 
-# Each modules directory with its `*.sh` files as (name, cache key), sorted by name.
+# Each modules directory with its `*.sh` files as (name, cache key), sorted by name;
+# a Scan adds a warning for each file that looks like a script but is not a module.
 Files = list[tuple[Path, list[tuple[str, FileKey]]]]
+Scan = list[tuple[Path, list[tuple[str, FileKey]], list[Problem]]]
+
+# Names that look like scripts but are not modules: editor backups and package
+# managers' leftovers (run-parts skips the same), and Bash files without `.sh`.
+BACKUP_SUFFIXES = (
+    "~",
+    ".swp",
+    ".swo",
+    ".bak",
+    ".orig",
+    ".rej",
+    ".old",
+    ".dpkg-old",
+    ".dpkg-dist",
+    ".dpkg-new",
+    ".dpkg-tmp",
+    ".dpkg-bak",
+    ".ucf-old",
+    ".ucf-dist",
+    ".ucf-new",
+    ".rpmsave",
+    ".rpmnew",
+    ".rpmorig",
+)
 
 
 def module_files(config: Config) -> Files:
-    """Each modules directory with its regular `*.sh` files (symlinks followed), sorted.
+    """Each modules directory with its regular `*.sh` files (symlinks followed), sorted."""
+    return [(directory, files) for directory, files, _ in _scan(config)]
+
+
+def _scan(config: Config) -> Scan:
+    """Each modules directory, its regular `*.sh` files (symlinks followed) with their
+    cache keys, sorted, and a warning for each file that looks like a script but is not
+    a module (so it is not run).
 
     perf: names from one listdir, then one stat each relative to the directory's
     descriptor: no DirEntry objects, and the stat is the header cache's key as well
-    (docs/architecture.md)."""
+    (docs/architecture.md); other names are looked at only when they look like scripts."""
     out = []
     for directory in config.modules:
         try:
@@ -67,17 +102,26 @@ def module_files(config: Config) -> Files:
             message = f"{directory}: cannot read modules directory: {exc.strerror}"
             raise UsageError(message) from None
         try:
-            files = []
-            for name in sorted([n for n in os.listdir(fd) if n.endswith(".sh")]):
-                try:
-                    st = os.stat(name, dir_fd=fd)
-                except OSError:
-                    continue  # gone since the listing, or a dangling link: not a module
-                if stat.S_ISREG(st.st_mode):
-                    files.append((name, (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)))
+            files, ignored = [], []
+            for name in sorted(os.listdir(fd)):
+                if name.endswith(".sh"):
+                    try:
+                        st = os.stat(name, dir_fd=fd)
+                    except OSError:
+                        why = "a module must be a regular file (a link to nothing)"
+                    else:
+                        if stat.S_ISREG(st.st_mode):
+                            files.append((name, file_key(st)))
+                            continue
+                        why = "a module must be a regular file"
+                else:
+                    why = _not_a_module(fd, name)
+                if why is not None:
+                    path = os.path.join(directory, name)
+                    ignored.append(Problem(path, 1, f"not run: {why}", "warning"))
         finally:
             os.close(fd)
-        out.append((directory, files))
+        out.append((directory, files, ignored))
     return out
 
 
@@ -106,6 +150,33 @@ def missing_modules_dir(config: Config, directory: Path) -> str:
     )
 
 
+def _not_a_module(fd: int, name: str) -> str | None:
+    """Why a file (not `*.sh`) that looks like a script is not a module; None when it
+    looks like nothing of the kind (a README, a data file, a subdirectory)."""
+    if any(name.endswith(suffix) for suffix in BACKUP_SUFFIXES):
+        return "an editor or package backup (modules end in .sh)"
+    if name.endswith(".bash"):
+        return "modules end in .sh, not .bash"
+    if name.startswith("."):
+        return None
+    try:
+        st = os.stat(name, dir_fd=fd)
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        script = bool(st.st_mode & 0o111)
+        if not script:
+            head = os.open(name, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=fd)
+            try:
+                script = os.read(head, 2) == b"#!"
+            finally:
+                os.close(head)
+    except OSError:
+        return None
+    if script:
+        return "a script without .sh (run-parts style name); rename it NAME.sh to run it"
+    return None
+
+
 def load_modules(config: Config, store: Store, files: Files | None = None) -> Loaded:
     """Every `*.sh` module of the modules directories, headers from the cache where valid."""
     modules: list[Module] = []
@@ -122,8 +193,8 @@ def load_modules(config: Config, store: Store, files: Files | None = None) -> Lo
             present.add(key_path)
             path = os.path.join(given, name)
             hit = cached.get(key_path)
-            if hit is not None and hit[0] == key:
-                header = store.header_from_record(hit[1])
+            header = store.header_from_record(hit[1]) if hit is not None and hit[0] == key else None
+            if header is not None:
                 hits += 1
             else:
                 header = _parse_file(Path(path))
@@ -143,10 +214,38 @@ def _parse_file(path: Path) -> Header:
     return parse_header(data)
 
 
-def load_graph(config: Config, store: Store, files: Files | None = None) -> tuple[Graph, Loaded]:
-    """The resolved graph of every module; raises HeaderError listing every problem."""
-    loaded = load_modules(config, store, files)
-    return build_graph(loaded.modules, config.facilities), loaded
+def load_graph(config: Config, store: Store, scan: Scan | None = None) -> tuple[Graph, Loaded]:
+    """The resolved graph of every module; raises HeaderError listing every problem.
+    Files that look like scripts but are not modules are among its warnings."""
+    scan = _scan(config) if scan is None else scan
+    ignored = [p for _, _, found in scan for p in found]
+    loaded = load_modules(config, store, [(d, f) for d, f, _ in scan])
+    try:
+        graph = build_graph(loaded.modules, config.facilities)
+    except HeaderError as exc:
+        exc.problems.extend(ignored)
+        raise
+    graph.warnings.extend(ignored)
+    return graph, loaded
+
+
+def select_modules(
+    config: Config,
+    graph: Graph,
+    targets: Iterable[str] = (),
+    tags: Iterable[str] = (),
+    exclude: Iterable[str] = (),
+    durations: dict[str, float] | None = None,
+    done: frozenset[str] = frozenset(),
+) -> Selection:
+    """The selection; raises UsageError saying why when it is empty (no modules, an
+    unknown tag, everything excluded): a run of nothing is no success."""
+    if not graph.modules:
+        dirs = ", ".join(str(d) for d in config.modules)
+        found = [os.path.basename(p.path) for p in graph.warnings if "not run:" in p.message]
+        also = f" (not modules: {', '.join(found)})" if found else ""
+        raise UsageError(f"{dirs}: no modules to run: no *.sh files{also}")
+    return select(graph, targets, tags, exclude, durations, done)
 
 
 def module_set(config: Config) -> str:
@@ -169,7 +268,8 @@ def plan_modules(
 ):
     """(graph, selection) for the given targets, priorities weighted by history."""
     graph, _ = load_graph(config, store)
-    return graph, select(graph, targets, tags, exclude, history(store, config).durations)
+    durations = history(store, config).durations
+    return graph, select_modules(config, graph, targets, tags, exclude, durations)
 
 
 def plan_json_text(
@@ -182,8 +282,9 @@ def plan_json_text(
     """`plan --json` as compact JSON text, and the warnings to print beside it.
 
     perf: the text is memoised under a digest of everything it depends on: every module
-    file's (name, device, inode, size, mtime_ns), the directories, the facilities,
-    the targets, tags and exclusions, the durations from history and the parser
+    file's (name, device, inode, size, ctime_ns), the files that are not modules, the
+    directories, the facilities, the targets, tags and exclusions, the durations from
+    history and the parser
     version. Any change to any of them is a new digest, so a memo is never stale.
     """
     import marshal
@@ -196,7 +297,8 @@ def plan_json_text(
         from hashlib import blake2b
 
     targets, tags, exclude = list(targets), sorted(tags), sorted(exclude)
-    files = module_files(config)
+    scan = _scan(config)
+    files = [(d, f) for d, f, _ in scan]
     durations = history(store, config).durations
     digest = blake2b(
         repr(
@@ -212,8 +314,9 @@ def plan_json_text(
         ).encode(),
         digest_size=20,
     )
-    for _, entries in files:
+    for _, entries, ignored in scan:
         digest.update(marshal.dumps(entries))
+        digest.update(marshal.dumps([(p.path, p.message) for p in ignored]))
     key = digest.hexdigest()
     memo = store.memo_plan(key) if store.path else None
     if memo is not None:
@@ -221,8 +324,9 @@ def plan_json_text(
         return memo[0], memo[1].splitlines()
     import json  # perf: only a memo miss makes JSON (docs/architecture.md)
 
-    graph, _ = load_graph(config, store, files)
-    text = json.dumps(plan_json(graph, select(graph, targets, tags, exclude, durations)))
+    graph, _ = load_graph(config, store, scan)
+    selection = select_modules(config, graph, targets, tags, exclude, durations)
+    text = json.dumps(plan_json(graph, selection))
     warnings = [str(p) for p in graph.warnings]
     if store.path:
         store.save_plan(key, text, "\n".join(warnings))
@@ -231,12 +335,18 @@ def plan_json_text(
 
 def check_modules(config: Config, store: Store, strict: bool = False) -> list[Problem]:
     """Every problem in every module (warnings too); under `strict` warnings count as errors."""
-    files = module_files(config)
-    paths = [os.path.join(directory, name) for directory, entries in files for name, _ in entries]
+    scan = _scan(config)
+    paths = [os.path.join(directory, name) for directory, entries, _ in scan for name, _ in entries]
     problems = untrusted_files(config, paths)
     try:
-        graph, _ = load_graph(config, store, files)
+        graph, _ = load_graph(config, store, scan)
         problems += graph.warnings
+        unmeetable = unmeetable_min_free(config)
+        if unmeetable:
+            problems.append(Problem(config.config_file, 1, unmeetable, "warning"))
+        for name, why in never_fit(config, graph, graph.modules).items():
+            module = graph.modules[name]
+            problems.append(module.problem("memory", f"{why}: it could never start"))
     except HeaderError as exc:
         problems += exc.problems
     if strict:
@@ -487,7 +597,7 @@ def run_modules(
 
     graph, loaded = load_graph(config, store)
     past = history(store, config)
-    selection = select(graph, targets, tags, exclude, past.durations, done)
+    selection = select_modules(config, graph, targets, tags, exclude, past.durations, done)
     if config.jobs.fixed == 0:  # -j 0: no limit of its own (the load gate still applies)
         from corral.throttle import Jobs
 
@@ -500,7 +610,18 @@ def run_modules(
     if problems:
         raise HeaderError(problems)
     for problem in graph.warnings:
-        emit(Notice(str(problem), warning=True))
+        emit(Notice(str(problem)))  # "FILE:LINE: warning: …"
+    never = never_fit(config, graph, selection.names)
+    unmeetable = unmeetable_min_free(config)
+    if unmeetable:
+        emit(Notice(unmeetable, warning=True))
+    if never:  # it would wait for memory for ever: say so now, before anything runs
+        raise HeaderError(
+            [
+                graph.modules[n].problem("memory", f"{why}: it could never start")
+                for n, why in never.items()
+            ]
+        )
     run_id = new_run_id()
     if dry_run:
         settings = RunSettings(
@@ -510,12 +631,17 @@ def run_modules(
             config.pools,
             dry_run=True,
             durations=past.durations,
+            deadline=config.deadline,
         )
         with open_executor("dryrun", Place(config)) as executor:
             outcome = Scheduler(graph, selection, settings, executor, emit).run()
         emit(outcome)
         return outcome
-    with RunLock(config.modules).acquire(wait_lock):
+
+    def waiting(message: str) -> None:
+        emit(Notice(message))
+
+    with RunLock(config.modules).acquire(wait_lock, waiting):
         if store.path is not None:
             from corral.recovery import recover
 
@@ -524,8 +650,17 @@ def run_modules(
         log_dir = (config.log_dir / run_id).absolute()
         # Log files are opened by name (O_NOFOLLOW) in this directory: safe, because
         # as root it is made only through directories no one else can change.
-        safepath.make_dirs(log_dir, 0o750)
-        point_latest(log_dir)
+        try:
+            safepath.make_dirs(log_dir, 0o750)
+            point_latest(log_dir)
+        except OSError as exc:
+            emit(
+                Notice(
+                    f"{log_dir}: cannot create the log directory ({exc.strerror}); the "
+                    "modules run, what they print is not kept",
+                    warning=True,
+                )
+            )
         env = dict(os.environ)
         env.update(CORRAL_RUN_ID=run_id, CORRAL_LIB=str(lib), CORRAL_LOG_DIR=str(log_dir))
         recorder = Recorder(
@@ -557,6 +692,7 @@ def run_modules(
             peak_rss=past.peak_rss,
             cpu_rate=past.cpu_rate,
             durations=past.durations,
+            deadline=config.deadline,
         )
         on_line = None
         if want_output:
@@ -566,10 +702,14 @@ def run_modules(
                 emit(ModuleOutput(name, line))
 
         executor = open_executor(config.backend, Place(config, run_id, on_line))
-        with executor:
-            # how the backend holds its attempts, recorded with the run (for recovery)
-            recorder.containment = getattr(executor, "describe", dict)()
-            outcome = Scheduler(graph, selection, settings, executor, emit).run()
+        try:
+            with executor:
+                # how the backend holds its attempts, recorded with the run (for recovery)
+                recorder.containment = getattr(executor, "describe", dict)()
+                outcome = Scheduler(graph, selection, settings, executor, emit).run()
+        except BaseException:
+            recorder.abort("corral stopped by an error")
+            raise
         if executor.leftovers:
             emit(
                 Leftovers(
@@ -587,9 +727,13 @@ def run_modules(
                     warning=True,
                 )
             )
-        if (incomplete or recorder.failed) and outcome.exit_code in (0, EXIT_WARNING):
+        if incomplete and outcome.exit_code in (0, EXIT_WARNING):
             outcome.exit_code, outcome.status = 1, Status.FAILED
         emit(outcome)
+        # Records that could not be written are known once the writer is done (it is,
+        # when the recorder has seen RunFinished): the run said which; its code says so.
+        if recorder.lost and outcome.exit_code in (0, EXIT_WARNING):
+            outcome.exit_code = 1
         _apply_retention(config, store, emit)
     return outcome
 
@@ -602,9 +746,11 @@ def _apply_retention(config: Config, store: Store, emit) -> None:
     from corral.events import Notice
     from corral.retention import prune
 
+    if store.path is None:
+        return  # nothing of this run is in the file: leave the file's runs alone
     try:
         prune(store, config.log_dir, config.keep_runs, config.keep_days, module_set(config))
-    except (sqlite3.Error, OSError) as exc:
+    except (sqlite3.Error, OSError, StoreError) as exc:
         emit(Notice(f"old runs were not pruned this time: {exc}", warning=True))
 
 
@@ -621,6 +767,50 @@ def point_latest(log_dir: Path) -> None:
     except OSError:
         with contextlib.suppress(OSError):
             tmp.unlink()
+
+
+def host_memory() -> int:
+    """This host's memory in all, in bytes (0 when unknown)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (OSError, ValueError):
+        return 0
+
+
+def unmeetable_min_free(config: Config) -> str | None:
+    """Why --min-free-mem can never be met on this host; None when it can. (Such a run
+    does not hang: the gate lets one module start whenever nothing runs; it runs them
+    one at a time, and a module that declares `memory:` fails at once.)"""
+    total, keep = host_memory(), config.min_free_mem or 0
+    if total and keep >= total:
+        return (
+            f"--min-free-mem {_size(keep)} can never be met: this host has {_size(total)} of "
+            "memory in all; modules start one at a time, and those declaring memory: fail"
+        )
+    return None
+
+
+def never_fit(config: Config, graph: Graph, names: Iterable[str]) -> dict[str, str]:
+    """Modules whose declared `memory:` (plus --min-free-mem) is more than this host has
+    in all: waiting for it would be waiting for ever."""
+    total = host_memory()
+    keep = config.min_free_mem or 0
+    if not total:
+        return {}
+    out = {}
+    for name in names:
+        need = graph.modules[name].header.memory
+        if need and need + keep > total:
+            also = f" + --min-free-mem {_size(keep)}" if keep else ""
+            out[name] = f"memory: {_size(need)}{also} is more than this host's {_size(total)}"
+    return out
+
+
+def _size(n: int) -> str:
+    for unit, size in (("T", 1 << 40), ("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+        if n >= size:
+            return f"{n / size:.1f}".rstrip("0").rstrip(".") + unit
+    return f"{n}B"
 
 
 def run_json(outcome: RunFinished) -> dict:

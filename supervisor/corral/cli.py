@@ -12,13 +12,19 @@ import click
 from corral import api
 from corral.config import load_config
 from corral.errors import CorralError, HeaderError
-from corral.headers import parse_size
+from corral.headers import parse_duration, parse_size
 from corral.throttle import Jobs
 from corral.units import mib, seconds
 
 
 class CorralGroup(click.Group):
     """Turns corral's own errors into a clean message and their exit code (docs/usage.md)."""
+
+    def main(self, *args, **kwargs):
+        from corral import streams
+
+        streams.install()  # before anything opens a file or prints (docs/reliability.md)
+        return super().main(*args, **kwargs)
 
     def invoke(self, ctx: click.Context):
         try:
@@ -130,11 +136,23 @@ class _Size(click.ParamType):
             self.fail(f"{value!r} is not a size such as 512M or 2G", param, ctx)
 
 
-JOBS, SIZE = _Jobs(), _Size()
+class _Duration(click.ParamType):
+    name = "duration"
+
+    def convert(self, value, param, ctx):
+        try:
+            return parse_duration(str(value))
+        except ValueError:
+            self.fail(f"{value!r} is not a duration such as 90s, 30m or 1h", param, ctx)
 
 
-def _store(ctx: click.Context):
-    store = api.open_store(ctx.obj)
+JOBS, SIZE, DURATION = _Jobs(), _Size(), _Duration()
+
+
+def _store(ctx: click.Context, purpose: str = "cache"):
+    """The database for this command: "run" records, "cache" only caches headers, "read"
+    reads records (a fault of the file is an error then)."""
+    store = api.open_store(ctx.obj, purpose=purpose)
     ctx.call_on_close(store.close)
     return store
 
@@ -315,6 +333,13 @@ def plan(ctx, targets, tags, exclude, as_json):
     metavar="S",
     help="With -w: seconds to reach a host. Default: config connect_timeout:, else 10.",
 )
+@click.option(
+    "--deadline",
+    type=DURATION,
+    metavar="DURATION",
+    help="Bound the whole run (e.g. 30m): then what has not started is skipped and "
+    "what runs is stopped as for a timeout.",
+)
 @click.pass_context
 def run(
     ctx,
@@ -335,6 +360,7 @@ def run(
     canary,
     max_fail,
     connect_timeout,
+    deadline,
 ):
     """Run the modules (or TARGETs and what they need) in parallel, in dependency order,
     here or (-w) on every host of a fleet.
@@ -356,11 +382,16 @@ def run(
     from corral.printer import Printer
 
     gc.enable()  # a long-lived loop: let the collector do its job
+    if wait_lock is not None and not wait_lock >= 0:  # NaN too: it would wait for ever
+        raise click.BadParameter(
+            f"{wait_lock!r} is not a number of seconds", param_hint="--wait-lock"
+        )
     config = ctx.obj.with_flags(
         jobs=jobs,
         max_load=max_load,
         min_free_mem=min_free_mem,
         fail_fast=None if keep_going is None else not keep_going,
+        deadline=deadline,
     )
     tty = sys.stdout.isatty()
     if as_json:
@@ -390,7 +421,7 @@ def run(
             )
     outcome = api.run_modules(
         config,
-        _store(ctx),
+        _store(ctx, "run"),
         targets,
         tags,
         exclude,
@@ -503,7 +534,7 @@ def history(ctx, module, limit, as_json, every, host):
 
         corral history --host web04
     """
-    store = _store(ctx)
+    store = _store(ctx, "read")
     # A fleet host's runs are of its own copy of the modules (another module set).
     module_set = None if every or host else api.module_set(ctx.obj)
     if module:
@@ -525,7 +556,9 @@ def history(ctx, module, limit, as_json, every, host):
                 f"{r['reason'] or ''}"
             )
         return
-    runs = store.runs(limit, module_set, host=host)
+    from corral.recovery import as_seen
+
+    runs = as_seen(store.runs(limit, module_set, host=host))  # never a dead run as running
     if as_json:
         _echo_json([api.run_figures(store, r) for r in runs])
         return
@@ -597,7 +630,7 @@ def docs(ctx, out, fmt, every):
     from pathlib import Path
 
     where = Path(out) if out else ctx.obj.db.parent / "report"
-    for path in api.write_report(ctx.obj, _store(ctx), where, fmt, every):
+    for path in api.write_report(ctx.obj, _store(ctx, "read"), where, fmt, every):
         click.echo(f"wrote {path}")
 
 
@@ -893,7 +926,7 @@ def cache():
 @click.pass_context
 def stats(ctx):
     """Entries, and hits/misses/hit rate of the last load."""
-    s = _store(ctx).cache_stats()
+    s = _store(ctx, "read").cache_stats()
     click.echo(
         f"entries:  {s.entries}\nhits:     {s.hits}\nmisses:   {s.misses}\n"
         f"hit rate: {s.hit_rate:.1%}"
@@ -904,7 +937,7 @@ def stats(ctx):
 @click.pass_context
 def clear(ctx):
     """Empty the header cache."""
-    click.echo(f"cleared {_store(ctx).clear_cache()} entries")
+    click.echo(f"cleared {_store(ctx, 'read').clear_cache()} entries")
 
 
 def _echo_json(value) -> None:

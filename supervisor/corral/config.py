@@ -6,12 +6,13 @@ config file, the default; `Config.sources` says which, for `corral config`.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from corral.errors import UsageError
-from corral.headers import parse_duration, parse_size
+from corral.headers import FALSE_WORDS, TRUE_WORDS, parse_duration, parse_size, split_list
 from corral.throttle import Jobs
 
 # insserv.conf's system facilities: known names that resolve to nothing until mapped,
@@ -57,6 +58,7 @@ class Config:
     pools: dict[str, int] = field(default_factory=dict)
     secret_patterns: tuple[str, ...] = SECRET_PATTERNS
     backend: str = "local"  # where real runs start attempts: a name in corral.backends
+    deadline: float | None = None  # seconds the whole run may take; None: no bound
     # setting -> where its value came from ("flag --jobs", "env CORRAL_JOBS", a file, "default")
     sources: dict[str, str] = field(default_factory=dict, compare=False)
     warnings: tuple[str, ...] = field(default=(), compare=False)
@@ -68,6 +70,12 @@ class Config:
         """A copy with every flag that was actually given (not None) applied: flags win
         over the environment, the config file and the defaults."""
         given = {k: v for k, v in flags.items() if v is not None}
+        for key, value in given.items():
+            try:
+                _in_range(key, value)  # the same ranges as for the file
+            except ValueError as exc:
+                flag = "--" + FLAG_NAMES.get(key, key).replace("_", "-")
+                raise UsageError(f"{flag}: {value!r}: {exc}") from None
         sources = dict(self.sources)
         sources.update({k: f"flag --{FLAG_NAMES.get(k, k).replace('_', '-')}" for k in given})
         return replace(self, **given, sources=sources)
@@ -125,6 +133,7 @@ def load_config(
     Precedence, for every setting: flag > CORRAL_* environment variable > config file >
     default."""
     env = os.environ
+    _require_cwd(modules, env.get("CORRAL_MODULES"))
     sources: dict[str, str] = {}
     warnings: list[str] = []
     if modules:
@@ -208,13 +217,27 @@ def load_config(
     )
 
 
-def _from_env(name: str, key: str, text: str) -> object:
-    """An environment variable's value, converted as the config file's would be."""
+def _require_cwd(modules: tuple[str, ...], from_env: str | None) -> None:
+    """A relative modules path with the working directory gone is a clear error."""
+    given = modules or tuple((from_env or "modules").split(os.pathsep))
+    if all(os.path.isabs(d) for d in given if d):
+        return
     try:
-        if key == "fail_fast":
-            return _bool_text(text)
-        return _CONVERTERS[key](text.strip())
-    except (TypeError, ValueError) as exc:
+        os.getcwd()
+    except OSError:
+        raise UsageError(
+            f"{given[0]}: a relative path, and the current directory no longer exists "
+            "(give --modules an absolute path)"
+        ) from None
+
+
+def _from_env(name: str, key: str, text: str) -> object:
+    """An environment variable's value, converted and checked as the config file's."""
+    try:
+        value = _bool_text(text) if key == "fail_fast" else _CONVERTERS[key](text.strip())
+        _in_range(key, value)
+        return value
+    except (TypeError, ValueError, OverflowError) as exc:
         raise UsageError(f"${name}: cannot read {text!r}: {exc}") from None
 
 
@@ -249,16 +272,20 @@ def _read_yaml(path: Path, required: bool) -> dict:
 
 
 def _typed(data: dict, path: Path) -> dict:
-    """Check and convert each config value; unknown names are errors, not silent typos."""
+    """Check and convert each config value; unknown names are errors, not silent typos,
+    and a value is what it says or an error naming the key (never `bool("false")`)."""
     out: dict[str, object] = {}
     for key, value in data.items():
-        try:
-            out[key] = _CONVERTERS[key](value)
-        except KeyError:
+        if key not in _CONVERTERS:
             known = ", ".join(sorted(_CONVERTERS))
             raise UsageError(f"{path}: unknown setting {key!r} (known: {known})") from None
-        except (TypeError, ValueError) as exc:
-            raise UsageError(f"{path}: {key}: cannot read {value!r}: {exc}") from None
+        try:
+            out[key] = _CONVERTERS[key](value)
+            _in_range(key, out[key])
+        except (TypeError, ValueError, OverflowError, AttributeError) as exc:
+            why = exc if isinstance(exc, ValueError) and str(exc) else "not a valid value"
+            raise UsageError(f"{path}: {key}: cannot read {value!r}: {why}") from None
+    _check_facilities(out.get("facilities", {}), path)
     if "keep_going" in out:
         out["fail_fast"] = out.pop("keep_going")
     facilities = dict(DEFAULT_FACILITIES)
@@ -268,7 +295,9 @@ def _typed(data: dict, path: Path) -> dict:
 
 
 def _positive_int(value: object) -> int:
-    if isinstance(value, bool) or int(value) < 1:  # type: ignore[arg-type]
+    if isinstance(value, bool) or isinstance(value, float) and not value.is_integer():
+        raise ValueError("expected a whole number of at least 1")
+    if int(value) < 1:  # type: ignore[arg-type]
         raise ValueError("expected a whole number of at least 1")
     return int(value)  # type: ignore[arg-type]
 
@@ -292,14 +321,99 @@ def _days(value: object) -> float:
     return days
 
 
+def _flag(value: object) -> bool:
+    """YAML's true/false, or yes/no, true/false, on/off, 1/0 as text; nothing else."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in TRUE_WORDS:
+        return True
+    if text in FALSE_WORDS:
+        return False
+    raise ValueError("expected true or false")
+
+
+def _number(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError("expected a number")
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError("expected a number") from None
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str | int | float) or isinstance(value, bool):
+        raise ValueError("expected a single value, not a list or mapping")
+    return str(value)
+
+
+# Bounds of every number a run uses: past them a value is a typo, and a duration past
+# a year overflows the kernel's timers. (key: (lowest, highest, what it is))
+LIMITS: dict[str, tuple[float, float, str]] = {
+    "jobs": (0, 4096, "modules at once (0: no limit of its own)"),
+    "max_load": (0.01, 1e6, "runnable tasks"),
+    "min_free_mem": (0, 1 << 50, "bytes"),
+    "grace": (0.0, 86400, "seconds"),
+    "retry_backoff": (0.0, 86400, "seconds"),
+    "sample_interval": (0.01, 60, "seconds"),
+    "progress_interval": (0.1, 86400, "seconds"),
+    "log_limit": (0, 1 << 50, "bytes"),
+    "deadline": (0.001, 366 * 86400, "seconds"),
+}
+
+
+def _in_range(key: str, value: object) -> None:
+    """Raise ValueError when a number is not finite or outside LIMITS."""
+    if isinstance(value, Jobs):
+        value = value.fixed
+    if key not in LIMITS or value is None or isinstance(value, bool | str):
+        return
+    low, high, unit = LIMITS[key]
+    if not isinstance(value, int | float) or not math.isfinite(value) or not low <= value <= high:
+        raise ValueError(f"expected {low:g} to {high:g} {unit}")
+
+
+def _check_facilities(facilities: dict[str, tuple[str, ...]], path: Path) -> None:
+    """A facility that includes itself, directly or through others, is an error naming
+    the cycle (insserv refuses it too)."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(name: str, trail: list[str]) -> None:
+        state[name] = 1
+        for member in facilities.get(name, ()):
+            member = member.lstrip("+")
+            if member not in facilities:
+                continue
+            if state.get(member) == 1:
+                cycle = trail[trail.index(member) :] + [member] if member in trail else [member]
+                raise UsageError(f"{path}: facilities: cycle {' -> '.join(cycle)}")
+            if member not in state:
+                visit(member, [*trail, member])
+        state[name] = 2
+
+    for name in sorted(facilities):
+        if name not in state:
+            visit(name, [name])
+
+
+def _jobs(text: str) -> Jobs:
+    try:
+        return Jobs.parse(text)
+    except ValueError:
+        raise ValueError("expected a whole number of at least 1, or auto") from None
+
+
 def _facilities(value: object) -> dict[str, tuple[str, ...]]:
     if not isinstance(value, dict):
         raise ValueError("expected a mapping such as {$network: [networking]}")
     out = {}
     for name, members in value.items():
         name = name if str(name).startswith("$") else f"${name}"
-        items = members.split() if isinstance(members, str) else list(members or ())
-        out[name] = tuple(str(m) for m in items)
+        if isinstance(members, dict):
+            raise ValueError(f"{name}: expected a list of module names")
+        items = split_list(members) if isinstance(members, str) else list(members or ())
+        out[name] = tuple(_text(m) for m in items)
     return out
 
 
@@ -320,24 +434,25 @@ def _pools(value: object) -> dict[str, int]:
 
 
 _CONVERTERS = {
-    "jobs": lambda v: Jobs.parse(str(v)),
-    "sample_interval": lambda v: parse_duration(str(v)),
-    "progress_interval": lambda v: parse_duration(str(v)),
+    "jobs": lambda v: _jobs(_text(v)),
+    "sample_interval": lambda v: parse_duration(_text(v)),
+    "progress_interval": lambda v: parse_duration(_text(v)),
+    "fail_fast": _flag,
+    "keep_going": lambda v: not _flag(v),
+    "max_load": _number,
+    "min_free_mem": lambda v: parse_size(_text(v)),
+    "grace": lambda v: parse_duration(_text(v)),
+    "retry_backoff": lambda v: parse_duration(_text(v)),
+    "log_limit": lambda v: parse_size(_text(v)),
+    "lib": lambda v: Path(_text(v)),
     "keep_runs": _whole,
     "keep_days": _days,
-    "fail_fast": bool,
-    "keep_going": lambda v: not bool(v),
-    "max_load": float,
-    "min_free_mem": lambda v: parse_size(str(v)),
-    "grace": lambda v: parse_duration(str(v)),
-    "retry_backoff": lambda v: parse_duration(str(v)),
-    "log_limit": lambda v: parse_size(str(v)),
-    "lib": lambda v: Path(str(v)),
     "facilities": _facilities,
     "pools": _pools,
-    "secret_patterns": lambda v: tuple(str(p) for p in v),
-    "backend": _backend,
-    "ssh_options": str,
+    "secret_patterns": lambda v: tuple(_text(p) for p in ([v] if isinstance(v, str) else v)),
+    "backend": lambda v: _backend(_text(v)),
+    "deadline": lambda v: parse_duration(_text(v)),
+    "ssh_options": _text,
     "fanout": _positive_int,
-    "connect_timeout": lambda v: parse_duration(str(v)),
+    "connect_timeout": lambda v: parse_duration(_text(v)),
 }

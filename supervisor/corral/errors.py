@@ -43,3 +43,9 @@ class LockHeld(CorralError):
     """Another run holds the modules directory's lock."""
 
     exit_code = 3
+
+
+class StoreError(CorralError):
+    """The database cannot give what a command reads from it (history, docs, cache)."""
+
+    exit_code = 1

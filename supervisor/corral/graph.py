@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from corral.errors import HeaderError, Problem, UsageError
-from corral.headers import NAME_RE, Header
+from corral.headers import NAME_RE, Header, split_list
 from corral.status import FAILURES, Status
 
 
@@ -150,15 +150,18 @@ class _Resolver:
     def __init__(self, by_name, aliases, facilities):
         self.by_name, self.aliases, self.facilities = by_name, aliases, facilities
 
-    def resolve(self, dep: str) -> tuple[list[str], str | None]:
-        """Canonical names for `dep`, and why it could not be found (None when it was)."""
+    def resolve(self, dep: str, seen: frozenset[str] = frozenset()) -> tuple[list[str], str | None]:
+        """Canonical names for `dep`, and why it could not be found (None when it was).
+        A facility met again inside itself adds nothing (config refuses such cycles)."""
         if dep in self.by_name:
             return [dep], None
         if dep in self.aliases:
             return [self.aliases[dep]], None
         if dep.startswith("$") and dep in self.facilities:
+            if dep in seen:
+                return [], None
             members = [m.lstrip("+") for m in self.facilities[dep]]
-            found = [t for m in members for t in self.resolve(m)[0]]
+            found = [t for m in members for t in self.resolve(m, seen | {dep})[0]]
             return found, None
         if dep.startswith("$"):
             return [], "unknown facility (map it under facilities: in the config)"
@@ -299,6 +302,9 @@ def select(
     `done` names modules that already completed (`run --failed`): they are left out of the
     closure as satisfied, so what requires them still runs."""
     resolver = _Resolver(graph.modules, _alias_map(graph), {})
+    targets = _split("target", targets)
+    tags = set(_split("--tag", tags))
+    exclude = _split("--exclude", exclude)
     start = set()
     for target in targets:
         names, message = resolver.resolve(target_name(target, graph.modules))
@@ -308,13 +314,27 @@ def select(
         start.update(names)
     if not targets:
         start = set(graph.modules)
-    tags = set(tags)
     if tags:
+        known = {t for m in graph.modules.values() for t in m.header.tags}
+        unknown = sorted(tags - known)
+        if unknown:
+            raise UsageError(
+                f"--tag {', '.join(unknown)}: no module has that tag "
+                f"(tags in use: {', '.join(sorted(known)) or 'none'})"
+            )
         start = {n for n in start if tags & set(graph.modules[n].header.tags)}
+        if not start:
+            raise UsageError(f"no module among {', '.join(targets)} has tag {', '.join(tags)}")
     chosen = _closure(start, graph.selects) if targets or tags else start
     chosen -= done
     excluded = _exclusions(graph, chosen, exclude, resolver)
     chosen -= set(excluded)
+    if not chosen:
+        if excluded:
+            raise UsageError(f"every selected module is excluded ({', '.join(sorted(excluded))})")
+        if done:
+            raise UsageError("nothing left to run: every selected module completed already")
+        raise UsageError("no modules to run: the modules directory has no *.sh files")
     waits = {n: frozenset(graph.order_edges(n, chosen)) for n in chosen}
     users = _users(waits)
     topo = _topo(waits, users)
@@ -324,6 +344,18 @@ def select(
     priority = priorities(users, topo, expected_durations(graph, topo, durations or {}))
     order = sorted(chosen, key=lambda n: (level[n], -priority[n], -len(users[n]), n))
     return Selection(tuple(order), level, priority, waits, excluded)
+
+
+def _split(what: str, values: Iterable[str]) -> list[str]:
+    """Each value split like a header list (`a,b c`); an empty one is an error, never
+    "nothing given" (`corral run "$UNSET"` must not run every module)."""
+    out = []
+    for value in values:
+        items = split_list(value)
+        if not items:
+            raise UsageError(f"{what} {value!r}: empty; name a module or tag")
+        out += items
+    return out
 
 
 def _alias_map(graph: Graph) -> dict[str, str]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, fields
 
 from corral.errors import Problem
 
-PARSER_VERSION = 3  # bump when Header or parsing changes: the cache re-parses everything
+PARSER_VERSION = 4  # bump when Header or parsing changes: the cache re-parses everything
 
 LIST_KEYS = ("requires", "wants", "after", "before", "provides", "locks", "tags")
 SCALAR_KEYS = (
@@ -52,6 +52,37 @@ DURATION_PART_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)?")
 SIZE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\Z", re.I)
 DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+# A key that is not one of ours but close to one that orders or selects is an error: a
+# misspelt `requires` would otherwise run the module too early, in silence.
+ORDER_KEYS = ("requires", "wants", "after", "before", "provides", "locks", "tags")
+SYNONYMS = {
+    **dict.fromkeys(
+        (
+            "require",
+            "required",
+            "requirement",
+            "requirements",
+            "need",
+            "needs",
+            "depend",
+            "depends",
+            "depends-on",
+            "depends_on",
+            "dependency",
+            "dependencies",
+            "deps",
+            "required-by",
+        ),
+        "requires",
+    ),
+    **dict.fromkeys(("want", "wanted", "should", "recommends", "suggests"), "wants"),
+    **dict.fromkeys(("runs-after", "run-after", "order-after"), "after"),
+    **dict.fromkeys(("runs-before", "run-before", "order-before"), "before"),
+    **dict.fromkeys(("provide", "alias", "aliases"), "provides"),
+    **dict.fromkeys(("lock", "mutex", "pool"), "locks"),
+    **dict.fromkeys(("tag", "label", "labels"), "tags"),
+}
+MAX_TIMEOUT = 366 * 86400  # seconds; beyond it a timeout is a typo (and overflows timers)
 TRUE_WORDS = {"yes", "true", "1", "on"}
 FALSE_WORDS = {"no", "false", "0", "off"}
 
@@ -178,9 +209,12 @@ def _scalar(key: str, value: str) -> object:
         return value
     if key == "timeout":
         try:
-            return parse_duration(value)
+            seconds = parse_duration(value)
         except ValueError:
             raise ValueError("expected a duration such as 30, 30s, 5m or 1h") from None
+        if seconds > MAX_TIMEOUT:
+            raise ValueError("expected at most 366 days")
+        return seconds
     if key == "memory":
         try:
             return parse_size(value)
@@ -208,6 +242,30 @@ def _scalar(key: str, value: str) -> object:
     raise AssertionError(key)
 
 
+def meant(key: str) -> str | None:
+    """The key a misspelt `key` most likely means: a synonym or a near miss of one."""
+    if key in SYNONYMS:
+        return SYNONYMS[key]
+    import difflib
+
+    close = difflib.get_close_matches(key, [*KEYS, *SYNONYMS], n=1, cutoff=0.75)
+    return SYNONYMS.get(close[0], close[0]) if close else None
+
+
+def _unknown_key(key: str, number: int, builder: _Builder) -> None:
+    guess = meant(key)
+    if guess in ORDER_KEYS:
+        builder.problem(
+            number,
+            f"unknown key {key!r}: did you mean {guess!r}? (it orders or selects modules, "
+            "so a misspelling is an error)",
+        )
+    elif guess is not None:
+        builder.problem(number, f"unknown key {key!r}: did you mean {guess!r}?", "warning")
+    else:
+        builder.problem(number, f"unknown key {key!r} (known: {', '.join(KEYS)})", "warning")
+
+
 def _decode(raw: bytes, line: int, builder: _Builder) -> str | None:
     try:
         return raw.decode("utf-8")
@@ -219,6 +277,8 @@ def _decode(raw: bytes, line: int, builder: _Builder) -> str | None:
 def parse_header(data: bytes) -> Header:
     """Parse a module file's bytes. A file with no header is a module with no dependencies."""
     builder = _Builder()
+    if data.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte-order mark hides nothing
+        data = data[3:]
     if b"\0" in data[:8192]:
         builder.problem(1, "binary file (contains NUL bytes), not a Bash module")
         return builder.header(lsb=False)
@@ -267,7 +327,7 @@ def _read_native(data: bytes, builder: _Builder, lsb_span: tuple[int, int] | Non
         if key in KEYS:
             builder.add(key, value, number)
         else:
-            builder.problem(number, f"unknown key {key!r} (known: {', '.join(KEYS)})", "warning")
+            _unknown_key(key, number, builder)
 
 
 def _read_lsb(data: bytes, span: tuple[int, int], builder: _Builder) -> None:

@@ -88,8 +88,11 @@ class Output:
 
     @property
     def written_path(self) -> str | None:
-        """The log file's path when one was created, else None."""
-        return self.log_path if self.opened else None
+        """The log file's path when one was created, else None (also when creating it
+        failed: no record may name a log that is not there)."""
+        return (
+            self.log_path if self.opened and not (self.incomplete and not self.log_bytes) else None
+        )
 
     def _say_hidden(self) -> None:
         self.on_line(self.name, f"… {self.hidden} lines not shown; they are in the log".encode())

@@ -32,6 +32,7 @@ from corral.events import (
 )
 from corral.progress import RunState, clock_text
 from corral.status import Status
+from corral.streams import safe
 from corral.throttle import Block
 from corral.units import seconds
 from corral.visible import visible
@@ -54,6 +55,7 @@ SYMBOL = {
     Status.SKIPPED: "–",
 }
 TAIL_LINES = 10
+LONG_WAIT_S = 60.0  # a wait this long is said in every output mode
 
 
 def tail(path: str | None, lines: int = TAIL_LINES) -> list[str]:
@@ -104,7 +106,7 @@ class Printer:
         show_output: bool = True,
         progress_every: float = 30.0,
     ):
-        self.out, self.err = out, err
+        self.out, self.err = safe(out), safe(err)  # a fault there never reaches the run
         self.state = RunState()  # what runs and waits, for the status and progress lines
         self.progress_every = progress_every  # plain mode: a progress line at most this often
         self.progress_at = time.monotonic()
@@ -121,6 +123,8 @@ class Printer:
         self.step = 0
         self.held: Block | None = None  # the kind of refusal the gate last held modules for
         self.held_at = 0.0
+        self.waiting: Waiting | None = None  # what the gate holds back now …
+        self.waiting_since = 0.0  # … since (monotonic), until said under --quiet
         self.status_shown = False
 
     def __call__(self, event: Event) -> None:
@@ -185,6 +189,7 @@ class Printer:
             self._draw_status()
         elif isinstance(event, Idle):
             self._tick()
+            self._long_wait()
             self.out.flush()
 
     def _planned(self, name: str) -> str:
@@ -236,10 +241,25 @@ class Printer:
             self.progress_at = now
             self._write(self.out, self._dim(f"corral: {self._progress(plain=True)}"))
 
+    def _long_wait(self) -> None:
+        """No silent hang: a wait of over a minute is said on stderr once, in every
+        output mode (the others have said it already; --quiet and --json have not)."""
+        held = self.waiting
+        if held is None or not self.quiet:
+            return
+        if time.monotonic() - self.waiting_since >= LONG_WAIT_S:
+            names = ", ".join(held.modules[:4]) + (" …" if len(held.modules) > 4 else "")
+            self._write(self.err, f"corral: waiting for over a minute: {held.reason} ({names})")
+            self.waiting = None
+
     def _waiting(self, event: Waiting) -> None:
         """At a terminal: the status line says why modules wait. Elsewhere: a line when the
         gate starts or stops holding modules back, at most every 5 s for the same kind of
         reason, so a long wait does not flood cron's mail."""
+        if event.reason is None:
+            self.waiting = None
+        elif self.waiting is None:
+            self.waiting, self.waiting_since = event, time.monotonic()
         if self.quiet:
             return
         if self.color:
@@ -272,7 +292,9 @@ class Printer:
             words = f"{r.status} ({why}) after {seconds(r.duration_s)}"
         if r.retry_in is not None:
             words += f"; retrying in {seconds(r.retry_in)}"
-        if r.log_dropped_bytes:
+        if r.log_incomplete:
+            words += f"; log incomplete, {r.log_dropped_bytes} bytes not kept"
+        elif r.log_dropped_bytes:
             words += f"; log capped, {r.log_dropped_bytes} bytes dropped"
         self._line(r.name, self._status(r.status, f"{SYMBOL.get(r.status, '')} {words}"))
 
@@ -313,6 +335,8 @@ class Printer:
             counts[m.status] = counts.get(m.status, 0) + 1
         parts = ", ".join(f"{n} {s}" for s, n in counts.items())
         work = sum(a.duration_s for m in run.modules for a in m.attempts)
+        # The wall time from start to end, waits included (an interrupted run's real
+        # length, not only the span of its attempts).
         self._write(out, "", False)
         self._write(
             out,
@@ -320,7 +344,7 @@ class Printer:
                 run.status,
                 f"corral: {run.status}: {plural(len(run.modules), 'module')} "
                 f"({parts}) in "
-                f"{seconds(run.makespan_s)}, work "
+                f"{seconds(max(run.ended - run.started, run.makespan_s))}, work "
                 f"{seconds(work)}, -j {run.jobs}; "
                 f"run {run.run_id}",
             ),

@@ -12,6 +12,7 @@ import os
 import queue
 import sqlite3
 import threading
+import time
 
 from corral.events import (
     Event,
@@ -27,9 +28,10 @@ from corral.events import (
 )
 from corral.procfs import start_time
 from corral.status import COMPLETED, Status
-from corral.store import Store
+from corral.store import BUSY_TIMEOUT_MS, Batch, Store
 
 FLUSH_DELAY = 0.05  # seconds a record may wait to share a transaction
+RETRY_EVERY = 1.0  # seconds between tries while the database cannot be written
 
 
 def iso(t: float | None) -> str | None:
@@ -53,14 +55,17 @@ def boot_id() -> str | None:
 
 
 class Recorder:
-    """Writes runs and module_runs rows; `failed` is set once a write did not happen.
+    """Writes runs and module_runs rows; `lost` says what could not be written.
 
-    perf (docs/architecture.md): module rows go through a queue to a writer thread that
-    commits whatever has arrived, at most FLUSH_DELAY after it arrived: a thousand
-    one-millisecond modules cost a handful of transactions instead of a thousand, and the
-    scheduler never waits for the disk. A killed corral loses at most the last
-    FLUSH_DELAY of records; Ctrl-C, SIGTERM and the end of the run flush everything
-    (RunFinished waits for the writer).
+    perf (docs/architecture.md): every record goes through a queue to a writer thread
+    that commits whatever has arrived, at most FLUSH_DELAY after it arrived: a thousand
+    one-millisecond modules cost a handful of transactions instead of a thousand, and
+    the scheduler never waits for the disk, not even for the run's own row (another
+    process may hold the database). Records that cannot be written (database locked,
+    read-only, full, unusable) stay in the writer's backlog and are tried again every
+    RETRY_EVERY and with every new batch; what is still unwritten when the run ends is
+    reported as lost (`lost`), never dropped in silence. A killed corral loses at most
+    the last FLUSH_DELAY: a module's end is handed over as it is shown.
     """
 
     def __init__(
@@ -82,69 +87,86 @@ class Recorder:
         self.notice = emit_notice
         self.cache = (cache_hits, cache_misses)
         self.run_id = ""
-        self.inserts: list[dict] = []
-        self.updates: list[tuple[tuple, dict]] = []
-        self.samples: list[dict] = []
-        self.failed: str | None = None
+        self.batch = Batch()
+        self.lost: str | None = None  # what could not be written, once the run ended
         self.queue: queue.SimpleQueue = queue.SimpleQueue()
         self.writer: threading.Thread | None = None
         self.closing = threading.Event()
         # how the run holds its attempts: {"containment": kind, "cgroups": directories}
         self.containment: dict = {}
+        self.notes: queue.SimpleQueue = queue.SimpleQueue()  # from the writer thread
+        self.writing_since: float | None = None  # monotonic start of the write under way
+        self.generation = 0  # the store's generation when the run started
+        self.run_row: dict = {}
+        self.edges: list[tuple[str, str, str]] = []
 
     def __call__(self, event: Event) -> None:
-        if self.failed is not None:
-            if isinstance(event, RunFinished):
-                self._stop_writer()
-            return
-        try:
-            self._record(event)
-        except sqlite3.Error as exc:
-            self.failed = str(exc)
-            self.notice(
-                Notice(
-                    f"{self.store.path}: cannot record this run any more ({exc}); "
-                    "the run goes on, see the logs",
-                    warning=True,
-                )
-            )
+        self._record(event)
+        while not self.notes.empty():  # said on the main thread, between other output
+            self.notice(self.notes.get())
 
     def flush(self) -> None:
         """Hand what is buffered to the writer thread."""
-        if self.inserts or self.updates or self.samples:
-            self.queue.put((self.inserts, self.updates, self.samples))
-            self.inserts, self.updates, self.samples = [], [], []
+        if self.batch:
+            self.queue.put(self.batch)
+            self.batch = Batch()
 
     def _write_loop(self) -> None:
-        while True:
-            item = self.queue.get()
-            if item is None:
-                return
-            self.closing.wait(FLUSH_DELAY)  # let a burst gather into one transaction
-            inserts, updates, samples = list(item[0]), list(item[1]), list(item[2])
-            stop = False
-            while not self.queue.empty():
-                more = self.queue.get()
-                if more is None:
-                    stop = True
-                    break
-                inserts += more[0]
-                updates += more[1]
-                samples += more[2]
+        self.store.patient()
+        backlog = Batch()
+        behind: str | None = None  # why the backlog could not be written
+        stop = False
+        while not stop:
             try:
-                self.store.write_attempts(inserts, updates, samples)
-            except sqlite3.Error as exc:
-                if self.failed is None:
-                    self.failed = str(exc)
-                    self.notice(
+                item = self.queue.get(timeout=RETRY_EVERY if backlog else None)
+            except queue.Empty:
+                item = Batch()  # time to try the backlog again
+            if item is None:
+                stop = True
+            else:
+                self.closing.wait(FLUSH_DELAY)  # let a burst gather into one transaction
+                backlog.extend(item)
+                while not self.queue.empty():
+                    more = self.queue.get()
+                    if more is None:
+                        stop = True
+                        break
+                    backlog.extend(more)
+            if not backlog:
+                continue
+            self.writing_since = time.monotonic()
+            try:
+                self.store.write_batch(backlog)
+            except (sqlite3.Error, OSError) as exc:
+                self.writing_since = None
+                if behind is None and self.store.problem is None:
+                    self.notes.put(
                         Notice(
-                            f"{self.store.path}: cannot record this run any more "
-                            f"({exc}); the run goes on, see the logs",
+                            f"{self.store.wanted}: cannot record now ({exc}); the run goes "
+                            f"on, its records are kept and tried again every {RETRY_EVERY:g}s",
                             warning=True,
                         )
                     )
-            if stop:
-                return
+                behind = str(exc)
+                continue
+            self.writing_since = None
+            if behind is not None:
+                self.notes.put(
+                    Notice(f"{self.store.wanted}: recording again; the delayed records are written")
+                )
+            backlog, behind = Batch(), None
+        if backlog:
+            modules = backlog.modules()
+            what = []
+            if backlog.runs or backlog.ends:
+                what.append("the run's own row")
+            if modules:
+                shown = ", ".join(modules[:8]) + (" …" if len(modules) > 8 else "")
+                what.append(f"the records of {len(modules)} module(s) ({shown})")
+            if backlog.samples:
+                what.append(f"{len(backlog.samples)} host samples")
+            self.lost = f"{self.store.wanted}: not recorded ({behind}): {'; '.join(what)}"
+            self.notes.put(Notice(self.lost, warning=True))
 
     def _stop_writer(self) -> None:
         if self.writer is not None:
@@ -155,7 +177,7 @@ class Recorder:
 
     def _record(self, event: Event) -> None:
         if isinstance(event, ModuleStarted):
-            self.inserts.append(
+            self.batch.inserts.append(
                 {
                     "run_id": self.run_id,
                     "module": event.name,
@@ -171,33 +193,9 @@ class Recorder:
             )
         elif isinstance(event, ModuleFinished):
             r = event.result
-            values = {
-                "status": r.status,
-                "exit_code": r.exit_code,
-                "signal": r.signal,
-                "reason": r.reason or None,
-                "end": iso(r.end),
-                "duration_s": r.duration_s,
-                "cpu_user_s": r.cpu_user_s,
-                "cpu_sys_s": r.cpu_sys_s,
-                "peak_rss_bytes": r.peak_rss_bytes,
-                "read_bytes": r.read_bytes,
-                "write_bytes": r.write_bytes,
-                "mem_source": r.mem_source,
-                "cpu_source": r.cpu_source,
-                "io_source": r.io_source,
-                "log_path": r.log_path,
-                "log_bytes": r.log_bytes,
-                "log_dropped_bytes": r.log_dropped_bytes,
-                "log_incomplete": int(r.log_incomplete),
-                "throttle_wait_s": r.throttle_wait_s,
-                "throttle_reason": _text(r.throttle_reason),
-                "throttle_kind": None if r.throttle_reason is None else str(r.throttle_reason.kind),
-                "lock_wait_s": r.lock_wait_s,
-                "retry_in_s": r.retry_in,
-            }
+            values = self._ended(r)
             if r.pid == 0:  # it never started (spawn failed)
-                self.inserts.append(
+                self.batch.inserts.append(
                     {
                         "run_id": self.run_id,
                         "module": r.name,
@@ -208,9 +206,10 @@ class Recorder:
                     }
                 )
             else:
-                self.updates.append(((self.run_id, r.name, r.attempt), values))
+                self.batch.updates.append(((self.run_id, r.name, r.attempt), values))
+            self.flush()  # shown now, so on disk within FLUSH_DELAY
         elif isinstance(event, ModuleSkipped):
-            self.inserts.append(
+            self.batch.inserts.append(
                 {
                     "run_id": self.run_id,
                     "module": event.name,
@@ -219,9 +218,10 @@ class Recorder:
                     "reason": event.reason,
                 }
             )
+            self.flush()
         elif isinstance(event, Sampled):
             s = event.sample
-            self.samples.append(
+            self.batch.samples.append(
                 {
                     "run_id": self.run_id,
                     "t": s.wall,
@@ -241,64 +241,148 @@ class Recorder:
             )
         elif isinstance(event, Leftovers):
             for (name, attempt), count in event.counts.items():
-                self.updates.append(((self.run_id, name, attempt), {"leftovers": count}))
+                self.batch.updates.append(((self.run_id, name, attempt), {"leftovers": count}))
         elif isinstance(event, Idle):
             self.flush()
         elif isinstance(event, RunStarted):
             self.run_id = event.run_id
+            self.generation = self.store.generation
+            self.edges = [(event.run_id, a, b) for a, b in event.edges]
+            self.run_row = {
+                "run_id": event.run_id,
+                "started": iso(event.started),
+                "status": Status.RUNNING,
+                "jobs": event.jobs.fixed,  # NULL: auto
+                "modules_dir": self.modules_dirs,
+                "module_set": self.module_set,
+                "full": int(self.full),
+                "targets": self.targets,
+                "host": os.uname().nodename,
+                "pid": os.getpid(),
+                "boot_id": boot_id(),
+                "pid_start": start_time(os.getpid()),
+                "module_count": len(event.names),
+                "selected": len(event.names),
+                "cache_hits": self.cache[0],
+                "cache_misses": self.cache[1],
+                **self.containment,
+            }
+            self.batch.runs.append(self.run_row)
+            self.batch.edges += self.edges
             self.writer = threading.Thread(
                 target=self._write_loop, name="corral-recorder", daemon=True
             )
             self.writer.start()
-            self.store.insert_run(
-                {
-                    "run_id": event.run_id,
-                    "started": iso(event.started),
-                    "status": Status.RUNNING,
-                    "jobs": event.jobs.fixed,  # NULL: auto
-                    "modules_dir": self.modules_dirs,
-                    "module_set": self.module_set,
-                    "full": int(self.full),
-                    "targets": self.targets,
-                    "host": os.uname().nodename,
-                    "pid": os.getpid(),
-                    "boot_id": boot_id(),
-                    "pid_start": start_time(os.getpid()),
-                    "module_count": len(event.names),
-                    "selected": len(event.names),
-                    "cache_hits": self.cache[0],
-                    "cache_misses": self.cache[1],
-                    **self.containment,
-                }
-            )
-            self.store.insert_edges(event.run_id, event.edges)
-        elif isinstance(event, RunFinished):
             self.flush()
-            self._stop_writer()
+        elif isinstance(event, RunFinished):
             work = sum(a.duration_s for m in event.modules for a in m.attempts)
-            self.store.update_run(
-                event.run_id,
-                {
-                    "ended": iso(event.ended),
-                    "status": event.status,
-                    "exit_code": event.exit_code,
-                    "makespan_s": event.makespan_s,
-                    "work_s": work,
-                    "peak_load": event.peak_load,
-                    "throttle_s": event.throttle_s,
-                    "sampler_cpu_s": event.sampler_cpu_s,
-                    "supervisor_cpu_s": event.supervisor_cpu_s,
-                    "exit_signal": event.exit_code - 128 if event.exit_code > 128 else None,
-                },
-                [
-                    (
-                        m.name,
-                        a.status in COMPLETED,
-                        a.duration_s,
-                        a.peak_rss_bytes,
-                        None if a.cpu_user_s is None else a.cpu_user_s + (a.cpu_sys_s or 0.0),
+            values = {
+                "ended": iso(event.ended),
+                "status": event.status,
+                "exit_code": event.exit_code,
+                "makespan_s": event.makespan_s,
+                "work_s": work,
+                "peak_load": event.peak_load,
+                "throttle_s": event.throttle_s,
+                "sampler_cpu_s": event.sampler_cpu_s,
+                "supervisor_cpu_s": event.supervisor_cpu_s,
+                "exit_signal": event.exit_code - 128 if event.exit_code > 128 else None,
+            }
+            figures = [
+                (
+                    m.name,
+                    a.status in COMPLETED,
+                    a.duration_s,
+                    a.peak_rss_bytes,
+                    None if a.cpu_user_s is None else a.cpu_user_s + (a.cpu_sys_s or 0.0),
+                )
+                for m in event.modules
+                for a in m.attempts
+            ]
+            if self.store.generation != self.generation:
+                # The file changed under the run (replaced, repaired, back from being
+                # unusable): what went to the old one is not in this one. Write the whole
+                # run again from its outcome; the rows replace any already there.
+                self.batch.extend(self._whole_run(event))
+            self.batch.ends.append((event.run_id, values, figures))
+            self.flush()
+            since = self.writing_since
+            if since is not None and time.monotonic() - since > 0.5:
+                self.notice(
+                    Notice(
+                        f"{self.store.wanted}: another process holds the database; waiting "
+                        f"up to {BUSY_TIMEOUT_MS // 1000}s to record this run",
+                        warning=True,
                     )
-                    for m in event.modules
-                    for a in m.attempts
-                ],
-            )
+                )
+            self._stop_writer()
+
+    @staticmethod
+    def _ended(r) -> dict:
+        """An attempt's closing values, as module_runs holds them."""
+        return {
+            "status": r.status,
+            "exit_code": r.exit_code,
+            "signal": r.signal,
+            "reason": r.reason or None,
+            "end": iso(r.end),
+            "duration_s": r.duration_s,
+            "cpu_user_s": r.cpu_user_s,
+            "cpu_sys_s": r.cpu_sys_s,
+            "peak_rss_bytes": r.peak_rss_bytes,
+            "read_bytes": r.read_bytes,
+            "write_bytes": r.write_bytes,
+            "mem_source": r.mem_source,
+            "cpu_source": r.cpu_source,
+            "io_source": r.io_source,
+            "log_path": r.log_path,
+            "log_bytes": r.log_bytes,
+            "log_dropped_bytes": r.log_dropped_bytes,
+            "log_incomplete": int(r.log_incomplete),
+            "throttle_wait_s": r.throttle_wait_s,
+            "throttle_reason": _text(r.throttle_reason),
+            "throttle_kind": None if r.throttle_reason is None else str(r.throttle_reason.kind),
+            "lock_wait_s": r.lock_wait_s,
+            "retry_in_s": r.retry_in,
+        }
+
+    def _whole_run(self, event: RunFinished) -> Batch:
+        """Every record of the run, from its outcome (samples aside)."""
+        batch = Batch(resets=[event.run_id], runs=[self.run_row], edges=list(self.edges))
+        for m in event.modules:
+            for a in m.attempts:
+                batch.inserts.append(
+                    {
+                        "run_id": event.run_id,
+                        "module": m.name,
+                        "attempt": a.attempt,
+                        "start": iso(a.start),
+                        "pid": a.pid,
+                        "pgid": a.pid,
+                        **self._ended(a),
+                    }
+                )
+            if not m.attempts:
+                batch.inserts.append(
+                    {
+                        "run_id": event.run_id,
+                        "module": m.name,
+                        "attempt": 0,
+                        "status": Status.SKIPPED,
+                        "reason": m.reason,
+                    }
+                )
+        return batch
+
+    def abort(self, why: str) -> None:
+        """The run ended without its RunFinished (an error in corral itself): close its
+        row as crashed, so no record says it is still running."""
+        if self.writer is None:
+            return
+        self.batch.ends.append(
+            (self.run_id, {"ended": iso(time.time()), "status": "crashed"}, None)
+        )
+        self.flush()
+        self._stop_writer()
+        while not self.notes.empty():
+            self.notice(self.notes.get())

@@ -30,6 +30,23 @@ def alive(pid: int | None, started: int | None) -> bool:
     return bool(pid) and started is not None and start_time(pid) == started
 
 
+def as_seen(runs: list[dict]) -> list[dict]:
+    """`runs` rows as they are: a run of this host still marked `running` whose corral
+    is gone (PID dead or reused, or the host rebooted since) shows as `crashed`, as the
+    next run will record it. Rows of other hosts are left as they are."""
+    host, this_boot = os.uname().nodename, boot_id()
+    out = []
+    for row in runs:
+        if row.get("status") == "running" and row.get("host") == host:
+            gone = row.get("boot_id") != this_boot or not alive(
+                row.get("pid"), row.get("pid_start")
+            )
+            if gone:
+                row = {**row, "status": "crashed"}
+        out.append(row)
+    return out
+
+
 def recover(store: Store, grace: float = 5.0) -> list[str]:
     """Record crashed runs of this host and stop their leftovers; returns one message per
     crashed run found (none in the usual case)."""
@@ -53,16 +70,20 @@ def recover(store: Store, grace: float = 5.0) -> list[str]:
         left = list(marked(run_id)) if same_boot else []
         terminate([], left, grace)
         cgroups.remove_run(bases)
-        with store.write():
-            unfinished = store.conn.execute(
-                "UPDATE module_runs SET status = 'interrupted', reason = 'corral crashed' "
-                "WHERE run_id = ? AND status = 'running'",
-                (run_id,),
-            ).rowcount
-            store.conn.execute(
-                "UPDATE runs SET status = 'crashed', ended = coalesce(ended, ?) WHERE run_id = ?",
-                (iso(time.time()), run_id),
-            )
+        try:
+            with store.write():
+                unfinished = store.conn.execute(
+                    "UPDATE module_runs SET status = 'interrupted', reason = 'corral crashed' "
+                    "WHERE run_id = ? AND status = 'running'",
+                    (run_id,),
+                ).rowcount
+                store.conn.execute(
+                    "UPDATE runs SET status = 'crashed', ended = coalesce(ended, ?) "
+                    "WHERE run_id = ?",
+                    (iso(time.time()), run_id),
+                )
+        except sqlite3.Error:
+            continue  # the database cannot take it now: a later run records the crash
         why = "rebooted since" if not same_boot else f"PID {pid} is gone"
         messages.append(
             f"run {run_id} crashed ({why}): recorded {unfinished} unfinished "

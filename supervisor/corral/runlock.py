@@ -15,6 +15,7 @@ import contextlib
 import fcntl
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from corral import procfs, safepath
@@ -47,8 +48,11 @@ class RunLock:
         self.path = lock_path(modules)
         self.fd: int | None = None
 
-    def acquire(self, wait: float | None = None) -> RunLock:
-        """Take the lock; wait up to `wait` seconds (None: not at all, inf: for ever)."""
+    def acquire(
+        self, wait: float | None = None, on_wait: Callable[[str], None] | None = None
+    ) -> RunLock:
+        """Take the lock; wait up to `wait` seconds (None: not at all, inf: for ever),
+        telling `on_wait` once that it waits, and for whom (no silent hang)."""
         fd = _open(self.path)
         deadline = None if wait is None else time.monotonic() + wait
         while True:
@@ -68,6 +72,13 @@ class RunLock:
                     os.close(fd)
                     fd = _open(self.path)
                     continue
+                if on_wait is not None and deadline is not None:
+                    how_long = "for ever" if wait == float("inf") else f"up to {wait:g}s"
+                    on_wait(
+                        f"another corral run (PID {_holder(fd)}) holds {self.path}; "
+                        f"waiting {how_long} for it"
+                    )
+                    on_wait = None
                 if deadline is None or time.monotonic() >= deadline:
                     holder = _holder(fd)
                     os.close(fd)

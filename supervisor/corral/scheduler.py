@@ -8,6 +8,7 @@ the gate, does); it connects them and tells listeners what happened.
 
 from __future__ import annotations
 
+import hashlib
 import resource
 import signal
 import time
@@ -36,6 +37,7 @@ from corral.status import EXIT_WARNING, FAILURES, RETRYABLE, Status
 from corral.throttle import Jobs, Limits
 
 MAX_BACKOFF = 60.0
+NAME_MAX = 255  # bytes in one file name (Linux)
 IDLE = Idle()
 
 
@@ -57,6 +59,19 @@ class RunSettings:
     peak_rss: dict | None = None  # measured peaks from history: the memory estimate
     cpu_rate: dict | None = None  # CPUs each module kept busy, from history
     durations: dict | None = None  # median durations from history (progress and ETA)
+    deadline: float | None = None  # seconds the whole run may take (--deadline)
+
+
+def log_name(name: str, attempt: int) -> str:
+    """The log file of one attempt: NAME.log, then NAME@2.log … No module name holds
+    an '@', so module `a.2` and attempt 2 of `a` never share a log; a name too long for
+    a file name (255 bytes) is cut and made unique again by a digest of the whole."""
+    suffix = ".log" if attempt == 1 else f"@{attempt}.log"
+    if len(name.encode()) + len(suffix) <= NAME_MAX:
+        return name + suffix
+    digest = hashlib.blake2b(name.encode(), digest_size=8).hexdigest()
+    keep = name.encode()[: NAME_MAX - len(suffix) - len(digest) - 1].decode(errors="ignore")
+    return f"{keep}~{digest}{suffix}"
 
 
 def backoff(attempt: int, base: float) -> float:
@@ -82,6 +97,8 @@ class Scheduler:
         self.executor = executor
         self.emit = emit
         self.clock = clock  # every duration and deadline, and the stored wall times
+        self._deadline_at: float | None = None  # monotonic; None once it has passed
+        self.deadline_passed = False
         self.plan = Plan(selection, graph)
         self.admission = Admission(
             self.plan,
@@ -128,11 +145,14 @@ class Scheduler:
             )
         )
         executor, plan, admission = self.executor, self.plan, self.admission
+        if self.settings.deadline is not None:
+            self._deadline_at = self.clock.monotonic() + self.settings.deadline
         # Measure the place when due; start what the admission allows (retries due
         # first, then ready modules by priority, within --jobs, the locks and the gate);
         # then wait for an exit, a signal, the next retry or the next sample.
         while plan.more_to_do():
             self._sample_if_due()
+            self._check_deadline()
             if self.stop_signal is None:
                 refused_before = admission.refusal
                 for name in admission.take(self._due_retries()):
@@ -181,9 +201,31 @@ class Scheduler:
             )
         )
 
+    def _check_deadline(self) -> None:
+        """Past the run's deadline: skip what has not started, stop what runs as for a
+        timeout (TERM, then KILL after the grace period)."""
+        if self._deadline_at is None or self.clock.monotonic() < self._deadline_at:
+            return
+        self._deadline_at = None
+        took = _duration(self.settings.deadline or 0.0)
+        self.emit(
+            Notice(
+                f"the run's deadline ({took}) passed: stopping what runs as for a timeout; "
+                "what has not started is skipped",
+                warning=True,
+            )
+        )
+        self.deadline_passed = True
+        self._stop_starting(f"not started: the run's deadline ({took}) passed")
+        for attempt in list(self.executor.running):
+            self.executor.stop(attempt, Status.TIMEOUT)
+
     def _timeout(self) -> float | None:
-        """Until the next retry, or the next sample while modules run or wait."""
+        """Until the next retry, the run's deadline, or the next sample while modules
+        run or wait."""
         timeouts = [t for t in (self._next_retry_in(),) if t is not None]
+        if self._deadline_at is not None:
+            timeouts.append(max(0.0, self._deadline_at - self.clock.monotonic()))
         if self._sampling and (self.executor.running or self.admission.gate_holds()):
             timeouts.append(max(0.0, self._next_sample - self.clock.monotonic()))
         return min(timeouts) if timeouts else None
@@ -199,13 +241,7 @@ class Scheduler:
 
     def _start(self, name: str, attempt: int) -> None:
         module = self.graph.modules[name]
-        log_path = None
-        if self._log_dir is not None:
-            log_path = (
-                f"{self._log_dir}/{name}.log"
-                if attempt == 1
-                else f"{self._log_dir}/{name}.{attempt}.log"
-            )
+        log_path = None if self._log_dir is None else f"{self._log_dir}/{log_name(name, attempt)}"
         env = self._env.copy()
         env["CORRAL_MODULE"] = name
         env["CORRAL_ATTEMPT"] = str(attempt)
@@ -262,6 +298,8 @@ class Scheduler:
 
     def _on_finished(self, result: AttemptResult) -> None:
         name = result.name
+        if self.deadline_passed and result.status == Status.TIMEOUT and not result.reason:
+            result.reason = "stopped: the run's deadline passed"
         waited = self.waited.pop(name, None) or self.admission.started(name)
         result.throttle_wait_s, result.throttle_reason = waited.gate_s, waited.refusal
         result.lock_wait_s = waited.lock_s
@@ -368,6 +406,16 @@ class Scheduler:
             sampler_cpu_s=self.executor.sampling_cpu_s,
             supervisor_cpu_s=_own_cpu(),
         )
+
+
+def _duration(seconds: float) -> str:
+    """30s, 5m, 1h30m: a duration as a person writes it."""
+    whole = int(round(seconds))
+    if whole < 60:
+        return f"{seconds:g}s"
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return "".join(f"{v}{u}" for v, u in ((hours, "h"), (minutes, "m"), (secs, "s")) if v)
 
 
 def _own_cpu() -> float:

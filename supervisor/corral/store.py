@@ -8,9 +8,11 @@ connection directly, because importing sqlite-utils costs more than a warm `plan
 from __future__ import annotations
 
 import contextlib
+import functools
 import marshal
 import os
 import sqlite3
+import stat
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -18,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from corral import safepath
+from corral.errors import CorralError, StoreError, UsageError
 from corral.headers import _FIELDS, PARSER_VERSION, Header
 
 SCHEMA_VERSION = 9
@@ -25,12 +28,29 @@ MEMO_PLANS = 8  # plans kept: a few target sets of one host
 # Cached headers are marshal records (several times faster to load than JSON, and only
 # ever read back by corral); the tag changes whenever the parser or marshal format does.
 CACHE_TAG = (PARSER_VERSION * 100 + len(_FIELDS)) * 100 + marshal.version
-BUSY_TIMEOUT_MS = 30_000
+BUSY_TIMEOUT_MS = 30_000  # how long a record waits for another writer
+# How long anything before the first spawn waits for another writer: the header cache
+# and the plan memo are worth no delay, and the run's records wait in the writer thread.
+BRIEF_BUSY_MS = 1_000
+SQLITE_MAGIC = b"SQLite format 3\x00"
+APPLICATION_ID = 0x636F7272  # "corr", in the header of every database corral creates
+# What a store is opened for decides what a fault of the file means.
+RUN = "run"  # record a run: a damaged file of ours is moved aside; else run unrecorded
+CACHE = "cache"  # plan, check, list, graph: the file only caches; parse without it
+READ = "read"  # history, docs, cache: the records are the point; a fault is an error
 
 
-# What validates a cached header: (dev, inode, size, mtime_ns). perf: a plain tuple,
-# because a warm load builds and compares 10,000 of them (docs/architecture.md).
+# What validates a cached header: (dev, inode, size, ctime_ns). perf: a plain tuple,
+# because a warm load builds and compares 10,000 of them (docs/architecture.md). The
+# change time, not the modification time: a file rewritten in place with its size kept
+# and its mtime put back (`touch -d`, `cp -p`, `rsync -t`) has a new ctime, which no
+# unprivileged call can set back. (It is stored in the column named mtime_ns; rows of
+# PARSER_VERSION 4 on carry it.)
 FileKey = tuple[int, int, int, int]
+
+
+def file_key(st: os.stat_result) -> FileKey:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_ctime_ns)
 
 
 @dataclass(frozen=True)
@@ -59,77 +79,352 @@ class History:
     cpu_rate: dict[str, float] = field(default_factory=dict)
 
 
-class Store:
-    """An open corral database. Use `Store.open`; never raises on a broken file."""
+def _none() -> None:
+    return None
 
-    def __init__(self, conn: sqlite3.Connection, path: Path | None):
+
+def _best_effort(default: Callable[[], object]):
+    """A cache operation: a fault of the file is said once (Store._fault) and the
+    operation answers `default()`, as if there were nothing cached."""
+
+    def wrap(method):
+        @functools.wraps(method)
+        def safe(self, *args, **kwargs):
+            try:
+                return method(self, *args, **kwargs)
+            except sqlite3.Error as exc:
+                self._fault(exc)
+                return default()
+
+        return safe
+
+    return wrap
+
+
+def _reporting(method):
+    """A read whose answer is the point (history, docs, cache): a fault is StoreError."""
+
+    @functools.wraps(method)
+    def checked(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.wanted}: cannot use the database ({_why(exc)})") from None
+
+    return checked
+
+
+def _code(exc: BaseException) -> str:
+    return getattr(exc, "sqlite_errorname", "") or ""
+
+
+def _corrupt(exc: BaseException) -> bool:
+    return _code(exc).startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB"))
+
+
+def _busy(exc: BaseException) -> bool:
+    return _code(exc).startswith(("SQLITE_BUSY", "SQLITE_LOCKED"))
+
+
+def _why(exc: BaseException) -> str:
+    """What went wrong, in words: the OS's or SQLite's, with what a user can do."""
+    if isinstance(exc, OSError):
+        where = f": {exc.filename}" if exc.filename else ""
+        return f"{exc.strerror or exc}{where}"
+    if _corrupt(exc):
+        return f"{exc}; the next `corral run` moves it aside and starts a new one"
+    if _busy(exc):
+        return f"{exc}: another process holds a write lock on it"
+    return str(exc)
+
+
+def _identity(path: Path | None) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path) if path is not None else None
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino) if st else None
+
+
+def _header(path: Path) -> bytes | None:
+    """The first 100 bytes of the file (SQLite's header); None when unreadable."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(100)
+    except OSError:
+        return None
+
+
+def _refuse_foreign(path: Path) -> None:
+    """Raise UsageError when what is at `path` is not corral's to open: a directory,
+    a device, or a file with content that is not SQLite. Nothing else at the path."""
+    try:
+        st = path.stat()
+    except OSError:
+        return  # nothing there (or an unreachable parent): opening says why
+    if stat.S_ISDIR(st.st_mode):
+        raise UsageError(
+            f"{path}: is a directory, not a corral database; corral leaves it alone "
+            "(give --db or CORRAL_DB the path of a file)"
+        )
+    if not stat.S_ISREG(st.st_mode):
+        raise UsageError(f"{path}: is not a regular file; corral will not use it as its database")
+    head = _header(path)
+    if st.st_size and head is not None and not head.startswith(SQLITE_MAGIC):
+        raise UsageError(
+            f"{path}: is not a SQLite database; corral will not use, move or replace it "
+            "(if it is a corral database whose first page is destroyed, move it away)"
+        )
+
+
+def _ours(path: Path) -> bool:
+    """A SQLite file corral made: its application id, or a schema version corral wrote."""
+    head = _header(path)
+    if head is None or len(head) < 72 or not head.startswith(SQLITE_MAGIC):
+        return False
+    version = int.from_bytes(head[60:64], "big")
+    return int.from_bytes(head[68:72], "big") == APPLICATION_ID or 0 < version <= SCHEMA_VERSION
+
+
+def _connect(path: Path | None, create: bool = True) -> sqlite3.Connection:
+    """A connection to `path` (None: memory) with the schema in place, waiting at most
+    BRIEF_BUSY_MS for another writer; raises OSError or sqlite3.Error."""
+    if path is not None and create:
+        _prepare(path)  # as root: only where no one else can reach (UnsafePath)
+    conn = sqlite3.connect(
+        str(path) if path else ":memory:",
+        timeout=BRIEF_BUSY_MS / 1000,
+        isolation_level=None,
+        check_same_thread=False,
+    )
+    try:
+        conn.execute(f"PRAGMA busy_timeout={BRIEF_BUSY_MS}")
+        old = conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION
+        if old and path is not None:
+            _refuse_other_apps(conn, path)  # before anything is written to it
+        if path is not None:
+            _wal(conn)
+            conn.execute("PRAGMA synchronous=NORMAL")
+        if old:
+            _migrate(conn)
+        return conn
+    except BaseException:
+        conn.close()
+        raise
+
+
+CORRAL_TABLES = {
+    "header_cache",
+    "cache_stats",
+    "runs",
+    "module_runs",
+    "samples",
+    "run_edges",
+    "plan_memo",
+    "run_figures",
+}
+
+
+def _refuse_other_apps(conn: sqlite3.Connection, path: Path) -> None:
+    """Before corral adds its tables: a SQLite database of another program (its own
+    application id, or tables corral never makes) is refused, not changed."""
+    app = conn.execute("PRAGMA application_id").fetchone()[0]
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    others = sorted(t for t in tables - CORRAL_TABLES if not t.startswith("sqlite_"))
+    if app not in (0, APPLICATION_ID) or others:
+        what = f"tables {', '.join(others[:5])}" if others else f"application id {app:#x}"
+        raise UsageError(
+            f"{path}: is another program's SQLite database ({what}); corral will not "
+            "change it (give --db or CORRAL_DB another path)"
+        )
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    db = sqlite_utils().Database(conn)
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        for step in _MIGRATIONS[version:]:
+            step(db)
+        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+        raise
+
+
+@dataclass
+class Batch:
+    """Records waiting to be written together (see Store.write_batch), in arrival order."""
+
+    runs: list[dict] = field(default_factory=list)  # new runs rows
+    edges: list[tuple[str, str, str]] = field(default_factory=list)  # (run, module, on)
+    inserts: list[dict] = field(default_factory=list)  # new module_runs rows
+    updates: list[tuple[tuple, dict]] = field(default_factory=list)  # (run, module, attempt)
+    samples: list[dict] = field(default_factory=list)
+    # (run_id, closing values, per-attempt figures) of runs that ended
+    ends: list[tuple[str, dict, list | None]] = field(default_factory=list)
+    resets: list[str] = field(default_factory=list)  # runs written again from scratch
+
+    def __bool__(self) -> bool:
+        return bool(
+            self.runs
+            or self.edges
+            or self.inserts
+            or self.updates
+            or self.samples
+            or self.ends
+            or self.resets
+        )
+
+    def extend(self, other: Batch) -> None:
+        for name in ("resets", "runs", "edges", "inserts", "updates", "samples", "ends"):
+            getattr(self, name).extend(getattr(other, name))
+
+    def modules(self) -> list[str]:
+        """The modules whose records are in the batch, sorted."""
+        names = {r["module"] for r in self.inserts} | {k[1] for k, _ in self.updates}
+        return sorted(names)
+
+
+class Store:
+    """An open corral database; use `Store.open`.
+
+    A fault of the file (read-only, full, locked, damaged, gone) never stops a run: the
+    store then answers from memory (`path` is None, `problem` says why) and says so
+    once, and `write_batch` tries the file again, so a run's records land as soon as
+    it is usable. Cache reads and writes are best effort; the reads behind `history`,
+    `docs` and `cache` raise StoreError, one message naming the file.
+    """
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        path: Path | None,
+        wanted: Path | None = None,
+        purpose: str = CACHE,
+        on_warning: Callable[[str], None] = warn,
+    ):
         self.conn = conn
-        self.path = path
+        self.path = path  # the file in use; None: memory
+        self.wanted = wanted if wanted is not None else path  # the file asked for
+        self.purpose = purpose
+        self.on_warning = on_warning
+        self.problem: str | None = None  # why `wanted` is not in use, or failed last
+        self.repaired = 0  # how many times a damaged file was moved aside
+        self.generation = 0  # +1 whenever the file in use changes (see Recorder)
+        self.identity = _identity(path)  # (dev, inode) of the file in use
+        self._said: set[str] = set()
         self._db = None
 
     @classmethod
-    def open(cls, path: Path, on_warning: Callable[[str], None] = warn) -> Store:
-        """Open or create `path`. A corrupt file is moved aside; an unusable one means memory."""
+    def open(
+        cls, path: Path | None, on_warning: Callable[[str], None] = warn, purpose: str = CACHE
+    ) -> Store:
+        """Open or create `path` (None: memory). Raises UsageError for something at `path`
+        that is not corral's (a directory, a file that is not SQLite) and, for READ,
+        StoreError when the file cannot be read; otherwise never raises."""
+        if path is None:
+            return cls(_connect(None), None, purpose=purpose, on_warning=on_warning)
+        _refuse_foreign(path)
+        if purpose == READ and not path.exists():
+            return cls(_connect(None), None, path, purpose, on_warning)  # nothing recorded
         try:
-            return cls._open(path)
-        except sqlite3.DatabaseError as exc:
-            if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
-                raise
-            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())  # UTC, as run ids
-            aside = path.with_name(f"{path.name}.corrupt-{stamp}")
-            try:
-                for suffix in ("", "-wal", "-shm"):
-                    src = Path(f"{path}{suffix}")
-                    if src.exists():
-                        src.rename(f"{aside}{suffix}")
-                store = cls._open(path)
-                on_warning(
-                    f"{path}: database is unreadable ({exc}); moved it to {aside} "
-                    "and started a new one"
-                )
-                return store
-            except (OSError, sqlite3.DatabaseError) as exc2:
-                on_warning(
-                    f"{path}: database is unusable ({exc2}); nothing will be recorded "
-                    "this time and headers are parsed from the files"
-                )
-                return cls._open(None)
-        except OSError as exc:
-            on_warning(
-                f"{path}: cannot open database ({exc}); nothing will be recorded "
-                "this time and headers are parsed from the files"
-            )
-            return cls._open(None)
-
-    @classmethod
-    def _open(cls, path: Path | None) -> Store:
-        if path is not None:
-            _prepare(path)
-        conn = sqlite3.connect(
-            str(path) if path else ":memory:",
-            timeout=BUSY_TIMEOUT_MS / 1000,
-            isolation_level=None,
-            check_same_thread=False,
-        )
-        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        try:
-            if path is not None:
-                _wal(conn)
-                conn.execute("PRAGMA synchronous=NORMAL")
-            store = cls(conn, path)
-            if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
-                store._migrate()
+            conn = _connect(path, create=purpose != READ)
+        except (OSError, sqlite3.Error) as exc:
+            store = cls(_connect(None), None, path, purpose, on_warning)
+            if purpose == READ:
+                raise StoreError(f"{path}: cannot read the database ({_why(exc)})") from None
+            store._fault(exc, opening=True)
             return store
-        except sqlite3.DatabaseError:
-            conn.close()
-            raise
+        return cls(conn, path, path, purpose, on_warning)
 
-    def close(self) -> None:
-        self.conn.close()
+    def reopen(self) -> bool:
+        """Try the file asked for again (it was unusable); True when it is now in use."""
+        if self.path is not None or self.wanted is None:
+            return self.path is not None
+        try:
+            conn = _connect(self.wanted)
+        except (OSError, sqlite3.Error, CorralError) as exc:
+            self.problem = str(exc) if isinstance(exc, CorralError) else _why(exc)
+            return False
+        with contextlib.suppress(sqlite3.Error):
+            self.conn.close()
+        self.conn, self.path, self.problem, self._db = conn, self.wanted, None, None
+        self.identity = _identity(self.wanted)
+        self.generation += 1
+        return True
+
+    def patient(self) -> None:
+        """From now on wait for other writers as long as a record may wait."""
+        with contextlib.suppress(sqlite3.Error):
+            self.conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+
+    def _fault(self, exc: BaseException, opening: bool = False) -> None:
+        """A fault of the file: say so once; move a damaged file of ours aside (RUN) or
+        answer from memory from now on. Another writer holding the file is no fault."""
+        why = _why(exc)
+        if _busy(exc) and not opening:
+            return
+        self.problem = why
+        wanted = self.wanted
+        if _corrupt(exc) and self.purpose == RUN and wanted is not None and _ours(wanted):
+            aside = self._move_aside(wanted)
+            if aside is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    self.conn.close()
+                self.conn, self.path, self._db = _connect(None), None, None
+                if self.reopen():
+                    self.repaired += 1
+                    self._say(
+                        "repaired",
+                        f"{wanted}: database is damaged ({why}); moved it to {aside} "
+                        "and started a new one",
+                    )
+                    return
+        if self.path is not None and (opening or _corrupt(exc)):
+            with contextlib.suppress(sqlite3.Error):
+                self.conn.close()
+            self.conn, self.path, self._db = _connect(None), None, None
+        consequence = {
+            RUN: "the modules run; their records are kept and written as soon as it "
+            "can be, or reported as lost",
+            CACHE: "headers are parsed from the files",
+        }.get(self.purpose, "")
+        self._say("fault", f"{wanted}: cannot use the database ({why}); {consequence}")
+
+    def _say(self, kind: str, message: str) -> None:
+        if kind not in self._said:
+            self._said.add(kind)
+            self.on_warning(message)
 
     @staticmethod
-    def header_from_record(record: bytes) -> Header:
-        return Header.from_record(marshal.loads(record))
+    def _move_aside(path: Path) -> Path | None:
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())  # UTC, as run ids
+        aside = path.with_name(f"{path.name}.corrupt-{stamp}")
+        try:
+            for suffix in ("", "-wal", "-shm"):
+                src = Path(f"{path}{suffix}")
+                if src.exists():
+                    src.rename(f"{aside}{suffix}")
+        except OSError:
+            return None
+        return aside
+
+    def close(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self.conn.close()
+
+    @staticmethod
+    def header_from_record(record: bytes) -> Header | None:
+        """The cached header; None for a record that does not read back (a damaged row)."""
+        try:
+            return Header.from_record(marshal.loads(record))
+        except (ValueError, EOFError, TypeError):
+            return None
 
     @property
     def db(self):
@@ -140,24 +435,22 @@ class Store:
 
     @contextlib.contextmanager
     def write(self) -> Iterator[None]:
-        """One write transaction, taken at once (BEGIN IMMEDIATE) so writers queue, not fail."""
+        """One write transaction, taken at once (BEGIN IMMEDIATE) so writers queue, not fail.
+        After a failed statement or COMMIT nothing of it stays (SQLite may have rolled
+        back already: then there is nothing to roll back)."""
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             yield
+            self.conn.execute("COMMIT")
         except BaseException:
-            self.conn.execute("ROLLBACK")
+            if self.conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self.conn.execute("ROLLBACK")
             raise
-        self.conn.execute("COMMIT")
-
-    def _migrate(self) -> None:
-        with self.write():
-            version = self.conn.execute("PRAGMA user_version").fetchone()[0]
-            for step in _MIGRATIONS[version:]:
-                step(self.db)
-            self.conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     # header cache ------------------------------------------------------------------------
 
+    @_best_effort(dict)
     def cached_headers(self, directory: Path) -> dict[str, tuple[FileKey | None, bytes]]:
         """Cached (FileKey, header record) by path for files under `directory`; {} when none.
 
@@ -174,6 +467,7 @@ class Store:
             for path, dev, ino, size, mtime_ns, parser, header in rows
         }
 
+    @_best_effort(_none)
     def update_header_cache(
         self, parsed: dict[str, tuple[FileKey, Header]], stale: set[str], hits: int
     ) -> None:
@@ -195,11 +489,13 @@ class Store:
                 (hits, len(parsed), time.time()),
             )
 
+    @_reporting
     def cache_stats(self) -> CacheStats:
         entries = self.conn.execute("SELECT count(*) FROM header_cache").fetchone()[0]
         row = self.conn.execute("SELECT hits, misses, loaded_at FROM cache_stats").fetchone()
         return CacheStats(entries, *(row or (0, 0, None)))
 
+    @_reporting
     def clear_cache(self) -> int:
         """Empty the header cache (and the plans built from it); returns how many header
         entries were dropped."""
@@ -210,6 +506,7 @@ class Store:
             self.conn.execute("DELETE FROM plan_memo")
         return count
 
+    @_best_effort(_none)
     def memo_plan(self, key: str) -> tuple[str, str] | None:
         """(plan JSON, warnings) stored under `key`; None when there is none."""
         row = self.conn.execute(
@@ -217,6 +514,7 @@ class Store:
         ).fetchone()
         return (row[0], row[1]) if row else None
 
+    @_best_effort(_none)
     def save_plan(self, key: str, plan: str, warnings: str) -> None:
         """Keep a plan under `key` (the newest MEMO_PLANS only)."""
         with self.write():
@@ -230,6 +528,7 @@ class Store:
                 (MEMO_PLANS,),
             )
 
+    @_best_effort(_none)
     def count_warm_load(self, hits: int) -> None:
         """A load answered from the plan memo: every header was valid in the cache."""
         with self.write():
@@ -244,66 +543,84 @@ class Store:
     # Runs are written row by row as they happen, with plain SQL: sqlite-utils inspects
     # the table on every insert, which would cost more than spawning a no-op module.
 
-    def insert_run(self, row: dict) -> None:
-        with self.write():
-            self._insert("runs", row)
-
-    def update_run(
-        self,
-        run_id: str,
-        values: dict,
-        figures: list[tuple[str, bool, float, int, float]] | None = None,
-    ) -> None:
-        """Set a run's closing values; `figures` (module, ok, duration, peak RSS, CPU
-        seconds) per attempt are what `history` reads back, in one record."""
-        with self.write():
-            self._update("runs", "run_id", run_id, values)
-            if figures is not None:
-                self.conn.execute(
-                    "INSERT OR REPLACE INTO run_figures VALUES (?, ?)",
-                    (run_id, marshal.dumps(figures)),
-                )
-
-    def insert_edges(self, run_id: str, edges: list[tuple[str, str]]) -> None:
-        with self.write():
-            self.conn.executemany(
-                "INSERT INTO run_edges (run_id, module, waits_on) VALUES (?, ?, ?)",
-                [(run_id, a, b) for a, b in edges],
-            )
-
+    @_reporting
     def edges(self, run_id: str) -> list[tuple[str, str]]:
         return list(
             self.conn.execute("SELECT module, waits_on FROM run_edges WHERE run_id = ?", (run_id,))
         )
 
+    @_reporting
     def samples(self, run_id: str) -> list[dict]:
         cur = self.conn.execute("SELECT * FROM samples WHERE run_id = ? ORDER BY t", (run_id,))
         names = [d[0] for d in cur.description]
         return [dict(zip(names, row, strict=True)) for row in cur]
 
+    def insert_run(self, row: dict) -> None:
+        self.write_batch(Batch(runs=[row]))
+
     def write_attempts(
         self, inserts: list[dict], updates: list[tuple[tuple, dict]], samples: list[dict] = ()
     ) -> None:
-        """In one transaction: new module_runs rows, then updates keyed by
-        (run_id, module, attempt), then samples. Rows of one shape go in one executemany."""
+        self.write_batch(Batch(inserts=inserts, updates=updates, samples=list(samples)))
+
+    def write_batch(self, batch: Batch) -> None:
+        """Write `batch` in one transaction: runs rows, edges, new module_runs rows,
+        samples, then updates keyed by (run_id, module, attempt), then closing values of
+        runs. Rows of one shape go in one executemany. Raises sqlite3.Error (or OSError)
+        when the file cannot take it; a store answering from memory first tries its file
+        again, and raises when that fails too: records never go to memory."""
+        if self.path is not None and _identity(self.path) != self.identity:
+            # Removed or replaced under us: what SQLite writes now would land in a file
+            # nobody will ever read. Write into the file now at the path instead.
+            self._say(
+                "replaced",
+                f"{self.path}: the database file was removed or replaced during the run; "
+                "this run's records go to the one now there",
+            )
+            with contextlib.suppress(sqlite3.Error):
+                self.conn.close()
+            self.conn, self.path, self._db = _connect(None), None, None
+        if self.path is None:
+            if not self.reopen():
+                raise sqlite3.OperationalError(self.problem or "no database")
+            self.patient()
+        try:
+            self._write_batch(batch)
+        except sqlite3.DatabaseError as exc:
+            if _corrupt(exc):
+                self._fault(exc)  # a damaged file of ours is moved aside (RUN)
+            raise
+
+    def _write_batch(self, batch: Batch) -> None:
         # An attempt that started and ended within one batch becomes one complete row.
-        pending = {(r["run_id"], r["module"], r["attempt"]): r for r in inserts}
+        pending = {(r["run_id"], r["module"], r["attempt"]): r for r in batch.inserts}
         later = []
-        for key, values in updates:
+        for key, values in batch.updates:
             row = pending.get(key)
             if row is not None:
                 row.update(values)
             else:
                 later.append((key, values))
+        # OR REPLACE: a batch retried after a COMMIT whose outcome was unknown (an I/O
+        # error) must not fail for good on rows it already wrote.
         with self.write():
+            for run_id in batch.resets:
+                self.conn.execute("DELETE FROM run_edges WHERE run_id = ?", (run_id,))
+                self.conn.execute("DELETE FROM module_runs WHERE run_id = ?", (run_id,))
             for (table, columns), rows in _by_shape(
-                [("module_runs", r) for r in inserts] + [("samples", r) for r in samples]
+                [("runs", r) for r in batch.runs]
+                + [("module_runs", r) for r in batch.inserts]
+                + [("samples", r) for r in batch.samples]
             ):
+                verb = "INSERT" if table == "samples" else "INSERT OR REPLACE"
                 self.conn.executemany(
-                    f"INSERT INTO {table} ({', '.join(columns)}) "
+                    f"{verb} INTO {table} ({', '.join(columns)}) "
                     f"VALUES ({', '.join('?' * len(columns))})",
                     rows,
                 )
+            self.conn.executemany(
+                "INSERT INTO run_edges (run_id, module, waits_on) VALUES (?, ?, ?)", batch.edges
+            )
             shapes: dict[tuple, list[tuple]] = {}
             for key, values in later:
                 shapes.setdefault(tuple(values), []).append((*values.values(), *key))
@@ -314,6 +631,13 @@ class Store:
                     "AND attempt = ?",
                     rows,
                 )
+            for run_id, values, figures in batch.ends:
+                self._update("runs", "run_id", run_id, values)
+                if figures is not None:
+                    self.conn.execute(
+                        "INSERT OR REPLACE INTO run_figures VALUES (?, ?)",
+                        (run_id, marshal.dumps(figures)),
+                    )
 
     def _insert(self, table: str, row: dict) -> int:
         sql = f"INSERT INTO {table} ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})"
@@ -323,6 +647,7 @@ class Store:
         sets = ", ".join(f"{column} = ?" for column in values)
         self.conn.execute(f"UPDATE {table} SET {sets} WHERE {pk} = ?", (*values.values(), key))
 
+    @_reporting
     def runs(
         self, limit: int = 20, module_set: str | None = None, host: str | None = None
     ) -> list[dict]:
@@ -339,6 +664,7 @@ class Store:
             )
         )
 
+    @_reporting
     def module_sets(self) -> list[tuple[str, int, str]]:
         """(module set, runs, newest start) of every set recorded, newest first."""
         return list(
@@ -349,6 +675,7 @@ class Store:
             )
         )
 
+    @_best_effort(_none)
     def forget_runs(self, run_ids: list[str]) -> None:
         """Delete these runs' rows from every table that has a run_id column."""
         tables = [
@@ -364,6 +691,7 @@ class Store:
                 for table in tables:
                     self.conn.execute(f"DELETE FROM {table} WHERE run_id IN ({marks})", chunk)
 
+    @_reporting
     def latest_statuses(self, module_set: str, runs: int = 50) -> dict[str, str]:
         """Each module's status at the end of the newest of the last `runs` runs of the
         module set that ran or skipped it."""
@@ -376,6 +704,7 @@ class Store:
             ).fetchall()
         )
 
+    @_reporting
     def final_statuses(self, run_id: str) -> dict[str, str]:
         """Each module's status at the end of a run: its last attempt's (or its skip)."""
         return dict(
@@ -385,6 +714,7 @@ class Store:
             ).fetchall()
         )
 
+    @_reporting
     def attempts(
         self,
         run_id: str | None = None,
@@ -418,6 +748,7 @@ class Store:
             self.db.query(f"{sql} ORDER BY m.start DESC, m.id DESC LIMIT ?", [*args, limit])
         )
 
+    @_best_effort(History)
     def history(self, recent: int = 10, module_set: str | None = None) -> History:
         """What the last `recent` runs of `module_set` (of every set when None) say about
         each module: the median duration of its
@@ -518,8 +849,8 @@ def _by_shape(rows: list[tuple[str, dict]]) -> list[tuple[tuple[str, tuple], lis
 def _wal(conn: sqlite3.Connection) -> None:
     """Switch to WAL once. Two corrals creating one database at the same moment: the
     switch needs the file to itself and SQLite answers "locked" without waiting, so
-    wait here, up to the busy timeout."""
-    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    wait here, as long as anything before the first spawn waits."""
+    deadline = time.monotonic() + BRIEF_BUSY_MS / 1000
     while True:
         try:
             if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":

@@ -92,3 +92,71 @@ def marked_sleeper():
     for proc in procs:
         proc.kill()
         proc.wait()
+
+
+class Mounts:
+    """Real mounts for a test (tmpfs, read-only binds), all undone at teardown."""
+
+    def __init__(self):
+        self.points: list = []
+
+    def _mount(self, *args: str) -> None:
+        made = subprocess.run(["mount", *args], capture_output=True, text=True)
+        if made.returncode != 0:
+            if os.environ.get("CORRAL_REQUIRE_TOOLS"):
+                pytest.fail(f"mount {' '.join(args)}: {made.stderr.strip()}")
+            pytest.skip(f"cannot mount here: {made.stderr.strip()}")
+        self.points.append(args[-1])
+
+    def tmpfs(self, path, size: str) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        self._mount("-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(path))
+
+    def read_only(self, path) -> None:
+        """`path` bound onto itself, read-only: writes fail with EROFS, even as root."""
+        self._mount("--bind", "-o", "ro", str(path), str(path))
+
+    def undo(self) -> None:
+        for point in reversed(self.points):
+            subprocess.run(["umount", "-l", point], check=False)
+        self.points = []
+
+
+@pytest.fixture
+def mounts():
+    made = Mounts()
+    yield made
+    made.undo()
+
+
+@pytest.fixture
+def immutable():
+    """chattr +i on paths (root cannot write them either); undone at teardown."""
+    done: list = []
+
+    def make(*paths) -> None:
+        for path in paths:
+            made = subprocess.run(["chattr", "+i", str(path)], capture_output=True, text=True)
+            if made.returncode != 0:
+                pytest.skip(f"chattr +i {path}: {made.stderr.strip()}")
+            done.append(path)
+
+    yield make
+    for path in reversed(done):
+        subprocess.run(["chattr", "-i", str(path)], check=False)
+
+
+def fill(directory) -> None:
+    """Fill the filesystem of `directory` up to the last byte (file `filler`)."""
+    with open(directory / "filler", "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+        except OSError:
+            pass
+    with open(directory / "filler2", "wb", buffering=0) as f:  # the last partial block
+        try:
+            while True:
+                f.write(b"\0" * 512)
+        except OSError:
+            pass

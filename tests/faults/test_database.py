@@ -87,14 +87,3 @@ def test_a_writer_killed_200_times_keeps_every_acknowledged_row(tmp_path):
     assert acked and acked <= stored
     # The control: the kills really landed inside writes, not only between them.
     assert mid_write >= 20, mid_write
-
-
-def test_a_corrupt_database_is_moved_aside_and_the_run_happens(corral):
-    corral.db.write_bytes(b"this is not a database" * 1000)
-    corral.module("a", body="echo ran")
-    result = corral("run")
-    assert result.code == 0, result.err
-    assert "moved it to" in result.err
-    aside = list(corral.db.parent.glob("corral.db.corrupt-*"))
-    assert aside and aside[0].read_bytes().startswith(b"this is not a database")
-    assert db_rows(corral.db, "SELECT status FROM runs") == [{"status": "ok"}]

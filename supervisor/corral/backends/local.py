@@ -144,7 +144,7 @@ class LocalExecutor:
         self._devnull = -1
         self._signals = Signals(children=True)
         self._cwd: str | None = None
-        self._home = os.getcwd()
+        self._home = _cwd()  # None: the directory corral started in is gone
         self._dirs: dict[str, str] = {}  # a module's directory as given -> absolute
         self._trust = Checker()  # opens each module to run, checked (as root)
         self.run_id = run_id
@@ -214,8 +214,9 @@ class LocalExecutor:
         self._epoll.close()
         os.close(self._devnull)
         self._devnull = -1
-        if self._cwd is not None:
-            os.chdir(self._home)
+        if self._cwd is not None and self._home is not None:
+            with contextlib.suppress(OSError):  # it may have been removed meanwhile
+                os.chdir(self._home)
 
     # start -----------------------------------------------------------------------------
 
@@ -234,7 +235,7 @@ class LocalExecutor:
         try:
             directory = self._dirs.get(given)
             if directory is None:  # relative to where corral started, before any chdir
-                directory = os.path.abspath(os.path.join(self._home, given))
+                directory = os.path.abspath(os.path.join(self._home or "", given))
                 self._dirs[given] = directory
             # perf: posix_spawn has no cwd: corral is single-threaded, so change its own
             # and remember it (most modules share one directory, so this is rarely a
@@ -294,7 +295,7 @@ class LocalExecutor:
         given, file = os.path.split(spec.path)
         directory = self._dirs.get(given)
         if directory is None:  # relative to where corral started, before any chdir
-            directory = os.path.abspath(os.path.join(self._home, given))
+            directory = os.path.abspath(os.path.join(self._home or "", given))
             self._dirs[given] = directory
         path = f"{directory}/{file}"
         try:
@@ -718,3 +719,10 @@ class LocalExecutor:
 def open_executor(place) -> LocalExecutor:
     """The registry's constructor (see corral.backends)."""
     return LocalExecutor(place.config.grace, place.config.log_limit, place.on_line, place.run_id)
+
+
+def _cwd() -> str | None:
+    try:
+        return os.getcwd()
+    except OSError:
+        return None

@@ -1,0 +1,147 @@
+"""No success without work (issue 12.6) and a header or config means what it says (12.7):
+real modules that leave markers, run by the real corral. A refused run runs nothing
+(no marker) and says why with exit 2; the controls show the same modules do run."""
+
+from __future__ import annotations
+
+import pytest
+
+NOT_MODULES = {
+    "a.sh~": "backup",
+    ".a.sh.swp": "backup",
+    "a.sh.orig": "backup",
+    "a.sh.dpkg-old": "backup",
+    "b.bash": ".bash",
+    "50-cleanup": "without .sh",
+}
+
+
+@pytest.fixture
+def tagged(corral, tmp_path):
+    """Modules a (tags: web) and b (tags: db), leaving markers; the markers' directory."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    corral.module("a", "tags: web", f"touch {marks}/a")
+    corral.module("b", "tags: db", f"touch {marks}/b")
+    return marks
+
+
+def ran(marks) -> set[str]:
+    return {p.name for p in marks.iterdir()}
+
+
+@pytest.mark.parametrize(
+    ("args", "why"),
+    [
+        (["--tag", "wbe"], "--tag wbe: no module has that tag (tags in use: db, web)"),
+        (["--tag", "web,nope"], "--tag nope: no module has that tag"),
+        (["--tag", "db", "a"], "no module among a has tag db"),
+        (["--exclude", "a,b"], "every selected module is excluded (a, b)"),
+        (["--tag", ""], "--tag '': empty"),
+        ([""], "target '': empty"),
+    ],
+)
+def test_a_selection_of_nothing_is_an_error_that_says_why(corral, tagged, args, why):
+    result = corral("run", *args)
+    assert result.code == 2 and why in result.err, result.err
+    assert not ran(tagged) and "Traceback" not in result.err
+
+
+def test_tags_split_like_a_header_list(corral, tagged):
+    """The control for the cases above: the same modules, selected, do run."""
+    result = corral("run", "--tag", "web,db")
+    assert result.code == 0, result.err
+    assert ran(tagged) == {"a", "b"}
+    assert corral("plan", "--tag", "wbe").code == 2  # plan refuses it too
+
+
+def test_a_directory_without_modules_is_an_error_naming_what_is_there(corral, tmp_path):
+    for name in NOT_MODULES:
+        (corral.modules / name).write_text("#!/bin/bash\ntouch ran\n")
+    result = corral("run")
+    assert result.code == 2 and "no modules to run: no *.sh files" in result.err
+    assert all(name in result.err for name in NOT_MODULES), result.err
+    assert not (corral.modules / "ran").exists()
+
+
+@pytest.mark.parametrize("command", [["run", "-q"], ["run", "--json"], ["check"]])
+def test_files_that_look_like_scripts_but_are_not_modules_are_warned_of(corral, command):
+    corral.module("a")
+    for name in NOT_MODULES:
+        (corral.modules / name).write_text("#!/bin/bash\ntrue\n")
+    (corral.modules / "README").write_text("not a script\n")
+    (corral.modules / "data.csv").write_text("1,2\n")
+    result = corral(*command)
+    assert result.code == 0, result.err
+    warned = [line for line in result.err.splitlines() if "not run:" in line]
+    assert sorted(n for n in NOT_MODULES if any(f"/{n}:" in w for w in warned)) == sorted(
+        NOT_MODULES
+    )
+    assert len(warned) == len(NOT_MODULES)  # README and data.csv are no scripts
+
+
+@pytest.mark.parametrize("command", [["run", "-q"], ["run", "--json"]])
+def test_every_warning_reaches_stderr_also_when_quiet(corral, command):
+    corral.module("a", "colour: blue")
+    result = corral(*command)
+    assert result.code == 0 and "unknown key 'colour'" in result.err, result.err
+
+
+def test_a_byte_order_mark_does_not_hide_the_header(corral, tmp_path):
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    corral.module("first", body=f"sleep 0.3; touch {marks}/first")
+    path = corral.module("second", "requires: first", f"test -e {marks}/first")
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    result = corral("run", "--json", "second")
+    assert result.code == 0, result.err
+    assert [m["name"] for m in result.json()["modules"]] == ["first", "second"]
+
+
+def test_a_misspelt_ordering_key_is_an_error_not_a_silent_early_start(corral, tmp_path):
+    corral.module("first", body="sleep 0.3")
+    corral.module("second", "require: first", "touch ran")
+    result = corral("run")
+    assert result.code == 2 and "did you mean 'requires'?" in result.err
+    assert "second.sh:2:" in result.err
+    assert not (corral.modules / "ran").exists()
+
+
+@pytest.mark.parametrize(
+    ("setting", "key"),
+    [
+        ('fail_fast: "perhaps"', "fail_fast"),
+        ("jobs: 1e100", "jobs"),
+        ("max_load: .nan", "max_load"),
+        ("grace: 99999999999999999d", "grace"),
+        ("log_limit: [1M]", "log_limit"),
+        ("facilities: {net: [$dns], dns: [$net]}", "facilities: cycle $dns -> $net -> $dns"),
+        ("pools: {apt: 0}", "pools"),
+    ],
+)
+def test_a_config_value_that_is_not_what_it_says_is_an_error_naming_the_key(
+    corral, tmp_path, setting, key
+):
+    corral.module("a", body=f"touch {tmp_path}/ran")
+    (corral.modules.parent / "corral.yaml").write_text(setting + "\n")
+    result = corral("run")
+    assert result.code == 2 and f"corral.yaml: {key}" in result.err, result.err
+    assert "Traceback" not in result.err and not (tmp_path / "ran").exists()
+
+
+@pytest.mark.parametrize(("text", "fail_fast"), [('"false"', False), ("on", True)])
+def test_fail_fast_as_text_means_what_it_says(corral, tmp_path, text, fail_fast):
+    corral.module("bad", body="exit 1")
+    corral.module("later", "after: bad", f"touch {tmp_path}/later")
+    (corral.modules.parent / "corral.yaml").write_text(f"fail_fast: {text}\n")
+    result = corral("run", "-j", "1")
+    assert result.code == 1
+    assert (tmp_path / "later").exists() != fail_fast
+
+
+@pytest.mark.parametrize("flag", ["--max-load=nan", "-j=99999"])
+def test_a_flag_out_of_range_is_an_error_naming_it(corral, tmp_path, flag):
+    corral.module("a", body=f"touch {tmp_path}/ran")
+    result = corral("run", *flag.split("=", 1))
+    assert result.code == 2 and flag.split("=")[0].lstrip("-") in result.err, result.err
+    assert not (tmp_path / "ran").exists()

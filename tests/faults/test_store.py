@@ -1,0 +1,259 @@
+"""The database is never a reason not to run (issue 12.1) and nothing at its path that
+is not corral's is touched (12.2). Each fault is real: a read-only bind mount, chattr
++i, a full tmpfs, a sqlite3 process holding BEGIN EXCLUSIVE, zeroed pages, a garbage
+WAL. Afterwards every module has run (its marker file exists) and is either recorded
+or named in the message saying what was not recorded."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import subprocess
+
+import pytest
+
+from ..conftest import damage, db_rows
+from .conftest import Running, fill
+
+NAMES = ("a", "b", "c")
+
+
+@pytest.fixture
+def marked(corral, tmp_path):
+    """Three modules that each leave a marker file; returns the markers' directory."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    for name in NAMES:
+        corral.module(name, body=f"touch {marks}/{name}")
+    return marks
+
+
+def ran(marks) -> set[str]:
+    return {p.name for p in marks.iterdir()}
+
+
+def rows(db, run_id: str) -> dict[str, str]:
+    return {
+        r["module"]: r["status"]
+        for r in db_rows(db, "SELECT module, status FROM module_runs WHERE run_id = ?", run_id)
+    }
+
+
+def accounted(corral, result) -> dict[str, str]:
+    """Every module ran, no traceback, and each is recorded or said to be not recorded.
+    Returns the recorded statuses."""
+    assert "Traceback" not in result.err, result.err
+    run = result.json()
+    assert {m["name"]: m["status"] for m in run["modules"]} == dict.fromkeys(NAMES, "ok")
+    try:
+        stored = rows(corral.db, run["run_id"])
+    except sqlite3.Error:
+        stored = {}
+    lost = [line for line in result.err.splitlines() if "not recorded" in line]
+    for name in NAMES:
+        assert stored.get(name) == "ok" or (lost and name in lost[0]), (name, result.err)
+    return stored
+
+
+def sqlite_write_fails(db) -> str:
+    """The control: the sqlite3 shell cannot write either; returns its complaint."""
+    done = subprocess.run(
+        [need_sqlite3(), "-cmd", ".timeout 100", str(db), "CREATE TABLE probe (x)"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode != 0, "the fault is not real: sqlite3 could write"
+    return done.stderr
+
+
+def need_sqlite3() -> str:
+    from ..test_lint import need
+
+    return need("sqlite3")
+
+
+@pytest.mark.parametrize("fault", ["read-only mount", "immutable file"])
+def test_a_database_that_cannot_be_written_does_not_stop_the_run(
+    corral, marked, mounts, immutable, fault
+):
+    corral.db = corral.db.parent / "state" / "corral.db"
+    assert corral("run").code == 0  # the database exists, with one run
+    for marker in marked.iterdir():
+        marker.unlink()
+    if fault == "read-only mount":
+        mounts.read_only(corral.db.parent)
+    else:
+        db_rows(corral.db, "PRAGMA wal_checkpoint(TRUNCATE)")
+        immutable(corral.db)
+    sqlite_write_fails(corral.db)
+    result = corral("run", "--json")
+    assert ran(marked) == set(NAMES)
+    assert result.code == 1 and result.json()["status"] == "ok"
+    assert accounted(corral, result) == {}
+    assert result.err.count("not recorded") == 1
+    assert len(db_rows(corral.db, "SELECT * FROM runs")) == 1
+
+
+def test_a_full_disk_loses_nothing_once_space_comes_back_within_the_run(
+    corral, marked, mounts, tmp_path
+):
+    small = tmp_path / "small"
+    mounts.tmpfs(small, "1m")
+    corral.db = small / "corral.db"
+    assert corral("run").code == 0
+    fill(small)
+    sqlite_write_fails(corral.db)
+    # New modules: their headers miss the cache, so the cache write meets the full disk.
+    corral.module("free", body=f"sleep 1; rm {small}/filler")
+    corral.module("late", "requires: free", "sleep 1.5")
+    result = corral("run", "--json", "free", "late", *NAMES)
+    assert "Traceback" not in result.err and result.code == 0, result.err
+    assert ran(marked) == set(NAMES)
+    assert "recording again" in result.err
+    assert rows(corral.db, result.json()["run_id"]) == dict.fromkeys([*NAMES, "free", "late"], "ok")
+
+
+def test_a_disk_that_stays_full_says_what_was_not_recorded(corral, marked, mounts, tmp_path):
+    small = tmp_path / "small"
+    mounts.tmpfs(small, "1m")
+    fill(small)
+    corral.db = small / "corral.db"  # does not exist yet: it cannot even be created
+    result = corral("run", "--json")
+    assert ran(marked) == set(NAMES)
+    assert result.code == 1
+    accounted(corral, result)
+    assert result.err.count("not recorded") == 1
+
+
+def test_a_write_lock_held_by_another_process_delays_records_not_modules(corral, marked):
+    assert corral("run").code == 0
+    for marker in marked.iterdir():
+        marker.unlink()
+    holder = subprocess.Popen(
+        [need_sqlite3(), str(corral.db)], stdin=subprocess.PIPE, text=True, stdout=subprocess.PIPE
+    )
+    holder.stdin.write("BEGIN EXCLUSIVE;\nSELECT 'held';\n")
+    holder.stdin.flush()
+    assert holder.stdout.readline().strip() == "held"
+    try:
+        sqlite_write_fails(corral.db)  # the control: the lock is real
+        run = Running(corral, "--json")
+        for name in NAMES:  # every module ran while the lock was still held
+            run.wait_for(marked / name)
+        assert holder.poll() is None
+    finally:
+        holder.stdin.write("COMMIT;\n")
+        holder.stdin.close()
+        holder.wait(10)
+    code, out, err = run.finish()
+    assert code == 0 and "Traceback" not in err, err
+    assert rows(corral.db, json.loads(out)["run_id"]) == dict.fromkeys(NAMES, "ok")
+
+
+def test_a_damaged_database_of_ours_is_moved_aside_and_the_run_recorded(corral, marked):
+    assert corral("run").code == 0
+    damage(corral.db)
+    with pytest.raises(sqlite3.DatabaseError):  # the control: the damage is real
+        db_rows(corral.db, "SELECT * FROM module_runs")
+    result = corral("run", "--json")
+    assert result.code == 0 and "moved it to" in result.err, result.err
+    assert accounted(corral, result) == dict.fromkeys(NAMES, "ok")
+    aside = [
+        p
+        for p in corral.db.parent.glob("corral.db.corrupt-*")
+        if not p.name.endswith(("-wal", "-shm"))
+    ]
+    assert len(aside) == 1, aside
+
+
+def test_a_garbage_wal_is_ignored_and_the_run_recorded(corral, marked):
+    assert corral("run").code == 0
+    db_rows(corral.db, "PRAGMA wal_checkpoint(TRUNCATE)")
+    wal = corral.db.with_name("corral.db-wal")
+    wal.write_bytes(bytes(range(256)) * 400)
+    result = corral("run", "--json")
+    assert result.code == 0, result.err
+    assert accounted(corral, result) == dict.fromkeys(NAMES, "ok")
+    assert len(db_rows(corral.db, "SELECT * FROM runs")) == 2
+
+
+def test_a_database_path_under_a_file_runs_unrecorded(corral, marked, tmp_path):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file, not a directory")
+    corral.db = blocker / "corral.db"
+    result = corral("run", "--json")
+    assert ran(marked) == set(NAMES) and result.code == 1
+    accounted(corral, result)
+    assert result.err.count("cannot use the database") == 1 and "not a directory" in result.err
+
+
+def test_a_database_removed_during_the_run_gets_the_whole_run_again(corral, marked):
+    assert corral("run").code == 0
+    before = corral.db.stat().st_ino
+    corral.module("remover", body=f"rm -f {corral.db} {corral.db}-wal {corral.db}-shm")
+    corral.module("late", "requires: remover", "sleep 0.5")
+    result = corral("run", "--json")
+    assert result.code == 0 and "removed or replaced" in result.err, result.err
+    assert corral.db.stat().st_ino != before  # the control: it really went
+    recorded = rows(corral.db, result.json()["run_id"])
+    assert recorded == dict.fromkeys([*NAMES, "remover", "late"], "ok")
+    assert db_rows(corral.db, "SELECT status FROM runs") == [{"status": "ok"}]
+
+
+def test_another_program_s_sqlite_database_is_refused_and_left_alone(corral, marked):
+    conn = sqlite3.connect(corral.db)
+    conn.execute("CREATE TABLE invoices (n)")
+    conn.commit()
+    conn.close()
+    before = corral.db.read_bytes()
+    result = corral("run")
+    assert result.code == 2 and "another program's SQLite database" in result.err
+    assert not ran(marked) and corral.db.read_bytes() == before
+
+
+@pytest.mark.parametrize("thing", ["directory", "text file"])
+def test_what_is_not_a_corral_database_is_refused_and_left_alone(corral, marked, thing):
+    if thing == "directory":
+        corral.db.mkdir()
+        (corral.db / "keep").write_text("mine")
+    else:
+        corral.db.write_text("my notes\n" * 100)
+    before = sorted(p.name for p in corral.db.parent.iterdir())
+    for command in (["run"], ["history"], ["plan"], ["docs", "--out", str(corral.db.parent)]):
+        result = corral(*command)
+        assert result.code == 2 and str(corral.db) in result.err, (command, result.err)
+        assert "Traceback" not in result.err
+    assert not ran(marked)
+    assert sorted(p.name for p in corral.db.parent.iterdir()) == before
+    if thing == "directory":
+        assert (corral.db / "keep").read_text() == "mine"
+    else:
+        assert corral.db.read_text() == "my notes\n" * 100
+
+
+def test_every_command_on_a_damaged_database_gives_one_message(corral, marked):
+    assert corral("run").code == 0
+    damage(corral.db)
+    out = corral.db.parent / "report"
+    expect = {
+        ("history",): 1,
+        ("history", "a"): 1,
+        ("docs", "--out", str(out)): 1,
+        ("cache", "stats"): 1,
+        ("cache", "clear"): 1,
+        ("plan",): 0,
+        ("check",): 0,
+    }
+    for command, code in expect.items():
+        result = corral(*command)
+        assert result.code == code and "Traceback" not in result.err, (command, result.err)
+        assert len(result.err.strip().splitlines()) <= 2, (command, result.err)  # check: +1
+        assert "malformed" in result.err, (command, result.err)
+    assert not list(corral.db.parent.glob("corral.db.corrupt-*"))  # reading moves nothing
+    # The control: the same commands on a sound database give no such message.
+    shutil.move(corral.db, corral.db.with_name("damaged.db"))
+    assert corral("run").code == 0
+    for command in [("history",), ("cache", "stats"), ("plan",)]:
+        result = corral(*command)
+        assert "malformed" not in result.err and result.code == 0, (command, result.err)
