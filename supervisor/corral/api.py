@@ -359,10 +359,9 @@ def untrusted_files(config: Config, modules: list[str]) -> list[Problem]:
     user could change (what `run`, `run --dry-run` and `check` refuse alike)."""
     if os.geteuid() != 0:
         return []
-    from corral.trust import untrusted
+    from corral.trust import library_tree, untrusted
 
-    lib = lib_dir(config)
-    files = [*modules, *sorted(str(p) for p in lib.glob("*.sh"))] if lib.is_dir() else modules
+    files = [*modules, *library_tree(lib_dir(config))]
     files += [str(config.config_file)] if config.config_file else []
     return untrusted(files)
 

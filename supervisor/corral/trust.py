@@ -37,13 +37,33 @@ def untrusted(paths: Iterable[str | Path], euid: int | None = None) -> list[Prob
     with Checker() as checker:
         for path in paths:
             try:
-                os.close(checker.open(os.fspath(path)))
+                if os.path.isdir(path):
+                    checker.check_directory(os.fspath(path))
+                else:
+                    os.close(checker.open(os.fspath(path)))
             except UnsafePath as exc:
                 problems.append(Problem(path, 1, refusal(os.fspath(path), exc)))
             except OSError as exc:
                 why = f"{path} cannot be checked ({exc.strerror})"
                 problems.append(Problem(path, 1, f"refusing to run as root: {why}"))
     return problems
+
+
+def library_tree(root: Path) -> list[str]:
+    """Every directory and file under the library `root`, hidden ones and any name
+    included, following links into other directories once: a module may source any of
+    them through $CORRAL_LIB, so all of them are checked. [] when `root` is missing."""
+    found: list[str] = []
+    seen: set[str] = set()
+    for directory, _dirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(directory)
+        if real in seen:  # a link back up the tree
+            _dirs.clear()
+            continue
+        seen.add(real)
+        found.append(directory)
+        found += (os.path.join(directory, name) for name in sorted(files))
+    return found
 
 
 def refusal(path: str, exc: UnsafePath) -> str:
@@ -104,6 +124,18 @@ class Checker:
             return fd  # (O_NONBLOCK means nothing to a regular file)
         except BaseException:
             os.close(fd)
+            raise
+
+    def check_directory(self, path: str) -> None:
+        """Raises UnsafePath when another user could change the directory `path`, one
+        above it or a link on the way (a sticky world-writable one included)."""
+        path = os.path.abspath(path)
+        if path in self._bad:
+            raise self._bad[path]
+        try:
+            self._walker.directory(path)
+        except UnsafePath as exc:
+            self._bad[path] = exc
             raise
 
     def open_module(self, path: str) -> int:

@@ -212,3 +212,39 @@ def test_bash_runs_the_descriptor_it_was_given_not_the_name(tmp_path):
     assert subprocess.run(["bash", str(module)], capture_output=True, text=True).stdout == (
         "swapped\n"
     )  # the control: by name, bash runs whatever the name points at now
+
+
+@pytest.mark.parametrize(
+    "where",
+    ["sub/evil.sh", ".hidden/evil.sh", "settings.conf"],
+    ids=["subdirectory", "hidden-directory", "not-a-.sh-file"],
+)
+def test_every_file_and_directory_under_lib_counts(corral, where):
+    """A module may source anything under $CORRAL_LIB: a file nobody owns anywhere in the
+    tree (a subdirectory, a hidden one, any name) is refused like lib/*.sh is."""
+    marker = corral.modules.parent / "pwned"
+    lib = corral.modules.parent / "lib"
+    (lib / "log.sh").parent.mkdir(parents=True)
+    (lib / "log.sh").write_text("log() { :; }\n")
+    evil = lib / where
+    evil.parent.mkdir(parents=True, exist_ok=True)
+    evil.write_text(f"touch {marker}\n")
+    module = corral.module("user", body=f'. "$CORRAL_LIB/{where}"')
+    os.chown(evil, NOBODY, NOGROUP)
+    if evil.parent != lib:
+        os.chown(evil.parent, NOBODY, NOGROUP)  # nobody's directory: it could add files
+    refused_everywhere(corral, f"{evil.parent if evil.parent != lib else evil}")
+    assert not marker.exists()
+    env = {**os.environ, "CORRAL_LIB": str(lib)}
+    subprocess.run(["bash", str(module)], env=env, capture_output=True, timeout=30)
+    assert marker.exists()  # the control: without the check, root runs nobody's file
+
+
+def test_an_empty_directory_another_user_owns_under_lib_is_refused(corral):
+    lib = corral.modules.parent / "lib"
+    (lib / "later").mkdir(parents=True)
+    os.chown(lib / "later", NOBODY, NOGROUP)
+    corral.module("a")
+    refused_everywhere(corral, f"{lib / 'later'}")
+    os.chown(lib / "later", 0, 0)  # the control: root's directory is fine
+    assert corral("run").code == 0
