@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 
 import click
 import pytest
@@ -132,3 +133,42 @@ def test_every_option_of_every_command_is_in_the_user_docs(name, command):
         longs = [o for o in (*param.opts, *param.secondary_opts) if o.startswith("--")]
         if longs and "--help" not in longs:
             assert any(o in docs for o in longs), f"corral {name} {longs[0]} is not in usage.md"
+
+
+BUG = """
+import sys
+import corral.api as api
+def broken(*a, **k):
+    raise RuntimeError("a bug planted by the test")
+api.load_graph = broken
+from corral.cli import main
+sys.argv = ["corral", "--modules", sys.argv[1], "--db", sys.argv[2], "list"]
+main(prog_name="corral")
+"""
+
+
+def test_a_bug_in_corral_is_one_line_and_exit_70_never_a_traceback(corral, tmp_path):
+    corral.module("a")
+    cmd = [sys.executable, "-c", BUG, str(corral.modules), str(corral.db)]
+    env = {**corral.env, "TMPDIR": str(tmp_path)}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 70
+    assert "Traceback" not in done.stderr
+    assert "corral: internal error: RuntimeError: a bug planted by the test" in done.stderr
+    kept = list(tmp_path.glob("corral-error-*.txt"))
+    assert len(kept) == 1 and "Traceback" in kept[0].read_text()
+    shown = subprocess.run(  # the control: CORRAL_DEBUG shows the traceback it caught
+        cmd, capture_output=True, text=True, env={**env, "CORRAL_DEBUG": "1"}, timeout=60
+    )
+    assert shown.returncode == 70 and "Traceback" in shown.stderr
+
+
+def test_out_of_range_retention_and_an_empty_modules_list_are_usage_errors(corral):
+    corral.module("a")
+    for env in ({"CORRAL_KEEP_DAYS": "800000"}, {"CORRAL_KEEP_DAYS": "inf"}):
+        result = corral("run", "-q", extra_env=env)
+        assert result.code == 2 and "keep_days" in result.err.lower()
+        assert "Traceback" not in result.err
+    result = corral("prune", "--keep-days", "1e400")
+    assert result.code == 2 and "Traceback" not in result.err
+    assert corral("run", "-q", extra_env={"CORRAL_KEEP_DAYS": "36525"}).code == 0

@@ -24,7 +24,10 @@ class CorralGroup(click.Group):
         from corral import streams
 
         streams.install()  # before anything opens a file or prints (docs/reliability.md)
-        return super().main(*args, **kwargs)
+        try:
+            return super().main(*args, **kwargs)
+        except Exception as exc:  # the last line of defence: no traceback reaches a user
+            sys.exit(_internal_error(exc))
 
     def invoke(self, ctx: click.Context):
         try:
@@ -52,6 +55,33 @@ class CorralGroup(click.Group):
             where = f"{exc.filename}: " if exc.filename else ""
             click.echo(f"corral: {where}{exc.strerror or exc}", err=True)
             ctx.exit(2)
+
+
+INTERNAL_ERROR = 70  # EX_SOFTWARE
+
+
+def _internal_error(exc: BaseException) -> int:
+    """Says in one line that corral hit a bug, keeps the traceback in a new file of its
+    own (or prints it with CORRAL_DEBUG=1), and returns the exit status for it."""
+    import tempfile
+    import traceback
+
+    text = "".join(traceback.format_exception(exc))
+    if os.environ.get("CORRAL_DEBUG"):
+        sys.stderr.write(text)
+        where = "above"
+    else:
+        try:
+            fd, where = tempfile.mkstemp(prefix="corral-error-", suffix=".txt")  # O_EXCL
+            with os.fdopen(fd, "w") as file:
+                file.write(text)
+        except OSError:
+            where = "not kept (set CORRAL_DEBUG=1 to see it)"
+    sys.stderr.write(
+        f"corral: internal error: {type(exc).__name__}: {exc}\n"
+        f"corral: this is a bug in corral; the details are in {where}\n"
+    )
+    return INTERNAL_ERROR
 
 
 GLOBAL_OPTIONS = {"--modules": "DIR", "--db": "PATH", "--config": "FILE"}
@@ -805,7 +835,7 @@ def log(ctx, module, run):
 )
 @click.option(
     "--keep-days",
-    type=click.FloatRange(min=0),
+    type=click.FloatRange(min=0, max=36525),
     metavar="DAYS",
     help="Keep runs started in the last DAYS days (0: no limit). Default: keep_days.",
 )

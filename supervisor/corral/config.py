@@ -141,6 +141,11 @@ def load_config(
     elif env.get("CORRAL_MODULES"):
         dirs = tuple(Path(d) for d in env["CORRAL_MODULES"].split(os.pathsep) if d)
         sources["modules"] = "env CORRAL_MODULES"
+        if not dirs:
+            raise UsageError(
+                f"$CORRAL_MODULES={env['CORRAL_MODULES']!r} names no directory "
+                "(a list of directories separated by ':')"
+            )
     else:
         dirs, sources["modules"] = (Path("modules"),), "default"
     config_file = config_file or env.get("CORRAL_CONFIG") or None
@@ -309,6 +314,9 @@ def _whole(value: object) -> int:
     return int(str(value))
 
 
+MAX_DAYS = 36525  # a century; 0 is how to say "no limit"
+
+
 def _days(value: object) -> float:
     """Days as a number (`30`, `0.5`), or a duration (`12h`, `2d`); 0: no limit."""
     text = str(value).strip()
@@ -316,8 +324,8 @@ def _days(value: object) -> float:
         days = float(text)
     except ValueError:
         days = parse_duration(text) / 86400
-    if days < 0:
-        raise ValueError("expected days, at least 0 (0: no limit)")
+    if not 0 <= days <= MAX_DAYS:  # also NaN and infinity
+        raise ValueError(f"expected days, 0 to {MAX_DAYS} (0: no limit)")
     return days
 
 

@@ -41,7 +41,10 @@ def prune(
     ).fetchall()
     cutoff = None
     if keep_days:
-        cutoff = (dt.datetime.now(dt.UTC) - dt.timedelta(days=keep_days)).isoformat()
+        try:
+            cutoff = (dt.datetime.now(dt.UTC) - dt.timedelta(days=keep_days)).isoformat()
+        except OverflowError:  # before the first representable date: nothing is that old
+            cutoff = None
     seen: dict[str, int] = {}
     doomed = []
     for run_id, directory, started in runs:
