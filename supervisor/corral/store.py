@@ -199,8 +199,9 @@ def _connect(path: Path | None, create: bool = True) -> sqlite3.Connection:
     )
     try:
         conn.execute(f"PRAGMA busy_timeout={BRIEF_BUSY_MS}")
-        old = conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION
-        if old and path is not None:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        old = version < SCHEMA_VERSION
+        if version == 0 and path is not None:  # never migrated by corral: whose is it?
             _refuse_other_apps(conn, path)  # before anything is written to it
         if path is not None:
             _wal(conn)
