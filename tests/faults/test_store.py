@@ -190,14 +190,14 @@ def test_a_database_path_under_a_file_runs_unrecorded(corral, marked, tmp_path):
 
 def test_a_database_removed_during_the_run_gets_the_whole_run_again(corral, marked):
     assert corral("run").code == 0
-    before = corral.db.stat().st_ino
     corral.module("remover", body=f"rm -f {corral.db} {corral.db}-wal {corral.db}-shm")
     corral.module("late", "requires: remover", "sleep 0.5")
     result = corral("run", "--json")
     assert result.code == 0 and "removed or replaced" in result.err, result.err
-    assert corral.db.stat().st_ino != before  # the control: it really went
     recorded = rows(corral.db, result.json()["run_id"])
     assert recorded == dict.fromkeys([*NAMES, "remover", "late"], "ok")
+    # the control: the first run's row went with the old file (an inode number may be
+    # reused, so that is what shows the file is new)
     assert db_rows(corral.db, "SELECT status FROM runs") == [{"status": "ok"}]
 
 
