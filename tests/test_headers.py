@@ -260,3 +260,14 @@ def test_garbage_values_give_errors_not_exceptions(pairs, lsb):
     for p in h.problems:
         assert 1 <= p.line <= len(lines) + 2
     assert Header.from_record(h.to_record()) == h
+
+
+@pytest.mark.parametrize("bad", ["\x1b[2J", "\x1b]0;TITLE\x07", "\r", "\x9b31m", "\x08"])
+def test_control_characters_in_a_header_value_are_an_error_naming_the_line(bad):
+    text = f"#!/bin/bash\n# tags: x\n# description: all good {bad}ok\n"
+    header = parse_header(text.encode())
+    assert [(p.line, p.severity) for p in header.problems] == [(3, "error")]
+    assert "control character" in header.problems[0].message
+    assert header.description == ""
+    clean = parse_header("#!/bin/bash\n# description: all\tgood — ok\n".encode())  # control
+    assert clean.problems == () and clean.description == "all\tgood — ok"

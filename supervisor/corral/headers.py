@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, fields
 
 from corral.errors import Problem
 
-PARSER_VERSION = 4  # bump when Header or parsing changes: the cache re-parses everything
+PARSER_VERSION = 5  # bump when Header or parsing changes: the cache re-parses everything
 
 LIST_KEYS = ("requires", "wants", "after", "before", "provides", "locks", "tags")
 SCALAR_KEYS = (
@@ -155,6 +155,9 @@ def parse_size(text: str) -> int:
     return int(float(match.group(1)) * SIZE_UNITS[match.group(2).lower()])
 
 
+CONTROL_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")  # tab is fine
+
+
 def split_list(value: str) -> list[str]:
     """`a b, c` -> ['a', 'b', 'c']: lists are separated by spaces and/or commas."""
     return [item for item in re.split(r"[\s,]+", value) if item]
@@ -187,6 +190,10 @@ class _Builder:
                 self.problem(line, f"{key}: given twice (first on line {self.lines[key]})")
             return
         self.lines[key] = line
+        control = CONTROL_RE.search(value.strip())  # a CRLF line end is not one
+        if control:  # shown by list, plan, docs, status: it must not drive a terminal
+            self.problem(line, f"{key}: control character {control.group()!r} in {value.strip()!r}")
+            return
         try:
             self.values[key] = _scalar(key, value)
         except ValueError as exc:
