@@ -492,7 +492,10 @@ def _host_args(ctx: click.Context) -> list[str]:
             targets = [str(v) for v in value]
         elif param.is_flag and param.secondary_opts:
             out.append(param.opts[-1] if value else param.secondary_opts[-1])
-        elif param.is_flag:  # a plain flag, or one of several sharing a name (--failed)
+        elif param.is_flag and getattr(param, "is_bool_flag", False):
+            if value is True:  # (clicks differ in what flag_value a boolean flag has)
+                out.append(param.opts[-1])
+        elif param.is_flag:  # one of several flags sharing a name (--failed, --resume)
             if value is not None and value is not False and value == param.flag_value:
                 out.append(param.opts[-1])
         elif param.multiple:  # --opt=value: never mistaken for a flag and a target

@@ -27,7 +27,19 @@ from pathlib import Path
 
 # The run path's imports that are not in the standard library (checked by the fleet
 # tests, whose hosts run the zipapp with `python3 -I -S`).
-VENDORED = ("click", "yaml", "sqlite_utils", "sqlite_fts4", "dateutil", "six", "pluggy", "tabulate")
+VENDORED = ("click", "yaml", "sqlite_utils", "sqlite_fts4", "dateutil", "pluggy", "tabulate")
+# Imported by some versions of the packages above only (python-dateutil < 4 needs six,
+# 4 does not): shipped when installed here, never a reason to refuse a fleet run.
+OPTIONAL = ("six",)
+
+
+def shipped() -> tuple[str, ...]:
+    """The packages the zipapp carries: corral, its run path's imports, and whichever
+    optional ones this Python has."""
+    present = tuple(n for n in OPTIONAL if importlib.util.find_spec(n) is not None)
+    return ("corral", *VENDORED, *present)
+
+
 # Settings that name places on the controller, not on the host.
 CONTROLLER_ONLY = ("db", "log_dir", "modules", "lib", "ssh_options", "fanout", "connect_timeout")
 ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed, so the same sources make the same bytes
@@ -100,7 +112,7 @@ def zipapp_bytes() -> bytes:
         zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf,
         tempfile.TemporaryDirectory() as tmp,
     ):
-        entries = [e for name in ("corral", *VENDORED) for e in package_files(name)]
+        entries = [e for name in shipped() for e in package_files(name)]
         entries.append((None, "__main__.py"))
         for source, arcname in sorted(entries, key=lambda e: e[1]):
             data = MAIN if source is None else source.read_bytes()
@@ -133,7 +145,7 @@ def sources_key() -> str:
     """Names what the zipapp is built from: every source file's path, size and mtime,
     and this Python's bytecode magic."""
     h = hashlib.sha256(importlib.util.MAGIC_NUMBER)
-    for name in ("corral", *VENDORED):
+    for name in shipped():
         for path, arcname in package_files(name):
             st = path.stat()
             h.update(f"{arcname}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
