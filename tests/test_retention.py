@@ -32,7 +32,7 @@ def test_a_run_keeps_only_the_newest_runs_of_its_module_set(corral):
     ] == ids[2:]
     assert all(n <= 2 for n in counts(corral.db).values()), counts(corral.db)
     logs = corral.db.parent / "logs"
-    assert sorted(p.name for p in logs.iterdir() if p.name != "latest") == ids[2:]
+    assert sorted(p.name for p in logs.iterdir() if p.name != "latest") == sorted(ids[2:])
     assert "hello" in corral("log", "a").out
 
 
