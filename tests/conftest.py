@@ -77,16 +77,7 @@ class Corral:
         extra_env: dict | None = None,
         input: str | None = None,
     ) -> Result:
-        cmd = [
-            sys.executable,
-            "-m",
-            "corral",
-            "--modules",
-            str(self.modules),
-            "--db",
-            str(self.db),
-            *args,
-        ]
+        cmd = self.argv(*args)
         env = {**self.env, **(extra_env or {})}
         proc = subprocess.run(
             cmd,
@@ -98,6 +89,19 @@ class Corral:
             input=input,
         )
         return Result(proc.returncode, proc.stdout, proc.stderr)
+
+    def argv(self, *args: str) -> list[str]:
+        """The command line of this corral (its modules and database) with `args`."""
+        return [
+            sys.executable,
+            "-m",
+            "corral",
+            "--modules",
+            str(self.modules),
+            "--db",
+            str(self.db),
+            *args,
+        ]
 
     def module(self, name: str, header: str = "", body: str = "true", **kw) -> Path:
         return write_module(self.modules, name, header, body, **kw)

@@ -6,7 +6,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -180,17 +179,7 @@ def test_second_run_exits_3_naming_the_holder_or_waits(corral):
     gate = corral.modules.parent / "gate"
     corral.module("hold", body=f"touch {gate}; sleep 1.5")
     first = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "corral",
-            "--modules",
-            str(corral.modules),
-            "--db",
-            str(corral.db),
-            "run",
-            "-q",
-        ],
+        corral.argv("run", "-q"),
         env=corral.env,
     )
     try:
@@ -216,18 +205,7 @@ def test_sigterm_stops_every_module_and_exits_143(corral):
     corral.module("later", "requires: sleeper")
     (corral.modules.parent / "corral.yaml").write_text("grace: 1s\n")
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "corral",
-            "--modules",
-            str(corral.modules),
-            "--db",
-            str(corral.db),
-            "run",
-            "-j",
-            "3",
-        ],
+        corral.argv("run", "-j", "3"),
         env=corral.env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

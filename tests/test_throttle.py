@@ -221,19 +221,7 @@ def test_module_needing_memory_waits_for_the_ballast_to_go(corral):
     keep = available - (1 << 30) - (256 << 20)  # fits now, not with 1 GiB of ballast
     with Load(mem=1 << 30) as load:
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "corral",
-                "--modules",
-                str(corral.modules),
-                "--db",
-                str(corral.db),
-                "run",
-                "--json",
-                "--min-free-mem",
-                str(keep),
-            ],
+            corral.argv("run", "--json", "--min-free-mem", str(keep)),
             env=corral.env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 
 import pytest
@@ -20,17 +19,7 @@ class Running:
     def __init__(self, corral, *args: str, **popen):
         self.corral = corral
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "corral",
-                "--modules",
-                str(corral.modules),
-                "--db",
-                str(corral.db),
-                "run",
-                *args,
-            ],
+            corral.argv("run", *args),
             env=popen.pop("env", corral.env),
             stdin=subprocess.DEVNULL,
             stdout=popen.pop("stdout", subprocess.PIPE),

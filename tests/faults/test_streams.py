@@ -117,18 +117,7 @@ def test_a_working_directory_deleted_before_the_run(corral, chatty, tmp_path):
     gone.mkdir()
     # Bash enters it, removes it, then starts corral there (with absolute paths).
     script = f"cd {gone} && rmdir {gone} && " + " ".join(
-        shlex.quote(a)
-        for a in (
-            sys.executable,
-            "-m",
-            "corral",
-            "--modules",
-            str(corral.modules),
-            "--db",
-            str(corral.db),
-            "run",
-            "-q",
-        )
+        shlex.quote(a) for a in corral.argv("run", "-q")
     )
     done = subprocess.run(["bash", "-c", script], env=corral.env, capture_output=True, text=True)
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
