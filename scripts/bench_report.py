@@ -36,6 +36,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 import corral_under_test  # noqa: E402
 
+from corral.batch import Batch  # noqa: E402
 from corral.store import Store, module_set_key  # noqa: E402
 
 TARGET_S, TARGET_MB = 10.0, 500.0
@@ -81,7 +82,7 @@ def fill_store(db: Path, modules: Path, size: int, runs: int, seed: int = 1) -> 
                 "cache_misses": 0,
             }
         )
-        store.insert_edges(run_id, [(n, d) for n in names for d in deps[n]])
+        store.write_batch(Batch(edges=[(run_id, n, d) for n in names for d in deps[n]]))
         inserts, figures = [], []
         end_of: dict[str, float] = {}
         failed: set[str] = set()
@@ -158,17 +159,14 @@ def fill_store(db: Path, modules: Path, size: int, runs: int, seed: int = 1) -> 
         ]
         for i in range(0, len(inserts), 5000):
             store.write_attempts(inserts[i : i + 5000], [], samples if i == 0 else [])
-        store.update_run(
-            run_id,
-            {
-                "ended": iso(wall0 + makespan),
-                "status": "failed" if failed else "ok",
-                "exit_code": 1 if failed else 0,
-                "makespan_s": makespan,
-                "work_s": sum(f[2] for f in figures),
-            },
-            figures,
-        )
+        ending = {
+            "ended": iso(wall0 + makespan),
+            "status": "failed" if failed else "ok",
+            "exit_code": 1 if failed else 0,
+            "makespan_s": makespan,
+            "work_s": sum(f[2] for f in figures),
+        }
+        store.write_batch(Batch(ends=[(run_id, ending, figures)]))
         wall0 += makespan + 600
         mono0 += makespan + 600
     store.close()

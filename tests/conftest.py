@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,9 +109,30 @@ class Corral:
 
 
 @pytest.fixture
-def corral(tmp_path: Path) -> Corral:
+def corral(tmp_path: Path) -> Iterator[Corral]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
     env["XDG_STATE_HOME"] = str(tmp_path / "state")
+    # The load gate is tested where it is the subject (test_throttle, test_scheduler);
+    # elsewhere a busy test host must not hold the test's own modules back.
+    env["CORRAL_MAX_LOAD"] = "1000"
     modules = tmp_path / "modules"
     modules.mkdir()
-    return Corral(modules, tmp_path / "corral.db", env)
+    made = Corral(modules, tmp_path / "corral.db", env)
+    yield made
+    remove_cgroups(made.db)
+
+
+def remove_cgroups(db: Path) -> None:
+    """A test's runs leave no empty cgroups on the host: those its runs recorded (a
+    crashed run's, a detached daemon's) go as the next start of corral would remove
+    them; a busy one stays."""
+    from corral import cgroups
+
+    if not db.is_file():  # (a test's FIFO or directory there is left alone)
+        return
+    try:
+        rows = db_rows(db, "SELECT cgroups FROM runs WHERE cgroups IS NOT NULL")
+    except sqlite3.Error:
+        return
+    for row in rows:
+        cgroups.remove_run(row["cgroups"].split(os.pathsep))

@@ -58,7 +58,8 @@ def test_the_account_of_the_critical_path_adds_up_to_the_makespan():
     assert run.account[LOCKS] == pytest.approx(0.1)
     assert run.account[JOBS] == pytest.approx(0.1)
     assert sum(run.account.values()) == pytest.approx(run.makespan)
-    assert verdict(run).startswith("critical path (86% of the makespan)")
+    assert str(verdict(run)).startswith("critical path (86% of the makespan)")
+    assert verdict(run).name == "critical path"
 
 
 def test_a_gate_refusal_for_slots_counts_as_jobs_not_throttle():
@@ -67,12 +68,14 @@ def test_a_gate_refusal_for_slots_counts_as_jobs_not_throttle():
     )
     assert run.critical_path == ["b"]
     assert run.account[JOBS] == pytest.approx(1.0) and run.account[THROTTLE] == 0
-    assert verdict(run).startswith("jobs (91% of the makespan)")
+    assert str(verdict(run)).startswith("jobs (91% of the makespan)")
 
 
 def test_a_held_module_names_the_throttle_and_its_kind():
     run = scripted({"a": [attempt(0.0, 1.0)], "b": [attempt(3.0, 2.05, throttle=3.0, kind="load")]})
-    text = verdict(run)
+    bound = verdict(run)
+    assert bound.term == THROTTLE and bound.held_for == "load"
+    text = str(bound)
     assert text.startswith("throttle (59% of the makespan)") and "held for: load" in text
     assert "more jobs would not help" not in text
 
@@ -109,10 +112,16 @@ def test_rates_show_never_run_and_always_retried_modules():
         )
         for _ in range(3)
     ]
-    rates = {m["name"]: m for m in module_rates(runs)}
-    assert rates["never"]["skip_rate"] == 1 and rates["never"]["retry_rate"] is None
-    assert rates["flaky"]["retry_rate"] == 1 and rates["flaky"]["failure_rate"] == 0
-    assert [m["name"] for m in troubled(list(rates.values()))] == ["flaky", "never"]
+    rates = {m.name: m for m in module_rates(runs)}
+    assert rates["never"].skip_rate == 1 and rates["never"].retry_rate is None
+    assert rates["flaky"].retry_rate == 1 and rates["flaky"].failure_rate == 0
+    assert [m.name for m in troubled(list(rates.values()))] == ["flaky", "never"]
+
+
+def test_an_empty_run_is_bound_by_nothing():
+    run = scripted({"never": []}, status={"never": "skipped"})
+    assert verdict(run).term is None and str(verdict(run)) == "nothing ran"
+    assert module_rates([]) == [] and troubled([]) == []
 
 
 @settings(max_examples=200, deadline=None)

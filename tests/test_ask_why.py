@@ -3,6 +3,7 @@ goes on, `corral why MODULE`, `corral log MODULE [RUN]` and logs/latest."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import subprocess
 import sys
@@ -52,8 +53,12 @@ def test_status_shows_what_runs_and_what_waits_on_what(corral, tmp_path):
         }
         assert waiting["pkg_php"] == "lock pkgdb held by pkg_nginx"
         assert waiting["web"] == "requires pkg_nginx"
-        state = corral("status", "--json").json()
+        published = corral("status", "--json").json()
+        (state,) = published["running"]
         assert state["running"][0]["name"] == "pkg_nginx" and state["total"] == 3
+        assert published["last"]["run_id"] == state["run_id"]
+        for when in (state["started"], state["written"], state["running"][0]["start"]):
+            assert dt.datetime.fromisoformat(when).utcoffset() == dt.timedelta(0), when
     finally:
         go.touch()
         out, err = run.communicate(timeout=60)
@@ -126,3 +131,79 @@ def test_why_a_skipped_module_never_started(corral):
     out = corral("why", "dep").out
     assert "dep in run" in out and "never started: requires bad, which failed" in out
     assert "attempt" not in out
+
+
+def test_why_names_the_lock_and_its_holder(corral, tmp_path):
+    go = tmp_path / "go"
+    for name in ("pkg_nginx", "pkg_php"):
+        corral.module(
+            name,
+            "locks: pkgdb",
+            body=f"touch {tmp_path / name}; while [ ! -e {go} ]; do sleep 0.05; done",
+        )
+    run = subprocess.Popen(
+        corral.argv("run", "-j", "4", "-l", "1000"),
+        env=corral.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not any((tmp_path / n).exists() for n in ("pkg_nginx", "pkg_php")):
+            assert run.poll() is None and time.monotonic() < deadline, run.communicate()
+            time.sleep(0.05)
+        holder = "pkg_nginx" if (tmp_path / "pkg_nginx").exists() else "pkg_php"
+        waiter = "pkg_php" if holder == "pkg_nginx" else "pkg_nginx"
+        time.sleep(0.3)  # the waiter waits a while
+    finally:
+        go.touch()
+        out, err = run.communicate(timeout=60)
+    assert run.returncode == 0, out + err
+    why = corral("why", waiter)
+    assert why.code == 0, why.err
+    assert f"(lock pkgdb held by {holder})" in why.out, why.out
+    # the control: the module that got the lock first waited for none
+    first = corral("why", holder).out
+    assert "locks 0.00s," in first and "held by" not in first
+
+
+def test_status_shows_every_run_in_progress(corral, tmp_path):
+    """Two module sets sharing a database (and so the log directory), both running: each
+    is shown, not only the newest; the control is that `latest` names just one."""
+    other = tmp_path / "other"
+    gates = {}
+    for name, where in (("alpha", corral.modules), ("beta", other)):
+        gates[name] = tmp_path / f"{name}.started"
+        (where / f"{name}.sh").parent.mkdir(parents=True, exist_ok=True)
+        (where / f"{name}.sh").write_text(
+            f"touch {gates[name]}; while [ ! -e {tmp_path / 'go'} ]; do sleep 0.05; done\n"
+        )
+    runs = []
+    try:
+        for where, name in ((corral.modules, "alpha"), (other, "beta")):
+            argv = [sys.executable, "-m", "corral", "--modules", str(where), "--db",
+                    str(corral.db), "run", "-q"]  # fmt: skip
+            runs.append(subprocess.Popen(argv, env=corral.env, stderr=subprocess.PIPE))
+            wait_for(gates[name], runs[-1])
+        deadline = time.monotonic() + 20
+        while True:
+            status = corral("status")
+            if status.out.count("running:") == 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert status.code == 0, status.err
+        assert status.out.startswith(f"2 runs in progress under {corral.db.parent / 'logs'}:")
+        assert f"of {other}" in status.out and f"of {corral.modules}" in status.out
+        assert "  alpha" in status.out and "  beta" in status.out
+        published = corral("status", "--json").json()
+        assert {s["modules"] for s in published["running"]} == {str(corral.modules), str(other)}
+        latest = (corral.db.parent / "logs" / "latest" / "status.json").read_text()
+        assert ("alpha" in latest) != ("beta" in latest)  # the control: latest has one
+    finally:
+        (tmp_path / "go").touch()
+        for run in runs:
+            run.wait(60)
+    assert [run.returncode for run in runs] == [0, 0]
+    assert "no run in progress" in corral("status").out
+    assert corral("status", "--json").json()["running"] == []

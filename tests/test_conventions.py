@@ -48,10 +48,11 @@ def test_short_flags_as_make_and_ninja_spell_them(corral):
 def test_precedence_flag_over_environment_over_config_file(user, tmp_path):
     modules = tmp_path / "modules"
     (tmp_path / "corral.yaml").write_text("jobs: 5\ndb: from_config.db\nmax_load: 7\n")
-    config = user("config", "--json").json()
+    unset = {"CORRAL_MAX_LOAD": ""}  # the fixture's (an empty value is unset)
+    config = user("config", "--json", env=unset).json()
     assert config["jobs"] == {"value": 5, "source": f"config {tmp_path / 'corral.yaml'}"}
     assert config["db"]["value"] == str(tmp_path / "from_config.db")
-    env = {"CORRAL_DB": str(tmp_path / "from_env.db"), "CORRAL_JOBS": "3"}
+    env = {"CORRAL_DB": str(tmp_path / "from_env.db"), "CORRAL_JOBS": "3", **unset}
     config = user("config", "--json", env=env).json()
     assert config["db"] == {"value": str(tmp_path / "from_env.db"), "source": "env CORRAL_DB"}
     assert config["jobs"] == {"value": 3, "source": "env CORRAL_JOBS"}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from corral.fleet.controller import HostResult
+from corral.fleet.hosts import HostResult
 from corral.fleet.records import add_records, save_host, start_fleet_run
 from corral.fleet.report import fleet_section, spread
 from corral.store import Store

@@ -6,7 +6,7 @@ import io
 import re
 import time
 
-from corral.fleet.controller import (
+from corral.fleet.hosts import (
     FAILED,
     OK,
     RUNNING,

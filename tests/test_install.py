@@ -199,3 +199,46 @@ def test_bash_completion_offers_module_names_and_tags(install, tmp_path):
     assert complete(*base, "run", "--tag", "''") == ["data", "frontend"]
     assert complete(*base, "history", "d") == ["db_pg"]
     assert complete(*base, "pl") == ["plan"]
+
+
+def test_a_fleet_run_from_the_user_install_ships_what_its_hosts_need(install, tmp_path):
+    """The zipapp is derived from this fresh venv's own metadata (whatever versions the
+    index gave it: python-dateutil 4 without six, sqlite-utils requiring pip …) and runs
+    on simulated hosts under `python3 -I -S`, importing nothing installed there."""
+    import json
+
+    modules = tmp_path / "modules"
+    write_module(modules, "a", "", "true")
+    write_module(modules, "b", "requires: a", "true")
+    launch = f"env XDG_STATE_HOME={tmp_path}/%h HOME={tmp_path}/%h bash -c"
+    script = (
+        "import json\n"
+        "from corral import api\n"
+        "from corral.config import load_config\n"
+        "from corral.fleet import bundle\n"
+        f"config = load_config(({str(modules)!r},), {str(tmp_path / 'controller.db')!r})\n"
+        "outcome = api.run_fleet(config, api.open_store(config), 'sim[1-2]', [], fanout=2,"
+        f" exec_command={launch!r})\n"
+        "print(json.dumps({'shipped': bundle.shipped_distributions(), 'code': outcome.exit_code,"
+        " 'hosts': [h.as_json() for h in outcome.hosts]}))\n"
+    )
+    result = subprocess.run(
+        [str(install.venv / "bin" / "python"), "-c", script],
+        cwd=tmp_path,
+        env=install.env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.splitlines()[-1])
+    assert out["code"] == 0, out["hosts"]
+    assert [h["status"] for h in out["hosts"]] == ["ok", "ok"]
+    assert [m["name"] for m in out["hosts"][0]["run"]["modules"]] == ["a", "b"]
+    installed = {
+        re.sub(r"[-_.]+", "-", p.name.split("-")[0]).lower()
+        for p in install.site_packages().glob("*.dist-info")
+    }
+    assert set(out["shipped"]) <= installed  # only what this venv has …
+    assert {"click", "pyyaml", "sqlite-utils"} <= set(out["shipped"])
+    assert not {"pip", "psutil", "clustershell"} & set(out["shipped"])  # … and hosts need

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import signal
 
+from corral.logmarks import marked_lines, read_ranges
 from corral.output import LINES_PER_SECOND, MAX_LINE, Output
 from corral.signals import Signals
 
@@ -15,7 +16,7 @@ from corral.signals import Signals
 def collect(log_path=None, cap=1 << 20):
     lines: list[bytes] = []
     out = Output(
-        "m", None if log_path is None else str(log_path), cap, lambda _, b: lines.append(b)
+        "m", None if log_path is None else str(log_path), cap, lambda _, b, _err: lines.append(b)
     )
     return out, lines
 
@@ -97,3 +98,39 @@ def test_signals_arrive_as_numbers_once_each_and_handlers_are_restored():
         assert signals.wait(5.0) == [signal.SIGHUP, signal.SIGTERM]
         assert signals.wait(0.0) == []
     assert signal.getsignal(signal.SIGHUP) is before
+
+
+def test_each_stream_has_its_own_partial_line_and_stderr_is_marked(tmp_path):
+    log = tmp_path / "m.log"
+    shown: list[tuple[bytes, bool]] = []
+    out = Output("m", str(log), 1 << 20, lambda _, b, err: shown.append((b, err)))
+    out.feed(b"half of ")
+    out.feed(b"warn\n", err=True)
+    out.feed(b"out\n")
+    out.feed(b"no end", err=True)
+    out.end_display()
+    out.close_log()
+    assert shown == [(b"warn", True), (b"half of out", False), (b"no end", True)]
+    assert log.read_bytes() == b"half of warn\nout\nno end"
+    assert read_ranges(str(log)) == [(8, 13), (17, 23)]
+    with log.open("rb") as f:
+        assert list(marked_lines(f, read_ranges(str(log)))) == [
+            (b"warn", True),
+            (b"half of out", False),
+            (b"no end", True),
+        ]
+
+
+def test_stderr_ranges_are_bounded_and_say_where_they_stop(tmp_path):
+    log = tmp_path / "m.log"
+    out, _ = collect(log, cap=1 << 20)
+    for _ in range(40_000):  # a stream switch every byte: a range per byte
+        out.feed(b"o")
+        out.feed(b"e", err=True)
+    out.close_log()
+    ranges = read_ranges(str(log))
+    kept = log.with_name("m.log.stderr-ranges").read_text()
+    assert len(kept) <= (1 << 20) // 8 + 200  # the bound, the header and the last word
+    assert kept.rstrip().splitlines()[-1].startswith("# from byte ")
+    assert ranges[:3] == [(1, 2), (3, 4), (5, 6)] and 1000 < len(ranges) < 40_000
+    assert log.stat().st_size == 80_000

@@ -45,9 +45,9 @@ def test_a_throttled_runs_verdict_names_the_throttle(corral, tmp_path):
     assert corral("run", "-q", "-j", "2", *OPEN_GATE).code == 0
     text, data = docs(corral, tmp_path / "open")
     assert data["runs"][0]["verdict"].startswith("critical path")
-    # Held: keeping a petabyte free refuses `short` while `long` runs (the gate always
-    # lets one start when nothing runs), so it starts only when `long` ends.
-    assert corral("run", "-q", "-j", "2", *OPEN_GATE, "--min-free-mem", "1000000G").code == 0
+    # Held: a load target no second module fits under refuses `short` while `long` runs
+    # (the gate always lets one start when nothing runs), so it starts when `long` ends.
+    assert corral("run", "-q", "-j", "2", "--max-load", "0.01").code == 0
     text, data = docs(corral, tmp_path / "held")
     verdict = data["runs"][0]["verdict"]
     assert verdict.startswith("throttle") and "more jobs would not help" not in verdict

@@ -7,9 +7,10 @@ import re
 import signal
 import subprocess
 import time
-from pathlib import Path
 
-from .conftest import db_rows
+import pytest
+
+from .conftest import db_rows, write_module
 from .runtrace import processes_with
 
 
@@ -80,6 +81,41 @@ def test_module_sees_design_environment_cwd_and_no_stdin(corral):
     assert by_name(result)["env"]["log_path"].endswith("env.log")
 
 
+@pytest.mark.parametrize("locale", ["C.UTF-8", "C"])
+def test_each_attempt_sees_its_own_environment_directory_and_name(corral, tmp_path, locale):
+    """Attempts after the first are handed to a bash started (and contained) ahead of
+    time, with the environment the previous one had: what differs must reach it exactly,
+    whatever bytes it holds and whatever the locale, and what was unset must be gone."""
+    modules = tmp_path / "mod ul'es é"
+    modules.mkdir()
+    body = (
+        'printf "%s|" "$0" "$PWD" "$CORRAL_MODULE" "$CORRAL_ATTEMPT" "$ODD" "${GONE-unset}"; '
+        'echo "$LINENO"'
+    )
+    for i in range(6):
+        write_module(modules, f"m{i}", body=body)
+    odd = "x\udcff y'z\\ $HOME `id` \n\tend é"
+    env = {**corral.env, "ODD": odd, "LC_ALL": locale}
+    argv = [a if a != str(corral.modules) else str(modules) for a in corral.argv("run", "-j", "2")]
+    proc = subprocess.run(
+        argv, env={k: os.fsencode(v) for k, v in env.items()}, capture_output=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    logs = corral.db.parent / "logs"
+    for i in range(6):
+        seen = next(logs.glob(f"2*/m{i}.log")).read_bytes().split(b"|")
+        assert seen[:4] == [
+            os.fsencode(f"{modules}/m{i}.sh"),
+            os.fsencode(modules),
+            f"m{i}".encode(),
+            b"1",
+        ]
+        assert seen[4] == os.fsencode(odd) and seen[5] == b"unset"
+        text = (modules / f"m{i}.sh").read_text().splitlines()
+        line = next(n for n, t in enumerate(text, 1) if "printf" in t)
+        assert seen[6].strip() == str(line).encode()  # the module's own line numbers
+
+
 def test_timeout_terms_the_group_then_kills_what_ignores_term(corral):
     (corral.modules.parent / "corral.yaml").write_text("grace: 0.5s\n")
     corral.module("polite", "timeout: 0.3s", "sleep 30 & wait")
@@ -97,38 +133,6 @@ def test_timeout_terms_the_group_then_kills_what_ignores_term(corral):
     assert mods["after_polite"]["reason"] == "requires polite, which timed out"
     assert elapsed < 20  # nobody waited for the 30 s sleeps
     assert processes_with(f"CORRAL_RUN_ID={result.json()['run_id']}") == []
-
-
-def test_retries_rerun_with_backoff_and_record_every_attempt(corral):
-    (corral.modules.parent / "corral.yaml").write_text("retry_backoff: 0.1s\n")
-    count = corral.modules.parent / "count"
-    corral.module(
-        "flaky",
-        "retries: 2",
-        f"""
-        n=$(( $(cat {count} 2>/dev/null || echo 0) + 1 )); echo $n > {count}
-        echo "attempt $CORRAL_ATTEMPT"
-        [[ $n -ge 2 ]]
-    """,
-    )
-    corral.module("never", "retries: 1", "exit 4")
-    result = corral("run", "--json")
-    assert result.code == 1
-    mods = by_name(result)
-    assert mods["flaky"]["status"] == "ok" and mods["flaky"]["attempts"] == 2
-    assert mods["never"]["status"] == "failed" and mods["never"]["attempts"] == 2
-    attempts = db_rows(
-        corral.db,
-        "SELECT module, attempt, status, exit_code, log_path "
-        "FROM module_runs ORDER BY module, attempt",
-    )
-    assert [(a["module"], a["attempt"], a["status"]) for a in attempts] == [
-        ("flaky", 1, "failed"),
-        ("flaky", 2, "ok"),
-        ("never", 1, "failed"),
-        ("never", 2, "failed"),
-    ]
-    assert Path(attempts[1]["log_path"]).read_text() == "attempt 2\n"
 
 
 def test_daemonising_module_does_not_hang_the_run_and_is_cleaned_up(corral):
@@ -205,7 +209,7 @@ def test_sigterm_stops_every_module_and_exits_143(corral):
     corral.module("later", "requires: sleeper")
     (corral.modules.parent / "corral.yaml").write_text("grace: 1s\n")
     proc = subprocess.Popen(
-        corral.argv("run", "-j", "3"),
+        corral.argv("run", "-j", "3", "--max-load", "1000"),  # a busy host holds none back
         env=corral.env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -265,3 +269,20 @@ def test_run_leaves_no_descriptor_or_zombie_in_process(tmp_path):
     except ChildProcessError:
         pass
     store.close()
+
+
+def test_relative_database_and_log_paths_mean_from_where_corral_started(corral, tmp_path):
+    # A run changes directory into its modules' directory before it writes records;
+    # `--db st/a.db` is still the file beside the caller, for every spawn path.
+    for i in range(3):  # m0's record is written while m2 still runs
+        corral.module(f"m{i}", body=f"echo hello; sleep {i * 0.3}")
+    (tmp_path / "st").mkdir()
+    argv = [a if a != str(corral.db) else "st/a.db" for a in corral.argv("run", "-j", "2")]
+    for cgroups in ("0", "1"):
+        env = {**corral.env, "CORRAL_CGROUPS": cgroups}
+        proc = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, env=env)
+        assert proc.returncode == 0, proc.stderr
+        assert "removed or replaced" not in proc.stderr
+    assert not (corral.modules / "st").exists()
+    assert len(list((tmp_path / "st" / "logs").glob("2*/m0*"))) == 2
+    assert len(db_rows(tmp_path / "st" / "a.db", "SELECT * FROM module_runs")) == 6

@@ -9,6 +9,7 @@ minutes takes microseconds, and each rule of the loop is checked by name.
 from __future__ import annotations
 
 import signal
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -18,7 +19,7 @@ from corral.backends.dryrun import DryRunExecutor
 from corral.backends.fake import Ends, FakeClock, FakeExecutor
 from corral.config import load_config
 from corral.events import ModuleSkipped, ModuleStarted, RunFinished, Sampled, Waiting
-from corral.scheduler import MAX_BACKOFF, RunSettings, Scheduler, backoff
+from corral.scheduler import MAX_BACKOFF, RunSettings, Scheduler, backoff, fail_fast
 from corral.status import Status
 from corral.throttle import Block, Host, Jobs, Refusal
 
@@ -101,6 +102,41 @@ def test_a_module_that_cannot_start_fails_and_skips_its_requirers():
     assert h.status("b") == Status.SKIPPED
 
 
+def test_a_module_the_place_can_never_start_fails_at_once_and_the_rest_runs():
+    """A declared need above the host's memory: failed at the run's start, never
+    retried, never given to the gate (which would hold it for ever), requirers skipped."""
+    h = replay(
+        {
+            "first": {},
+            "huge": {"retries": 3, "memory": 100 * GiB, "requires": ("first",)},
+            "needs": {"requires": ("huge",)},
+            "wants": {"wants": ("huge",)},
+        },
+        {"first": [Ends(5.0)]},
+        fake={"host": Host(mem_available=GiB, mem_total=2 * GiB)},
+        never={"huge": "memory: 100G is more than this host's 2G"},
+    )
+    assert h.status("huge") == Status.FAILED and "huge" not in h.order()
+    assert len(h.summary("huge").attempts) == 1  # no retry of what can never start
+    assert h.summary("huge").last.reason == "cannot start: memory: 100G is more than this host's 2G"
+    assert h.summary("needs").reason == "requires huge, which failed"
+    assert h.starts("wants") == [0.0]  # at once, not after `first`: huge's end is known
+    assert h.status("first") == Status.OK and h.outcome.exit_code == 1
+    assert h.of(Waiting) == []  # the gate never held anything
+
+
+def test_without_the_verdict_the_gate_holds_that_module_for_ever():
+    """The control: the same need handed to the gate waits (here an hour, until a
+    SIGTERM ends the run)."""
+    h = replay(
+        {"huge": {"memory": 100 * GiB}},
+        signals=[(3600.0, signal.SIGTERM)],
+        fake={"host": Host(mem_available=GiB, mem_total=2 * GiB)},
+    )
+    assert h.fake.started == [] and h.of(Waiting)[0].modules == ["huge"]
+    assert h.summary("huge").reason == "not started: run interrupted by SIGTERM"
+
+
 # --jobs ----------------------------------------------------------------------------------
 
 
@@ -174,7 +210,7 @@ def test_fail_fast_lets_running_modules_finish_and_starts_nothing_new():
         {"bad": {}, "slow": {}, "later": {"after": ("bad", "slow")}},
         {"bad": [Ends(1.0, exit=1)], "slow": [Ends(3.0)]},
         jobs=2,
-        fail_fast=True,
+        stop_when=fail_fast,
     )
     assert h.status("slow") == Status.OK  # not stopped
     assert h.fake.stopped == []
@@ -186,7 +222,7 @@ def test_fail_fast_ends_a_pending_retry_as_it_is():
     h = replay(
         {"flaky": {"retries": 3}, "bad": {}},
         {"flaky": [Ends(1.0, exit=1)], "bad": [Ends(2.0, exit=1)]},
-        fail_fast=True,
+        stop_when=fail_fast,
         retry_backoff=10.0,
     )
     assert h.starts("flaky") == [0.0]  # its retry was due at 11, after bad failed
@@ -199,6 +235,50 @@ def test_without_fail_fast_the_rest_still_runs():
         {"bad": [Ends(1.0, exit=1)]},
     )
     assert h.status("other") == Status.OK and h.outcome.exit_code == 1
+
+
+# stop policies ---------------------------------------------------------------------------
+
+
+def test_a_stop_policy_sees_each_settled_module_and_its_reason_skips_the_rest():
+    seen = []
+
+    def two_failures(name, status):
+        seen.append((name, status))
+        failed = [n for n, s in seen if s == Status.FAILED]
+        return f"not started: {', '.join(failed)} failed" if len(failed) >= 2 else None
+
+    h = replay(
+        {"a": {}, "b": {}, "c": {"after": ("a", "b")}, "d": {"after": ("c",)}},
+        {"a": [Ends(1.0, exit=1)], "b": [Ends(2.0, exit=1)]},
+        jobs=2,
+        stop_when=two_failures,
+    )
+    assert seen == [("a", Status.FAILED), ("b", Status.FAILED)]  # skipped ones are not told
+    assert h.summary("c").reason == h.summary("d").reason == "not started: a, b failed"
+    assert h.order() == ["a", "b"] and h.fake.stopped == []
+
+
+def test_a_stop_policy_that_never_answers_stops_nothing():
+    # Control for the test above: the same history, a policy that says None.
+    h = replay(
+        {"a": {}, "b": {}, "c": {"after": ("a", "b")}},
+        {"a": [Ends(1.0, exit=1)], "b": [Ends(2.0, exit=1)]},
+        jobs=2,
+        stop_when=lambda name, status: None,
+    )
+    assert h.status("c") == Status.OK
+
+
+def test_a_stop_policy_is_not_asked_once_a_signal_stopped_the_run():
+    asked = []
+    h = replay(
+        {"a": {}, "b": {"after": ("a",)}},
+        {"a": [Ends(2.0)]},
+        signals=[(1.0, signal.SIGHUP)],
+        stop_when=lambda name, status: asked.append(name),
+    )
+    assert asked == [] and h.summary("b").reason == "not started: corral got SIGHUP"
 
 
 # signals ---------------------------------------------------------------------------------
@@ -364,6 +444,30 @@ def test_a_closed_gate_is_asked_once_per_workload_and_every_module_behind_it_wai
     assert [a.throttle_wait_s for a in waited] == [float(i) for i in range(1, n)]
 
 
+def test_a_module_held_behind_a_closed_gate_records_the_gate_s_latest_reason(monkeypatch):
+    """The gate's reason changes while modules wait (the host's load moves): each module
+    records the reason in force when it was last held, also those no pass looked at."""
+    from corral.backends import fake as fake_backend
+
+    sample = fake_backend.FakeExecutor.sample
+
+    def moving(self):  # the host's other load: 5 until t=1.5, then 7, from t=3.5 none
+        now = self.clock.now
+        load = 5.0 if now < 1.5 else 7.0 if now < 3.5 else 0.0
+        self.host = Host(load, 8 * GiB, 8 * GiB, 0.0, 0.0)
+        return sample(self)
+
+    monkeypatch.setattr(fake_backend.FakeExecutor, "sample", moving)
+    h = replay({f"m{i}": {} for i in range(6)}, jobs=4, max_load=2.0)
+    # one at a time while the host is busy; once it is idle the rest start in one pass
+    assert [h.starts(f"m{i}") for i in range(4)] == [[0.0], [1.0], [2.0], [3.0]]
+    assert 3.5 <= h.starts("m4")[0] == h.starts("m5")[0] < 4.0
+    reasons = [h.summary(f"m{i}").last.throttle_reason.detail for i in range(1, 6)]
+    assert reasons[0].startswith("5.0 other")
+    # m5 was first held at t=0 (for 5.0) and never looked at again before it started
+    assert reasons[-1].startswith("7.0 other")
+
+
 def test_a_workload_the_gate_refuses_does_not_hold_back_a_lighter_one():
     h = replay(
         {"c1": {"workload": "cpu"}, "c2": {"workload": "cpu"}, "i1": {"workload": "io"}},
@@ -406,6 +510,27 @@ def test_every_backend_implements_the_whole_seam():
     local = importlib.import_module(BACKENDS["local"]).LocalExecutor
     members = {"start", "wait", "stop", "sample", "running", "host", "sampling_cpu_s"}
     assert members <= set(dir(local))
+
+
+def test_the_loop_knows_no_backend_and_no_fleet():
+    """The seam holds in the imports: the scheduler and the admission import the seam's
+    types, never a backend, the fleet, the sampler or /proc readers (a fleet run is the
+    same loop on the fleet backend)."""
+    import ast
+
+    import corral
+
+    root = Path(corral.__file__).parent
+    banned = ("corral.backends", "corral.fleet", "corral.sampler", "corral.procfs")
+    for name in ("scheduler.py", "admission.py", "graph.py"):
+        tree = ast.parse((root / name).read_text())
+        imported = {
+            node.module if isinstance(node, ast.ImportFrom) else alias.name
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Import | ast.ImportFrom)
+            for alias in node.names
+        }
+        assert not {m for m in imported if m and m.startswith(banned)}, name
 
 
 # every rule at once, on random graphs -----------------------------------------------------

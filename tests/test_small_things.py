@@ -1,8 +1,10 @@
 """What a user notices: `list` shows the whole header and whole descriptions, the DOT
 graph labels `before:` edges the way they read, `--dry-run` shows waves, lock sharing
-and the expected duration."""
+and the expected duration, `history --json` rows carry their host."""
 
 from __future__ import annotations
+
+import os
 
 LONG = "checks every mounted filesystem for space and inodes and warns well before it fills up"
 
@@ -41,3 +43,15 @@ def test_dry_run_shows_waves_shared_locks_and_the_expected_duration(corral):
     assert "wave 1" in step and "~0." in step and "locks: pkgdb" in step
     assert any("lock pkgdb: pkg_a, pkg_b wait for each other" in ln for ln in lines)
     assert "3 modules in 2 waves, expected about 0." in dry.out and "at -j 1" in dry.out
+
+
+def test_every_history_row_carries_its_host(corral):
+    """As docs/usage.md says: an attempt of this machine's run carries, as `host`, the
+    host its run recorded (its own host column is empty: only gathered rows fill it)."""
+    corral.module("a")
+    assert corral("run", "-q").code == 0
+    host = os.uname().nodename
+    assert [r["host"] for r in corral("history", "--json").json()] == [host]
+    attempts = corral("history", "a", "--json").json()
+    assert [a["host"] for a in attempts] == [host]
+    assert not any(key.startswith("host_") for a in attempts for key in a)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import subprocess
@@ -26,7 +27,7 @@ from corral.throttle import (
     weight,
 )
 
-from .conftest import REPO
+from .conftest import REPO, db_rows
 
 sys.path.insert(0, str(REPO / "scripts"))
 from loadgen import Load  # noqa: E402
@@ -193,24 +194,51 @@ def last_samples(db) -> tuple[list[tuple], dict]:
     return samples, mods
 
 
+def background(seconds: float = 1.0) -> float:
+    """The host's runnable count averaged as the gate averages it (tau = 1 s), without
+    corral: what the host does by itself."""
+    sampler = HostSampler()
+    try:
+        sample = sampler.sample()
+        for _ in range(int(seconds / 0.2)):
+            time.sleep(0.2)
+            sample = sampler.sample()
+        return sample.runnable_avg
+    finally:
+        sampler.close()
+
+
 def test_cpu_hog_keeps_runnable_at_the_target_and_the_run_finishes(corral):
-    """Tolerance: a snapshot of the runnable count may exceed --max-load in at most a tenth
-    of the samples (a module's own fork, corral's recorder, the test host itself); the
-    one-second average the gate uses never exceeds it by more than half a task."""
+    """Two hogs and --max-load 3 leave room for one cpu module: corral runs them one at
+    a time, each later one held back for the load, and the run finishes.
+
+    Overshoot is judged as the gate and docs/throttle.md define it: the runnable count
+    averaged over about a second may exceed the target by at most half a task. A
+    snapshot is not judged: with the gate filled to its target (2 hogs + 1 module = 3),
+    a snapshot over it caught corral's own short-lived tasks (found by scanning
+    /proc/*/task for runnable tasks whenever the count was over: the posix_spawn child
+    and the bash being readied in its cgroup for the next attempt, and corral's record
+    writer thread), about 1 run in 5 with 2 of 11 samples over. The average is judged
+    only when the host besides the hogs left room for a module before and after the
+    run (on a shared host other work fills it, and the gate then rightly runs one
+    module at a time, which the decisions below still check)."""
     for i in range(4):
         corral.module(f"busy{i}", "workload: cpu", CPU_BUSY)
     with Load(cpu=2, seconds=60):
         time.sleep(1.0)
+        before = background()
         result = corral("run", "-j", "4", "--max-load", "3")
+        after = background()
     assert result.code == 0, result.err
     assert "waiting: load" in result.out
     samples, mods = last_samples(corral.db)
-    over = [s for s in samples if s[0] > 3]
-    assert len(over) <= max(1, len(samples) // 10), samples
-    assert all(s[1] <= 3.5 for s in samples), samples
-    assert max(s[2] for s in samples) < 4  # never all four at once
+    # The gate's decisions: never two modules at once (room for one; a busier host
+    # only has less), every module but the first held back for the load.
+    assert max(s[2] for s in samples) == 1, samples
     delayed = [m for m in mods.values() if m[1] > 0]
-    assert delayed and all(m[2].startswith("load") for m in delayed)
+    assert len(delayed) == 3 and all(m[2].startswith("load") for m in delayed), mods
+    if max(before, after) <= 3 - 1 + SLACK:  # the host left room for a module
+        assert all(s[1] <= 3 + 2 * SLACK for s in samples), (before, after, samples)
 
 
 def test_module_needing_memory_waits_for_the_ballast_to_go(corral):
@@ -230,8 +258,16 @@ def test_module_needing_memory_waits_for_the_ballast_to_go(corral):
         errors: list[str] = []
         reader = threading.Thread(target=lambda: errors.append(proc.stderr.read()))
         reader.start()
-        time.sleep(1.5)
-        assert proc.poll() is None, "it started despite the ballast"
+        held = False  # until a sample says the gate holds it for memory (a loaded host
+        end = time.monotonic() + 30  # can take a while just to start corral)
+        while not held and time.monotonic() < end and proc.poll() is None:
+            time.sleep(0.05)
+            with contextlib.suppress(sqlite3.Error):  # (connect would make a missing file)
+                held = corral.db.exists() and bool(
+                    db_rows(corral.db, "SELECT 1 FROM samples WHERE gate LIKE 'memory%'")
+                )
+        time.sleep(1.0)
+        assert held and proc.poll() is None, "it started despite the ballast"
         load.release_mem()
         out = proc.stdout.read()
         proc.wait(30)

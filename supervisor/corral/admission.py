@@ -50,8 +50,12 @@ class Held:
 
     lock_since: float | None = None
     lock_reason: str | None = None  # 'lock apt held by x'
+    lock_reasons: list[str] | None = None  # every holder it waited on, in order
     gate_since: float | None = None
-    refusal: Refusal | None = None  # the gate's last word on it
+    refusal: Refusal | None = None  # the gate's word on it when it was last looked at
+    refusal_at: float = 0.0  # when that was (a later closing of the gate overrides it)
+    retry: bool = False  # due for a retry, not ready: looked at every pass, never "the rest"
+    told: bool = False  # its wait was said to be long (`overdue`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +65,7 @@ class Waited:
     gate_s: float = 0.0
     refusal: Refusal | None = None
     lock_s: float = 0.0
+    lock_reason: str | None = None  # 'lock apt held by x; then lock apt held by y'
 
 
 NOT_HELD = Waited()
@@ -99,11 +104,15 @@ class Admission:
         self.history = history or Expectations({}, {})
         self.emit = emit  # tells who waits for a lock held by whom (LockWaiting)
         self.held: dict[str, Held] = {}  # ready (or due for a retry) but not started
+        self._gate_held = 0  # how many of `held` the gate holds (gate_since set)
         self.refusal: Refusal | None = None  # why the best ready module waits, this pass
         self._batch: list[Running] = []  # admitted in this pass, not yet running
         # perf: the gate's refusals in this pass, by workload (docs/architecture.md)
         self._refused: dict[str, Refusal] = {}
         self._gate_closed = False  # in this pass, for every workload of the selection
+        # workload -> (when, why) the gate last closed for every workload: every module
+        # ready then was held for that reason (see _hold_the_rest)
+        self._closed: dict[str, tuple[float, Refusal]] = {}
         self._workload = {n: graph.modules[n].header.workload for n in plan.selection.names}
         self._workloads = len(set(self._workload.values()))
 
@@ -113,6 +122,9 @@ class Admission:
         self._batch, self._refused, self._gate_closed = [], {}, False
         self.refusal = None
         out = [name for name in due if self._admit(name)] if due else []
+        for name in due:
+            if (held := self.held.get(name)) is not None:
+                held.retry = True
         room = self.jobs.slots(len(self.plan.selection.names)) - len(self.executor.running)
         out += self.plan.take_ready(self._admit, room - len(out))
         if self._gate_closed:
@@ -123,20 +135,61 @@ class Admission:
         """The modules the gate holds back now, sorted; [] when none."""
         return sorted(n for n, h in self.held.items() if h.gate_since is not None)
 
+    def held_back(self) -> int:
+        """How many modules the gate holds back now."""
+        return self._gate_held
+
     def gate_holds(self) -> bool:
         """True while the gate holds back at least one module."""
-        return bool(self.held) and any(h.gate_since is not None for h in self.held.values())
+        return self._gate_held > 0
+
+    def overdue(self, now: float, limit: float) -> tuple[dict[str, list[str]], float]:
+        """Modules held longer than `limit` seconds by a lock or by the gate for the place
+        (not for a free slot: that is waiting for the run's own modules, as with -j N)
+        and not told yet, by reason, in the order they became ready; marks them told.
+        Also when the next one may become overdue (`now + limit` when none is waiting)."""
+        due: dict[str, list[str]] = {}
+        soonest = now + limit
+        for name, held in self.held.items():
+            if held.told:
+                continue
+            if held.lock_since is not None and held.lock_reason is not None:
+                since, reason = held.lock_since, held.lock_reason
+            elif held.gate_since is not None and held.refusal is not None:
+                refusal = held.refusal
+                closed = self._closed.get(self._workload[name])
+                if closed is not None and closed[0] > held.refusal_at and not held.retry:
+                    refusal = closed[1]  # held since, for the reason the gate closed last
+                if refusal.kind in (Block.JOBS, Block.JOBS_AUTO):
+                    continue
+                since, reason = held.gate_since, str(refusal)
+            else:
+                continue
+            if now - since >= limit:
+                held.told = True
+                due.setdefault(reason, []).append(name)
+            else:
+                soonest = min(soonest, since + limit)
+        # perf: at most one look a second, however many modules wait
+        return due, max(soonest, now + 1.0)
 
     def started(self, name: str) -> Waited:
         """`name` started: how long it was held, and why (forgets it)."""
         held = self.held.pop(name, None)
         if held is None:
             return NOT_HELD  # perf: the usual case allocates nothing (docs/architecture.md)
+        self._gate_held -= held.gate_since is not None
         now = self.clock.monotonic()
+        refusal = held.refusal
+        if held.gate_since is not None and not held.retry:
+            closed = self._closed.get(self._workload[name])
+            if closed is not None and closed[0] > held.refusal_at:
+                refusal = closed[1]  # it was ready, so held, when the gate closed last
         return Waited(
             now - held.gate_since if held.gate_since is not None else 0.0,
-            held.refusal,
+            refusal,
             now - held.lock_since if held.lock_since is not None else 0.0,
+            "; then ".join(held.lock_reasons) if held.lock_reasons else None,
         )
 
     def ended(self, name: str) -> None:
@@ -145,7 +198,9 @@ class Admission:
 
     def forget(self, name: str) -> None:
         """`name` will not start (skipped): it no longer waits for anything."""
-        self.held.pop(name, None)
+        held = self.held.pop(name, None)
+        if held is not None and held.gate_since is not None:
+            self._gate_held -= 1
 
     # the gate's view ---------------------------------------------------------------------
 
@@ -188,6 +243,9 @@ class Admission:
                 held.lock_since = now
             if held.lock_reason != holders:
                 held.lock_reason = holders
+                if held.lock_reasons is None:
+                    held.lock_reasons = []
+                held.lock_reasons.append(holders)
                 self.emit(LockWaiting(name, holders))
             return False
         self._batch.append(Running(header.workload, 0.0, memory, 0, self._load(name)))
@@ -197,14 +255,23 @@ class Admission:
         held = self.held.setdefault(name, Held())
         if held.gate_since is None:
             held.gate_since = now
-        held.refusal = refusal
+            self._gate_held += 1
+        held.refusal, held.refusal_at = refusal, now
 
     def _hold_the_rest(self) -> None:
         """The gate closed for every workload: what the pass did not look at waits on it
-        too, for the reason its workload was refused."""
+        too, for the reason its workload was refused.
+
+        perf: only modules ready since the last closing are visited; the others are held
+        already and read this closing's reason from `_closed` when they start, so a pass
+        costs what changed, not what waits (docs/architecture.md)."""
         now = self.clock.monotonic()
-        for name in self.plan.ready_unordered():
-            self._hold(name, self._refused[self._workload[name]], now)
+        for workload, refusal in self._refused.items():
+            self._closed[workload] = (now, refusal)
+        for name in self.plan.take_newly_ready():
+            held = self.held.get(name)
+            if held is None or held.gate_since is None:
+                self._hold(name, self._refused[self._workload[name]], now)
 
     def _running(self, now: float) -> list[Running]:
         """What runs, as the gate weighs it: measured where measured, else expected."""

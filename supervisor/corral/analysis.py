@@ -46,6 +46,7 @@ class Attempt:
 
     @property
     def end(self) -> float:
+        """Its end, in seconds since the run's first start."""
         return self.start + self.duration
 
 
@@ -82,6 +83,8 @@ class ModuleRun:
     waits: dict[str, float] | None = None  # JOBS/THROTTLE/LOCKS/BACKOFF seconds
 
     def settle(self) -> None:
+        """Set start, end, running, CPU and peak from the attempts (left as they are for
+        a module that never ran)."""
         attempts = self.attempts
         if attempts:
             self.start, self.end = attempts[0].start, attempts[-1].end
@@ -94,15 +97,20 @@ class ModuleRun:
 
     @property
     def ran(self) -> bool:
+        """Whether it started at least once (False: skipped, or never finished)."""
         return bool(self.attempts)
 
     @property
     def first_failed(self) -> bool:
+        """Whether its first attempt did not complete (False when it never ran)."""
         return bool(self.attempts) and self.attempts[0].status not in COMPLETED
 
 
 @dataclass
 class Run:
+    """One recorded run read back: its runs row, modules, edges, samples, and (after
+    `analyse`) its makespan, work, critical path and the account of the makespan."""
+
     row: dict
     modules: dict[str, ModuleRun]
     edges: dict[str, list[str]]
@@ -115,33 +123,40 @@ class Run:
 
     @property
     def run_id(self) -> str:
+        """The run's id."""
         return self.row["run_id"]
 
     @property
     def jobs(self) -> int | None:
+        """The run's -j; None when not recorded."""
         return self.row.get("jobs")
 
     @property
     def full(self) -> bool:
+        """Whether every module of the set was selected (older rows: no targets given)."""
         full = self.row.get("full")
         return bool(full) if full is not None else not self.row.get("targets")
 
     @property
     def efficiency(self) -> float | None:
+        """Work over makespan x jobs; None when nothing ran or -j is unknown or 0."""
         if not self.makespan or not self.jobs:
             return None
         return self.work / (self.makespan * self.jobs)
 
     @property
     def speedup(self) -> float | None:
+        """Work over makespan; None when nothing ran."""
         return self.work / self.makespan if self.makespan else None
 
     @property
     def cache_hit_rate(self) -> float | None:
+        """Header cache hits over headers read; None when none was read."""
         hits, misses = self.row.get("cache_hits") or 0, self.row.get("cache_misses") or 0
         return hits / (hits + misses) if hits + misses else None
 
     def share(self, term: str) -> float:
+        """`term`'s part of the makespan (0.0 when nothing ran or the term is unknown)."""
         return self.account.get(term, 0.0) / self.makespan if self.makespan else 0.0
 
 
@@ -150,7 +165,8 @@ def _ts(text: str | None) -> float | None:
 
 
 def load_run(store: Store, row: dict) -> Run:
-    """A run's modules (with their timelines), edges, samples and derived figures."""
+    """The run of runs row `row`: its modules (timelines worked out on demand), edges,
+    samples and derived figures; a run without attempts has a makespan of 0."""
     run_id = row["run_id"]
     rows = store.conn.execute(
         f"SELECT {ATTEMPT_COLUMNS} FROM module_runs WHERE run_id = ? ORDER BY module, attempt",
@@ -206,7 +222,8 @@ def load_run(store: Store, row: dict) -> Run:
 
 
 def analyse(run: Run) -> None:
-    """Fill in makespan, work, the critical path and its account."""
+    """Fill in makespan, work, the critical path and its account; leaves them 0 and empty
+    when no module ran."""
     ran = [m for m in run.modules.values() if m.attempts]
     if not ran:
         return
@@ -268,7 +285,8 @@ def critical_path(run: Run) -> list[str]:
     """The chain of modules that set the makespan: from the module that ended last, back
     through the requirement that released it (the one that ended last before it was
     ready), to a module that waited on nothing. Its members' waiting, backoff and running
-    add up to the makespan, which is what the account divides."""
+    add up to the makespan, which is what the account divides. At least one module must
+    have run (`analyse` asks only then)."""
     ran = {n: m for n, m in run.modules.items() if m.attempts}
     node = max(ran.values(), key=lambda m: (m.end, m.name))
     chain = [node.name]
@@ -300,23 +318,47 @@ KNOB = {
 }
 
 
-def verdict(run: Run) -> str:
+@dataclass(frozen=True, slots=True)
+class Bottleneck:
+    """What bound a run's makespan: the largest `term` of its account (None: nothing
+    ran) with its `share`, what the gate held the critical path for when that term is
+    the throttle, and the other terms of at least NOTABLE share (largest first).
+    `str()` is the verdict as the report and report.json give it."""
+
+    term: str | None
+    share: float = 0.0
+    held_for: str = ""  # gate refusal kinds, most time first ("" when not THROTTLE)
+    also: tuple[tuple[str, float], ...] = ()
+
+    @property
+    def name(self) -> str:
+        """How the report names the bound: "critical path", a term, or "nothing ran"."""
+        if self.term is None:
+            return "nothing ran"
+        return "critical path" if self.term == RUNNING else self.term
+
+    def __str__(self) -> str:
+        """The verdict: the bound, its share and knob, what held it, the other terms."""
+        if self.term is None:
+            return self.name
+        text = f"{self.name} ({self.share:.0%} of the makespan): {KNOB[self.term]}"
+        if self.held_for:
+            text += f" (held for: {self.held_for})"
+        if self.also:
+            text += "; also " + ", ".join(f"{t} {s:.0%}" for t, s in self.also)
+        return text
+
+
+def verdict(run: Run) -> Bottleneck:
     """The largest term of the makespan's account with the knob that would have helped,
-    and any other term of at least NOTABLE share."""
+    and any other term of at least NOTABLE share; `Bottleneck(None)` when nothing ran."""
     if not run.makespan:
-        return "nothing ran"
+        return Bottleneck(None)
     shares = sorted(((run.share(t), t) for t in TERMS), reverse=True)
     share, term = shares[0]
-    name = "critical path" if term == RUNNING else term
-    text = f"{name} ({share:.0%} of the makespan): {KNOB[term]}"
-    if term == THROTTLE:
-        reasons = _throttle_reasons(run)
-        if reasons:
-            text += f" (held for: {reasons})"
-    others = [f"{t} {s:.0%}" for s, t in shares[1:] if s >= NOTABLE]
-    if others:
-        text += "; also " + ", ".join(others)
-    return text
+    held_for = _throttle_reasons(run) if term == THROTTLE else ""
+    also = tuple((t, s) for s, t in shares[1:] if s >= NOTABLE)
+    return Bottleneck(term, share, held_for, also)
 
 
 def _throttle_reasons(run: Run) -> str:
@@ -331,7 +373,8 @@ def _throttle_reasons(run: Run) -> str:
 
 def running_over_time(run: Run) -> tuple[list[float], list[int]]:
     """Step points of how many attempts ran at each moment (backoff and waiting are not
-    running), from the attempts' own start and end offsets."""
+    running), from the attempts' own start and end offsets; ([0.0], [0]) when nothing
+    ran."""
     points = sorted(
         [(a.start, 1) for m in run.modules.values() for a in m.attempts]
         + [(a.end, -1) for m in run.modules.values() for a in m.attempts],
@@ -348,7 +391,8 @@ def running_over_time(run: Run) -> tuple[list[float], list[int]]:
 
 
 def gate_held(run: Run) -> float:
-    """Seconds of samples during which the gate held a ready module back."""
+    """Seconds of samples during which the gate held a ready module back (the samples
+    that say so times their median interval); 0.0 with fewer than two samples."""
     samples = run.samples
     if len(samples) < 2:
         return 0.0
@@ -360,9 +404,35 @@ def gate_held(run: Run) -> float:
 # across runs --------------------------------------------------------------------------
 
 
-def module_rates(runs: list[Run]) -> list[dict]:
-    """Per module over `runs` (newest first): how often it was selected, failed for good,
-    was skipped, or failed its first attempt; its median running time and last figures."""
+@dataclass(frozen=True, slots=True)
+class ModuleRates:
+    """One module over a set of runs; report.json gives its fields in this order."""
+
+    name: str
+    runs: int  # runs that selected it
+    ran: int  # … and in which it ran (not skipped)
+    median_s: float | None  # median running time of the runs it ran in; None: never ran
+    last_s: float | None  # its running time in the newest run it ran in
+    peak_rss_bytes: int | None  # the highest known peak; None: never measured
+    peak_rss_source: str | None  # how that peak was measured: cgroup, rusage, sampled
+    median_cpu_s: float | None
+    last_attempts: int  # attempts in the newest run (0: skipped)
+    failure_rate: float  # shares of `runs`
+    warning_rate: float
+    skip_rate: float
+    retry_rate: float | None  # share of the runs it ran in; None: never ran
+    last_status: str
+
+    @property
+    def worst(self) -> float:
+        """The highest of its failure, warning, skip and retry rates (0 when all went well)."""
+        return max(self.failure_rate, self.warning_rate, self.skip_rate, self.retry_rate or 0)
+
+
+def module_rates(runs: list[Run]) -> list[ModuleRates]:
+    """Per module over `runs` (newest first), by name: how often it was selected, failed
+    for good, was skipped, or failed its first attempt; its median running time and last
+    figures. [] for no runs."""
     seen_by: dict[str, list[ModuleRun]] = {}
     for r in runs:
         for name, m in r.modules.items():
@@ -373,22 +443,22 @@ def module_rates(runs: list[Run]) -> list[dict]:
         ran = [m for m in seen if m.attempts]
         top = max((m for m in ran if m.peak_rss), key=lambda m: m.peak_rss, default=None)
         out.append(
-            {
-                "name": name,
-                "runs": len(seen),
-                "ran": len(ran),
-                "median_s": _median([m.running for m in ran]),
-                "last_s": ran[0].running if ran else None,
-                "peak_rss_bytes": top.peak_rss if top else None,
-                "peak_rss_source": top.mem_source if top else None,
-                "median_cpu_s": _median([m.cpu for m in ran if m.cpu is not None]),
-                "last_attempts": len(seen[0].attempts),
-                "failure_rate": sum(m.status in RETRYABLE for m in seen) / len(seen),
-                "warning_rate": sum(m.status == Status.WARNING for m in seen) / len(seen),
-                "skip_rate": (len(seen) - len(ran)) / len(seen),
-                "retry_rate": (sum(m.first_failed for m in ran) / len(ran)) if ran else None,
-                "last_status": seen[0].status,
-            }
+            ModuleRates(
+                name=name,
+                runs=len(seen),
+                ran=len(ran),
+                median_s=_median([m.running for m in ran]),
+                last_s=ran[0].running if ran else None,
+                peak_rss_bytes=top.peak_rss if top else None,
+                peak_rss_source=top.mem_source if top else None,
+                median_cpu_s=_median([m.cpu for m in ran if m.cpu is not None]),
+                last_attempts=len(seen[0].attempts),
+                failure_rate=sum(m.status in RETRYABLE for m in seen) / len(seen),
+                warning_rate=sum(m.status == Status.WARNING for m in seen) / len(seen),
+                skip_rate=(len(seen) - len(ran)) / len(seen),
+                retry_rate=(sum(m.first_failed for m in ran) / len(ran)) if ran else None,
+                last_status=seen[0].status,
+            )
         )
     return out
 
@@ -402,11 +472,7 @@ def _median(values: list[float]) -> float | None:
     return values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
 
 
-def troubled(rates: list[dict]) -> list[dict]:
+def troubled(rates: list[ModuleRates]) -> list[ModuleRates]:
     """Modules that failed, warned, were skipped or failed a first attempt in any run,
-    worst first."""
-
-    def worst(m: dict) -> float:
-        return max(m["failure_rate"], m["warning_rate"], m["skip_rate"], m["retry_rate"] or 0)
-
-    return sorted((m for m in rates if worst(m) > 0), key=lambda m: (-worst(m), m["name"]))
+    worst first; [] when every module went well."""
+    return sorted((m for m in rates if m.worst > 0), key=lambda m: (-m.worst, m.name))

@@ -19,11 +19,13 @@ from typing import TYPE_CHECKING
 
 from corral import safepath
 from corral.config import Config
+from corral.dbfile import CACHE, warn
 from corral.errors import HeaderError, Problem, StoreError, UsageError
 from corral.graph import Graph, Module, Selection, build_graph, select
 from corral.headers import Header, parse_header
+from corral.schema import module_set_key
 from corral.status import COMPLETED, EXIT_WARNING, Status
-from corral.store import CACHE, FileKey, History, Store, file_key, module_set_key, warn
+from corral.store import FileKey, History, Store, file_key
 
 if TYPE_CHECKING:  # perf: the run's types, imported only when running (docs/architecture.md)
     from corral.events import Event, Listener, RunFinished
@@ -343,10 +345,12 @@ def check_modules(config: Config, store: Store, strict: bool = False) -> list[Pr
         problems += graph.warnings
         unmeetable = unmeetable_min_free(config)
         if unmeetable:
-            problems.append(Problem(config.config_file, 1, unmeetable, "warning"))
-        for name, why in never_fit(config, graph, graph.modules).items():
+            problems.append(Problem(None, 0, f"{unmeetable}: a run refuses it"))
+        for name, why in () if unmeetable else never_fit(config, graph, graph.modules).items():
             module = graph.modules[name]
-            problems.append(module.problem("memory", f"{why}: it could never start"))
+            problems.append(
+                module.problem("memory", f"{why}: it could never start, a run fails it")
+            )
     except HeaderError as exc:
         problems += exc.problems
     if strict:
@@ -461,6 +465,8 @@ def _dot_escape(text: str) -> str:
 
 
 def graph_json(graph: Graph) -> dict:
+    """The graph as `graph --json` prints it: nodes by name, edges with their kind
+    (empty lists for no modules)."""
     return {
         "nodes": [module_json(graph.modules[n]) for n in sorted(graph.modules)],
         "edges": [{"from": a, "to": b, "kind": k} for a, b, k in graph_edges(graph)],
@@ -512,10 +518,17 @@ def settings(config: Config) -> list[tuple[str, object, str]]:
         "log_limit",
         "keep_runs",
         "keep_days",
+        "deadline",
         "pools",
         "facilities",
+        "backend",
+        "fanout",
+        "connect_timeout",
+        "ssh_options",
     ):
         value = values[name]
+        if name == "max_load" and value is None:  # what the gate uses then
+            value = f"{os.cpu_count() or 1} (the CPU count)"
         if name == "jobs":
             fixed = config.jobs.fixed
             value = {None: "auto", 0: "0 (no limit)"}.get(fixed, fixed)
@@ -586,7 +599,7 @@ def run_modules(
     from corral.events import Leftovers, Notice
     from corral.records import Recorder
     from corral.runlock import RunLock
-    from corral.scheduler import RunSettings, Scheduler
+    from corral.scheduler import RunSettings, Scheduler, fail_fast
 
     listeners = list(listeners)
 
@@ -610,27 +623,23 @@ def run_modules(
         raise HeaderError(problems)
     for problem in graph.warnings:
         emit(Notice(str(problem)))  # "FILE:LINE: warning: …"
-    never = never_fit(config, graph, selection.names)
     unmeetable = unmeetable_min_free(config)
-    if unmeetable:
-        emit(Notice(unmeetable, warning=True))
-    if never:  # it would wait for memory for ever: say so now, before anything runs
-        raise HeaderError(
-            [
-                graph.modules[n].problem("memory", f"{why}: it could never start")
-                for n, why in never.items()
-            ]
-        )
+    if unmeetable:  # every module would wait on it for ever: nothing can run
+        raise UsageError(f"{unmeetable}; nothing was run")
+    # A module that could never start fails at once (its requirers are skipped), the
+    # rest runs: waiting for it would be waiting for ever.
+    never = never_fit(config, graph, selection.names)
     run_id = new_run_id()
     if dry_run:
         settings = RunSettings(
             run_id,
             config.jobs,
-            config.fail_fast,
+            fail_fast if config.fail_fast else None,
             config.pools,
             dry_run=True,
             durations=past.durations,
             deadline=config.deadline,
+            never=never,
         )
         with open_executor("dryrun", Place(config)) as executor:
             outcome = Scheduler(graph, selection, settings, executor, emit).run()
@@ -649,9 +658,10 @@ def run_modules(
         log_dir = (config.log_dir / run_id).absolute()
         # Log files are opened by name (O_NOFOLLOW) in this directory: safe, because
         # as root it is made only through directories no one else can change.
+        made = False
         try:
             safepath.make_dirs(log_dir, 0o750)
-            point_latest(log_dir)
+            made = True
         except OSError as exc:
             emit(
                 Notice(
@@ -675,12 +685,14 @@ def run_modules(
         listeners.insert(0, recorder)
         from corral.progress import RunState, StateFile
 
-        state = RunState()
+        # perf: one RunState for the status file and the printer (docs/architecture.md)
+        state = RunState.shared(listeners)
+        state.modules = os.pathsep.join(str(d.absolute()) for d in config.modules)
         listeners[1:1] = [state, StateFile(state, str(log_dir))]
         settings = RunSettings(
             run_id,
             config.jobs,
-            config.fail_fast,
+            fail_fast if config.fail_fast else None,
             config.pools,
             config.retry_backoff,
             log_dir,
@@ -692,23 +704,36 @@ def run_modules(
             cpu_rate=past.cpu_rate,
             durations=past.durations,
             deadline=config.deadline,
+            never=never,
+            **_test_settings(),
         )
         on_line = None
         if want_output:
             from corral.events import ModuleOutput
 
-            def on_line(name: str, line: bytes) -> None:
-                emit(ModuleOutput(name, line))
+            def on_line(name: str, line: bytes, err: bool) -> None:
+                emit(ModuleOutput(name, line, err))
 
-        executor = open_executor(config.backend, Place(config, run_id, on_line))
+        from corral.retention import point_latest, repair_latest
+
         try:
+            executor = open_executor(config.backend, Place(config, run_id, on_line))
             with executor:
+                if made:  # only a run that started is the latest (see below)
+                    point_latest(log_dir)
                 # how the backend holds its attempts, recorded with the run (for recovery)
                 recorder.containment = getattr(executor, "describe", dict)()
                 outcome = Scheduler(graph, selection, settings, executor, emit).run()
         except BaseException:
             recorder.abort("corral stopped by an error")
+            # A start that failed (no descriptors left, no executor) leaves no empty run
+            # directory behind, and logs/latest naming the last run that did start.
+            with contextlib.suppress(OSError):
+                log_dir.rmdir()  # only when empty: a run's logs are kept
+            repair_latest(config.log_dir)
             raise
+        # what the run left (a detached daemon's cgroup), for the next start's recovery
+        recorder.containment = getattr(executor, "describe", dict)()
         if executor.leftovers:
             emit(
                 Leftovers(
@@ -737,6 +762,16 @@ def run_modules(
     return outcome
 
 
+def _test_settings() -> dict:
+    """Only for tests: CORRAL_TEST_LONG_WAIT_S lowers when a held module is said to wait
+    long (60 s), so a test sees the notice without waiting a minute."""
+    value = os.environ.get("CORRAL_TEST_LONG_WAIT_S")
+    try:
+        return {"long_wait": float(value)} if value else {}
+    except ValueError:
+        return {}
+
+
 def _apply_retention(config: Config, store: Store, emit) -> None:
     """keep_runs/keep_days for this module set, once the run is recorded; a store that
     cannot be written only means nothing is pruned this time."""
@@ -753,21 +788,6 @@ def _apply_retention(config: Config, store: Store, emit) -> None:
         emit(Notice(f"old runs were not pruned this time: {exc}", warning=True))
 
 
-def point_latest(log_dir: Path) -> None:
-    """LOG_DIR/latest -> this run's directory (a relative symlink, replaced atomically);
-    nothing when the log directory will not take it."""
-    link = log_dir.parent / "latest"
-    tmp = log_dir.parent / f".latest.{os.getpid()}"
-    try:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        tmp.symlink_to(log_dir.name)
-        os.replace(tmp, link)
-    except OSError:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-
-
 def host_memory() -> int:
     """This host's memory in all, in bytes (0 when unknown)."""
     try:
@@ -777,21 +797,26 @@ def host_memory() -> int:
 
 
 def unmeetable_min_free(config: Config) -> str | None:
-    """Why --min-free-mem can never be met on this host; None when it can. (Such a run
-    does not hang: the gate lets one module start whenever nothing runs; it runs them
-    one at a time, and a module that declares `memory:` fails at once.)"""
+    """Why the --min-free-mem setting can never be met on this host, naming where it was
+    set; None when it can. No module could ever start under it (the gate would only let
+    one through when nothing runs), so a run refuses it as a usage error."""
     total, keep = host_memory(), config.min_free_mem or 0
-    if total and keep >= total:
-        return (
-            f"--min-free-mem {_size(keep)} can never be met: this host has {_size(total)} of "
-            "memory in all; modules start one at a time, and those declaring memory: fail"
-        )
-    return None
+    if not total or keep < total:
+        return None
+    source = config.sources.get("min_free_mem", "")
+    if source.startswith("config "):
+        what = f"{source.removeprefix('config ')}: min_free_mem: {_size(keep)}"
+    elif source.startswith("env "):
+        what = f"{source.removeprefix('env ')}={_size(keep)}"
+    else:
+        what = f"--min-free-mem {_size(keep)}"
+    return f"{what} can never be met: this host has {_size(total)} of memory in all"
 
 
 def never_fit(config: Config, graph: Graph, names: Iterable[str]) -> dict[str, str]:
-    """Modules whose declared `memory:` (plus --min-free-mem) is more than this host has
-    in all: waiting for it would be waiting for ever."""
+    """Modules whose declared `memory:` (plus --min-free-mem) is this host's whole memory
+    or more (the kernel's own share is never available, so waiting for it would be
+    waiting for ever), with why; {} when none."""
     total = host_memory()
     keep = config.min_free_mem or 0
     if not total:
@@ -799,9 +824,13 @@ def never_fit(config: Config, graph: Graph, names: Iterable[str]) -> dict[str, s
     out = {}
     for name in names:
         need = graph.modules[name].header.memory
-        if need and need + keep > total:
+        if need and need + keep >= total:
             also = f" + --min-free-mem {_size(keep)}" if keep else ""
-            out[name] = f"memory: {_size(need)}{also} is more than this host's {_size(total)}"
+            out[name] = f"memory: {_size(need)}{also} is " + (
+                f"more than the {_size(total)} this host has in all"
+                if need + keep > total
+                else f"all the {_size(total)} this host has (the kernel keeps a share)"
+            )
     return out
 
 
@@ -866,7 +895,10 @@ def run_fleet(config: Config, store: Store, nodes: str, args: list[str], *rest, 
     error, or when this machine's run lock is held."""
     from corral.fleet.run import run_fleet as run
 
-    return run(config, store, nodes, args, *rest, **options)
+    outcome = run(config, store, nodes, args, *rest, **options)
+    # keep_runs/keep_days: this module set's fleet runs, and per host what they gathered
+    _apply_retention(config, store, outcome.notices.append)
+    return outcome
 
 
 def gather_fleet(config: Config, store: Store, nodes: str, **options):
@@ -874,7 +906,9 @@ def gather_fleet(config: Config, store: Store, nodes: str, **options):
     it (a lost host's run that finished later); returns one Gathered per host."""
     from corral.fleet.run import gather
 
-    return gather(config, store, nodes, **options)
+    gathered = gather(config, store, nodes, **options)
+    _apply_retention(config, store, lambda notice: None)  # a gather says nothing of it
+    return gathered
 
 
 def write_report(

@@ -24,17 +24,18 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shlex
-import signal
 import time
 from dataclasses import dataclass, field
 
-from corral import safepath
+from corral import kill, safepath
 
 # The order figures are taken in: the first hierarchy that has one wins.
 V2, MEMORY, CPUACCT, FREEZER = "v2", "memory", "cpuacct", "freezer"
 V1_WANTED = (MEMORY, CPUACCT, FREEZER)
 PREFIX = "corral-"
+DETACHED = "trusted.corral.detach"  # on an attempt cgroup whose daemon may outlive corral
 
 
 @dataclass(frozen=True)
@@ -104,18 +105,17 @@ class AttemptCgroup:
     def pids(self) -> list[int]:
         """Every process in the attempt now (from the membership directory)."""
         try:
-            with open(os.path.join(self.path, "cgroup.procs"), "rb") as f:
-                return [int(p) for p in f.read().split()]
+            return [int(p) for p in _read(self.path + "/cgroup.procs").split()]
         except (OSError, ValueError):
             return []
 
     def populated(self) -> bool:
         """True while any process of the attempt is alive (zombies not yet reaped count
         until their parent reaps them)."""
-        if V2 in self.dirs:
+        v2 = self.dirs.get(V2)
+        if v2 is not None:
             try:
-                with open(os.path.join(self.dirs[V2], "cgroup.events"), "rb") as f:
-                    return b"populated 1" in f.read()
+                return b"populated 1" in _read(v2 + "/cgroup.events")
             except OSError:
                 pass
         return bool(self.pids())
@@ -149,7 +149,7 @@ class AttemptCgroup:
                 break
             for pid in pids:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, signal.SIGKILL)
+                    os.kill(pid, kill.FORCE)
             if frozen:
                 break
         if frozen:
@@ -161,17 +161,17 @@ class AttemptCgroup:
         out = Figures()
         v2 = self.dirs.get(V2)
         if v2 is not None:
-            stat = _keyed(os.path.join(v2, "cpu.stat"))
+            stat = _keyed(v2 + "/cpu.stat")
             if "user_usec" in stat and "system_usec" in stat:
                 out.cpu_user_s = stat["user_usec"] / 1e6
                 out.cpu_sys_s = stat["system_usec"] / 1e6
-            out.peak_rss_bytes = _number(os.path.join(v2, "memory.peak"))
-            io = _io_stat(os.path.join(v2, "io.stat"))
+            out.peak_rss_bytes = _number(v2 + "/memory.peak")
+            io = _io_stat(v2 + "/io.stat")
             if io is not None:
                 out.read_bytes, out.write_bytes = io
         memory = self.dirs.get(MEMORY)
         if out.peak_rss_bytes is None and memory is not None:
-            out.peak_rss_bytes = _number(os.path.join(memory, "memory.max_usage_in_bytes"))
+            out.peak_rss_bytes = _number(memory + "/memory.max_usage_in_bytes")
         cpuacct = self.dirs.get(CPUACCT)
         if out.cpu_user_s is None and cpuacct is not None:
             user = _number(os.path.join(cpuacct, "cpuacct.usage_user"))
@@ -189,6 +189,22 @@ class AttemptCgroup:
         if MEMORY in self.dirs:
             return _number(os.path.join(self.dirs[MEMORY], "memory.usage_in_bytes"))
         return None
+
+    def mark_detached(self) -> None:
+        """Say on the cgroup itself that its attempt may outlive corral (`detach: yes`):
+        the next start's recovery reads it and spares what is inside, as the watchdog
+        does. A trusted.* attribute only root can set; a host without it loses nothing
+        but that."""
+        for path in self.dirs.values():
+            with contextlib.suppress(OSError):
+                os.setxattr(path, DETACHED, b"1")
+
+    def detached(self) -> bool:
+        """True when `mark_detached` was called on it (read from the membership one)."""
+        try:
+            return os.getxattr(self.path, DETACHED) == b"1"
+        except OSError:
+            return False
 
     def remove(self) -> bool:
         """Remove the directories; False when a process is still inside one."""
@@ -255,12 +271,14 @@ class RunCgroups:
 
     @property
     def can_kill(self) -> bool:
+        """Whether an attempt can be killed whole: v2 `cgroup.kill`, or the v1 freezer."""
         if V2 in self.bases:
             return os.path.exists(os.path.join(self.bases[V2], "cgroup.kill"))
         return FREEZER in self.bases
 
     @property
     def enabled(self) -> bool:
+        """Whether the run has cgroups at all (False: the subreaper fallback)."""
         return bool(self.bases)
 
     @property
@@ -334,35 +352,81 @@ def command(path: str, procs_files: list[str], fd: int | None = None) -> list[st
 
 def ready_command(procs_files: list[str]) -> list[str]:
     """argv of a bash that enters its cgroups now, then waits on descriptor 3 for the
-    attempt to run: the module's path, `NAME=value` (exported) and `-NAME` (unset)
-    records, an empty record, all NUL-terminated, then the module's text (read from
-    its checked descriptor), which bash sources from the pipe; EOF instead: it exits 0. Entering
-    the cgroups (which may wait for an RCU grace period) and starting bash are then
-    done before the attempt starts, not on its way."""
+    attempt to run: `ready_message`'s preamble (which changes to the module's directory,
+    sets its environment and its $0), then the module's text (read from its checked
+    descriptor), which bash sources from the pipe; EOF instead: it exits 0. Entering the
+    cgroups (which may wait for an RCU grace period) and starting bash are then done
+    before the attempt starts, not on its way.
+
+    perf: `read -N` with a count reads the preamble in one system call; `read -d ''`
+    reads a pipe a byte at a time (docs/architecture.md)."""
     enter = " && ".join(f"builtin echo $$ >{shlex.quote(p)}" for p in procs_files)
     return [
         "bash",
         "-c",
         f"{{ {enter}; }} || {{ builtin echo 'corral: cannot enter the attempt cgroup' >&2; "
         "builtin exit 125; }\n"
-        "IFS= builtin read -r -d '' __corral_path <&3 || builtin exit 0\n"
-        "while IFS= builtin read -r -d '' __corral_kv <&3 && [[ -n $__corral_kv ]]; do\n"
-        '  if [[ $__corral_kv == -* ]]; then builtin unset "${__corral_kv#-}"\n'
-        '  else builtin export "$__corral_kv"; fi\n'
-        "done\n"
-        'builtin cd -- "${__corral_path%/*}" || builtin exit 126\n'
-        "BASH_ARGV0=$__corral_path\n"
-        "builtin unset __corral_path __corral_kv\n"
+        "IFS= builtin read -r -N 8 __corral_n <&3 || builtin exit 0\n"
+        'IFS= builtin read -r -N "$((10#$__corral_n))" __corral_n <&3 || builtin exit 126\n'
+        'builtin eval "$__corral_n"\n'
+        "builtin unset __corral_n\n"
         "SECONDS=0\n"
         ". /dev/fd/3",
         "corral-ready",
     ]
 
 
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_PLAIN = re.compile(r"[A-Za-z0-9_@%+=:,./-]*\Z")
+
+
+def ready_message(path: str, changed: dict[str, str], removed: list[str]) -> bytes | None:
+    """What a ready bash reads before the module's text: an 8-digit length, then shell
+    code that changes to the module's directory, exports `changed`, unsets `removed` and
+    sets $0 to `path`. ASCII only (any other byte is written as $'\\xHH'), so `read -N`
+    counts the same in every locale. None when a name cannot be a shell variable."""
+    if not all(_NAME.match(k) for k in changed) or not all(_NAME.match(k) for k in removed):
+        return None
+    lines = [f"builtin cd -- {_word(path.rpartition('/')[0] or '/')} || builtin exit 126"]
+    if changed:
+        lines.append("builtin export " + " ".join(f"{k}={_word(v)}" for k, v in changed.items()))
+    if removed:
+        lines.append("builtin unset -v " + " ".join(removed))
+    lines.append(f"BASH_ARGV0={_word(path)}")
+    code = "\n".join(lines).encode("ascii")
+    return b"%08d" % len(code) + code
+
+
+def _word(text: str) -> str:
+    """`text` as one shell word of printable ASCII."""
+    if _PLAIN.match(text):
+        return text if text else "''"
+    raw = os.fsencode(text)
+    if raw.isascii() and all(32 <= b < 127 for b in raw) and b"'" not in raw:
+        return f"'{text}'"
+    return (
+        "$'"
+        + "".join(chr(b) if 32 <= b < 127 and b not in (39, 92) else f"\\x{b:02x}" for b in raw)
+        + "'"
+    )
+
+
+def run_directory(base: str) -> bool:
+    """Is `base` a run's cgroup directory (`corral-…` in a cgroup hierarchy)? What
+    recovery reads from the database is checked before anything in it is killed or
+    removed."""
+    return os.path.basename(base).startswith(PREFIX) and os.path.isfile(
+        os.path.join(base, "cgroup.procs")
+    )
+
+
 def leftovers(bases: list[str]) -> list[AttemptCgroup]:
-    """The attempt cgroups under the given run directories (for recovery)."""
+    """The attempt cgroups under the given run directories (for recovery); a directory
+    that is not a run's cgroup is passed over."""
     found: dict[str, dict[str, str]] = {}
     for base in bases:
+        if not run_directory(base):
+            continue
         kind = V2 if os.path.exists(os.path.join(base, "cgroup.kill")) else _v1_kind(base)
         try:
             names = [e.name for e in os.scandir(base) if e.is_dir(follow_symlinks=False)]
@@ -376,32 +440,44 @@ def leftovers(bases: list[str]) -> list[AttemptCgroup]:
 
 
 def stop(attempts: list[AttemptCgroup], grace: float) -> int:
-    """TERM and CONT every process of `attempts`, KILL what is left after `grace`;
-    returns how many processes there were."""
-    count = 0
-    for cg in attempts:
-        count += len(cg.pids())
-        cg.signal(signal.SIGTERM)
-        cg.signal(signal.SIGCONT)
-    end = time.monotonic() + grace
-    while time.monotonic() < end and any(cg.populated() for cg in attempts):
-        time.sleep(0.02)
-    for cg in attempts:
-        if cg.populated():
-            cg.kill()
+    """`kill.ASK` (TERM, CONT) every process of `attempts`, KILL what is left after
+    `grace` (the cgroup's own kill); returns how many processes there were (0 for none)."""
+    count = sum(len(cg.pids()) for cg in attempts)
+    kill.stop([_Whole(cg) for cg in attempts], grace)
     end = time.monotonic() + 2.0
     while time.monotonic() < end and any(cg.populated() for cg in attempts):
         time.sleep(0.01)
     return count
 
 
+@dataclass(frozen=True, slots=True)
+class _Whole:
+    """An attempt's cgroup as a `kill.Target`: every process in it, forks in flight too."""
+
+    cg: AttemptCgroup
+
+    def ask(self) -> bool:
+        for signum in kill.ASK:
+            self.cg.signal(signum)
+        return True  # an empty cgroup is found gone by `alive`
+
+    def alive(self) -> bool:
+        return self.cg.populated()
+
+    def force(self) -> None:
+        if self.cg.populated():
+            self.cg.kill()
+
+
 def remove_run(bases: list[str]) -> bool:
-    """Remove a run's attempt directories and its own; False when something was busy."""
+    """Remove a run's attempt directories and its own; False when something was busy
+    (or a directory is not a run's cgroup: left alone)."""
     ok = True
     for cg in leftovers(bases):
         ok = cg.remove() and ok
     for base in bases:
-        ok = _rmdir(base) and ok
+        if os.path.lexists(base):
+            ok = run_directory(base) and _rmdir(base) and ok
     return ok
 
 
@@ -456,27 +532,43 @@ def _rmdir(path: str) -> bool:
         return False
 
 
+def _read(path: str) -> bytes:
+    """A control file's whole content; raises OSError.
+
+    perf: open/read/close, not a Python file object (which adds fstat, ioctl and lseek
+    to each): an attempt reads several of these as it ends (docs/architecture.md)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        data = os.read(fd, 65536)
+        if len(data) < 65536:
+            return data
+        chunks = [data]
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
 def _number(path: str) -> int | None:
     try:
-        with open(path, "rb") as f:
-            return int(f.read())
+        return int(_read(path))
     except (OSError, ValueError):
         return None
 
 
 def _keyed(path: str) -> dict[str, int]:
     try:
-        with open(path, "rb") as f:
-            return {k.decode(): int(v) for k, v in (ln.split() for ln in f if ln.strip())}
+        lines = _read(path).splitlines()
+        return {k.decode(): int(v) for k, v in (ln.split() for ln in lines if ln.strip())}
     except (OSError, ValueError):
         return {}
 
 
 def _io_stat(path: str) -> tuple[int, int] | None:
     try:
-        with open(path) as f:
-            lines = f.read().splitlines()
-    except OSError:
+        lines = _read(path).decode().splitlines()
+    except (OSError, UnicodeDecodeError):
         return None
     read = write = 0
     for line in lines:

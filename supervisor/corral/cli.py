@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import math
 import os
 import sys
 
@@ -16,11 +17,65 @@ from corral.headers import parse_duration, parse_size
 from corral.throttle import Jobs
 from corral.units import mib, seconds
 
+MAX_WHOLE = 2**31 - 1  # past this a count is a typo (and SQLite's integers end at 2**63)
 
-class CorralGroup(click.Group):
+
+def _check_values(ctx: click.Context, params: list[click.Parameter]) -> None:
+    """Every option's and argument's value, checked after parsing: an empty value (an
+    unset "$MODDIR") is a usage error naming it, never a default, "here" or "all"; a
+    number is finite (NaN and infinity are no number of seconds) and a whole number at
+    most MAX_WHOLE."""
+    if ctx.resilient_parsing:  # shell completion: never an error
+        return
+    for param in params:
+        value = ctx.params.get(param.name) if param.name else None
+        for v in value if isinstance(value, tuple | list) else (value,):
+            why = None
+            if isinstance(v, str) and not v.strip():
+                name = max(param.opts, key=len) if isinstance(param, click.Option) else None
+                name = name or (param.name or "value").lower().removesuffix("s")
+                raise click.UsageError(
+                    f"{name} {v!r}: empty, which is never a default, 'here' or 'all' "
+                    "(is a variable unset?)",
+                    ctx,
+                )
+            elif isinstance(v, float) and not math.isfinite(v) and param.name != "wait_lock":
+                why = f"{v!r} is not a finite number"
+            elif isinstance(param.type, click.types.IntParamType) and abs(v or 0) > MAX_WHOLE:
+                why = f"{v} is too large (at most {MAX_WHOLE})"
+            if why:
+                raise click.BadParameter(why, ctx, param)
+
+
+class CorralCommand(click.Command):
+    """A command whose options and arguments are checked as _check_values says."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        rest = super().parse_args(ctx, args)
+        _check_values(ctx, self.get_params(ctx))
+        return rest
+
+
+class CheckedGroup(click.Group):
+    """A group whose options, and whose commands', are checked as _check_values says."""
+
+    command_class = CorralCommand
+    group_class = type  # its subgroups are of its own class
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        rest = super().parse_args(ctx, args)
+        _check_values(ctx, self.get_params(ctx))
+        return rest
+
+
+class CorralGroup(CheckedGroup):
     """Turns corral's own errors into a clean message and their exit code (docs/usage.md)."""
 
+    group_class = CheckedGroup
+
     def main(self, *args, **kwargs):
+        """click's main, with safe output streams and no traceback for a user: an
+        unexpected exception is one line and exit 70."""
         from corral import streams
 
         streams.install()  # before anything opens a file or prints (docs/reliability.md)
@@ -30,6 +85,8 @@ class CorralGroup(click.Group):
             sys.exit(_internal_error(exc))
 
     def invoke(self, ctx: click.Context):
+        """click's invoke; a global option given after the command is a usage error that
+        shows where it goes."""
         try:
             return super().invoke(ctx)
         except click.NoSuchOption as exc:
@@ -87,28 +144,45 @@ def _internal_error(exc: BaseException) -> int:
 GLOBAL_OPTIONS = {"--modules": "DIR", "--db": "PATH", "--config": "FILE"}
 
 
-class RunCommand(click.Command):
+class RunCommand(CorralCommand):
     """`run`, whose bare `--wait-lock` never takes the next word (a target) as its value:
     `--wait-lock` waits for ever, `--wait-lock=30` or `--wait-lock 30` thirty seconds."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """click's parse_args, after a bare `--wait-lock` (no number next) is given no
+        value of its own."""
         out: list[str] = []
         for i, arg in enumerate(args):
             if arg == "--":
                 out += args[i:]
                 break
-            if arg == "--wait-lock" and not _number(args[i + 1] if i + 1 < len(args) else ""):
-                arg = "--wait-lock=inf"
+            if arg == "--wait-lock" and not _is_wait(args[i + 1] if i + 1 < len(args) else ""):
+                arg = "--wait-lock=forever"
             out.append(arg)
         return super().parse_args(ctx, out)
 
 
-def _number(text: str) -> bool:
+def _wait_seconds(text: str) -> float:
+    """`--wait-lock`'s value: seconds (`30`, `0`) or a duration (`90s`, `5m`); `forever`
+    (or `inf`) is what a bare --wait-lock means. Raises ValueError otherwise (NaN, infinity)."""
+    text = text.strip().lower()
+    if text in ("forever", "inf"):
+        return math.inf
     try:
-        float(text)
+        value = float(text)
+    except ValueError:
+        value = parse_duration(text)
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(text)
+    return value
+
+
+def _is_wait(text: str) -> bool:
+    try:
+        _wait_seconds(text)
     except ValueError:
         return False
-    return text.lower() not in ("inf", "nan", "infinity")
+    return text.strip().lower() != "forever"
 
 
 @click.group(cls=CorralGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -146,37 +220,29 @@ def main(ctx: click.Context, modules, db, config_file):
             click.echo(f"corral: warning: {warning}", err=True)
 
 
-class _Jobs(click.ParamType):
-    name = "jobs"
+class _Parsed(click.ParamType):
+    """A value `parse` reads from the option's text; its ValueError is a usage error
+    saying the value is not `expected`."""
+
+    def __init__(self, name: str, parse, expected: str):
+        self.name, self._parse, self._expected = name, parse, expected
 
     def convert(self, value, param, ctx):
         try:
-            return value if isinstance(value, Jobs) else Jobs.parse(str(value))
+            return self._parse(value)
         except ValueError:
-            self.fail(f"{value!r} is not a whole number (0: no limit) nor 'auto'", param, ctx)
+            self.fail(f"{value!r} is not {self._expected}", param, ctx)
 
 
-class _Size(click.ParamType):
-    name = "size"
-
-    def convert(self, value, param, ctx):
-        try:
-            return parse_size(str(value))
-        except ValueError:
-            self.fail(f"{value!r} is not a size such as 512M or 2G", param, ctx)
-
-
-class _Duration(click.ParamType):
-    name = "duration"
-
-    def convert(self, value, param, ctx):
-        try:
-            return parse_duration(str(value))
-        except ValueError:
-            self.fail(f"{value!r} is not a duration such as 90s, 30m or 1h", param, ctx)
-
-
-JOBS, SIZE, DURATION = _Jobs(), _Size(), _Duration()
+JOBS = _Parsed(
+    "jobs",
+    lambda v: v if isinstance(v, Jobs) else Jobs.parse(str(v)),
+    "a whole number (0: no limit) nor 'auto'",
+)
+SIZE = _Parsed("size", lambda v: parse_size(str(v)), "a size such as 512M or 2G")
+DURATION = _Parsed(
+    "duration", lambda v: parse_duration(str(v)), "a duration such as 90s, 30m or 1h"
+)
 
 
 def _store(ctx: click.Context, purpose: str = "cache"):
@@ -188,8 +254,8 @@ def _store(ctx: click.Context, purpose: str = "cache"):
 
 
 def _complete(what: str):
-    """A shell-completion callback offering module names or tags (never an error: a
-    completion that cannot read the modules offers nothing)."""
+    """A shell-completion callback offering module names, tags or hosts (never an error:
+    a completion that cannot read the modules offers nothing)."""
 
     def complete(ctx: click.Context, param, incomplete: str) -> list[str]:
         from corral.completion import candidates
@@ -200,6 +266,10 @@ def _complete(what: str):
             words = candidates(config, what)
         except Exception:  # noqa: BLE001 - a completion must never print a traceback
             return []
+        if what == "hosts":  # a node set: complete its last element
+            from corral.completion import nodeset_words
+
+            return nodeset_words(words, incomplete)
         return [w for w in words if w.startswith(incomplete)]
 
     return complete
@@ -224,11 +294,68 @@ def _selection_options(f):
     return click.argument("targets", nargs=-1, shell_complete=_complete("modules"))(f)
 
 
+# Options more than one command takes: one definition each, the help (what the option
+# means for that command) given where it is used.
+
+
+def _module_argument(required: bool = True):
+    """MODULE, completed with the module names."""
+    return click.argument("module", required=required, shell_complete=_complete("modules"))
+
+
+def _json_option(help: str):
+    """--json (`as_json`): the command's answer as JSON."""
+    return click.option("--json", "as_json", is_flag=True, help=help)
+
+
+def _all_option(help: str):
+    """--all (`every`): every module set in the database, not only these directories'."""
+    return click.option("--all", "every", is_flag=True, help=help)
+
+
+def _dry_run_option(help: str):
+    """-n/--dry-run: say what would be done; do nothing."""
+    return click.option("-n", "--dry-run", is_flag=True, help=help)
+
+
+def _format_option(choices: list[str], help: str | None = None):
+    """--format (`fmt`): one of `choices`, the first by default."""
+    return click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(choices),
+        default=choices[0],
+        show_default=True,
+        help=help,
+    )
+
+
+def _nodes_option(help: str, required: bool = False):
+    """-w/--nodes NODESET: the fleet's hosts (a ClusterShell node set), completed from
+    the hosts corral knows of."""
+    return click.option(
+        "-w",
+        "--nodes",
+        required=required,
+        metavar="NODESET",
+        shell_complete=_complete("hosts"),
+        help=help,
+    )
+
+
+def _fanout_option(help: str):
+    """--fanout N: fleet hosts at once."""
+    return click.option("--fanout", type=click.IntRange(min=1), metavar="N", help=help)
+
+
+def _connect_timeout_option(help: str):
+    """--connect-timeout S: seconds to reach a fleet host."""
+    return click.option("--connect-timeout", type=click.FloatRange(min=1), metavar="S", help=help)
+
+
 @main.command()
 @_selection_options
-@click.option(
-    "--json", "as_json", is_flag=True, help="Print the modules, their waves and the order as JSON."
-)
+@_json_option("Print the modules, their waves and the order as JSON.")
 @click.pass_context
 def plan(ctx, targets, tags, exclude, as_json):
     """Show the waves and order `run` would follow; runs nothing.
@@ -296,13 +423,8 @@ def plan(ctx, targets, tags, exclude, as_json):
     default=None,
     help="After a failure, go on with independent modules (default) or start nothing new.",
 )
-@click.option("-n", "--dry-run", is_flag=True, help="Print what would run, in order; run nothing.")
-@click.option(
-    "--json",
-    "as_json",
-    is_flag=True,
-    help="Print the run as one JSON object on stdout, and nothing else.",
-)
+@_dry_run_option("Print what would run, in order; run nothing.")
+@_json_option("Print the run as one JSON object on stdout, and nothing else.")
 @click.option(
     "-q",
     "--quiet",
@@ -311,10 +433,10 @@ def plan(ctx, targets, tags, exclude, as_json):
 )
 @click.option(
     "--wait-lock",
-    type=click.FloatRange(min=0),
+    type=_Parsed("duration", _wait_seconds, "a duration such as 30, 90s or 5m"),
     default=None,
-    metavar="[SECONDS]",
-    help="If another run holds the lock, wait for it (for ever, or SECONDS).",
+    metavar="[DURATION]",
+    help="If another run holds the lock, wait for it (for ever, or DURATION: 30, 90s, 5m).",
 )
 @click.option(
     "--failed",
@@ -331,19 +453,11 @@ def plan(ctx, targets, tags, exclude, as_json):
     help="Run what the last run of these modules did not complete: failed, skipped or "
     "never started.",
 )
-@click.option(
-    "-w",
-    "--nodes",
-    metavar="NODESET",
-    help="Run on these hosts over ssh instead of here (ClusterShell node set: "
-    "web[01-20],@db). Every other option goes to each host's run.",
+@_nodes_option(
+    "Run on these hosts over ssh instead of here (ClusterShell node set: "
+    "web[01-20],@db). Every other option goes to each host's run."
 )
-@click.option(
-    "--fanout",
-    type=click.IntRange(min=1),
-    metavar="N",
-    help="With -w: hosts running at once. Default: config fanout:, else 64.",
-)
+@_fanout_option("With -w: hosts running at once. Default: config fanout:, else 64.")
 @click.option(
     "--canary",
     type=click.IntRange(min=0),
@@ -357,11 +471,8 @@ def plan(ctx, targets, tags, exclude, as_json):
     metavar="PCT",
     help="With -w: start no new host once more than PCT %% of the finished ones failed.",
 )
-@click.option(
-    "--connect-timeout",
-    type=click.FloatRange(min=1),
-    metavar="S",
-    help="With -w: seconds to reach a host. Default: config connect_timeout:, else 10.",
+@_connect_timeout_option(
+    "With -w: seconds to reach a host. Default: config connect_timeout:, else 10."
 )
 @click.option(
     "--deadline",
@@ -412,10 +523,6 @@ def run(
     from corral.printer import Printer
 
     gc.enable()  # a long-lived loop: let the collector do its job
-    if wait_lock is not None and not wait_lock >= 0:  # NaN too: it would wait for ever
-        raise click.BadParameter(
-            f"{wait_lock!r} is not a number of seconds", param_hint="--wait-lock"
-        )
     config = ctx.obj.with_flags(
         jobs=jobs,
         max_load=max_load,
@@ -531,6 +638,8 @@ def _run_fleet(ctx, nodes, targets, tags, exclude, fanout, canary, max_fail, con
         max_fail=max_fail,
         connect_timeout=connect_timeout or config.connect_timeout,
     )
+    for notice in outcome.notices:
+        click.echo(f"corral: warning: {notice.message}", err=True)
     if params["as_json"]:
         _echo_json(outcome.as_json())
     else:
@@ -539,7 +648,7 @@ def _run_fleet(ctx, nodes, targets, tags, exclude, fanout, canary, max_fail, con
 
 
 @main.command()
-@click.argument("module", required=False, shell_complete=_complete("modules"))
+@_module_argument(required=False)
 @click.option(
     "-n",
     "--limit",
@@ -548,13 +657,8 @@ def _run_fleet(ctx, nodes, targets, tags, exclude, fanout, canary, max_fail, con
     show_default=True,
     help="How many runs (or attempts of MODULE) to show.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Rows as JSON.")
-@click.option(
-    "--all",
-    "every",
-    is_flag=True,
-    help="Runs of every module set in the database, not only of these modules directories.",
-)
+@_json_option("Rows as JSON.")
+@_all_option("Runs of every module set in the database, not only of these modules directories.")
 @click.option("--host", metavar="HOST", help="The runs a fleet run gathered from HOST.")
 @click.pass_context
 def history(ctx, module, limit, as_json, every, host):
@@ -637,20 +741,8 @@ def _dash(value) -> str:
     metavar="DIR",
     help="Directory to write the report into. Default: report/ beside the database.",
 )
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["md", "html"]),
-    default="md",
-    show_default=True,
-    help="Markdown with SVG charts, or one self-contained page.",
-)
-@click.option(
-    "--all",
-    "every",
-    is_flag=True,
-    help="One report per module set in the database (in subdirectories), with an index.",
-)
+@_format_option(["md", "html"], "Markdown with SVG charts, or one self-contained page.")
+@_all_option("One report per module set in the database (in subdirectories), with an index.")
 @click.pass_context
 def docs(ctx, out, fmt, every):
     """Write the performance report of these modules directories' runs: where the time
@@ -668,7 +760,7 @@ def docs(ctx, out, fmt, every):
 
 
 @main.command(name="list")
-@click.option("--json", "as_json", is_flag=True, help="Every header as JSON.")
+@_json_option("Every header as JSON.")
 @click.pass_context
 def list_(ctx, as_json):
     """List modules with their headers.
@@ -713,9 +805,7 @@ def list_(ctx, as_json):
 
 
 @main.command()
-@click.option(
-    "--format", "fmt", type=click.Choice(["dot", "json"]), default="dot", show_default=True
-)
+@_format_option(["dot", "json"])
 @click.pass_context
 def graph(ctx, fmt):
     """Print the dependency graph (DOT for `dot -Tsvg`, or JSON).
@@ -751,12 +841,12 @@ def check(ctx, strict):
 
 
 @main.command()
-@click.option("--json", "as_json", is_flag=True, help="The published state as JSON.")
+@_json_option('The published states as JSON: {"running": [...], "last": ...}.')
 @click.pass_context
 def status(ctx, as_json):
-    """Show the run in progress (from another terminal): what runs and for how long, what
-    waits and on what (a requirement, a lock, a free slot, the load or memory), and the
-    ETA. Without a run in progress, how the last one ended.
+    """Show the runs in progress (from another terminal): for each, what runs and for how
+    long, what waits and on what (a requirement, a lock, a free slot, the load or
+    memory), and the ETA. Without a run in progress, how the last one ended.
 
     Example:
 
@@ -773,7 +863,7 @@ def status(ctx, as_json):
 
 
 @main.command()
-@click.argument("module", shell_complete=_complete("modules"))
+@_module_argument()
 @click.argument("run_id", required=False, metavar="[RUN]")
 @click.pass_context
 def why(ctx, module, run_id):
@@ -791,42 +881,65 @@ def why(ctx, module, run_id):
 
 
 @main.command()
-@click.argument("module", shell_complete=_complete("modules"))
+@_module_argument()
 @click.argument("run", required=False, metavar="[RUN]")
 @click.pass_context
 def log(ctx, module, run):
     """Print MODULE's log from its newest run (or RUN: a run id or a unique prefix of one),
     every attempt, each under a header when there were several. At a terminal control
-    characters are shown as run output is (^[ …); to a pipe the bytes go as logged.
+    characters are shown as run output is (^[ …) and the lines the module wrote on
+    stderr are marked "! "; to a pipe the bytes go as logged.
 
     Example:
 
         corral log disk_usage | less
     """
     from corral.explain import log_paths
+    from corral.logmarks import marked_lines, read_ranges
     from corral.visible import visible
 
     run_id, rows = log_paths(_store(ctx), module, run)
     out = click.get_binary_stream("stdout")
     for row in rows:
+        where = row["log_path"] or "no output"
         if len(rows) > 1:
-            click.echo(f"==> {module}, attempt {row['attempt']}: {row['log_path']} <==")
+            click.echo(f"==> {module}, attempt {row['attempt']}: {where} <==")
             sys.stdout.flush()
         if not row["log_path"]:
-            click.echo(f"({module} wrote no output in run {run_id})", err=True)
+            attempt = f", attempt {row['attempt']}" if len(rows) > 1 else ""
+            click.echo(f"({module} wrote no output in run {run_id}{attempt})", err=True)
             continue
         try:
-            with open(row["log_path"], "rb") as f:
+            f = open(row["log_path"], "rb")  # noqa: SIM115 - closed below
+        except OSError as exc:
+            raise click.ClickException(f"{row['log_path']}: {exc.strerror}") from None
+        try:
+            with f:
                 if out.isatty():  # a terminal shows the bytes, never obeys them
-                    for line in f:
-                        out.write(visible(line.rstrip(b"\n").removesuffix(b"\r")).encode())
+                    mark = b"! " if os.environ.get("NO_COLOR") else b"\x1b[31m!\x1b[0m "
+                    for line, err in marked_lines(f, read_ranges(row["log_path"])):
+                        if err:
+                            out.write(mark)
+                        out.write(visible(line.removesuffix(b"\r")).encode())
                         out.write(b"\n")
                 else:  # a pipe gets the bytes as logged
                     while chunk := f.read(1 << 16):
                         out.write(chunk)
-            out.flush()
+                out.flush()
+        except BrokenPipeError:  # the reader took what it wanted (| head): not an error
+            _drop_stdout()
+            return
         except OSError as exc:
-            raise click.ClickException(f"{row['log_path']}: {exc.strerror}") from None
+            raise click.ClickException(f"cannot print {row['log_path']}: {exc.strerror}") from None
+
+
+def _drop_stdout() -> None:
+    """stdout's reader is gone: point the descriptor at /dev/null, so that what is still
+    buffered (flushed at exit) goes nowhere instead of failing."""
+    with contextlib.suppress(OSError):
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 1)
+        os.close(null)
 
 
 @main.command()
@@ -842,7 +955,7 @@ def log(ctx, module, run):
     metavar="DAYS",
     help="Keep runs started in the last DAYS days (0: no limit). Default: keep_days.",
 )
-@click.option("-n", "--dry-run", is_flag=True, help="Say what would be removed; remove nothing.")
+@_dry_run_option("Say what would be removed; remove nothing.")
 @click.pass_context
 def prune(ctx, keep_runs, keep_days, dry_run):
     """Forget old runs of every module set in the database: their records and their log
@@ -868,7 +981,7 @@ def prune(ctx, keep_runs, keep_days, dry_run):
 
 
 @main.command(name="config")
-@click.option("--json", "as_json", is_flag=True, help="Settings and sources as JSON.")
+@_json_option("Settings and sources as JSON.")
 @click.pass_context
 def config_(ctx, as_json):
     """Print the effective settings and where each came from (flag, environment variable,
@@ -911,12 +1024,10 @@ def fleet():
 
 
 @fleet.command()
-@click.option("-w", "--nodes", required=True, metavar="NODESET", help="Hosts to gather from.")
-@click.option("--fanout", type=click.IntRange(min=1), metavar="N", help="Hosts at once.")
-@click.option(
-    "--connect-timeout", type=click.FloatRange(min=1), metavar="S", help="Seconds to reach a host."
-)
-@click.option("--json", "as_json", is_flag=True, help="One object per host as JSON.")
+@_nodes_option("Hosts to gather from.", required=True)
+@_fanout_option("Hosts at once.")
+@_connect_timeout_option("Seconds to reach a host.")
+@_json_option("One object per host as JSON.")
 @click.pass_context
 def gather(ctx, nodes, fanout, connect_timeout, as_json):
     """Bring the records of fleet runs that each host made since this database last

@@ -22,8 +22,49 @@ def candidates(config: Config, what: str) -> list[str]:
             store.close()
         return sorted({tag for m in modules for tag in m.header.tags})
     if what == "hosts":
-        return sorted(_ssh_hosts(Path.home() / ".ssh" / "config"))
+        from corral.store import known_hosts
+
+        groups = _groups()
+        hosts = _ssh_hosts(Path.home() / ".ssh" / "config") | set(known_hosts(config.db))
+        hosts |= _members(groups)
+        return sorted(hosts) + sorted(f"@{g}" for g in groups)
     return []
+
+
+def nodeset_words(words: list[str], incomplete: str) -> list[str]:
+    """Completions of the last element of a node set being typed (`web01,db` completes
+    `db`): each candidate whole, with what comes before the last comma kept, and none
+    that is already in the set."""
+    head, _, last = incomplete.rpartition(",")
+    prefix, given = (f"{head},", set(head.split(","))) if head else ("", set())
+    return [prefix + w for w in words if w.startswith(last) and w not in given]
+
+
+def _groups() -> list[str]:
+    """The node groups of ClusterShell's default group source (`@web` …), as `cluset
+    -L` lists them; [] without ClusterShell or its groups."""
+    try:
+        from ClusterShell.NodeSet import grouplist
+
+        return list(grouplist())
+    except Exception:  # noqa: BLE001 - a broken group source offers nothing
+        return []
+
+
+def _members(groups: list[str], limit: int = 10_000) -> set[str]:
+    """The hosts of those groups, at most `limit` of them (a completion stays quick)."""
+    names: set[str] = set()
+    try:
+        from ClusterShell.NodeSet import NodeSet
+
+        for group in groups:
+            for node in NodeSet(f"@{group}"):
+                names.add(node)
+                if len(names) >= limit:
+                    return names
+    except Exception:  # noqa: BLE001 - a broken group source offers what it gave
+        pass
+    return names
 
 
 def _ssh_hosts(path: Path) -> set[str]:

@@ -31,7 +31,6 @@ DEFAULT_FACILITIES: dict[str, tuple[str, ...]] = {
         "$mail-transport-agent",
     )
 }
-SECRET_PATTERNS = ("*_TOKEN", "*_PASSWORD", "*_SECRET", "*_KEY", "*PASSWD*")
 
 
 @dataclass(frozen=True)
@@ -56,7 +55,6 @@ class Config:
     lib: Path | None = None
     facilities: dict[str, tuple[str, ...]] = field(default_factory=dict)
     pools: dict[str, int] = field(default_factory=dict)
-    secret_patterns: tuple[str, ...] = SECRET_PATTERNS
     backend: str = "local"  # where real runs start attempts: a name in corral.backends
     deadline: float | None = None  # seconds the whole run may take; None: no bound
     # setting -> where its value came from ("flag --jobs", "env CORRAL_JOBS", a file, "default")
@@ -75,7 +73,8 @@ class Config:
                 _in_range(key, value)  # the same ranges as for the file
             except ValueError as exc:
                 flag = "--" + FLAG_NAMES.get(key, key).replace("_", "-")
-                raise UsageError(f"{flag}: {value!r}: {exc}") from None
+                shown = value.fixed if isinstance(value, Jobs) else value
+                raise UsageError(f"{flag}: {shown!r}: {exc}") from None
         sources = dict(self.sources)
         sources.update({k: f"flag --{FLAG_NAMES.get(k, k).replace('_', '-')}" for k in given})
         return replace(self, **given, sources=sources)
@@ -125,6 +124,25 @@ def find_config(directory: Path) -> tuple[Path | None, list[Path]]:
     return (found[0], found[1:]) if found else (None, [])
 
 
+def _one_config(path: Path | None, dirs: tuple[Path, ...]) -> None:
+    """Several modules directories are one module set with one config: a config file
+    found for any other directory than the first (and not the same file) would be
+    silently ignored, its pools and facilities with it. Raises UsageError naming it."""
+    used = path.resolve() if path is not None else None
+    others = []
+    for directory in dirs[1:]:
+        found, _ = find_config(directory)
+        if found is not None and found.resolve() != used and found not in others:
+            others.append(found)
+    if others:
+        raise UsageError(
+            f"{', '.join(map(str, others))}: not read: with several modules directories "
+            f"corral reads one config file, the one of the first ({path or 'none found'} "
+            f"for {dirs[0]}); merge them into one and name it with --config FILE (or "
+            "$CORRAL_CONFIG)"
+        )
+
+
 def load_config(
     modules: tuple[str, ...] = (), db: str | None = None, config_file: str | None = None
 ) -> Config:
@@ -155,6 +173,7 @@ def load_config(
         data = _read_yaml(path, required=True)
     else:
         path, ignored = find_config(dirs[0])
+        _one_config(path, dirs)
         how = "found beside the modules directory"
         if path is not None and path.parent == dirs[0].absolute():
             how = "found in the modules directory"
@@ -184,26 +203,30 @@ def load_config(
         db_path, sources["db"] = Path(db), "flag --db"
     elif env.get("CORRAL_DB"):
         db_path, sources["db"] = Path(env["CORRAL_DB"]), "env CORRAL_DB"
-        data.pop("db", None)
     elif "db" in data:
-        db_path = Path(path.parent, str(data.pop("db")))  # type: ignore[union-attr]
+        db_path = Path(path.parent, _path_text(path, "db", data.pop("db")))  # type: ignore[union-attr]
     else:
         db_path, sources["db"] = default_db(), "default"
-    data.pop("db", None)
+    if "db" in data:  # checked even when a flag or $CORRAL_DB overrides it
+        _path_text(path, "db", data.pop("db"))
     if not modules and not env.get("CORRAL_MODULES") and "modules" in data:
         value = data.pop("modules")
         sources["modules"] = origin
-        dirs = tuple(Path(path.parent, d) for d in ([value] if isinstance(value, str) else value))  # type: ignore[union-attr]
+        items = value if isinstance(value, list) and value else [value]
+        dirs = tuple(Path(path.parent, _path_text(path, "modules", d)) for d in items)  # type: ignore[union-attr]
     elif "modules" in data:
-        data.pop("modules")
+        value = data.pop("modules")
+        for d in value if isinstance(value, list) and value else [value]:
+            _path_text(path, "modules", d)  # checked even when a flag overrides it
         sources["modules"] = sources["modules"] + " (over the config file's)"
     if "log_dir" in data:
-        log_dir = Path(path.parent, str(data.pop("log_dir")))  # type: ignore[union-attr]
+        log_dir = Path(path.parent, _path_text(path, "log_dir", data.pop("log_dir")))  # type: ignore[union-attr]
     else:
         log_dir, sources["log_dir"] = db_path.parent / "logs", "default: beside the database"
-    if "lib" in data:
-        data["lib"] = path.parent / str(data["lib"])  # type: ignore[union-attr]
+    lib = Path(path.parent, _path_text(path, "lib", data.pop("lib"))) if "lib" in data else None  # type: ignore[union-attr]
     values = _typed(data, path) if path else _typed({}, Path("-"))
+    if lib is not None:
+        values["lib"] = lib
     for key in ENV_SETTINGS:
         name = f"CORRAL_{key.upper()}"
         if env.get(name, "").strip():
@@ -213,13 +236,33 @@ def load_config(
         sources["fail_fast"] = sources.pop("keep_going")
     return Config(
         modules=dirs,
-        db=db_path,
-        log_dir=log_dir,
+        db=_absolute(db_path),
+        log_dir=_absolute(log_dir),
         config_file=path if path and path.exists() else None,
         sources=sources,
         warnings=tuple(warnings),
         **values,
     )
+
+
+PATH_KEYS = ("db", "log_dir", "modules", "lib")  # read before _typed: relative to the file
+
+
+def _path_text(path: Path | None, key: str, value: object) -> str:
+    """A path setting's text: a non-empty string, never a list, number or switch (which
+    would become a file named "['a', 'b']" or "True"). Raises UsageError naming the key."""
+    if not isinstance(value, str) or not value.strip():
+        raise UsageError(f"{path}: {key}: expected a path (a non-empty string), not {value!r}")
+    return value
+
+
+def _absolute(path: Path) -> Path:
+    """`path` from the current directory, because a run changes directory (into its
+    modules' directory) before it writes its records; as given when that is gone."""
+    try:
+        return Path(os.path.abspath(path))
+    except OSError:
+        return path
 
 
 def _require_cwd(modules: tuple[str, ...], from_env: str | None) -> None:
@@ -264,7 +307,7 @@ def _read_yaml(path: Path, required: bool) -> dict:
     import yaml
 
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.load(path.read_text(), Loader=_loader()) or {}
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"{path}: cannot read config: {exc}") from None
     except yaml.YAMLError as exc:
@@ -276,13 +319,35 @@ def _read_yaml(path: Path, required: bool) -> dict:
     return {str(k).replace("-", "_"): v for k, v in data.items()}
 
 
+def _loader():
+    """PyYAML's safe loader with YAML 1.2's integers: `010` is ten (read as decimal),
+    never YAML 1.1's octal eight; `0x1F` is still hex, `1:30` is text (not 90)."""
+    import re
+
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.yaml_implicit_resolvers = {
+        first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:int"]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+    Loader.add_implicit_resolver(
+        "tag:yaml.org,2002:int",
+        re.compile(r"^(?:[-+]?(?:0|[1-9][0-9]*)|0x[0-9a-fA-F]+)$"),
+        list("-+0123456789"),
+    )
+    return Loader
+
+
 def _typed(data: dict, path: Path) -> dict:
     """Check and convert each config value; unknown names are errors, not silent typos,
     and a value is what it says or an error naming the key (never `bool("false")`)."""
     out: dict[str, object] = {}
     for key, value in data.items():
         if key not in _CONVERTERS:
-            known = ", ".join(sorted(_CONVERTERS))
+            known = ", ".join(sorted([*_CONVERTERS, *PATH_KEYS]))
             raise UsageError(f"{path}: unknown setting {key!r} (known: {known})") from None
         try:
             out[key] = _CONVERTERS[key](value)
@@ -351,8 +416,10 @@ def _number(value: object) -> float:
 
 
 def _text(value: object) -> str:
-    if not isinstance(value, str | int | float) or isinstance(value, bool):
+    if isinstance(value, list | dict | tuple):
         raise ValueError("expected a single value, not a list or mapping")
+    if value is None or isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError("expected a value, not true/false or nothing")
     return str(value)
 
 
@@ -409,7 +476,7 @@ def _jobs(text: str) -> Jobs:
     try:
         return Jobs.parse(text)
     except ValueError:
-        raise ValueError("expected a whole number of at least 1, or auto") from None
+        raise ValueError("expected a whole number (0: no limit), or auto") from None
 
 
 def _facilities(value: object) -> dict[str, tuple[str, ...]]:
@@ -426,11 +493,13 @@ def _facilities(value: object) -> dict[str, tuple[str, ...]]:
 
 
 def _backend(value: object) -> str:
-    from corral.backends import BACKENDS
+    from corral.backends import BACKENDS, BY_FLAG
 
     name = str(value)
-    if name not in BACKENDS or name == "dryrun":
-        known = ", ".join(sorted(n for n in BACKENDS if n != "dryrun"))
+    if name in BY_FLAG:
+        raise ValueError(f"{name} is chosen by {BY_FLAG[name]}, not in the config")
+    if name not in BACKENDS:
+        known = ", ".join(sorted(n for n in BACKENDS if n not in BY_FLAG))
         raise ValueError(f"expected one of: {known}")
     return name
 
@@ -452,12 +521,10 @@ _CONVERTERS = {
     "grace": lambda v: parse_duration(_text(v)),
     "retry_backoff": lambda v: parse_duration(_text(v)),
     "log_limit": lambda v: parse_size(_text(v)),
-    "lib": lambda v: Path(_text(v)),
     "keep_runs": _whole,
     "keep_days": _days,
     "facilities": _facilities,
     "pools": _pools,
-    "secret_patterns": lambda v: tuple(_text(p) for p in ([v] if isinstance(v, str) else v)),
     "backend": lambda v: _backend(_text(v)),
     "deadline": lambda v: parse_duration(_text(v)),
     "ssh_options": _text,

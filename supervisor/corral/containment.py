@@ -72,8 +72,12 @@ class Containment:
         return "cgroup" if self.cgroups is not None else "subreaper"
 
     def bases(self) -> list[str]:
-        """The run's cgroup directories (what recovery looks in after a crash)."""
-        return list(self.cgroups.bases.values()) if self.cgroups is not None else []
+        """The run's cgroup directories that exist now: all of them while it runs (what
+        recovery looks in after a crash), after `close` those a detached daemon still
+        holds (what the next start's recovery removes once they are empty)."""
+        if self.cgroups is None:
+            return []
+        return [b for b in self.cgroups.bases.values() if os.path.isdir(b)]
 
     def prepare(self, name: str, attempt: int, detach: bool, path: str, fd: int | None = None):
         """(argv, member) for one attempt; raises OSError when its cgroup cannot be made."""
@@ -83,6 +87,7 @@ class Containment:
             member.key = os.path.basename(member.cgroup.path)
             if detach:
                 self.watchdog.tell(f"spare {member.key}")
+                member.cgroup.mark_detached()
         files = member.cgroup.procs_files() if member.cgroup is not None else []
         return command(path, files, fd), member
 
@@ -98,8 +103,11 @@ class Containment:
         member.detach = detach
         if detach:
             self.watchdog.tell(f"spare {member.key}")
+            if member.cgroup is not None:
+                member.cgroup.mark_detached()
 
     def started(self, member: Member, pid: int) -> None:
+        """The attempt's main process `pid` started (and leads its process group)."""
         member.pgid = pid
         if member.cgroup is None:
             self.seen(member, [pid])
@@ -145,6 +153,7 @@ class Containment:
         return member.cgroup.figures() if member.cgroup is not None else None
 
     def current_memory(self, member: Member) -> int | None:
+        """The attempt's memory in use now, by its cgroup; None without one."""
         return member.cgroup.current_memory() if member.cgroup is not None else None
 
     def release(self, member: Member) -> None:

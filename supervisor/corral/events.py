@@ -42,6 +42,7 @@ class AttemptResult:
     throttle_wait_s: float = 0.0
     throttle_reason: Refusal | None = None  # why the gate held it back last
     lock_wait_s: float = 0.0
+    lock_reason: str | None = None  # which locks it waited on, held by whom
     retry_in: float | None = None  # seconds until the next attempt; None when final
     start_mono: float | None = None  # monotonic clock at the start (durations, offsets)
     mem_source: str | None = None  # where each figure came from: cgroup, rusage, sampled
@@ -77,6 +78,7 @@ class ModuleStarted:
 class ModuleOutput:
     name: str
     line: bytes  # one line without its newline (or a last line without one)
+    err: bool = False  # the module wrote it on stderr
 
 
 @dataclass
@@ -149,6 +151,7 @@ class ModuleSummary:
 
     @property
     def last(self) -> AttemptResult | None:
+        """Its last attempt; None when it never started."""
         return self.attempts[-1] if self.attempts else None
 
 

@@ -22,15 +22,20 @@ from corral.throttle import Host
 if TYPE_CHECKING:
     from corral.sampler import HostSample
 
-LineListener = Callable[[str, bytes], None]  # (module, one line without its newline)
+# (module, one line without its newline, whether it came from stderr)
+LineListener = Callable[[str, bytes, bool], None]
 
 
 class Clock(Protocol):
     """Where the scheduler reads the time: the `time` module itself, or a test's clock."""
 
-    def monotonic(self) -> float: ...
+    def monotonic(self) -> float:
+        """Seconds on a clock that never goes back, for durations and deadlines."""
+        ...
 
-    def time(self) -> float: ...
+    def time(self) -> float:
+        """Wall-clock seconds since the epoch, for stored timestamps only."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

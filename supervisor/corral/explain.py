@@ -13,11 +13,13 @@ import time
 from pathlib import Path
 
 from corral.errors import UsageError
-from corral.progress import STATE_FILE, clock_text, read_state
+from corral.progress import STATE_FILE, clock_text, epoch, read_state
 from corral.store import Store
 
 
-def _alive(pid: int) -> bool:
+def _alive(pid: object) -> bool:
+    if not isinstance(pid, int) or pid <= 0:  # 0 or -1 would ask a whole group
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -27,41 +29,89 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def run_status(log_dir: Path) -> tuple[dict | None, list[str]]:
-    """(the published state of the newest run, lines describing it)."""
-    state = read_state(str(log_dir / "latest" / STATE_FILE))
-    if state is None:
-        return None, [f"no run has published its state under {log_dir} (no run yet?)"]
+def run_states(log_dir: Path) -> tuple[list[dict], dict | None]:
+    """(the published states of the runs in progress under `log_dir`, newest first; the
+    newest run's state, whatever its end, or None when no run published one).
+
+    Every run's directory is looked at, not only `latest`: runs of other module sets
+    share the log directory (and the newest of them need not be the one still running).
+    A state that says running while its corral is gone is not in progress."""
+    try:
+        names = sorted(
+            (e.name for e in os.scandir(log_dir) if e.is_dir(follow_symlinks=False)),
+            reverse=True,  # run ids begin with their UTC start: newest first
+        )
+    except OSError:
+        names = []
+    running, newest = [], None
+    for name in names:
+        if name.startswith("."):
+            continue
+        state = read_state(str(log_dir / name / STATE_FILE))
+        if not isinstance(state, dict) or "run_id" not in state:
+            continue
+        newest = newest or state
+        if state.get("status") == "running" and _alive(state.get("pid")):
+            running.append(state)
+    return running, newest
+
+
+def run_status(log_dir: Path) -> tuple[dict, list[str]]:
+    """({"running": [states], "last": state or None}, lines describing them)."""
+    running, newest = run_states(log_dir)
+    out = {"running": running, "last": newest}
+    if newest is None:
+        return out, [f"no run has published its state under {log_dir} (no run yet?)"]
+    if not running:
+        return out, _ended(newest)
+    lines: list[str] = []
+    if len(running) > 1:
+        lines.append(f"{len(running)} runs in progress under {log_dir}:")
+    for state in running:
+        if lines:
+            lines.append("")
+        lines += _in_progress(state, many=len(running) > 1)
+    return out, lines
+
+
+def _ended(state: dict) -> list[str]:
     run = state["run_id"]
-    counts = ", ".join(f"{n} {s}" for s, n in state.get("counts", {}).items())
-    if state["status"] != "running":
-        ended = dt.datetime.fromtimestamp(state["written"], dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-        return state, [
-            f"no run in progress; the last, {run}, ended {ended}: {state['status']} "
-            f"({state['total']} modules: {counts or 'none'})"
-        ]
-    if not _alive(state["pid"]):
-        return state, [
+    if state.get("status") == "running":  # its corral is gone (see run_states)
+        return [
             f"run {run} (PID {state['pid']}) is no longer running: corral was killed "
             "before it finished; `corral history` shows what it recorded"
         ]
+    counts = ", ".join(f"{n} {s}" for s, n in state.get("counts", {}).items())
+    written = epoch(state.get("written"))
+    ended = "?" if written is None else time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(written))
+    return [
+        f"no run in progress; the last, {run}, ended {ended}: {state['status']} "
+        f"({state['total']} modules: {counts or 'none'})"
+    ]
+
+
+def _in_progress(state: dict, many: bool) -> list[str]:
     now = time.time()
-    elapsed = now - state["started"]
+    counts = ", ".join(f"{n} {s}" for s, n in state.get("counts", {}).items())
+    elapsed = now - (epoch(state.get("started")) or now)
     eta = state.get("eta_s")
     if eta is not None:
-        eta = max(0.0, eta - (now - state["written"]))
+        eta = max(0.0, eta - (now - (epoch(state.get("written")) or now)))
     unknown = f" (+{state['unknown']} without history)" if state.get("unknown") else ""
+    where = f" of {state['modules']}" if many and state.get("modules") else ""
     lines = [
-        f"run {run} (PID {state['pid']}), running for {clock_text(elapsed)}: "
-        f"[{state['done']}/{state['total']}] done{', ' + counts if counts else ''}; "
-        f"ETA {clock_text(eta)}{unknown}"
+        f"run {state['run_id']}{where} (PID {state['pid']}), running for "
+        f"{clock_text(elapsed)}: [{state['done']}/{state['total']}] done"
+        f"{', ' + counts if counts else ''}; ETA {clock_text(eta)}{unknown}"
     ]
     width = max([len(m["name"]) for m in state["running"] + state["waiting"]] + [4])
     if state["running"]:
         lines.append("running:")
         for m in state["running"]:
             note = f"  (attempt {m['attempt']})" if m["attempt"] > 1 else ""
-            lines.append(f"  {m['name']:<{width}}  {clock_text(now - m['start'])}{note}")
+            since = epoch(m.get("start"))
+            took = m.get("elapsed_s") if since is None else now - since
+            lines.append(f"  {m['name']:<{width}}  {clock_text(took)}{note}")
     if state["waiting"]:
         lines.append("waiting:")
         for m in state["waiting"]:
@@ -71,7 +121,7 @@ def run_status(log_dir: Path) -> tuple[dict | None, list[str]]:
         mem = host.get("mem_available")
         free = f", {mem / 2**30:.1f} GiB memory available" if mem else ""
         lines.append(f"host: load {host['load1']:.2f}, {host.get('runnable')} runnable{free}")
-    return state, lines
+    return lines
 
 
 def _t(iso: str | None) -> float | None:
@@ -132,10 +182,17 @@ def why(store: Store, module: str, run_id: str | None = None) -> list[str]:
         after = max(0.0, start - ready)
         slot = max(0.0, after - (first["throttle_wait_s"] or 0.0) - (first.get("lock_wait_s") or 0))
         reason = f" ({first['throttle_reason']})" if first.get("throttle_reason") else ""
+        held = f" ({first['lock_reason']})" if first.get("lock_reason") else ""
         lines.append(
             f"  once ready, waited {after:.2f}s: throttle {gate:.2f}s{reason}, "
-            f"locks {lock:.2f}s, a free slot or the loop {slot:.2f}s"
+            f"locks {lock:.2f}s{held}, a free slot or the loop {slot:.2f}s"
         )
+        for a in attempts[1:]:  # a retry waits for its locks again
+            if a.get("lock_reason"):
+                lines.append(
+                    f"  attempt {a['attempt']} waited {a.get('lock_wait_s') or 0.0:.2f}s for "
+                    f"{a['lock_reason']}"
+                )
     ran = sum(a["duration_s"] or 0.0 for a in attempts)
     code = f", exit {last['exit_code']}" if last["exit_code"] is not None else ""
     lines.append(f"  ran {ran:.2f}s in all{code}; ended {rel(_t(last['end']))}")

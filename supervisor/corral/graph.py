@@ -481,6 +481,7 @@ class Plan:
         # Highest priority first; between equals, the one that releases more modules.
         self._ready = [self._key(n) for n in selection.names if not self.missing[n]]
         heapq.heapify(self._ready)
+        self._newly_ready = [key[-1] for key in self._ready]  # see take_newly_ready
         self.pending = set(selection.names)
         self.running: set[str] = set()
         self.skipped: dict[str, str] = {}
@@ -500,9 +501,12 @@ class Plan:
             f"ready {self.ready()[:5]}"
         )
 
-    def ready_unordered(self) -> list[str]:
-        """Ready modules in no particular order (cheaper than `ready`); [] when none."""
-        return [key[-1] for key in self._ready if key[-1] in self.pending]
+    def take_newly_ready(self) -> list[str]:
+        """Modules that became ready since the last call and still wait, in no particular
+        order; [] when none. (What waits from before was in an earlier answer.)"""
+        out = [n for n in self._newly_ready if n in self.pending and n not in self.running]
+        self._newly_ready = []
+        return out
 
     def ready(self) -> list[str]:
         """Ready modules, highest priority first; [] when nothing is ready."""
@@ -550,7 +554,7 @@ class Plan:
         for n, _ in out:
             self.pending.discard(n)
             self.skipped[n] = reason
-        self._ready = []
+        self._ready, self._newly_ready = [], []
         return out
 
     def _skip_dependents(self, name: str, status: Status) -> list[tuple[str, str]]:
@@ -573,3 +577,4 @@ class Plan:
             missing.discard(done)
             if not missing and user in self.pending:
                 heapq.heappush(self._ready, self._key(user))
+                self._newly_ready.append(user)

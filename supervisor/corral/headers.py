@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, fields
 
 from corral.errors import Problem
 
-PARSER_VERSION = 5  # bump when Header or parsing changes: the cache re-parses everything
+PARSER_VERSION = 6  # bump when Header or parsing changes: the cache re-parses everything
 
 LIST_KEYS = ("requires", "wants", "after", "before", "provides", "locks", "tags")
 SCALAR_KEYS = (
@@ -296,7 +296,27 @@ def parse_header(data: bytes) -> Header:
     _read_native(data, builder, lsb_span)
     if lsb_span:
         _read_lsb(data, lsb_span, builder)
+    _bash_source(data, builder)
     return builder.header(lsb=lsb_span is not None)
+
+
+def _bash_source(data: bytes, builder: _Builder) -> None:
+    """A module reading BASH_SOURCE is told once: bash reads the module from the
+    descriptor corral opened and checked, so BASH_SOURCE[0] is /dev/fd/3, and bash lets
+    nothing set it (a `[[ ${BASH_SOURCE[0]} == "$0" ]] && main` guard would skip main and
+    the module would succeed without doing its work)."""
+    at = data.find(b"BASH_SOURCE")
+    while at >= 0:
+        start = data.rfind(b"\n", 0, at) + 1
+        if not data[start:at].lstrip().startswith(b"#"):  # not in a comment line
+            builder.problem(
+                data.count(b"\n", 0, at) + 1,
+                "BASH_SOURCE[0] is /dev/fd/3 when corral runs a module (it is read from "
+                'the descriptor corral checked); use "$0", the module\'s path',
+                "warning",
+            )
+            return
+        at = data.find(b"BASH_SOURCE", at + 1)
 
 
 def _lsb_span(data: bytes, builder: _Builder) -> tuple[int, int] | None:

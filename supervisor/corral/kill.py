@@ -2,8 +2,11 @@
 
 TERM asks; CONT follows so a stopped process (Ctrl-Z, SIGSTOP) hears it; whatever is
 still there after the grace period gets KILL. The local backend stops an attempt's
-process group this way (its KILL comes from its wait loop, never from a sleep), and
-`terminate` does the whole sequence at once for leftovers and crashed runs.
+process group this way (its KILL comes from its wait loop, never from a sleep);
+`stop` does the whole sequence at once on any `Target` (process groups and processes
+for leftovers, `terminate`; a crashed run's cgroups, `cgroups.stop`); and the watchdog
+(Bash, which must outlive corral) is handed `ASK` and `FORCE` by name (`names`), so
+every copy of the sequence sends the signals defined here.
 """
 
 from __future__ import annotations
@@ -11,9 +14,21 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Protocol
 
 from corral import procfs
+
+ASK = (signal.SIGTERM, signal.SIGCONT)
+"""The sequence's first step, in order: TERM asks, CONT lets a stopped process hear it."""
+FORCE = signal.SIGKILL
+"""The last step, for whatever is left after the grace period."""
+
+
+def names(signals: tuple[signal.Signals, ...]) -> str:
+    """`signals` as Bash's `kill -NAME` spells them, space-separated ("" for none)."""
+    return " ".join(s.name.removeprefix("SIG") for s in signals)
 
 
 def signal_group(pgid: int, signum: int) -> bool:
@@ -39,11 +54,96 @@ def signal_process(pid: int, signum: int) -> bool:
 
 
 def ask_group(pgid: int) -> bool:
-    """The sequence's first step for a group: TERM, then CONT; False when it is gone."""
-    if not signal_group(pgid, signal.SIGTERM):
+    """The sequence's first step (`ASK`: TERM, then CONT) for a group; False when it is gone."""
+    first, *rest = ASK
+    if not signal_group(pgid, first):
         return False
-    signal_group(pgid, signal.SIGCONT)
+    for signum in rest:
+        signal_group(pgid, signum)
     return True
+
+
+class Target(Protocol):
+    """Something the sequence stops: a process group, a process, an attempt's cgroup."""
+
+    def ask(self) -> bool:
+        """Send it `ASK`; False when it is already gone."""
+        ...
+
+    def alive(self) -> bool:
+        """Whether anything of it is still there."""
+        ...
+
+    def force(self) -> None:
+        """`FORCE` what is left of it."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    """A process group, by its id."""
+
+    pgid: int
+
+    def ask(self) -> bool:
+        """`ask_group`; False when the group is gone."""
+        return ask_group(self.pgid)
+
+    def alive(self) -> bool:
+        """Whether the group still has a member."""
+        return signal_group(self.pgid, 0)
+
+    def force(self) -> None:
+        """KILL the group."""
+        signal_group(self.pgid, FORCE)
+
+
+@dataclass(frozen=True, slots=True)
+class Process:
+    """One process, by its id."""
+
+    pid: int
+
+    def ask(self) -> bool:
+        """TERM, then CONT; False when the process is gone."""
+        first, *rest = ASK
+        if not signal_process(self.pid, first):
+            return False
+        for signum in rest:
+            signal_process(self.pid, signum)
+        return True
+
+    def alive(self) -> bool:
+        """Whether the process is there and not a zombie."""
+        return signal_process(self.pid, 0)
+
+    def force(self) -> None:
+        """KILL the process."""
+        signal_process(self.pid, FORCE)
+
+
+def stop(
+    targets: Iterable[Target],
+    grace: float,
+    reap: Callable[[], object] | None = None,
+    tick: float = 0.02,
+) -> None:
+    """The sequence: `ASK` every target, wait up to `grace` seconds for them to go
+    (looking every `tick`, calling `reap` meanwhile, so our own children do not linger
+    as zombies), then `FORCE` what is left, in the order given. Returns at once when
+    nothing is there."""
+    live = [t for t in targets if t.ask()]
+    end = time.monotonic() + grace
+    while live and time.monotonic() < end:
+        if reap is not None:
+            reap()
+        live = [t for t in live if t.alive()]
+        if live:
+            time.sleep(tick)
+    for target in live:
+        target.force()
+    if reap is not None:
+        reap()
 
 
 def terminate(
@@ -52,26 +152,5 @@ def terminate(
     grace: float,
     reap: Callable[[], object] | None = None,
 ) -> None:
-    """TERM and CONT every group and process, wait up to `grace` seconds for them to go
-    (calling `reap` meanwhile, so our own children do not linger as zombies), then KILL
-    what is left. Returns at once when nothing is there."""
-    groups = [g for g in groups if ask_group(g)]
-    alive = []
-    for pid in pids:
-        if signal_process(pid, signal.SIGTERM):
-            signal_process(pid, signal.SIGCONT)
-            alive.append(pid)
-    end = time.monotonic() + grace
-    while (groups or alive) and time.monotonic() < end:
-        if reap is not None:
-            reap()
-        groups = [g for g in groups if signal_group(g, 0)]
-        alive = [p for p in alive if signal_process(p, 0)]
-        if groups or alive:
-            time.sleep(0.02)
-    for g in groups:
-        signal_group(g, signal.SIGKILL)
-    for pid in alive:
-        signal_process(pid, signal.SIGKILL)
-    if reap is not None:
-        reap()
+    """`stop` these process groups, then these processes (see `stop`)."""
+    stop([*map(Group, groups), *map(Process, pids)], grace, reap)

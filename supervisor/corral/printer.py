@@ -4,7 +4,9 @@ Three audiences: a person at a terminal (colour per module, symbols, a table), c
 a pipe (plain lines with timestamps, no escape codes), and `--quiet` (only what went
 wrong: what cron should mail). Module output is shown through `visible`: decoded with
 replacement, control characters and escape sequences made visible, so no module can
-move the cursor or repaint the screen; the log files keep the bytes.
+move the cursor or repaint the screen; the log files keep the bytes. A line the module
+wrote on stderr is marked: `name ! line` (the `!` red at a terminal) where stdout has
+`name | line`, and `! ` before it in the failure tails.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from corral.events import (
     RunStarted,
     Waiting,
 )
+from corral.logmarks import marked_lines, read_ranges
 from corral.progress import RunState, clock_text
 from corral.status import Status
 from corral.streams import safe
@@ -55,23 +58,24 @@ SYMBOL = {
     Status.SKIPPED: "–",
 }
 TAIL_LINES = 10
-LONG_WAIT_S = 60.0  # a wait this long is said in every output mode
 
 
-def tail(path: str | None, lines: int = TAIL_LINES) -> list[str]:
-    """The last `lines` lines of a log, as `visible` shows them; [] when unreadable."""
+def tail(path: str | None, lines: int = TAIL_LINES) -> list[tuple[str, bool]]:
+    """The last `lines` lines of a log as the live view split them, as `visible` shows
+    them, each with whether it came from stderr; [] when unreadable."""
     if not path:
         return []
     try:
         with open(path, "rb") as f:
             f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - 64 * 1024))
-            data = f.read()
+            start = max(0, f.tell() - 64 * 1024)
+            f.seek(start)
+            found = list(marked_lines(f, read_ranges(path), start))
     except OSError:
         return []
-    if data.endswith(b"\n"):
-        data = data[:-1]
-    return [visible(line.removesuffix(b"\r")) for line in data.split(b"\n")[-lines:]]
+    if start and len(found) > lines:  # the first one may have begun before `start`
+        found = found[1:]
+    return [(visible(line.removesuffix(b"\r")), err) for line, err in found[-lines:]]
 
 
 def plural(n: int, noun: str) -> str:
@@ -108,6 +112,8 @@ class Printer:
     ):
         self.out, self.err = safe(out), safe(err)  # a fault there never reaches the run
         self.state = RunState()  # what runs and waits, for the status and progress lines
+        # False once the run feeds `state` as a listener of its own (see `RunState.shared`)
+        self.feeds_state = True
         self.progress_every = progress_every  # plain mode: a progress line at most this often
         self.progress_at = time.monotonic()
         self.drawn_at = 0.0
@@ -123,16 +129,14 @@ class Printer:
         self.step = 0
         self.held: Block | None = None  # the kind of refusal the gate last held modules for
         self.held_at = 0.0
-        self.waiting: Waiting | None = None  # what the gate holds back now …
-        self.waiting_since = 0.0  # … since (monotonic), until said under --quiet
         self.status_shown = False
 
     def __call__(self, event: Event) -> None:
-        if not isinstance(event, ModuleOutput):
+        if self.feeds_state and not isinstance(event, ModuleOutput):
             self.state(event)
         if isinstance(event, ModuleOutput):
             if self.show_output:
-                self._line(event.name, visible(event.line.removesuffix(b"\r")))
+                self._line(event.name, visible(event.line.removesuffix(b"\r")), event.err)
         elif isinstance(event, ModuleStarted):
             if self.dry_run:
                 self.step += 1
@@ -143,6 +147,10 @@ class Printer:
         elif isinstance(event, ModuleFinished):
             if not self.dry_run:
                 self._finished(event)
+            elif event.result.status != Status.OK:  # it could not even be planned to start
+                r = event.result
+                line = f"{SYMBOL[r.status]:>5} {r.name:<{self.width}}  {r.reason}"
+                self._write(self.out, line, False)
         elif isinstance(event, ModuleSkipped):
             if not self.quiet:
                 self._line(event.name, self._status(Status.SKIPPED, f"skipped: {event.reason}"))
@@ -189,7 +197,6 @@ class Printer:
             self._draw_status()
         elif isinstance(event, Idle):
             self._tick()
-            self._long_wait()
             self.out.flush()
 
     def _planned(self, name: str) -> str:
@@ -241,25 +248,10 @@ class Printer:
             self.progress_at = now
             self._write(self.out, self._dim(f"corral: {self._progress(plain=True)}"))
 
-    def _long_wait(self) -> None:
-        """No silent hang: a wait of over a minute is said on stderr once, in every
-        output mode (the others have said it already; --quiet and --json have not)."""
-        held = self.waiting
-        if held is None or not self.quiet:
-            return
-        if time.monotonic() - self.waiting_since >= LONG_WAIT_S:
-            names = ", ".join(held.modules[:4]) + (" …" if len(held.modules) > 4 else "")
-            self._write(self.err, f"corral: waiting for over a minute: {held.reason} ({names})")
-            self.waiting = None
-
     def _waiting(self, event: Waiting) -> None:
         """At a terminal: the status line says why modules wait. Elsewhere: a line when the
         gate starts or stops holding modules back, at most every 5 s for the same kind of
         reason, so a long wait does not flood cron's mail."""
-        if event.reason is None:
-            self.waiting = None
-        elif self.waiting is None:
-            self.waiting, self.waiting_since = event, time.monotonic()
         if self.quiet:
             return
         if self.color:
@@ -322,14 +314,15 @@ class Printer:
                 False,
             )
         for m in bad:
-            if m.last is None or m.status == Status.SKIPPED:
-                continue
+            if m.last is None or m.status == Status.SKIPPED or not m.last.pid:
+                continue  # no tail to show: it never ran (skipped, or could not start)
             lines = tail(m.last.log_path)
             self._write(out, "", False)
             where = f" ({m.last.log_path})" if m.last.log_path else ""
             self._write(out, self._bold(f"── last lines of {m.name}{where} ──"), False)
-            for line in lines or ["(no output)"]:
-                self._write(out, f"  {line}", False)
+            for line, err in lines or [("(no output)", False)]:
+                mark = self._status(Status.FAILED, "!") if err else " "
+                self._write(out, f"{mark} {line}", False)
         counts: dict[str, int] = {}
         for m in run.modules:
             counts[m.status] = counts.get(m.status, 0) + 1
@@ -352,11 +345,15 @@ class Printer:
 
     # formatting ------------------------------------------------------------------------
 
-    def _line(self, name: str, text: str) -> None:
+    def _line(self, name: str, text: str, err: bool = False) -> None:
+        """`name | text`; `name ! text` for a line the module wrote on stderr."""
         label = f"{name:<{self.width}}"
         if self.color:
             label = f"\x1b[{self.colours.get(name, 36)}m{label}\x1b[0m"
-        self._write(self.out, f"{label} │ {text}" if self.color else f"{label} | {text}")
+            sep = "\x1b[31m!\x1b[0m" if err else "│"
+        else:
+            sep = "!" if err else "|"
+        self._write(self.out, f"{label} {sep} {text}")
 
     def _write(self, stream: TextIO, text: str, stamp: bool = True) -> None:
         if self.timestamps and stamp and text:

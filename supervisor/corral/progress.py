@@ -9,6 +9,7 @@ terminal.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import time
@@ -30,6 +31,22 @@ from corral.events import (
 STATE_FILE = "status.json"
 
 
+def iso(t: float) -> str:
+    """A published time: UTC ISO 8601, as every other --json output writes it."""
+    return dt.datetime.fromtimestamp(t, dt.UTC).isoformat(timespec="milliseconds")
+
+
+def epoch(text: str | float | None) -> float | None:
+    """A published time back as seconds since the epoch (a state an older corral wrote
+    has the number itself); None when missing or unreadable."""
+    if isinstance(text, int | float) and not isinstance(text, bool):
+        return float(text)
+    try:
+        return dt.datetime.fromisoformat(text).timestamp() if text else None
+    except (TypeError, ValueError):
+        return None
+
+
 @dataclass
 class RunState:
     """What a run is doing now, from its events; `clock` is monotonic seconds."""
@@ -43,6 +60,7 @@ class RunState:
     slots: int = 1
     expected: dict[str, float] = field(default_factory=dict)  # median seconds, from history
     running: dict[str, tuple[float, int]] = field(default_factory=dict)  # name -> (since, try)
+    modules: str = ""  # the run's modules directories, to tell runs apart in `corral status`
     done: dict[str, str] = field(default_factory=dict)  # name -> final status
     retrying: set[str] = field(default_factory=set)
     gate: str | None = None  # why the gate holds ready modules back
@@ -51,6 +69,17 @@ class RunState:
     host: dict = field(default_factory=dict)  # the last sample's load and memory
     finished: bool = False
     status: str = "running"
+
+    @classmethod
+    def shared(cls, listeners: list) -> RunState:
+        """A RunState for a listener list to feed: the one a listener keeps (the
+        printer's `state`, which it then stops feeding itself), else a new one."""
+        for listener in listeners:
+            state = getattr(listener, "state", None)
+            if isinstance(state, cls) and getattr(listener, "feeds_state", False):
+                listener.feeds_state = False
+                return state
+        return cls()
 
     def __call__(self, event: Event) -> None:
         now = self.clock()
@@ -147,12 +176,13 @@ class RunState:
 
     def snapshot(self) -> dict:
         """The state as `corral status` shows it (JSON-ready)."""
-        now = self.clock()
+        now, wall = self.clock(), time.time()
         eta, unknown = self.eta()
         return {
             "run_id": self.run_id,
             "pid": os.getpid(),
-            "started": self.started_wall,
+            "modules": self.modules,
+            "started": iso(self.started_wall),
             "elapsed_s": round(now - self.started, 3),
             "status": self.status,
             "total": len(self.names),
@@ -163,7 +193,7 @@ class RunState:
                     "name": n,
                     "attempt": a,
                     "elapsed_s": round(now - since, 3),
-                    "start": time.time() - (now - since),
+                    "start": iso(wall - (now - since)),
                 }
                 for n, (since, a) in sorted(self.running.items(), key=lambda kv: kv[1][0])
             ],
@@ -171,7 +201,7 @@ class RunState:
             "eta_s": None if eta is None else round(eta, 1),
             "unknown": unknown,
             "host": self.host,
-            "written": time.time(),
+            "written": iso(wall),
         }
 
 

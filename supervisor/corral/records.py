@@ -14,6 +14,8 @@ import sqlite3
 import threading
 import time
 
+from corral.batch import Batch, attempt_figures
+from corral.dbfile import BUSY_TIMEOUT_MS
 from corral.events import (
     Event,
     Idle,
@@ -27,10 +29,10 @@ from corral.events import (
     Sampled,
 )
 from corral.procfs import start_time
-from corral.status import COMPLETED, Status
-from corral.store import BUSY_TIMEOUT_MS, Batch, Store
+from corral.status import Status
+from corral.store import Store
 
-FLUSH_DELAY = 0.05  # seconds a record may wait to share a transaction
+FLUSH_DELAY = 0.03  # seconds a record may wait to share a transaction (docs: within 50 ms)
 RETRY_EVERY = 1.0  # seconds between tries while the database cannot be written
 
 
@@ -47,6 +49,7 @@ def _text(value: object) -> str | None:
 
 
 def boot_id() -> str | None:
+    """This boot's id (Linux's random boot_id); None where it cannot be read."""
     try:
         with open("/proc/sys/kernel/random/boot_id") as f:
             return f.read().strip()
@@ -64,8 +67,9 @@ class Recorder:
     process may hold the database). Records that cannot be written (database locked,
     read-only, full, unusable) stay in the writer's backlog and are tried again every
     RETRY_EVERY and with every new batch; what is still unwritten when the run ends is
-    reported as lost (`lost`), never dropped in silence. A killed corral loses at most
-    the last FLUSH_DELAY: a module's end is handed over as it is shown.
+    reported as lost (`lost`), never dropped in silence. A module's end is handed over
+    before it is shown, so a killed corral loses at most what was shown in the last
+    FLUSH_DELAY plus one commit (scripts/record_lag.py measures it).
     """
 
     def __init__(
@@ -207,7 +211,7 @@ class Recorder:
                 )
             else:
                 self.batch.updates.append(((self.run_id, r.name, r.attempt), values))
-            self.flush()  # shown now, so on disk within FLUSH_DELAY
+            self.flush()  # about to be shown: on disk FLUSH_DELAY and a commit later
         elif isinstance(event, ModuleSkipped):
             self.batch.inserts.append(
                 {
@@ -288,13 +292,11 @@ class Recorder:
                 "supervisor_cpu_s": event.supervisor_cpu_s,
                 "exit_signal": event.exit_code - 128 if event.exit_code > 128 else None,
             }
+            if "cgroups" in self.containment:  # what is left of them: NULL when nothing
+                values["cgroups"] = self.containment["cgroups"]
             figures = [
-                (
-                    m.name,
-                    a.status in COMPLETED,
-                    a.duration_s,
-                    a.peak_rss_bytes,
-                    None if a.cpu_user_s is None else a.cpu_user_s + (a.cpu_sys_s or 0.0),
+                attempt_figures(
+                    m.name, a.status, a.duration_s, a.peak_rss_bytes, a.cpu_user_s, a.cpu_sys_s
                 )
                 for m in event.modules
                 for a in m.attempts
@@ -343,6 +345,7 @@ class Recorder:
             "throttle_reason": _text(r.throttle_reason),
             "throttle_kind": None if r.throttle_reason is None else str(r.throttle_reason.kind),
             "lock_wait_s": r.lock_wait_s,
+            "lock_reason": r.lock_reason,
             "retry_in_s": r.retry_in,
         }
 

@@ -10,6 +10,10 @@ had none, every process that still carries the run's mark (CORRAL_RUN_ID in its
 environment). Never a recorded PID, so a reused PID is never killed. The run's cgroups
 are removed once empty. The watchdog normally got there first; this is the second line,
 and it is what records the crash.
+
+A run that ended while a detached daemon (`detach: yes`) still held its attempt cgroup
+recorded what it left (`runs.cgroups`); every start removes those that have emptied
+since, and forgets them once nothing is left.
 """
 
 from __future__ import annotations
@@ -64,10 +68,14 @@ def recover(store: Store, grace: float = 5.0) -> list[str]:
         same_boot = boot == this_boot
         if same_boot and alive(pid, pid_start):
             continue  # another corral, still running
-        bases = dirs.split(os.pathsep) if dirs else []
-        held = cgroups.leftovers(bases) if same_boot else []
+        bases = str(dirs).split(os.pathsep) if dirs else []
+        found = cgroups.leftovers(bases) if same_boot else []
+        # A `detach: yes` attempt's daemon may outlive corral: spared, as the watchdog
+        # spared it (its cgroup goes once it is empty, see sweep).
+        held = [cg for cg in found if not cg.detached()]
         stopped = cgroups.stop(held, grace) if held else 0
-        left = list(marked(run_id)) if same_boot else []
+        spared = {p for cg in found if cg.detached() for p in cg.pids()}
+        left = [p for p in marked(run_id) if p not in spared] if same_boot else []
         terminate([], left, grace)
         cgroups.remove_run(bases)
         try:
@@ -89,4 +97,27 @@ def recover(store: Store, grace: float = 5.0) -> list[str]:
             f"run {run_id} crashed ({why}): recorded {unfinished} unfinished "
             f"module(s) as interrupted, stopped {stopped + len(left)} leftover process(es)"
         )
+    sweep(store)
     return messages
+
+
+def sweep(store: Store) -> None:
+    """Remove the emptied cgroups that ended runs of this host left (a detached daemon's,
+    or a crashed run's that were still busy); a run's are forgotten once all are gone.
+    Never touches a run still marked running: its corral may be alive."""
+    try:
+        rows = store.conn.execute(
+            "SELECT run_id, cgroups FROM runs WHERE cgroups IS NOT NULL AND host = ? "
+            "AND status != 'running'",
+            (os.uname().nodename,),
+        ).fetchall()
+    except sqlite3.Error:
+        return
+    gone = [(run_id,) for run_id, dirs in rows if cgroups.remove_run(str(dirs).split(os.pathsep))]
+    if not gone:
+        return
+    try:
+        with store.write():
+            store.conn.executemany("UPDATE runs SET cgroups = NULL WHERE run_id = ?", gone)
+    except sqlite3.Error:
+        pass  # removed all the same; the next start finds nothing there and tries again

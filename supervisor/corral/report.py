@@ -1,25 +1,36 @@
 """Store rows -> the performance report of one module set: Markdown (or one HTML page),
 SVG charts and report.json with every figure.
 
-The report is built once as a list of blocks (headings, paragraphs, tables, images),
-then rendered as Markdown with the charts beside it, or as a self-contained HTML page
-with the charts inline. Figures come from corral.analysis, charts from corral.charts.
+The report is built once as a list of blocks (`corral.document`: headings, paragraphs,
+tables, images), then rendered as Markdown with the charts beside it, or as a
+self-contained HTML page with the charts inline. Figures come from corral.analysis,
+charts from corral.charts.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
-import html
 import io
 import json
 import os
-import re
 import statistics
+from dataclasses import dataclass
 from pathlib import Path
 
 from corral import analysis, safepath
 from corral.analysis import BACKOFF, JOBS, LOCKS, RUNNING, THROTTLE, Run
+from corral.document import (
+    Block,
+    Heading,
+    Image,
+    Paragraph,
+    Table,
+    from_tuple,
+    render_html,
+    render_markdown,
+)
 from corral.status import COMPLETED, Status
 from corral.store import Store
 
@@ -35,13 +46,13 @@ CRITICAL_PATH_MEANS = (
 
 
 def utc(text: str | None) -> str:
-    """A stored UTC timestamp as shown: 2026-11-23 05:20:01Z."""
+    """A stored UTC timestamp as shown: 2026-11-23 05:20:01Z; "-" for none."""
     return f"{text[:19].replace('T', ' ')}Z" if text else "-"
 
 
 def last_run(runs: list[Run]) -> Run:
     """The newest full run (every module of the set selected) that ran something, else
-    the newest run that ran something, else the newest run."""
+    the newest run that ran something, else the newest run; LookupError for no runs."""
     for pick in (lambda r: r.full and r.makespan, lambda r: r.makespan, lambda r: True):
         for r in runs:
             if pick(r):
@@ -50,12 +61,15 @@ def last_run(runs: list[Run]) -> Run:
 
 
 def load_runs(store: Store, module_set: str | None, limit: int = HISTORY_RUNS) -> list[Run]:
-    """The newest `limit` finished runs of `module_set` (every set when None)."""
+    """The newest `limit` finished runs of `module_set` (every set when None), newest
+    first; [] when none is recorded."""
     rows = [r for r in store.runs(limit + 5, module_set) if r["status"] != Status.RUNNING]
     return [analysis.load_run(store, r) for r in rows[:limit]]
 
 
 def no_runs_message(store: Store, module_set: str) -> str:
+    """Why there is no report of `module_set`, naming up to five other sets the
+    database has runs of (or, when it has none, telling to run first)."""
     sets = [s for s in store.module_sets() if s[0] != module_set]
     text = f"no finished runs of the modules in {module_set} recorded yet"
     if not sets:
@@ -83,16 +97,38 @@ def _mib(value: int | None, source: str | None = None) -> str:
     return f"{'≈' if source == 'sampled' else ''}{value / 2**20:.1f}"
 
 
-def build(runs: list[Run], module_set: str) -> tuple[list[tuple], dict]:
-    """The report's blocks and its full data (report.json) for `runs`, newest first."""
+@dataclass(frozen=True, slots=True)
+class Regression:
+    """A module whose last successful running time is `slower` (a share) than its
+    `baseline`, the median of its earlier runs."""
+
+    name: str
+    baseline: float
+    last: float
+    slower: float
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """One module set's report: its blocks, report.json's data, and what the charts
+    draw (the last run, every run, the slowest modules' names)."""
+
+    blocks: list[Block]
+    data: dict
+    last: Run
+    runs: list[Run]
+    slowest: list[str]
+
+
+def build(runs: list[Run], module_set: str) -> Report:
+    """The report of `runs` (newest first; at least one, else LookupError)."""
     last = last_run(runs)
-    blocks: list[tuple] = []
+    blocks: list[Block] = []
     now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    blocks.append(("h1", "corral performance report"))
+    blocks.append(Heading("corral performance report", 1))
     partial = "" if last.full else " (no full run of this set is recorded: this one ran a part)"
     blocks.append(
-        (
-            "p",
+        Paragraph(
             f"Generated {now} from the {len(runs)} newest recorded runs of the module set "
             f"`{module_set}`; runs of other module sets in the database are not counted. "
             f"Last run: `{last.run_id}` (started {utc(last.row['started'])}, "
@@ -101,10 +137,9 @@ def build(runs: list[Run], module_set: str) -> tuple[list[tuple], dict]:
         )
     )
     acc = last.account
-    blocks.append(("h2", "Last run at a glance"))
+    blocks.append(Heading("Last run at a glance"))
     blocks.append(
-        (
-            "table",
+        Table(
             ["figure", "value"],
             [
                 ["makespan (first start to last end)", f"{last.makespan:.2f} s"],
@@ -141,12 +176,12 @@ def build(runs: list[Run], module_set: str) -> tuple[list[tuple], dict]:
             ],
         )
     )
-    blocks.append(("p", f"**Bottleneck:** {analysis.verdict(last)}."))
-    blocks.append(("img", "gantt.svg", "Gantt chart of the last run"))
-    blocks.append(("img", "load.svg", "Running modules and host load over the last run"))
+    blocks.append(Paragraph(f"**Bottleneck:** {analysis.verdict(last)}."))
+    blocks.append(Image("gantt.svg", "Gantt chart of the last run"))
+    blocks.append(Image("load.svg", "Running modules and host load over the last run"))
 
-    blocks.append(("h2", "Critical path of the last run"))
-    blocks.append(("p", CRITICAL_PATH_MEANS))
+    blocks.append(Heading("Critical path of the last run"))
+    blocks.append(Paragraph(CRITICAL_PATH_MEANS))
     steps = []
     for i, name in enumerate(last.critical_path):
         m = last.modules[name]
@@ -164,8 +199,7 @@ def build(runs: list[Run], module_set: str) -> tuple[list[tuple], dict]:
             ]
         )
     blocks.append(
-        (
-            "table",
+        Table(
             [
                 "step",
                 "module",
@@ -181,7 +215,7 @@ def build(runs: list[Run], module_set: str) -> tuple[list[tuple], dict]:
         )
     )
 
-    blocks.append(("h2", "Where each run's makespan went"))
+    blocks.append(Heading("Where each run's makespan went"))
     table = []
     for r in runs:
         if not r.makespan:
@@ -195,12 +229,11 @@ def build(runs: list[Run], module_set: str) -> tuple[list[tuple], dict]:
                 _pct(r.share(THROTTLE)),
                 _pct(r.share(LOCKS)),
                 _pct(r.share(BACKOFF)),
-                analysis.verdict(r).split(" (")[0],
+                analysis.verdict(r).name,
             ]
         )
     blocks.append(
-        (
-            "table",
+        Table(
             [
                 "run",
                 "makespan s",
@@ -215,8 +248,7 @@ def build(runs: list[Run], module_set: str) -> tuple[list[tuple], dict]:
         )
     )
     blocks.append(
-        (
-            "p",
+        Paragraph(
             "Each share is a part of the makespan spent along the critical path: modules "
             "running, queued for a free -j slot, held back by the throttle (load, memory, "
             "pressure), queued for a lock, or waiting out a retry backoff. They add up to "
@@ -225,12 +257,11 @@ def build(runs: list[Run], module_set: str) -> tuple[list[tuple], dict]:
     )
 
     rates = analysis.module_rates(runs)
-    blocks.append(("h2", "Modules that failed, warned, were skipped or needed a retry"))
+    blocks.append(Heading("Modules that failed, warned, were skipped or needed a retry"))
     trouble = analysis.troubled(rates)
     if trouble:
         blocks.append(
-            (
-                "table",
+            Table(
                 [
                     "module",
                     "runs",
@@ -242,33 +273,31 @@ def build(runs: list[Run], module_set: str) -> tuple[list[tuple], dict]:
                 ],
                 [
                     [
-                        m["name"],
-                        str(m["runs"]),
-                        _pct(m["failure_rate"]),
-                        _pct(m["warning_rate"]),
-                        _pct(m["skip_rate"]),
-                        _pct(m["retry_rate"]),
-                        m["last_status"],
+                        m.name,
+                        str(m.runs),
+                        _pct(m.failure_rate),
+                        _pct(m.warning_rate),
+                        _pct(m.skip_rate),
+                        _pct(m.retry_rate),
+                        m.last_status,
                     ]
                     for m in trouble
                 ],
             )
         )
         blocks.append(
-            (
-                "p",
+            Paragraph(
                 "Rates are shares of the runs that selected the module; the first-attempt "
                 "rate counts only runs in which it ran (a module that needs its retries "
                 "every time is flaky even when it ends ok).",
             )
         )
     else:
-        blocks.append(("p", "None: every module ran and succeeded at its first attempt."))
+        blocks.append(Paragraph("None: every module ran and succeeded at its first attempt."))
 
-    blocks.append(("h2", "Runs"))
+    blocks.append(Heading("Runs"))
     blocks.append(
-        (
-            "table",
+        Table(
             [
                 "run",
                 "started (UTC)",
@@ -301,10 +330,9 @@ def build(runs: list[Run], module_set: str) -> tuple[list[tuple], dict]:
         )
     )
 
-    blocks.append(("h2", "Modules"))
+    blocks.append(Heading("Modules"))
     blocks.append(
-        (
-            "table",
+        Table(
             [
                 "module",
                 "runs",
@@ -320,43 +348,41 @@ def build(runs: list[Run], module_set: str) -> tuple[list[tuple], dict]:
             ],
             [
                 [
-                    m["name"],
-                    str(m["runs"]),
-                    _s(m["median_s"]),
-                    _s(m["last_s"]),
-                    _mib(m["peak_rss_bytes"], m["peak_rss_source"]),
-                    _s(m["median_cpu_s"]),
-                    str(m["last_attempts"]),
-                    _pct(m["failure_rate"]),
-                    _pct(m["warning_rate"]),
-                    _pct(m["skip_rate"]),
-                    _pct(m["retry_rate"]),
+                    m.name,
+                    str(m.runs),
+                    _s(m.median_s),
+                    _s(m.last_s),
+                    _mib(m.peak_rss_bytes, m.peak_rss_source),
+                    _s(m.median_cpu_s),
+                    str(m.last_attempts),
+                    _pct(m.failure_rate),
+                    _pct(m.warning_rate),
+                    _pct(m.skip_rate),
+                    _pct(m.retry_rate),
                 ]
                 for m in rates
             ],
         )
     )
     blocks.append(
-        (
-            "p",
+        Paragraph(
             "Peak RSS is the highest of the module's runs: the kernel's figure for its "
             "cgroup or its waited-for processes where there is one, ≈ where it was "
             "sampled (an estimate), unknown where nothing could measure it.",
         )
     )
-    slowest = sorted(rates, key=lambda m: -(m["median_s"] or 0))[:10]
-    blocks.append(("h2", "Slowest modules"))
+    slowest = sorted(rates, key=lambda m: -(m.median_s or 0))[:10]
+    blocks.append(Heading("Slowest modules"))
     blocks.append(
-        (
-            "table",
+        Table(
             ["module", "median s", "in the last run s", "share of the last run's work"],
             [
                 [
-                    m["name"],
-                    _s(m["median_s"]),
-                    _s(_running(last, m["name"])),
-                    _pct(_running(last, m["name"]) / last.work)
-                    if last.work and _running(last, m["name"]) is not None
+                    m.name,
+                    _s(m.median_s),
+                    _s(_running(last, m.name)),
+                    _pct(_running(last, m.name) / last.work)
+                    if last.work and _running(last, m.name) is not None
                     else "-",
                 ]
                 for m in slowest
@@ -365,38 +391,32 @@ def build(runs: list[Run], module_set: str) -> tuple[list[tuple], dict]:
     )
 
     regressions = find_regressions(runs)
-    blocks.append(("h2", "Regressions"))
+    blocks.append(Heading("Regressions"))
     if regressions:
         blocks.append(
-            (
-                "table",
+            Table(
                 ["module", "baseline s (median of earlier runs)", "last s", "slower by"],
-                [
-                    [r["name"], _s(r["baseline"]), _s(r["last"]), f"+{r['slower']:.0%}"]
-                    for r in regressions
-                ],
+                [[r.name, _s(r.baseline), _s(r.last), f"+{r.slower:.0%}"] for r in regressions],
             )
         )
     else:
         blocks.append(
-            (
-                "p",
+            Paragraph(
                 "No module is more than 15 % (and 50 ms) slower than the median "
                 "of its earlier recorded runs.",
             )
         )
-    blocks.append(("img", "history.svg", "Running time and peak memory across runs"))
+    blocks.append(Image("history.svg", "Running time and peak memory across runs"))
     data = {
         "generated": now,
         "module_set": module_set,
         "critical_path_means": CRITICAL_PATH_MEANS,
         "last_run": last.run_id,
         "runs": [run_json(r) for r in runs],
-        "modules": rates,
+        "modules": [dataclasses.asdict(m) for m in rates],
         "timeline": timeline_json(last),
     }
-    charts = {"last": last, "runs": runs, "slowest": [m["name"] for m in slowest[:8]]}
-    return blocks, {"json": data, **charts}
+    return Report(blocks, data, last, runs, [m.name for m in slowest[:8]])
 
 
 def _count(n: int, noun: str) -> str:
@@ -424,12 +444,13 @@ def run_json(r: Run) -> dict:
         "critical_path": r.critical_path,
         "critical_path_account_s": r.account,
         "gate_held_s": analysis.gate_held(r),
-        "verdict": analysis.verdict(r),
+        "verdict": str(analysis.verdict(r)),
     }
 
 
 def timeline_json(r: Run) -> list[dict]:
-    """Every module of the run with its segments: [kind, start, end, attempt status]."""
+    """Every module of the run with its segments: [kind, start, end, attempt status]
+    (none for a module that never ran); [] for a run without modules."""
     out = []
     for name in r.modules:
         m = analysis.timeline(r, name)
@@ -446,9 +467,9 @@ def timeline_json(r: Run) -> list[dict]:
     return out
 
 
-def find_regressions(runs: list[Run]) -> list[dict]:
+def find_regressions(runs: list[Run]) -> list[Regression]:
     """Modules whose last successful running time exceeds the median of their earlier
-    runs by more than REGRESSION (and REGRESSION_FLOOR_S)."""
+    runs by more than REGRESSION (and REGRESSION_FLOOR_S), by name; [] when none does."""
     out = []
     for name in sorted(runs[0].modules):
         oks = [
@@ -464,9 +485,7 @@ def find_regressions(runs: list[Run]) -> list[dict]:
             and last > baseline * (1 + REGRESSION)
             and last - baseline > REGRESSION_FLOOR_S
         ):
-            out.append(
-                {"name": name, "baseline": baseline, "last": last, "slower": last / baseline - 1}
-            )
+            out.append(Regression(name, baseline, last, last / baseline - 1))
     return out
 
 
@@ -507,9 +526,9 @@ def write_report(
         written += _write_one(runs, key or "", out / slug, fmt, fleet)
         index.append([f"[{key}]({slug}/{page})", str(count), utc(newest)])
     blocks = [
-        ("h1", "corral performance reports"),
-        ("p", "One report per module set recorded in this database (times in UTC)."),
-        ("table", ["module set", "runs", "newest run started"], index),
+        Heading("corral performance reports", 1),
+        Paragraph("One report per module set recorded in this database (times in UTC)."),
+        Table(["module set", "runs", "newest run started"], index),
     ]
     text = render_html(blocks, {}) if fmt == "html" else render_markdown(blocks)
     _write_files(out, {page: text.encode()})
@@ -529,21 +548,22 @@ def _write_one(
 
     svgs: dict[str, bytes] = {}
     files: dict[str, bytes] = {}
+    blocks: list[Block]
     if runs:
-        blocks, data = build(runs, module_set)
-        last = data["last"]
-        if last.makespan:
-            svgs["gantt.svg"] = _svg(charts.gantt_chart, last)
-            svgs["load.svg"] = _svg(charts.load_chart, last)
-        svgs["history.svg"] = _svg(charts.history_chart, data["runs"], data["slowest"])
+        report = build(runs, module_set)
+        blocks = report.blocks
+        if report.last.makespan:
+            svgs["gantt.svg"] = _svg(charts.gantt_chart, report.last)
+            svgs["load.svg"] = _svg(charts.load_chart, report.last)
+        svgs["history.svg"] = _svg(charts.history_chart, report.runs, report.slowest)
         # perf: compact; an indent makes json use its pure-Python encoder
         # (docs/architecture.md)
-        files["report.json"] = (json.dumps(data["json"], separators=(",", ":")) + "\n").encode()
+        files["report.json"] = (json.dumps(report.data, separators=(",", ":")) + "\n").encode()
     else:
-        blocks = [("h1", "corral fleet report"), ("p", f"Module set `{module_set}`.")]
-    blocks += more[0]
+        blocks = [Heading("corral fleet report", 1), Paragraph(f"Module set `{module_set}`.")]
+    blocks += [from_tuple(b) for b in more[0]]  # the fleet section's blocks are tuples
     svgs.update(more[1])
-    blocks = [b for b in blocks if b[0] != "img" or b[1] in svgs]
+    blocks = [b for b in blocks if not isinstance(b, Image) or b.file in svgs]
     if fmt == "html":
         files["index.html"] = render_html(blocks, svgs).encode()  # the charts inside
     else:
@@ -571,69 +591,3 @@ def _write_files(out: Path, files: dict[str, bytes]) -> None:
                 f.write(data)
     finally:
         os.close(dir_fd)
-
-
-def render_markdown(blocks: list[tuple]) -> str:
-    lines: list[str] = []
-    for block in blocks:
-        kind = block[0]
-        if kind == "h1":
-            lines += [f"# {block[1]}", ""]
-        elif kind == "h2":
-            lines += [f"## {block[1]}", ""]
-        elif kind == "p":
-            lines += [block[1], ""]
-        elif kind == "img":
-            lines += [f"![{block[2]}]({block[1]})", ""]
-        elif kind == "table":
-            head, rows = block[1], block[2]
-            lines.append("| " + " | ".join(head) + " |")
-            lines.append("|" + "|".join("---" for _ in head) + "|")
-            for row in rows:
-                lines.append("| " + " | ".join(c.replace("|", "\\|") for c in row) + " |")
-            lines.append("")
-    return "\n".join(lines)
-
-
-def render_html(blocks: list[tuple], charts: dict[str, bytes]) -> str:
-    body: list[str] = []
-    for block in blocks:
-        kind = block[0]
-        if kind in ("h1", "h2"):
-            body.append(f"<{kind}>{html.escape(block[1])}</{kind}>")
-        elif kind == "p":
-            text = html.escape(block[1])
-            text = text.replace("**", "")
-            body.append(f"<p>{_code(text)}</p>")
-        elif kind == "img":
-            svg = charts[block[1]].decode()
-            svg = svg[svg.index("<svg") :]
-            body.append(f"<figure>{svg}<figcaption>{html.escape(block[2])}</figcaption></figure>")
-        elif kind == "table":
-            head = "".join(f"<th>{html.escape(h)}</th>" for h in block[1])
-            rows = "".join(
-                "<tr>" + "".join(f"<td>{_link(html.escape(c))}</td>" for c in row) + "</tr>"
-                for row in block[2]
-            )
-            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
-    style = (
-        "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
-        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;"
-        "padding:3px 8px;text-align:left;font-size:13px}th{background:#f3f3f3}"
-        "figure{margin:1em 0}svg{max-width:100%;height:auto}code{background:#f3f3f3}"
-    )
-    return (
-        '<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
-        "<title>corral performance report</title>"
-        f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
-    )
-
-
-def _code(text: str) -> str:
-    parts = text.split("`")
-    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
-
-
-def _link(text: str) -> str:
-    """A Markdown link [label](href) in a table cell as an HTML anchor."""
-    return re.sub(r"\[([^]]*)\]\(([^)]*)\)", r'<a href="\2">\1</a>', text)

@@ -1,6 +1,6 @@
 """Bounded state: which runs to forget (`keep_runs:`, `keep_days:`), and forgetting them
-(their rows in every table and their log directories). Applied at the end of every run
-and by `corral prune`."""
+(their rows in every table and their log directories). Applied at the end of every run,
+fleet run and gather, and by `corral prune`."""
 
 from __future__ import annotations
 
@@ -28,36 +28,98 @@ def prune(
     module_set: str | None = None,
     dry_run: bool = False,
 ) -> Pruned:
-    """Forget the runs beyond the newest `keep_runs` of each module set (of `module_set`
-    only, when given) and those started more than `keep_days` ago; 0 turns either limit
-    off. A run still marked running is never touched."""
+    """Forget the runs beyond the newest `keep_runs` and those started more than
+    `keep_days` ago; 0 turns either limit off. The newest are counted apart for each of
+    this machine's module sets, for the fleet runs of each, and for each host's runs
+    that fleet runs gathered (keep_runs per host). With `module_set`, only that set's:
+    this machine's runs of it, its fleet runs and what they gathered (and gathered runs
+    whose fleet run is gone), each host's counted among those. A run still marked
+    running is never touched; only this machine's runs have log directories here."""
     if not store.path:
         return Pruned([], 0)
-    runs = store.conn.execute(
-        "SELECT run_id, module_set, started FROM runs WHERE status != 'running' "
-        + ("AND module_set = ? " if module_set is not None else "")
-        + "ORDER BY started DESC",
-        (module_set,) if module_set is not None else (),
-    ).fetchall()
     cutoff = None
     if keep_days:
         try:
             cutoff = (dt.datetime.now(dt.UTC) - dt.timedelta(days=keep_days)).isoformat()
         except OverflowError:  # before the first representable date: nothing is that old
             cutoff = None
-    seen: dict[str, int] = {}
-    doomed = []
-    for run_id, directory, started in runs:
-        seen[directory] = seen.get(directory, 0) + 1
-        if (keep_runs and seen[directory] > keep_runs) or (cutoff and (started or "") < cutoff):
-            doomed.append(run_id)
-    size = sum(_size(log_dir / run_id) for run_id in doomed)
+    where, args = ("AND module_set = ? ", (module_set,)) if module_set is not None else ("", ())
+    local = store.conn.execute(
+        "SELECT run_id, module_set, started FROM runs WHERE status != 'running' "
+        f"AND fleet_run IS NULL {where}ORDER BY started DESC",
+        args,
+    ).fetchall()
+    fleets = store.conn.execute(
+        f"SELECT run_id, module_set, started FROM fleet_runs WHERE status != 'running' {where}"
+        "ORDER BY started DESC",
+        args,
+    ).fetchall()
+    gathered = store.conn.execute(
+        "SELECT r.run_id, r.host, r.started "
+        "FROM runs AS r LEFT JOIN fleet_runs AS f ON f.run_id = r.fleet_run "
+        "WHERE r.status != 'running' AND r.fleet_run IS NOT NULL "
+        + ("AND (f.module_set IS NULL OR f.module_set = ?) " if module_set is not None else "")
+        + "ORDER BY r.started DESC",
+        args,
+    ).fetchall()
+    mine = _beyond(local, keep_runs, cutoff)
+    doomed = mine + _beyond(fleets, keep_runs, cutoff) + _beyond(gathered, keep_runs, cutoff)
+    size = sum(_size(log_dir / run_id) for run_id in mine)
     if dry_run or not doomed:
         return Pruned(doomed, size)
     store.forget_runs(doomed)
-    for run_id in doomed:
+    for run_id in mine:
         shutil.rmtree(log_dir / run_id, ignore_errors=True)
+    repair_latest(log_dir)
     return Pruned(doomed, size)
+
+
+def _beyond(runs: list[tuple], keep_runs: int, cutoff: str | None) -> list[str]:
+    """Of (run id, group, started) rows newest first: those past the newest `keep_runs`
+    of their group, or started before `cutoff`."""
+    seen: dict[str, int] = {}
+    doomed = []
+    for run_id, group, started in runs:
+        seen[group] = seen.get(group, 0) + 1
+        if (keep_runs and seen[group] > keep_runs) or (cutoff and (started or "") < cutoff):
+            doomed.append(run_id)
+    return doomed
+
+
+def point_latest(run_dir: Path) -> None:
+    """LOG_DIR/latest -> `run_dir` (a relative symlink, replaced atomically); nothing
+    when the log directory will not take it."""
+    link = run_dir.parent / "latest"
+    tmp = run_dir.parent / f".latest.{os.getpid()}"
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        tmp.symlink_to(run_dir.name)
+        os.replace(tmp, link)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
+def repair_latest(log_dir: Path) -> None:
+    """After run directories went: LOG_DIR/latest -> the newest one left, or no link
+    when none is left, never a link to a directory that is gone."""
+    link = log_dir / "latest"
+    if not link.is_symlink() or link.exists():
+        return
+    try:
+        names = [
+            e.name
+            for e in os.scandir(log_dir)
+            if e.is_dir(follow_symlinks=False) and not e.name.startswith(".")
+        ]
+    except OSError:
+        return
+    if names:
+        point_latest(log_dir / max(names))  # run ids begin with their UTC start
+    else:
+        with contextlib.suppress(OSError):
+            link.unlink()
 
 
 def _size(path: Path) -> int:

@@ -97,6 +97,7 @@ class RunLock:
         return self
 
     def release(self) -> None:
+        """Let the lock go (its file emptied first); nothing when it is not held."""
         if self.fd is not None:
             os.ftruncate(self.fd, 0)
             os.close(self.fd)

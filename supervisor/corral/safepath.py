@@ -112,6 +112,7 @@ class Walker:
         self.close()
 
     def close(self) -> None:
+        """Close every directory descriptor the walker kept."""
         for fd in self._dirs.values():
             os.close(fd)
         self._dirs.clear()

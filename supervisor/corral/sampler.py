@@ -113,12 +113,15 @@ class HostSampler:
         self.last: HostSample | None = None
 
     def close(self) -> None:
+        """Close the /proc files; a sample after it reads nothing (zeros, None)."""
         for f in (self._loadavg, self._stat, self._meminfo, *self._psi.values()):
             f.close()
 
     def sample(self, ours: int = 0) -> HostSample:
         """Read the host; `ours`: how many of the runnable tasks are corral's modules'
-        (read just before), so that the rest, the host's other load, is averaged apart."""
+        (read just before), so that the rest, the host's other load, is averaged apart.
+        A /proc file that cannot be read leaves its figures 0 (PSI: None); the first
+        sample's CPU busy share is 0.0 (nothing to compare with yet)."""
         spent = time.thread_time()
         now = time.monotonic()
         prev = self._prev
@@ -208,7 +211,8 @@ def _meminfo(data: bytes | None) -> dict[bytes, int]:
 
 
 def process_tree(root: int) -> list[int]:
-    """The root and every descendant still attached to it (via task/*/children)."""
+    """The root and every descendant still attached to it (via task/*/children); [root]
+    alone when it has no children or is gone."""
     # perf: walk down from the root, never scan all of /proc (docs/architecture.md)
     out, todo = [], [root]
     while todo:
@@ -229,7 +233,8 @@ def process_tree(root: int) -> list[int]:
 
 def pss(pid: int | str) -> int | None:
     """Proportional set size: each shared page divided among the processes sharing it,
-    so summing over a tree counts shared pages once (2,000 `sleep`s are not 3 GB)."""
+    so summing over a tree counts shared pages once (2,000 `sleep`s are not 3 GB); None
+    when the process is gone or its smaps_rollup cannot be read."""
     try:
         with open(f"/proc/{pid}/smaps_rollup", "rb") as f:
             data = f.read()
@@ -246,7 +251,9 @@ def tree_usage(
     proportional: bool = False,
 ) -> TreeUsage:
     """Sum memory, CPU, I/O and counts over the tree under `root`; updates peaks in
-    `usage`. Memory is RSS, or PSS with `proportional` (dearer: a page-table walk)."""
+    `usage` (a new TreeUsage when None) and returns it. Memory is RSS, or PSS with
+    `proportional` (dearer: a page-table walk). A tree already gone counts as no
+    processes and no sample (`samples` is not advanced)."""
     usage = usage or TreeUsage()
     rss = processes = threads = runnable = 0
     cpu = 0.0

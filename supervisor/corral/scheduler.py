@@ -36,7 +36,13 @@ from corral.graph import Graph, Plan, Selection
 from corral.status import EXIT_WARNING, FAILURES, RETRYABLE, Status
 from corral.throttle import Jobs, Limits
 
+# A stop policy: told of each module that settled for good (its final status), it says
+# why nothing new may start from now on, or None. `fail_fast` (--fail-fast) is one; the
+# fleet's canary gate and --max-fail are another (corral.fleet.rollout).
+StopPolicy = Callable[[str, Status], str | None]
+
 MAX_BACKOFF = 60.0
+LONG_WAIT_S = 60.0  # a module held back this long is said on stderr, in every output mode
 NAME_MAX = 255  # bytes in one file name (Linux)
 IDLE = Idle()
 
@@ -47,7 +53,7 @@ class RunSettings:
 
     run_id: str
     jobs: Jobs
-    fail_fast: bool = False
+    stop_when: StopPolicy | None = None  # when to start nothing new (--fail-fast …)
     pools: dict | None = None
     retry_backoff: float = 1.0
     log_dir: Path | None = None  # this run's log directory; None: no logs (dry run)
@@ -60,6 +66,15 @@ class RunSettings:
     cpu_rate: dict | None = None  # CPUs each module kept busy, from history
     durations: dict | None = None  # median durations from history (progress and ETA)
     deadline: float | None = None  # seconds the whole run may take (--deadline)
+    # module -> why the place can never start it (memory: above the host's): it fails at
+    # once, so nothing waits for ever on it
+    never: dict | None = None
+    long_wait: float = LONG_WAIT_S  # (tests lower it to see the notice without the wait)
+
+
+def fail_fast(name: str, status: Status) -> str | None:
+    """--fail-fast: the first module that settles as a failure stops every start."""
+    return f"not started: --fail-fast after {name} {status.verb}" if status in FAILURES else None
 
 
 def log_name(name: str, attempt: int) -> str:
@@ -121,6 +136,7 @@ class Scheduler:
         self._next_sample = 0.0
         self._log_dir = None if settings.log_dir is None else str(settings.log_dir)
         self.peak_load = 0.0
+        self._long_waits_at = 0.0  # monotonic: when a held module may next be overdue
 
     def run(self) -> RunFinished:
         """Run the selection to its end (or a stop); raises RuntimeError("stuck …") only
@@ -147,6 +163,11 @@ class Scheduler:
         executor, plan, admission = self.executor, self.plan, self.admission
         if self.settings.deadline is not None:
             self._deadline_at = self.clock.monotonic() + self.settings.deadline
+        if self.settings.never:
+            for name in self.selection.names:
+                why = self.settings.never.get(name)
+                if why is not None and name in plan.pending:
+                    self._fail_at_once(name, why)
         # Measure the place when due; start what the admission allows (retries due
         # first, then ready modules by priority, within --jobs, the locks and the gate);
         # then wait for an exit, a signal, the next retry or the next sample.
@@ -161,6 +182,7 @@ class Scheduler:
                     self._start(name, attempt)
                 if admission.refusal != refused_before:
                     self.emit(Waiting(admission.refusal, admission.holding()))
+                self._tell_long_waits()
             if not executor.running and not self.retrying and not admission.gate_holds():
                 if self.stop_signal is not None or not plan.more_to_do():
                     break  # stopped (what has not started never will), or all settled
@@ -196,7 +218,7 @@ class Scheduler:
             Sampled(
                 sample,
                 len(self.executor.running),
-                len(self.admission.holding()),
+                self.admission.held_back(),
                 self.admission.refusal,
             )
         )
@@ -220,10 +242,27 @@ class Scheduler:
         for attempt in list(self.executor.running):
             self.executor.stop(attempt, Status.TIMEOUT)
 
+    def _tell_long_waits(self) -> None:
+        """No silent hang: a module held back by a lock or by the place for longer than
+        `long_wait` is said once, on stderr, whatever the output mode."""
+        if not self.admission.held:
+            return
+        now = self.clock.monotonic()
+        if now < self._long_waits_at:
+            return
+        limit = self.settings.long_wait
+        overdue, self._long_waits_at = self.admission.overdue(now, limit)
+        took = "a minute" if limit == LONG_WAIT_S else _duration(limit)
+        for reason, names in overdue.items():
+            shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if names[4:] else "")
+            self.emit(Notice(f"waiting for more than {took}: {reason} ({shown})", warning=True))
+
     def _timeout(self) -> float | None:
-        """Until the next retry, the run's deadline, or the next sample while modules
-        run or wait."""
+        """Until the next retry, the run's deadline, the next sample while modules run or
+        wait, or when a held module's wait becomes long."""
         timeouts = [t for t in (self._next_retry_in(),) if t is not None]
+        if self.admission.held and self.stop_signal is None:
+            timeouts.append(max(0.0, self._long_waits_at - self.clock.monotonic()))
         if self._deadline_at is not None:
             timeouts.append(max(0.0, self._deadline_at - self.clock.monotonic()))
         if self._sampling and (self.executor.running or self.admission.gate_holds()):
@@ -257,28 +296,9 @@ class Scheduler:
         try:
             job = self.executor.start(spec)
         except OSError as exc:
-            now = self.clock.time()
             self.started_mono[name] = self.clock.monotonic()
-            self._on_finished(
-                AttemptResult(
-                    name,
-                    attempt,
-                    Status.FAILED,
-                    None,
-                    None,
-                    now,
-                    now,
-                    0.0,
-                    None,  # nothing ran, so nothing was measured: unknown, never 0
-                    None,
-                    None,
-                    None,
-                    None,
-                    0,
-                    None,
-                    reason=f"cannot start: {exc.strerror or exc}",
-                )
-            )
+            why = f"cannot start: {exc.strerror or exc}"
+            self._on_finished(_not_started(name, attempt, self.clock.time(), why))
             return
         self.summaries[name].status = Status.RUNNING
         waited = self.waited[name] = self.admission.started(name)
@@ -288,6 +308,17 @@ class Scheduler:
                 name, attempt, job.ident, job.start, log_path, waited.gate_s, job.start_mono
             )
         )
+
+    def _fail_at_once(self, name: str, why: str) -> None:
+        """`name` can never start here: it fails now, without an attempt to retry, and
+        its requirers are skipped (it holds no lock and the gate never saw it)."""
+        result = _not_started(name, 1, self.clock.time(), f"cannot start: {why}")
+        result.start_mono = self.clock.monotonic()
+        summary = self.summaries[name]
+        summary.attempts.append(result)
+        summary.status = Status.FAILED
+        self.emit(ModuleFinished(result))
+        self._settle(name, Status.FAILED)
 
     def _next_retry_in(self) -> float | None:
         if not self.retrying or self.stop_signal is not None:
@@ -302,7 +333,7 @@ class Scheduler:
             result.reason = "stopped: the run's deadline passed"
         waited = self.waited.pop(name, None) or self.admission.started(name)
         result.throttle_wait_s, result.throttle_reason = waited.gate_s, waited.refusal
-        result.lock_wait_s = waited.lock_s
+        result.lock_wait_s, result.lock_reason = waited.lock_s, waited.lock_reason
         result.start_mono = self.started_mono.pop(name, None)
         header = self.graph.modules[name].header
         self.admission.ended(name)
@@ -327,8 +358,11 @@ class Scheduler:
         """A module is done for good: release or skip its dependents."""
         for skipped, reason in self.plan.finished(name, status):
             self._skip(skipped, reason)
-        if status in FAILURES and self.settings.fail_fast and self.stop_signal is None:
-            self._stop_starting(f"not started: --fail-fast after {name} {status.verb}")
+        policy = self.settings.stop_when
+        if policy is not None and self.stop_signal is None:
+            reason = policy(name, status)
+            if reason is not None:
+                self._stop_starting(reason)
 
     def _skip(self, name: str, reason: str) -> None:
         summary = self.summaries[name]
@@ -406,6 +440,28 @@ class Scheduler:
             sampler_cpu_s=self.executor.sampling_cpu_s,
             supervisor_cpu_s=_own_cpu(),
         )
+
+
+def _not_started(name: str, attempt: int, now: float, reason: str) -> AttemptResult:
+    """A failed attempt that never ran: nothing was measured (unknown, never 0)."""
+    return AttemptResult(
+        name=name,
+        attempt=attempt,
+        status=Status.FAILED,
+        exit_code=None,
+        signal=None,
+        start=now,
+        end=now,
+        duration_s=0.0,
+        cpu_user_s=None,
+        cpu_sys_s=None,
+        peak_rss_bytes=None,
+        read_bytes=None,
+        write_bytes=None,
+        pid=0,
+        log_path=None,
+        reason=reason,
+    )
 
 
 def _duration(seconds: float) -> str:

@@ -27,6 +27,8 @@ class SafeStream:
                 stream.reconfigure(errors="replace")  # write what the encoding carries
 
     def write(self, text: str) -> int:
+        """Write `text` (what the encoding cannot carry replaced); returns its length
+        even when the stream is broken and nothing was written."""
         if not self.broken:
             try:
                 self._stream.write(text)
@@ -38,6 +40,7 @@ class SafeStream:
         return len(text)
 
     def flush(self) -> None:
+        """Flush; a stream that fails is broken from now on, never an exception."""
         if not self.broken:
             try:
                 self._stream.flush()
@@ -45,6 +48,7 @@ class SafeStream:
                 self._break()
 
     def isatty(self) -> bool:
+        """Whether the stream is a terminal; False once it is broken or cannot say."""
         if self.broken:
             return False
         try:

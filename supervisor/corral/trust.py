@@ -94,6 +94,7 @@ class Checker:
         self.close()
 
     def close(self) -> None:
+        """Close the directories kept for the run's checks."""
         self._walker.close()
 
     def open(self, path: str, links: int = 0) -> int:

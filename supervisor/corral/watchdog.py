@@ -2,9 +2,10 @@
 
 A small bash started with the run, in its own session, that only reads a pipe from
 corral. Corral writes `done` on it after cleaning up. If the pipe closes without it
-(SIGKILL, the OOM killer, a crash), the watchdog stops every attempt of the run:
-TERM and CONT to everything in each attempt's cgroup, then `cgroup.kill` (or freeze
-and kill) after the grace period. Without cgroups it stops what it can find instead:
+(SIGKILL, the OOM killer, a crash), the watchdog stops every attempt of the run with
+corral's one sequence (`corral.kill`, whose signals it is given by name): `kill.ASK`
+(TERM and CONT) to everything in each attempt's cgroup, then `cgroup.kill` (or freeze
+and `kill.FORCE`) after the grace period. Without cgroups it stops what it can find instead:
 processes corral told it about (`pid PID START` lines, checked against the start time
 so a reused PID is never hit) and processes whose environment carries the run's mark.
 
@@ -20,14 +21,16 @@ import contextlib
 import os
 import signal
 
+from corral import kill
+
 # bash by absolute path only: a PATH entry must not decide what runs as the watchdog.
 BASH_PATHS = ("/bin/bash", "/usr/bin/bash", "/usr/local/bin/bash")
 
 SCRIPT = r"""
 exec 2>/dev/null
 trap '' INT HUP TERM QUIT
-grace=$1 run=$2 member=$3 freezer=$4
-shift 4; bases=("$@")  # every directory of the run, to remove once empty
+grace=$1 run=$2 member=$3 freezer=$4 ask=$5 force=$6  # ask, force: corral.kill's
+shift 6; bases=("$@")  # every directory of the run, to remove once empty
 declare -A spare=() known=()
 last=
 while IFS= read -r line; do
@@ -84,7 +87,7 @@ members() {
 everyone() { if [[ -n $member ]]; then members; else marked; fi; }
 pids=$(everyone)
 [[ -z $pids ]] && finish
-kill -TERM $pids; kill -CONT $pids
+for sig in $ask; do kill -"$sig" $pids; done
 end=$(( SECONDS + ${grace%.*} + 1 ))
 while (( SECONDS < end )); do
   pids=$(everyone); [[ -z $pids ]] && finish
@@ -97,14 +100,14 @@ if [[ -n $member ]]; then
     elif [[ -n $freezer ]]; then
       echo FROZEN > "$freezer/${d##*/}/freezer.state"
       mapfile -t victims < "$d/cgroup.procs"
-      (( ${#victims[@]} )) && kill -KILL "${victims[@]}"
+      (( ${#victims[@]} )) && kill -"$force" "${victims[@]}"
       echo THAWED > "$freezer/${d##*/}/freezer.state"
     fi
   done < <(attempts)
 fi
 for _ in 1 2 3 4 5 6 7 8 9 10; do
   pids=$(everyone); [[ -z $pids ]] && finish
-  kill -KILL $pids
+  kill -"$force" $pids
   nap 0.05
 done
 finish
@@ -149,6 +152,8 @@ class Watchdog:
                     run_id,
                     member,
                     freezer,
+                    kill.names(kill.ASK),
+                    kill.names((kill.FORCE,)),
                     *bases,
                 ],
                 {},

@@ -12,14 +12,16 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
-from corral.events import RunFinished, Waiting
+from corral.backends.fake import Ends
+from corral.events import Notice, RunFinished
 from corral.printer import Printer
 from corral.runlock import lock_path
 from corral.status import Status
-from corral.throttle import Block, Jobs, Refusal
+from corral.throttle import Jobs
 
 from ..conftest import db_rows
 from .conftest import Running, wait_gone
@@ -56,35 +58,68 @@ def test_without_a_deadline_the_same_run_goes_on(corral, tmp_path):
     assert run.finish()[0] == 143
 
 
-def test_memory_above_the_host_fails_at_once_with_the_reason(corral, tmp_path):
-    corral.module("huge", "memory: 100T", f"touch {tmp_path}/huge")
-    corral.module("small", "memory: 1M", f"touch {tmp_path}/small")
+def test_memory_above_the_host_fails_that_module_at_once_and_the_rest_runs(corral, tmp_path):
+    """The module that could never start fails at once with the reason (no attempt to
+    retry), its requirers are skipped as usual, everything else runs."""
+    corral.module("huge", "memory: 100T\nretries: 3", f"touch {tmp_path}/huge")
+    corral.module("needs", "requires: huge", f"touch {tmp_path}/needs")
+    corral.module("wants", "wants: huge\nmemory: 1M", f"touch {tmp_path}/wants")
+    corral.module("other", body=f"touch {tmp_path}/other")
+    whole = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")  # never all available
+    corral.module("whole", f"memory: {whole}", f"touch {tmp_path}/whole")
     result = corral("run", "--json", timeout=60)  # the bound: it does not wait for ever
-    assert result.code == 2 and "Traceback" not in result.err
-    assert "huge.sh:2: memory: 100T is more than this host's" in result.err
-    assert not (tmp_path / "huge").exists() and not (tmp_path / "small").exists()
+    assert result.code == 1 and "Traceback" not in result.err
+    mods = {m["name"]: m for m in result.json()["modules"]}
+    assert mods["huge"]["status"] == "failed" and mods["huge"]["attempts"] == 1
+    assert mods["huge"]["reason"].startswith("cannot start: memory: 100T is more than the")
+    assert not (tmp_path / "huge").exists() and not (tmp_path / "whole").exists()
+    assert "this host has (the kernel keeps a share)" in mods["whole"]["reason"]
+    assert mods["needs"]["status"] == "skipped" and not (tmp_path / "needs").exists()
+    assert mods["needs"]["reason"] == "requires huge, which failed"
+    assert mods["wants"]["status"] == mods["other"]["status"] == "ok"  # the control:
+    assert (tmp_path / "wants").exists() and (tmp_path / "other").exists()  # memory: 1M fits
+    rows = db_rows(corral.db, "SELECT module, status, reason FROM module_runs WHERE module='huge'")
+    assert [r["status"] for r in rows] == ["failed"] and "100T" in rows[0]["reason"]
+    quiet = corral("run", "-q")  # said in every mode, --quiet included
+    assert quiet.code == 1 and "huge" in quiet.out and "cannot start: memory: 100T" in quiet.out
     dry = corral("run", "--dry-run")
-    assert dry.code == 2 and "huge.sh:2: memory: 100T is more than" in dry.err
+    assert dry.code == 1 and "cannot start: memory: 100T is more than" in dry.out
+    assert "needs" in dry.out and "requires huge, which failed" in dry.out
     check = corral("check")
     assert check.code == 2 and "huge.sh:2: memory: 100T is more than" in check.err
-    (corral.modules / "huge.sh").unlink()  # the control: what fits runs
-    assert corral("run").code == 0 and (tmp_path / "small").exists()
+    fast = corral("run", "--fail-fast", "--json")  # fail-fast stops at it, as at a failure
+    assert {m["name"]: m["status"] for m in fast.json()["modules"]}["other"] == "skipped"
 
 
-def test_a_min_free_mem_that_can_never_be_met_is_said_at_once(corral, tmp_path):
-    """It does not hang (the gate lets one module start when nothing runs), but it is
-    said before anything starts, in every mode, and by check."""
+@pytest.mark.parametrize("where", ["flag", "config", "env"])
+def test_a_min_free_mem_that_can_never_be_met_is_refused_at_once(corral, tmp_path, where):
+    """No module could ever start under it: a usage error (exit 2) naming where it was
+    set, before anything runs, in --dry-run and check too."""
     corral.module("a", body=f"touch {tmp_path}/a")
-    corral.module("b", body=f"touch {tmp_path}/b")
-    result = corral("run", "-q", "--min-free-mem", "100T", timeout=60)
-    assert "--min-free-mem 100T can never be met" in result.err
-    assert result.code == 0 and (tmp_path / "a").exists() and (tmp_path / "b").exists()
-    (corral.modules.parent / "corral.yaml").write_text("min_free_mem: 100T\n")
-    check = corral("check")
-    assert check.code == 0 and "min-free-mem 100T can never be met" in check.err
-    (corral.modules.parent / "corral.yaml").write_text("min_free_mem: 1M\n")
-    control = corral("run", "-q")
-    assert control.code == 0 and "never be met" not in control.err
+    args, extra = [], {}
+    if where == "flag":
+        args = ["--min-free-mem", "100T"]
+    elif where == "config":
+        (corral.modules.parent / "corral.yaml").write_text("min_free_mem: 100T\n")
+    else:
+        extra = {"CORRAL_MIN_FREE_MEM": "100T"}
+    named = {
+        "flag": "--min-free-mem 100T",
+        "config": f"{corral.modules.parent / 'corral.yaml'}: min_free_mem: 100T",
+        "env": "CORRAL_MIN_FREE_MEM=100T",
+    }[where]
+    modes = (["-q"], ["--json"], ["--dry-run"]) if where == "flag" else (["-q"],)
+    for mode in modes:  # every mode once; the other sources of the setting in one
+        result = corral("run", *mode, *args, timeout=60, extra_env=extra)
+        assert result.code == 2 and "Traceback" not in result.err
+        assert f"{named} can never be met: this host has" in result.err
+        assert not (tmp_path / "a").exists()
+    if where != "flag":
+        check = corral("check", extra_env=extra)
+        assert check.code == 2 and f"{named} can never be met" in check.err
+    assert not corral.db.exists() or db_rows(corral.db, "SELECT * FROM runs") == []
+    control = corral("run", "-q", "--min-free-mem", "1M", extra_env=extra)  # the flag wins
+    assert control.code == 0 and "never be met" not in control.err and (tmp_path / "a").exists()
 
 
 @pytest.mark.parametrize("quiet", [["-q"], ["--json"]])
@@ -100,21 +135,84 @@ def test_waiting_for_the_run_lock_is_said_in_every_mode(corral, quiet):
     assert refused.code == 3 and "waiting up to" not in refused.err
 
 
-def test_a_long_gate_wait_is_said_under_quiet(monkeypatch, capsys):
-    now = [1000.0]
-    monkeypatch.setattr("corral.printer.time.monotonic", lambda: now[0])
-    printer = Printer(sys.stdout, sys.stderr, color=False, timestamps=False, quiet=True)
-    from corral.events import Idle
+MODES = [[], ["-q"], ["--json"]]  # plain (cron, a pipe), quiet, JSON
+SOON = {"CORRAL_TEST_LONG_WAIT_S": "0.3"}  # the variable only tests use (default 60 s)
 
-    printer(Waiting(Refusal(Block.MEMORY, "1G available, 2G wanted"), ["big"]))
-    now[0] += 59
-    printer(Idle())
-    assert "waiting" not in capsys.readouterr().err  # the control: not before a minute
-    now[0] += 2
-    printer(Idle())
-    printer(Idle())
-    err = capsys.readouterr().err
-    assert err.count("waiting for over a minute: memory: 1G available, 2G wanted (big)") == 1
+
+def long_waits(corral, *args: str, env: dict | None = None) -> list[str]:
+    """Run `wait` behind a lock `holder` holds for 1.5 s (a load target the host's own
+    load never reaches), then `light` behind the load gate (a target no second module
+    fits under) while `heavy` runs 1.5 s; returns the lines saying a wait was long."""
+    said = []
+    for name in ("holder", "wait", "heavy", "light"):
+        (corral.modules / f"{name}.sh").unlink(missing_ok=True)
+    corral.module("holder", "locks: x", "sleep 1.5")
+    corral.module("wait", "locks: x")
+    result = corral("run", "-j", "2", "--max-load", "1000", *args, extra_env=env)  # no gate
+    assert result.code == 0 and "Traceback" not in result.err
+    said += [line for line in result.err.splitlines() if "waiting for more than" in line]
+    for name in ("holder", "wait"):
+        (corral.modules / f"{name}.sh").unlink()
+    corral.module("heavy", body="sleep 1.5")  # first by name, so it takes the one slot
+    corral.module("light")
+    result = corral("run", "-j", "2", "--max-load", "0.01", *args, extra_env=env)
+    assert result.code == 0 and "Traceback" not in result.err
+    return said + [line for line in result.err.splitlines() if "waiting for more than" in line]
+
+
+@pytest.mark.parametrize("mode", MODES, ids=["plain", "quiet", "json"])
+def test_a_long_wait_on_a_lock_or_the_gate_is_said_in_every_mode(corral, mode):
+    """Each long wait is said once, on stderr, naming the module and the reason."""
+    said = long_waits(corral, *mode, env=SOON)
+    assert len(said) == 2, said
+    assert said[0].endswith("waiting for more than 0.3s: lock x held by holder (wait)")
+    assert ": load: " in said[1] and said[1].endswith("> 0.01 (light)")
+
+
+def test_a_long_wait_is_said_at_a_terminal_too(corral):
+    """The fourth mode: a real pseudo-terminal (colour, the redrawn status line)."""
+    import pexpect
+
+    corral.module("holder", "locks: x", "sleep 1.5")
+    corral.module("wait", "locks: x")
+    argv = corral.argv("run", "-j", "2", "--max-load", "1000")
+    child = pexpect.spawn(
+        argv[0], argv[1:], env={**corral.env, **SOON}, encoding="utf-8", timeout=30
+    )
+    child.expect(r"waiting for more than 0\.3s: lock x held by holder \(wait\)")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0 and "Traceback" not in child.before
+
+
+def test_a_wait_shorter_than_the_threshold_is_not_said(corral):
+    """The control: the same waits under the default (a minute) say nothing."""
+    assert long_waits(corral, "-q") == []
+
+
+def test_a_long_wait_is_told_once_per_module_and_not_for_a_free_slot():
+    """The fast layer, on the scripted clock: after 60 s of a lock, not at 59 s; a
+    module waiting for a slot of --jobs auto (the run's own modules) is not told."""
+    from ..test_scheduler import replay
+
+    h = replay(
+        {"holder": {"locks": ("apt",)}, "waiter": {"locks": ("apt",)}, "late": {}},
+        {"holder": [Ends(59.0)]},
+    )
+    assert not [e for e in h.events if isinstance(e, Notice)]  # 59 s: not yet
+    h = replay(
+        {"holder": {"locks": ("apt",)}, "waiter": {"locks": ("apt",)}},
+        {"holder": [Ends(200.0)]},
+    )
+    told = [e.message for e in h.events if isinstance(e, Notice)]
+    assert told == ["waiting for more than a minute: lock apt held by holder (waiter)"]
+    slots = replay(
+        {"x": {"workload": "cpu"}, "y": {"workload": "cpu"}},
+        {"x": [Ends(300.0)]},
+        jobs=None,
+        fake={"cpus": 1},
+    )
+    assert slots.starts("y") == [300.0] and not [e for e in slots.events if isinstance(e, Notice)]
 
 
 def test_an_interrupted_run_s_summary_gives_its_wall_time(capsys):
@@ -124,23 +222,30 @@ def test_an_interrupted_run_s_summary_gives_its_wall_time(capsys):
 
 
 def test_a_result_shown_is_on_disk_before_the_run_ends(corral, tmp_path):
-    """SIGKILL corral 0.2 s after a module's end was shown, while another still runs:
-    the shown result is committed; the run row cannot be finished by anyone, and
+    """What the docs promise: a module's end, once shown, is committed by the record
+    writer's next transaction (FLUSH_DELAY, 30 ms, plus the commit: within 50 ms), without waiting
+    for anything else the run does. The test reads the line, finds the row committed
+    while another module still runs (polling; scripts/record_lag.py times the lag),
+    then SIGKILLs corral: the row stays, the run row cannot be finished by anyone, and
     history shows the dead run as crashed, not running."""
     corral.module("long", body="sleep 60")
     corral.module("last", body="sleep 0.3; echo finishing")
-    run = Running(corral, "-j", "2")
+    run = Running(corral, "-j", "2", "--max-load", "1000")
     for line in run.proc.stdout:  # the printer, as a person reads it
         if "last" in line and "ok in" in line:
             break
-    subprocess.run(["sleep", "0.2"])  # past the 50 ms the writer promises
-    run_id = db_rows(corral.db, "SELECT run_id FROM runs")[0]["run_id"]
-    rows = {r["module"]: r for r in db_rows(corral.db, "SELECT * FROM module_runs")}
+    end = time.monotonic() + 10  # bounds a hang only: the run itself goes on for 60 s
+    rows = {}
+    while rows.get("last", {}).get("status") != "ok" and time.monotonic() < end:
+        rows = {r["module"]: r for r in db_rows(corral.db, "SELECT * FROM module_runs")}
+        time.sleep(0.005)
     assert run.proc.poll() is None  # the run goes on: "long" still runs
     os.kill(run.proc.pid, signal.SIGKILL)
     run.finish()
-    assert rows["last"]["status"] == "ok"
-    assert rows["long"]["status"] == "running"  # the control: not shown, not finished
+    run_id = db_rows(corral.db, "SELECT run_id FROM runs")[0]["run_id"]
+    after = {r["module"]: r for r in db_rows(corral.db, "SELECT * FROM module_runs")}
+    assert after["last"]["status"] == "ok" and after["last"]["exit_code"] == 0
+    assert after["long"]["status"] == "running"  # the control: not shown, not finished
     # The run row still says running (nothing could finish it) …
     assert db_rows(corral.db, "SELECT status FROM runs")[0]["status"] == "running"
     # … but history never shows a dead run as running.

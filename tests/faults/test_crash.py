@@ -6,6 +6,8 @@ import os
 import signal
 import time
 
+import pytest
+
 from .conftest import Running, attempts, db_rows, last_run, leftovers, wait_gone
 
 
@@ -75,3 +77,38 @@ def test_without_the_watchdog_modules_survive_until_the_next_start_reaps_them(co
     assert "leftover process(es)" in result.err
     assert "stopped 0 leftover" not in result.err
     assert wait_gone(run_id, 2) == []
+
+
+def test_a_detached_daemon_survives_a_crash_and_the_next_start_s_recovery(corral, tmp_path):
+    """The watchdog spares a `detach: yes` attempt's daemon when corral dies, and the
+    next start's recovery does too (its cgroup says so); the crashed run's other
+    module is stopped (the control: recovery does stop what was not detached)."""
+    pidfile, gate = tmp_path / "daemon.pid", tmp_path / "gate"
+    (corral.modules.parent / "corral.yaml").write_text("grace: 1s\n")
+    corral.module(
+        "daemon", "detach: yes", f"setsid bash -c 'echo $$ > {pidfile}; exec sleep 300' &"
+    )
+    corral.module("sleeper", body=f"touch {gate}; sleep 60")
+    run = Running(corral, "-j", "2", "--max-load", "1000")
+    run.wait_for(gate)
+    run.wait_for(pidfile)
+    time.sleep(0.5)  # the run's row is written
+    run_id = last_run(corral.db)["run_id"]
+    if last_run(corral.db)["containment"] != "cgroup":
+        run.proc.kill()
+        run.finish()
+        pytest.skip("without cgroups recovery cannot tell a detached daemon (docs say so)")
+    daemon = int(pidfile.read_text())
+    try:
+        os.kill(watchdog_of(run_id), signal.SIGKILL)  # so the sleeper outlives corral …
+        run.proc.kill()
+        run.finish()
+        time.sleep(1.5)
+        survivors = leftovers(run_id)
+        assert daemon in survivors and len(survivors) >= 2  # … beside the daemon
+        corral.module("sleeper", body="true")
+        result = corral("run")
+        assert result.code == 0 and f"run {run_id} crashed" in result.err
+        assert leftovers(run_id) == [daemon]  # the sleeper stopped, the daemon spared
+    finally:
+        os.kill(daemon, signal.SIGKILL)

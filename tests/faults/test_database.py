@@ -66,10 +66,14 @@ def test_a_writer_killed_200_times_keeps_every_acknowledged_row(tmp_path):
         proc = subprocess.Popen(
             [sys.executable, "-c", WRITER, str(db), run_id], stdout=subprocess.PIPE, text=True
         )
-        time.sleep(0.15 + rng.random() * 0.1)  # start-up, then a few writes
+        # Started up (the first write begins; on a loaded host start-up alone can take
+        # longer than any fixed sleep, and a writer killed before it made the schema
+        # tests nothing), then a few writes.
+        first = proc.stdout.readline()
+        time.sleep(rng.random() * 0.1)
         proc.send_signal(signal.SIGKILL)
         out, _ = proc.communicate()
-        lines = out.split()
+        lines = (first + out).split()
         last_begin = None
         for kind, number in zip(lines[::2], lines[1::2], strict=False):
             if kind == "ack":

@@ -117,6 +117,9 @@ def test_a_misspelt_ordering_key_is_an_error_not_a_silent_early_start(corral, tm
         ("log_limit: [1M]", "log_limit"),
         ("facilities: {net: [$dns], dns: [$net]}", "facilities: cycle $dns -> $net -> $dns"),
         ("pools: {apt: 0}", "pools"),
+        ("backend: fleet", "backend: cannot read 'fleet': fleet is chosen by -w NODESET"),
+        ("backend: dryrun", "backend: cannot read 'dryrun': dryrun is chosen by --dry-run"),
+        ("backend: cloud", "backend: cannot read 'cloud': expected one of: local"),
     ],
 )
 def test_a_config_value_that_is_not_what_it_says_is_an_error_naming_the_key(

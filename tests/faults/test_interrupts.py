@@ -78,20 +78,6 @@ def test_second_ctrl_c_kills_at_once(corral):
     assert leftovers(row["run_id"]) == []
 
 
-def test_sighup_starts_nothing_new_and_lets_running_modules_finish(corral):
-    gate = corral.modules.parent / "gate"
-    corral.module("running", body=f"touch {gate}; sleep 1; echo finished")
-    corral.module("later", "requires: running")
-    run = Running(corral, "-j", "2")
-    run.wait_for(gate)
-    run.proc.send_signal(signal.SIGHUP)
-    code, out, err = run.finish()
-    assert code == 129, err
-    mods = attempts(corral.db, last_run(corral.db)["run_id"])
-    assert mods["running"]["status"] == "ok"
-    assert mods["later"]["status"] == "skipped" and "SIGHUP" in mods["later"]["reason"]
-
-
 def test_a_stopped_module_needs_cont_to_hear_term(corral):
     """Control for the escalation: a stopped process ignores TERM until CONT arrives."""
     proc = subprocess.Popen(["bash", "-c", "kill -STOP $$; sleep 60"])

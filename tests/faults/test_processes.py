@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import time
 
-from corral import api
+import pytest
+
+from corral import api, cgroups
 from corral.config import load_config
 
-from ..conftest import write_module
+from ..conftest import db_rows, write_module
 from .conftest import attempts, last_run, leftovers
 
 
@@ -44,6 +47,57 @@ def test_a_module_that_may_detach_keeps_its_daemon_and_it_is_recorded(corral):
     finally:
         for pid in leftovers(run_id):
             os.kill(pid, signal.SIGKILL)
+
+
+def test_a_detached_daemon_s_cgroup_is_removed_by_a_later_start_once_empty(corral, tmp_path):
+    """The run records the cgroups its detached daemon still holds; a later start
+    removes them once the daemon is gone (never while it runs) and forgets them."""
+    pidfile = tmp_path / "daemon.pid"
+    corral.module(
+        "daemon", "detach: yes", f"setsid bash -c 'echo $$ > {pidfile}; exec sleep 300' &"
+    )
+    first = corral("run", "--json")
+    assert first.code == 0, first.err
+    row = last_run(corral.db)
+    if row["containment"] != "cgroup":
+        pytest.skip("needs cgroup containment (a writable cgroup v2 or v1 freezer)")
+    daemon = int(pidfile.read_text())
+    try:
+        left = row["cgroups"].split(os.pathsep)
+        assert left and all(os.path.isdir(d) for d in left)
+        corral.module("daemon", body="true")  # later runs leave nothing of their own
+        busy = corral("run")
+        assert busy.code == 0 and all(os.path.isdir(d) for d in left)  # it still runs there
+        assert last_run(corral.db)["cgroups"] is None
+    finally:
+        os.kill(daemon, signal.SIGKILL)
+    end = time.monotonic() + 10
+    while any(cgroups.leftovers(left)[0].pids()) and time.monotonic() < end:
+        time.sleep(0.02)
+    # The control: emptied, its cgroups stay until something removes them.
+    assert all(os.path.isdir(d) for d in left) and not cgroups.leftovers(left)[0].pids()
+    later = corral("run")
+    assert later.code == 0 and "Traceback" not in later.err
+    assert not any(os.path.exists(d) for d in left)
+    runs = db_rows(corral.db, "SELECT run_id, cgroups FROM runs")
+    assert [r["cgroups"] for r in runs] == [None, None, None]
+
+
+def test_the_sweep_removes_only_run_cgroups_whatever_the_database_says(corral, tmp_path):
+    """A row naming directories that are not a run's cgroups (an edited or foreign
+    database) gets nothing removed; the row naming a real emptied one does."""
+    planted = [tmp_path / "corral-planted", tmp_path / "empty"]
+    for directory in planted:
+        directory.mkdir()
+    corral.module("a")
+    assert corral("run").code == 0
+    conn = sqlite3.connect(corral.db)
+    with conn:
+        conn.execute("UPDATE runs SET cgroups = ?", (os.pathsep.join(map(str, planted)),))
+    conn.close()
+    assert corral("run").code == 0
+    assert all(d.is_dir() for d in planted)
+    assert db_rows(corral.db, "SELECT cgroups FROM runs")[0]["cgroups"] is not None
 
 
 def test_exit_code_of_a_busy_forker_is_never_lost(corral):

@@ -293,3 +293,40 @@ def test_a_host_that_never_answers_is_unreachable_within_the_connect_timeout(con
     assert hosts["node1"]["status"] == "ok"
     assert hosts[fleet.silent]["status"] == "unreachable"
     assert "timed out" in hosts[fleet.silent]["reason"]
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, None])
+def test_an_interrupted_controller_starts_no_new_host_and_the_running_one_goes_on(
+    controller, fleet, stop
+):
+    write_module(
+        controller.modules,
+        "slow",
+        "",
+        "touch /var/tmp/slow-started; sleep 2; touch /var/tmp/slow-done",
+    )
+    proc = controller.start("run", "-w", "node[1-2]", "--fanout", "1", "--json")
+    node1 = fleet.host("node1")
+    end = time.monotonic() + 30
+    while node1.sh("test -e /var/tmp/slow-started").returncode != 0:
+        assert proc.poll() is None and time.monotonic() < end, proc.communicate()
+        time.sleep(0.1)
+    if stop is not None:
+        proc.send_signal(stop)
+    out, err = proc.communicate(timeout=30)
+    hosts = {h["host"]: h for h in json.loads(out)["hosts"]}
+    if stop is None:  # control: the same run, not interrupted
+        assert proc.returncode == 0, err
+        assert [hosts[n]["status"] for n in ("node1", "node2")] == ["ok", "ok"]
+        return
+    assert proc.returncode == 128 + stop, err
+    assert hosts["node1"]["status"] == "lost" and "interrupted" in hosts["node1"]["reason"]
+    assert hosts["node2"]["status"] == "skipped", hosts["node2"]
+    assert "interrupted" in hosts["node2"]["reason"]
+    assert fleet.host("node2").sh("ls /var/lib/corral").stdout.strip() == ""
+    # node1's run goes on there (detached), and nothing is left running afterwards.
+    end = time.monotonic() + 30
+    while node1.sh("test -e /var/tmp/slow-done").returncode != 0:
+        assert time.monotonic() < end, "the interrupted controller's host run stopped"
+        time.sleep(0.1)
+    assert fleet.wait_idle() == {}

@@ -2,7 +2,8 @@
 
 A backend module defines an `executor.Executor` and an `open_executor(place)` that
 builds one from a `Place` (what every backend may need to know about the run). The
-config key `backend:` chooses one for real runs; `--dry-run` always uses `dryrun`.
+config key `backend:` chooses one for real runs; a flag chooses the others (`--dry-run`
+the dry run, `-w NODESET` the fleet, whose attempts are whole runs on hosts).
 `docs/architecture.md` lists what a new backend must implement.
 """
 
@@ -22,7 +23,10 @@ if TYPE_CHECKING:
 BACKENDS = {
     "local": "corral.backends.local",
     "dryrun": "corral.backends.dryrun",
+    "fleet": "corral.backends.fleet",
 }
+# backends a flag chooses, never the config key `backend:`
+BY_FLAG = {"dryrun": "--dry-run", "fleet": "-w NODESET"}
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,7 @@ class Place:
     config: Config
     run_id: str | None = None  # None: a dry run (nothing is marked)
     on_line: LineListener | None = None  # each line of output, for the display
+    target: object = None  # what the chosen backend runs on, when not this host (fleet)
 
 
 def open_executor(name: str, place: Place) -> Executor:

@@ -45,6 +45,7 @@ class DryRunExecutor:
 
     @property
     def running(self):
+        """The attempts started and not yet returned by `wait` (a live view)."""
         return self._attempts.values()
 
     def __enter__(self) -> DryRunExecutor:
@@ -56,6 +57,8 @@ class DryRunExecutor:
         self._signals.__exit__()
 
     def start(self, spec: Spec) -> DryAttempt:
+        """Start nothing: an attempt the next `wait` returns as succeeded (or as the
+        cause it was stopped with)."""
         attempt = DryAttempt(spec, self._next, time.time(), time.monotonic())
         self._attempts[attempt.ident] = attempt
         self._next += 1
@@ -70,9 +73,11 @@ class DryRunExecutor:
         return Wakeup(finished=done, signals=self._signals.read())
 
     def stop(self, attempt: DryAttempt, cause: Status, now: bool = False) -> None:
+        """The attempt ends as `cause` (its first cause, if stopped twice)."""
         attempt.cause = attempt.cause or cause
 
     def sample(self) -> None:
+        """Nothing to measure: always None."""
         return None
 
 

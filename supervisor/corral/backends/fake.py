@@ -33,9 +33,11 @@ class FakeClock:
         self.now = now
 
     def monotonic(self) -> float:
+        """The scripted time, in seconds since the run began (0.0 at first)."""
         return self.now
 
     def time(self) -> float:
+        """The wall clock: EPOCH plus the scripted time."""
         return EPOCH + self.now
 
     def advance(self, to: float) -> None:
@@ -98,6 +100,7 @@ class FakeExecutor:
 
     @property
     def running(self):
+        """The attempts started and not yet returned by `wait` (a live view)."""
         return self._attempts.values()
 
     def __enter__(self) -> FakeExecutor:
@@ -107,6 +110,8 @@ class FakeExecutor:
         self._attempts.clear()
 
     def start(self, spec: Spec) -> FakeAttempt:
+        """An attempt that ends as the script's line for it says (with none: after 1 s,
+        exit 0); OSError for a module in `fail_start`."""
         if spec.name in self.fail_start:
             raise OSError(2, "No such file or directory")
         lines = self.script.get(spec.name, [])
@@ -146,6 +151,8 @@ class FakeExecutor:
         return out
 
     def stop(self, attempt: FakeAttempt, cause: Status, now: bool = False) -> None:
+        """Record the stop; the attempt ends as `cause` (its first) at once (`now`, or
+        obeying TERM) or after the grace period, never later than it would have."""
         self.stopped.append((self.clock.now, attempt.spec.name, cause, now))
         attempt.cause = attempt.cause or cause
         if now:

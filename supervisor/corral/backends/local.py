@@ -4,8 +4,9 @@ Every attempt is bash reading the module from the descriptor `trust.Checker` ope
 and checked (`bash -c '. /dev/fd/3' FILE`: `$0` stays the module's path, and what runs
 is the file checked, whatever happens to its name meanwhile), in a new session (its
 own process group) and, where the host allows, its own cgroup from its first
-instruction (`corral.containment`), stdin from /dev/null, stdout and stderr on one
-pipe whose bytes go to the attempt's `Output` (the shared log and display pipeline).
+instruction (`corral.containment`), stdin from /dev/null, stdout and stderr on a
+pipe each, whose bytes go to the attempt's `Output` with their stream (the shared log
+and display pipeline).
 Waiting is event-driven: one `epoll` loop over the output pipes and the signal pipe
 (`corral.signals`), so SIGCHLD, SIGINT, SIGTERM and SIGHUP all arrive as bytes and
 nothing polls. An attempt's outcome is known when its main process exits (even if a
@@ -24,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import fcntl
 import os
 import select
 import shutil
@@ -33,11 +35,11 @@ from dataclasses import dataclass
 
 from corral import procfs
 from corral.accounting import measure
-from corral.cgroups import command
+from corral.cgroups import command, ready_message
 from corral.containment import Containment, Member
 from corral.events import AttemptResult
 from corral.executor import LineListener, Spec, Wakeup
-from corral.kill import signal_group, terminate
+from corral.kill import ASK, signal_group, terminate
 from corral.output import Output
 from corral.safepath import UnsafePath
 from corral.sampler import HostSample, HostSampler, TreeUsage, process_tree, tree_usage
@@ -58,7 +60,8 @@ class Ready:
     """A bash already in its own cgroups, waiting on a pipe for the attempt to run."""
 
     pid: int
-    out: int  # read end of its stdout/stderr pipe
+    out: int  # read end of its stdout pipe …
+    err: int  # … and of its stderr pipe
     control: int  # write end of the pipe it reads the attempt from
     member: Member
     env: dict[str, str]  # the environment it was started with
@@ -78,13 +81,15 @@ class Job:
     pid: int
     start: float
     start_mono: float
-    fd: int | None  # the output pipe's read end, until it is closed
+    fd: int | None  # the stdout pipe's read end, until it is closed …
+    err: int | None  # … and the stderr pipe's
     out: Output
     deadline: float | None
     cause: Status | None = None  # TIMEOUT or INTERRUPTED once corral decided to stop it
     stop_signal: int | None = None
     kill_at: float | None = None
     exited: bool = False
+    empty: bool = False  # nothing it started was alive when its main process was reaped
     usage: TreeUsage | None = None  # its tree as last sampled
     member: Member | None = None  # its containment (cgroup, or the fallback's view)
     result: AttemptResult | None = None  # once the main process exited
@@ -93,15 +98,25 @@ class Job:
 
     @property
     def ident(self) -> int:
+        """The main process's PID (recorded as `pid`; the scheduler never uses it)."""
         return self.pid
 
     @property
     def rss(self) -> int:
+        """Bytes resident in its tree at the last sample; 0 before one."""
         return self.usage.rss if self.usage is not None else 0
 
     @property
     def load(self) -> float | None:
+        """Runnable tasks it adds (averaged); None until measured."""
         return self.usage.runnable_avg if self.usage is not None else None
+
+
+def _nonblocking(*fds: int) -> None:
+    """perf: one fcntl each on a fresh pipe end, whose only status flag is its access
+    mode (os.set_blocking reads the flags first: two; docs/architecture.md)."""
+    for fd in fds:
+        fcntl.fcntl(fd, fcntl.F_SETFL, os.O_NONBLOCK)
 
 
 def _read_all(fd: int) -> bytes:
@@ -139,7 +154,7 @@ class LocalExecutor:
         self._groups: dict[int, tuple[str, bool]] = {}
         self._bash = shutil.which("bash") or "/bin/bash"
         self._epoll = select.epoll()
-        self._pipes: dict[int, Job] = {}  # output pipe's fd -> its job
+        self._pipes: dict[int, Job] = {}  # output pipes' fds (stdout, stderr) -> their job
         self._timed: set[Job] = set()  # jobs with a deadline or a pending KILL
         self._devnull = -1
         self._signals = Signals(children=True)
@@ -163,14 +178,18 @@ class LocalExecutor:
 
     @property
     def running(self):
+        """The attempts started and not yet returned by `wait` (a live view)."""
         return self._jobs.values()
 
     @property
     def host(self) -> Host:
+        """This host's figures as the gate reads them, from the last sample (`Host()`
+        before one)."""
         return self._host
 
     @property
     def sampling_cpu_s(self) -> float:
+        """CPU seconds the sampler spent measuring the host (0.0 before a sample)."""
         return self._sampler.cpu_spent
 
     # setup and teardown ----------------------------------------------------------------
@@ -231,6 +250,12 @@ class LocalExecutor:
             if job is not None:
                 return job
         r, w = os.pipe2(os.O_CLOEXEC)
+        try:
+            er, ew = os.pipe2(os.O_CLOEXEC)
+        except OSError:
+            os.close(r)
+            os.close(w)
+            raise
         given, file = os.path.split(spec.path)
         try:
             directory = self._dirs.get(given)
@@ -246,12 +271,12 @@ class LocalExecutor:
             path = f"{directory}/{file}"
             module = self._trust.open_module(path)
         except UnsafePath as exc:  # changed since the run began: a failed attempt
-            os.close(r)
-            os.close(w)
+            for fd in (r, w, er, ew):
+                os.close(fd)
             raise PermissionError(errno.EPERM, str(exc), path) from None
         except OSError:
-            os.close(r)
-            os.close(w)
+            for fd in (r, w, er, ew):
+                os.close(fd)
             raise
         try:
             # The clock is read before the spawn: the module may run its first line before
@@ -270,7 +295,7 @@ class LocalExecutor:
                 file_actions=[
                     (os.POSIX_SPAWN_DUP2, self._devnull, 0),
                     (os.POSIX_SPAWN_DUP2, w, 1),
-                    (os.POSIX_SPAWN_DUP2, w, 2),
+                    (os.POSIX_SPAWN_DUP2, ew, 2),
                     (os.POSIX_SPAWN_DUP2, module, MODULE_FD),
                 ],
                 setsid=True,
@@ -278,12 +303,14 @@ class LocalExecutor:
             )
         except OSError:
             os.close(r)
+            os.close(er)
             raise
         finally:
             os.close(w)
+            os.close(ew)
             os.close(module)
-        os.set_blocking(r, False)
-        return self._track(spec, pid, wall, now, r, member)
+        _nonblocking(r, er)
+        return self._track(spec, pid, wall, now, r, er, member)
 
     def _start_ready(self, spec: Spec) -> Job | None:
         """Hand `spec` to a ready bash (readying one first if none is); None when one
@@ -311,10 +338,13 @@ class LocalExecutor:
             text = _read_all(module)
         finally:
             os.close(module)
-        records = [path]
-        records += [f"{k}={v}" for k, v in spec.env.items() if ready.env.get(k) != v]
-        records += [f"-{k}" for k in ready.env if k not in spec.env]
-        message = ("\0".join(records) + "\0\0").encode() + text
+        before = ready.env
+        changed = {k: v for k, v in spec.env.items() if before.get(k) != v}
+        preamble = ready_message(path, changed, [k for k in before if k not in spec.env])
+        if preamble is None:  # a name bash cannot set: the attempt is spawned directly
+            self._ready.append(ready)
+            return None
+        message = preamble + text
         now, wall = time.monotonic(), time.time()
         try:
             view = memoryview(message)
@@ -323,10 +353,11 @@ class LocalExecutor:
         except OSError:  # it died meanwhile: reaped as an orphan; spawn directly
             os.close(ready.control)
             os.close(ready.out)
+            os.close(ready.err)
             return None
         os.close(ready.control)
         self.containment.assigned(ready.member, spec.detach)
-        job = self._track(spec, ready.pid, wall, now, ready.out, ready.member)
+        job = self._track(spec, ready.pid, wall, now, ready.out, ready.err, ready.member)
         if len(self._ready) < min(len(self._jobs), MAX_READY):
             with contextlib.suppress(OSError):
                 self._ready.append(self._make_ready(spec.env))
@@ -337,7 +368,18 @@ class LocalExecutor:
         self._readied += 1
         argv, member = self.containment.prepare_ready(self._readied)
         r, w = os.pipe2(os.O_CLOEXEC)
-        control_r, control_w = os.pipe2(os.O_CLOEXEC)
+        try:
+            er, ew = os.pipe2(os.O_CLOEXEC)
+        except OSError:
+            os.close(r)
+            os.close(w)
+            raise
+        try:
+            control_r, control_w = os.pipe2(os.O_CLOEXEC)
+        except OSError:
+            for fd in (r, w, er, ew):
+                os.close(fd)
+            raise
         try:
             pid = os.posix_spawn(
                 self._bash,
@@ -346,7 +388,7 @@ class LocalExecutor:
                 file_actions=[
                     (os.POSIX_SPAWN_DUP2, self._devnull, 0),
                     (os.POSIX_SPAWN_DUP2, w, 1),
-                    (os.POSIX_SPAWN_DUP2, w, 2),
+                    (os.POSIX_SPAWN_DUP2, ew, 2),
                     (os.POSIX_SPAWN_DUP2, control_r, 3),
                 ],
                 setsid=True,
@@ -354,30 +396,32 @@ class LocalExecutor:
             )
         except OSError:
             os.close(r)
+            os.close(er)
             os.close(control_w)
             raise
         finally:
             os.close(w)
+            os.close(ew)
             os.close(control_r)
-        os.set_blocking(r, False)
-        os.set_blocking(control_w, False)
-        return Ready(pid, r, control_w, member, env)
+        _nonblocking(r, er, control_w)
+        return Ready(pid, r, er, control_w, member, env)
 
     def _dismiss_ready(self) -> None:
         """The run is ending: ready bashes read end of file and exit; reap them."""
         for ready in self._ready:
             os.close(ready.control)
             os.close(ready.out)
+            os.close(ready.err)
         for ready in self._ready:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(ready.pid, 0)
             self.containment.release(ready.member)
         self._ready = []
 
-    def _track(self, spec: Spec, pid: int, wall: float, now: float, r: int, member) -> Job:
+    def _track(self, spec: Spec, pid: int, wall: float, now: float, r: int, er: int, member) -> Job:
         deadline = now + spec.timeout if spec.timeout else None
         out = Output(spec.name, spec.log_path, self.log_cap, self.on_line)
-        job = Job(spec, pid, wall, now, r, out, deadline, member=member)
+        job = Job(spec, pid, wall, now, r, er, out, deadline, member=member)
         if self.containment is None or not self.containment.counts_memory:
             job.look_at = now + FIRST_LOOK_S
             self._young.add(job)
@@ -386,7 +430,8 @@ class LocalExecutor:
         self._jobs[pid] = job
         self._groups[pid] = (spec.name, spec.detach)
         self._epoll.register(r, select.EPOLLIN)
-        self._pipes[r] = job
+        self._epoll.register(er, select.EPOLLIN)
+        self._pipes[r] = self._pipes[er] = job
         if deadline is not None:
             self._timed.add(job)
         return job
@@ -439,7 +484,7 @@ class LocalExecutor:
             if fd == self._signals.fd:
                 out.signals.extend(self._signals.read())
             elif (job := self._pipes.get(fd)) is not None:  # (not closed meanwhile)
-                self._read(job)
+                self._read(job, fd)
         if signal.SIGCHLD in out.signals:
             out.finished = self._reap_all()
             out.signals = [s for s in out.signals if s != signal.SIGCHLD]
@@ -465,38 +510,48 @@ class LocalExecutor:
                 else:
                     job.look_at = job.start_mono + max(2 * age, FIRST_LOOK_S)
 
-    def _read(self, job: Job) -> bool:
-        """Copy one chunk from the pipe; False when it is empty for now or closed."""
+    def _read(self, job: Job, fd: int) -> bool:
+        """Copy one chunk from the pipe `fd` (the job's stdout or stderr); False when it
+        is empty for now or closed."""
         try:
-            data = os.read(job.fd, READ_CHUNK)
+            data = os.read(fd, READ_CHUNK)
         except BlockingIOError:
             return False
         except OSError:
             data = b""
         if not data:
-            self._close_pipe(job)
+            self._close_pipe(job, fd)
             return False
-        job.out.feed(data)
+        job.out.feed(data, fd == job.err)
         return True
 
-    def _close_pipe(self, job: Job) -> None:
-        if job.fd is None:
+    def _close_pipe(self, job: Job, fd: int | None) -> None:
+        """Close one of the job's pipes; once both are, its display and log end."""
+        if fd is None:
             return
-        self._epoll.unregister(job.fd)
-        del self._pipes[job.fd]
-        os.close(job.fd)
-        job.fd = None
-        job.out.end_display()
-        self._lingering.discard(job)
-        if job.exited:
-            job.out.close_log()
+        self._epoll.unregister(fd)
+        del self._pipes[fd]
+        os.close(fd)
+        if fd == job.fd:
+            job.fd = None
+        else:
+            job.err = None
+        if job.fd is None and job.err is None:
+            job.out.end_display()
+            self._lingering.discard(job)
+            if job.exited:
+                job.out.close_log()
 
     def _drain(self, job: Job, final: bool = False) -> None:
-        """Read what is in the pipe now; at `final`, close it even if a daemon holds it."""
-        while job.fd is not None and self._read(job):
+        """Read what is in the pipes now; at `final`, close them even if a daemon holds
+        them."""
+        while job.fd is not None and self._read(job, job.fd):
+            pass
+        while job.err is not None and self._read(job, job.err):
             pass
         if final:
-            self._close_pipe(job)
+            self._close_pipe(job, job.fd)
+            self._close_pipe(job, job.err)
             job.out.close_log()
 
     def _reap_all(self) -> list[AttemptResult]:
@@ -517,7 +572,8 @@ class LocalExecutor:
             elif job is None:
                 self._orphan_reaped(pid, usage)
         for pid, job in list(self._trees.items()):
-            if job.member is None or job.spec.detach or self.containment.gone(job.member):
+            member = job.member
+            if member is None or job.spec.detach or job.empty or self.containment.gone(member):
                 del self._trees[pid]
                 finished.append(self._over(job))
         return finished
@@ -531,6 +587,7 @@ class LocalExecutor:
                 self._ready.remove(ready)
                 os.close(ready.control)
                 os.close(ready.out)
+                os.close(ready.err)
                 self.containment.release(ready.member)
                 return
         for job in self._jobs.values():
@@ -550,7 +607,7 @@ class LocalExecutor:
         self._timed.discard(job)
         job.kill_at = None
         self._drain(job)
-        if job.fd is not None:
+        if job.fd is not None or job.err is not None:
             self._lingering.add(job)  # a daemon holds stdout: keep logging, do not wait
         else:
             job.out.close_log()
@@ -579,7 +636,9 @@ class LocalExecutor:
             return
         if job.spec.detach:
             self._count_leftovers(job)  # left running, as it may
-        elif not self.containment.gone(job.member):
+        elif self.containment.gone(job.member):
+            job.empty = True  # perf: _reap_all need not ask again (docs/architecture.md)
+        else:
             # What it left gets the grace period to end by itself, then is stopped.
             job.deadline = end_mono + self.grace
             self._timed.add(job)
@@ -625,8 +684,8 @@ class LocalExecutor:
         if job.kill_at is None:
             if job.exited:
                 self._count_leftovers(job)
-            self._signal(job, signal.SIGTERM)
-            self._signal(job, signal.SIGCONT)
+            for signum in ASK:
+                self._signal(job, signum)
             if not job.exited:
                 job.stop_signal = job.stop_signal or signal.SIGTERM
             job.kill_at = time.monotonic() + self.grace

@@ -157,6 +157,18 @@ def _run_id(conn: sqlite3.Connection, rundir: Path, modules: str) -> str | None:
     return row[0] if row else None
 
 
+def _columns(db: Path, table: str) -> set[str]:
+    conn = _connect(db)
+    if conn is None:
+        return set()
+    try:
+        return {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+    except sqlite3.Error:
+        return set()
+    finally:
+        conn.close()
+
+
 def records(db: Path, where: str, args: tuple = ()) -> list[dict]:
     """Each matching run's row with its attempt rows, oldest first."""
     conn = _connect(db)
@@ -182,9 +194,13 @@ def export(since: str) -> int:
     at or after SINCE (an ISO time; everything when empty)."""
     base = str(here().parent)
     say("hello", {"hostname": os.uname().nodename})
+    db = host_db()
+    # A database this host shares with a controller also holds what fleet runs gathered
+    # (fleet_run set): those are not this host's runs.
+    own = " AND fleet_run IS NULL" if "fleet_run" in _columns(db, "runs") else ""
     for record in records(
-        host_db(),
-        "substr(modules_dir, 1, ?) = ? AND started >= ?",
+        db,
+        "substr(modules_dir, 1, ?) = ? AND started >= ?" + own,
         (len(base) + 1, base + "/", since),
     ):
         say("rows", record)

@@ -2,8 +2,9 @@
 
 A bundle holds the selected modules, lib/, the config (with the controller's own
 paths taken out) and corral's run path as a zipapp of pure Python: the corral
-package and the pure-Python packages it imports (click, PyYAML without its C
-extension, sqlite-utils and what that imports). A host needs only bash and
+package and the pure-Python sources of what its requirements name, recursively, as
+installed here (click, PyYAML without its C extension, sqlite-utils and what that
+requires; see `shipped_distributions`). A host needs only bash and
 python3 >= 3.11; the zipapp runs with `python3 -I -S`, so nothing installed on the
 host is ever imported by mistake.
 
@@ -19,25 +20,100 @@ import io
 import json
 import os
 import py_compile
+import re
+import sys
 import tarfile
 import tempfile
 import zipfile
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 
-# The run path's imports that are not in the standard library (checked by the fleet
-# tests, whose hosts run the zipapp with `python3 -I -S`).
-VENDORED = ("click", "yaml", "sqlite_utils", "sqlite_fts4", "dateutil", "pluggy", "tabulate")
-# Imported by some versions of the packages above only (python-dateutil < 4 needs six,
-# 4 does not): shipped when installed here, never a reason to refuse a fleet run.
-OPTIONAL = ("six",)
+# Installed distributions a host never gets, whatever the requirements say, and why.
+NOT_ON_HOSTS = {
+    "psutil": "a C extension; the run path reads /proc itself",
+    "clustershell": "the controller's engine; a host never connects onward",
+    "matplotlib": "the charts of `corral docs` (an extra; older corrals required it)",
+    "pip": "sqlite-utils' `install` command; the run path installs nothing",
+}
+_NAME = re.compile(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
+_EXTRA = re.compile(r"\bextra\s*==")
+
+
+def _key(name: str) -> str:
+    """A distribution's name as the package index compares them (PEP 503)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def shipped_distributions(path: list[str] | None = None) -> list[str]:
+    """The distributions the zipapp carries besides corral: corral's run-time
+    requirements and theirs, recursively, as installed in `path` (default: sys.path).
+    Left out: requirements of an extra or for another platform, what is not installed
+    (an optional dependency, or one a newer version dropped, as python-dateutil 4
+    dropped six) and NOT_ON_HOSTS. Sorted by name; raises LookupError when corral
+    itself is not installed."""
+    where = sys.path if path is None else path
+
+    def installed(name: str) -> metadata.Distribution | None:
+        return next(iter(metadata.Distribution.discover(name=name, path=where)), None)
+
+    corral = installed("corral")
+    if corral is None:
+        raise LookupError(
+            "corral is not installed (pip install .): the fleet ships what its requirements name"
+        )
+    found: dict[str, metadata.Distribution] = {}
+    todo = [corral]
+    while todo:
+        for requirement in todo.pop().requires or ():
+            text, _, marker = requirement.partition(";")
+            name = _NAME.match(text)
+            if name is None or _EXTRA.search(marker) or not _applies(marker):
+                continue
+            key = _key(name.group(1))
+            if key in found or key in NOT_ON_HOSTS or key == "corral":
+                continue
+            dist = installed(name.group(1))
+            if dist is not None:
+                found[key] = dist
+                todo.append(dist)
+    return sorted(found)
+
+
+def _applies(marker: str) -> bool:
+    """Whether an environment marker holds here; True when it cannot be read (without
+    `packaging`, what another platform needs is not installed here anyway)."""
+    if not marker.strip():
+        return True
+    try:
+        from packaging.markers import Marker
+
+        return Marker(marker).evaluate()
+    except Exception:
+        return True
+
+
+def top_level(name: str, path: list[str] | None = None) -> list[str]:
+    """The importable top-level packages and modules of an installed distribution."""
+    dist = next(iter(metadata.Distribution.discover(name=name, path=path or sys.path)))
+    text = dist.read_text("top_level.txt")
+    if text:
+        return sorted(set(text.split()))
+    out = set()
+    for file in dist.files or ():
+        parts = file.parts
+        if len(parts) == 1 and parts[0].endswith(".py"):
+            out.add(parts[0][:-3])
+        elif len(parts) == 2 and parts[1] == "__init__.py":
+            out.add(parts[0])
+    return sorted(out)
 
 
 def shipped() -> tuple[str, ...]:
-    """The packages the zipapp carries: corral, its run path's imports, and whichever
-    optional ones this Python has."""
-    present = tuple(n for n in OPTIONAL if importlib.util.find_spec(n) is not None)
-    return ("corral", *VENDORED, *present)
+    """The packages the zipapp carries: corral and the top-level packages of
+    `shipped_distributions()`."""
+    names = {n for dist in shipped_distributions() for n in top_level(dist)}
+    return ("corral", *sorted(names))
 
 
 # Settings that name places on the controller, not on the host.

@@ -14,7 +14,7 @@ import datetime as dt
 import json
 import time
 
-from corral.fleet.controller import (
+from corral.fleet.hosts import (
     FleetEvent,
     HostFinished,
     HostRecords,
@@ -53,12 +53,22 @@ def _columns(store: Store, table: str) -> set[str]:
 
 
 def add_records(store: Store, host: str, record: dict, fleet_run: str | None) -> int:
-    """Upsert one host run and its attempts; returns how many rows were new."""
+    """Upsert one host run and its attempts; returns how many rows were new.
+
+    When the controller is one of its hosts and shares the host's database, the host's
+    own rows of that run are already here: they become the gathered ones (one copy),
+    once the run has ended; while it still runs (a gather of a lost host), nothing is
+    taken and a later gather does it."""
     run = dict(record["run"])
+    own = _own_status(store, run)
+    if own == "running":
+        return 0
     run_id = host_run_id(host, run["run_id"])
     run.update(run_id=run_id, host=host)
     run_cols, attempt_cols = _columns(store, "runs"), _columns(store, "module_runs")
     with store.write():
+        if own is not None:
+            store.delete_runs([record["run"]["run_id"]])
         if fleet_run is None:  # a later gather: the fleet run that lost this host
             row = store.conn.execute(
                 "SELECT fleet_run FROM fleet_hosts WHERE host = ? AND started <= ? "
@@ -80,6 +90,18 @@ def add_records(store: Store, host: str, record: dict, fleet_run: str | None) ->
             _upsert(store, "module_runs", a, ("run_id", "module", "attempt"))
         new = store.conn.total_changes - before
     return new
+
+
+def _own_status(store: Store, run: dict) -> str | None:
+    """The status of this database's own row of `run` (a host's run as its host
+    recorded it), when that host wrote it here; None when it is not here. The same run:
+    same id, start, machine, process and modules directory, and not gathered."""
+    row = store.conn.execute(
+        "SELECT status FROM runs WHERE run_id = ? AND fleet_run IS NULL AND started IS ? "
+        "AND host IS ? AND pid IS ? AND modules_dir IS ?",
+        (run["run_id"], *(run.get(k) for k in ("started", "host", "pid", "modules_dir"))),
+    ).fetchone()
+    return None if row is None else row[0]
 
 
 def _upsert(store: Store, table: str, row: dict, key: tuple[str, ...]) -> None:
@@ -136,15 +158,17 @@ def finish_fleet_run(store: Store, run_id: str, status: str, exit_code: int) -> 
 
 def gather_since(store: Store, host: str) -> str:
     """Where a gather of `host` must start: its oldest run still `running` here, else the
-    oldest fleet run that lost it and has no run of it, else its newest run ('' when the
-    host has no records here)."""
+    oldest fleet run that lost it and has no run of it (a day earlier: that time is the
+    controller's clock, the host's may be behind), else its newest run ('' when the
+    host has no records here). The host compares these in its own clock, the one its
+    runs were recorded in: a run retention forgot here is not sent again."""
     row = store.conn.execute(
         "SELECT min(started) FROM runs WHERE host = ? AND fleet_run IS NOT NULL "
         "AND status = 'running'",
         (host,),
     ).fetchone()
     if row[0]:
-        return _earlier(row[0])
+        return row[0]
     row = store.conn.execute(
         "SELECT min(started) FROM fleet_hosts WHERE host = ? AND status = 'lost' "
         "AND run_id IS NULL",
@@ -155,7 +179,7 @@ def gather_since(store: Store, host: str) -> str:
     row = store.conn.execute(
         "SELECT max(started) FROM runs WHERE host = ? AND fleet_run IS NOT NULL", (host,)
     ).fetchone()
-    return _earlier(row[0]) if row[0] else ""
+    return row[0] or ""
 
 
 def _earlier(when: str) -> str:

@@ -1,12 +1,14 @@
 """A fleet run from start to end, and a later gather: what `api` calls.
 
 run_fleet: select the modules here (header errors stop everything before any host
-is touched), build the bundle, take this machine's run lock, run the controller with
-the fleet recorder and the caller's listeners, and return the fleet's outcome.
+is touched), build the bundle, take this machine's run lock, run the hosts through
+the real scheduler on the fleet backend with the fleet recorder and the caller's
+listeners, and return the fleet's outcome.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -23,6 +25,7 @@ class FleetOutcome:
     hosts: list = field(default_factory=list)  # HostResult
     rows: int = 0  # rows gathered into this database
     digest: str = ""
+    notices: list = field(default_factory=list)  # events.Notice: what the user should know
 
     def as_json(self) -> dict:
         return {
@@ -61,14 +64,23 @@ def run_fleet(
     connect_timeout: float = 10.0,
     exec_command: str | None = None,
 ) -> FleetOutcome:
-    """Run the selection on every host of `nodes`; `args` are the hosts' run options."""
+    """Run the selection on every host of `nodes`; `args` are the hosts' run options.
+
+    The real scheduler runs the hosts through the fleet backend: the fan-out is its
+    --jobs, the canary a first wave, the canary gate and --max-fail its stop policy
+    (corral.fleet.rollout)."""
     from corral import api
+    from corral.backends import Place, open_executor
+    from corral.backends.fleet import FleetTarget
     from corral.fleet import bundle as bundles
-    from corral.fleet.controller import Controller, FleetSettings, fleet_exit_code
+    from corral.fleet.hosts import HostResult, fleet_exit_code
     from corral.fleet.records import FleetRecorder, finish_fleet_run, start_fleet_run
+    from corral.fleet.rollout import RolloutPolicy, host_plan
     from corral.graph import select
     from corral.runlock import RunLock
+    from corral.scheduler import RunSettings, Scheduler
     from corral.store import module_set_key
+    from corral.throttle import Jobs
 
     hosts = expand(nodes)
     if canary < 0 or fanout < 1 or (max_fail is not None and not 0 <= max_fail <= 100):
@@ -87,16 +99,7 @@ def run_fleet(
 
     run_id = api.new_run_id()
     module_set = module_set_key(config.modules)
-    settings = FleetSettings(
-        run_id,
-        args,
-        fanout=fanout,
-        canary=canary,
-        max_fail=max_fail,
-        connect_timeout=connect_timeout,
-        ssh_options=config.ssh_options,
-        exec_command=exec_command,
-    )
+    results = {h: HostResult(h) for h in hosts}
     with RunLock(config.modules).acquire(None):
         start_fleet_run(store, run_id, nodes, args, digest, module_set)
         recorder = FleetRecorder(store, run_id)
@@ -106,12 +109,49 @@ def run_fleet(
             for listener in every:
                 listener(event)
 
-        controller = Controller(hosts, settings, digest, packed, emit)
-        results = controller.run()
-        code = fleet_exit_code(results, controller.stopped)
+        target = FleetTarget(
+            run_id,
+            args,
+            digest,
+            packed,
+            results,
+            emit,
+            fanout=fanout,
+            connect_timeout=connect_timeout,
+            ssh_options=config.ssh_options,
+            exec_command=exec_command,
+        )
+        host_graph, host_selection = host_plan(hosts, canary)
+        policy = RolloutPolicy(hosts[:canary], max_fail, lambda h: results[h].status)
+        settings = RunSettings(run_id, Jobs(fanout), stop_when=policy)
+        with open_executor("fleet", Place(config, run_id, target=target)) as executor:
+            scheduler = Scheduler(
+                host_graph, host_selection, settings, executor, _Skips(results, emit)
+            )
+            scheduler.run()
+        code = fleet_exit_code(list(results.values()), scheduler.stop_signal)
         status = {0: "ok", 1: "failed", 4: "failed", 5: "warning"}.get(code, "interrupted")
         finish_fleet_run(store, run_id, status, code)
-    return FleetOutcome(run_id, status, code, results, recorder.rows, digest)
+    return FleetOutcome(run_id, status, code, list(results.values()), recorder.rows, digest)
+
+
+class _Skips:
+    """The scheduler's listener on a fleet run: of its events, only a host it will never
+    start is news to the fleet's listeners (the fleet backend tells the rest, in the
+    fleet's terms; hosts are never recorded as module attempts)."""
+
+    def __init__(self, results: dict, emit: Callable):
+        self.results = results
+        self.emit = emit
+
+    def __call__(self, event) -> None:
+        from corral.events import ModuleSkipped
+        from corral.fleet.hosts import SKIPPED, HostFinished
+
+        if isinstance(event, ModuleSkipped):
+            r = self.results[event.name]
+            r.status, r.exit_code, r.reason, r.ended = SKIPPED, None, event.reason, time.time()
+            self.emit(HostFinished(r))
 
 
 @dataclass
@@ -148,7 +188,7 @@ def gather(
     from ClusterShell.Task import task_self
 
     from corral.fleet.agent import PREFIX
-    from corral.fleet.controller import SSH_FAILED
+    from corral.fleet.hosts import SSH_FAILED
     from corral.fleet.records import add_records, gather_since
     from corral.fleet.remote import export_command
 

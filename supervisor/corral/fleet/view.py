@@ -12,7 +12,7 @@ import datetime as dt
 import time
 from typing import TextIO
 
-from corral.fleet.controller import (
+from corral.fleet.hosts import (
     FAILED,
     LOCKED,
     LOST,

@@ -1,0 +1,121 @@
+"""A report's blocks (headings, paragraphs, tables, images) and their two renderings:
+Markdown with the charts beside it, or one self-contained HTML page with them inline.
+
+The report (`report.py`) and its fleet section build a list of blocks once; nothing
+here knows what the figures mean.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Heading:
+    text: str
+    level: int = 2  # 1: the page's title
+
+
+@dataclass(frozen=True, slots=True)
+class Paragraph:
+    text: str  # Markdown: `code` and **bold** are rendered in HTML too
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    head: list[str]
+    rows: list[list[str]]
+
+
+@dataclass(frozen=True, slots=True)
+class Image:
+    file: str  # the chart's file name beside the Markdown, its key in the charts
+    caption: str
+
+
+Block = Heading | Paragraph | Table | Image
+
+
+def from_tuple(block: tuple) -> Block:
+    """A block in the older tuple shape ("h1"/"h2", text), ("p", text),
+    ("table", head, rows), ("img", file, caption) as a typed one; raises ValueError for
+    another kind. (The fleet section still builds tuples.)"""
+    kind, *rest = block
+    if kind in ("h1", "h2"):
+        return Heading(rest[0], int(kind[1]))
+    if kind == "p":
+        return Paragraph(rest[0])
+    if kind == "table":
+        return Table(rest[0], rest[1])
+    if kind == "img":
+        return Image(rest[0], rest[1])
+    raise ValueError(f"not a report block: {kind!r}")
+
+
+def render_markdown(blocks: list[Block]) -> str:
+    """The blocks as Markdown, each followed by an empty line ("" for no blocks)."""
+    lines: list[str] = []
+    for block in blocks:
+        if isinstance(block, Heading):
+            lines += [f"{'#' * block.level} {block.text}", ""]
+        elif isinstance(block, Paragraph):
+            lines += [block.text, ""]
+        elif isinstance(block, Image):
+            lines += [f"![{block.caption}]({block.file})", ""]
+        elif isinstance(block, Table):
+            head = block.head
+            lines.append("| " + " | ".join(head) + " |")
+            lines.append("|" + "|".join("---" for _ in head) + "|")
+            for row in block.rows:
+                lines.append("| " + " | ".join(c.replace("|", "\\|") for c in row) + " |")
+            lines.append("")
+    return "\n".join(lines)
+
+
+def render_html(blocks: list[Block], charts: dict[str, bytes]) -> str:
+    """The blocks as one HTML page with each image's SVG from `charts` (by file name)
+    inline; raises KeyError for an image whose chart is missing."""
+    body: list[str] = []
+    for block in blocks:
+        if isinstance(block, Heading):
+            tag = f"h{block.level}"
+            body.append(f"<{tag}>{html.escape(block.text)}</{tag}>")
+        elif isinstance(block, Paragraph):
+            text = html.escape(block.text)
+            text = text.replace("**", "")
+            body.append(f"<p>{_code(text)}</p>")
+        elif isinstance(block, Image):
+            svg = charts[block.file].decode()
+            svg = svg[svg.index("<svg") :]
+            caption = html.escape(block.caption)
+            body.append(f"<figure>{svg}<figcaption>{caption}</figcaption></figure>")
+        elif isinstance(block, Table):
+            head = "".join(f"<th>{html.escape(h)}</th>" for h in block.head)
+            rows = "".join(
+                "<tr>" + "".join(f"<td>{_link(html.escape(c))}</td>" for c in row) + "</tr>"
+                for row in block.rows
+            )
+            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+    style = (
+        "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;"
+        "padding:3px 8px;text-align:left;font-size:13px}th{background:#f3f3f3}"
+        "figure{margin:1em 0}svg{max-width:100%;height:auto}code{background:#f3f3f3}"
+    )
+    return (
+        '<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
+        "<title>corral performance report</title>"
+        f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
+    )
+
+
+def _code(text: str) -> str:
+    parts = text.split("`")
+    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
+
+
+def _link(text: str) -> str:
+    """A Markdown link [label](href) in a table cell as an HTML anchor."""
+    return re.sub(r"\[([^]]*)\]\(([^)]*)\)", r'<a href="\2">\1</a>', text)
