@@ -27,7 +27,7 @@ def test_terminal_shows_live_prefixed_colour_lines_and_a_summary(corral):
     corral.module("beta", "requires: alpha", "echo 'bad news' >&2; exit 4")
     child = spawn(corral, "run")
     child.expect(r"\x1b\[\d+malpha\s*\x1b\[0m │ hello from alpha")
-    child.expect(r"beta.*\x1b\[31m!\x1b\[0m bad news")  # stderr: a red !
+    child.expect(r"beta[^\r\n]*\x1b\[31m!\x1b\[0m bad news")  # stderr: a red !
     child.expect("last lines of beta")
     child.expect(pexpect.EOF)
     child.close()
@@ -40,9 +40,11 @@ def test_ctrl_c_stops_everything_and_keeps_the_records(corral):
     corral.module("trapper", body="trap 'echo got TERM; exit 1' TERM; sleep 60 & wait")
     corral.module("later", "requires: sleeper")
     child = spawn(corral, "run", "-j", "3")
-    seen = set()  # either may reach the terminal first
+    # Either may reach the terminal first. pexpect compiles with DOTALL, so a
+    # pattern with ".*" spans lines and eats the other one: stay on one line.
+    seen = set()
     while len(seen) < 2:
-        seen.add(child.expect(["sleeping", r"done_early.*ok"]))
+        seen.add(child.expect(["sleeping", r"done_early[^\r\n]*ok in"]))
     time.sleep(0.3)
     started = time.monotonic()
     child.sendintr()
