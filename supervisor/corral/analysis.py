@@ -250,12 +250,8 @@ def timeline(run: Run, name: str) -> ModuleRun:
     if not m.attempts:
         m.segments, m.waits = [], dict.fromkeys((JOBS, THROTTLE, LOCKS, BACKOFF), 0.0)
         return m
-    ends = [
-        d.end
-        for d in (run.modules.get(n) for n in run.edges.get(name, ()))
-        if d is not None and d.attempts and d.end <= m.start + 1e-6
-    ]
-    m.ready = max(ends, default=0.0)
+    released = releaser(run, m)
+    m.ready = released.end if released is not None else 0.0
     segments, waits = [], dict.fromkeys((JOBS, THROTTLE, LOCKS, BACKOFF), 0.0)
     due = m.ready
     previous: Attempt | None = None
@@ -282,26 +278,36 @@ def timeline(run: Run, name: str) -> ModuleRun:
 
 
 def critical_path(run: Run) -> list[str]:
-    """The chain of modules that set the makespan: from the module that ended last, back
-    through the requirement that released it (the one that ended last before it was
-    ready), to a module that waited on nothing. Its members' waiting, backoff and running
-    add up to the makespan, which is what the account divides. At least one module must
-    have run (`analyse` asks only then)."""
-    ran = {n: m for n, m in run.modules.items() if m.attempts}
-    node = max(ran.values(), key=lambda m: (m.end, m.name))
-    chain = [node.name]
-    seen = {node.name}
-    while True:
-        deps = [
-            ran[d]
-            for d in run.edges.get(node.name, ())
-            if d in ran and d not in seen and ran[d].end <= node.start + 1e-6
-        ]
-        if not deps:
-            return chain[::-1]
-        node = max(deps, key=lambda m: (m.end, m.name))
+    """The chain of modules that set the makespan: the release chain (`release_chain`)
+    of the module that ended last. Its members' waiting, backoff and running add up to
+    the makespan, which is what the account divides. At least one module must have run
+    (`analyse` asks only then)."""
+    ran = (m for m in run.modules.values() if m.attempts)
+    return release_chain(run, max(ran, key=lambda m: (m.end, m.name)).name)
+
+
+def release_chain(run: Run, name: str) -> list[str]:
+    """The modules that released `name` (which ran), first to last: from a module that
+    waited on nothing, through the one that released each (`releaser`), to `name`;
+    [name] when nothing it waited on ran."""
+    chain, seen = [name], {name}
+    node = releaser(run, run.modules[name])
+    while node is not None and node.name not in seen:
         chain.append(node.name)
         seen.add(node.name)
+        node = releaser(run, node)
+    return chain[::-1]
+
+
+def releaser(run: Run, m: ModuleRun) -> ModuleRun | None:
+    """Of the modules `m` waited on, the one that released it: the last to end before it
+    started (by name among equals); None when none of them ran by then."""
+    done = [
+        d
+        for d in (run.modules.get(n) for n in run.edges.get(m.name, ()))
+        if d is not None and d.attempts and d.end <= m.start + 1e-6
+    ]
+    return max(done, key=lambda d: (d.end, d.name), default=None)
 
 
 KNOB = {

@@ -12,6 +12,8 @@ import os
 import time
 from pathlib import Path
 
+from corral import analysis
+from corral.analysis import JOBS, LOCKS, THROTTLE
 from corral.errors import UsageError
 from corral.progress import STATE_FILE, clock_text, epoch, read_state
 from corral.store import Store
@@ -129,63 +131,61 @@ def _t(iso: str | None) -> float | None:
 
 
 def why(store: Store, module: str, run_id: str | None = None) -> list[str]:
-    """How MODULE's last run (or RUN) went: when it became ready and what released it,
-    how long it then waited and for what, how it ended. Raises UsageError without one."""
+    """How MODULE's last run (or RUN) went: when it became ready and what released it
+    (the release chain, as the report's critical path follows it), how long it then
+    waited and for what, how it ended. Raises UsageError without one."""
     rows = store.attempts(run_id=run_id, module=module, limit=200)
     if not rows:
         where = f" in run {run_id}" if run_id else ""
         raise UsageError(f"no records of module {module!r}{where}")
     run_id = rows[0]["run_id"]
     attempts = sorted((r for r in rows if r["run_id"] == run_id), key=lambda r: r["attempt"])
-    run = next((r for r in store.runs(10_000) if r["run_id"] == run_id), None)
-    begin = _t(run["started"]) if run else None
-    ends: dict[str, tuple[float | None, str]] = {}
-    for r in store.attempts(run_id=run_id, limit=1_000_000):
-        if r["module"] not in ends or r["attempt"] >= 1:
-            ends[r["module"]] = (_t(r["end"]), r["status"])
-    deps: dict[str, list[str]] = {}
-    for name, dep in store.edges(run_id):
-        deps.setdefault(name, []).append(dep)
-
-    def rel(t: float | None) -> str:
-        return "?" if t is None or begin is None else f"+{t - begin:.2f}s"
-
     first, last = attempts[0], attempts[-1]
     if first["attempt"] == 0:  # a skip row: it never started
         return [
             f"{module} in run {run_id}: {last['status']}",
             f"  never started: {first['reason'] or 'skipped'}",
         ]
+    row = store.run(run_id) or {"run_id": run_id}
+    begin = _t(row.get("started"))
+
+    def rel(t: float | None) -> str:
+        return "?" if t is None or begin is None else f"+{t - begin:.2f}s"
+
     tries = f"{len(attempts)} attempt{'s' if len(attempts) > 1 else ''}"
     lines = [f"{module} in run {run_id}: {last['status']}, {tries}"]
     start = _t(first["start"])
     lines.append(f"  started {rel(start)} after the run began")
-    mine = deps.get(module, [])
-    ready = begin
-    if mine:
-        released = max(mine, key=lambda d: ends.get(d, (0.0, ""))[0] or 0.0)
-        ready = ends.get(released, (None, ""))[0]
+    run = analysis.load_run(store, row)
+    m = analysis.timeline(run, module)
+    waits_on = sorted(run.edges.get(module, ()))
+    chain = analysis.release_chain(run, module) if m.ran else [module]
+    if len(chain) > 1:
+        released = run.modules[chain[-2]]
+        # the analysis counts from the run's first start: place it by this one's start
+        ready = None if start is None else start - (m.start - m.ready)
         lines.append(
-            f"  waited for {', '.join(sorted(mine))} until {rel(ready)}: released by "
-            f"{released} ({ends.get(released, (None, '?'))[1]} at {rel(ready)})"
+            f"  waited for {', '.join(waits_on)} until {rel(ready)}: released by "
+            f"{released.name} ({released.status} at {rel(ready)})"
         )
-        chain = [module, released]
-        while deps.get(chain[-1]) and len(chain) < 50:
-            nxt = max(deps[chain[-1]], key=lambda d: ends.get(d, (0.0, ""))[0] or 0.0)
-            chain.append(nxt)
-        lines.append(f"  chain that released it: {' -> '.join(reversed(chain))}")
+        lines.append(f"  chain that released it: {' -> '.join(chain)}")
+    elif waits_on:
+        lines.append(
+            f"  waited for {', '.join(waits_on)}, none of which had ended: ready when the run began"
+        )
     else:
         lines.append("  waits on no other module: ready when the run began")
-    gate = sum(a["throttle_wait_s"] or 0.0 for a in attempts)
-    lock = sum(a.get("lock_wait_s") or 0.0 for a in attempts)
-    if ready is not None and start is not None:
-        after = max(0.0, start - ready)
-        slot = max(0.0, after - (first["throttle_wait_s"] or 0.0) - (first.get("lock_wait_s") or 0))
-        reason = f" ({first['throttle_reason']})" if first.get("throttle_reason") else ""
+    if m.ran:
+        waits = m.waits
+        gate = f" ({first['throttle_reason']})" if first.get("throttle_reason") else ""
         held = f" ({first['lock_reason']})" if first.get("lock_reason") else ""
+        slot = ""  # the gate's -j refusals count as waiting for a slot, as in the report
+        if first.get("throttle_kind") in analysis.SLOT_KINDS:
+            gate, slot = slot, gate
         lines.append(
-            f"  once ready, waited {after:.2f}s: throttle {gate:.2f}s{reason}, "
-            f"locks {lock:.2f}s{held}, a free slot or the loop {slot:.2f}s"
+            f"  once ready, waited {waits[JOBS] + waits[THROTTLE] + waits[LOCKS]:.2f}s: "
+            f"throttle {waits[THROTTLE]:.2f}s{gate}, locks {waits[LOCKS]:.2f}s{held}, "
+            f"a free slot or the loop {waits[JOBS]:.2f}s{slot}"
         )
         for a in attempts[1:]:  # a retry waits for its locks again
             if a.get("lock_reason"):

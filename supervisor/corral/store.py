@@ -209,6 +209,12 @@ class Store(Database):
         )
 
     @reporting
+    def run(self, run_id: str) -> dict | None:
+        """The runs row of `run_id`; None when it is not recorded."""
+        rows = _dicts(self.conn.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)))
+        return rows[0] if rows else None
+
+    @reporting
     def module_sets(self) -> list[tuple[str, int, str]]:
         """(module set, runs, newest start) of every set this machine recorded, newest
         first; [] for an empty database."""
