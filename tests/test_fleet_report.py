@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from corral.document import Table
 from corral.fleet.hosts import HostResult
 from corral.fleet.records import add_records, save_host, start_fleet_run
 from corral.fleet.report import fleet_section, spread
@@ -51,12 +52,12 @@ def test_fleet_section_names_slow_failing_hosts_and_outliers(tmp_path):
     blocks, charts = fleet_section(store, "/m")
     assert list(charts) == ["fleet.svg"] and charts["fleet.svg"].startswith(b"<?xml")
     assert fleet_section(store, "/other") == ([], {})
-    tables = [b for b in blocks if b[0] == "table"]
-    grid = {row[0]: row[1:] for row in tables[0][2]}
+    tables = [b.rows for b in blocks if isinstance(b, Table)]
+    grid = {row[0]: row[1:] for row in tables[0]}
     assert grid["web2"] == ["ok 1.00s", "failed 0.10s"] and "web6" not in grid
-    assert [row[0] for row in tables[1][2]][0] == "web4"  # slowest first
-    assert {row[0]: row[1] for row in tables[2][2]} == {"web2": "failed", "web6": "unreachable"}
-    spreads = {row[0]: row for row in tables[3][2]}
+    assert [row[0] for row in tables[1]][0] == "web4"  # slowest first
+    assert {row[0]: row[1] for row in tables[2]} == {"web2": "failed", "web6": "unreachable"}
+    spreads = {row[0]: row for row in tables[3]}
     assert spreads["a"][2] == "1.00s" and "web4 (5.00s)" in spreads["a"][6]
     assert spreads["b"][5] == "1"
     # Gathered rows keep the name the fleet used, not the one the host calls itself.

@@ -38,22 +38,6 @@ class Image:
 Block = Heading | Paragraph | Table | Image
 
 
-def from_tuple(block: tuple) -> Block:
-    """A block in the older tuple shape ("h1"/"h2", text), ("p", text),
-    ("table", head, rows), ("img", file, caption) as a typed one; raises ValueError for
-    another kind. (The fleet section still builds tuples.)"""
-    kind, *rest = block
-    if kind in ("h1", "h2"):
-        return Heading(rest[0], int(kind[1]))
-    if kind == "p":
-        return Paragraph(rest[0])
-    if kind == "table":
-        return Table(rest[0], rest[1])
-    if kind == "img":
-        return Image(rest[0], rest[1])
-    raise ValueError(f"not a report block: {kind!r}")
-
-
 def render_markdown(blocks: list[Block]) -> str:
     """The blocks as Markdown, each followed by an empty line ("" for no blocks)."""
     lines: list[str] = []

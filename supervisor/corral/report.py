@@ -27,7 +27,6 @@ from corral.document import (
     Image,
     Paragraph,
     Table,
-    from_tuple,
     render_html,
     render_markdown,
 )
@@ -540,7 +539,7 @@ def _write_one(
     module_set: str,
     out: Path,
     fmt: str,
-    more: tuple[list[tuple], dict[str, bytes]] = ([], {}),
+    more: tuple[list[Block], dict[str, bytes]] = ([], {}),
 ) -> list[Path]:
     """One module set's report; `more`: another section's blocks and charts (the
     fleet's), appended; a set with only fleet runs gets only that section."""
@@ -561,7 +560,7 @@ def _write_one(
         files["report.json"] = (json.dumps(report.data, separators=(",", ":")) + "\n").encode()
     else:
         blocks = [Heading("corral fleet report", 1), Paragraph(f"Module set `{module_set}`.")]
-    blocks += [from_tuple(b) for b in more[0]]  # the fleet section's blocks are tuples
+    blocks += more[0]
     svgs.update(more[1])
     blocks = [b for b in blocks if not isinstance(b, Image) or b.file in svgs]
     if fmt == "html":

@@ -3,7 +3,8 @@
 A heat map (one row per host, one column per module, colour: duration relative to
 that module's median across hosts; failed cells marked), the slowest and the failing
 hosts, and each module's spread across hosts (median, p95, outliers by Tukey's
-fences). Blocks in report.py's shape; nothing when no fleet run is recorded.
+fences). Blocks of `corral.document`, as the report's; nothing when no fleet run is
+recorded.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass, field
 
+from corral.document import Block, Heading, Image, Paragraph, Table
+from corral.fleet.hosts import HostResult
 from corral.store import Store
 
 HEAT_MAP = "fleet.svg"
@@ -18,11 +21,20 @@ MAX_ROWS = 60  # hosts drawn in the heat map: failing first, then the slowest
 MAX_TABLE_HOSTS = 30  # hosts x modules as a table up to this many hosts
 
 
+@dataclass(frozen=True, slots=True)
+class Cell:
+    """One module on one host in a fleet run: its last attempt."""
+
+    status: str
+    duration: float | None  # None: it never finished
+    attempt: int
+
+
 @dataclass
 class FleetFigures:
     run: dict
-    hosts: list[dict]  # fleet_hosts rows, in host order
-    cells: dict[tuple[str, str], dict] = field(default_factory=dict)  # (host, module)
+    hosts: list[HostResult]  # how each host ended, in host order
+    cells: dict[tuple[str, str], Cell] = field(default_factory=dict)  # (host, module)
     modules: list[str] = field(default_factory=list)
     makespan: dict[str, float] = field(default_factory=dict)  # host -> seconds
 
@@ -43,7 +55,8 @@ def load_fleet(store: Store, module_set: str) -> FleetFigures | None:
         "SELECT * FROM fleet_hosts WHERE fleet_run = ? ORDER BY host", (run["run_id"],)
     )
     names = [d[0] for d in cur.description]
-    hosts = [dict(zip(names, r, strict=True)) for r in cur]
+    rows = [dict(zip(names, r, strict=True)) for r in cur]
+    hosts = [HostResult(r["host"], r["status"], r["exit_code"], r["reason"]) for r in rows]
     f = FleetFigures(run, hosts)
     for host, makespan in conn.execute(
         "SELECT host, makespan_s FROM runs WHERE fleet_run = ?", (run["run_id"],)
@@ -56,7 +69,7 @@ def load_fleet(store: Store, module_set: str) -> FleetFigures | None:
         (run["run_id"],),
     ):
         modules.setdefault(module, None)
-        f.cells[(host, module)] = {"status": status, "duration": duration, "attempt": attempt}
+        f.cells[(host, module)] = Cell(status, duration, attempt)
     f.modules = list(modules)
     return f
 
@@ -88,9 +101,7 @@ def heat_map_svg(f: FleetFigures, hosts: list[str]) -> bytes:
     medians = {}
     for m in f.modules:
         values = [
-            c["duration"]
-            for h in f.makespan
-            if (c := f.cells.get((h, m))) and c["duration"] is not None
+            c.duration for h in f.makespan if (c := f.cells.get((h, m))) and c.duration is not None
         ]
         medians[m] = statistics.median(values) if values else None
     grid, marks = [], {}
@@ -98,13 +109,13 @@ def heat_map_svg(f: FleetFigures, hosts: list[str]) -> bytes:
         row = []
         for x, m in enumerate(f.modules):
             c = f.cells.get((h, m))
-            if c is None or c["duration"] is None or not medians[m]:
+            if c is None or c.duration is None or not medians[m]:
                 row.append(float("nan"))
             else:
-                row.append(min(c["duration"] / medians[m], 4.0))
+                row.append(min(c.duration / medians[m], 4.0))
             if c is None:
                 marks[(y, x)] = "·"
-            elif c["status"] not in ("ok", "running", "warning"):
+            elif c.status not in ("ok", "running", "warning"):
                 marks[(y, x)] = "✘"
         grid.append(row)
     out = io.BytesIO()
@@ -130,33 +141,32 @@ def fleet_sets(store: Store) -> list[tuple[str, str]]:
     )
 
 
-def fleet_section(store: Store, module_set: str) -> tuple[list[tuple], dict[str, bytes]]:
+def fleet_section(store: Store, module_set: str) -> tuple[list[Block], dict[str, bytes]]:
     """The blocks of the newest fleet run of `module_set`, and the charts they show by
     file name ([], {} without one)."""
     f = load_fleet(store, module_set)
     if f is None:
         return [], {}
-    blocks: list[tuple] = [("h2", f"Fleet run {f.run['run_id']}")]
+    blocks: list[Block] = [Heading(f"Fleet run {f.run['run_id']}")]
     counts: dict[str, int] = {}
     for h in f.hosts:
-        counts[h["status"]] = counts.get(h["status"], 0) + 1
+        counts[h.status] = counts.get(h.status, 0) + 1
     blocks.append(
-        (
-            "p",
+        Paragraph(
             f"`{f.run['nodes']}`: {len(f.hosts)} hosts ("
             + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-            + f"), exit {f.run['exit_code']}, started {f.run['started']}.",
+            + f"), exit {f.run['exit_code']}, started {f.run['started']}."
         )
     )
-    bad = [h for h in f.hosts if h["status"] != "ok"]
+    bad = [h for h in f.hosts if h.status != "ok"]
     slowest = sorted(f.makespan, key=lambda h: -f.makespan[h])
     charts: dict[str, bytes] = {}
     if f.cells:
-        drawn = [h["host"] for h in bad if h["host"] in f.makespan]
+        drawn = [h.host for h in bad if h.host in f.makespan]
         drawn += [h for h in slowest if h not in drawn]
         drawn = sorted(drawn[:MAX_ROWS])
         charts[HEAT_MAP] = heat_map_svg(f, drawn)
-        blocks.append(("img", HEAT_MAP, "Hosts x modules: duration against the module's median"))
+        blocks.append(Image(HEAT_MAP, "Hosts x modules: duration against the module's median"))
     if f.cells and len(f.makespan) <= MAX_TABLE_HOSTS:
         head = ["host", *f.modules]
         rows = []
@@ -164,38 +174,31 @@ def fleet_section(store: Store, module_set: str) -> tuple[list[tuple], dict[str,
             row = [host]
             for m in f.modules:
                 c = f.cells.get((host, m))
-                row.append("-" if c is None else f"{c['status']} {_s(c['duration'])}")
+                row.append("-" if c is None else f"{c.status} {_s(c.duration)}")
             rows.append(row)
-        blocks.append(("table", head, rows))
-    blocks.append(("h2", "Slowest hosts"))
+        blocks.append(Table(head, rows))
+    blocks.append(Heading("Slowest hosts"))
     blocks.append(
-        (
-            "table",
+        Table(
             ["host", "makespan", "slowest module"],
             [[h, _s(f.makespan[h]), _slowest_module(f, h)] for h in slowest[:5]],
         )
     )
-    blocks.append(("h2", "Failing hosts"))
+    blocks.append(Heading("Failing hosts"))
     if bad:
         blocks.append(
-            (
-                "table",
+            Table(
                 ["host", "status", "exit", "reason"],
-                [
-                    [h["host"], h["status"], str(h["exit_code"]), (h["reason"] or "")[:200]]
-                    for h in bad
-                ],
+                [[h.host, h.status, str(h.exit_code), (h.reason or "")[:200]] for h in bad],
             )
         )
     else:
-        blocks.append(("p", "None: every host ended ok."))
-    blocks.append(("h2", "Each module across hosts"))
+        blocks.append(Paragraph("None: every host ended ok."))
+    blocks.append(Heading("Each module across hosts"))
     rows = []
     for m in f.modules:
         durations = {
-            h: c["duration"]
-            for (h, mod), c in f.cells.items()
-            if mod == m and c["duration"] is not None
+            h: c.duration for (h, mod), c in f.cells.items() if mod == m and c.duration is not None
         }
         if not durations:
             continue
@@ -203,9 +206,7 @@ def fleet_section(store: Store, module_set: str) -> tuple[list[tuple], dict[str,
         outliers = sorted(
             (h for h, d in durations.items() if d > fence), key=lambda h: -durations[h]
         )
-        failed = sum(
-            1 for (h, mod), c in f.cells.items() if mod == m and c["status"] not in ("ok",)
-        )
+        failed = sum(1 for (_, mod), c in f.cells.items() if mod == m and c.status != "ok")
         rows.append(
             [
                 m,
@@ -217,15 +218,13 @@ def fleet_section(store: Store, module_set: str) -> tuple[list[tuple], dict[str,
                 ", ".join(f"{h} ({_s(durations[h])})" for h in outliers[:5]) or "-",
             ]
         )
-    blocks.append(
-        ("table", ["module", "hosts", "median", "p95", "max", "not ok", "outliers"], rows)
-    )
+    blocks.append(Table(["module", "hosts", "median", "p95", "max", "not ok", "outliers"], rows))
     return blocks, charts
 
 
 def _slowest_module(f: FleetFigures, host: str) -> str:
     best = max(
-        ((m, c["duration"]) for (h, m), c in f.cells.items() if h == host and c["duration"]),
+        ((m, c.duration) for (h, m), c in f.cells.items() if h == host and c.duration),
         key=lambda x: x[1],
         default=None,
     )
