@@ -23,12 +23,6 @@ TERMS = (RUNNING, JOBS, THROTTLE, LOCKS, BACKOFF)
 SLOT_KINDS = frozenset({Block.JOBS, Block.JOBS_AUTO})
 NOTABLE = 0.10  # a share of the makespan worth naming beside the largest
 
-ATTEMPT_COLUMNS = (
-    "module, attempt, status, reason, start, start_mono, duration_s, "
-    "cpu_user_s + cpu_sys_s, peak_rss_bytes, throttle_wait_s, throttle_kind, lock_wait_s, "
-    "retry_in_s, mem_source"
-)
-
 
 @dataclass(slots=True)
 class Attempt:
@@ -168,10 +162,7 @@ def load_run(store: Store, row: dict) -> Run:
     """The run of runs row `row`: its modules (timelines worked out on demand), edges,
     samples and derived figures; a run without attempts has a makespan of 0."""
     run_id = row["run_id"]
-    rows = store.conn.execute(
-        f"SELECT {ATTEMPT_COLUMNS} FROM module_runs WHERE run_id = ? ORDER BY module, attempt",
-        (run_id,),
-    ).fetchall()
+    rows = store.timings(run_id)
     # Offsets from the monotonic clock when every attempt has it; else from wall time.
     timed = [r for r in rows if r[1] > 0 and r[6] is not None]
     mono = all(r[5] is not None for r in timed)

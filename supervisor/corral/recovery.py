@@ -18,6 +18,7 @@ since, and forgets them once nothing is left.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import time
@@ -55,11 +56,7 @@ def recover(store: Store, grace: float = 5.0) -> list[str]:
     """Record crashed runs of this host and stop their leftovers; returns one message per
     crashed run found (none in the usual case)."""
     try:
-        rows = store.conn.execute(
-            "SELECT run_id, pid, pid_start, boot_id, cgroups FROM runs "
-            "WHERE status = 'running' AND host = ? AND fleet_run IS NULL",
-            (os.uname().nodename,),
-        ).fetchall()
+        rows = store.unfinished_runs(os.uname().nodename)
     except sqlite3.Error:
         return []
     this_boot = boot_id()
@@ -79,17 +76,7 @@ def recover(store: Store, grace: float = 5.0) -> list[str]:
         terminate([], left, grace)
         cgroups.remove_run(bases)
         try:
-            with store.write():
-                unfinished = store.conn.execute(
-                    "UPDATE module_runs SET status = 'interrupted', reason = 'corral crashed' "
-                    "WHERE run_id = ? AND status = 'running'",
-                    (run_id,),
-                ).rowcount
-                store.conn.execute(
-                    "UPDATE runs SET status = 'crashed', ended = coalesce(ended, ?) "
-                    "WHERE run_id = ?",
-                    (iso(time.time()), run_id),
-                )
+            unfinished = store.record_crash(run_id, iso(time.time()))
         except sqlite3.Error:
             continue  # the database cannot take it now: a later run records the crash
         why = "rebooted since" if not same_boot else f"PID {pid} is gone"
@@ -106,18 +93,11 @@ def sweep(store: Store) -> None:
     or a crashed run's that were still busy); a run's are forgotten once all are gone.
     Never touches a run still marked running: its corral may be alive."""
     try:
-        rows = store.conn.execute(
-            "SELECT run_id, cgroups FROM runs WHERE cgroups IS NOT NULL AND host = ? "
-            "AND status != 'running'",
-            (os.uname().nodename,),
-        ).fetchall()
+        rows = store.left_cgroups(os.uname().nodename)
     except sqlite3.Error:
         return
-    gone = [(run_id,) for run_id, dirs in rows if cgroups.remove_run(str(dirs).split(os.pathsep))]
-    if not gone:
-        return
-    try:
-        with store.write():
-            store.conn.executemany("UPDATE runs SET cgroups = NULL WHERE run_id = ?", gone)
-    except sqlite3.Error:
-        pass  # removed all the same; the next start finds nothing there and tries again
+    gone = [run_id for run_id, dirs in rows if cgroups.remove_run(str(dirs).split(os.pathsep))]
+    # removed all the same when this fails; the next start finds nothing there, tries again
+    with contextlib.suppress(sqlite3.Error):
+        if gone:
+            store.forget_cgroups(gone)

@@ -501,7 +501,7 @@ def write_report(
     per module set in a subdirectory each and an index. Returns the files written.
     As root, `out` and each file are reached without following anyone else's link.
     Raises LookupError when there is nothing to report."""
-    from corral.fleet.report import fleet_section, fleet_sets
+    from corral.fleet.report import fleet_section
 
     if module_set is not None:
         runs = load_runs(store, module_set)
@@ -511,7 +511,7 @@ def write_report(
         return _write_one(runs, module_set, out, fmt, fleet)
     sets = store.module_sets()
     known = {key for key, _, _ in sets}
-    sets += [(key, 0, newest) for key, newest in fleet_sets(store) if key not in known]
+    sets += [(key, 0, newest) for key, newest in store.fleet_runs() if key not in known]
     if not sets:
         raise LookupError("no finished runs recorded yet: run `corral run` first")
     written, index = [], []

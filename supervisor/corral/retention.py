@@ -43,25 +43,7 @@ def prune(
             cutoff = (dt.datetime.now(dt.UTC) - dt.timedelta(days=keep_days)).isoformat()
         except OverflowError:  # before the first representable date: nothing is that old
             cutoff = None
-    where, args = ("AND module_set = ? ", (module_set,)) if module_set is not None else ("", ())
-    local = store.conn.execute(
-        "SELECT run_id, module_set, started FROM runs WHERE status != 'running' "
-        f"AND fleet_run IS NULL {where}ORDER BY started DESC",
-        args,
-    ).fetchall()
-    fleets = store.conn.execute(
-        f"SELECT run_id, module_set, started FROM fleet_runs WHERE status != 'running' {where}"
-        "ORDER BY started DESC",
-        args,
-    ).fetchall()
-    gathered = store.conn.execute(
-        "SELECT r.run_id, r.host, r.started "
-        "FROM runs AS r LEFT JOIN fleet_runs AS f ON f.run_id = r.fleet_run "
-        "WHERE r.status != 'running' AND r.fleet_run IS NOT NULL "
-        + ("AND (f.module_set IS NULL OR f.module_set = ?) " if module_set is not None else "")
-        + "ORDER BY r.started DESC",
-        args,
-    ).fetchall()
+    local, fleets, gathered = store.ended_runs(module_set)
     mine = _beyond(local, keep_runs, cutoff)
     doomed = mine + _beyond(fleets, keep_runs, cutoff) + _beyond(gathered, keep_runs, cutoff)
     size = sum(_size(log_dir / run_id) for run_id in mine)

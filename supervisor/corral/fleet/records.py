@@ -48,10 +48,6 @@ class FleetRecorder:
             save_host(self.store, self.fleet_run, event.host, self.last_run.get(event.host.host))
 
 
-def _columns(store: Store, table: str) -> set[str]:
-    return {row[1] for row in store.conn.execute(f"PRAGMA table_info({table})")}
-
-
 def add_records(store: Store, host: str, record: dict, fleet_run: str | None) -> int:
     """Upsert one host run and its attempts; returns how many rows were new.
 
@@ -59,101 +55,49 @@ def add_records(store: Store, host: str, record: dict, fleet_run: str | None) ->
     own rows of that run are already here: they become the gathered ones (one copy),
     once the run has ended; while it still runs (a gather of a lost host), nothing is
     taken and a later gather does it."""
-    run = dict(record["run"])
-    own = _own_status(store, run)
+    run = record["run"]
+    own = store.own_status(run)
     if own == "running":
         return 0
-    run_id = host_run_id(host, run["run_id"])
-    run.update(run_id=run_id, host=host)
-    run_cols, attempt_cols = _columns(store, "runs"), _columns(store, "module_runs")
-    with store.write():
-        if own is not None:
-            store.delete_runs([record["run"]["run_id"]])
-        if fleet_run is None:  # a later gather: the fleet run that lost this host
-            row = store.conn.execute(
-                "SELECT fleet_run FROM fleet_hosts WHERE host = ? AND started <= ? "
-                "ORDER BY started DESC LIMIT 1",
-                (host, run.get("started") or ""),
-            ).fetchone()
-            fleet_run = row[0] if row else "gather"
-            store.conn.execute(
-                "UPDATE fleet_hosts SET run_id = ? WHERE fleet_run = ? AND host = ? "
-                "AND run_id IS NULL",
-                (run_id, fleet_run, host),
-            )
-        run["fleet_run"] = fleet_run
-        before = store.conn.total_changes
-        _upsert(store, "runs", {k: v for k, v in run.items() if k in run_cols}, ("run_id",))
-        for attempt in record["attempts"]:
-            a = {k: v for k, v in attempt.items() if k in attempt_cols and k != "id"}
-            a.update(run_id=run_id, host=host)
-            _upsert(store, "module_runs", a, ("run_id", "module", "attempt"))
-        new = store.conn.total_changes - before
-    return new
-
-
-def _own_status(store: Store, run: dict) -> str | None:
-    """The status of this database's own row of `run` (a host's run as its host
-    recorded it), when that host wrote it here; None when it is not here. The same run:
-    same id, start, machine, process and modules directory, and not gathered."""
-    row = store.conn.execute(
-        "SELECT status FROM runs WHERE run_id = ? AND fleet_run IS NULL AND started IS ? "
-        "AND host IS ? AND pid IS ? AND modules_dir IS ?",
-        (run["run_id"], *(run.get(k) for k in ("started", "host", "pid", "modules_dir"))),
-    ).fetchone()
-    return None if row is None else row[0]
-
-
-def _upsert(store: Store, table: str, row: dict, key: tuple[str, ...]) -> None:
-    """Insert `row`, or update the row with the same key where anything differs (an
-    unchanged row is not written: a second gather changes nothing)."""
-    columns = list(row)
-    sets = [c for c in columns if c not in key]
-    store.conn.execute(
-        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
-        f"ON CONFLICT({', '.join(key)}) DO UPDATE SET "
-        + ", ".join(f"{c} = excluded.{c}" for c in sets)
-        + " WHERE "
-        + " OR ".join(f"{table}.{c} IS NOT excluded.{c}" for c in sets),
-        tuple(row.values()),
-    )
+    gathered = {**run, "run_id": host_run_id(host, run["run_id"]), "host": host}
+    gathered["fleet_run"] = fleet_run
+    mine = run["run_id"] if own is not None else None
+    return store.add_gathered(gathered, record["attempts"], mine)
 
 
 def start_fleet_run(
     store: Store, run_id: str, nodes: str, args: list[str], digest: str, module_set: str
 ) -> None:
-    with store.write():
-        store.conn.execute(
-            "INSERT INTO fleet_runs (run_id, started, status, nodes, args, digest, module_set) "
-            "VALUES (?, ?, 'running', ?, ?, ?, ?)",
-            (run_id, iso(time.time()), nodes, json.dumps(args), digest, module_set),
-        )
+    store.start_fleet_run(
+        {
+            "run_id": run_id,
+            "started": iso(time.time()),
+            "status": "running",
+            "nodes": nodes,
+            "args": json.dumps(args),
+            "digest": digest,
+            "module_set": module_set,
+        }
+    )
 
 
 def save_host(store: Store, fleet_run: str, r: HostResult, run_id: str | None) -> None:
-    with store.write():
-        store.conn.execute(
-            "INSERT OR REPLACE INTO fleet_hosts (fleet_run, host, status, exit_code, reason, "
-            "run_id, started, ended) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                fleet_run,
-                r.host,
-                r.status,
-                r.exit_code,
-                r.reason,
-                run_id,
-                iso(r.started) or iso(r.ended),
-                iso(r.ended),
-            ),
-        )
+    store.save_host(
+        {
+            "fleet_run": fleet_run,
+            "host": r.host,
+            "status": r.status,
+            "exit_code": r.exit_code,
+            "reason": r.reason,
+            "run_id": run_id,
+            "started": iso(r.started) or iso(r.ended),
+            "ended": iso(r.ended),
+        }
+    )
 
 
 def finish_fleet_run(store: Store, run_id: str, status: str, exit_code: int) -> None:
-    with store.write():
-        store.conn.execute(
-            "UPDATE fleet_runs SET ended = ?, status = ?, exit_code = ? WHERE run_id = ?",
-            (iso(time.time()), status, exit_code, run_id),
-        )
+    store.finish_fleet_run(run_id, iso(time.time()), status, exit_code)
 
 
 def gather_since(store: Store, host: str) -> str:
@@ -162,24 +106,12 @@ def gather_since(store: Store, host: str) -> str:
     controller's clock, the host's may be behind), else its newest run ('' when the
     host has no records here). The host compares these in its own clock, the one its
     runs were recorded in: a run retention forgot here is not sent again."""
-    row = store.conn.execute(
-        "SELECT min(started) FROM runs WHERE host = ? AND fleet_run IS NOT NULL "
-        "AND status = 'running'",
-        (host,),
-    ).fetchone()
-    if row[0]:
-        return row[0]
-    row = store.conn.execute(
-        "SELECT min(started) FROM fleet_hosts WHERE host = ? AND status = 'lost' "
-        "AND run_id IS NULL",
-        (host,),
-    ).fetchone()
-    if row[0]:
-        return _earlier(row[0])
-    row = store.conn.execute(
-        "SELECT max(started) FROM runs WHERE host = ? AND fleet_run IS NOT NULL", (host,)
-    ).fetchone()
-    return row[0] or ""
+    running, lost, newest = store.gather_marks(host)
+    if running:
+        return running
+    if lost:
+        return _earlier(lost)
+    return newest or ""
 
 
 def _earlier(when: str) -> str:

@@ -42,32 +42,17 @@ class FleetFigures:
 def load_fleet(store: Store, module_set: str) -> FleetFigures | None:
     """The newest fleet run of `module_set` with every host's outcome and last attempts;
     None if there is none."""
-    conn = store.conn
-    cur = conn.execute(
-        "SELECT * FROM fleet_runs WHERE module_set = ? ORDER BY started DESC LIMIT 1",
-        (module_set,),
-    )
-    row = cur.fetchone()
-    if row is None:
+    last = store.last_fleet_run(module_set)
+    if last is None:
         return None
-    run = dict(zip([d[0] for d in cur.description], row, strict=True))
-    cur = conn.execute(
-        "SELECT * FROM fleet_hosts WHERE fleet_run = ? ORDER BY host", (run["run_id"],)
-    )
-    names = [d[0] for d in cur.description]
-    rows = [dict(zip(names, r, strict=True)) for r in cur]
+    run, rows = last
     hosts = [HostResult(r["host"], r["status"], r["exit_code"], r["reason"]) for r in rows]
     f = FleetFigures(run, hosts)
-    for host, makespan in conn.execute(
-        "SELECT host, makespan_s FROM runs WHERE fleet_run = ?", (run["run_id"],)
-    ):
+    makespans, attempts = store.fleet_attempts(run["run_id"])
+    for host, makespan in makespans:
         f.makespan[host] = makespan or 0.0
     modules: dict[str, None] = {}
-    for host, module, attempt, status, duration in conn.execute(
-        "SELECT m.host, m.module, m.attempt, m.status, m.duration_s FROM module_runs AS m "
-        "JOIN runs AS r ON r.run_id = m.run_id WHERE r.fleet_run = ? ORDER BY m.attempt",
-        (run["run_id"],),
-    ):
+    for host, module, attempt, status, duration in attempts:
         modules.setdefault(module, None)
         f.cells[(host, module)] = Cell(status, duration, attempt)
     f.modules = list(modules)
@@ -129,16 +114,6 @@ def heat_map_svg(f: FleetFigures, hosts: list[str]) -> bytes:
         out,
     )
     return out.getvalue()
-
-
-def fleet_sets(store: Store) -> list[tuple[str, str]]:
-    """(module set, newest start) of every module set fleet runs were started from."""
-    return list(
-        store.conn.execute(
-            "SELECT module_set, max(started) FROM fleet_runs GROUP BY module_set "
-            "ORDER BY max(started) DESC"
-        )
-    )
 
 
 def fleet_section(store: Store, module_set: str) -> tuple[list[Block], dict[str, bytes]]:
