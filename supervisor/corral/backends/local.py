@@ -66,6 +66,11 @@ class Ready:
     member: Member
     env: dict[str, str]  # the environment it was started with
 
+    def close(self) -> None:
+        """Close corral's ends of its pipes (it reads end of file and exits)."""
+        for fd in (self.control, self.out, self.err):
+            os.close(fd)
+
 
 READ_CHUNK = 1 << 16
 # bash reads the module from this descriptor (`source` reads the whole file first, so a
@@ -117,6 +122,21 @@ def _nonblocking(*fds: int) -> None:
     mode (os.set_blocking reads the flags first: two; docs/architecture.md)."""
     for fd in fds:
         fcntl.fcntl(fd, fcntl.F_SETFL, os.O_NONBLOCK)
+
+
+def _pipes(count: int) -> list[tuple[int, int]]:
+    """`count` new close-on-exec pipes as (read end, write end); raises OSError, with
+    none of them left open, when one cannot be made."""
+    made: list[tuple[int, int]] = []
+    try:
+        for _ in range(count):
+            made.append(os.pipe2(os.O_CLOEXEC))
+    except OSError:
+        for pair in made:
+            for fd in pair:
+                os.close(fd)
+        raise
+    return made
 
 
 def _read_all(fd: int) -> bytes:
@@ -249,34 +269,18 @@ class LocalExecutor:
             job = self._start_ready(spec)
             if job is not None:
                 return job
-        r, w = os.pipe2(os.O_CLOEXEC)
+        directory, path = self._locate(spec.path)
+        # perf: posix_spawn has no cwd: corral is single-threaded, so change its own and
+        # remember it (most modules share one directory, so this is rarely a syscall;
+        # docs/architecture.md).
+        if directory != self._cwd:
+            os.chdir(directory)
+            self._cwd = directory
+        module = self._open_module(path)
         try:
-            er, ew = os.pipe2(os.O_CLOEXEC)
+            (r, w), (er, ew) = _pipes(2)
         except OSError:
-            os.close(r)
-            os.close(w)
-            raise
-        given, file = os.path.split(spec.path)
-        try:
-            directory = self._dirs.get(given)
-            if directory is None:  # relative to where corral started, before any chdir
-                directory = os.path.abspath(os.path.join(self._home or "", given))
-                self._dirs[given] = directory
-            # perf: posix_spawn has no cwd: corral is single-threaded, so change its own
-            # and remember it (most modules share one directory, so this is rarely a
-            # syscall; docs/architecture.md).
-            if directory != self._cwd:
-                os.chdir(directory)
-                self._cwd = directory
-            path = f"{directory}/{file}"
-            module = self._trust.open_module(path)
-        except UnsafePath as exc:  # changed since the run began: a failed attempt
-            for fd in (r, w, er, ew):
-                os.close(fd)
-            raise PermissionError(errno.EPERM, str(exc), path) from None
-        except OSError:
-            for fd in (r, w, er, ew):
-                os.close(fd)
+            os.close(module)
             raise
         try:
             # The clock is read before the spawn: the module may run its first line before
@@ -288,19 +292,7 @@ class LocalExecutor:
                 argv, member = self.containment.prepare(
                     spec.name, spec.attempt, spec.detach, path, MODULE_FD
                 )
-            pid = os.posix_spawn(
-                self._bash,
-                argv,
-                spec.env,
-                file_actions=[
-                    (os.POSIX_SPAWN_DUP2, self._devnull, 0),
-                    (os.POSIX_SPAWN_DUP2, w, 1),
-                    (os.POSIX_SPAWN_DUP2, ew, 2),
-                    (os.POSIX_SPAWN_DUP2, module, MODULE_FD),
-                ],
-                setsid=True,
-                setsigdef=CHILD_DEFAULTS,
-            )
+            pid = self._spawn(argv, spec.env, w, ew, module, MODULE_FD)
         except OSError:
             os.close(r)
             os.close(er)
@@ -312,6 +304,42 @@ class LocalExecutor:
         _nonblocking(r, er)
         return self._track(spec, pid, wall, now, r, er, member)
 
+    def _locate(self, given_path: str) -> tuple[str, str]:
+        """(its directory, its path) of a module, both absolute: a relative path is taken
+        from where corral started, before any chdir."""
+        given, file = os.path.split(given_path)
+        directory = self._dirs.get(given)
+        if directory is None:
+            directory = self._dirs[given] = os.path.abspath(os.path.join(self._home or "", given))
+        return directory, f"{directory}/{file}"
+
+    def _open_module(self, path: str) -> int:
+        """The checked descriptor to run `path` from (`trust.Checker`); a module changed
+        since the run began is a PermissionError, as any other OSError a failed attempt."""
+        try:
+            return self._trust.open_module(path)
+        except UnsafePath as exc:
+            raise PermissionError(errno.EPERM, str(exc), path) from None
+
+    def _spawn(
+        self, argv: list[str], env: dict[str, str], out: int, err: int, fd: int, at: int
+    ) -> int:
+        """Spawn bash `argv` in a session of its own: stdin /dev/null, `out` and `err` its
+        stdout and stderr, `fd` as descriptor `at`; returns its PID, raises OSError."""
+        return os.posix_spawn(
+            self._bash,
+            argv,
+            env,
+            file_actions=[
+                (os.POSIX_SPAWN_DUP2, self._devnull, 0),
+                (os.POSIX_SPAWN_DUP2, out, 1),
+                (os.POSIX_SPAWN_DUP2, err, 2),
+                (os.POSIX_SPAWN_DUP2, fd, at),
+            ],
+            setsid=True,
+            setsigdef=CHILD_DEFAULTS,
+        )
+
     def _start_ready(self, spec: Spec) -> Job | None:
         """Hand `spec` to a ready bash (readying one first if none is); None when one
         cannot be readied (the caller spawns the attempt directly)."""
@@ -319,20 +347,13 @@ class LocalExecutor:
             ready = self._ready.pop() if self._ready else self._make_ready(spec.env)
         except OSError:
             return None
-        given, file = os.path.split(spec.path)
-        directory = self._dirs.get(given)
-        if directory is None:  # relative to where corral started, before any chdir
-            directory = os.path.abspath(os.path.join(self._home or "", given))
-            self._dirs[given] = directory
-        path = f"{directory}/{file}"
+        _, path = self._locate(spec.path)
         try:
             # The module's bytes travel on the control pipe after the records, read from
             # the descriptor the trust checks were made on: bash sources the pipe.
-            module = self._trust.open_module(path)
-        except (UnsafePath, OSError) as exc:
+            module = self._open_module(path)
+        except OSError:
             self._ready.append(ready)
-            if isinstance(exc, UnsafePath):
-                raise PermissionError(errno.EPERM, str(exc), path) from None
             raise
         try:
             text = _read_all(module)
@@ -351,9 +372,7 @@ class LocalExecutor:
             while view:  # a module larger than the pipe is taken as bash reads it
                 view = view[os.write(ready.control, view) :]
         except OSError:  # it died meanwhile: reaped as an orphan; spawn directly
-            os.close(ready.control)
-            os.close(ready.out)
-            os.close(ready.err)
+            ready.close()
             return None
         os.close(ready.control)
         self.containment.assigned(ready.member, spec.detach)
@@ -367,33 +386,9 @@ class LocalExecutor:
         """Start a bash that enters a fresh cgroup and waits for an attempt."""
         self._readied += 1
         argv, member = self.containment.prepare_ready(self._readied)
-        r, w = os.pipe2(os.O_CLOEXEC)
+        (r, w), (er, ew), (control_r, control_w) = _pipes(3)
         try:
-            er, ew = os.pipe2(os.O_CLOEXEC)
-        except OSError:
-            os.close(r)
-            os.close(w)
-            raise
-        try:
-            control_r, control_w = os.pipe2(os.O_CLOEXEC)
-        except OSError:
-            for fd in (r, w, er, ew):
-                os.close(fd)
-            raise
-        try:
-            pid = os.posix_spawn(
-                self._bash,
-                argv,
-                env,
-                file_actions=[
-                    (os.POSIX_SPAWN_DUP2, self._devnull, 0),
-                    (os.POSIX_SPAWN_DUP2, w, 1),
-                    (os.POSIX_SPAWN_DUP2, ew, 2),
-                    (os.POSIX_SPAWN_DUP2, control_r, 3),
-                ],
-                setsid=True,
-                setsigdef=CHILD_DEFAULTS,
-            )
+            pid = self._spawn(argv, env, w, ew, control_r, 3)
         except OSError:
             os.close(r)
             os.close(er)
@@ -409,9 +404,7 @@ class LocalExecutor:
     def _dismiss_ready(self) -> None:
         """The run is ending: ready bashes read end of file and exit; reap them."""
         for ready in self._ready:
-            os.close(ready.control)
-            os.close(ready.out)
-            os.close(ready.err)
+            ready.close()
         for ready in self._ready:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(ready.pid, 0)
@@ -585,9 +578,7 @@ class LocalExecutor:
         for ready in self._ready:
             if ready.pid == pid:
                 self._ready.remove(ready)
-                os.close(ready.control)
-                os.close(ready.out)
-                os.close(ready.err)
+                ready.close()
                 self.containment.release(ready.member)
                 return
         for job in self._jobs.values():
