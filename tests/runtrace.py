@@ -57,6 +57,20 @@ def max_overlap(intervals: list[Interval]) -> int:
     return best
 
 
+def state(pid: int | str) -> bytes | None:
+    """The process's state letter from /proc (b"S", b"R", b"Z" ...); None when gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0]
+    except OSError:
+        return None
+
+
+def alive(pid: int) -> bool:
+    """Whether `pid` is a process that has not ended (a zombie has)."""
+    return state(pid) not in (None, b"Z")
+
+
 def processes_with(marker: str) -> list[int]:
     """PIDs whose environment contains `marker` (e.g. CORRAL_RUN_ID=...): leftovers."""
     found = []
@@ -67,10 +81,8 @@ def processes_with(marker: str) -> list[int]:
         try:
             with open(f"/proc/{entry.name}/environ", "rb") as f:
                 env = f.read()
-            with open(f"/proc/{entry.name}/stat", "rb") as f:
-                state = f.read().rsplit(b")", 1)[1].split()[0]
         except OSError:
             continue
-        if needle in env.split(b"\0") and state != b"Z":
+        if needle in env.split(b"\0") and alive(int(entry.name)):
             found.append(int(entry.name))
     return found

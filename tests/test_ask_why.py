@@ -28,10 +28,12 @@ def test_status_shows_what_runs_and_what_waits_on_what(corral, tmp_path):
     corral.module("pkg_php", "locks: pkgdb")
     corral.module("web", "requires: pkg_nginx")
     run = subprocess.Popen(
-        [sys.executable, "-m", "corral", "--modules", str(corral.modules), "--db", str(corral.db),
-         "run", "-j", "4", "-l", "1000", "pkg_nginx", "pkg_php", "web"],
-        env=corral.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        corral.argv("run", "-j", "4", "-l", "1000", "pkg_nginx", "pkg_php", "web"),
+        env=corral.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         wait_for(gate, run)
         deadline = time.monotonic() + 20

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 
 from .conftest import Corral, damage
@@ -111,17 +110,7 @@ def test_unwritable_database_location_still_plans(corral, tmp_path):
 def test_concurrent_processes_share_one_database(corral):
     for i in range(50):
         corral.module(f"m{i}")
-    cmd = [
-        sys.executable,
-        "-m",
-        "corral",
-        "--modules",
-        str(corral.modules),
-        "--db",
-        str(corral.db),
-        "plan",
-        "--json",
-    ]
+    cmd = corral.argv("plan", "--json")
     procs = [
         subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=corral.env)
         for _ in range(6)

@@ -298,21 +298,10 @@ def test_terminal_status_line_says_why_modules_wait(corral):
         corral.module(f"busy{i}", "workload: cpu", CPU_BUSY)
     with Load(cpu=2, seconds=60):
         time.sleep(1.0)
+        command, *args = corral.argv("run", "-j", "3", "--max-load", "3")
         child = pexpect.spawn(
-            sys.executable,
-            [
-                "-m",
-                "corral",
-                "--modules",
-                str(corral.modules),
-                "--db",
-                str(corral.db),
-                "run",
-                "-j",
-                "3",
-                "--max-load",
-                "3",
-            ],
+            command,
+            args,
             env=corral.env,
             encoding="utf-8",
             timeout=30,

@@ -17,6 +17,8 @@ import pytest
 from corral import cgroups
 from corral.watchdog import Watchdog
 
+from ..runtrace import alive
+
 # A module whose worker leaves every way it can: a new session, a scrubbed environment,
 # a double fork; it writes its PID where the test can find it.
 ESCAPE = """
@@ -30,14 +32,6 @@ def usable() -> cgroups.RunCgroups:
     if not run.enabled:
         pytest.skip("needs a writable cgroup hierarchy that can kill (v2 or v1 freezer)")
     return run
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except OSError:
-        return False
 
 
 def wait_for(path, timeout=10.0) -> int:

@@ -15,6 +15,7 @@ import pytest
 
 from corral.cgroups import RunCgroups
 
+from ..runtrace import alive
 from .conftest import Running, db_rows, last_run
 
 
@@ -24,14 +25,6 @@ def cgroups_here():
     if not probe.enabled:
         pytest.skip("needs a writable cgroup hierarchy that can kill (v2 or v1 freezer)")
     probe.close()
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except OSError:
-        return False
 
 
 def wait_dead(pid: int, timeout: float) -> bool:

@@ -36,19 +36,7 @@ def chatty(corral, tmp_path):
 
 def shell(corral, redirect: str, *, cwd=None, env=None, args=("run",)) -> tuple[int, str]:
     """`corral ARGS REDIRECT` in Bash; returns corral's own exit code and stderr."""
-    cmd = " ".join(
-        shlex.quote(a)
-        for a in (
-            sys.executable,
-            "-m",
-            "corral",
-            "--modules",
-            str(corral.modules),
-            "--db",
-            str(corral.db),
-            *args,
-        )
-    )
+    cmd = shlex.join(corral.argv(*args))
     script = f"{cmd} 2>>{shlex.quote(str(corral.db.parent / 'err'))} {redirect}"
     if "2>&-" in redirect:
         script = f"{cmd} {redirect}"
