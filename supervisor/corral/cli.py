@@ -854,9 +854,9 @@ def status(ctx, as_json):
     """
     from corral.explain import run_status
 
-    state, lines = run_status(ctx.obj.log_dir)
+    published, lines = run_status(ctx.obj.log_dir)
     if as_json:
-        _echo_json(state)
+        _echo_json(published.as_json())
         return
     for line in lines:
         click.echo(line)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from corral import analysis
@@ -31,9 +32,21 @@ def _alive(pid: object) -> bool:
     return True
 
 
-def run_states(log_dir: Path) -> tuple[list[dict], dict | None]:
-    """(the published states of the runs in progress under `log_dir`, newest first; the
-    newest run's state, whatever its end, or None when no run published one).
+@dataclass(frozen=True, slots=True)
+class Published:
+    """The states runs published under a log directory (each as its run wrote it: a
+    status.json document, see progress.RunState.snapshot)."""
+
+    running: list[dict]  # of the runs in progress, newest first
+    last: dict | None  # the newest run's, whatever its end; None: no run published one
+
+    def as_json(self) -> dict:
+        """What `corral status --json` prints."""
+        return {"running": self.running, "last": self.last}
+
+
+def run_states(log_dir: Path) -> Published:
+    """The published states under `log_dir`.
 
     Every run's directory is looked at, not only `latest`: runs of other module sets
     share the log directory (and the newest of them need not be the one still running).
@@ -55,17 +68,17 @@ def run_states(log_dir: Path) -> tuple[list[dict], dict | None]:
         newest = newest or state
         if state.get("status") == "running" and _alive(state.get("pid")):
             running.append(state)
-    return running, newest
+    return Published(running, newest)
 
 
-def run_status(log_dir: Path) -> tuple[dict, list[str]]:
-    """({"running": [states], "last": state or None}, lines describing them)."""
-    running, newest = run_states(log_dir)
-    out = {"running": running, "last": newest}
-    if newest is None:
+def run_status(log_dir: Path) -> tuple[Published, list[str]]:
+    """(the published states, lines describing them)."""
+    out = run_states(log_dir)
+    running = out.running
+    if out.last is None:
         return out, [f"no run has published its state under {log_dir} (no run yet?)"]
     if not running:
-        return out, _ended(newest)
+        return out, _ended(out.last)
     lines: list[str] = []
     if len(running) > 1:
         lines.append(f"{len(running)} runs in progress under {log_dir}:")
