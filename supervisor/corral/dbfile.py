@@ -76,6 +76,12 @@ def reporting(method):
     return checked
 
 
+def as_dicts(cursor: sqlite3.Cursor) -> list[dict]:
+    """The cursor's rows as dicts by column name; [] when there are none."""
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor]
+
+
 def _code(exc: BaseException) -> str:
     return getattr(exc, "sqlite_errorname", "") or ""
 

@@ -2,13 +2,13 @@
 plan memo (best effort: a fault answers as if nothing were cached), the recorded
 runs as history, docs and `why` read them (a fault is a StoreError), and the rows
 recovery, retention and the fleet's records read and write (they raise sqlite3.Error,
-which each handles as its fault).
+which each handles as its fault); the fleet's tables are `fleetrows.py`'s.
 
-The only module, with the three it stands on, that talks to the database:
+The only module, with the four it stands on, that talks to the database:
 `schema.py` (the tables), `dbfile.py` (opening the file, its faults, writing a batch),
-`batch.py` (a run's records written together). The hot read path of the header cache
-uses the connection directly, because importing sqlite-utils costs more than a warm
-`plan`; nothing here imports it.
+`batch.py` (a run's records written together), `fleetrows.py` (the fleet's rows). The
+hot read path of the header cache uses the connection directly, because importing
+sqlite-utils costs more than a warm `plan`; nothing here imports it.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from corral.dbfile import Database, best_effort, reporting
+from corral.dbfile import Database, as_dicts, best_effort, reporting
+from corral.fleetrows import FleetRows
 from corral.headers import _FIELDS, PARSER_VERSION, Header
 from corral.schema import module_set_key as module_set_key  # where callers look for it
 
@@ -72,7 +73,7 @@ def _none() -> None:
     return None
 
 
-class Store(Database):
+class Store(FleetRows, Database):
     """An open corral database (see `dbfile.Database`: opening, faults, writing a run's
     records) with what is cached and recorded in it; use `Store.open`. Cache reads and
     writes are best effort; the reads behind `history`, `docs` and `cache` raise
@@ -193,7 +194,7 @@ class Store(Database):
     @reporting
     def samples(self, run_id: str) -> list[dict]:
         """The run's host samples as rows, oldest first; [] when none was recorded."""
-        return _dicts(
+        return as_dicts(
             self.conn.execute("SELECT * FROM samples WHERE run_id = ? ORDER BY t", (run_id,))
         )
 
@@ -204,7 +205,7 @@ class Store(Database):
         """The newest `limit` runs of `module_set` (every set when None), newest first: this
         machine's, or those a fleet run gathered from `host`; [] when none is recorded."""
         where, args = _runs_of(module_set, host)
-        return _dicts(
+        return as_dicts(
             self.conn.execute(
                 f"SELECT * FROM runs{where} ORDER BY started DESC LIMIT ?", (*args, limit)
             )
@@ -213,7 +214,7 @@ class Store(Database):
     @reporting
     def run(self, run_id: str) -> dict | None:
         """The runs row of `run_id`; None when it is not recorded."""
-        rows = _dicts(self.conn.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)))
+        rows = as_dicts(self.conn.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)))
         return rows[0] if rows else None
 
     @reporting
@@ -376,7 +377,7 @@ class Store(Database):
         )
         if where:
             sql += " WHERE " + " AND ".join(where)
-        return _dicts(
+        return as_dicts(
             self.conn.execute(f"{sql} ORDER BY m.start DESC, m.id DESC LIMIT ?", (*args, limit))
         )
 
@@ -443,151 +444,6 @@ class Store(Database):
             {m: _median(v) for m, v in rates.items()},
         )
 
-    # fleet records: fleet_runs, fleet_hosts, and the runs and attempts gathered ---------
-
-    def start_fleet_run(self, row: dict) -> None:
-        """Write a fleet_runs row (its run_id, started, status, nodes, args, digest and
-        module_set); raises sqlite3.Error."""
-        with self.write():
-            self._insert("fleet_runs", row)
-
-    def save_host(self, row: dict) -> None:
-        """Write (or replace) how a host ended in a fleet run: a fleet_hosts row;
-        raises sqlite3.Error."""
-        with self.write():
-            self._insert("fleet_hosts", row, "INSERT OR REPLACE")
-
-    def finish_fleet_run(self, run_id: str, ended: str, status: str, exit_code: int) -> None:
-        """Close a fleet run; raises sqlite3.Error."""
-        with self.write():
-            self.conn.execute(
-                "UPDATE fleet_runs SET ended = ?, status = ?, exit_code = ? WHERE run_id = ?",
-                (ended, status, exit_code, run_id),
-            )
-
-    def gather_marks(self, host: str) -> tuple[str | None, str | None, str | None]:
-        """What says where a gather of `host` starts: the start of its oldest gathered run
-        still running, of the oldest fleet run that lost it and has no run of it, and of
-        its newest gathered run (None for each there is none of)."""
-        return tuple(
-            self.conn.execute(sql, (host,)).fetchone()[0]
-            for sql in (
-                "SELECT min(started) FROM runs WHERE host = ? AND fleet_run IS NOT NULL "
-                "AND status = 'running'",
-                "SELECT min(started) FROM fleet_hosts WHERE host = ? AND status = 'lost' "
-                "AND run_id IS NULL",
-                "SELECT max(started) FROM runs WHERE host = ? AND fleet_run IS NOT NULL",
-            )
-        )
-
-    def own_status(self, run: dict) -> str | None:
-        """The status of this database's own row of `run` (a host's run as its host
-        recorded it), when that host wrote it here; None when it is not here. The same
-        run: same id, start, machine, process and modules directory, and not gathered."""
-        row = self.conn.execute(
-            "SELECT status FROM runs WHERE run_id = ? AND fleet_run IS NULL AND started IS ? "
-            "AND host IS ? AND pid IS ? AND modules_dir IS ?",
-            (run["run_id"], *(run.get(k) for k in ("started", "host", "pid", "modules_dir"))),
-        ).fetchone()
-        return None if row is None else row[0]
-
-    def add_gathered(self, run: dict, attempts: list[dict], own: str | None = None) -> int:
-        """Upsert a gathered run (its `fleet_run` set, or None: the fleet run that lost
-        its host, else "gather", which is then told the run) and its attempts, dropping
-        columns this database lacks; `own`: this database's own row of the run, which
-        the gathered one replaces. Returns how many rows changed (a second gather of the
-        same rows changes none). Raises sqlite3.Error."""
-        host, run = run["host"], dict(run)
-        run_cols, attempt_cols = self._columns("runs"), self._columns("module_runs")
-        with self.write():
-            if own is not None:
-                self.delete_runs([own])
-            if run.get("fleet_run") is None:  # a later gather: the fleet run that lost it
-                row = self.conn.execute(
-                    "SELECT fleet_run FROM fleet_hosts WHERE host = ? AND started <= ? "
-                    "ORDER BY started DESC LIMIT 1",
-                    (host, run.get("started") or ""),
-                ).fetchone()
-                run["fleet_run"] = row[0] if row else "gather"
-                self.conn.execute(
-                    "UPDATE fleet_hosts SET run_id = ? WHERE fleet_run = ? AND host = ? "
-                    "AND run_id IS NULL",
-                    (run["run_id"], run["fleet_run"], host),
-                )
-            before = self.conn.total_changes
-            self._upsert("runs", {k: v for k, v in run.items() if k in run_cols}, ("run_id",))
-            for attempt in attempts:
-                a = {k: v for k, v in attempt.items() if k in attempt_cols and k != "id"}
-                a.update(run_id=run["run_id"], host=host)
-                self._upsert("module_runs", a, ("run_id", "module", "attempt"))
-            return self.conn.total_changes - before
-
-    @reporting
-    def fleet_runs(self) -> list[tuple[str, str]]:
-        """(module set, newest start) of every module set fleet runs were started from,
-        newest first; [] when there is no fleet run."""
-        return list(
-            self.conn.execute(
-                "SELECT module_set, max(started) FROM fleet_runs GROUP BY module_set "
-                "ORDER BY max(started) DESC"
-            )
-        )
-
-    @reporting
-    def last_fleet_run(self, module_set: str) -> tuple[dict, list[dict]] | None:
-        """The newest fleet run of `module_set` (its fleet_runs row) and its hosts'
-        fleet_hosts rows, by host; None when there is none."""
-        rows = _dicts(
-            self.conn.execute(
-                "SELECT * FROM fleet_runs WHERE module_set = ? ORDER BY started DESC LIMIT 1",
-                (module_set,),
-            )
-        )
-        if not rows:
-            return None
-        hosts = self.conn.execute(
-            "SELECT * FROM fleet_hosts WHERE fleet_run = ? ORDER BY host", (rows[0]["run_id"],)
-        )
-        return rows[0], _dicts(hosts)
-
-    @reporting
-    def fleet_attempts(self, fleet_run: str) -> tuple[list[tuple], list[tuple]]:
-        """What a fleet run's hosts recorded: (host, makespan_s) of each host's run, and
-        (host, module, attempt, status, duration_s) of their attempts by attempt."""
-        makespans = self.conn.execute(
-            "SELECT host, makespan_s FROM runs WHERE fleet_run = ?", (fleet_run,)
-        ).fetchall()
-        attempts = self.conn.execute(
-            "SELECT m.host, m.module, m.attempt, m.status, m.duration_s FROM module_runs AS m "
-            "JOIN runs AS r ON r.run_id = m.run_id WHERE r.fleet_run = ? ORDER BY m.attempt",
-            (fleet_run,),
-        ).fetchall()
-        return makespans, attempts
-
-    def _columns(self, table: str) -> set[str]:
-        """The columns `table` has here (a database of an older schema may lack some)."""
-        return {row[1] for row in self.conn.execute(f"PRAGMA table_info({table})")}
-
-    def _insert(self, table: str, row: dict, verb: str = "INSERT") -> None:
-        columns = ", ".join(row)
-        marks = ", ".join("?" * len(row))
-        self.conn.execute(f"{verb} INTO {table} ({columns}) VALUES ({marks})", tuple(row.values()))
-
-    def _upsert(self, table: str, row: dict, key: tuple[str, ...]) -> None:
-        """Insert `row`, or update the row with the same key where anything differs (an
-        unchanged row is not written: a second gather changes nothing)."""
-        columns = list(row)
-        sets = [c for c in columns if c not in key]
-        self.conn.execute(
-            f"INSERT INTO {table} ({', '.join(columns)}) "
-            f"VALUES ({', '.join('?' * len(columns))}) "
-            f"ON CONFLICT({', '.join(key)}) DO UPDATE SET "
-            + ", ".join(f"{c} = excluded.{c}" for c in sets)
-            + " WHERE "
-            + " OR ".join(f"{table}.{c} IS NOT excluded.{c}" for c in sets),
-            tuple(row.values()),
-        )
-
 
 def _runs_of(module_set: str | None, host: str | None = None) -> tuple[str, tuple]:
     """The WHERE clause (and its parameters) of runs rows of `module_set` (every set
@@ -598,12 +454,6 @@ def _runs_of(module_set: str | None, host: str | None = None) -> tuple[str, tupl
         where.insert(0, "module_set = ?")
         args.insert(0, module_set)
     return " WHERE " + " AND ".join(where), tuple(args)
-
-
-def _dicts(cursor: sqlite3.Cursor) -> list[dict]:
-    """The cursor's rows as dicts by column name; [] when there are none."""
-    names = [d[0] for d in cursor.description]
-    return [dict(zip(names, row, strict=True)) for row in cursor]
 
 
 def _median(values: list[float]) -> float:
