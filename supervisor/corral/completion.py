@@ -13,7 +13,8 @@ def candidates(config: Config, what: str) -> list[str]:
         names = {p.name[:-3] for d in config.modules if d.is_dir() for p in d.glob("*.sh")}
         return sorted(names)
     if what == "tags":
-        from corral.api import load_modules, open_store
+        from corral.api import open_store
+        from corral.discover import load_modules
 
         store = open_store(config, on_warning=lambda _: None)
         try:
