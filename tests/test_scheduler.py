@@ -607,6 +607,27 @@ def test_a_deadline_skips_what_has_not_started_and_stops_what_runs_as_timed_out(
     assert h.outcome.exit_code == 1
 
 
+def test_a_deadline_counts_from_when_the_run_began_a_wait_for_the_lock_included():
+    """The run began 25 s before the scheduler did (it waited for the run lock): a 30 s
+    deadline passes 5 s in, not 30 s (the test above is the control: begun at 0)."""
+    h = replay(
+        {"a": {}, "long": {}, "after": {"requires": ("long",)}},
+        {"a": [Ends(1.0)], "long": [Ends(600.0)]},
+        deadline=30.0,
+        begun=-25.0,
+    )
+    assert h.status("a") == Status.OK and h.status("long") == Status.TIMEOUT
+    assert h.summary("long").last.end - h.summary("long").last.start < 30.0
+    assert h.summary("after").reason == "not started: the run's deadline (30s) passed"
+
+
+def test_a_deadline_already_passed_starts_nothing():
+    h = replay({"a": {}, "b": {"requires": ("a",)}}, deadline=5.0, begun=-6.0)
+    assert h.order() == []
+    assert h.summary("a").reason == "not started: the run's deadline (5s) passed"
+    assert h.status("b") == Status.SKIPPED and h.outcome.exit_code == 1
+
+
 def test_without_a_deadline_the_long_module_runs_to_its_end():
     h = replay({"long": {}}, {"long": [Ends(600.0)]})
     assert h.status("long") == Status.OK and h.outcome.makespan_s == 600.0

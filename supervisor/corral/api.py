@@ -20,7 +20,7 @@ from corral import safepath
 from corral.config import Config
 from corral.dbfile import CACHE, warn
 from corral.discover import Loaded, Scan, load_modules, scan_modules
-from corral.errors import HeaderError, Problem, StoreError, UsageError
+from corral.errors import HeaderError, LockHeld, Problem, StoreError, UsageError
 from corral.graph import Graph, Module, Selection, build_graph, select
 from corral.schema import module_set_key
 from corral.status import COMPLETED, EXIT_WARNING, Status
@@ -427,6 +427,7 @@ def run_modules(
     from corral.runlock import RunLock
     from corral.scheduler import RunSettings, Scheduler, fail_fast
 
+    begun = time.monotonic()  # the deadline counts from here: a wait for the lock too
     listeners = list(listeners)
 
     def emit(event: Event) -> None:
@@ -475,7 +476,41 @@ def run_modules(
     def waiting(message: str) -> None:
         emit(Notice(message))
 
-    with RunLock(config.modules).acquire(wait_lock, waiting):
+    def recorder_for() -> Recorder:
+        return Recorder(
+            store,
+            os.pathsep.join(str(d.absolute()) for d in config.modules),
+            " ".join(targets),
+            emit,
+            loaded.hits,
+            loaded.misses,
+            module_set=module_set(config),
+            full=len(selection.names) == len(graph.modules),
+        )
+
+    lock, wait, bounded = RunLock(config.modules), wait_lock, False
+    if wait is not None and config.deadline is not None:
+        left = max(0.0, begun + config.deadline - time.monotonic())
+        wait, bounded = min(wait, left), left < wait
+    try:
+        lock.acquire(wait, waiting)
+    except LockHeld as exc:
+        if not bounded:
+            raise
+        # The deadline bounds the wait for the lock as it bounds the run: the run ends
+        # as a run whose deadline passed before anything started (recorded, exit 1).
+        emit(
+            Notice(f"the run's deadline passed while waiting for the run lock: {exc}", warning=True)
+        )
+        listeners.insert(0, recorder_for())
+        settings = RunSettings(
+            run_id, config.jobs, None, config.pools, deadline=config.deadline, begun=begun
+        )
+        with open_executor("dryrun", Place(config)) as executor:
+            outcome = Scheduler(graph, selection, settings, executor, emit).run()
+        emit(outcome)
+        return outcome
+    with lock:
         if store.path is not None:
             from corral.recovery import recover
 
@@ -498,16 +533,7 @@ def run_modules(
             )
         env = dict(os.environ)
         env.update(CORRAL_RUN_ID=run_id, CORRAL_LIB=str(lib), CORRAL_LOG_DIR=str(log_dir))
-        recorder = Recorder(
-            store,
-            os.pathsep.join(str(d.absolute()) for d in config.modules),
-            " ".join(targets),
-            emit,
-            loaded.hits,
-            loaded.misses,
-            module_set=module_set(config),
-            full=len(selection.names) == len(graph.modules),
-        )
+        recorder = recorder_for()
         listeners.insert(0, recorder)
         from corral.progress import RunState, StateFile
 
@@ -530,6 +556,7 @@ def run_modules(
             cpu_rate=past.cpu_rate,
             durations=past.durations,
             deadline=config.deadline,
+            begun=begun,
             never=never,
             **_test_settings(),
         )

@@ -66,6 +66,9 @@ class RunSettings:
     cpu_rate: dict | None = None  # CPUs each module kept busy, from history
     durations: dict | None = None  # median durations from history (progress and ETA)
     deadline: float | None = None  # seconds the whole run may take (--deadline)
+    # monotonic time the run began: the deadline counts from then, a wait for the run
+    # lock included (None: from the scheduler's start)
+    begun: float | None = None
     # module -> why the place can never start it (memory: above the host's): it fails at
     # once, so nothing waits for ever on it
     never: dict | None = None
@@ -162,7 +165,9 @@ class Scheduler:
         )
         executor, plan, admission = self.executor, self.plan, self.admission
         if self.settings.deadline is not None:
-            self._deadline_at = self.clock.monotonic() + self.settings.deadline
+            begun = self.settings.begun
+            begun = self.clock.monotonic() if begun is None else begun
+            self._deadline_at = begun + self.settings.deadline
         if self.settings.never:
             for name in self.selection.names:
                 why = self.settings.never.get(name)

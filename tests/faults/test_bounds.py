@@ -135,6 +135,40 @@ def test_waiting_for_the_run_lock_is_said_in_every_mode(corral, quiet):
     assert refused.code == 3 and "waiting up to" not in refused.err
 
 
+def test_the_deadline_bounds_the_wait_for_the_run_lock(corral, tmp_path):
+    """--wait-lock (for ever) under --deadline 1s: the run ends at the deadline with its
+    reason and exit code, and is recorded with its modules skipped."""
+    corral.module("a", body=f"touch {tmp_path}/a")
+    path = lock_path((corral.modules,))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        result = corral("run", "--json", "--wait-lock", "--deadline", "1s", timeout=30)
+    assert result.code == 1 and "Traceback" not in result.err, result.err
+    assert "deadline passed while waiting for the run lock" in result.err
+    (module,) = result.json()["modules"]
+    assert module["status"] == "skipped" and "deadline (1s) passed" in module["reason"]
+    assert not (tmp_path / "a").exists()
+    run = db_rows(corral.db, "SELECT * FROM runs")[0]
+    assert run["status"] == "failed" and run["exit_code"] == 1
+    (row,) = db_rows(corral.db, "SELECT * FROM module_runs")
+    assert row["status"] == "skipped" and "deadline (1s) passed" in row["reason"]
+
+
+def test_without_a_deadline_the_wait_for_the_lock_goes_on(corral):
+    """The control: the same wait, no deadline, is still waiting well past a second."""
+    corral.module("a")
+    path = lock_path((corral.modules,))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        run = Running(corral, "-q", "--wait-lock")
+        with pytest.raises(subprocess.TimeoutExpired):
+            run.proc.wait(3)
+        run.proc.send_signal(signal.SIGTERM)
+        run.finish()
+
+
 MODES = [[], ["-q"], ["--json"]]  # plain (cron, a pipe), quiet, JSON
 SOON = {"CORRAL_TEST_LONG_WAIT_S": "0.3"}  # the variable only tests use (default 60 s)
 
