@@ -27,6 +27,7 @@ from corral.cgroups import (
     command,
     ready_command,
 )
+from corral.kill import signal_group, signal_process
 from corral.watchdog import Watchdog
 
 
@@ -127,11 +128,9 @@ class Containment:
         if member.cgroup is not None:
             member.cgroup.signal(signum)
             return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(member.pgid, signum)
+        signal_group(member.pgid, signum)
         for pid in member.pids():
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signum)
+            signal_process(pid, signum)
 
     def kill(self, member: Member) -> None:
         """SIGKILL the whole attempt."""
@@ -144,7 +143,7 @@ class Containment:
         """True once nothing the attempt started is alive (its main process reaped)."""
         if member.cgroup is not None:
             return not member.cgroup.populated()
-        if _group_alive(member.pgid):
+        if member.pgid and signal_group(member.pgid, 0):
             return False
         return not any(procfs.alive(p) for p in member.pids())
 
@@ -172,15 +171,3 @@ class Containment:
 def _start(pid: int) -> int | None:
     fields = procfs.stat(pid)
     return int(fields[19]) if fields and fields[0] != b"Z" else None
-
-
-def _group_alive(pgid: int) -> bool:
-    if not pgid:
-        return False
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

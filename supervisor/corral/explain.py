@@ -16,20 +16,9 @@ from pathlib import Path
 from corral import analysis
 from corral.analysis import JOBS, LOCKS, THROTTLE
 from corral.errors import UsageError
+from corral.kill import signal_process
 from corral.progress import STATE_FILE, clock_text, epoch, read_state
 from corral.store import Store
-
-
-def _alive(pid: object) -> bool:
-    if not isinstance(pid, int) or pid <= 0:  # 0 or -1 would ask a whole group
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +55,10 @@ def run_states(log_dir: Path) -> Published:
         if not isinstance(state, dict) or "run_id" not in state:
             continue
         newest = newest or state
-        if state.get("status") == "running" and _alive(state.get("pid")):
+        pid = state.get("pid")
+        if state.get("status") != "running" or not isinstance(pid, int) or pid <= 0:
+            continue  # (a pid of 0 or -1 would ask a whole group)
+        if signal_process(pid, 0):
             running.append(state)
     return Published(running, newest)
 
