@@ -15,7 +15,7 @@ from corral.config import load_config
 from corral.errors import CorralError, HeaderError
 from corral.headers import parse_duration, parse_size
 from corral.throttle import Jobs
-from corral.units import mib, seconds
+from corral.units import mib, plural, seconds, utc
 
 MAX_WHOLE = 2**31 - 1  # past this a count is a typo (and SQLite's integers end at 2**63)
 
@@ -381,7 +381,7 @@ def plan(ctx, targets, tags, exclude, as_json):
         waves.setdefault(selection.level[name], []).append(name)
     width = max((len(n) for n in selection.names), default=4)
     for level, names in waves.items():
-        click.echo(click.style(f"wave {level}", bold=True) + f"  ({_plural(len(names), 'module')})")
+        click.echo(click.style(f"wave {level}", bold=True) + f"  ({plural(len(names), 'module')})")
         for name in names:
             module = graph.modules[name]
             waits = ", ".join(sorted(selection.waits[name])) or "-"
@@ -390,7 +390,7 @@ def plan(ctx, targets, tags, exclude, as_json):
             )
     for name, reason in sorted(selection.excluded.items()):
         click.echo(f"  not run: {name} ({reason})")
-    click.echo(f"{_plural(len(selection.names), 'module')} in {_plural(len(waves), 'wave')}")
+    click.echo(f"{plural(len(selection.names), 'module')} in {plural(len(waves), 'wave')}")
 
 
 @main.command(cls=RunCommand)
@@ -688,7 +688,7 @@ def history(ctx, module, limit, as_json, every, host):
         for r in rows:
             click.echo(
                 f"{r['run_id']:<22}  {r['attempt']:>3}  {r['status']:<11}  "
-                f"{_utc(r['start'], 23):<24}  {seconds(r['duration_s']):>8}  "
+                f"{utc(r['start'], 23):<24}  {seconds(r['duration_s']):>8}  "
                 f"{_dash(r['exit_code']):>4}  {mib(r['peak_rss_bytes'], 'MiB'):>9}  "
                 f"{r['reason'] or ''}"
             )
@@ -713,20 +713,11 @@ def history(ctx, module, limit, as_json, every, host):
     )
     for r in runs:
         click.echo(
-            f"{r['run_id']:<22}  {_utc(r['started']):<20}  {r['status']:<11}  "
+            f"{r['run_id']:<22}  {utc(r['started']):<20}  {r['status']:<11}  "
             f"{_dash(r['exit_code']):>4}  {_dash(r['module_count']):>7}  "
             f"{seconds(r['makespan_s']):>8}  {seconds(r['work_s']):>8}  {_dash(r['jobs']):>4}"
             + (f"  {r['module_set']}" if every else "")
         )
-
-
-def _utc(text: str | None, width: int = 19) -> str:
-    """A stored UTC timestamp, shown with its Z: 2026-11-23 05:20:01Z."""
-    return f"{text[:width].replace('T', ' ')}Z" if text else "-"
-
-
-def _plural(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _dash(value) -> str:

@@ -37,7 +37,7 @@ from corral.progress import RunState, clock_text
 from corral.status import Status
 from corral.streams import safe
 from corral.throttle import Block
-from corral.units import seconds
+from corral.units import plural, seconds
 from corral.visible import visible
 
 PALETTE = (36, 35, 33, 34, 32, 96, 95, 93, 94, 92)  # ANSI colours for module names
@@ -76,11 +76,6 @@ def tail(path: str | None, lines: int = TAIL_LINES) -> list[tuple[str, bool]]:
     if start and len(found) > lines:  # the first one may have begun before `start`
         found = found[1:]
     return [(visible(line.removesuffix(b"\r")), err) for line, err in found[-lines:]]
-
-
-def plural(n: int, noun: str) -> str:
-    """'1 module', '3 modules'."""
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def outcome(summary: ModuleSummary) -> str:

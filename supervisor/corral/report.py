@@ -32,6 +32,7 @@ from corral.document import (
 )
 from corral.status import COMPLETED, Status
 from corral.store import Store
+from corral.units import plural, utc
 
 REGRESSION = 0.15  # slower than the baseline by more than this share …
 REGRESSION_FLOOR_S = 0.05  # … and by more than this, so millisecond noise is not news
@@ -42,11 +43,6 @@ CRITICAL_PATH_MEANS = (
     "that ended last), to a module that waited on nothing. Its members' running, "
     "waiting and backoff add up to the makespan. The Gantt chart outlines the same chain."
 )
-
-
-def utc(text: str | None) -> str:
-    """A stored UTC timestamp as shown: 2026-11-23 05:20:01Z; "-" for none."""
-    return f"{text[:19].replace('T', ' ')}Z" if text else "-"
 
 
 def last_run(runs: list[Run]) -> Run:
@@ -147,7 +143,7 @@ def build(runs: list[Run], module_set: str) -> Report:
                 ["parallel efficiency (work / (makespan × jobs))", _pct(last.efficiency)],
                 [
                     "critical path",
-                    f"{_count(len(last.critical_path), 'module')}: "
+                    f"{plural(len(last.critical_path), 'module')}: "
                     + " → ".join(last.critical_path),
                 ],
                 ["… of which running", f"{acc[RUNNING]:.2f} s ({last.share(RUNNING):.0%})"],
@@ -416,10 +412,6 @@ def build(runs: list[Run], module_set: str) -> Report:
         "timeline": timeline_json(last),
     }
     return Report(blocks, data, last, runs, [m.name for m in slowest[:8]])
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _running(run: Run, name: str) -> float | None:

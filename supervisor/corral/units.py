@@ -1,6 +1,7 @@
-"""How corral writes durations and sizes for people: one copy, used everywhere.
+"""How corral writes durations, sizes, counts and stored times for people: one copy,
+used everywhere.
 
-Pure functions of a number (None where a figure is missing reads "-").
+Pure functions of a value (None where a figure is missing reads "-").
 """
 
 from __future__ import annotations
@@ -28,3 +29,14 @@ def mib(value: float | None, unit: str = "") -> str:
 def size(value: float) -> str:
     """A size in a sentence: '512M' below a GiB, '1.5G' from one up."""
     return f"{value / MiB:.0f}M" if value < GiB else f"{value / GiB:.1f}G"
+
+
+def plural(n: int, noun: str) -> str:
+    """'1 module', '3 modules'."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def utc(text: str | None, width: int = 19) -> str:
+    """A stored UTC timestamp as shown, cut to `width` characters and marked with its Z:
+    2026-11-23 05:20:01Z; "-" for none."""
+    return f"{text[:width].replace('T', ' ')}Z" if text else "-"
