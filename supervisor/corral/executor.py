@@ -59,6 +59,7 @@ class Wakeup:
 
     finished: list[AttemptResult] = field(default_factory=list)
     signals: list[int] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)  # warnings for the user (said once)
 
 
 @runtime_checkable

@@ -199,6 +199,8 @@ class Scheduler:
                 )
             self.emit(IDLE)
             wake = executor.wait(self._timeout())
+            for notice in wake.notices:
+                self.emit(Notice(notice, warning=True))
             for signum in wake.signals:
                 self._on_signal(signum)
             for result in wake.finished:

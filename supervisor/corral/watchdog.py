@@ -123,7 +123,9 @@ def bash() -> str:
 
 
 class Watchdog:
-    """Started with a run; `close()` after everything is cleaned up lets it exit quietly."""
+    """Started with a run; `close()` after everything is cleaned up lets it exit quietly.
+    If it dies before (another process killed it), `restart` starts another that knows
+    what it knew."""
 
     def __init__(
         self,
@@ -135,27 +137,27 @@ class Watchdog:
     ):
         self.pid: int | None = None
         self._w: int | None = None
+        self._args = [
+            str(grace),
+            run_id,
+            member,
+            freezer,
+            kill.names(kill.ASK),
+            kill.names((kill.FORCE,)),
+            *bases,
+        ]
+        self._told: list[str] = []  # every line but `done`, for a restarted watchdog
+        self._spawn()
+
+    def _spawn(self) -> None:
         r, w = os.pipe2(os.O_CLOEXEC)
         nap_r, nap_w = os.pipe2(os.O_CLOEXEC)  # never written: `read -t` on it is a sleep
         null = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
         try:
             self.pid = os.posix_spawn(
                 bash(),
-                [
-                    "corral-watchdog",
-                    "--norc",
-                    "--noprofile",
-                    "-c",
-                    SCRIPT,
-                    "corral-watchdog",
-                    str(grace),
-                    run_id,
-                    member,
-                    freezer,
-                    kill.names(kill.ASK),
-                    kill.names((kill.FORCE,)),
-                    *bases,
-                ],
+                ["corral-watchdog", "--norc", "--noprofile", "-c", SCRIPT, "corral-watchdog"]
+                + self._args,
                 {},
                 file_actions=[
                     (os.POSIX_SPAWN_DUP2, r, 0),
@@ -169,13 +171,30 @@ class Watchdog:
             os.set_blocking(w, False)  # a full pipe drops a line, it never stalls corral
             self._w = w
         except OSError:
+            self.pid = None
             os.close(w)
         finally:
             for fd in (r, nap_r, nap_w, null):
                 os.close(fd)
 
+    def restart(self) -> bool:
+        """The watchdog died (`pid`, already reaped): start another and tell it what the
+        dead one was told. False when none can be started (corral then runs unguarded)."""
+        if self._w is not None:
+            os.close(self._w)  # (nothing reads it any more)
+            self._w = None
+        self.pid = None
+        self._spawn()
+        for line in self._told:
+            self._write(line)
+        return self._w is not None
+
     def tell(self, line: str) -> None:
         """One line to the watchdog (`spare NAME.ATTEMPT`, `pid PID START`)."""
+        self._told.append(line)
+        self._write(line)
+
+    def _write(self, line: str) -> None:
         if self._w is not None:
             with contextlib.suppress(OSError):
                 os.write(self._w, f"{line}\n".encode())
@@ -184,7 +203,7 @@ class Watchdog:
         """Everything is cleaned up: tell the watchdog so, and reap it."""
         if self._w is None:
             return
-        self.tell("done")
+        self._write("done")
         os.close(self._w)
         self._w = None
         with contextlib.suppress(ChildProcessError):

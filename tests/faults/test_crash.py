@@ -58,11 +58,37 @@ def test_sigkill_leaves_no_module_behind_and_the_next_run_records_the_crash(corr
     assert mods["sleeper"]["reason"] == "corral crashed"
 
 
+def test_a_killed_watchdog_is_replaced_so_a_later_sigkill_leaves_nothing_running(corral):
+    """Another process kills the watchdog; corral notices (it reaps it) and starts
+    another, told what the first knew: a SIGKILL of corral then still leaves no module
+    process. The control is the next test: corral stopped, so nothing replaces it."""
+    gate = corral.modules.parent / "gate"
+    run, run_id = crashing_run(corral, gate)
+    first = watchdog_of(run_id)
+    os.kill(first, signal.SIGKILL)
+    end = time.monotonic() + 10
+    while _watchdog_or_none(run_id) in (None, first):
+        assert time.monotonic() < end, "no new watchdog"
+        time.sleep(0.02)
+    run.proc.kill()
+    err = run.finish()[2]
+    assert "the watchdog (killed by signal 9) died before the run ended; started another" in err
+    assert wait_gone(run_id, 1 + 2) == []
+
+
+def _watchdog_or_none(run_id: str) -> int | None:
+    try:
+        return watchdog_of(run_id)
+    except AssertionError:
+        return None
+
+
 def test_without_the_watchdog_modules_survive_until_the_next_start_reaps_them(corral):
     """The control: kill the watchdog too, and the modules do outlive corral; then the
     next start finds them by the crashed run's mark and stops them."""
     gate = corral.modules.parent / "gate"
     run, run_id = crashing_run(corral, gate)
+    run.proc.send_signal(signal.SIGSTOP)  # so that it cannot start another watchdog
     os.kill(watchdog_of(run_id), signal.SIGKILL)
     run.proc.kill()
     run.finish()
@@ -100,6 +126,7 @@ def test_a_detached_daemon_survives_a_crash_and_the_next_start_s_recovery(corral
         pytest.skip("without cgroups recovery cannot tell a detached daemon (docs say so)")
     daemon = int(pidfile.read_text())
     try:
+        run.proc.send_signal(signal.SIGSTOP)  # (so that it cannot start another watchdog)
         os.kill(watchdog_of(run_id), signal.SIGKILL)  # so the sleeper outlives corral …
         run.proc.kill()
         run.finish()

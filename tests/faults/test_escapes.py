@@ -112,6 +112,7 @@ def crash_with_escapee(corral, extra_env=None, kill_watchdog=False):
     time.sleep(0.3)  # the fallback's tree walks (the control) have had their chance
     run_id = last_run(corral.db)["run_id"]
     if kill_watchdog:
+        run.proc.send_signal(signal.SIGSTOP)  # so that it cannot start another
         for entry in os.scandir("/proc"):
             with contextlib.suppress(OSError):
                 cmdline = open(f"/proc/{entry.name}/cmdline", "rb").read()  # noqa: SIM115

@@ -193,6 +193,7 @@ class LocalExecutor:
         self._sampler = HostSampler()
         self.cpus = self._sampler.cpus
         self._host = Host()
+        self._notices: list[str] = []  # for the next Wakeup
 
     # the seam's read-only views ------------------------------------------------------
 
@@ -481,6 +482,8 @@ class LocalExecutor:
         if signal.SIGCHLD in out.signals:
             out.finished = self._reap_all()
             out.signals = [s for s in out.signals if s != signal.SIGCHLD]
+        if self._notices:
+            out.notices, self._notices = self._notices, []
         self._enforce_deadlines()
         if self._young:
             self._look_early()
@@ -562,6 +565,8 @@ class LocalExecutor:
             job = self._jobs.get(pid)
             if job is not None and not job.exited:
                 self._exited(job, status, usage)
+            elif pid == self._watchdog_pid():
+                self._watchdog_died(status)
             elif job is None:
                 self._orphan_reaped(pid, usage)
         for pid, job in list(self._trees.items()):
@@ -570,6 +575,22 @@ class LocalExecutor:
                 del self._trees[pid]
                 finished.append(self._over(job))
         return finished
+
+    def _watchdog_died(self, status: int) -> None:
+        """Something killed the watchdog: without one, a SIGKILL of corral would leave
+        the modules running. Another is started at once, told what the first knew."""
+        how = os.waitstatus_to_exitcode(status)
+        how = f"killed by signal {-how}" if how < 0 else f"exit {how}"
+        again = self.containment.watchdog.restart()
+        self._notices.append(
+            f"the watchdog ({how}) died before the run ended; "
+            + (
+                "started another"
+                if again
+                else "no other could be started: if corral is "
+                "killed now, its modules are stopped by the next start's recovery"
+            )
+        )
 
     def _orphan_reaped(self, pid: int, usage) -> None:
         """The fallback's accounting: an orphan of a known attempt adds its rusage. A
