@@ -100,6 +100,17 @@ class ModuleRun:
         return bool(self.attempts) and self.attempts[0].status not in COMPLETED
 
 
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One host sample of a run, as the report reads it (0 where it was not measured)."""
+
+    at: float  # seconds since the run's first start
+    runnable: float  # runnable tasks: the 1 s average where it was recorded
+    load1: float
+    mem_available: int  # bytes
+    gate: bool  # the gate held a ready module back
+
+
 @dataclass
 class Run:
     """One recorded run read back: its runs row, modules, edges, samples, and (after
@@ -108,7 +119,7 @@ class Run:
     row: dict
     modules: dict[str, ModuleRun]
     edges: dict[str, list[str]]
-    samples: list[dict]  # with "at": seconds since the run's first start
+    samples: list[Reading]
     clock: str = "monotonic"  # or "wall" for runs recorded before the monotonic offsets
     makespan: float = 0.0
     work: float = 0.0
@@ -200,13 +211,15 @@ def load_run(store: Store, row: dict) -> Run:
     edges: dict[str, list[str]] = {}
     for module, dep in store.edges(run_id):
         edges.setdefault(module, []).append(dep)
-    samples = store.samples(run_id)
-    for s in samples:
+    samples = []
+    for s in store.samples(run_id):
         base = s.get("mono") if mono else s.get("t")
         if mono and base is None:  # samples recorded before they carried the monotonic clock
             samples = []
             break
-        s["at"] = base - t0
+        runnable = s.get("runnable_avg") or s.get("runnable") or 0
+        load1, memory = s.get("load1") or 0, s.get("mem_available") or 0
+        samples.append(Reading(base - t0, runnable, load1, memory, bool(s.get("gate"))))
     run = Run(row, modules, edges, samples, "monotonic" if mono else "wall")
     analyse(run)
     return run
@@ -393,9 +406,9 @@ def gate_held(run: Run) -> float:
     samples = run.samples
     if len(samples) < 2:
         return 0.0
-    gaps = [b["at"] - a["at"] for a, b in zip(samples, samples[1:], strict=False)]
+    gaps = [b.at - a.at for a, b in zip(samples, samples[1:], strict=False)]
     interval = statistics.median(gaps)
-    return sum(1 for s in samples if s.get("gate")) * interval
+    return sum(1 for s in samples if s.gate) * interval
 
 
 # across runs --------------------------------------------------------------------------

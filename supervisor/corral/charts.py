@@ -180,23 +180,23 @@ def load_chart(run: Run, path: Path | BinaryIO) -> None:
     ax.plot(xs, ys, color="#5b8fd6", label="modules running")
     if run.jobs:
         ax.axhline(run.jobs, color="#5b8fd6", linestyle="--", linewidth=0.8, label=f"-j {run.jobs}")
-    samples = [s for s in run.samples if s.get("at") is not None]
+    samples = run.samples
     if samples:
-        ts = [s["at"] for s in samples]
+        ts = [s.at for s in samples]
         ax.plot(
             ts,
-            [s.get("runnable_avg") or s["runnable"] or 0 for s in samples],
+            [s.runnable for s in samples],
             color="#c8423b",
             label="runnable tasks (1 s average)",
         )
         ax.plot(
             ts,
-            [s["load1"] or 0 for s in samples],
+            [s.load1 for s in samples],
             color="#e0892b",
             linestyle=":",
             label="load average (1 min)",
         )
-        held = [t for t, s in zip(ts, samples, strict=True) if s.get("gate")]
+        held = [s.at for s in samples if s.gate]
         if held:
             ax.scatter(
                 held, [0] * len(held), marker="|", color="#9b6fb5", label="gate holding back"
@@ -204,13 +204,13 @@ def load_chart(run: Run, path: Path | BinaryIO) -> None:
         mem = ax.twinx()
         mem.plot(
             ts,
-            [(s["mem_available"] or 0) / 2**30 for s in samples],
+            [s.mem_available / 2**30 for s in samples],
             color="#4c9a5a",
             alpha=0.6,
             label="memory available (GiB)",
         )
         mem.set_ylabel("memory available, GiB")
-        total = max((s.get("mem_available") or 0) for s in samples) / 2**30
+        total = max(s.mem_available for s in samples) / 2**30
         mem.set_ylim(0, total * 1.05 or 1)
         mem.spines["top"].set_visible(False)
     ax.set_xlabel(f"seconds since the first module started ({run.clock} clock)")
