@@ -108,6 +108,9 @@ class CorralGroup(CheckedGroup):
         except CorralError as exc:
             click.echo(f"corral: {exc}", err=True)
             ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:  # Ctrl-C before a run takes its signals (or outside one)
+            click.echo("corral: interrupted (SIGINT)", err=True)
+            ctx.exit(130)
         except OSError as exc:  # a place corral must write is missing or not a directory
             where = f"{exc.filename}: " if exc.filename else ""
             click.echo(f"corral: {where}{exc.strerror or exc}", err=True)

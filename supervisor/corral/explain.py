@@ -21,6 +21,19 @@ from corral.progress import STATE_FILE, clock_text, epoch, read_state
 from corral.store import Store
 
 
+def _alive(state: dict) -> bool:
+    """Is the corral that published `state` alive: its PID runs, and (when the state
+    says when it started) is the same process, not a later one given its PID."""
+    pid = state.get("pid")
+    if not isinstance(pid, int) or pid <= 0:  # 0 or -1 would ask a whole group
+        return False
+    if state.get("pid_start") is not None:
+        from corral.procfs import start_time
+
+        return start_time(pid) == state["pid_start"]
+    return signal_process(pid, 0)
+
+
 @dataclass(frozen=True, slots=True)
 class Published:
     """The states runs published under a log directory (each as its run wrote it: a
@@ -55,10 +68,7 @@ def run_states(log_dir: Path) -> Published:
         if not isinstance(state, dict) or "run_id" not in state:
             continue
         newest = newest or state
-        pid = state.get("pid")
-        if state.get("status") != "running" or not isinstance(pid, int) or pid <= 0:
-            continue  # (a pid of 0 or -1 would ask a whole group)
-        if signal_process(pid, 0):
+        if state.get("status") == "running" and _alive(state):
             running.append(state)
     return Published(running, newest)
 

@@ -10,6 +10,7 @@ terminal.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import os
 import time
@@ -181,6 +182,7 @@ class RunState:
         return {
             "run_id": self.run_id,
             "pid": os.getpid(),
+            "pid_start": _own_start(),  # with the PID: a reused PID is not this run
             "modules": self.modules,
             "started": iso(self.started_wall),
             "elapsed_s": round(now - self.started, 3),
@@ -203,6 +205,14 @@ class RunState:
             "host": self.host,
             "written": iso(wall),
         }
+
+
+@functools.cache
+def _own_start() -> int | None:
+    """corral's own start time in clock ticks since boot (read once)."""
+    from corral.procfs import start_time
+
+    return start_time(os.getpid())
 
 
 def _counts(statuses) -> dict[str, int]:

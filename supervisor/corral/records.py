@@ -103,6 +103,7 @@ class Recorder:
         self.generation = 0  # the store's generation when the run started
         self.run_row: dict = {}
         self.edges: list[tuple[str, str, str]] = []
+        self.started: dict[tuple[str, int], str] = {}  # (name, attempt) -> its start, running
 
     def __call__(self, event: Event) -> None:
         self._record(event)
@@ -181,6 +182,7 @@ class Recorder:
 
     def _record(self, event: Event) -> None:
         if isinstance(event, ModuleStarted):
+            self.started[(event.name, event.attempt)] = iso(event.start)
             self.batch.inserts.append(
                 {
                     "run_id": self.run_id,
@@ -197,6 +199,7 @@ class Recorder:
             )
         elif isinstance(event, ModuleFinished):
             r = event.result
+            self.started.pop((r.name, r.attempt), None)
             values = self._ended(r)
             if r.pid == 0:  # it never started (spawn failed)
                 self.batch.inserts.append(
@@ -379,12 +382,15 @@ class Recorder:
 
     def abort(self, why: str) -> None:
         """The run ended without its RunFinished (an error in corral itself): close its
-        row as crashed, so no record says it is still running."""
+        row as crashed and its attempts still running (the executor stopped them) as
+        interrupted with `why`, so no record says anything is still running."""
         if self.writer is None:
             return
-        self.batch.ends.append(
-            (self.run_id, {"ended": iso(time.time()), "status": "crashed"}, None)
-        )
+        now = iso(time.time())
+        for key in self.started:  # stopped with the executor: none is still running
+            values = {"status": Status.INTERRUPTED, "reason": why, "end": now}
+            self.batch.updates.append(((self.run_id, *key), values))
+        self.batch.ends.append((self.run_id, {"ended": now, "status": "crashed"}, None))
         self.flush()
         self._stop_writer()
         while not self.notes.empty():

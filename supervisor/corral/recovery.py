@@ -35,21 +35,38 @@ def alive(pid: int | None, started: int | None) -> bool:
     return bool(pid) and started is not None and start_time(pid) == started
 
 
+def _gone(run: dict, host: str, this_boot: str | None) -> bool:
+    """A run of this host marked `running` whose corral is gone (PID dead or reused, or
+    the host rebooted since)."""
+    return (
+        run.get("status") == "running"
+        and run.get("host") == host
+        and (run.get("boot_id") != this_boot or not alive(run.get("pid"), run.get("pid_start")))
+    )
+
+
 def as_seen(runs: list[dict]) -> list[dict]:
     """`runs` rows as they are: a run of this host still marked `running` whose corral
-    is gone (PID dead or reused, or the host rebooted since) shows as `crashed`, as the
-    next run will record it. Rows of other hosts are left as they are."""
+    is gone shows as `crashed`, as the next run will record it. Rows of other hosts
+    are left as they are."""
     host, this_boot = os.uname().nodename, boot_id()
-    out = []
-    for row in runs:
-        if row.get("status") == "running" and row.get("host") == host:
-            gone = row.get("boot_id") != this_boot or not alive(
-                row.get("pid"), row.get("pid_start")
-            )
-            if gone:
-                row = {**row, "status": "crashed"}
-        out.append(row)
-    return out
+    return [{**row, "status": "crashed"} if _gone(row, host, this_boot) else row for row in runs]
+
+
+def attempts_as_seen(rows: list[dict]) -> list[dict]:
+    """module_runs rows, each with its run's `run_status`, `run_host`, `run_pid`,
+    `run_pid_start` and `run_boot_id` (taken out here), as they are: an attempt still
+    `running` whose run has ended, or whose corral is gone, shows as `interrupted`
+    ("corral crashed"), as the next start records it."""
+    host, this_boot = os.uname().nodename, boot_id()
+    for row in rows:
+        run = {k: row.pop(f"run_{k}", None) for k in ("status", "host", "pid", "pid_start")}
+        run["boot_id"] = row.pop("run_boot_id", None)
+        if row.get("status") == "running" and (
+            run["status"] not in ("running", None) or _gone(run, host, this_boot)
+        ):
+            row.update(status="interrupted", reason=row.get("reason") or "corral crashed")
+    return rows
 
 
 def recover(store: Store, grace: float = 5.0) -> list[str]:

@@ -204,12 +204,15 @@ class Store(FleetRows, Database):
     ) -> list[dict]:
         """The newest `limit` runs of `module_set` (every set when None), newest first: this
         machine's, or those a fleet run gathered from `host`; [] when none is recorded."""
+        from corral.recovery import as_seen
+
         where, args = _runs_of(module_set, host)
-        return as_dicts(
+        rows = as_dicts(
             self.conn.execute(
                 f"SELECT * FROM runs{where} ORDER BY started DESC LIMIT ?", (*args, limit)
             )
         )
+        return as_seen(rows)  # never a dead run as running
 
     @reporting
     def run(self, run_id: str) -> dict | None:
@@ -357,7 +360,8 @@ class Store(FleetRows, Database):
     ) -> list[dict]:
         """At most `limit` module_runs rows, newest first, filtered by run, module, module
         set and/or host (None: any); each carries `host` (a local row: the host its run
-        recorded). [] when nothing matches."""
+        recorded). An attempt still `running` in a run that is not (ended, or its corral
+        gone) is `interrupted`, as the next start records it. [] when nothing matches."""
         where, args = [], []
         if module_set is not None:
             where.append("m.run_id IN (SELECT run_id FROM runs WHERE module_set = ?)")
@@ -371,15 +375,20 @@ class Store(FleetRows, Database):
         if host:
             where.append("coalesce(m.host, r.host) = ?")
             args.append(host)
+        from corral.recovery import attempts_as_seen
+
         sql = (
-            "SELECT m.*, coalesce(m.host, r.host) AS host FROM module_runs AS m "
+            "SELECT m.*, coalesce(m.host, r.host) AS host, r.status AS run_status, "
+            "r.host AS run_host, r.pid AS run_pid, r.pid_start AS run_pid_start, "
+            "r.boot_id AS run_boot_id FROM module_runs AS m "
             "LEFT JOIN runs AS r ON r.run_id = m.run_id"
         )
         if where:
             sql += " WHERE " + " AND ".join(where)
-        return as_dicts(
+        rows = as_dicts(
             self.conn.execute(f"{sql} ORDER BY m.start DESC, m.id DESC LIMIT ?", (*args, limit))
         )
+        return attempts_as_seen(rows)  # never an attempt of a dead run as running
 
     @reporting
     def timings(self, run_id: str) -> list[tuple]:
