@@ -6,7 +6,9 @@ fork), so the checks see what really happened, not what corral says happened.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,6 +71,25 @@ def state(pid: int | str) -> bytes | None:
 def alive(pid: int) -> bool:
     """Whether `pid` is a process that has not ended (a zombie has)."""
     return state(pid) not in (None, b"Z")
+
+
+def wait_dead(pid: int, timeout: float) -> bool:
+    """Whether `pid` ended (`alive` says no) within `timeout` seconds."""
+    end = time.monotonic() + timeout
+    while alive(pid) and time.monotonic() < end:
+        time.sleep(0.02)
+    return not alive(pid)
+
+
+def read_pid(path: Path, timeout: float = 20.0) -> int:
+    """The PID a module wrote into `path`, once it is there; AssertionError after
+    `timeout` seconds without one."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        with contextlib.suppress(OSError, ValueError):
+            return int(path.read_text())
+        time.sleep(0.01)
+    raise AssertionError(f"{path} never written")
 
 
 def processes_with(marker: str) -> list[int]:

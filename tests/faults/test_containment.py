@@ -17,7 +17,7 @@ import pytest
 from corral import cgroups
 from corral.watchdog import Watchdog
 
-from ..runtrace import alive
+from ..runtrace import alive, read_pid, wait_dead
 
 # A module whose worker leaves every way it can: a new session, a scrubbed environment,
 # a double fork; it writes its PID where the test can find it.
@@ -34,16 +34,6 @@ def usable() -> cgroups.RunCgroups:
     return run
 
 
-def wait_for(path, timeout=10.0) -> int:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            return int(path.read_text())
-        except (OSError, ValueError):
-            time.sleep(0.01)
-    raise AssertionError(f"{path} never written")
-
-
 def spawn(argv, cwd=None) -> subprocess.Popen:
     return subprocess.Popen(
         argv, executable="/bin/bash", start_new_session=True, cwd=cwd, stdin=subprocess.DEVNULL
@@ -57,15 +47,13 @@ def test_an_escapee_is_in_the_attempt_cgroup_and_dies_with_it(tmp_path):
         module.write_text(ESCAPE.format(pidfile=tmp_path / "pid"))
         cg = run.attempt("m", 1)
         main = spawn(cgroups.command(str(module), cg.procs_files()))
-        escapee = wait_for(tmp_path / "pid")
+        escapee = read_pid(tmp_path / "pid", 10.0)
         assert os.getsid(escapee) != os.getsid(main.pid)  # it left the session …
         assert escapee in cg.pids()  # … but not the cgroup
         cg.kill()
         main.wait(5)
+        assert wait_dead(escapee, 5)
         end = time.monotonic() + 5
-        while alive(escapee) and time.monotonic() < end:
-            time.sleep(0.01)
-        assert not alive(escapee)
         # a killed orphan is a zombie until init reaps it, and counts until then
         while cg.populated() and time.monotonic() < end:
             time.sleep(0.01)
@@ -79,7 +67,7 @@ def test_control_a_process_group_kill_misses_the_escapee(tmp_path):
     module = tmp_path / "m.sh"
     module.write_text(ESCAPE.format(pidfile=tmp_path / "pid"))
     main = spawn(["bash", str(module)])
-    escapee = wait_for(tmp_path / "pid")
+    escapee = read_pid(tmp_path / "pid", 10.0)
     try:
         os.killpg(main.pid, signal.SIGKILL)
         main.wait(5)
@@ -151,7 +139,7 @@ def test_the_watchdog_kills_by_cgroup_whatever_its_environment(tmp_path, monkeyp
         module.write_text("trap '' TERM\n" + ESCAPE.format(pidfile=tmp_path / "pid"))
         cg = run.attempt("m", 1)
         main = spawn(cgroups.command(str(module), cg.procs_files()))
-        escapee = wait_for(tmp_path / "pid")
+        escapee = read_pid(tmp_path / "pid", 10.0)
         member = run.bases.get(cgroups.V2) or next(iter(run.bases.values()))
         monkeypatch.setenv("BASH_ENV", str(evil))
         monkeypatch.setenv("BASH_FUNC_kill%%", "() { :; }")
@@ -188,7 +176,7 @@ def test_a_detached_attempt_is_spared_by_the_watchdog(tmp_path):
         module.write_text(ESCAPE.format(pidfile=tmp_path / "pid"))
         cg = run.attempt("d", 1)
         main = spawn(cgroups.command(str(module), cg.procs_files()))
-        escapee = wait_for(tmp_path / "pid")
+        escapee = read_pid(tmp_path / "pid", 10.0)
         member = run.bases.get(cgroups.V2) or next(iter(run.bases.values()))
         dog = Watchdog(run.run_id, 0.2, member)
         dog.tell("spare d.1")

@@ -15,7 +15,7 @@ import pytest
 
 from corral.cgroups import RunCgroups
 
-from ..runtrace import alive
+from ..runtrace import alive, read_pid, wait_dead
 from .conftest import Running, db_rows, last_run
 
 
@@ -25,22 +25,6 @@ def cgroups_here():
     if not probe.enabled:
         pytest.skip("needs a writable cgroup hierarchy that can kill (v2 or v1 freezer)")
     probe.close()
-
-
-def wait_dead(pid: int, timeout: float) -> bool:
-    end = time.monotonic() + timeout
-    while alive(pid) and time.monotonic() < end:
-        time.sleep(0.02)
-    return not alive(pid)
-
-
-def read_pid(path, timeout: float = 20.0) -> int:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        with contextlib.suppress(OSError, ValueError):
-            return int(path.read_text())
-        time.sleep(0.02)
-    raise AssertionError(f"{path} never written")
 
 
 def kill(pid: int) -> None:
