@@ -10,6 +10,11 @@ import pexpect
 
 from .runtrace import processes_with
 
+# Within one line of the screen. pexpect's `.` matches newlines too (re.DOTALL), so
+# "done_early.*ok" matched from a status line naming done_early, before another
+# module's line, to the "ok" after it, and swallowed the line a later expect waited for.
+LINE = r"[^\r\n]*"
+
 
 def spawn(corral, *args: str) -> pexpect.spawn:
     return pexpect.spawn(
@@ -27,7 +32,7 @@ def test_terminal_shows_live_prefixed_colour_lines_and_a_summary(corral):
     corral.module("beta", "requires: alpha", "echo 'bad news' >&2; exit 4")
     child = spawn(corral, "run")
     child.expect(r"\x1b\[\d+malpha\s*\x1b\[0m │ hello from alpha")
-    child.expect(r"beta[^\r\n]*\x1b\[31m!\x1b\[0m bad news")  # stderr: a red !
+    child.expect(rf"beta{LINE}\x1b\[31m!\x1b\[0m bad news")  # stderr: a red !
     child.expect("last lines of beta")
     child.expect(pexpect.EOF)
     child.close()
@@ -37,15 +42,12 @@ def test_terminal_shows_live_prefixed_colour_lines_and_a_summary(corral):
 def test_ctrl_c_stops_everything_and_keeps_the_records(corral):
     corral.module("done_early", body="echo finished")
     corral.module("sleeper", body="echo sleeping; sleep 60")
-    corral.module("trapper", body="trap 'echo got TERM; exit 1' TERM; sleep 60 & wait")
+    corral.module("trapper", body="trap 'echo got TERM; exit 1' TERM; echo armed; sleep 60 & wait")
     corral.module("later", "requires: sleeper")
     child = spawn(corral, "run", "-j", "3")
-    # Either may reach the terminal first. pexpect compiles with DOTALL, so a
-    # pattern with ".*" spans lines and eats the other one: stay on one line.
-    seen = set()
-    while len(seen) < 2:
-        seen.add(child.expect(["sleeping", r"done_early[^\r\n]*ok in"]))
-    time.sleep(0.3)
+    seen = set()  # they reach the terminal in any order
+    while len(seen) < 3:
+        seen.add(child.expect(["sleeping", "armed", rf"done_early{LINE}ok in"]))
     started = time.monotonic()
     child.sendintr()
     child.expect("SIGINT")
