@@ -7,13 +7,12 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from ..conftest import Result, db_rows, write_module
+from ..conftest import Corral, Result, db_rows, write_module
 
 
 def fails_on(host: str) -> str:
@@ -21,44 +20,24 @@ def fails_on(host: str) -> str:
     return f'if [[ $(hostname) == {host} ]]; then echo "broken on {host}"; exit 3; fi'
 
 
-class Controller:
+class Controller(Corral):
     """The controller's side: a modules dir, a config naming the ssh_config, a database."""
 
     def __init__(self, root: Path, fleet, ssh_options: str | None = None):
+        super().__init__(
+            root / "modules",
+            root / "controller.db",
+            {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")},
+        )
         self.root = root
-        self.modules = root / "modules"
-        self.db = root / "controller.db"
         self.fleet = fleet
         self.modules.mkdir(parents=True)
         options = ssh_options if ssh_options is not None else f"-F {fleet.ssh_config}"
         (root / "corral.yaml").write_text(f'ssh_options: "{options}"\nconnect_timeout: 5\n')
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
-
-    def command(self, *args: str) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "corral",
-            "--modules",
-            str(self.modules),
-            "--db",
-            str(self.db),
-        ]
-
-    def __call__(self, *args: str, timeout: float = 60) -> Result:
-        proc = subprocess.run(
-            [*self.command(), *args],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=self.env,
-            stdin=subprocess.DEVNULL,
-        )
-        return Result(proc.returncode, proc.stdout, proc.stderr)
 
     def start(self, *args: str) -> subprocess.Popen:
         return subprocess.Popen(
-            [*self.command(), *args],
+            self.argv(*args),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
