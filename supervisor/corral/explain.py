@@ -221,7 +221,7 @@ def log_paths(store: Store, module: str, run: str | None) -> tuple[str, list[dic
     unique prefix). Raises UsageError naming what is missing."""
     run_id = None
     if run:
-        matches = [r["run_id"] for r in store.runs(10_000) if r["run_id"].startswith(run)]
+        matches = store.run_ids(run)
         if len(matches) != 1:
             what = "no run" if not matches else f"{len(matches)} runs"
             raise UsageError(f"{what} matching {run!r} (see `corral history`)")

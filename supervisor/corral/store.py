@@ -221,6 +221,20 @@ class Store(FleetRows, Database):
         return rows[0] if rows else None
 
     @reporting
+    def run_ids(self, prefix: str) -> list[str]:
+        """The ids of this machine's runs that begin with `prefix`, newest first; [] when
+        none does."""
+        where, args = _runs_of(None)
+        return [
+            run_id
+            for (run_id,) in self.conn.execute(
+                f"SELECT run_id FROM runs{where} AND substr(run_id, 1, ?) = ? "
+                "ORDER BY started DESC",
+                (*args, len(prefix), prefix),
+            )
+        ]
+
+    @reporting
     def module_sets(self) -> list[tuple[str, int, str]]:
         """(module set, runs, newest start) of every set this machine recorded, newest
         first; [] for an empty database."""
