@@ -6,8 +6,8 @@ from __future__ import annotations
 import datetime as dt
 import os
 import subprocess
-import sys
 import time
+from dataclasses import replace
 
 from .conftest import db_rows
 
@@ -184,8 +184,7 @@ def test_status_shows_every_run_in_progress(corral, tmp_path):
     runs = []
     try:
         for where, name in ((corral.modules, "alpha"), (other, "beta")):
-            argv = [sys.executable, "-m", "corral", "--modules", str(where), "--db",
-                    str(corral.db), "run", "-q"]  # fmt: skip
+            argv = replace(corral, modules=where).argv("run", "-q")
             runs.append(subprocess.Popen(argv, env=corral.env, stderr=subprocess.PIPE))
             wait_for(gates[name], runs[-1])
         deadline = time.monotonic() + 20

@@ -5,7 +5,6 @@ progress line at most every `progress_interval`)."""
 from __future__ import annotations
 
 import subprocess
-import sys
 
 import pexpect
 
@@ -38,9 +37,8 @@ def test_plain_output_prints_a_progress_line_at_most_every_interval(corral, tmp_
     go = tmp_path / "go"
     corral.module("slow", body=f"while [ ! -e {go} ]; do sleep 0.05; done")
     corral.module("after", "requires: slow")
-    cmd = [sys.executable, "-m", "corral", "--modules", str(corral.modules)]
     proc = subprocess.Popen(
-        [*cmd, "--db", str(corral.db), "run"],
+        corral.argv("run"),
         env={**corral.env, "CORRAL_PROGRESS_INTERVAL": "0.5"},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 from ..conftest import write_module
 from .conftest import Running, db_rows
@@ -32,22 +33,8 @@ def test_two_runs_writing_one_database_lose_nothing(corral, tmp_path):
         corral.module(f"a{i}", body="true")
         write_module(other, f"b{i}", body="true")
     first = Running(corral, "-j", "4")
-    second = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "corral",
-            "--modules",
-            str(other),
-            "--db",
-            str(corral.db),
-            "run",
-            "-j",
-            "4",
-            "-q",
-        ],
-        env=corral.env,
-    )
+    argv = replace(corral, modules=other).argv("run", "-j", "4", "-q")
+    second = subprocess.Popen(argv, env=corral.env)
     assert first.finish()[0] == 0
     assert second.wait(60) == 0
     runs = db_rows(corral.db, "SELECT run_id, status FROM runs")
