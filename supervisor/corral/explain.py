@@ -7,7 +7,6 @@ Plain values in, lines of text out; the CLI prints them.
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import time
 from dataclasses import dataclass
@@ -141,10 +140,6 @@ def _in_progress(state: dict, many: bool) -> list[str]:
     return lines
 
 
-def _t(iso: str | None) -> float | None:
-    return None if not iso else dt.datetime.fromisoformat(iso).timestamp()
-
-
 def why(store: Store, module: str, run_id: str | None = None) -> list[str]:
     """How MODULE's last run (or RUN) went: when it became ready and what released it
     (the release chain, as the report's critical path follows it), how long it then
@@ -162,14 +157,14 @@ def why(store: Store, module: str, run_id: str | None = None) -> list[str]:
             f"  never started: {first['reason'] or 'skipped'}",
         ]
     row = store.run(run_id) or {"run_id": run_id}
-    begin = _t(row.get("started"))
+    begin = epoch(row.get("started"))
 
     def rel(t: float | None) -> str:
         return "?" if t is None or begin is None else f"+{t - begin:.2f}s"
 
     tries = f"{len(attempts)} attempt{'s' if len(attempts) > 1 else ''}"
     lines = [f"{module} in run {run_id}: {last['status']}, {tries}"]
-    start = _t(first["start"])
+    start = epoch(first["start"])
     lines.append(f"  started {rel(start)} after the run began")
     run = analysis.load_run(store, row)
     m = analysis.timeline(run, module)
@@ -210,7 +205,7 @@ def why(store: Store, module: str, run_id: str | None = None) -> list[str]:
                 )
     ran = sum(a["duration_s"] or 0.0 for a in attempts)
     code = f", exit {last['exit_code']}" if last["exit_code"] is not None else ""
-    lines.append(f"  ran {ran:.2f}s in all{code}; ended {rel(_t(last['end']))}")
+    lines.append(f"  ran {ran:.2f}s in all{code}; ended {rel(epoch(last['end']))}")
     if last["reason"]:
         lines.append(f"  {last['reason']}")
     return lines
