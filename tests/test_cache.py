@@ -75,7 +75,7 @@ def test_deleted_module_is_dropped_from_the_cache(corral):
 def test_clear_empties_the_cache(corral):
     corral.module("a")
     corral("plan")
-    assert "cleared 1 entries" in corral("cache", "clear").out
+    assert "cleared 1 entry" in corral("cache", "clear").out
     assert stats(corral)["entries"] == "0"
 
 

@@ -57,7 +57,7 @@ def test_did_you_mean_for_targets_exclusions_and_headers(corral):
     result = corral("check")
     assert result.code == 2 and "did you mean disk_usage?" in result.err
     corral.module("report", "after: postgres")  # absent, nothing like it: ordering only
-    assert corral("check").err.startswith("0 error(s), 0 warning(s)")
+    assert corral("check").err.startswith("0 errors, 0 warnings")
 
 
 def test_global_option_after_the_command_is_explained(corral):

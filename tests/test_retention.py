@@ -46,15 +46,15 @@ def test_prune_by_age_and_count_and_its_dry_run(corral):
         )
     conn.close()
     dry = corral("prune", "--keep-days", "30", "-n")
-    assert dry.code == 0 and "would remove 1 run(s)" in dry.out
+    assert dry.code == 0 and "would remove 1 run and" in dry.out
     assert len(db_rows(corral.db, "SELECT * FROM runs")) == 3
     done = corral("prune", "--keep-days", "30")
-    assert "removed 1 run(s)" in done.out
+    assert "removed 1 run and" in done.out
     assert [
         r["run_id"] for r in db_rows(corral.db, "SELECT run_id FROM runs ORDER BY started")
     ] == ids[1:]
     assert not (corral.db.parent / "logs" / ids[0]).exists()
-    assert "removed 1 run(s)" in corral("prune", "--keep-runs", "1").out
+    assert "removed 1 run and" in corral("prune", "--keep-runs", "1").out
     assert db_rows(corral.db, "SELECT DISTINCT run_id FROM module_runs") == [{"run_id": ids[2]}]
     bad = corral("prune", "--keep-runs", "-1")
     assert bad.code == 2

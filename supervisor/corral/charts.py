@@ -12,6 +12,7 @@ from typing import BinaryIO
 
 from corral.analysis import Run
 from corral.status import Status
+from corral.units import plural
 
 STATUS_COLOUR = {
     Status.OK: "#4c9a5a",
@@ -129,8 +130,8 @@ def gantt_chart(run: Run, path: Path | BinaryIO, limit: int = MAX_BARS) -> None:
     hidden = ran_count - len(rows) + len(skipped) - len(shown_skipped)
     if hidden:
         title += (
-            f"\nshowing {len(rows)} of {ran_count + len(skipped)} modules: the critical path "
-            "and the longest; every module is in the tables and report.json"
+            f"\nshowing {len(rows)} of {plural(ran_count + len(skipped), 'module')}: the "
+            "critical path and the longest; every module is in the tables and report.json"
         )
     ax.set_title(title, loc="left")
     statuses = sorted({look for look, _ in groups if look not in ("waiting", "backoff")})

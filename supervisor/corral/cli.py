@@ -16,6 +16,7 @@ from corral.errors import CorralError, HeaderError
 from corral.headers import parse_duration, parse_size
 from corral.throttle import Jobs
 from corral.units import mib, plural, seconds, utc
+from corral.visible import text as visible_text
 
 MAX_WHOLE = 2**31 - 1  # past this a count is a typo (and SQLite's integers end at 2**63)
 
@@ -86,7 +87,15 @@ class CorralGroup(CheckedGroup):
 
     def invoke(self, ctx: click.Context):
         """click's invoke; a global option given after the command is a usage error that
-        shows where it goes."""
+        shows where it goes. click's own errors quote what was typed (an unknown option,
+        a bad value), which may hold escape sequences: their messages are made visible."""
+        try:
+            return self._invoke(ctx)
+        except click.ClickException as exc:
+            exc.message = visible_text(exc.message)
+            raise
+
+    def _invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except click.NoSuchOption as exc:
@@ -101,20 +110,27 @@ class CorralGroup(CheckedGroup):
             ) from None
         except HeaderError as exc:
             for problem in exc.problems:
-                click.echo(str(problem), err=True)
+                say(str(problem), err=True)
             errors = sum(p.severity == "error" for p in exc.problems)
-            click.echo(f"corral: {errors} error(s); nothing was run", err=True)
+            say(f"corral: {plural(errors, 'error')}; nothing was run", err=True)
             ctx.exit(exc.exit_code)
         except CorralError as exc:
-            click.echo(f"corral: {exc}", err=True)
+            say(f"corral: {exc}", err=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:  # Ctrl-C before a run takes its signals (or outside one)
             click.echo("corral: interrupted (SIGINT)", err=True)
             ctx.exit(130)
         except OSError as exc:  # a place corral must write is missing or not a directory
             where = f"{exc.filename}: " if exc.filename else ""
-            click.echo(f"corral: {where}{exc.strerror or exc}", err=True)
+            say(f"corral: {where}{exc.strerror or exc}", err=True)
             ctx.exit(2)
+
+
+def say(line: str = "", err: bool = False) -> None:
+    """The one way a command writes a line for people (a message, a table row): made
+    visible (`visible.text`), so a name in it (a file, a directory, a host's answer)
+    never drives the terminal or forges a line. JSON, DOT and styled text bypass it."""
+    click.echo(visible_text(line), err=err)
 
 
 INTERNAL_ERROR = 70  # EX_SOFTWARE
@@ -137,10 +153,8 @@ def _internal_error(exc: BaseException) -> int:
                 file.write(text)
         except OSError:
             where = "not kept (set CORRAL_DEBUG=1 to see it)"
-    sys.stderr.write(
-        f"corral: internal error: {type(exc).__name__}: {exc}\n"
-        f"corral: this is a bug in corral; the details are in {where}\n"
-    )
+    say(f"corral: internal error: {type(exc).__name__}: {exc}", err=True)
+    say(f"corral: this is a bug in corral; the details are in {where}", err=True)
     return INTERNAL_ERROR
 
 
@@ -220,7 +234,7 @@ def main(ctx: click.Context, modules, db, config_file):
     ctx.obj = load_config(modules, db, config_file)
     if not ctx.resilient_parsing:
         for warning in ctx.obj.warnings:
-            click.echo(f"corral: warning: {warning}", err=True)
+            say(f"corral: warning: {warning}", err=True)
 
 
 class _Parsed(click.ParamType):
@@ -370,7 +384,7 @@ def plan(ctx, targets, tags, exclude, as_json):
     if as_json:
         text, warnings = api.plan_json_text(ctx.obj, _store(ctx), targets, tags, exclude)
         for warning in warnings:
-            click.echo(warning, err=True)
+            say(warning, err=True)
         if sys.stdout.isatty():
             import json
 
@@ -388,12 +402,10 @@ def plan(ctx, targets, tags, exclude, as_json):
         for name in names:
             module = graph.modules[name]
             waits = ", ".join(sorted(selection.waits[name])) or "-"
-            click.echo(
-                f"  {name:<{width}}  {module.header.description or '':<40.40}  after: {waits}"
-            )
+            say(f"  {name:<{width}}  {module.header.description or '':<40.40}  after: {waits}")
     for name, reason in sorted(selection.excluded.items()):
-        click.echo(f"  not run: {name} ({reason})")
-    click.echo(f"{plural(len(selection.names), 'module')} in {plural(len(waves), 'wave')}")
+        say(f"  not run: {name} ({reason})")
+    say(f"{plural(len(selection.names), 'module')} in {plural(len(waves), 'wave')}")
 
 
 @main.command(cls=RunCommand)
@@ -552,13 +564,11 @@ def run(
         graph, _ = api.load_graph(config, _store(ctx))
         again = api.redo(config, _store(ctx), graph, resume=redo == "resume")
         if not again.targets:
-            click.echo(f"corral: run {again.run_id} left nothing to run again", err=True)
+            say(f"corral: run {again.run_id} left nothing to run again", err=True)
             ctx.exit(0)
         targets, done = again.targets, again.done
         if not as_json and not quiet:
-            click.echo(
-                f"corral: --{redo}: not completed as of run {again.run_id}: {', '.join(targets)}"
-            )
+            say(f"corral: --{redo}: not completed as of run {again.run_id}: {', '.join(targets)}")
     outcome = api.run_modules(
         config,
         _store(ctx, "run"),
@@ -642,7 +652,7 @@ def _run_fleet(ctx, nodes, targets, tags, exclude, fanout, canary, max_fail, con
         connect_timeout=connect_timeout or config.connect_timeout,
     )
     for notice in outcome.notices:
-        click.echo(f"corral: warning: {notice.message}", err=True)
+        say(f"corral: warning: {notice.message}", err=True)
     if params["as_json"]:
         _echo_json(outcome.as_json())
     else:
@@ -684,12 +694,12 @@ def history(ctx, module, limit, as_json, every, host):
             return
         if not rows:
             raise click.ClickException(f"no records of module {module!r}")
-        click.echo(
+        say(
             f"{'run':<22}  {'try':>3}  {'status':<11}  {'start (UTC)':<24}  "
             f"{'time':>8}  {'exit':>4}  {'peak RSS':>9}  detail"
         )
         for r in rows:
-            click.echo(
+            say(
                 f"{r['run_id']:<22}  {r['attempt']:>3}  {r['status']:<11}  "
                 f"{utc(r['start'], 23):<24}  {seconds(r['duration_s']):>8}  "
                 f"{_dash(r['exit_code']):>4}  {mib(r['peak_rss_bytes'], 'MiB'):>9}  "
@@ -703,19 +713,19 @@ def history(ctx, module, limit, as_json, every, host):
         _echo_json([api.run_figures(store, r) for r in runs])
         return
     if not runs:
-        click.echo(
+        say(
             "no runs recorded yet"
             if every
             else f"no runs of {module_set} recorded yet (--all shows every module set)"
         )
         return
-    click.echo(
+    say(
         f"{'run':<22}  {'started (UTC)':<20}  {'status':<11}  {'exit':>4}  "
         f"{'modules':>7}  {'makespan':>8}  {'work':>8}  {'-j':>4}"
         + ("  module set" if every else "")
     )
     for r in runs:
-        click.echo(
+        say(
             f"{r['run_id']:<22}  {utc(r['started']):<20}  {r['status']:<11}  "
             f"{_dash(r['exit_code']):>4}  {_dash(r['module_count']):>7}  "
             f"{seconds(r['makespan_s']):>8}  {seconds(r['work_s']):>8}  {_dash(r['jobs']):>4}"
@@ -750,7 +760,7 @@ def docs(ctx, out, fmt, every):
 
     where = Path(out) if out else ctx.obj.db.parent / "report"
     for path in api.write_report(ctx.obj, _store(ctx, "read"), where, fmt, every):
-        click.echo(f"wrote {path}")
+        say(f"wrote {path}")
 
 
 @main.command(name="list")
@@ -795,7 +805,7 @@ def list_(ctx, as_json):
         description = h.description
         if len(description) > desc_w:
             description = description[: desc_w - 1] + "…"
-        click.echo(f"{m.name:<{width}}  {description:<{desc_w}}  {'; '.join(extra)}".rstrip())
+        say(f"{m.name:<{width}}  {description:<{desc_w}}  {'; '.join(extra)}".rstrip())
 
 
 @main.command()
@@ -827,10 +837,10 @@ def check(ctx, strict):
     """
     problems = api.check_modules(ctx.obj, _store(ctx), strict)
     for problem in problems:
-        click.echo(str(problem), err=True)
+        say(str(problem), err=True)
     errors = sum(p.severity == "error" for p in problems)
     warnings = len(problems) - errors
-    click.echo(f"{errors} error(s), {warnings} warning(s)", err=True)
+    say(f"{plural(errors, 'error')}, {plural(warnings, 'warning')}", err=True)
     ctx.exit(2 if errors else 0)
 
 
@@ -853,7 +863,7 @@ def status(ctx, as_json):
         _echo_json(published.as_json())
         return
     for line in lines:
-        click.echo(line)
+        say(line)
 
 
 @main.command()
@@ -897,11 +907,11 @@ def log(ctx, module, run):
     for row in rows:
         where = row["log_path"] or "no output"
         if len(rows) > 1:
-            click.echo(f"==> {module}, attempt {row['attempt']}: {where} <==")
+            say(f"==> {module}, attempt {row['attempt']}: {where} <==")
             sys.stdout.flush()
         if not row["log_path"]:
             attempt = f", attempt {row['attempt']}" if len(rows) > 1 else ""
-            click.echo(f"({module} wrote no output in run {run_id}{attempt})", err=True)
+            say(f"({module} wrote no output in run {run_id}{attempt})", err=True)
             continue
         try:
             f = open(row["log_path"], "rb")  # noqa: SIM115 - closed below
@@ -967,8 +977,8 @@ def prune(ctx, keep_runs, keep_days, dry_run):
     days = config.keep_days if keep_days is None else keep_days
     pruned = forget(_store(ctx), config.log_dir, runs, days, dry_run=dry_run)
     verb = "would remove" if dry_run else "removed"
-    click.echo(
-        f"corral: {verb} {len(pruned.runs)} run(s) and {pruned.log_bytes / 2**20:.1f} MiB "
+    say(
+        f"corral: {verb} {plural(len(pruned.runs), 'run')} and {pruned.log_bytes / 2**20:.1f} MiB "
         f"of logs (keeping the newest {runs or 'all'} per module set"
         f"{f', and none older than {days:g} days' if days else ''})"
     )
@@ -994,7 +1004,7 @@ def config_(ctx, as_json):
     shown = [(name, _setting_text(value), source) for name, value, source in rows]
     value_w = min(48, max(len(text) for _, text, _ in shown))
     for name, text, source in shown:
-        click.echo(f"{name:<{width}}  {text:<{value_w}}  ({source})")
+        say(f"{name:<{width}}  {text:<{value_w}}  ({source})")
 
 
 def _setting_text(value) -> str:
@@ -1046,7 +1056,7 @@ def gather(ctx, nodes, fanout, connect_timeout, as_json):
     else:
         for g in result:
             why = f": {g.reason}" if g.reason else ""
-            click.echo(f"{g.host}: {g.status}, {g.runs} run(s), {g.rows} new row(s){why}")
+            say(f"{g.host}: {g.status}, {plural(g.runs, 'run')}, {plural(g.rows, 'new row')}{why}")
     ctx.exit(0 if all(g.status == "ok" for g in result) else 4)
 
 
@@ -1065,17 +1075,17 @@ def cache():
 def stats(ctx):
     """Entries, and hits/misses/hit rate of the last load."""
     s = _store(ctx, "read").cache_stats()
-    click.echo(
-        f"entries:  {s.entries}\nhits:     {s.hits}\nmisses:   {s.misses}\n"
-        f"hit rate: {s.hit_rate:.1%}"
-    )
+    say(f"entries:  {s.entries}")
+    say(f"hits:     {s.hits}")
+    say(f"misses:   {s.misses}")
+    say(f"hit rate: {s.hit_rate:.1%}")
 
 
 @cache.command()
 @click.pass_context
 def clear(ctx):
     """Empty the header cache."""
-    click.echo(f"cleared {_store(ctx, 'read').clear_cache()} entries")
+    say(f"cleared {plural(_store(ctx, 'read').clear_cache(), 'entry')}")
 
 
 def _echo_json(value) -> None:
@@ -1087,7 +1097,7 @@ def _echo_json(value) -> None:
 
 def _print_warnings(problems) -> None:
     for problem in problems:
-        click.echo(str(problem), err=True)
+        say(str(problem), err=True)
 
 
 if __name__ == "__main__":

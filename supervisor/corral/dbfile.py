@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Self
 from corral import safepath
 from corral.errors import CorralError, StoreError, UsageError
 from corral.schema import APPLICATION_ID, SCHEMA_VERSION, migrate, refuse_other_apps
+from corral.visible import text as visible_text
 
 if TYPE_CHECKING:  # perf: the write path is imported only by what writes a run
     # (docs/architecture.md): `plan` opens the store for its cache only
@@ -42,7 +43,7 @@ READ = "read"  # history, docs, cache: the records are the point; a fault is an 
 
 def warn(message: str) -> None:
     """Say `message` on stderr as a warning (the default `on_warning`)."""
-    print(f"corral: warning: {message}", file=sys.stderr)
+    print(visible_text(f"corral: warning: {message}"), file=sys.stderr)
 
 
 def best_effort(default: Callable[[], object]):

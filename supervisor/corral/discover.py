@@ -71,6 +71,11 @@ def scan_modules(config: Config) -> Scan:
     (docs/architecture.md); other names are looked at only when they look like scripts."""
     out = []
     for directory in config.modules:
+        if not _recordable(str(directory.absolute())):
+            raise UsageError(
+                f"{directory.absolute()}: the modules directory's path is not valid UTF-8, "
+                "and corral records it as text: rename it"
+            )
         try:
             fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except (FileNotFoundError, NotADirectoryError):
@@ -167,8 +172,11 @@ def load_modules(config: Config, store: Store, files: Files | None = None) -> Lo
         present: set[str] = set()
         for name, key in entries:
             key_path = f"{absolute}{os.sep}{name}"
-            present.add(key_path)
             path = os.path.join(given, name)
+            if not _recordable(name):  # (not a module name either: graph.py says so)
+                modules.append(Module(name[:-3], path, _parse_file(Path(path))))
+                continue
+            present.add(key_path)
             hit = cached.get(key_path)
             header = store.header_from_record(hit[1]) if hit is not None and hit[0] == key else None
             if header is not None:
@@ -180,6 +188,16 @@ def load_modules(config: Config, store: Store, files: Files | None = None) -> Lo
         stale |= set(cached) - present
     store.update_header_cache(parsed, stale, hits)
     return Loaded(modules, hits, len(parsed))
+
+
+def _recordable(text: str) -> bool:
+    """Can `text` (a path) be stored as SQLite text? Not when it holds bytes that are not
+    UTF-8 (Python's surrogate escapes of a file name)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _parse_file(path: Path) -> Header:

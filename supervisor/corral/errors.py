@@ -5,11 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from corral.visible import text
+
 
 class CorralError(Exception):
-    """Base of every error corral reports without a traceback."""
+    """Base of every error corral reports without a traceback. As a string it is one
+    line a terminal shows but does not obey: the names in it (files, directories,
+    hosts) may hold escape sequences or line breaks, made visible (`visible.text`)."""
 
     exit_code = 2
+
+    def __str__(self) -> str:
+        return text(super().__str__())
 
 
 @dataclass(frozen=True)
@@ -22,9 +29,10 @@ class Problem:
     severity: str = "error"  # "error" | "warning"
 
     def __str__(self) -> str:
+        """One line, the file's name and the message made visible (`visible.text`)."""
         where = f"{self.path}:{self.line}: " if self.path is not None else ""
         prefix = "warning: " if self.severity == "warning" else ""
-        return f"{where}{prefix}{self.message}"
+        return text(f"{where}{prefix}{self.message}")
 
 
 class HeaderError(CorralError):
@@ -33,6 +41,9 @@ class HeaderError(CorralError):
     def __init__(self, problems: list[Problem]):
         self.problems = problems
         super().__init__("\n".join(str(p) for p in problems))
+
+    def __str__(self) -> str:
+        return "\n".join(str(p) for p in self.problems)  # one visible line each
 
 
 class UsageError(CorralError):

@@ -18,6 +18,7 @@ from corral.errors import UsageError
 from corral.kill import signal_process
 from corral.progress import STATE_FILE, clock_text, epoch, read_state
 from corral.store import Store
+from corral.units import plural
 
 
 def _alive(state: dict) -> bool:
@@ -82,7 +83,7 @@ def run_status(log_dir: Path) -> tuple[Published, list[str]]:
         return out, _ended(out.last)
     lines: list[str] = []
     if len(running) > 1:
-        lines.append(f"{len(running)} runs in progress under {log_dir}:")
+        lines.append(f"{plural(len(running), 'run')} in progress under {log_dir}:")
     for state in running:
         if lines:
             lines.append("")
@@ -102,7 +103,7 @@ def _ended(state: dict) -> list[str]:
     ended = "?" if written is None else time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(written))
     return [
         f"no run in progress; the last, {run}, ended {ended}: {state['status']} "
-        f"({state['total']} modules: {counts or 'none'})"
+        f"({plural(state['total'], 'module')}: {counts or 'none'})"
     ]
 
 
@@ -162,7 +163,7 @@ def why(store: Store, module: str, run_id: str | None = None) -> list[str]:
     def rel(t: float | None) -> str:
         return "?" if t is None or begin is None else f"+{t - begin:.2f}s"
 
-    tries = f"{len(attempts)} attempt{'s' if len(attempts) > 1 else ''}"
+    tries = plural(len(attempts), "attempt")
     lines = [f"{module} in run {run_id}: {last['status']}, {tries}"]
     start = epoch(first["start"])
     lines.append(f"  started {rel(start)} after the run began")
@@ -218,7 +219,7 @@ def log_paths(store: Store, module: str, run: str | None) -> tuple[str, list[dic
     if run:
         matches = store.run_ids(run)
         if len(matches) != 1:
-            what = "no run" if not matches else f"{len(matches)} runs"
+            what = "no run" if not matches else plural(len(matches), "run")
             raise UsageError(f"{what} matching {run!r} (see `corral history`)")
         run_id = matches[0]
     rows = store.attempts(run_id=run_id, module=module, limit=200)

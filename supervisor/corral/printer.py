@@ -38,6 +38,7 @@ from corral.status import Status
 from corral.streams import safe
 from corral.throttle import Block
 from corral.units import plural, seconds
+from corral.visible import text as visible_text
 from corral.visible import visible
 
 PALETTE = (36, 35, 33, 34, 32, 96, 95, 93, 94, 92)  # ANSI colours for module names
@@ -79,14 +80,15 @@ def tail(path: str | None, lines: int = TAIL_LINES) -> list[tuple[str, bool]]:
 
 
 def outcome(summary: ModuleSummary) -> str:
-    """'exit 3', 'signal 15', 'requires x, which failed' …: why a module ended as it did."""
+    """'exit 3', 'signal 15', 'requires x, which failed' …: why a module ended as it did
+    (made visible: a reason may name a file)."""
     last = summary.last
     if summary.status == Status.OK:
         return ""
     if summary.status == Status.SKIPPED or last is None:
-        return summary.reason
+        return visible_text(summary.reason or "")
     if last.reason:
-        return last.reason
+        return visible_text(last.reason)
     if last.exit_code is not None:
         return f"exit {last.exit_code}"
     return f"signal {last.signal}" if last.signal else ""
@@ -144,14 +146,19 @@ class Printer:
                 self._finished(event)
             elif event.result.status != Status.OK:  # it could not even be planned to start
                 r = event.result
-                line = f"{SYMBOL[r.status]:>5} {r.name:<{self.width}}  {r.reason}"
+                line = (
+                    f"{SYMBOL[r.status]:>5} {r.name:<{self.width}}  {visible_text(r.reason or '')}"
+                )
                 self._write(self.out, line, False)
         elif isinstance(event, ModuleSkipped):
             if not self.quiet:
-                self._line(event.name, self._status(Status.SKIPPED, f"skipped: {event.reason}"))
+                self._line(
+                    event.name,
+                    self._status(Status.SKIPPED, f"skipped: {visible_text(event.reason or '')}"),
+                )
         elif isinstance(event, Notice):
             prefix = "warning: " if event.warning else ""
-            self._write(self.err, f"corral: {prefix}{event.message}")
+            self._write(self.err, visible_text(f"corral: {prefix}{event.message}"))
         elif isinstance(event, RunStarted):
             self.dry_run = event.dry_run
             self.started = event
@@ -164,7 +171,7 @@ class Printer:
             self.colours = {n: PALETTE[i % len(PALETTE)] for i, n in enumerate(event.names)}
             if not self.quiet:
                 what = "would run, in this order," if event.dry_run else "running"
-                where = f"; logs in {event.log_dir}" if event.log_dir else ""
+                where = f"; logs in {visible_text(str(event.log_dir))}" if event.log_dir else ""
                 self._write(
                     self.out,
                     f"corral: {what} {plural(len(event.names), 'module')} with "
@@ -182,7 +189,7 @@ class Printer:
                     if name in event.detached
                     else "left behind, stopped"
                 )
-                self._write(self.err, f"corral: {name}: {count} process(es) {what}")
+                self._write(self.err, f"corral: {name}: {plural(count, 'process')} {what}")
         elif isinstance(event, LockWaiting):
             if not self.quiet and not self.color:
                 self._write(
@@ -273,16 +280,16 @@ class Printer:
             return  # --quiet reports final outcomes: not a failure that a retry may fix
         words = f"{r.status} in {seconds(r.duration_s)}"
         if r.status != Status.OK:
-            why = r.reason or (
+            why = visible_text(r.reason or "") or (
                 f"exit {r.exit_code}" if r.exit_code is not None else f"signal {r.signal}"
             )
             words = f"{r.status} ({why}) after {seconds(r.duration_s)}"
         if r.retry_in is not None:
             words += f"; retrying in {seconds(r.retry_in)}"
         if r.log_incomplete:
-            words += f"; log incomplete, {r.log_dropped_bytes} bytes not kept"
+            words += f"; log incomplete, {plural(r.log_dropped_bytes, 'byte')} not kept"
         elif r.log_dropped_bytes:
-            words += f"; log capped, {r.log_dropped_bytes} bytes dropped"
+            words += f"; log capped, {plural(r.log_dropped_bytes, 'byte')} dropped"
         self._line(r.name, self._status(r.status, f"{SYMBOL.get(r.status, '')} {words}"))
 
     def _summary(self, run: RunFinished) -> None:
@@ -313,7 +320,7 @@ class Printer:
                 continue  # no tail to show: it never ran (skipped, or could not start)
             lines = tail(m.last.log_path)
             self._write(out, "", False)
-            where = f" ({m.last.log_path})" if m.last.log_path else ""
+            where = f" ({visible_text(m.last.log_path)})" if m.last.log_path else ""
             self._write(out, self._bold(f"── last lines of {m.name}{where} ──"), False)
             for line, err in lines or [("(no output)", False)]:
                 mark = self._status(Status.FAILED, "!") if err else " "

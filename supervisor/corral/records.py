@@ -31,6 +31,7 @@ from corral.events import (
 from corral.procfs import start_time
 from corral.status import Status
 from corral.store import Store
+from corral.units import plural
 
 FLUSH_DELAY = 0.03  # seconds a record may wait to share a transaction (docs: within 50 ms)
 RETRY_EVERY = 1.0  # seconds between tries while the database cannot be written
@@ -167,9 +168,9 @@ class Recorder:
                 what.append("the run's own row")
             if modules:
                 shown = ", ".join(modules[:8]) + (" …" if len(modules) > 8 else "")
-                what.append(f"the records of {len(modules)} module(s) ({shown})")
+                what.append(f"the records of {plural(len(modules), 'module')} ({shown})")
             if backlog.samples:
-                what.append(f"{len(backlog.samples)} host samples")
+                what.append(f"{plural(len(backlog.samples), 'host sample')}")
             self.lost = f"{self.store.wanted}: not recorded ({behind}): {'; '.join(what)}"
             self.notes.put(Notice(self.lost, warning=True))
 

@@ -28,6 +28,7 @@ from corral.kill import terminate
 from corral.procfs import marked, start_time
 from corral.records import boot_id, iso
 from corral.store import Store
+from corral.units import plural
 
 
 def alive(pid: int | None, started: int | None) -> bool:
@@ -98,8 +99,8 @@ def recover(store: Store, grace: float = 5.0) -> list[str]:
             continue  # the database cannot take it now: a later run records the crash
         why = "rebooted since" if not same_boot else f"PID {pid} is gone"
         messages.append(
-            f"run {run_id} crashed ({why}): recorded {unfinished} unfinished "
-            f"module(s) as interrupted, stopped {stopped + len(left)} leftover process(es)"
+            f"run {run_id} crashed ({why}): recorded {plural(unfinished, 'unfinished module')} "
+            f"as interrupted, stopped {plural(stopped + len(left), 'leftover process')}"
         )
     sweep(store)
     return messages

@@ -69,7 +69,7 @@ def no_runs_message(store: Store, module_set: str) -> str:
     text = f"no finished runs of the modules in {module_set} recorded yet"
     if not sets:
         return text + ": run `corral run` first"
-    listing = "; ".join(f"{s[0] or '(unknown)'} ({s[1]} runs)" for s in sets[:5])
+    listing = "; ".join(f"{s[0] or '(unknown)'} ({plural(s[1], 'run')})" for s in sets[:5])
     return (
         f"{text}; this database has runs of other module sets: {listing}. Name one with "
         "--modules, or use --all for a report per set"
@@ -124,10 +124,11 @@ def build(runs: list[Run], module_set: str) -> Report:
     partial = "" if last.full else " (no full run of this set is recorded: this one ran a part)"
     blocks.append(
         Paragraph(
-            f"Generated {now} from the {len(runs)} newest recorded runs of the module set "
-            f"`{module_set}`; runs of other module sets in the database are not counted. "
+            f"Generated {now} from the {plural(len(runs), 'newest recorded run')} of the "
+            f"module set `{module_set}`; runs of other module sets in the database are not "
+            "counted. "
             f"Last run: `{last.run_id}` (started {utc(last.row['started'])}, "
-            f"{last.row['status']}, {len(last.modules)} modules){partial}. "
+            f"{last.row['status']}, {plural(len(last.modules), 'module')}){partial}. "
             "All times are UTC; durations come from the monotonic clock.",
         )
     )

@@ -31,9 +31,14 @@ def size(value: float) -> str:
     return f"{value / MiB:.0f}M" if value < GiB else f"{value / GiB:.1f}G"
 
 
+# Nouns whose plural is not noun + "s".
+_PLURALS = {"process": "processes", "entry": "entries", "was": "were", "is": "are"}
+
+
 def plural(n: int, noun: str) -> str:
-    """'1 module', '3 modules'."""
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+    """'1 module', '3 modules', '0 modules', '1 process', '2 processes': every count
+    corral writes for people goes through here (never "1 modules" or "module(s)")."""
+    return f"{n} {noun}" if n == 1 else f"{n} {_PLURALS.get(noun, noun + 's')}"
 
 
 def utc(text: str | None, width: int = 19) -> str:

@@ -7,6 +7,13 @@ character made visible the way `cat -v` does (ESC as `^[`, CR as `^M`, DEL as `^
 the C1 controls as `M-^[` …), as do the Unicode controls that reorder text (bidi
 overrides, shown as `<U+202E>`); a long run of NUL or other unprintable bytes is
 summarised. Tabs stay. The log files keep the raw bytes.
+
+corral's own messages name files, directories and hosts, whose names may hold the same
+characters (a module file named with an ESC, a CR or a newline; a directory named with
+C1 bytes): `text` makes a whole message visible, newlines and tabs included, so a name
+can neither drive the terminal nor forge a line of its own. Every diagnostic goes
+through it (`errors.Problem` and `errors.CorralError` as strings, the CLI's `say`, the
+run's printer for notices and reasons).
 """
 
 from __future__ import annotations
@@ -44,3 +51,25 @@ def _summary(match: re.Match) -> str:
     if run[0] == "\x00" and run.count("\x00") == len(run):
         return f"[{len(run)} NUL bytes]"
     return f"[{len(run)} unprintable bytes]"
+
+
+# A name shows its tab and line breaks too; its undecodable bytes (Python's surrogate
+# escapes of a file name) as `cat -v` shows bytes: M-^[ (0x9b), M-i (0xe9).
+_TEXT = {**_TABLE, 0x09: "^I"}
+_TEXT.update({0xDC00 + b: f"M-^{chr(b - 0x80 + 64)}" for b in range(0x80, 0xA0)})
+_TEXT.update({0xDC00 + b: f"M-{chr(b - 0x80)}" for b in range(0xA0, 0xFF)})
+_TEXT[0xDCFF] = "M-^?"
+
+
+def text(message: str) -> str:
+    """`message` (a diagnostic, a file name, a host's answer) as one line a terminal
+    shows but does not obey: every control and line break made visible as `visible`
+    makes them (`^[`, `^M`, `^J`, `M-^[`, `<U+202E>`), any other unprintable character
+    as `<U+XXXX>`. A clean message is returned as it is (one `isprintable`)."""
+    if message.isprintable():
+        return message
+    return "".join(c if c.isprintable() else _shown(c) for c in message)
+
+
+def _shown(char: str) -> str:
+    return _TEXT.get(ord(char)) or f"<U+{ord(char):04X}>"

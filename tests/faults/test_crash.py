@@ -100,7 +100,7 @@ def test_without_the_watchdog_modules_survive_until_the_next_start_reaps_them(co
     corral.module("ignorer", body="true")
     result = corral("run")
     assert result.code == 0, result.err
-    assert "leftover process(es)" in result.err
+    assert "leftover process" in result.err
     assert "stopped 0 leftover" not in result.err
     assert wait_gone(run_id, 2) == []
 

@@ -31,7 +31,7 @@ def test_daemons_do_not_hang_the_run_and_are_stopped_at_its_end(corral):
     mods = attempts(corral.db, run_id)
     for name in ("background", "setsid", "nohup"):
         assert mods[name]["leftovers"] == 1, name
-        assert f"{name}: 1 process(es) left behind, stopped" in result.err
+        assert f"{name}: 1 process left behind, stopped" in result.err
 
 
 def test_a_module_that_may_detach_keeps_its_daemon_and_it_is_recorded(corral):

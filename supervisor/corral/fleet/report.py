@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from corral.document import Block, Heading, Image, Paragraph, Table
 from corral.fleet.hosts import HostResult
 from corral.store import Store
+from corral.units import plural
 
 HEAT_MAP = "fleet.svg"
 MAX_ROWS = 60  # hosts drawn in the heat map: failing first, then the slowest
@@ -128,7 +129,7 @@ def fleet_section(store: Store, module_set: str) -> tuple[list[Block], dict[str,
         counts[h.status] = counts.get(h.status, 0) + 1
     blocks.append(
         Paragraph(
-            f"`{f.run['nodes']}`: {len(f.hosts)} hosts ("
+            f"`{f.run['nodes']}`: {plural(len(f.hosts), 'host')} ("
             + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
             + f"), exit {f.run['exit_code']}, started {f.run['started']}."
         )

@@ -28,6 +28,8 @@ from corral.fleet.hosts import (
     HostResult,
     HostStarted,
 )
+from corral.units import plural
+from corral.visible import text as visible_text
 
 COLOUR = {OK: 32, FAILED: 31, LOST: 31, UNREACHABLE: 31, LOCKED: 33, SKIPPED: 33}
 BAD_MODULE = ("failed", "timeout", "interrupted")
@@ -79,14 +81,14 @@ class FleetView:
                 return
             if event.status != RUNNING:
                 took = f" ({event.duration_s:.2f}s)" if event.duration_s is not None else ""
-                self._line(event.host.host, f"{event.module} {event.status}{took}")
+                self._line(event.host.host, visible_text(f"{event.module} {event.status}{took}"))
         elif isinstance(event, HostFinished):
             r = event.host
             self.hosts[r.host] = r
             if r.status == OK and (self.quiet or self.tty):
                 self._redraw()
                 return
-            why = f": {r.reason}" if r.reason else ""
+            why = f": {visible_text(r.reason)}" if r.reason else ""  # what the host said
             self._line(r.host, f"{self._paint(r.status)}{why}")
         elif isinstance(event, FleetTick):
             self.hosts = event.hosts
@@ -98,6 +100,7 @@ class FleetView:
         return f"\033[{COLOUR[status]}m{status}\033[0m"
 
     def _line(self, host: str, text: str) -> None:
+        host = visible_text(host)
         if self.tty:
             self._clear()
             self.out.write(f"{host}: {text}\n")
@@ -133,13 +136,14 @@ class FleetView:
             for r in outcome.hosts:
                 run = r.run or {}
                 took = f"{run['makespan_s']:.2f}s" if run.get("makespan_s") is not None else "-"
+                pad = " " * (11 - len(r.status))
                 self.out.write(
-                    f"  {r.host:<{width}}  {self._paint(r.status)}{' ' * (11 - len(r.status))}"
-                    f"  {took:>8}  {r.reason}\n"
+                    f"  {visible_text(r.host):<{width}}  {self._paint(r.status)}{pad}"
+                    f"  {took:>8}  {visible_text(r.reason or '')}\n"
                 )
         totals = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
         self.out.write(
-            f"fleet run {outcome.run_id}: {len(outcome.hosts)} hosts: {totals}; "
+            f"fleet run {outcome.run_id}: {plural(len(outcome.hosts), 'host')}: {totals}; "
             f"exit {outcome.exit_code}\n"
         )
         self.out.flush()
