@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from corral import safepath
 from corral.config import Config
 from corral.dbfile import CACHE, warn
-from corral.discover import Loaded, Scan, load_modules, scan_modules
+from corral.discover import Loaded, Scan, load_modules, module_files, scan_modules
 from corral.errors import HeaderError, LockHeld, Problem, StoreError, UsageError
 from corral.graph import Graph, Module, Selection, build_graph, select
 from corral.schema import module_set_key
@@ -79,6 +79,36 @@ def select_modules(
 def module_set(config: Config) -> str:
     """The key that groups runs of these modules directories (see store.module_set_key)."""
     return module_set_key(config.modules)
+
+
+def known_module(
+    config: Config,
+    store: Store,
+    module: str,
+    module_set: str | None = None,
+    host: str | None = None,
+) -> None:
+    """Raises UsageError (exit 2, with the closest names) when `module` has no records (of
+    `module_set`, of `host`; None: any) and is no module of these directories either:
+    `history`, `why` and `log` ask first, so a typo is never an empty answer."""
+    from corral.graph import did_you_mean
+
+    recorded = store.recorded_modules(module_set, host)
+    if module in recorded:
+        return
+    try:
+        files = {name[:-3] for _, names in module_files(config) for name, _ in names}
+    except UsageError:  # no modules directory here: the records decide
+        files = set()
+    if module in files:
+        return
+    scope = f" in the runs of {module_set} (--all: of every module set)" if module_set else ""
+    scope += f" from host {host}" if host else ""
+    dirs = ", ".join(str(d) for d in config.modules)
+    raise UsageError(
+        f"no records of module {module!r}{scope}, and no {module}.sh in {dirs}"
+        + did_you_mean(module, recorded | files)
+    )
 
 
 def history(store: Store, config: Config) -> History:

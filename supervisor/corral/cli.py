@@ -49,12 +49,108 @@ def _check_values(ctx: click.Context, params: list[click.Parameter]) -> None:
 
 
 class CorralCommand(click.Command):
-    """A command whose options and arguments are checked as _check_values says."""
+    """A command whose options and arguments are checked as _check_values says, and
+    whose flags may not contradict each other (`contradictions`)."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if not ctx.resilient_parsing:
+            clash = contradictions(self, args)
+            if clash is not None:
+                raise click.UsageError(clash, ctx)
         rest = super().parse_args(ctx, args)
         _check_values(ctx, self.get_params(ctx))
         return rest
+
+
+def misplaced_option(group: click.Group, prog: str, args: list[str], name: str) -> str | None:
+    """What to say when `name`, an option of one of `group`'s commands, was given before
+    the command (`corral -j 2 run`): "-j is an option of `run`: corral run -j 2"; None
+    when no command has such an option."""
+    flag = name.split("=", 1)[0]
+    owners = [(path, p) for path, p in _options(group) if flag in (*p.opts, *p.secondary_opts)]
+    if not owners:
+        return None
+    words = [a for a in args if not a.startswith("-")]
+    given = next((path for path, _ in owners if path[0] in words), None)
+    if given is None and len(owners) > 1:
+        names = ", ".join(f"`{' '.join(path)}`" for path, _ in owners)
+        return f"{flag} is an option of {names}: give it after the command"
+    path, param = next((o for o in owners if o[0] == given), owners[0])
+    where = f"{flag} is an option of `{' '.join(path)}`"
+    # the option as it was typed, with its value when that is the next word
+    at = next((i for i, a in enumerate(args) if _spells(a, flag)), None)
+    if at is None:  # (inside a cluster of short flags)
+        return f"{where}: give it after the command"
+    takes = not (param.is_flag or param.count) and args[at] == flag and at + 1 < len(args)
+    moved = args[at : at + 1 + takes]
+    rest = args[:at] + args[at + 1 + takes :]
+    if given is not None:
+        cut = rest.index(given[-1], rest.index(given[0])) + 1
+        example = [*rest[:cut], *moved, *rest[cut:]]
+    else:
+        example = [*rest, *path, *moved]
+    return f"{where}: {prog} {' '.join(example)}"
+
+
+def _spells(token: str, flag: str) -> bool:
+    """Is `token` the option `flag` as typed: `-j`, `-j2`, `--jobs`, `--jobs=2`?"""
+    if token == flag or token.startswith(f"{flag}="):
+        return True
+    return not flag.startswith("--") and token.startswith(flag)
+
+
+def _options(group: click.Group, path: tuple[str, ...] = ()):
+    """(command path, option) of every option of every command under `group`."""
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            yield from _options(command, (*path, name))
+        for param in command.params:
+            if isinstance(param, click.Option):
+                yield (*path, name), param
+
+
+def contradictions(command: click.Command, args: list[str]) -> str | None:
+    """Two flags that say opposite things (`-k --fail-fast`, `--failed --resume`), or
+    one option given twice with different values (`-j 2 -j 4`), which click would
+    settle silently by taking the last: the message naming both; None when there are
+    none."""
+    by_token: dict[str, click.Option] = {}
+    for param in command.params:
+        if isinstance(param, click.Option):
+            for opt in (*param.opts, *param.secondary_opts):
+                by_token[opt] = param
+    seen: dict[str, tuple[str, object]] = {}  # destination -> (as typed, meaning)
+    i = 0
+    while i < len(args):
+        token = args[i]
+        i += 1
+        if token == "--":
+            break
+        opt, eq, attached = token.partition("=")
+        param = by_token.get(opt)
+        if param is None and token[:1] == "-" and token[1:2] != "-" and len(token) > 2:
+            opt, attached, eq = token[:2], token[2:], "="
+            param = by_token.get(opt)
+            if param is not None and (param.is_flag or param.count):
+                param = None  # a cluster of short flags (-kn): not read here
+        if param is None or param.multiple or param.count:
+            continue
+        if param.is_flag and param.secondary_opts:
+            meaning: object = opt in param.opts
+        elif param.is_flag:
+            meaning = param.flag_value
+        elif eq:
+            meaning = attached
+        elif i < len(args):
+            meaning, i = args[i], i + 1
+        else:
+            continue
+        typed = opt if param.is_flag else f"{opt} {meaning}"
+        earlier = seen.get(param.name or "")
+        if earlier is not None and earlier[1] != meaning:
+            return f"{earlier[0]} and {typed} contradict each other: give one of them"
+        seen[param.name or ""] = (typed, meaning)
+    return None
 
 
 class CheckedGroup(click.Group):
@@ -84,6 +180,23 @@ class CorralGroup(CheckedGroup):
             return super().main(*args, **kwargs)
         except Exception as exc:  # the last line of defence: no traceback reaches a user
             sys.exit(_internal_error(exc))
+
+    def make_context(self, info_name, args, parent=None, **extra) -> click.Context:
+        """click's make_context; a command's option given before the command is a usage
+        error that shows where it goes (`corral -j 2 run`); its errors' messages are made
+        visible (see `invoke`)."""
+        given = list(args)
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.NoSuchOption as exc:
+            hint = misplaced_option(self, info_name or "corral", given, exc.option_name)
+            if hint is not None:
+                raise click.UsageError(visible_text(hint)) from None
+            exc.message = visible_text(exc.message)
+            raise
+        except click.ClickException as exc:
+            exc.message = visible_text(exc.message)
+            raise
 
     def invoke(self, ctx: click.Context):
         """click's invoke; a global option given after the command is a usage error that
@@ -535,6 +648,7 @@ def run(
     """
     if nodes:
         _run_fleet(ctx, nodes, targets, tags, exclude, fanout, canary, max_fail, connect_timeout)
+    _fleet_only(ctx)
     from corral.printer import Printer
 
     gc.enable()  # a long-lived loop: let the collector do its job
@@ -593,6 +707,21 @@ def run(
 
 
 FLEET_ONLY = {"nodes", "fanout", "canary", "max_fail", "connect_timeout", "as_json", "quiet"}
+
+
+def _fleet_only(ctx: click.Context) -> None:
+    """A fleet option (--fanout, --canary, --max-fail, --connect-timeout) without -w would
+    be ignored in silence: a usage error naming it."""
+    from click.core import ParameterSource
+
+    for param in ctx.command.params:
+        if param.name in FLEET_ONLY - {"nodes", "as_json", "quiet"} and ctx.get_parameter_source(
+            param.name
+        ) not in (None, ParameterSource.DEFAULT):
+            name = max(param.opts, key=len)
+            raise click.UsageError(
+                f"{name} is for fleet runs: give -w NODESET with it (this run is local)", ctx
+            )
 
 
 def _host_args(ctx: click.Context) -> list[str]:
@@ -688,6 +817,7 @@ def history(ctx, module, limit, as_json, every, host):
     # A fleet host's runs are of its own copy of the modules (another module set).
     module_set = None if every or host else api.module_set(ctx.obj)
     if module:
+        api.known_module(ctx.obj, store, module, module_set, host)
         rows = store.attempts(module=module, limit=limit, module_set=module_set, host=host)
         if as_json:
             _echo_json(rows)
@@ -880,8 +1010,10 @@ def why(ctx, module, run_id):
     """
     from corral.explain import why as explain
 
-    for line in explain(_store(ctx), module, run_id):
-        click.echo(line)
+    store = _store(ctx)
+    api.known_module(ctx.obj, store, module)
+    for line in explain(store, module, run_id):
+        say(line)
 
 
 @main.command()
@@ -902,7 +1034,9 @@ def log(ctx, module, run):
     from corral.logmarks import marked_lines, read_ranges
     from corral.visible import visible
 
-    run_id, rows = log_paths(_store(ctx), module, run)
+    store = _store(ctx)
+    api.known_module(ctx.obj, store, module)
+    run_id, rows = log_paths(store, module, run)
     out = click.get_binary_stream("stdout")
     for row in rows:
         where = row["log_path"] or "no output"

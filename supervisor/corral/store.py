@@ -364,6 +364,23 @@ class Store(FleetRows, Database):
         )
 
     @reporting
+    def recorded_modules(self, module_set: str | None = None, host: str | None = None) -> set[str]:
+        """The names of the modules with an attempt recorded, in runs of `module_set` and/or
+        of `host` (None: any); an empty set when there are none."""
+        sql = (
+            "SELECT DISTINCT m.module FROM module_runs AS m "
+            "LEFT JOIN runs AS r ON r.run_id = m.run_id WHERE 1"
+        )
+        args: list[str] = []
+        if module_set is not None:
+            sql += " AND r.module_set = ?"
+            args.append(module_set)
+        if host:
+            sql += " AND coalesce(m.host, r.host) = ?"
+            args.append(host)
+        return {row[0] for row in self.conn.execute(sql, args)}
+
+    @reporting
     def attempts(
         self,
         run_id: str | None = None,

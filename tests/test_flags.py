@@ -1,0 +1,88 @@
+"""Flags in the wrong place or saying opposite things are usage errors that say what to
+do (exit 2, nothing runs), never a bare click error or a silent choice of the last one.
+The fast layer asks the CLI's own functions about every option of `run`, taken from the
+command tree (so an option added later is covered); a few real command lines check
+what the user sees, with controls that run."""
+
+from __future__ import annotations
+
+import click
+import pytest
+
+from corral.cli import contradictions, main, misplaced_option
+
+RUN = main.commands["run"]
+RUN_OPTIONS = [p for p in RUN.params if isinstance(p, click.Option)]
+
+
+@pytest.mark.parametrize("param", RUN_OPTIONS, ids=lambda p: p.opts[0])
+def test_every_run_option_given_before_run_is_explained(param):
+    flag = param.opts[0]
+    value = [] if param.is_flag else ["2"]
+    hint = misplaced_option(main, "corral", [flag, *value, "run", "summary"], flag)
+    assert hint == f"{flag} is an option of `run`: corral {' '.join(['run', flag, *value])} summary"
+    for other in param.opts[1:]:  # every spelling of it
+        hint = misplaced_option(main, "corral", ["--db", "x", other, *value, "run"], other)
+        assert (
+            hint == f"{other} is an option of `run`: corral --db x run {' '.join([other, *value])}"
+        )
+
+
+def test_an_option_of_several_commands_without_one_given_names_them_all():
+    hint = misplaced_option(main, "corral", ["--json"], "--json")
+    assert hint is not None and hint.startswith("--json is an option of ")
+    assert "`run`" in hint and "`history`" in hint and hint.endswith("give it after the command")
+    assert misplaced_option(main, "corral", ["--nope", "run"], "--nope") is None
+
+
+@pytest.mark.parametrize(
+    ("args", "clash"),
+    [
+        (["-k", "--fail-fast"], "-k and --fail-fast"),
+        (["--fail-fast", "--keep-going"], "--fail-fast and --keep-going"),
+        (["--failed", "--resume"], "--failed and --resume"),
+        (["-j", "2", "-j4"], "-j 2 and -j 4"),
+        (["--jobs=2", "summary", "-j", "3"], "--jobs 2 and -j 3"),
+        (["--deadline", "5m", "--deadline=1h"], "--deadline 5m and --deadline 1h"),
+    ],
+)
+def test_flags_that_say_opposite_things_are_named_together(args, clash):
+    assert contradictions(RUN, args) == f"{clash} contradict each other: give one of them"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["-k", "-k"],
+        ["--tag", "a", "--tag", "b"],  # repeatable: both count
+        ["-j", "2", "--", "-j", "3"],  # targets after --
+        ["-kn", "--fail-fast"],  # a cluster of short flags is left to click
+        ["--failed", "-n"],
+    ],
+)
+def test_control_flags_that_agree_are_no_contradiction(args):
+    assert contradictions(RUN, args) is None
+
+
+def test_what_the_user_sees(corral, tmp_path):
+    marker = tmp_path / "ran"
+    corral.module("summary", body=f"echo x >> {marker}")
+    misplaced = corral("-j", "2", "run", "summary")
+    assert misplaced.code == 2, misplaced.err
+    said = misplaced.err.strip()
+    assert said.startswith("Error: -j is an option of `run`: corral --modules "), said
+    assert said.endswith(f"{corral.db} run -j 2 summary"), said
+    assert "No such option" not in misplaced.err
+    for args, said in (
+        (["run", "-k", "--fail-fast"], "-k and --fail-fast contradict each other"),
+        (["run", "--failed", "--resume"], "--failed and --resume contradict each other"),
+        (["run", "--canary", "1"], "--canary is for fleet runs: give -w NODESET"),
+        (["run", "--max-fail", "10"], "--max-fail is for fleet runs"),
+    ):
+        result = corral(*args)
+        assert result.code == 2 and said in result.err, (args, result.err)
+    assert not marker.exists()
+    # The controls: each flag alone, in its place, runs.
+    assert corral("run", "-j", "2", "--fail-fast", "summary").code == 0
+    assert corral("run", "--failed").code == 0
+    assert marker.read_text() == "x\n"
