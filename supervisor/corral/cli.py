@@ -174,10 +174,15 @@ class CorralGroup(CheckedGroup):
         """click's main, with safe output streams and no traceback for a user: an
         unexpected exception is one line and exit 70."""
         from corral import streams
+        from corral.signals import Stopped, stop_anywhere
 
         streams.install()  # before anything opens a file or prints (docs/reliability.md)
+        stop_anywhere()  # Ctrl-C in any wait: one line and 130, never a traceback
         try:
             return super().main(*args, **kwargs)
+        except Stopped as stop:
+            say(f"corral: {stop}", err=True)
+            sys.exit(stop.exit_code)
         except Exception as exc:  # the last line of defence: no traceback reaches a user
             sys.exit(_internal_error(exc))
 

@@ -56,6 +56,12 @@ class LockHeld(CorralError):
     exit_code = 3
 
 
+class RunLockError(CorralError):
+    """The run lock cannot be taken: its directory cannot be made or its file created
+    (a full or read-only filesystem). Nothing runs: without the lock two runs could
+    overlap."""
+
+
 class StoreError(CorralError):
     """The database cannot give what a command reads from it (history, docs, cache)."""
 

@@ -19,7 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from corral import procfs, safepath
-from corral.errors import LockHeld
+from corral.errors import LockHeld, RunLockError
+from corral.signals import Stopped
 
 POLL = 0.1  # seconds between attempts while --wait-lock waits
 
@@ -47,13 +48,35 @@ class RunLock:
         self.modules = modules
         self.path = lock_path(modules)
         self.fd: int | None = None
+        self._open_fd: int | None = None  # the lock file while acquire waits on it
 
     def acquire(
         self, wait: float | None = None, on_wait: Callable[[str], None] | None = None
     ) -> RunLock:
         """Take the lock; wait up to `wait` seconds (None: not at all, inf: for ever),
-        telling `on_wait` once that it waits, and for whom (no silent hang)."""
-        fd = _open(self.path)
+        telling `on_wait` once that it waits, and for whom (no silent hang). Raises
+        LockHeld (exit 3) when another run keeps it, RunLockError (exit 2, naming the
+        file) when it cannot be made (a full or read-only filesystem)."""
+        try:
+            return self._acquire(wait, on_wait)
+        except OSError as exc:
+            raise RunLockError(_cannot(self.path, exc)) from None
+        except Stopped as stop:  # Ctrl-C (SIGTERM ...) while waiting: nothing was run
+            holder = "unknown"
+            if self._open_fd is not None:
+                holder = _holder(self._open_fd)
+                with contextlib.suppress(OSError):
+                    os.close(self._open_fd)
+            stop.during = (
+                f"while waiting for the run lock {self.path} (held by PID {holder}); "
+                "nothing was run"
+            )
+            raise
+        finally:
+            self._open_fd = None
+
+    def _acquire(self, wait: float | None, on_wait: Callable[[str], None] | None) -> RunLock:
+        fd = self._open_fd = _open(self.path)
         deadline = None if wait is None else time.monotonic() + wait
         while True:
             try:
@@ -62,7 +85,7 @@ class RunLock:
                     break
                 # Replaced since we opened it (see below): the lock is the new file.
                 os.close(fd)
-                fd = _open(self.path)
+                fd = self._open_fd = _open(self.path)
                 continue
             except BlockingIOError:
                 if _held_by_stranger(fd):
@@ -70,7 +93,7 @@ class RunLock:
                     # and holds it: a new file replaces it (only we can open that one).
                     os.unlink(self.path)
                     os.close(fd)
-                    fd = _open(self.path)
+                    fd = self._open_fd = _open(self.path)
                     continue
                 if on_wait is not None and deadline is not None:
                     how_long = "for ever" if wait == float("inf") else f"up to {wait:g}s"
@@ -91,8 +114,9 @@ class RunLock:
                         f"another corral run (PID {holder}) is running {dirs}{tail}"
                     ) from None
                 time.sleep(POLL)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        with contextlib.suppress(OSError):  # (a full disk: the lock holds all the same)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self.fd = fd
         return self
 
@@ -132,6 +156,18 @@ def _open(path: Path) -> int:
     if os.fstat(fd).st_mode & 0o077:  # made by an older corral: no one else may open it
         os.fchmod(fd, 0o600)
     return fd
+
+
+def _cannot(path: Path, exc: OSError) -> str:
+    """Why the lock file at `path` cannot be had, for the user."""
+    import errno
+
+    why = exc.strerror or str(exc)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        why += f" (free space or inodes on the filesystem of {path.parent})"
+    elif exc.errno == errno.EROFS:
+        why += f" ({path.parent} is on a read-only filesystem)"
+    return f"cannot take the run lock {path}: {why}; nothing was run"
 
 
 def _linked(fd: int, path: Path) -> bool:

@@ -4,6 +4,12 @@ SIGINT, SIGTERM and SIGHUP (and SIGCHLD for a backend that starts local processe
 arrive as bytes on a non-blocking pipe (`signal.set_wakeup_fd`); the Python handler
 does nothing. A backend waits on `fd` together with its own descriptors, so a signal
 is one more readable descriptor and nothing polls or runs inside a handler.
+
+Outside a run's own handling (waiting for the run lock, for a busy database, parsing a
+large tree, writing a report) a stopping signal raises `Stopped` wherever corral is
+(`stop_anywhere`, installed by the CLI before anything else): the command ends with one
+line and 128 + the signal's number (130, 143, 129), never a traceback, and what was
+open is closed on the way out.
 """
 
 from __future__ import annotations
@@ -23,6 +29,37 @@ CHILD_DEFAULTS = (
     signal.SIGCHLD,
     signal.SIGQUIT,
 )
+
+
+class Stopped(BaseException):
+    """A stopping signal arrived outside a run's own handling. A BaseException, as
+    KeyboardInterrupt is: no `except Exception` swallows it. `during` says what corral
+    was doing, when the place it arrived knows (`while waiting for the run lock ...`)."""
+
+    def __init__(self, signum: int, during: str = ""):
+        super().__init__(signum)
+        self.signum = signum
+        self.during = during
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+    def __str__(self) -> str:
+        name = signal.Signals(self.signum).name
+        during = f" {self.during}" if self.during else ""
+        return f"stopped by {name}{during}"
+
+
+def stop_anywhere() -> None:
+    """From now on SIGINT, SIGTERM and SIGHUP raise Stopped where the program is (a run's
+    `Signals` takes them over while it is entered, and gives them back)."""
+    for signum in STOPPING:
+        signal.signal(signum, _stop)
+
+
+def _stop(signum, frame) -> None:
+    raise Stopped(signum)
 
 
 class Signals:
