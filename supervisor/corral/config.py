@@ -252,7 +252,9 @@ def _path_text(path: Path | None, key: str, value: object) -> str:
     """A path setting's text: a non-empty string, never a list, number or switch (which
     would become a file named "['a', 'b']" or "True"). Raises UsageError naming the key."""
     if not isinstance(value, str) or not value.strip():
-        raise UsageError(f"{path}: {key}: expected a path (a non-empty string), not {value!r}")
+        raise UsageError(
+            f"{at(path, key)}: {key}: expected a path (a non-empty string), not {_shown(value)}"
+        )
     return value
 
 
@@ -286,7 +288,7 @@ def _from_env(name: str, key: str, text: str) -> object:
         _in_range(key, value)
         return value
     except (TypeError, ValueError, OverflowError) as exc:
-        raise UsageError(f"${name}: cannot read {text!r}: {exc}") from None
+        raise UsageError(f"${name}: cannot read {_shown(text)}: {exc}") from None
 
 
 def _bool_text(text: str) -> bool:
@@ -310,6 +312,8 @@ def _read_yaml(path: Path, required: bool) -> dict:
         data = yaml.load(path.read_text(), Loader=_loader()) or {}
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"{path}: cannot read config: {exc}") from None
+    except ValueError as exc:  # an integer of thousands of digits
+        raise UsageError(f"{path}: cannot read config: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f"{mark.line + 1}:" if mark else ""
@@ -317,6 +321,34 @@ def _read_yaml(path: Path, required: bool) -> dict:
     if not isinstance(data, dict):
         raise UsageError(f"{path}:1: config must be a mapping of names to values")
     return {str(k).replace("-", "_"): v for k, v in data.items()}
+
+
+def at(path: Path | None, key: str, sub: str | None = None) -> str:
+    """`FILE:LINE` of setting `key` (of its entry `sub`, for a mapping such as pools:) in
+    the config file, for an error; `FILE` when the line cannot be found. Only an error
+    pays for it: the file is read again, as YAML nodes, which carry their lines."""
+    import yaml
+
+    try:
+        node = yaml.compose(path.read_text(), Loader=_loader()) if path else None
+    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError):
+        node = None
+    line = None
+    for k, v in node.value if isinstance(node, yaml.MappingNode) else ():
+        if str(k.value).replace("-", "_") != key:
+            continue
+        line = k.start_mark.line + 1
+        for k2, _ in v.value if sub is not None and isinstance(v, yaml.MappingNode) else ():
+            if str(k2.value) == sub:
+                line = k2.start_mark.line + 1
+    return f"{path}:{line}" if line else f"{path}"
+
+
+def _shown(value: object) -> str:
+    """A value as an error quotes it: its repr, cut (a number of 5,000 digits is not
+    repeated back)."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:36]}...{text[-1]}"
 
 
 def _loader():
@@ -348,13 +380,16 @@ def _typed(data: dict, path: Path) -> dict:
     for key, value in data.items():
         if key not in _CONVERTERS:
             known = ", ".join(sorted([*_CONVERTERS, *PATH_KEYS]))
-            raise UsageError(f"{path}: unknown setting {key!r} (known: {known})") from None
+            raise UsageError(f"{at(path, key)}: unknown setting {key!r} (known: {known})") from None
         try:
             out[key] = _CONVERTERS[key](value)
             _in_range(key, out[key])
         except (TypeError, ValueError, OverflowError, AttributeError) as exc:
             why = exc if isinstance(exc, ValueError) and str(exc) else "not a valid value"
-            raise UsageError(f"{path}: {key}: cannot read {value!r}: {why}") from None
+            sub = getattr(exc, "key", None)
+            raise UsageError(
+                f"{at(path, key, sub)}: {key}: cannot read {_shown(value)}: {why}"
+            ) from None
     _check_facilities(out.get("facilities", {}), path)
     if "keep_going" in out:
         out["fail_fast"] = out.pop("keep_going")
@@ -367,16 +402,19 @@ def _typed(data: dict, path: Path) -> dict:
 def _positive_int(value: object) -> int:
     if isinstance(value, bool) or isinstance(value, float) and not value.is_integer():
         raise ValueError("expected a whole number of at least 1")
+    if isinstance(value, str) and not value.strip().isascii():
+        raise ValueError("expected a whole number of at least 1")
     if int(value) < 1:  # type: ignore[arg-type]
         raise ValueError("expected a whole number of at least 1")
     return int(value)  # type: ignore[arg-type]
 
 
 def _whole(value: object) -> int:
-    """A whole number of at least 0 (0: no limit)."""
-    if isinstance(value, bool) or int(str(value)) < 0:
+    """A whole number of at least 0 (0: no limit); never int() of thousands of digits."""
+    text = str(value).strip() if isinstance(value, int | str) else ""
+    if isinstance(value, bool) or not (text.isascii() and text.isdigit() and len(text) < 19):
         raise ValueError("expected a whole number (0: no limit)")
-    return int(str(value))
+    return int(text)
 
 
 MAX_DAYS = 36525  # a century; 0 is how to say "no limit"
@@ -435,7 +473,11 @@ LIMITS: dict[str, tuple[float, float, str]] = {
     "progress_interval": (0.1, 86400, "seconds"),
     "log_limit": (0, 1 << 50, "bytes"),
     "deadline": (0.001, 366 * 86400, "seconds"),
+    "keep_runs": (0, 2**31 - 1, "runs (0: no limit)"),
+    "fanout": (1, 65536, "hosts at once"),
+    "connect_timeout": (0.001, 86400, "seconds"),
 }
+MAX_POOL = 4096  # holders of one lock at once: as many as --jobs may run
 
 
 def _in_range(key: str, value: object) -> None:
@@ -462,7 +504,9 @@ def _check_facilities(facilities: dict[str, tuple[str, ...]], path: Path) -> Non
                 continue
             if state.get(member) == 1:
                 cycle = trail[trail.index(member) :] + [member] if member in trail else [member]
-                raise UsageError(f"{path}: facilities: cycle {' -> '.join(cycle)}")
+                raise UsageError(
+                    f"{at(path, 'facilities')}: facilities: cycle {' -> '.join(cycle)}"
+                )
             if member not in state:
                 visit(member, [*trail, member])
         state[name] = 2
@@ -507,7 +551,19 @@ def _backend(value: object) -> str:
 def _pools(value: object) -> dict[str, int]:
     if not isinstance(value, dict):
         raise ValueError("expected a mapping of lock names to pool sizes")
-    return {str(k): _positive_int(v) for k, v in value.items()}
+    out = {}
+    for name, size in value.items():
+        try:
+            out[str(name)] = _positive_int(size)
+            if out[str(name)] > MAX_POOL:
+                raise ValueError
+        except (TypeError, ValueError, OverflowError):
+            error = ValueError(
+                f"{name}: {_shown(size)} is not a pool size (a whole number, 1 to {MAX_POOL})"
+            )
+            error.key = name  # its own line (`at`)
+            raise error from None
+    return out
 
 
 _CONVERTERS = {

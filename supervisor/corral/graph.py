@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from corral.errors import HeaderError, Problem, UsageError
-from corral.headers import NAME_RE, Header, split_list
+from corral.headers import NAME_RE, Header, split_list, unkeyed_message
 from corral.status import FAILURES, Status
 
 
@@ -38,9 +38,12 @@ class Module:
     path: str  # as found under the modules directory given by the user
     header: Header
 
-    def problem(self, key: str, message: str, severity: str = "error") -> Problem:
-        """A problem at the line of header `key` (line 1 when the key is not written)."""
-        return Problem(self.path, self.header.line_of(key), message, severity)
+    def problem(
+        self, key: str, message: str, severity: str = "error", item: str | None = None
+    ) -> Problem:
+        """A problem at the line of header `key` (the line naming `item`, when given; line
+        1 when the key is not written)."""
+        return Problem(self.path, self.header.line_of(key, item), message, severity)
 
 
 @dataclass
@@ -100,13 +103,17 @@ def build_graph(modules: list[Module], facilities: dict[str, tuple[str, ...]]) -
                     # present one it is most likely a typo.
                     typo = "did you mean" in message
                     if kind in (EdgeKind.REQUIRES, EdgeKind.WANTS) or dep.startswith("$") or typo:
-                        found = module.problem(kind, f"{kind} {dep!r}: {message}", severity)
+                        found = module.problem(
+                            kind, f"{kind} {dep!r}: {message}", severity, item=dep
+                        )
                         (problems if severity == "error" else warnings).append(found)
                 for target in targets:
                     if kind is EdgeKind.BEFORE:
                         waits[target][EdgeKind.BEFORE].add(name)
                     else:
                         waits[name][kind].add(target)
+    for module in by_name.values():
+        problems.extend(_unkeyed(module, resolver))
     for name in all_users:  # insserv's $all: after every module that does not use $all itself
         waits[name][EdgeKind.AFTER].update(set(by_name) - set(all_users))
     graph = Graph(by_name, waits, warnings)
@@ -114,6 +121,19 @@ def build_graph(modules: list[Module], facilities: dict[str, tuple[str, ...]]) -
     if problems:
         raise HeaderError(sorted(problems, key=lambda p: (str(p.path), p.line)) + warnings)
     return graph
+
+
+def _unkeyed(module: Module, resolver: _Resolver) -> list[Problem]:
+    """A header line `# requires sleeper` (no colon) whose every word names a module, an
+    alias or a known facility is a near miss of `# requires: sleeper`: an error, since it
+    would let the module start too early. A line whose words are not all names is prose
+    (`# after the reboot we check ...`) and is left alone (docs/usage.md)."""
+    out = []
+    for line, key, word, items in module.header.unkeyed:
+        if all(item == "$all" or resolver.resolve(item)[1] is None for item in items):
+            message = unkeyed_message(word, key, " ".join(items))
+            out.append(Problem(module.path, line, message))
+    return out
 
 
 def _names(modules: list[Module], problems: list[Problem]):
@@ -135,7 +155,9 @@ def _names(modules: list[Module], problems: list[Problem]):
             other = owner.get(name)
             if other is not None and other is not module:
                 problems.append(
-                    module.problem("provides", f"name {name!r} is also provided by {other.path}")
+                    module.problem(
+                        "provides", f"name {name!r} is also provided by {other.path}", item=name
+                    )
                 )
                 continue
             owner[name] = module
@@ -273,7 +295,7 @@ def _cycle_problem(graph: Graph, component: set[str]) -> Problem:
         steps.append(f"{b} before {a}" if kind is EdgeKind.BEFORE else f"{a} {kind} {b}")
     module = graph.modules[path[0]]
     first_kind = next(k for k in ORDER_KINDS if path[1] in graph.waits[path[0]][k])
-    line = 1 if first_kind is EdgeKind.BEFORE else module.header.line_of(first_kind)
+    line = 1 if first_kind is EdgeKind.BEFORE else module.header.line_of(first_kind, path[1])
     message = f"dependency cycle: {' -> '.join(path)} ({'; '.join(steps)})"
     return Problem(module.path, line, message)
 

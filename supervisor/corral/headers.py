@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, fields
 
 from corral.errors import Problem
 
-PARSER_VERSION = 6  # bump when Header or parsing changes: the cache re-parses everything
+PARSER_VERSION = 7  # bump when Header or parsing changes: the cache re-parses everything
 
 LIST_KEYS = ("requires", "wants", "after", "before", "provides", "locks", "tags")
 SCALAR_KEYS = (
@@ -42,10 +42,29 @@ LSB_KEYS = {
     "x-start-before": "before",
     "short-description": "description",
 }
+# The keys the LSB (and insserv) define; a near miss of one of LSB_ORDER in the block, or
+# one of these outside a block, is not read and says so.
+LSB_ALL = (
+    *LSB_KEYS,
+    "required-stop",
+    "should-stop",
+    "default-start",
+    "default-stop",
+    "description",
+    "x-stop-after",
+    "x-interactive",
+)
+LSB_ORDER = ("required-start", "should-start", "x-start-before")
 
 NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
 DEP_RE = re.compile(r"\$?[A-Za-z0-9_][A-Za-z0-9_.+-]*\Z")
 KEY_LINE_RE = re.compile(rb"#\s*([A-Za-z][A-Za-z0-9_-]*)[ \t]*:[ \t]*(.*)")
+# `# requires sleeper`: a word, then more, no colon after the word (see _unkeyed)
+UNKEYED_RE = re.compile(rb"#[ \t]*([A-Za-z][A-Za-z0-9_-]*)[ \t]+(\S.*)")
+# An LSB ordering key on a comment line anywhere (outside the block it is not read)
+LSB_ORDER_RE = re.compile(
+    rb"^[ \t]*#+[ \t]*(required-start|should-start|x-start-before)[ \t]*:", re.M | re.I
+)
 LSB_BEGIN_RE = re.compile(rb"^###\s*BEGIN INIT INFO\s*$", re.M)
 LSB_END_RE = re.compile(rb"^###\s*END INIT INFO\s*$", re.M)
 DURATION_PART_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)?")
@@ -55,6 +74,7 @@ SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 # A key that is not one of ours but close to one that orders or selects is an error: a
 # misspelt `requires` would otherwise run the module too early, in silence.
 ORDER_KEYS = ("requires", "wants", "after", "before", "provides", "locks", "tags")
+EDGE_KEYS = ("requires", "wants", "after", "before")  # keys whose names graph.py resolves
 SYNONYMS = {
     **dict.fromkeys(
         (
@@ -83,6 +103,8 @@ SYNONYMS = {
     **dict.fromkeys(("tag", "label", "labels"), "tags"),
 }
 MAX_TIMEOUT = 366 * 86400  # seconds; beyond it a timeout is a typo (and overflows timers)
+MAX_SIZE = 1 << 50  # bytes (1P): beyond it a size is a typo (`memory:`, min_free_mem)
+WHOLE_RE = re.compile(r"[0-9]{1,9}\Z")  # a whole number a header may give (never 10**5000)
 TRUE_WORDS = {"yes", "true", "1", "on"}
 FALSE_WORDS = {"no", "false", "0", "off"}
 
@@ -105,12 +127,19 @@ class Header:
     memory: int | None = None
     detach: bool = False
     warning_exit: tuple[int, ...] = ()  # exit codes that mean "warning", not "failed"
+    # Header lines `# KEY names` that lack the colon, KEY one that orders (or a synonym
+    # of one): (line, key, as typed, names). graph.py judges them against the module
+    # names: a near miss when every name is a module, prose otherwise.
+    unkeyed: tuple[tuple[int, str, str, tuple[str, ...]], ...] = ()
     lsb: bool = False
     lines: dict[str, int] = field(default_factory=dict, compare=False)
     problems: tuple[Problem, ...] = ()
 
-    def line_of(self, key: str) -> int:
-        """The line `key` was read from; 1 when the key was not written."""
+    def line_of(self, key: str, item: str | None = None) -> int:
+        """The line `key` was read from (the line naming `item`, for a list key given on
+        several lines); 1 when the key was not written."""
+        if item is not None and f"{key} {item}" in self.lines:
+            return self.lines[f"{key} {item}"]
         return self.lines.get(key, 1)
 
     def to_record(self) -> tuple:
@@ -148,11 +177,15 @@ def parse_duration(text: str) -> float:
 
 
 def parse_size(text: str) -> int:
-    """Bytes in `512M`, `2G`, `1.5GiB`, `4096`; units are binary (K = 1024)."""
+    """Bytes in `512M`, `2G`, `1.5GiB`, `4096`; units are binary (K = 1024). Raises
+    ValueError otherwise, and for a size past MAX_SIZE (a typo, or 10**400 bytes)."""
     match = SIZE_RE.match(text.strip())
     if not match or (match.group(3) and match.group(3).lower() == "i"):
         raise ValueError(text)
-    return int(float(match.group(1)) * SIZE_UNITS[match.group(2).lower()])
+    value = float(match.group(1)) * SIZE_UNITS[match.group(2).lower()]
+    if not value <= MAX_SIZE:  # also infinity
+        raise ValueError("at most 1024T")
+    return int(value)
 
 
 CONTROL_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")  # tab is fine
@@ -171,6 +204,7 @@ class _Builder:
         self.lists: dict[str, list[str]] = {key: [] for key in LIST_KEYS}
         self.lines: dict[str, int] = {}
         self.problems: list[Problem] = []
+        self.unkeyed: list[tuple[int, str, str, tuple[str, ...]]] = []
 
     def problem(self, line: int, message: str, severity: str = "error") -> None:
         self.problems.append(Problem(None, line, message, severity))
@@ -182,6 +216,7 @@ class _Builder:
             for item in split_list(value):
                 if DEP_RE.match(item):
                     self.lists[key].append(item)
+                    self.lines.setdefault(f"{key} {item}", line)  # for problems naming it
                 else:
                     self.problem(line, f"{key}: {item!r} is not a valid module name")
             return
@@ -204,6 +239,7 @@ class _Builder:
         return Header(
             **lists,
             **self.values,
+            unkeyed=tuple(self.unkeyed),
             lsb=lsb,
             lines=self.lines,
             problems=tuple(sorted(self.problems, key=lambda p: p.line)),
@@ -225,10 +261,12 @@ def _scalar(key: str, value: str) -> object:
     if key == "memory":
         try:
             return parse_size(value)
-        except ValueError:
+        except ValueError as exc:
+            if exc.args == ("at most 1024T",):
+                raise ValueError("expected at most 1024T") from None
             raise ValueError("expected a size such as 512M or 2G") from None
     if key == "retries":
-        if not value.isdigit() or int(value) > 100:
+        if not WHOLE_RE.match(value) or int(value) > 100:
             raise ValueError("expected a whole number from 0 to 100")
         return int(value)
     if key == "workload":
@@ -237,7 +275,7 @@ def _scalar(key: str, value: str) -> object:
         return value.lower()
     if key == "warning_exit":
         codes = split_list(value)
-        if not codes or not all(c.isdigit() and 1 <= int(c) <= 255 for c in codes):
+        if not codes or not all(WHOLE_RE.match(c) and 1 <= int(c) <= 255 for c in codes):
             raise ValueError("expected exit codes from 1 to 255, such as 3 or 3, 4")
         return tuple(sorted({int(c) for c in codes}))
     if key == "detach":
@@ -293,7 +331,8 @@ def parse_header(data: bytes) -> Header:
         builder.problem(1, "empty file: the module does nothing", "warning")
         return builder.header(lsb=False)
     lsb_span = _lsb_span(data, builder)
-    _read_native(data, builder, lsb_span)
+    end = _read_native(data, builder, lsb_span)
+    _stray_lsb(data, builder, lsb_span, end)
     if lsb_span:
         _read_lsb(data, lsb_span, builder)
     _bash_source(data, builder)
@@ -332,7 +371,10 @@ def _lsb_span(data: bytes, builder: _Builder) -> tuple[int, int] | None:
     return begin_line, data.count(b"\n", 0, end.start()) + 1
 
 
-def _read_native(data: bytes, builder: _Builder, lsb_span: tuple[int, int] | None) -> None:
+def _read_native(data: bytes, builder: _Builder, lsb_span: tuple[int, int] | None) -> int:
+    """Read the header block; returns the number of its first line of code (past the
+    last line when there is none)."""
+    number = 0
     for number, raw in enumerate(data.split(b"\n"), start=1):
         raw = raw.rstrip(b"\r")
         if number == 1 and raw.startswith(b"#!"):
@@ -341,20 +383,98 @@ def _read_native(data: bytes, builder: _Builder, lsb_span: tuple[int, int] | Non
         if not stripped:
             continue
         if not stripped.startswith(b"#"):
-            return  # the header ends at the first line of code
+            return number  # the header ends at the first line of code
         if lsb_span and lsb_span[0] <= number <= lsb_span[1]:
             continue
         match = KEY_LINE_RE.match(stripped)
         if not match:
-            continue  # prose comment
-        key = match.group(1).decode("ascii").lower().replace("-", "_")
+            _unkeyed(stripped, number, builder)
+            continue
+        word = match.group(1).decode("ascii")
+        key = word.lower().replace("-", "_")
         value = _decode(match.group(2), number, builder)
         if value is None:
             continue
         if key in KEYS:
             builder.add(key, value, number)
+        elif word.lower() in LSB_ALL:
+            _lsb_outside(word, number, builder)
         else:
             _unknown_key(key, number, builder)
+    return number + 1
+
+
+def _unkeyed(line: bytes, number: int, builder: _Builder) -> None:
+    """A header comment `# KEY rest` with no colon after a key that orders (or a synonym
+    of one) is kept for graph.py, which calls it a near miss when every word of the rest
+    names a module (`# requires sleeper`) and prose otherwise (`# after the reboot we
+    check`). A scalar key followed by one word that is a valid value (`# timeout 30s`),
+    or `# locks apt`, is an error; `# provides foo` and `# tags web` are warnings; more
+    words than one are prose (`# provides a quick look`)."""
+    match = UNKEYED_RE.match(line)
+    if not match:
+        return
+    word = match.group(1).decode("ascii")
+    rest = match.group(2).decode("utf-8", "replace").strip()
+    key = word.lower().replace("-", "_")
+    if key not in KEYS:
+        key = SYNONYMS.get(word.lower()) or SYNONYMS.get(key) or ""
+    items = split_list(rest)
+    if key in EDGE_KEYS:
+        if items and all(DEP_RE.match(item) for item in items):
+            builder.unkeyed.append((number, key, word, tuple(items)))
+        return
+    if key not in KEYS or key == "description" or len(rest.split()) != 1:
+        return
+    if key in LIST_KEYS:
+        if not all(DEP_RE.match(item) for item in items):
+            return
+        severity = "error" if key == "locks" else "warning"
+    else:
+        try:
+            _scalar(key, rest)
+        except ValueError:
+            return
+        severity = "error"
+    builder.problem(number, unkeyed_message(word, key, rest), severity)
+
+
+def unkeyed_message(word: str, key: str, rest: str) -> str:
+    """What to say about `# WORD REST`, a header line that lacks its colon."""
+    return (
+        f"'# {word} {rest}' is not read: a header key ends with a colon "
+        f"(did you mean '# {key.replace('_', '-')}: {rest}'?)"
+    )
+
+
+def _lsb_outside(word: str, number: int, builder: _Builder) -> None:
+    """An LSB key in the native header, outside `### BEGIN INIT INFO` … `### END INIT
+    INFO`: not read. An error for one that orders modules."""
+    name = word.lower()
+    if name in LSB_ORDER:
+        ours = LSB_KEYS[name]
+        builder.problem(
+            number,
+            f"{word}: is an LSB key, read only between '### BEGIN INIT INFO' and "
+            f"'### END INIT INFO' (add those lines around the block, or write "
+            f"'# {ours}: ...')",
+        )
+    else:
+        builder.problem(
+            number,
+            f"{word}: is an LSB key, read only inside a '### BEGIN INIT INFO' block",
+            "warning",
+        )
+
+
+def _stray_lsb(data: bytes, builder: _Builder, span: tuple[int, int] | None, end: int) -> None:
+    """An LSB ordering key on a comment line below the header and outside the LSB block
+    (a block whose BEGIN line is misspelt or missing) is not read: an error."""
+    for match in LSB_ORDER_RE.finditer(data):
+        number = data.count(b"\n", 0, match.start()) + 1
+        if number < end or (span and span[0] <= number <= span[1]):
+            continue  # the header's own lines are _read_native's
+        _lsb_outside(match.group(1).decode("ascii"), number, builder)
 
 
 def _read_lsb(data: bytes, span: tuple[int, int], builder: _Builder) -> None:
@@ -363,10 +483,42 @@ def _read_lsb(data: bytes, span: tuple[int, int], builder: _Builder) -> None:
         match = KEY_LINE_RE.match(raw.strip())
         if not match:
             continue  # continuation lines only extend Description, which we do not use
-        key = LSB_KEYS.get(match.group(1).decode("ascii").lower())
+        word = match.group(1).decode("ascii")
+        key = LSB_KEYS.get(word.lower())
         if key is None:
+            _lsb_unknown(word, number, builder)
             continue
         value = _decode(match.group(2), number, builder)
         if value is None:
             continue
         builder.add(key, value, number, lsb=True)  # a native key read first wins
+
+
+# What a native ordering key is called in an LSB block.
+LSB_NAMES = {"requires": "Required-Start", "wants": "Should-Start", "before": "X-Start-Before"}
+
+
+def _lsb_unknown(word: str, number: int, builder: _Builder) -> None:
+    """A key in the LSB block that it does not define: ignored, as insserv ignores it,
+    unless it is a near miss of one that orders (`Required-Starts`) or a native ordering
+    key (`requires:`, read only in the header at the top): those are errors."""
+    import difflib
+
+    name = word.lower()
+    if name in LSB_ALL:
+        return
+    native = SYNONYMS.get(name) or (name if name in EDGE_KEYS else None)
+    if native in EDGE_KEYS:
+        where = LSB_NAMES.get(native)
+        instead = f"'{where}:'" if where else f"'# {native}:' in the header at the top"
+        builder.problem(
+            number, f"{word}: is not an LSB key, so it is not read here (did you mean {instead}?)"
+        )
+        return
+    close = difflib.get_close_matches(name, [*LSB_ORDER, "provides"], n=1, cutoff=0.8)
+    if close:
+        builder.problem(
+            number,
+            f"unknown LSB key {word!r}: did you mean {close[0].title()!r}? (it orders "
+            "modules, so a misspelling is an error)",
+        )
