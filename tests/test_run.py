@@ -119,7 +119,8 @@ def test_each_attempt_sees_its_own_environment_directory_and_name(corral, tmp_pa
 def test_timeout_terms_the_group_then_kills_what_ignores_term(corral):
     (corral.modules.parent / "corral.yaml").write_text("grace: 0.5s\n")
     corral.module("polite", "timeout: 0.3s", "sleep 30 & wait")
-    corral.module("stubborn", "timeout: 0.3s", "trap '' TERM\nsleep 30 & wait; sleep 30")
+    # (a timeout long enough that bash has set its trap first, on a loaded host too)
+    corral.module("stubborn", "timeout: 1s", "trap '' TERM\nsleep 30 & wait; sleep 30")
     corral.module("stopped", "timeout: 0.3s", "kill -STOP $$")
     corral.module("after_polite", "requires: polite")
     start = time.monotonic()
@@ -136,6 +137,7 @@ def test_timeout_terms_the_group_then_kills_what_ignores_term(corral):
 
 
 def test_daemonising_module_does_not_hang_the_run_and_is_cleaned_up(corral):
+    (corral.modules.parent / "corral.yaml").write_text("grace: 0.5s\n")  # not 5 s a leftover
     corral.module("daemon", body="sleep 300 &\n(setsid sleep 301 &)\necho started")
     corral.module("next", "requires: daemon")
     start = time.monotonic()
@@ -179,33 +181,53 @@ def test_records_are_written_and_history_shows_them(corral):
     assert figures["parallel_efficiency"] is not None and "verdict" in figures
 
 
+def wait_for(path, proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    """Until `path` exists; fails if `proc` ends first or it takes `timeout` seconds."""
+    end = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None and time.monotonic() < end, f"{path} never appeared"
+        time.sleep(0.02)
+
+
 def test_second_run_exits_3_naming_the_holder_or_waits(corral):
-    gate = corral.modules.parent / "gate"
-    corral.module("hold", body=f"touch {gate}; sleep 1.5")
-    first = subprocess.Popen(
-        corral.argv("run", "-q"),
-        env=corral.env,
+    gate, go = corral.modules.parent / "gate", corral.modules.parent / "go"
+    # Holds the run lock until the test lets it go (at most 30 s).
+    corral.module(
+        "hold",
+        body=f"touch {gate}; for _ in {{1..600}}; do [[ -e {go} ]] && break; sleep 0.05; done",
     )
+    first = subprocess.Popen(corral.argv("run", "-q"), env=corral.env)
     try:
-        for _ in range(200):
-            if gate.exists():
-                break
-            time.sleep(0.05)
+        wait_for(gate, first)
         second = corral("run")
         assert second.code == 3
         assert f"PID {first.pid}" in second.err and "--wait-lock" in second.err
-        waited = corral("run", "-q", "--wait-lock=30")
-        assert waited.code == 0, waited.err
+        waited = subprocess.Popen(
+            corral.argv("run", "-q", "--wait-lock=30"),
+            env=corral.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for said in waited.stderr:  # it waits while the first run holds the lock …
+            if "waiting up to" in said:
+                break
+        assert f"(PID {first.pid})" in said and "waiting up to 30s" in said, said
+        go.touch()
+        out, err = waited.communicate(timeout=60)
+        assert waited.returncode == 0, err  # … and runs once it is free
     finally:
+        go.touch()
         first.wait(30)
     assert first.returncode == 0
 
 
 def test_sigterm_stops_every_module_and_exits_143(corral):
-    gate = corral.modules.parent / "gate"
+    sleeping, trapped = corral.modules.parent / "sleeping", corral.modules.parent / "trapped"
     corral.module("quick")
-    corral.module("sleeper", body=f"touch {gate}; sleep 60")
-    corral.module("stubborn", body="trap '' TERM; sleep 60 & wait; sleep 60")
+    # sleeper starts after quick has ended, so quick is done when sleeper's file appears
+    corral.module("sleeper", "after: quick", f"touch {sleeping}; sleep 60")
+    corral.module("stubborn", body=f"trap '' TERM; touch {trapped}; sleep 60 & wait; sleep 60")
     corral.module("later", "requires: sleeper")
     (corral.modules.parent / "corral.yaml").write_text("grace: 1s\n")
     proc = subprocess.Popen(
@@ -215,11 +237,8 @@ def test_sigterm_stops_every_module_and_exits_143(corral):
         stderr=subprocess.PIPE,
         text=True,
     )
-    for _ in range(200):
-        if gate.exists():
-            break
-        time.sleep(0.05)
-    time.sleep(0.2)
+    wait_for(sleeping, proc)
+    wait_for(trapped, proc)  # stubborn ignores TERM from now on
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 143, err

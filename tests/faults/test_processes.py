@@ -18,6 +18,9 @@ from .conftest import attempts, last_run, leftovers
 
 
 def test_daemons_do_not_hang_the_run_and_are_stopped_at_its_end(corral):
+    # What a module leaves gets the grace period to end by itself, then is stopped: a
+    # short one, so that each leftover is not waited for the default 5 s.
+    (corral.modules.parent / "corral.yaml").write_text("grace: 0.5s\n")
     corral.module("background", body="sleep 300 &\necho started")
     corral.module("setsid", body="(setsid sleep 301 &)\necho started")
     corral.module("nohup", body="nohup sleep 302 >/dev/null 2>&1 &\necho started")
