@@ -339,15 +339,21 @@ def command(path: str, procs_files: list[str], fd: int | None = None) -> list[st
     A failed entry is exit 125 with a message: the module never runs uncontained."""
     if not procs_files and fd is None:
         return ["bash", path]
-    enter = " && ".join(f"builtin echo $$ >{shlex.quote(p)}" for p in procs_files)
     source = '"$0"' if fd is None else f"/dev/fd/{fd}"
     script = f". {source}"
-    if enter:
-        script = (
-            f"{{ {enter}; }} || {{ builtin echo 'corral: cannot enter the attempt cgroup' >&2; "
-            f"builtin exit 125; }}; {script}"
-        )
+    if procs_files:
+        script = f"{_enter(procs_files)}; {script}"
     return ["bash", "-c", script, path]
+
+
+def _enter(procs_files: list[str]) -> str:
+    """Shell code by which bash puts itself into every cgroup of `procs_files` with
+    builtins; failing that, exit 125 with a message (no module runs uncontained)."""
+    enter = " && ".join(f"builtin echo $$ >{shlex.quote(p)}" for p in procs_files)
+    return (
+        f"{{ {enter}; }} || {{ builtin echo 'corral: cannot enter the attempt cgroup' >&2; "
+        "builtin exit 125; }"
+    )
 
 
 def ready_command(procs_files: list[str]) -> list[str]:
@@ -360,12 +366,10 @@ def ready_command(procs_files: list[str]) -> list[str]:
 
     perf: `read -N` with a count reads the preamble in one system call; `read -d ''`
     reads a pipe a byte at a time (docs/architecture.md)."""
-    enter = " && ".join(f"builtin echo $$ >{shlex.quote(p)}" for p in procs_files)
     return [
         "bash",
         "-c",
-        f"{{ {enter}; }} || {{ builtin echo 'corral: cannot enter the attempt cgroup' >&2; "
-        "builtin exit 125; }\n"
+        f"{_enter(procs_files)}\n"
         "IFS= builtin read -r -N 8 __corral_n <&3 || builtin exit 0\n"
         'IFS= builtin read -r -N "$((10#$__corral_n))" __corral_n <&3 || builtin exit 126\n'
         'builtin eval "$__corral_n"\n'
