@@ -542,9 +542,11 @@ def run_modules(
         return outcome
     with lock:
         if store.path is not None:
-            from corral.recovery import recover
+            from corral.recovery import end_dead_fleet_runs, recover
 
             for message in recover(store, config.grace):
+                emit(Notice(message, warning=True))
+            for message in end_dead_fleet_runs(store, module_set(config)):
                 emit(Notice(message, warning=True))
         log_dir = (config.log_dir / run_id).absolute()
         # Log files are opened by name (O_NOFOLLOW) in this directory: safe, because

@@ -33,6 +33,25 @@ class FleetRows:
                 (ended, status, exit_code, run_id),
             )
 
+    def end_running_fleet_runs(self, module_set: str, ended: str, exit_code: int) -> list[str]:
+        """Close every fleet run of `module_set` still marked running as `crashed` with
+        `exit_code` (the caller knows their controllers are gone); returns their ids.
+        Raises sqlite3.Error."""
+        with self.write():
+            ids = [
+                row[0]
+                for row in self.conn.execute(
+                    "SELECT run_id FROM fleet_runs WHERE status = 'running' AND module_set = ?",
+                    (module_set,),
+                )
+            ]
+            self.conn.execute(
+                "UPDATE fleet_runs SET status = 'crashed', exit_code = ?, "
+                "ended = coalesce(ended, ?) WHERE status = 'running' AND module_set = ?",
+                (exit_code, ended, module_set),
+            )
+        return ids
+
     def gather_marks(self, host: str) -> tuple[str | None, str | None, str | None]:
         """What says where a gather of `host` starts: the start of its oldest gathered run
         still running, of the oldest fleet run that lost it and has no run of it, and of

@@ -106,6 +106,24 @@ def recover(store: Store, grace: float = 5.0) -> list[str]:
     return messages
 
 
+CRASH_EXIT = 70  # a fleet run whose controller died: EX_SOFTWARE, as any error of corral
+
+
+def end_dead_fleet_runs(store: Store, module_set: str) -> list[str]:
+    """Called with the run lock of `module_set`'s directories held: a fleet run of that
+    set still marked `running` has no controller (a live one would hold the lock), so it
+    was killed (SIGKILL, the OOM killer, a reboot); its row ends as `crashed`, exit 70.
+    Returns one message per run ended so; none when the database cannot say."""
+    try:
+        ended = store.end_running_fleet_runs(module_set, iso(time.time()), CRASH_EXIT)
+    except sqlite3.Error:
+        return []
+    return [
+        f"fleet run {run_id} crashed (its controller is gone): recorded as crashed"
+        for run_id in ended
+    ]
+
+
 def sweep(store: Store) -> None:
     """Remove the emptied cgroups that ended runs of this host left (a detached daemon's,
     or a crashed run's that were still busy); a run's are forgotten once all are gone.

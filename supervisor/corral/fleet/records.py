@@ -100,6 +100,26 @@ def finish_fleet_run(store: Store, run_id: str, status: str, exit_code: int) -> 
     store.finish_fleet_run(run_id, iso(time.time()), status, exit_code)
 
 
+def abandon_fleet_run(store: Store, run_id: str, exc: BaseException) -> None:
+    """The controller of fleet run `run_id` is leaving on `exc` (an error of its own, or a
+    stopping signal outside the run's handling): its row ends now, `crashed` with exit 70
+    (`interrupted` with 128 + the signal), never left `running`. A database that cannot
+    take it leaves it to the next start (`recovery.end_dead_fleet_runs`)."""
+    import contextlib
+    import sqlite3
+
+    from corral.errors import StoreError
+    from corral.recovery import CRASH_EXIT
+    from corral.signals import Stopped
+
+    if isinstance(exc, Stopped):
+        status, code = "interrupted", exc.exit_code
+    else:
+        status, code = "crashed", CRASH_EXIT
+    with contextlib.suppress(sqlite3.Error, StoreError, OSError):
+        finish_fleet_run(store, run_id, status, code)
+
+
 def gather_since(store: Store, host: str) -> str:
     """Where a gather of `host` must start: its oldest run still `running` here, else the
     oldest fleet run that lost it and has no run of it (a day earlier: that time is the

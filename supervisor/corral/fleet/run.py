@@ -72,11 +72,18 @@ def run_fleet(
     from corral import api
     from corral.backends import Place, open_executor
     from corral.backends.fleet import FleetTarget
+    from corral.events import Notice
     from corral.fleet import bundle as bundles
     from corral.fleet.hosts import HostResult, fleet_exit_code
-    from corral.fleet.records import FleetRecorder, finish_fleet_run, start_fleet_run
+    from corral.fleet.records import (
+        FleetRecorder,
+        abandon_fleet_run,
+        finish_fleet_run,
+        start_fleet_run,
+    )
     from corral.fleet.rollout import RolloutPolicy, host_plan
     from corral.graph import select
+    from corral.recovery import end_dead_fleet_runs
     from corral.runlock import RunLock
     from corral.scheduler import RunSettings, Scheduler
     from corral.store import module_set_key
@@ -101,38 +108,44 @@ def run_fleet(
     module_set = module_set_key(config.modules)
     results = {h: HostResult(h) for h in hosts}
     with RunLock(config.modules).acquire(None):
+        notices = [Notice(m, warning=True) for m in end_dead_fleet_runs(store, module_set)]
         start_fleet_run(store, run_id, nodes, args, digest, module_set)
-        recorder = FleetRecorder(store, run_id)
-        every = [recorder, *listeners]
+        try:
+            recorder = FleetRecorder(store, run_id)
+            every = [recorder, *listeners]
 
-        def emit(event) -> None:
-            for listener in every:
-                listener(event)
+            def emit(event) -> None:
+                for listener in every:
+                    listener(event)
 
-        target = FleetTarget(
-            run_id,
-            args,
-            digest,
-            packed,
-            results,
-            emit,
-            fanout=fanout,
-            connect_timeout=connect_timeout,
-            ssh_options=config.ssh_options,
-            exec_command=exec_command,
-        )
-        host_graph, host_selection = host_plan(hosts, canary)
-        policy = RolloutPolicy(hosts[:canary], max_fail, lambda h: results[h].status)
-        settings = RunSettings(run_id, Jobs(fanout), stop_when=policy)
-        with open_executor("fleet", Place(config, run_id, target=target)) as executor:
-            scheduler = Scheduler(
-                host_graph, host_selection, settings, executor, _Skips(results, emit)
+            target = FleetTarget(
+                run_id,
+                args,
+                digest,
+                packed,
+                results,
+                emit,
+                fanout=fanout,
+                connect_timeout=connect_timeout,
+                ssh_options=config.ssh_options,
+                exec_command=exec_command,
             )
-            scheduler.run()
-        code = fleet_exit_code(list(results.values()), scheduler.stop_signal)
-        status = {0: "ok", 1: "failed", 4: "failed", 5: "warning"}.get(code, "interrupted")
-        finish_fleet_run(store, run_id, status, code)
-    return FleetOutcome(run_id, status, code, list(results.values()), recorder.rows, digest)
+            host_graph, host_selection = host_plan(hosts, canary)
+            policy = RolloutPolicy(hosts[:canary], max_fail, lambda h: results[h].status)
+            settings = RunSettings(run_id, Jobs(fanout), stop_when=policy)
+            with open_executor("fleet", Place(config, run_id, target=target)) as executor:
+                scheduler = Scheduler(
+                    host_graph, host_selection, settings, executor, _Skips(results, emit)
+                )
+                scheduler.run()
+            code = fleet_exit_code(list(results.values()), scheduler.stop_signal)
+            status = {0: "ok", 1: "failed", 4: "failed", 5: "warning"}.get(code, "interrupted")
+            finish_fleet_run(store, run_id, status, code)
+        except BaseException as exc:  # the controller failed: its row never stays running
+            abandon_fleet_run(store, run_id, exc)
+            raise
+    hosts_ = list(results.values())
+    return FleetOutcome(run_id, status, code, hosts_, recorder.rows, digest, notices=notices)
 
 
 class _Skips:
