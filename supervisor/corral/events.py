@@ -28,13 +28,13 @@ class AttemptResult:
     start: float  # wall clock, seconds since the epoch
     end: float
     duration_s: float  # monotonic
-    cpu_user_s: float | None  # None: unknown (nothing could measure it)
-    cpu_sys_s: float | None
-    peak_rss_bytes: int | None
-    read_bytes: int | None
-    write_bytes: int | None
     pid: int
-    log_path: str | None
+    cpu_user_s: float | None = None  # None: unknown (nothing could measure it)
+    cpu_sys_s: float | None = None
+    peak_rss_bytes: int | None = None
+    read_bytes: int | None = None
+    write_bytes: int | None = None
+    log_path: str | None = None
     log_bytes: int = 0
     log_dropped_bytes: int = 0
     log_incomplete: bool = False

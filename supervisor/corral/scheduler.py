@@ -460,13 +460,7 @@ def _not_started(name: str, attempt: int, now: float, reason: str) -> AttemptRes
         start=now,
         end=now,
         duration_s=0.0,
-        cpu_user_s=None,
-        cpu_sys_s=None,
-        peak_rss_bytes=None,
-        read_bytes=None,
-        write_bytes=None,
         pid=0,
-        log_path=None,
         reason=reason,
     )
 

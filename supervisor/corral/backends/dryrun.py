@@ -97,7 +97,6 @@ def _result(a: DryAttempt) -> AttemptResult:
         read_bytes=0,
         write_bytes=0,
         pid=a.ident,
-        log_path=None,
     )
 
 

@@ -208,5 +208,4 @@ class FakeExecutor:
             read_bytes=0,
             write_bytes=0,
             pid=a.ident,
-            log_path=None,
         )

@@ -245,13 +245,7 @@ class FleetExecutor:
             start=attempt.start,
             end=r.ended,
             duration_s=time.monotonic() - attempt.start_mono,
-            cpu_user_s=None,  # the host's figures are in its own records
-            cpu_sys_s=None,
-            peak_rss_bytes=None,
-            read_bytes=None,
-            write_bytes=None,
-            pid=attempt.ident,
-            log_path=None,
+            pid=attempt.ident,  # the host's figures are in its own records
             reason=reason,
         )
 

@@ -635,13 +635,7 @@ class LocalExecutor:
             start=job.start,
             end=job.start + (end_mono - job.start_mono),
             duration_s=end_mono - job.start_mono,
-            cpu_user_s=None,
-            cpu_sys_s=None,
-            peak_rss_bytes=None,
-            read_bytes=None,
-            write_bytes=None,
             pid=job.pid,
-            log_path=None,
         )
         self._trees[job.pid] = job
         if job.member is None:
