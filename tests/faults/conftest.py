@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sqlite3
 import subprocess
 import time
 
@@ -49,6 +51,19 @@ def attempts(db, run_id: str) -> dict[str, dict]:
         r["module"]: r
         for r in db_rows(db, "SELECT * FROM module_runs WHERE run_id = ? ORDER BY attempt", run_id)
     }
+
+
+def recorded(db, module: str, status: str, timeout: float = 20.0) -> dict:
+    """The newest run's row, once it holds `module` as `status`: what a crash must not
+    lose is on disk (the record writer commits a little after the event)."""
+    end = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(sqlite3.Error, IndexError):
+            run = last_run(db)
+            if attempts(db, run["run_id"]).get(module, {}).get("status") == status:
+                return run
+        assert time.monotonic() < end, f"{module} never recorded as {status}"
+        time.sleep(0.02)
 
 
 def leftovers(run_id: str) -> list[int]:

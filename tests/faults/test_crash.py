@@ -8,18 +8,20 @@ import time
 
 import pytest
 
-from .conftest import Running, attempts, db_rows, last_run, leftovers, wait_gone
+from .conftest import Running, attempts, db_rows, last_run, leftovers, recorded, wait_gone
 
 
 def crashing_run(corral, gate):
+    """quick has ended (and is on disk), sleeper sleeps, ignorer ignores TERM."""
     (corral.modules.parent / "corral.yaml").write_text("grace: 1s\n")
+    trapped = corral.modules.parent / "trapped"
     corral.module("quick")
-    corral.module("sleeper", body=f"touch {gate}; sleep 60")
-    corral.module("ignorer", body="trap '' TERM; sleep 60 & wait; sleep 60")
+    corral.module("sleeper", "after: quick", f"touch {gate}; sleep 60")
+    corral.module("ignorer", body=f"trap '' TERM; touch {trapped}; sleep 60 & wait; sleep 60")
     run = Running(corral, "-j", "3", "--max-load", "1000")
     run.wait_for(gate)
-    time.sleep(0.5)
-    run_id = last_run(corral.db)["run_id"]
+    run.wait_for(trapped)
+    run_id = recorded(corral.db, "quick", "ok")["run_id"]
     assert len(leftovers(run_id)) >= 2
     return run, run_id
 
@@ -118,8 +120,7 @@ def test_a_detached_daemon_survives_a_crash_and_the_next_start_s_recovery(corral
     run = Running(corral, "-j", "2", "--max-load", "1000")
     run.wait_for(gate)
     run.wait_for(pidfile)
-    time.sleep(0.5)  # the run's row is written
-    run_id = last_run(corral.db)["run_id"]
+    run_id = recorded(corral.db, "daemon", "ok")["run_id"]  # its attempt is on disk
     if last_run(corral.db)["containment"] != "cgroup":
         run.proc.kill()
         run.finish()

@@ -9,28 +9,35 @@ import time
 
 import pexpect
 
+from ..runtrace import read_pid, state
 from .conftest import Running, attempts, last_run, leftovers
 
 TRAPPER = "trap 'echo got TERM' TERM\nsleep 60 & wait; sleep 60 & wait"
 IGNORER = "trap '' TERM\nsleep 60 & wait; sleep 60"
 
 
-def stubborn_modules(corral, gate):
+def stubborn_modules(corral, ready):
+    """Each module writes its PID into `ready/NAME` once it is as stubborn as it gets
+    (its trap set); `stopped` then stops itself. sleeper starts after done_early."""
+    ready.mkdir()
     corral.module("done_early")
-    corral.module("sleeper", body=f"touch {gate}; sleep 60")
-    corral.module("trapper", body=TRAPPER)
-    corral.module("ignorer", body=IGNORER)
-    corral.module("stopped", body="kill -STOP $$; sleep 60")
+    corral.module("sleeper", "after: done_early", f"echo $$ > {ready}/sleeper; sleep 60")
+    corral.module("trapper", body=TRAPPER.replace("\n", f"\necho $$ > {ready}/trapper\n", 1))
+    corral.module("ignorer", body=IGNORER.replace("\n", f"\necho $$ > {ready}/ignorer\n", 1))
+    corral.module("stopped", body=f"echo $$ > {ready}/stopped; kill -STOP $$; sleep 60")
     corral.module("later", "requires: sleeper")
 
 
 def test_sigterm_stops_stubborn_modules_within_grace(corral, marked_sleeper):
     (corral.modules.parent / "corral.yaml").write_text("grace: 1s\n")
-    gate = corral.modules.parent / "gate"
-    stubborn_modules(corral, gate)
+    ready = corral.modules.parent / "ready"
+    stubborn_modules(corral, ready)
     run = Running(corral, "-j", "6", "--max-load", "1000")
-    run.wait_for(gate)
-    time.sleep(0.5)
+    pids = {name: read_pid(ready / name) for name in ("sleeper", "trapper", "ignorer", "stopped")}
+    end = time.monotonic() + 20
+    while state(pids["stopped"]) != b"T":  # stopped: TERM alone cannot end it now
+        assert time.monotonic() < end, "stopped never stopped"
+        time.sleep(0.02)
     start = time.monotonic()
     run.proc.send_signal(signal.SIGTERM)
     code, out, err = run.finish()
@@ -54,7 +61,7 @@ def test_sigterm_stops_stubborn_modules_within_grace(corral, marked_sleeper):
 
 def test_second_ctrl_c_kills_at_once(corral):
     (corral.modules.parent / "corral.yaml").write_text("grace: 30s\n")
-    corral.module("ignorer", body=f"echo ready\n{IGNORER}")
+    corral.module("ignorer", body=IGNORER.replace("\n", "\necho ready\n", 1))  # trap set
     child = pexpect.spawn(
         sys.executable,
         ["-m", "corral", "--modules", str(corral.modules), "--db", str(corral.db), "run"],
@@ -65,7 +72,6 @@ def test_second_ctrl_c_kills_at_once(corral):
     child.expect("ready")
     child.sendintr()
     child.expect("SIGINT")
-    time.sleep(0.5)
     start = time.monotonic()
     child.sendintr()
     child.expect("killing every module now")
@@ -81,7 +87,10 @@ def test_second_ctrl_c_kills_at_once(corral):
 def test_a_stopped_module_needs_cont_to_hear_term(corral):
     """Control for the escalation: a stopped process ignores TERM until CONT arrives."""
     proc = subprocess.Popen(["bash", "-c", "kill -STOP $$; sleep 60"])
-    time.sleep(0.3)
+    end = time.monotonic() + 20
+    while state(proc.pid) != b"T":
+        assert time.monotonic() < end, "bash never stopped itself"
+        time.sleep(0.01)
     proc.send_signal(signal.SIGTERM)
     time.sleep(0.3)
     assert proc.poll() is None  # TERM alone did nothing
@@ -89,7 +98,7 @@ def test_a_stopped_module_needs_cont_to_hear_term(corral):
     assert proc.wait(5) == -signal.SIGTERM
     # corral sends both: a stopped module with a timeout ends as `timeout`, signal 15.
     corral.module("stopped", "timeout: 0.3s", "kill -STOP $$; sleep 60")
-    corral.module("ignorer", "timeout: 0.3s", IGNORER)
+    corral.module("ignorer", "timeout: 1s", IGNORER)  # (its trap is set well before)
     (corral.modules.parent / "corral.yaml").write_text("grace: 0.5s\n")
     result = corral("run", "--json")
     mods = {m["name"]: m for m in result.json()["modules"]}
