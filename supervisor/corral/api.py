@@ -195,7 +195,7 @@ def check_modules(config: Config, store: Store, strict: bool = False) -> list[Pr
     """Every problem in every module (warnings too); under `strict` warnings count as errors."""
     scan = scan_modules(config)
     paths = [os.path.join(directory, name) for directory, entries, _ in scan for name, _ in entries]
-    problems = untrusted_files(config, paths)
+    problems = untrusted_files(config, paths) + place_problems(config)
     try:
         graph, _ = load_graph(config, store, scan)
         problems += graph.warnings
@@ -212,6 +212,39 @@ def check_modules(config: Config, store: Store, strict: bool = False) -> list[Pr
     if strict:
         problems = [Problem(p.path, p.line, p.message, "error") for p in problems]
     return problems
+
+
+def place_problems(config: Config) -> list[Problem]:
+    """What a run would refuse (errors) or warn about (warnings) in the places it writes
+    beside the database (which `open_store` checks): the run lock's directory and file,
+    and the log directory. Found without making or changing anything, so that `check`
+    and `run --dry-run` say what `run` would."""
+    from corral.errors import CorralError
+    from corral.runlock import probe
+
+    problems = []
+    try:
+        probe(config.modules)
+    except CorralError as exc:
+        problems.append(Problem(None, 0, str(exc)))
+    except OSError as exc:  # the run stops on it (exit 2), naming the place
+        where = f"{exc.filename}: " if exc.filename else ""
+        problems.append(Problem(None, 0, f"{where}{exc.strerror or exc} (the run lock)"))
+    try:
+        safepath.probe_dirs(config.log_dir / new_run_id())
+    except CorralError as exc:
+        problems.append(Problem(None, 0, str(exc)))
+    except OSError as exc:  # the run goes on without logs, and says so
+        problems.append(Problem(None, 0, log_dir_warning(config.log_dir, exc), "warning"))
+    return problems
+
+
+def log_dir_warning(log_dir: Path, exc: OSError) -> str:
+    """What a run says when its log directory cannot be made."""
+    return (
+        f"{log_dir}: cannot create the log directory ({exc.strerror}); the modules run, "
+        "what they print is not kept"
+    )
 
 
 def untrusted_files(config: Config, modules: list[str]) -> list[Problem]:
@@ -487,7 +520,12 @@ def run_modules(
     # rest runs: waiting for it would be waiting for ever.
     never = never_fit(config, graph, selection.names)
     run_id = new_run_id()
-    if dry_run:
+    if dry_run:  # what a run would refuse it refuses, what a run would say it says
+        places = place_problems(config)
+        if any(p.severity == "error" for p in places):
+            raise HeaderError(places)
+        for problem in places:
+            emit(Notice(problem.message, warning=True))
         settings = RunSettings(
             run_id,
             config.jobs,
@@ -556,13 +594,7 @@ def run_modules(
             safepath.make_dirs(log_dir, 0o750)
             made = True
         except OSError as exc:
-            emit(
-                Notice(
-                    f"{log_dir}: cannot create the log directory ({exc.strerror}); the "
-                    "modules run, what they print is not kept",
-                    warning=True,
-                )
-            )
+            emit(Notice(log_dir_warning(log_dir, exc), warning=True))
         env = dict(os.environ)
         env.update(CORRAL_RUN_ID=run_id, CORRAL_LIB=str(lib), CORRAL_LOG_DIR=str(log_dir))
         recorder = recorder_for()

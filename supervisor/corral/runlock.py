@@ -170,6 +170,42 @@ def _cannot(path: Path, exc: OSError) -> str:
     return f"cannot take the run lock {path}: {why}; nothing was run"
 
 
+def probe(modules: tuple[Path, ...]) -> None:
+    """Raise what taking the run lock would raise for its directory and file (UnsafePath,
+    RunLockError), making and changing nothing: for `check` and `run --dry-run`."""
+    path = lock_path(modules)
+    try:
+        _probe(path)
+    except OSError as exc:
+        raise RunLockError(_cannot(path, exc)) from None
+
+
+def _probe(path: Path) -> None:
+    try:
+        safepath.probe_dirs(path.parent)
+    except safepath.UnsafePath as exc:
+        raise safepath.UnsafePath(
+            exc.path, f"{exc.why}; remove it (rm -r {exc.path}) and run again"
+        ) from None
+    if not os.path.isdir(path.parent):
+        return  # made by the run, as it must be
+    owner = os.stat(path.parent).st_uid
+    if owner != os.geteuid():
+        raise safepath.UnsafePath(
+            str(path.parent),
+            f"owned by uid {owner}, not {os.geteuid()}; another user made it: "
+            f"remove it (rm -r {path.parent}) and run again",
+        )
+    if not os.path.lexists(path):
+        return
+    flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+    if safepath.strict():
+        with safepath.Walker() as walker:
+            os.close(walker.open_file(path, os.O_RDWR))
+    else:
+        os.close(os.open(path, flags))
+
+
 def _linked(fd: int, path: Path) -> bool:
     """Is `path` still the file open on `fd`?"""
     try:

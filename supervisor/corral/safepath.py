@@ -117,25 +117,29 @@ class Walker:
             os.close(fd)
         self._dirs.clear()
 
-    def directory(self, path: str | os.PathLike, create: bool = False, mode: int = 0o755) -> int:
+    def directory(
+        self, path: str | os.PathLike, create: bool = False, mode: int = 0o755, through=False
+    ) -> int:
         """A checked descriptor of directory `path` (owned by the walker: do not close);
-        missing directories are made with `mode` when `create`. Raises UnsafePath, or
-        OSError when a component is missing or unreadable."""
+        missing directories are made with `mode` when `create`; `through`: `path` is
+        only passed through (a sticky one is fine), as on the way to a directory below.
+        Raises UnsafePath, or OSError when a component is missing or unreadable."""
         path = _absolute(path)
-        fd = self._dirs.get(path)
+        key = f"{path}/\0" if through else path  # checked by another rule: kept apart
+        fd = self._dirs.get(key)
         if fd is None:
-            fd = self._walk(path, create, mode)
-            self._dirs[path] = fd
+            fd = self._walk(path, create, mode, through)
+            self._dirs[key] = fd
         return fd
 
-    def _walk(self, path: str, create: bool, mode: int) -> int:
+    def _walk(self, path: str, create: bool, mode: int, through: bool = False) -> int:
         """The descriptor of the directory `path`, every step checked."""
         fd = os.open("/", DIR_FLAGS)
         chain = ["/"]  # the real directories walked: '..' goes back along it
         parts = _parts(path)
         links = 0
         try:
-            self._check_dir(fd, "/", last=not parts)
+            self._check_dir(fd, "/", last=not parts and not through)
             while parts:
                 name = parts.pop(0)
                 if name == "..":
@@ -160,7 +164,7 @@ class Walker:
                     continue
                 fd = _replace(fd, child)
                 chain.append(where)
-                self._check_dir(fd, where, last=not parts)
+                self._check_dir(fd, where, last=not parts and not through)
             return fd
         except BaseException:
             os.close(fd)
@@ -294,3 +298,24 @@ def open_in(dir_fd: int, name: str, flags: int, mode: int = 0o600, shown=None) -
     if not strict():
         return os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=dir_fd)
     return Walker().open_at(dir_fd, name, flags, mode, shown)
+
+
+def probe_dirs(path: str | os.PathLike) -> None:
+    """Raise what making directory `path` (`make_dirs`) and then writing into it would
+    raise, making and changing nothing: UnsafePath (as root), or OSError (a file where
+    a directory should be, no permission, a read-only file system). For `check` and
+    `run --dry-run`, which must refuse and warn as a run would."""
+    path = os.path.normpath(_absolute(path))
+    existing = path
+    while not os.path.lexists(existing) and os.path.dirname(existing) != existing:
+        existing = os.path.dirname(existing)
+    if strict():
+        with Walker() as walker:
+            walker.directory(existing, through=existing != path)
+    st = os.stat(existing)
+    if not stat.S_ISDIR(st.st_mode):
+        raise NotADirectoryError(errno.ENOTDIR, "Not a directory", existing)
+    if not os.access(existing, os.W_OK | os.X_OK):
+        if os.statvfs(existing).f_flag & os.ST_RDONLY:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), existing)
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), existing)
