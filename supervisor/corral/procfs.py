@@ -1,4 +1,5 @@
-"""Small readers of /proc/PID files, shared by the executor, the sampler and recovery.
+"""Small readers of /proc files, shared by the executor, the sampler, the records and
+recovery.
 
 Each returns None when the process is gone or the file unreadable: processes come and
 go between a directory listing and a read, and that is never an error.
@@ -8,6 +9,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+
+
+def boot_id() -> str | None:
+    """This boot's id (Linux's random boot_id); None where it cannot be read."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return None
 
 
 def pids() -> Iterator[int]:

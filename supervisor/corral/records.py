@@ -28,7 +28,7 @@ from corral.events import (
     RunStarted,
     Sampled,
 )
-from corral.procfs import start_time
+from corral.procfs import boot_id, start_time
 from corral.status import Status
 from corral.store import Store
 from corral.units import plural
@@ -38,7 +38,7 @@ RETRY_EVERY = 1.0  # seconds between tries while the database cannot be written
 
 
 def iso(t: float | None) -> str | None:
-    """Stored timestamps: UTC ISO 8601 with milliseconds, so they sort as text."""
+    """Stored timestamps: UTC ISO 8601 with microseconds, so they sort as text."""
     if t is None:
         return None
     return dt.datetime.fromtimestamp(t, dt.UTC).isoformat(timespec="microseconds")
@@ -47,15 +47,6 @@ def iso(t: float | None) -> str | None:
 def _text(value: object) -> str | None:
     """A refusal as stored: 'kind: detail'; None stays NULL."""
     return None if value is None else str(value)
-
-
-def boot_id() -> str | None:
-    """This boot's id (Linux's random boot_id); None where it cannot be read."""
-    try:
-        with open("/proc/sys/kernel/random/boot_id") as f:
-            return f.read().strip()
-    except OSError:
-        return None
 
 
 class Recorder:

@@ -25,8 +25,8 @@ import time
 
 from corral import cgroups
 from corral.kill import terminate
-from corral.procfs import marked, start_time
-from corral.records import boot_id, iso
+from corral.procfs import boot_id, marked, start_time
+from corral.records import iso
 from corral.store import Store
 from corral.units import plural
 
