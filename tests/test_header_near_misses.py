@@ -158,3 +158,16 @@ def test_a_number_out_of_range_is_an_error_naming_its_line_never_a_crash(line, s
     assert said in h.problems[0].message
     # the control: a value in range is read
     assert parse_header(b"# memory: 1024T\n# retries: 100\n").problems == ()
+
+
+def test_a_key_below_the_first_line_of_code_is_a_warning_naming_its_line():
+    text = "#!/bin/bash\n# requires: a\nset -euo pipefail\n\n# locks: apt\ntrue\n"
+    h = parse_header(text.encode())
+    assert h.requires == ("a",) and h.locks == ()
+    assert [(p.line, p.severity) for p in h.problems] == [(5, "warning")]
+    assert "locks: below the header, which ends at line 3" in h.problems[0].message
+    # the control: the same line above the code is read
+    h = parse_header(
+        text.replace("set -euo pipefail\n\n# locks: apt", "# locks: apt\nset -e").encode()
+    )
+    assert h.locks == ("apt",) and h.problems == ()

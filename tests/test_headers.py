@@ -174,7 +174,11 @@ def test_invalid_dependency_names_are_errors():
 
 def test_no_header_means_no_dependencies():
     h = parse("#!/bin/bash\necho hi\n# requires: late\n")
-    assert h == Header()
+    assert h.requires == () and h.lines == {}
+    # the key below the first line of code is not read, and says so
+    assert [(p.line, p.severity) for p in h.problems] == [(3, "warning")]
+    assert "below the header, which ends at line 2" in h.problems[0].message
+    assert parse("#!/bin/bash\necho hi\n# later: the end\n") == Header()  # prose
 
 
 def test_empty_file_is_a_warning_not_an_error():

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, fields
 
 from corral.errors import Problem
 
-PARSER_VERSION = 7  # bump when Header or parsing changes: the cache re-parses everything
+PARSER_VERSION = 8  # bump when Header or parsing changes: the cache re-parses everything
 
 LIST_KEYS = ("requires", "wants", "after", "before", "provides", "locks", "tags")
 SCALAR_KEYS = (
@@ -61,6 +61,12 @@ DEP_RE = re.compile(r"\$?[A-Za-z0-9_][A-Za-z0-9_.+-]*\Z")
 KEY_LINE_RE = re.compile(rb"#\s*([A-Za-z][A-Za-z0-9_-]*)[ \t]*:[ \t]*(.*)")
 # `# requires sleeper`: a word, then more, no colon after the word (see _unkeyed)
 UNKEYED_RE = re.compile(rb"#[ \t]*([A-Za-z][A-Za-z0-9_-]*)[ \t]+(\S.*)")
+# A native key on a comment line below the header (which ends at the first line of code)
+LATE_KEY_RE = re.compile(
+    rb"^[ \t]*#[ \t]*(requires|wants|after|before|provides|locks|tags|timeout|retries"
+    rb"|memory|detach|workload|warning-exit)[ \t]*:",
+    re.M | re.I,
+)
 # An LSB ordering key on a comment line anywhere (outside the block it is not read)
 LSB_ORDER_RE = re.compile(
     rb"^[ \t]*#+[ \t]*(required-start|should-start|x-start-before)[ \t]*:", re.M | re.I
@@ -333,6 +339,7 @@ def parse_header(data: bytes) -> Header:
     lsb_span = _lsb_span(data, builder)
     end = _read_native(data, builder, lsb_span)
     _stray_lsb(data, builder, lsb_span, end)
+    _late_keys(data, builder, lsb_span, end)
     if lsb_span:
         _read_lsb(data, lsb_span, builder)
     _bash_source(data, builder)
@@ -465,6 +472,33 @@ def _lsb_outside(word: str, number: int, builder: _Builder) -> None:
             f"{word}: is an LSB key, read only inside a '### BEGIN INIT INFO' block",
             "warning",
         )
+
+
+def _late_keys(data: bytes, builder: _Builder, span: tuple[int, int] | None, end: int) -> None:
+    """A `# key:` line below the header (after its first line of code) is not read: a
+    warning naming it, since a key moved under `set -euo pipefail` would otherwise be
+    ignored in silence."""
+    for match in LATE_KEY_RE.finditer(data, _offset_of_line(data, end)):
+        number = data.count(b"\n", 0, match.start()) + 1
+        if span and span[0] <= number <= span[1]:
+            continue
+        key = match.group(1).decode("ascii").lower()
+        builder.problem(
+            number,
+            f"{key}: below the header, which ends at line {end} (the first line of code), "
+            f"so it is not read: move it above line {end}",
+            "warning",
+        )
+
+
+def _offset_of_line(data: bytes, line: int) -> int:
+    """The offset of the start of 1-based `line` in `data` (its length past the end)."""
+    at = 0
+    for _ in range(line - 1):
+        at = data.find(b"\n", at) + 1
+        if at == 0:
+            return len(data)
+    return at
 
 
 def _stray_lsb(data: bytes, builder: _Builder, span: tuple[int, int] | None, end: int) -> None:
