@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import sqlite3
@@ -13,17 +14,34 @@ from dataclasses import replace
 from ..conftest import write_module
 from .conftest import Running, db_rows
 
-WRITER = r"""
-import sys, time
+# One interpreter imports the store once and forks a writer per round (200 fresh
+# interpreters spent most of the test starting up). Each writer opens the database
+# itself, after the fork, and writes attempts until it is killed; its lines go
+# straight to the pipe (os.write: nothing waits in a buffer when SIGKILL lands).
+FORKER = r"""
+import os, sys
 from pathlib import Path
 from corral.store import Store
-store = Store.open(Path(sys.argv[1]))
-store.insert_run({"run_id": sys.argv[2], "started": "x", "status": "running"})
-for i in range(100000):
-    print("begin", i, flush=True)
-    store.write_attempts([{"run_id": sys.argv[2], "module": f"m{i}", "attempt": 1,
-                           "status": "ok", "reason": "x" * 2000}], [])
-    print("ack", i, flush=True)
+
+def write(run_id):
+    store = Store.open(Path(sys.argv[1]))
+    store.insert_run({"run_id": run_id, "started": "x", "status": "running"})
+    for i in range(100000):
+        os.write(1, f"begin {i}\n".encode())
+        store.write_attempts([{"run_id": run_id, "module": f"m{i}", "attempt": 1,
+                               "status": "ok", "reason": "x" * 2000}], [])
+        os.write(1, f"ack {i}\n".encode())
+
+for line in sys.stdin:
+    pid = os.fork()
+    if pid == 0:
+        try:
+            write(line.strip())
+        finally:
+            os._exit(1)
+    os.write(1, f"pid {pid}\n".encode())
+    os.waitpid(pid, 0)
+    os.write(1, b"end\n")
 """
 
 
@@ -48,27 +66,45 @@ def test_a_writer_killed_200_times_keeps_every_acknowledged_row(tmp_path):
     acked: set[int] = set()
     mid_write = 0
     rng = random.Random(7)
-    for round_ in range(200):
-        run_id = f"r{round_}"
-        proc = subprocess.Popen(
-            [sys.executable, "-c", WRITER, str(db), run_id], stdout=subprocess.PIPE, text=True
-        )
-        # Started up (the first write begins; on a loaded host start-up alone can take
-        # longer than any fixed sleep, and a writer killed before it made the schema
-        # tests nothing), then a few writes.
-        first = proc.stdout.readline()
-        time.sleep(rng.random() * 0.1)
-        proc.send_signal(signal.SIGKILL)
-        out, _ = proc.communicate()
-        lines = (first + out).split()
-        last_begin = None
-        for kind, number in zip(lines[::2], lines[1::2], strict=False):
-            if kind == "ack":
-                acked.add((round_, int(number)))
-            else:
-                last_begin = int(number)
-        if last_begin is not None and (round_, last_begin) not in acked:
-            mid_write += 1  # killed between BEGIN and the acknowledgement
+    forker = subprocess.Popen(
+        [sys.executable, "-c", FORKER, str(db)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        bufsize=1,
+    )
+    try:
+        for round_ in range(200):
+            forker.stdin.write(f"r{round_}\n")
+            forker.stdin.flush()
+            # The writer's PID, and its first write begun (on a loaded host start-up can
+            # take longer than any fixed sleep, and a writer killed before it made the
+            # schema tests nothing); then a few writes, and SIGKILL.
+            lines, pid = [], None
+            while pid is None or not lines:
+                line = forker.stdout.readline()
+                assert line, "the forker ended"
+                kind, number = line.split()
+                if kind == "pid":
+                    pid = int(number)
+                else:
+                    lines.append((kind, number))
+            time.sleep(rng.random() * 0.05)
+            os.kill(pid, signal.SIGKILL)
+            while (line := forker.stdout.readline()) != "end\n":
+                assert line, "the forker ended"
+                lines.append(tuple(line.split()))
+            last_begin = None
+            for kind, number in lines:
+                if kind == "ack":
+                    acked.add((round_, int(number)))
+                else:
+                    last_begin = int(number)
+            if last_begin is not None and (round_, last_begin) not in acked:
+                mid_write += 1  # killed between BEGIN and the acknowledgement
+    finally:
+        forker.stdin.close()
+        forker.wait(30)
     conn = sqlite3.connect(db)
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     stored = {
