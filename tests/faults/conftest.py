@@ -6,6 +6,7 @@ import contextlib
 import os
 import sqlite3
 import subprocess
+import sys
 import time
 
 import pytest
@@ -40,6 +41,28 @@ class Running:
     def finish(self, timeout: float = 60.0) -> tuple[int, str, str]:
         out, err = self.proc.communicate(timeout=timeout)
         return self.proc.returncode, out, err
+
+
+def private_mounts(corral, script: str) -> subprocess.CompletedProcess:
+    """Bash runs `script` in a private mount namespace (its own /run/lock, say, so the
+    host's is untouched), with PYTHON, MODULES and DB naming this corral; the test is
+    skipped where no namespace can be made (the script exits 99, or never says rc=)."""
+    env = {
+        **corral.env,
+        "PYTHON": sys.executable,
+        "MODULES": str(corral.modules),
+        "DB": str(corral.db),
+    }
+    done = subprocess.run(
+        ["unshare", "-m", "bash", "-c", script],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    if done.returncode == 99 or "rc=" not in done.stdout:
+        pytest.skip(f"no private mount namespace here: {done.stderr.strip()}")
+    return done
 
 
 def last_run(db) -> dict:

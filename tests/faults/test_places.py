@@ -10,13 +10,12 @@ the same commands pass once the place is fine.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import pytest
 
 from ..test_lint import need
 from .attacker import NOBODY, as_nobody
+from .conftest import private_mounts
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the places are root's")
 
@@ -95,21 +94,7 @@ def test_a_run_lock_directory_another_user_planted_is_refused_by_check_and_dry_r
     need("unshare")
     marker = corral.modules.parent / "ran"
     corral.module("a", body=f"touch {marker}")
-    env = {
-        **corral.env,
-        "PYTHON": sys.executable,
-        "MODULES": str(corral.modules),
-        "DB": str(corral.db),
-    }
-    done = subprocess.run(
-        ["unshare", "-m", "bash", "-c", LOCK_SCRIPT],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
-    if done.returncode == 99 or "rc=" not in done.stdout:
-        pytest.skip(f"no private mount namespace here: {done.stderr.strip()}")
+    done = private_mounts(corral, LOCK_SCRIPT)
     out = done.stdout
     assert "Traceback" not in out + done.stderr
     parts = out.split("== ")[1:]

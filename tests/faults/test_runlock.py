@@ -19,6 +19,7 @@ import pytest
 from corral.runlock import lock_path
 
 from ..conftest import db_rows
+from .conftest import private_mounts
 
 
 @contextlib.contextmanager
@@ -137,21 +138,7 @@ def test_a_lock_directory_on_a_full_or_read_only_filesystem_is_named(corral):
         pytest.skip("the run lock is in /run/lock as root only")
     marker = corral.modules.parent / "ran"
     corral.module("a", body=f"echo x >> {marker}")
-    env = {
-        **corral.env,
-        "PYTHON": sys.executable,
-        "MODULES": str(corral.modules),
-        "DB": str(corral.db),
-    }
-    done = subprocess.run(
-        ["unshare", "-m", "bash", "-c", FULL_SCRIPT],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
-    if done.returncode == 99 or "rc=" not in done.stdout:
-        pytest.skip(f"no private mount namespace here: {done.stderr.strip()}")
+    done = private_mounts(corral, FULL_SCRIPT)
     out, err = done.stdout, done.stderr
     assert "Traceback" not in err and "internal error" not in err, err
     lock = lock_path((corral.modules,)).name

@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import subprocess
-import sys
-
-import pytest
 
 from ..test_lint import need
 from .attacker import NOBODY, as_nobody
+from .conftest import private_mounts
 
 
 def refused(result, place) -> None:
@@ -123,21 +120,7 @@ def test_the_run_lock_cannot_be_planted_or_held_hostage(corral):
     need("flock")
     marker = corral.modules.parent / "ran"
     corral.module("a", body=f"echo x >> {marker}")
-    env = {
-        **corral.env,
-        "PYTHON": sys.executable,
-        "MODULES": str(corral.modules),
-        "DB": str(corral.db),
-    }
-    done = subprocess.run(
-        ["unshare", "-m", "bash", "-c", LOCK_SCRIPT],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
-    if done.returncode == 99 or "rc=" not in done.stdout:
-        pytest.skip(f"no private mount namespace here: {done.stderr.strip()}")
+    done = private_mounts(corral, LOCK_SCRIPT)
     out = done.stdout + done.stderr
     assert "Traceback" not in out
     for why in (
