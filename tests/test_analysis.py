@@ -17,6 +17,8 @@ from corral.analysis import (
     Run,
     analyse,
     module_rates,
+    release_chain,
+    releaser,
     running_over_time,
     timeline,
     troubled,
@@ -60,6 +62,29 @@ def test_the_account_of_the_critical_path_adds_up_to_the_makespan():
     assert sum(run.account.values()) == pytest.approx(run.makespan)
     assert str(verdict(run)).startswith("critical path (86% of the makespan)")
     assert verdict(run).name == "critical path"
+
+
+def test_what_released_a_module_is_what_ended_last_before_it_started():
+    """`corral why`'s chain and the report's critical path are one walk: a module's
+    releaser is the requirement that ended last before it started (one that ended later
+    did not hold it back, one that never ran released nothing)."""
+    run = scripted(
+        {
+            "base": [attempt(0.0, 1.0)],
+            "side": [attempt(0.0, 0.4)],
+            "middle": [attempt(1.0, 1.0)],
+            "late": [attempt(0.0, 5.0)],  # ends after top started: not what released it
+            "never": [],
+            "top": [attempt(2.2, 0.5)],
+            "alone": [attempt(0.0, 0.1)],
+        },
+        {"middle": ["base"], "top": ["middle", "side", "late", "never"]},
+    )
+    assert releaser(run, run.modules["top"]).name == "middle"
+    assert release_chain(run, "top") == ["base", "middle", "top"]
+    assert release_chain(run, "alone") == ["alone"]
+    assert run.critical_path == release_chain(run, "late") == ["late"]
+    assert timeline(run, "top").ready == pytest.approx(2.0)
 
 
 def test_a_gate_refusal_for_slots_counts_as_jobs_not_throttle():
