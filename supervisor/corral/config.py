@@ -170,7 +170,10 @@ def load_config(
     if config_file:
         path: Path | None = Path(config_file)
         how = "flag --config" if config_file != env.get("CORRAL_CONFIG") else "env CORRAL_CONFIG"
-        data = _read_yaml(path, required=True)
+        try:
+            data = _read_yaml(path, required=True)
+        except UnsafeConfig as exc:  # named on purpose: an error, never ignored
+            raise UsageError(f"{path}:1: {exc}; nothing was run") from None
     else:
         path, ignored = find_config(dirs[0])
         _one_config(path, dirs)
@@ -193,7 +196,11 @@ def load_config(
                 f"using {path}; ignoring {', '.join(map(str, ignored))} "
                 "(one config file per modules directory; --config chooses)"
             )
-        data = _read_yaml(path, required=False) if path else {}
+        try:
+            data = _read_yaml(path, required=False) if path else {}
+        except UnsafeConfig as exc:  # found, not chosen: ignored (never read), said
+            warnings.append(f"ignoring {path}: not read: {exc}")
+            path, data = None, {}
     sources["config_file"] = how if path else "none found"
     origin = f"config {path}"
     for key in data:
@@ -301,7 +308,29 @@ def _bool_text(text: str) -> bool:
     raise ValueError("expected yes or no (true/false, 1/0)")
 
 
+class UnsafeConfig(Exception):
+    """As root: a config file another user could change (why, in words)."""
+
+
+def _config_text(path: Path) -> str:
+    """The config file's text; as root read from the descriptor checked as a module's
+    is (trust.py: root's, writable by no one else, no one else's link or directory on
+    the way), UnsafeConfig otherwise. Raises OSError, UnicodeDecodeError."""
+    if os.geteuid() != 0:
+        return path.read_text()
+    from corral.safepath import UnsafePath
+    from corral.trust import read_checked, refusal
+
+    try:
+        return read_checked(path).decode()
+    except UnsafePath as exc:
+        raise UnsafeConfig(refusal(str(path), exc, "read")) from None
+
+
 def _read_yaml(path: Path, required: bool) -> dict:
+    """The config file's mapping ({} when it is missing and not `required`); raises
+    UsageError naming the file and line, UnsafeConfig (as root) before reading a byte
+    of a file another user could change."""
     if not path.exists():
         if required:
             raise UsageError(f"{path}: config file not found")
@@ -309,7 +338,7 @@ def _read_yaml(path: Path, required: bool) -> dict:
     import yaml
 
     try:
-        data = yaml.load(path.read_text(), Loader=_loader()) or {}
+        data = yaml.load(_config_text(path), Loader=_loader()) or {}
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"{path}: cannot read config: {exc}") from None
     except ValueError as exc:  # an integer of thousands of digits

@@ -66,7 +66,7 @@ def library_tree(root: Path) -> list[str]:
     return found
 
 
-def refusal(path: str, exc: UnsafePath) -> str:
+def refusal(path: str, exc: UnsafePath, doing: str = "run") -> str:
     """'refusing to run as root: its directory /x is world-writable …'."""
     path = os.path.abspath(path)
     if exc.path == path:
@@ -77,7 +77,20 @@ def refusal(path: str, exc: UnsafePath) -> str:
         where = f"its directory {exc.path}"
     else:
         where = f"{exc.path}, on the way to the real file,"
-    return f"refusing to run as root: {where} is {exc.why}; another user could change what runs"
+    what = "what runs" if doing == "run" else "what is read"
+    return f"refusing to {doing} as root: {where} is {exc.why}; another user could change {what}"
+
+
+def read_checked(path: str | Path) -> bytes:
+    """The bytes of the file `path`, read from the descriptor the checks were made on
+    (as root); an ordinary user's are read as they are. Raises UnsafePath, or OSError."""
+    if os.geteuid() != 0:
+        with open(path, "rb") as f:
+            return f.read()
+    with Checker() as checker:
+        fd = checker.open(os.fspath(path))
+    with open(fd, "rb") as f:
+        return f.read()
 
 
 class Checker:

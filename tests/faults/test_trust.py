@@ -53,8 +53,8 @@ def test_library_and_config_files_count_too(corral):
     config = corral.modules.parent / "corral.yaml"
     config.write_text("jobs: 2\n")
     config.chmod(0o666)
-    result = corral("run")
-    assert result.code == 2 and "corral.yaml" in result.err
+    result = corral("--config", str(config), "run")
+    assert result.code == 2 and "corral.yaml:1: refusing to read as root" in result.err
 
 
 def test_the_rules_hold_for_a_sticky_tmp_and_not_for_other_users(tmp_path):
@@ -248,3 +248,78 @@ def test_an_empty_directory_another_user_owns_under_lib_is_refused(corral):
     refused_everywhere(corral, f"{lib / 'later'}")
     os.chown(lib / "later", 0, 0)  # the control: root's directory is fine
     assert corral("run").code == 0
+
+
+# The config file: one found beside the modules that another user could change is
+# ignored (never read) with a warning naming it; one named with --config is an error.
+
+ATTACKER_CONFIG = "attacker: [yes"  # if read: invalid YAML, exit 2
+
+
+def _plant_config(arena, how: str):
+    """A corral.yaml beside the modules that `nobody` could write (or reach through
+    their own link), with the attacker's content in it; returns (path, make it safe)."""
+    config = arena.root / "corral.yaml"
+    if how == "link":  # root's file elsewhere, reached through a link nobody owns
+        real = arena.root / "real.yaml"
+        real.write_text(f"{ATTACKER_CONFIG}\n")
+        config.symlink_to(real)
+        os.lchown(config, NOBODY, NOGROUP)
+        return config, lambda: os.lchown(config, 0, 0)
+    config.touch()
+    if how == "world":
+        config.chmod(0o666)
+    elif how == "group":
+        os.chown(config, 0, NOGROUP)
+        config.chmod(0o664)
+    else:  # owner
+        os.chown(config, NOBODY, NOGROUP)
+    as_nobody(f"printf '%s\\n' '{ATTACKER_CONFIG}' > {config}")  # the attack
+
+    def safe() -> None:
+        os.chown(config, 0, 0)
+        config.chmod(0o644)
+
+    return config, safe
+
+
+@pytest.mark.parametrize("how", ["world", "group", "owner", "link"])
+def test_a_found_config_another_user_could_change_is_ignored_never_read(corral, arena, how):
+    corral = corral_in(arena, corral)
+    marker = arena.root / "ran"
+    corral.module("a", body=f"touch {marker}")
+    config, make_safe = _plant_config(arena, how)
+    for args in (("check",), ("run", "--dry-run"), ("run",)):
+        result = corral(*args)
+        assert result.code == 0, (args, result.err)
+        assert f"corral: warning: ignoring {config}: not read: refusing to read as root" in (
+            result.err
+        )
+        assert "invalid YAML" not in result.err and "Traceback" not in result.err
+    assert marker.exists()
+    make_safe()  # the control: the same file, root's alone, is read (and refused)
+    result = corral("run")
+    assert result.code == 2 and "invalid YAML" in result.err and "ignoring" not in result.err
+
+
+def test_a_config_named_with_config_that_another_user_could_change_is_an_error(corral, arena):
+    corral = corral_in(arena, corral)
+    marker = arena.root / "ran"
+    corral.module("a", body=f"touch {marker}")
+    config = arena.root / "given.yaml"
+    config.touch()
+    os.chown(config, NOBODY, NOGROUP)
+    as_nobody(f"printf 'jobs: 2\\n' > {config}")
+    for args in (("check",), ("run",)):
+        result = corral("--config", str(config), *args)
+        assert result.code == 2, result.err
+        assert f"{config}:1: refusing to read as root: {config} is owned by uid {NOBODY}" in (
+            result.err
+        )
+    mine = arena.mine / "corral.yaml"  # root's file, in nobody's directory
+    mine.write_text("jobs: 2\n")
+    result = corral("--config", str(mine), "run")
+    assert result.code == 2 and f"its directory {arena.mine} is owned by uid" in result.err
+    assert not marker.exists()
+    os.chown(config, 0, 0)  # the control: root's file in root's directory is read
+    assert corral("--config", str(config), "run").code == 0 and marker.exists()
