@@ -171,3 +171,28 @@ def test_a_key_below_the_first_line_of_code_is_a_warning_naming_its_line():
         text.replace("set -euo pipefail\n\n# locks: apt", "# locks: apt\nset -e").encode()
     )
     assert h.locks == ("apt",) and h.problems == ()
+
+
+@pytest.mark.parametrize(
+    ("line", "severity", "meant"),
+    [
+        ("# depends on: sleeper", "error", "'requires'"),
+        ("# runs after: sleeper", "error", "'after'"),
+        ("# warning exit: 3", "warning", "'warning_exit'"),
+    ],
+)
+def test_a_key_written_with_spaces_is_a_near_miss(line, severity, meant):
+    h = parse_header(f"#!/bin/bash\n{line}\ntrue\n".encode())
+    assert [(p.line, p.severity) for p in h.problems] == [(2, severity)]
+    assert f"did you mean {meant}?" in h.problems[0].message
+    # the control: prose with a colon is prose
+    assert parse_header(b"#!/bin/bash\n# Note that: it is slow\ntrue\n").problems == ()
+
+
+def test_a_corral_variable_with_a_typo_is_a_warning(corral):
+    corral.module("a")
+    result = corral("run", extra_env={"CORRAL_JOB": "4", "CORRAL_MODULE": "x"})
+    assert result.code == 0, result.err
+    assert "$CORRAL_JOB is not a setting corral reads (did you mean $CORRAL_JOBS?)" in result.err
+    assert "CORRAL_MODULE " not in result.err  # what corral sets for its modules
+    assert "is not a setting" not in corral("run", extra_env={"CORRAL_JOBS": "4"}).err

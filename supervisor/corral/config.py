@@ -96,6 +96,19 @@ ENV_SETTINGS = (
     "keep_days",
 )
 FLAG_NAMES = {"fail_fast": "fail-fast/--keep-going"}
+# What corral reads from CORRAL_* variables, and what it sets for its modules (or reads
+# for its tests): a variable close to the first but neither is a typo.
+ENV_NAMES = {f"CORRAL_{k.upper()}" for k in (*ENV_SETTINGS, "modules", "db", "config")}
+ENV_OTHERS = {
+    "CORRAL_RUN_ID",
+    "CORRAL_MODULE",
+    "CORRAL_LIB",
+    "CORRAL_LOG_DIR",
+    "CORRAL_ATTEMPT",
+    "CORRAL_DEBUG",
+    "CORRAL_CGROUPS",
+    "CORRAL_LOG_LEVEL",
+}
 CONFIG_NAMES = ("corral.yaml", "corral.yml")
 
 
@@ -241,6 +254,7 @@ def load_config(
             sources[key] = f"env {name}"
     if "keep_going" in sources:
         sources["fail_fast"] = sources.pop("keep_going")
+    warnings += _env_typos(env)
     return Config(
         modules=dirs,
         db=_absolute(db_path),
@@ -296,6 +310,27 @@ def _from_env(name: str, key: str, text: str) -> object:
         return value
     except (TypeError, ValueError, OverflowError) as exc:
         raise UsageError(f"${name}: cannot read {_shown(text)}: {exc}") from None
+
+
+def _env_typos(env) -> list[str]:
+    """A warning for each CORRAL_* variable corral does not read that is close to one it
+    does (`CORRAL_JOB=4`): it would be ignored in silence."""
+    import difflib
+
+    out = []
+    for name in sorted(env):
+        if (
+            not name.startswith("CORRAL_")
+            or name in ENV_NAMES
+            or name in ENV_OTHERS
+            or name.startswith("CORRAL_TEST_")
+            or not env[name].strip()
+        ):
+            continue
+        close = difflib.get_close_matches(name, sorted(ENV_NAMES), n=1, cutoff=0.8)
+        if close:
+            out.append(f"${name} is not a setting corral reads (did you mean ${close[0]}?)")
+    return out
 
 
 def _bool_text(text: str) -> bool:

@@ -59,6 +59,8 @@ LSB_ORDER = ("required-start", "should-start", "x-start-before")
 NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
 DEP_RE = re.compile(r"\$?[A-Za-z0-9_][A-Za-z0-9_.+-]*\Z")
 KEY_LINE_RE = re.compile(rb"#\s*([A-Za-z][A-Za-z0-9_-]*)[ \t]*:[ \t]*(.*)")
+# `# depends on: x`, `# warning exit: 3`: a key of two or three words (see _spaced_key)
+SPACED_KEY_RE = re.compile(rb"#[ \t]*([A-Za-z]+(?:[ \t]+[A-Za-z]+){1,2})[ \t]*:")
 # `# requires sleeper`: a word, then more, no colon after the word (see _unkeyed)
 UNKEYED_RE = re.compile(rb"#[ \t]*([A-Za-z][A-Za-z0-9_-]*)[ \t]+(\S.*)")
 # A native key on a comment line below the header (which ends at the first line of code)
@@ -303,8 +305,8 @@ def meant(key: str) -> str | None:
     return SYNONYMS.get(close[0], close[0]) if close else None
 
 
-def _unknown_key(key: str, number: int, builder: _Builder) -> None:
-    guess = meant(key)
+def _unknown_key(key: str, number: int, builder: _Builder, meaning: str | None = None) -> None:
+    guess = meaning or meant(key)
     if guess in ORDER_KEYS:
         builder.problem(
             number,
@@ -395,7 +397,8 @@ def _read_native(data: bytes, builder: _Builder, lsb_span: tuple[int, int] | Non
             continue
         match = KEY_LINE_RE.match(stripped)
         if not match:
-            _unkeyed(stripped, number, builder)
+            if not _spaced_key(stripped, number, builder):
+                _unkeyed(stripped, number, builder)
             continue
         word = match.group(1).decode("ascii")
         key = word.lower().replace("-", "_")
@@ -409,6 +412,22 @@ def _read_native(data: bytes, builder: _Builder, lsb_span: tuple[int, int] | Non
         else:
             _unknown_key(key, number, builder)
     return number + 1
+
+
+def _spaced_key(line: bytes, number: int, builder: _Builder) -> bool:
+    """`# depends on: x` or `# warning exit: 3`: a key (or a synonym of one) written with
+    spaces is a near miss, told as an unknown key is (an error for one that orders or
+    selects). Only exact names, so prose such as `# Note that: ...` stays prose. True
+    when the line was such a key."""
+    match = SPACED_KEY_RE.match(line)
+    if not match:
+        return False
+    words = match.group(1).decode("ascii").lower().split()
+    for joined in ("-".join(words), "_".join(words)):
+        if joined in KEYS or joined in SYNONYMS:
+            _unknown_key(" ".join(words), number, builder, meaning=SYNONYMS.get(joined, joined))
+            return True
+    return False
 
 
 def _unkeyed(line: bytes, number: int, builder: _Builder) -> None:
