@@ -76,6 +76,24 @@ def hosts_of(result: Result) -> dict[str, dict]:
     return {h["host"]: h for h in result.json()["hosts"]}
 
 
+# A module that runs until the test lets it end (/var/tmp/go on its host; at most 30 s),
+# so what the test does meanwhile never races a sleep.
+HELD = (
+    "touch /var/tmp/slow-started\n"
+    "for _ in {1..300}; do [[ -e /var/tmp/go ]] && break; sleep 0.1; done\n"
+    "touch /var/tmp/slow-done"
+)
+
+
+def wait_for(host, path: str, proc=None, timeout: float = 30.0) -> None:
+    """Until `path` exists on `host` (and `proc`, when given, still runs)."""
+    end = time.monotonic() + timeout
+    while host.sh(f"test -e {path}").returncode != 0:
+        assert proc is None or proc.poll() is None, proc.communicate()
+        assert time.monotonic() < end, f"{path} never appeared on {host.name}"
+        time.sleep(0.1)
+
+
 def test_fleet_run_statuses_exit_codes_records_and_gather(controller, fleet):
     write_module(controller.modules, "base", "tags: web", "echo base on $(hostname)")
     write_module(controller.modules, "check", "requires: base\ntags: web", fails_on("node2"))
@@ -193,19 +211,12 @@ def test_max_fail(controller, fleet, max_fail, statuses):
 
 
 def test_lost_host_finishes_there_and_a_gather_brings_its_records(controller, fleet):
-    write_module(
-        controller.modules,
-        "slow",
-        "",
-        "touch /var/tmp/slow-started; sleep 3; touch /var/tmp/slow-done",
-    )
+    write_module(controller.modules, "slow", "", HELD)
     write_module(controller.modules, "after", "requires: slow", "true")
+    fleet.host("node2").sh("touch /var/tmp/go")
     proc = controller.start("run", "-w", "node1,node2", "--json")
     node1 = fleet.host("node1")
-    end = time.monotonic() + 30
-    while node1.sh("test -e /var/tmp/slow-started").returncode != 0:
-        assert proc.poll() is None and time.monotonic() < end, proc.communicate()
-        time.sleep(0.1)
+    wait_for(node1, "/var/tmp/slow-started", proc)
     for pid in node1.sessions():  # the link drops: sshd's session for the controller dies
         os.kill(pid, signal.SIGKILL)
     out, err = proc.communicate(timeout=30)
@@ -216,10 +227,8 @@ def test_lost_host_finishes_there_and_a_gather_brings_its_records(controller, fl
     assert hosts["node2"]["status"] == "ok"
     assert controller.per_host() == {"node2": 2}
     # The modules finish on the lost host all the same.
-    end = time.monotonic() + 30
-    while node1.sh("test -e /var/tmp/slow-done").returncode != 0:
-        assert time.monotonic() < end, "the lost host's run stopped"
-        time.sleep(0.1)
+    node1.sh("touch /var/tmp/go")
+    wait_for(node1, "/var/tmp/slow-done")
     assert fleet.wait_idle() == {}
     gathered = controller("fleet", "gather", "-w", "node1", "--json")
     assert gathered.code == 0, gathered.err
@@ -278,23 +287,18 @@ def test_a_host_that_never_answers_is_unreachable_within_the_connect_timeout(con
 def test_an_interrupted_controller_starts_no_new_host_and_the_running_one_goes_on(
     controller, fleet, stop
 ):
-    write_module(
-        controller.modules,
-        "slow",
-        "",
-        "touch /var/tmp/slow-started; sleep 2; touch /var/tmp/slow-done",
-    )
+    write_module(controller.modules, "slow", "", HELD)
     proc = controller.start("run", "-w", "node[1-2]", "--fanout", "1", "--json")
     node1 = fleet.host("node1")
-    end = time.monotonic() + 30
-    while node1.sh("test -e /var/tmp/slow-started").returncode != 0:
-        assert proc.poll() is None and time.monotonic() < end, proc.communicate()
-        time.sleep(0.1)
+    wait_for(node1, "/var/tmp/slow-started", proc)
     if stop is not None:
         proc.send_signal(stop)
+    else:  # control: the same run, not interrupted, its modules let go
+        for name in ("node1", "node2"):
+            fleet.host(name).sh("touch /var/tmp/go")
     out, err = proc.communicate(timeout=30)
     hosts = {h["host"]: h for h in json.loads(out)["hosts"]}
-    if stop is None:  # control: the same run, not interrupted
+    if stop is None:
         assert proc.returncode == 0, err
         assert [hosts[n]["status"] for n in ("node1", "node2")] == ["ok", "ok"]
         return
@@ -304,8 +308,6 @@ def test_an_interrupted_controller_starts_no_new_host_and_the_running_one_goes_o
     assert "interrupted" in hosts["node2"]["reason"]
     assert fleet.host("node2").sh("ls /var/lib/corral").stdout.strip() == ""
     # node1's run goes on there (detached), and nothing is left running afterwards.
-    end = time.monotonic() + 30
-    while node1.sh("test -e /var/tmp/slow-done").returncode != 0:
-        assert time.monotonic() < end, "the interrupted controller's host run stopped"
-        time.sleep(0.1)
+    node1.sh("touch /var/tmp/go")
+    wait_for(node1, "/var/tmp/slow-done")
     assert fleet.wait_idle() == {}
