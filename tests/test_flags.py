@@ -86,3 +86,16 @@ def test_what_the_user_sees(corral, tmp_path):
     assert corral("run", "-j", "2", "--fail-fast", "summary").code == 0
     assert corral("run", "--failed").code == 0
     assert marker.read_text() == "x\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--fanout", "70000"], "70000 is not in the range 1<=x<=65536"),
+        (["--connect-timeout", "1e9"], "1000000000.0 is not in the range 1<=x<=86400"),
+    ],
+)
+def test_fleet_numbers_have_the_config_files_ranges(corral, args, said):
+    """As fanout: and connect_timeout: in the config: no host is touched."""
+    result = corral("run", "-w", "nohost.invalid", *args)
+    assert result.code == 2 and said in result.err, result.err

@@ -480,12 +480,14 @@ def _nodes_option(help: str, required: bool = False):
 
 def _fanout_option(help: str):
     """--fanout N: fleet hosts at once."""
-    return click.option("--fanout", type=click.IntRange(min=1), metavar="N", help=help)
+    return click.option("--fanout", type=click.IntRange(1, 65536), metavar="N", help=help)
 
 
 def _connect_timeout_option(help: str):
     """--connect-timeout S: seconds to reach a fleet host."""
-    return click.option("--connect-timeout", type=click.FloatRange(min=1), metavar="S", help=help)
+    return click.option(
+        "--connect-timeout", type=click.FloatRange(1, 86400), metavar="S", help=help
+    )
 
 
 @main.command()
