@@ -14,6 +14,7 @@ from pathlib import Path
 from corral.errors import UsageError
 from corral.headers import FALSE_WORDS, TRUE_WORDS, parse_duration, parse_size, split_list
 from corral.throttle import Jobs
+from corral.visible import is_text
 
 # insserv.conf's system facilities: known names that resolve to nothing until mapped,
 # so `Required-Start: $remote_fs` on a host without such a module is not an error.
@@ -183,6 +184,7 @@ def load_config(
     if config_file:
         path: Path | None = Path(config_file)
         how = "flag --config" if config_file != env.get("CORRAL_CONFIG") else "env CORRAL_CONFIG"
+        _require_cwd_for(path, "--config" if how.startswith("flag") else "$CORRAL_CONFIG")
         try:
             data = _read_yaml(path, required=True)
         except UnsafeConfig as exc:  # named on purpose: an error, never ignored
@@ -255,6 +257,20 @@ def load_config(
     if "keep_going" in sources:
         sources["fail_fast"] = sources.pop("keep_going")
     warnings += _env_typos(env)
+    for value, key in ((db_path, "db"), (log_dir, "log_dir"), (lib, "lib")):
+        if value is not None:
+            source = sources.get(key, "")
+            what = {"flag --db": "--db", "env CORRAL_DB": "$CORRAL_DB"}.get(source, key + ":")
+            _require_cwd_for(value, what)
+    # Paths corral records as text (the database's, the logs' beside it): one that is not
+    # UTF-8 would be lost from the records (the modules directory: discover.py says so).
+    named = [(db_path, "database"), (log_dir, "log directory"), (lib, "library")]
+    for value, what in [*named, (path, "config file")]:
+        if value is not None and not is_text(_absolute(value)):
+            raise UsageError(
+                f"{_absolute(value)}: the {what}'s path is not valid UTF-8, and corral "
+                "records it as text: rename it (or reach it through a link whose name is)"
+            )
     return Config(
         modules=dirs,
         db=_absolute(db_path),
@@ -291,14 +307,24 @@ def _absolute(path: Path) -> Path:
 def _require_cwd(modules: tuple[str, ...], from_env: str | None) -> None:
     """A relative modules path with the working directory gone is a clear error."""
     given = modules or tuple((from_env or "modules").split(os.pathsep))
-    if all(os.path.isabs(d) for d in given if d):
+    for d in given:
+        if d:
+            _require_cwd_for(d, "--modules" if modules else "$CORRAL_MODULES" if from_env else "")
+
+
+def _require_cwd_for(path: str | Path, what: str) -> None:
+    """A relative path (`what` gave it: "--db", "$CORRAL_DB" …; "" for the default
+    ./modules) with the working directory gone is a usage error naming both: nothing
+    relative can be found or made then."""
+    if os.path.isabs(path):
         return
     try:
         os.getcwd()
     except OSError:
+        given = f"given by {what}" if what else "the default"
+        how = f"give {what} an absolute path" if what else "give --modules an absolute path"
         raise UsageError(
-            f"{given[0]}: a relative path, and the current directory no longer exists "
-            "(give --modules an absolute path)"
+            f"{path}: a relative path ({given}), and the current directory no longer exists; {how}"
         ) from None
 
 

@@ -83,8 +83,17 @@ def sqlite_utils():
 
 def module_set_key(directories) -> str:
     """What groups runs into one module set: the modules directories, resolved (symlinks
-    and relative names followed) and sorted, joined with os.pathsep."""
-    return os.pathsep.join(sorted({os.path.realpath(d) for d in directories if d}))
+    and relative names followed) and sorted, joined with os.pathsep. Text: a resolved
+    name's bytes that are not UTF-8 (a link's target) are written as `\\xNN`."""
+    return os.pathsep.join(
+        sorted(
+            {
+                os.fsencode(os.path.realpath(d)).decode("utf-8", "backslashreplace")
+                for d in directories
+                if d
+            }
+        )
+    )
 
 
 def _schema_v1(db) -> None:

@@ -18,6 +18,7 @@ run's printer for notices and reasons).
 
 from __future__ import annotations
 
+import os
 import re
 
 RUN = 8  # unprintable characters in a row shown as a count instead
@@ -73,3 +74,12 @@ def text(message: str) -> str:
 
 def _shown(char: str) -> str:
     return _TEXT.get(ord(char)) or f"<U+{ord(char):04X}>"
+
+
+def is_text(name: str | os.PathLike) -> bool:
+    """Is the file name or path valid UTF-8 (no byte carried as a surrogate escape)?"""
+    try:
+        os.fspath(name).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -11,6 +11,7 @@ import os
 import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -110,6 +111,70 @@ def test_a_working_directory_deleted_before_the_run(corral, chatty, tmp_path):
     done = subprocess.run(["bash", "-c", script], env=corral.env, capture_output=True, text=True)
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
     all_recorded(corral, chatty)
+
+
+def _in_a_deleted_directory(corral, tmp_path, *args: str) -> subprocess.CompletedProcess:
+    """corral ARGS started by Bash in a directory it removed first (the paths in ARGS
+    relative to it: they name nothing now)."""
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    cmd = " ".join(shlex.quote(a) for a in (sys.executable, "-m", "corral", *args))
+    script = f"cd {gone} && rmdir {gone} && {cmd}"
+    return subprocess.run(["bash", "-c", script], env=corral.env, capture_output=True, text=True)
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        ("--db", "rel.db", "--modules", "ABS"),
+        ("--db", "ABSDB", "--modules", "modules"),
+        ("--db", "ABSDB", "--modules", "ABS", "--config", "corral.yaml"),
+    ],
+    ids=["db", "modules", "config"],
+)
+def test_a_relative_path_with_the_working_directory_deleted_is_a_usage_error(
+    corral, tmp_path, given
+):
+    marker = tmp_path / "ran"
+    corral.module("a", body=f"touch {marker}")
+    subs = {"ABS": str(corral.modules), "ABSDB": str(corral.db)}
+    args = [subs.get(a, a) for a in given]
+    done = _in_a_deleted_directory(corral, tmp_path, *args, "run")
+    assert done.returncode == 2, done.stderr
+    relative = next(a for a in given if a in ("rel.db", "modules", "corral.yaml"))
+    assert f"{relative}: a relative path (given by " in done.stderr
+    assert "the current directory no longer exists" in done.stderr
+    assert "Traceback" not in done.stderr and not marker.exists()
+    # The control: the same paths, absolute, run there.
+    done = _in_a_deleted_directory(
+        corral, tmp_path, "--db", str(corral.db), "--modules", str(corral.modules), "run"
+    )
+    assert done.returncode == 0 and marker.exists(), done.stderr
+
+
+def test_relative_paths_given_before_the_working_directory_goes_still_work(corral, tmp_path):
+    """--modules and --db relative to a directory a module removes: the run goes on, and
+    every record and log lands where the paths named when corral started."""
+    here = tmp_path / "here"
+    here.mkdir()
+    corral.module("remover", body=f"rmdir {here}")
+    corral.module("after", "requires: remover", "echo still here")
+    args = ["--modules", "../modules", "--db", "../rel.db", "run", "-q"]
+    done = subprocess.run(
+        [sys.executable, "-m", "corral", *args],
+        env=corral.env,
+        cwd=here,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert not here.exists()
+    rows = db_rows(tmp_path / "rel.db", "SELECT module, status, log_path FROM module_runs")
+    assert {r["module"]: r["status"] for r in rows} == {"remover": "ok", "after": "ok"}
+    log = next(r["log_path"] for r in rows if r["module"] == "after")
+    assert log.startswith(str(tmp_path)) and "still here" in Path(log).read_text()
+    runs = db_rows(tmp_path / "rel.db", "SELECT modules_dir, module_set FROM runs")
+    assert os.path.normpath(runs[0]["modules_dir"]) == str(corral.modules)
 
 
 def test_a_working_directory_deleted_during_the_run(corral, chatty, tmp_path):
