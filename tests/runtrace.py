@@ -73,6 +73,16 @@ def alive(pid: int) -> bool:
     return state(pid) not in (None, b"Z")
 
 
+def wait_for(path: Path, proc, timeout: float = 30.0) -> None:
+    """Until `path` exists; fails, with what the process said, if the process `proc`
+    ends first or it takes `timeout` seconds."""
+    end = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < end, f"{path} never appeared"
+        time.sleep(0.02)
+
+
 def wait_dead(pid: int, timeout: float) -> bool:
     """Whether `pid` ended (`alive` says no) within `timeout` seconds."""
     end = time.monotonic() + timeout

@@ -10,14 +10,7 @@ import time
 from dataclasses import replace
 
 from .conftest import db_rows
-
-
-def wait_for(path, proc, timeout=30.0):
-    end = time.monotonic() + timeout
-    while not path.exists():
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < end, f"{path} never appeared"
-        time.sleep(0.05)
+from .runtrace import wait_for
 
 
 def test_status_shows_what_runs_and_what_waits_on_what(corral, tmp_path):

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from .conftest import db_rows, write_module
-from .runtrace import processes_with
+from .runtrace import processes_with, wait_for
 
 
 def by_name(result):
@@ -179,14 +179,6 @@ def test_records_are_written_and_history_shows_them(corral):
     figures = data[0]["figures"]
     assert figures["critical_path"] == ["a", "b"] and figures["speedup"] > 0
     assert figures["parallel_efficiency"] is not None and "verdict" in figures
-
-
-def wait_for(path, proc: subprocess.Popen, timeout: float = 30.0) -> None:
-    """Until `path` exists; fails if `proc` ends first or it takes `timeout` seconds."""
-    end = time.monotonic() + timeout
-    while not path.exists():
-        assert proc.poll() is None and time.monotonic() < end, f"{path} never appeared"
-        time.sleep(0.02)
 
 
 def test_second_run_exits_3_naming_the_holder_or_waits(corral):
