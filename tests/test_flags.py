@@ -64,6 +64,12 @@ def test_control_flags_that_agree_are_no_contradiction(args):
     assert contradictions(RUN, args) is None
 
 
+def test_a_global_option_given_twice_with_two_values_is_named():
+    clash = contradictions(main, ["--db", "a.db", "--db=b.db", "run", "--db", "c"], main.commands)
+    assert clash == "--db a.db and --db b.db contradict each other: give one of them"
+    assert contradictions(main, ["--db", "a.db", "run", "--db", "b.db"], main.commands) is None
+
+
 def test_what_the_user_sees(corral, tmp_path):
     marker = tmp_path / "ran"
     corral.module("summary", body=f"echo x >> {marker}")
@@ -74,6 +80,7 @@ def test_what_the_user_sees(corral, tmp_path):
     assert said.endswith(f"{corral.db} run -j 2 summary"), said
     assert "No such option" not in misplaced.err
     for args, said in (
+        (["--config", "a.yaml", "--config", "b.yaml", "run"], "--config a.yaml and --config"),
         (["run", "-k", "--fail-fast"], "-k and --fail-fast contradict each other"),
         (["run", "--failed", "--resume"], "--failed and --resume contradict each other"),
         (["run", "--canary", "1"], "--canary is for fleet runs: give -w NODESET"),

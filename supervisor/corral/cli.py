@@ -109,11 +109,13 @@ def _options(group: click.Group, path: tuple[str, ...] = ()):
                 yield (*path, name), param
 
 
-def contradictions(command: click.Command, args: list[str]) -> str | None:
+def contradictions(
+    command: click.Command, args: list[str], stop_at: frozenset[str] = frozenset()
+) -> str | None:
     """Two flags that say opposite things (`-k --fail-fast`, `--failed --resume`), or
     one option given twice with different values (`-j 2 -j 4`), which click would
     settle silently by taking the last: the message naming both; None when there are
-    none."""
+    none. A group's options end at its command's name (`stop_at`)."""
     by_token: dict[str, click.Option] = {}
     for param in command.params:
         if isinstance(param, click.Option):
@@ -124,7 +126,7 @@ def contradictions(command: click.Command, args: list[str]) -> str | None:
     while i < len(args):
         token = args[i]
         i += 1
-        if token == "--":
+        if token == "--" or token in stop_at:
             break
         opt, eq, attached = token.partition("=")
         param = by_token.get(opt)
@@ -160,6 +162,10 @@ class CheckedGroup(click.Group):
     group_class = type  # its subgroups are of its own class
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if not ctx.resilient_parsing:
+            clash = contradictions(self, args, frozenset(self.commands))
+            if clash is not None:
+                raise click.UsageError(clash, ctx)
         rest = super().parse_args(ctx, args)
         _check_values(ctx, self.get_params(ctx))
         return rest
