@@ -106,3 +106,9 @@ def test_fleet_numbers_have_the_config_files_ranges(corral, args, said):
     """As fanout: and connect_timeout: in the config: no host is touched."""
     result = corral("run", "-w", "nohost.invalid", *args)
     assert result.code == 2 and said in result.err, result.err
+
+
+def test_a_subcommands_option_before_it_is_explained(corral):
+    result = corral("fleet", "-w", "web1", "gather")
+    assert result.code == 2, result.err
+    assert "-w is an option of `gather`: corral fleet gather -w web1" in result.err

@@ -198,7 +198,9 @@ class CorralGroup(CheckedGroup):
         visible (see `invoke`)."""
         given = list(args)
         try:
-            return super().make_context(info_name, args, parent=parent, **extra)
+            ctx = super().make_context(info_name, args, parent=parent, **extra)
+            ctx.meta["corral.args"] = given  # for a subgroup's misplaced option (invoke)
+            return ctx
         except click.NoSuchOption as exc:
             hint = misplaced_option(self, info_name or "corral", given, exc.option_name)
             if hint is not None:
@@ -224,6 +226,15 @@ class CorralGroup(CheckedGroup):
             return super().invoke(ctx)
         except click.NoSuchOption as exc:
             name = exc.option_name.split("=", 1)[0]
+            group = exc.ctx.command if exc.ctx is not None else None
+            if name not in GLOBAL_OPTIONS and isinstance(group, click.Group):
+                # a subcommand's option before it (corral fleet -w x gather)
+                given = ctx.meta.get("corral.args", [])
+                at = given.index(exc.ctx.info_name) + 1 if exc.ctx.info_name in given else 0
+                words = given[at:]
+                hint = misplaced_option(group, exc.ctx.command_path, words, exc.option_name)
+                if hint is not None:
+                    raise click.UsageError(hint, exc.ctx) from None
             if name not in GLOBAL_OPTIONS or exc.ctx is None:
                 raise
             command = exc.ctx.command_path.removeprefix(ctx.command_path).strip()
