@@ -61,3 +61,28 @@ def test_plain_output_prints_a_progress_line_at_most_every_interval(corral, tmp_
     assert "\x1b" not in out
     quiet = corral("run", "-q", extra_env={"CORRAL_PROGRESS_INTERVAL": "0.1"})
     assert quiet.out == ""
+
+
+def test_what_each_waiting_module_is_held_by():
+    """The status line names what holds modules back (a lock, the gate, a slot, a
+    retry), never a module only waiting for its requirements: a typed `Wait`, not a
+    string the printer reads by its first word."""
+    from corral.progress import Held, RunState
+
+    state = RunState(clock=lambda: 10.0, names=["a", "b", "c", "d", "e", "f"], slots=1)
+    state.deps = {"b": ["a"], "c": [], "d": [], "e": [], "f": []}
+    state.running = {"a": (1.0, 1)}
+    state.retrying = {"c"}
+    state.locked = {"d": "lock pkgdb held by a"}
+    state.gate, state.gate_modules = "load: 9.0 of 8", ["e"]
+    waits = state.waiting()
+    assert {n: w.held for n, w in waits.items()} == {
+        "b": Held.REQUIREMENTS,
+        "c": Held.BACKOFF,
+        "d": Held.LOCK,
+        "e": Held.GATE,
+        "f": Held.SLOT,
+    }
+    assert str(waits["b"]) == "requires a" and str(waits["d"]) == "lock pkgdb held by a"
+    state.slots = 2
+    assert state.waiting()["f"].held == Held.READY

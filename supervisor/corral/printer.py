@@ -33,7 +33,7 @@ from corral.events import (
     Waiting,
 )
 from corral.logmarks import marked_lines, read_ranges
-from corral.progress import RunState, clock_text
+from corral.progress import Held, RunState, clock_text
 from corral.status import Status
 from corral.streams import safe
 from corral.throttle import Block
@@ -396,7 +396,7 @@ class Printer:
             more = f" +{len(running) - 4}" if len(running) > 4 else ""
             parts.append(f"running {len(running)}: {shown}{more}")
         waiting = st.waiting()
-        blocked = {n: why for n, why in waiting.items() if not why.startswith("requires")}
+        blocked = {n: why for n, why in waiting.items() if why.held != Held.REQUIREMENTS}
         if blocked and not plain:
             name, why = next(iter(blocked.items()))
             more = f" +{len(blocked) - 1}" if len(blocked) > 1 else ""

@@ -15,6 +15,7 @@ import json
 import os
 import time
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from corral.events import (
     Event,
@@ -30,6 +31,28 @@ from corral.events import (
 )
 
 STATE_FILE = "status.json"
+
+
+class Held(StrEnum):
+    """What a module that has not started waits on (`Wait.held`)."""
+
+    REQUIREMENTS = "requirements"
+    BACKOFF = "retry backoff"
+    LOCK = "lock"
+    GATE = "gate"
+    SLOT = "slot"
+    READY = "ready"  # nothing holds it: it starts at the next pass
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """Why a module has not started: what holds it, and that in words (`str()`)."""
+
+    held: Held
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
 
 
 def iso(t: float) -> str:
@@ -125,24 +148,27 @@ class RunState:
 
     # questions -------------------------------------------------------------------------
 
-    def waiting(self) -> dict[str, str]:
-        """Every module not started, not done: what it waits on, in words."""
+    def waiting(self) -> dict[str, Wait]:
+        """Every module not started, not done: what it waits on; {} when none waits."""
         out = {}
         for name in self.names:
             if name in self.running or name in self.done:
                 continue
             if name in self.retrying:
-                out[name] = "retry backoff"
+                out[name] = Wait(Held.BACKOFF, "retry backoff")
                 continue
             pending = [d for d in self.deps.get(name, ()) if d not in self.done]
             if pending:
-                out[name] = "requires " + ", ".join(pending[:3]) + (" …" if pending[3:] else "")
+                more = " …" if pending[3:] else ""
+                out[name] = Wait(Held.REQUIREMENTS, f"requires {', '.join(pending[:3])}{more}")
             elif name in self.locked:
-                out[name] = self.locked[name]
+                out[name] = Wait(Held.LOCK, self.locked[name])
             elif self.gate and name in self.gate_modules:
-                out[name] = self.gate
+                out[name] = Wait(Held.GATE, self.gate)
+            elif len(self.running) >= self.slots:
+                out[name] = Wait(Held.SLOT, "a free slot (-j)")
             else:
-                out[name] = "a free slot (-j)" if len(self.running) >= self.slots else "ready"
+                out[name] = Wait(Held.READY, "ready")
         return out
 
     def eta(self) -> tuple[float | None, int]:
@@ -199,7 +225,7 @@ class RunState:
                 }
                 for n, (since, a) in sorted(self.running.items(), key=lambda kv: kv[1][0])
             ],
-            "waiting": [{"name": n, "on": why} for n, why in self.waiting().items()],
+            "waiting": [{"name": n, "on": str(why)} for n, why in self.waiting().items()],
             "eta_s": None if eta is None else round(eta, 1),
             "unknown": unknown,
             "host": self.host,
