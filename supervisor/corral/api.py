@@ -641,8 +641,11 @@ def run_modules(
                 # how the backend holds its attempts, recorded with the run (for recovery)
                 recorder.containment = getattr(executor, "describe", dict)()
                 outcome = Scheduler(graph, selection, settings, executor, emit).run()
-        except BaseException:
-            recorder.abort("corral stopped by an error")
+        except BaseException as exc:
+            from corral.errors import exhausted
+
+            short = exhausted(exc)
+            recorder.abort(f"corral stopped: {short}" if short else "corral stopped by an error")
             # A start that failed (no descriptors left, no executor) leaves no empty run
             # directory behind, and logs/latest naming the last run that did start.
             with contextlib.suppress(OSError):

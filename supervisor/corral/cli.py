@@ -12,7 +12,7 @@ import click
 
 from corral import api
 from corral.config import load_config
-from corral.errors import CorralError, HeaderError
+from corral.errors import CorralError, HeaderError, ResourceError, exhausted
 from corral.headers import parse_duration, parse_size
 from corral.throttle import Jobs
 from corral.units import mib, plural, seconds, utc
@@ -178,7 +178,8 @@ class CorralGroup(CheckedGroup):
 
     def main(self, *args, **kwargs):
         """click's main, with safe output streams and no traceback for a user: an
-        unexpected exception is one line and exit 70."""
+        unexpected exception is one line and exit 70 (71 when corral ran out of
+        descriptors or memory)."""
         from corral import streams
         from corral.signals import Stopped, stop_anywhere
 
@@ -250,12 +251,16 @@ class CorralGroup(CheckedGroup):
             say(f"corral: {plural(errors, 'error')}; nothing was run", err=True)
             ctx.exit(exc.exit_code)
         except CorralError as exc:
+            if not isinstance(exc, ResourceError) and exhausted(exc) is not None:
+                ctx.exit(_internal_error(exc))  # raised on running out: say that (71)
             say(f"corral: {exc}", err=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:  # Ctrl-C before a run takes its signals (or outside one)
             click.echo("corral: interrupted (SIGINT)", err=True)
             ctx.exit(130)
         except OSError as exc:  # a place corral must write is missing or not a directory
+            if exhausted(exc) is not None:  # not the place's fault: corral's own limits
+                ctx.exit(_internal_error(exc))
             where = f"{exc.filename}: " if exc.filename else ""
             say(f"corral: {where}{exc.strerror or exc}", err=True)
             ctx.exit(2)
@@ -269,11 +274,19 @@ def say(line: str = "", err: bool = False) -> None:
 
 
 INTERNAL_ERROR = 70  # EX_SOFTWARE
+RESOURCE_ERROR = 71  # EX_OSERR: corral itself ran out of descriptors, memory, processes
 
 
 def _internal_error(exc: BaseException) -> int:
     """Says in one line that corral hit a bug, keeps the traceback in a new file of its
-    own (or prints it with CORRAL_DEBUG=1), and returns the exit status for it."""
+    own (or prints it with CORRAL_DEBUG=1), and returns the exit status for it. Running
+    out of descriptors or memory is no bug: one line says what ran out (exit 71)."""
+    from corral.errors import exhausted
+
+    short = exhausted(exc)
+    if short is not None:
+        sys.stderr.write(f"corral: {short}; corral stopped\n")
+        return RESOURCE_ERROR
     import tempfile
     import traceback
 
@@ -661,8 +674,8 @@ def run(
     Exit status: 0 all ok; 1 a module failed, timed out or was skipped (on some host);
     2 header or usage error (nothing ran); 3 another run holds the lock; 4 a host was
     unreachable, lost, locked or skipped (wins over 1); 5 all completed, one or more
-    with a warning (`warning-exit:`); 130/143/129 interrupted by
-    SIGINT/SIGTERM/SIGHUP.
+    with a warning (`warning-exit:`); 71 corral ran out of descriptors or memory;
+    130/143/129 interrupted by SIGINT/SIGTERM/SIGHUP.
 
     Example:
 

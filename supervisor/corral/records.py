@@ -108,6 +108,17 @@ class Recorder:
             self.queue.put(self.batch)
             self.batch = Batch()
 
+    def _write_guarded(self) -> None:
+        """The writer thread: an error in it (memory) is said, never a traceback."""
+        try:
+            self._write_loop()
+        except Exception as exc:  # noqa: BLE001 - the thread's last line of defence
+            from corral.errors import exhausted
+
+            why = exhausted(exc) or f"{type(exc).__name__}: {exc}"
+            self.lost = f"{self.store.wanted}: records not written ({why})"
+            self.notes.put(Notice(self.lost, warning=True))
+
     def _write_loop(self) -> None:
         self.store.patient()
         backlog = Batch()
@@ -269,7 +280,7 @@ class Recorder:
             self.batch.runs.append(self.run_row)
             self.batch.edges += self.edges
             self.writer = threading.Thread(
-                target=self._write_loop, name="corral-recorder", daemon=True
+                target=self._write_guarded, name="corral-recorder", daemon=True
             )
             self.writer.start()
             self.flush()

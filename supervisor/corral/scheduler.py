@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from corral.admission import Admission, Expectations, Waited
+from corral.errors import ResourceError, exhausted
 from corral.events import (
     AttemptResult,
     Event,
@@ -303,6 +304,12 @@ class Scheduler:
         try:
             job = self.executor.start(spec)
         except OSError as exc:
+            short = exhausted(exc, spawn=True)
+            if short is not None:  # corral's own want, not the module's: the run stops
+                raise ResourceError(
+                    f"{short}: corral could not start {name}; the run stops (what runs is "
+                    "stopped, the rest is not started)"
+                ) from exc
             self.started_mono[name] = self.clock.monotonic()
             why = f"cannot start: {exc.strerror or exc}"
             self._on_finished(_not_started(name, attempt, self.clock.time(), why))

@@ -1,0 +1,94 @@
+"""corral itself out of descriptors or memory (`ulimit -n`, `ulimit -v`).
+
+Whatever the limit, corral either runs or stops with one line saying what ran out and
+exit 71 (EX_OSERR): never a traceback, never "internal error" (70). Modules it had
+started are stopped and recorded (interrupted, with the reason), the run is recorded
+as crashed, and no process or cgroup of the run is left. The control: the same run
+under the usual limits completes.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+
+import pytest
+
+from ..conftest import db_rows
+from .conftest import leftovers
+
+MODULES = 8
+
+
+@pytest.fixture
+def busy(corral, tmp_path):
+    """MODULES modules that each hold their slot a little while (all at once: -j 8)."""
+    for i in range(MODULES):
+        corral.module(f"m{i}", body=f"sleep 0.3; touch {tmp_path}/m{i}")
+    return corral
+
+
+def limited(corral, limit: str) -> subprocess.CompletedProcess:
+    cmd = " ".join(shlex.quote(a) for a in corral.argv("run", "-q", "-j", str(MODULES)))
+    return subprocess.run(
+        ["bash", "-c", f"{limit} && exec {cmd}"],
+        env=corral.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def nothing_left(corral) -> None:
+    for run in db_rows(corral.db, "SELECT * FROM runs") if corral.db.exists() else []:
+        assert leftovers(run["run_id"]) == []
+        assert not [
+            d for d in (run["cgroups"] or "").split(os.pathsep) if d and os.path.isdir(d)
+        ], run["cgroups"]
+        assert run["status"] != "running"
+        rows = db_rows(corral.db, "SELECT * FROM module_runs WHERE run_id = ?", run["run_id"])
+        assert all(r["status"] != "running" for r in rows), rows
+    found = subprocess.run(
+        ["find", "/sys/fs/cgroup", "-maxdepth", "6", "-type", "d", "-name", "corral-*"],
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    runs = (
+        {r["run_id"] for r in db_rows(corral.db, "SELECT run_id FROM runs")}
+        if (corral.db.exists())
+        else set()
+    )
+    assert not [d for d in found if d.rsplit("corral-", 1)[-1] in runs], found
+
+
+def said_once(done: subprocess.CompletedProcess, what: str) -> None:
+    assert "Traceback" not in done.stderr and "internal error" not in done.stderr, done.stderr
+    assert done.returncode in (0, 71), (done.returncode, done.stderr)
+    if done.returncode == 71:
+        lines = [line for line in done.stderr.splitlines() if what in line]
+        assert len(lines) == 1, done.stderr
+
+
+@pytest.mark.parametrize("fds", [20, 24, 28, 32, 40, 48, 64])
+def test_a_low_descriptor_limit_is_one_message_and_exit_71(busy, fds):
+    done = limited(busy, f"ulimit -n {fds}")
+    said_once(done, "ulimit -")
+    nothing_left(busy)
+
+
+def test_some_descriptor_limit_does_stop_the_run_and_the_usual_one_does_not(busy):
+    """The control: the limits above do reach corral's own needs (one of them stops the
+    run), and the usual limit lets the same run complete."""
+    codes = {fds: limited(busy, f"ulimit -n {fds}").returncode for fds in (20, 32, 48)}
+    assert 71 in codes.values(), codes
+    done = limited(busy, "ulimit -n 1024")
+    assert done.returncode == 0, done.stderr
+    assert limited(busy, f"ulimit -v {30 << 10}").returncode == 71  # and so does memory
+
+
+@pytest.mark.parametrize("mib", [40, 80, 160, 320, 640])
+def test_a_low_address_space_limit_is_one_message_and_exit_71(busy, mib):
+    done = limited(busy, f"ulimit -v {mib << 10}")
+    said_once(done, "ulimit -")
+    nothing_left(busy)
