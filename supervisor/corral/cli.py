@@ -112,42 +112,37 @@ def _options(group: click.Group, path: tuple[str, ...] = ()):
 def contradictions(
     command: click.Command, args: list[str], stop_at: frozenset[str] = frozenset()
 ) -> str | None:
-    """Two flags that say opposite things (`-k --fail-fast`, `--failed --resume`), or
-    one option given twice with different values (`-j 2 -j 4`), which click would
-    settle silently by taking the last: the message naming both; None when there are
-    none. A group's options end at its command's name (`stop_at`)."""
+    """Two flags that say opposite things (`-k --fail-fast`, `--failed --resume`), which
+    click would settle silently by taking the last: the message naming both; None when
+    there are none. An option that takes a value may be given again, and the last one
+    counts, as with make (`alias cr='corral run -j 4'`, then `cr -j 8`). A group's
+    options end at its command's name (`stop_at`)."""
     by_token: dict[str, click.Option] = {}
     for param in command.params:
         if isinstance(param, click.Option):
             for opt in (*param.opts, *param.secondary_opts):
                 by_token[opt] = param
-    seen: dict[str, tuple[str, object]] = {}  # destination -> (as typed, meaning)
+    seen: dict[str, tuple[str, object]] = {}  # destination -> (flag as typed, meaning)
     i = 0
     while i < len(args):
         token = args[i]
         i += 1
         if token == "--" or token in stop_at:
             break
-        opt, eq, attached = token.partition("=")
+        opt, eq, _ = token.partition("=")
         param = by_token.get(opt)
         if param is None and token[:1] == "-" and token[1:2] != "-" and len(token) > 2:
-            opt, attached, eq = token[:2], token[2:], "="
+            opt, eq = token[:2], "="  # -j4: its value attached
             param = by_token.get(opt)
             if param is not None and (param.is_flag or param.count):
                 param = None  # a cluster of short flags (-kn): not read here
-        if param is None or param.multiple or param.count:
+        if param is None or param.count:
             continue
-        if param.is_flag and param.secondary_opts:
-            meaning: object = opt in param.opts
-        elif param.is_flag:
-            meaning = param.flag_value
-        elif eq:
-            meaning = attached
-        elif i < len(args):
-            meaning, i = args[i], i + 1
-        else:
+        if not param.is_flag:  # skip its value: the next word, unless attached
+            i += 0 if eq else 1
             continue
-        typed = opt if param.is_flag else f"{opt} {meaning}"
+        meaning = opt in param.opts if param.secondary_opts else param.flag_value
+        typed = opt
         earlier = seen.get(param.name or "")
         if earlier is not None and earlier[1] != meaning:
             return f"{earlier[0]} and {typed} contradict each other: give one of them"
