@@ -39,8 +39,9 @@ DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 class UnsafePath(CorralError):
     """A path corral would write (or run) as root that another user controls."""
 
-    def __init__(self, path: str, why: str, doing: str = "write"):
+    def __init__(self, path: str, why: str, doing: str = "write", link: bool = False):
         self.path, self.why = path, why
+        self.link = link  # `path` is a symbolic link (one that may not be followed)
         super().__init__(f"refusing to {doing} as root through {path}: {why}")
 
 
@@ -153,7 +154,7 @@ class Walker:
                 except OSError as exc:
                     if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
                         raise
-                    target = self._link(fd, name, where)
+                    target = self.link_target(fd, name, where)
                     links += 1
                     if links > MAX_LINKS:
                         raise UnsafePath(where, "too many symbolic links", self.doing) from None
@@ -186,8 +187,9 @@ class Walker:
             os.fchmod(child, mode)  # the umask does not decide who may write
         return child
 
-    def _link(self, dir_fd: int, name: str, where: str) -> str:
-        """The target of the link `name`, if root owns it; else UnsafePath."""
+    def link_target(self, dir_fd: int, name: str, where: str) -> str:
+        """The target of the link `name` (in `dir_fd`, shown as `where`), if root owns
+        it; else UnsafePath (NotADirectoryError when it is no link but root's)."""
         st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
         if not stat.S_ISLNK(st.st_mode):
             kind = _kind(st.st_mode)
@@ -197,9 +199,8 @@ class Walker:
                 )
             raise NotADirectoryError(errno.ENOTDIR, f"not a directory but a {kind}", where)
         if st.st_uid != 0:
-            raise UnsafePath(
-                where, f"a symbolic link owned by uid {st.st_uid}, not root", self.doing
-            )
+            why = f"a symbolic link owned by uid {st.st_uid}, not root"
+            raise UnsafePath(where, why, self.doing, link=True)
         return os.readlink(name, dir_fd=dir_fd)
 
     def _check_dir(self, fd: int, where: str, last: bool) -> None:
@@ -223,7 +224,7 @@ class Walker:
             )
         except OSError as exc:
             if exc.errno == errno.ELOOP:
-                raise UnsafePath(str(shown), "a symbolic link", self.doing) from None
+                raise UnsafePath(str(shown), "a symbolic link", self.doing, link=True) from None
             if exc.errno in (errno.EISDIR, errno.ENXIO):
                 st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
                 raise UnsafePath(

@@ -71,7 +71,7 @@ def refusal(path: str, exc: UnsafePath, doing: str = "run") -> str:
     path = os.path.abspath(path)
     if exc.path == path:
         where = path
-    elif exc.why.startswith("a symbolic link"):
+    elif exc.link:
         where = f"the link {exc.path} on its way"
     elif path.startswith(exc.path.rstrip("/") + "/"):
         where = f"its directory {exc.path}"
@@ -162,10 +162,7 @@ class Checker:
 
     def _follow(self, dir_fd: int, directory: str, name: str, links: int) -> int:
         where = os.path.join(directory, name)
-        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-        if st.st_uid != 0:
-            raise UnsafePath(where, f"a symbolic link owned by uid {st.st_uid}, not root", "run")
+        target = self._walker.link_target(dir_fd, name, where)
         if links >= MAX_LINKS:
             raise UnsafePath(where, "too many symbolic links", "run")
-        target = os.readlink(name, dir_fd=dir_fd)
         return self.open(os.path.join(directory, target), links + 1)
