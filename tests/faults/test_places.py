@@ -64,9 +64,7 @@ def test_a_database_in_a_directory_another_user_owns_is_refused_by_check_too(cor
     db = arena.mine / "corral.db"
     corral.module("a")
     said_alike(
-        corral,
-        "--db",
-        str(db),
+        type(corral)(corral.modules, db, corral.env),
         code=2,
         text=f"refusing to write as root through {arena.mine}: owned by uid {NOBODY}",
     )
