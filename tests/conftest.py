@@ -110,7 +110,11 @@ class Corral:
 
 @pytest.fixture
 def corral(tmp_path: Path) -> Iterator[Corral]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
+    # COLUMNS and LINES would size a terminal test's pty for corral whatever its real
+    # size (shutil.get_terminal_size reads them first): a shell exporting COLUMNS=80,
+    # or pytest-xdist's workers, cut the status line a test reads at 80 columns.
+    drop = ("COLUMNS", "LINES")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_") and k not in drop}
     env["XDG_STATE_HOME"] = str(tmp_path / "state")
     # The load gate is tested where it is the subject (test_throttle, test_scheduler);
     # elsewhere a busy test host must not hold the test's own modules back.
