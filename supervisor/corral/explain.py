@@ -171,7 +171,14 @@ def why(store: Store, module: str, run_id: str | None = None) -> list[str]:
     m = analysis.timeline(run, module)
     waits_on = sorted(run.edges.get(module, ()))
     chain = analysis.release_chain(run, module) if m.ran else [module]
-    if len(chain) > 1:
+    if not waits_on:
+        lines.append("  waits on no other module: ready when the run began")
+    elif not m.ran:
+        lines.append(
+            f"  waits for {', '.join(waits_on)}; what released it is known once an attempt "
+            "of it has ended"
+        )
+    elif len(chain) > 1:
         released = run.modules[chain[-2]]
         # the analysis counts from the run's first start: place it by this one's start
         ready = None if start is None else start - (m.start - m.ready)
@@ -180,12 +187,10 @@ def why(store: Store, module: str, run_id: str | None = None) -> list[str]:
             f"{released.name} ({released.status} at {rel(ready)})"
         )
         lines.append(f"  chain that released it: {' -> '.join(chain)}")
-    elif waits_on:
+    else:
         lines.append(
             f"  waited for {', '.join(waits_on)}, none of which had ended: ready when the run began"
         )
-    else:
-        lines.append("  waits on no other module: ready when the run began")
     if m.ran:
         waits = m.waits
         gate = f" ({first['throttle_reason']})" if first.get("throttle_reason") else ""
