@@ -920,6 +920,10 @@ def docs(ctx, out, fmt, every):
     """
     from pathlib import Path
 
+    if out:
+        from corral.config import require_cwd_for
+
+        require_cwd_for(out, "--out")  # relative to a directory that is gone: say so
     where = Path(out) if out else ctx.obj.db.parent / "report"
     for path in api.write_report(ctx.obj, _store(ctx, "read"), where, fmt, every):
         say(f"wrote {path}")

@@ -184,7 +184,7 @@ def load_config(
     if config_file:
         path: Path | None = Path(config_file)
         how = "flag --config" if config_file != env.get("CORRAL_CONFIG") else "env CORRAL_CONFIG"
-        _require_cwd_for(path, "--config" if how.startswith("flag") else "$CORRAL_CONFIG")
+        require_cwd_for(path, "--config" if how.startswith("flag") else "$CORRAL_CONFIG")
         try:
             data = _read_yaml(path, required=True)
         except UnsafeConfig as exc:  # named on purpose: an error, never ignored
@@ -261,7 +261,7 @@ def load_config(
         if value is not None:
             source = sources.get(key, "")
             what = {"flag --db": "--db", "env CORRAL_DB": "$CORRAL_DB"}.get(source, key + ":")
-            _require_cwd_for(value, what)
+            require_cwd_for(value, what)
     # Paths corral records as text (the database's, the logs' beside it): one that is not
     # UTF-8 would be lost from the records (the modules directory: discover.py says so).
     named = [(db_path, "database"), (log_dir, "log directory"), (lib, "library")]
@@ -309,10 +309,10 @@ def _require_cwd(modules: tuple[str, ...], from_env: str | None) -> None:
     given = modules or tuple((from_env or "modules").split(os.pathsep))
     for d in given:
         if d:
-            _require_cwd_for(d, "--modules" if modules else "$CORRAL_MODULES" if from_env else "")
+            require_cwd_for(d, "--modules" if modules else "$CORRAL_MODULES" if from_env else "")
 
 
-def _require_cwd_for(path: str | Path, what: str) -> None:
+def require_cwd_for(path: str | Path, what: str) -> None:
     """A relative path (`what` gave it: "--db", "$CORRAL_DB" …; "" for the default
     ./modules) with the working directory gone is a usage error naming both: nothing
     relative can be found or made then."""

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from corral.config import Config
-from corral.errors import Problem, UsageError
+from corral.errors import Problem, UsageError, exhausted
 from corral.graph import Module
 from corral.headers import Header, parse_header
 from corral.store import FileKey, Store, file_key
@@ -204,6 +204,8 @@ def _parse_file(path: Path) -> Header:
     try:
         data = path.read_bytes()
     except OSError as exc:
+        if exhausted(exc) is not None:  # corral's own want, not the module's fault
+            raise
         problem = Problem(None, 1, f"cannot read module: {exc.strerror}")
         return Header(problems=(problem,))
     return parse_header(data)

@@ -21,7 +21,7 @@ import stat
 from collections.abc import Iterable
 from pathlib import Path
 
-from corral.errors import Problem
+from corral.errors import Problem, exhausted
 from corral.safepath import MAX_LINKS, UnsafePath, Walker, writable_by_others
 
 READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
@@ -44,6 +44,8 @@ def untrusted(paths: Iterable[str | Path], euid: int | None = None) -> list[Prob
             except UnsafePath as exc:
                 problems.append(Problem(path, 1, refusal(os.fspath(path), exc)))
             except OSError as exc:
+                if exhausted(exc) is not None:  # corral's own want, not the file's fault
+                    raise
                 why = f"{path} cannot be checked ({exc.strerror})"
                 problems.append(Problem(path, 1, f"refusing to run as root: {why}"))
     return problems

@@ -29,8 +29,9 @@ def busy(corral, tmp_path):
     return corral
 
 
-def limited(corral, limit: str) -> subprocess.CompletedProcess:
-    cmd = " ".join(shlex.quote(a) for a in corral.argv("run", "-q", "-j", str(MODULES)))
+def limited(corral, limit: str, *args: str) -> subprocess.CompletedProcess:
+    args = args or ("run", "-q", "-j", str(MODULES))
+    cmd = " ".join(shlex.quote(a) for a in corral.argv(*args))
     return subprocess.run(
         ["bash", "-c", f"{limit} && exec {cmd}"],
         env=corral.env,
@@ -75,6 +76,17 @@ def test_a_low_descriptor_limit_is_one_message_and_exit_71(busy, fds):
     done = limited(busy, f"ulimit -n {fds}")
     said_once(done, "ulimit -")
     nothing_left(busy)
+
+
+@pytest.mark.parametrize("fds", [8, 10, 12])
+@pytest.mark.parametrize("command", ["check", "plan", "run"])
+def test_a_very_low_descriptor_limit_is_never_a_refusal_of_the_files(busy, fds, command):
+    """Out of descriptors while checking the modules and the library is corral's want,
+    not something wrong with the files: never "refusing to run as root: cannot be
+    checked" or "cannot read module" (exit 2)."""
+    done = limited(busy, f"ulimit -n {fds}", command)
+    said_once(done, "ulimit -")
+    assert "refusing" not in done.stderr and "cannot read" not in done.stderr
 
 
 def test_some_descriptor_limit_does_stop_the_run_and_the_usual_one_does_not(busy):

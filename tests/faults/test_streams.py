@@ -152,6 +152,24 @@ def test_a_relative_path_with_the_working_directory_deleted_is_a_usage_error(
     assert done.returncode == 0 and marker.exists(), done.stderr
 
 
+def test_docs_out_relative_with_the_working_directory_deleted_is_a_usage_error(corral, tmp_path):
+    corral.module("a")
+    assert corral("run").code == 0
+    done = _in_a_deleted_directory(
+        corral,
+        tmp_path,
+        "--db",
+        str(corral.db),
+        "--modules",
+        str(corral.modules),
+        "docs",
+        "--out",
+        "report",
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "report: a relative path (given by --out)" in done.stderr, done.stderr
+
+
 def test_relative_paths_given_before_the_working_directory_goes_still_work(corral, tmp_path):
     """--modules and --db relative to a directory a module removes: the run goes on, and
     every record and log lands where the paths named when corral started."""
