@@ -11,6 +11,8 @@ import html
 import re
 from dataclasses import dataclass
 
+from corral.visible import text as one_line
+
 
 @dataclass(frozen=True, slots=True)
 class Heading:
@@ -38,8 +40,18 @@ class Image:
 Block = Heading | Paragraph | Table | Image
 
 
+def _shown(text: str) -> str:
+    """A paragraph's text with the controls of the names in it (a modules directory, a
+    host's reason) made visible, its own line breaks kept: `cat README.md` must not obey
+    an escape sequence, and a browser shows none of them."""
+    return "\n".join(one_line(line) for line in text.split("\n"))
+
+
 def render_markdown(blocks: list[Block]) -> str:
-    """The blocks as Markdown, each followed by an empty line ("" for no blocks)."""
+    """The blocks as Markdown, each followed by an empty line ("" for no blocks). Names
+    in them are shown, never obeyed (`visible.text`): a table cell or heading is one
+    line whatever a name holds."""
+    blocks = [_visible(block) for block in blocks]
     lines: list[str] = []
     for block in blocks:
         if isinstance(block, Heading):
@@ -61,6 +73,7 @@ def render_markdown(blocks: list[Block]) -> str:
 def render_html(blocks: list[Block], charts: dict[str, bytes]) -> str:
     """The blocks as one HTML page with each image's SVG from `charts` (by file name)
     inline; raises KeyError for an image whose chart is missing."""
+    blocks = [_visible(block) for block in blocks]
     body: list[str] = []
     for block in blocks:
         if isinstance(block, Heading):
@@ -93,6 +106,19 @@ def render_html(blocks: list[Block], charts: dict[str, bytes]) -> str:
         "<title>corral performance report</title>"
         f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
     )
+
+
+def _visible(block: Block) -> Block:
+    """`block` with its text made visible (see _shown)."""
+    if isinstance(block, Heading):
+        return Heading(one_line(block.text), block.level)
+    if isinstance(block, Paragraph):
+        return Paragraph(_shown(block.text))
+    if isinstance(block, Table):
+        return Table(
+            [one_line(h) for h in block.head], [[one_line(c) for c in row] for row in block.rows]
+        )
+    return Image(block.file, one_line(block.caption))
 
 
 def _code(text: str) -> str:

@@ -106,3 +106,17 @@ def test_names_that_are_not_utf8_are_named_not_a_crash(corral, tmp_path):
         assert code == 2 and not raw_controls(out + err), err
         assert b"dirM-^[: the modules directory's path is not valid UTF-8" in err, err
         assert b"internal error" not in err
+
+
+def test_the_report_shows_names_never_obeys_them(corral, weird, tmp_path):
+    """`cat README.md` at a terminal: the modules directory's name (ESC, CR, a newline,
+    U+009B) in the report is made visible, in the Markdown and in the HTML page."""
+    assert run(corral, str(weird), "run")[0] == 0
+    for fmt, name in (("md", "README.md"), ("html", "index.html")):
+        out = tmp_path / f"report-{fmt}"
+        code, _, err = run(corral, str(weird), "docs", "--out", str(out), "--format", fmt)
+        assert code == 0, err
+        page = (out / name).read_bytes()
+        assert not raw_controls(page), page[:300]
+        # (a paragraph keeps a line break: harmless in Markdown and HTML)
+        assert b"mods^[[31m^M" in page and b"M-^[x" in page, page[:300]
