@@ -717,7 +717,7 @@ def run(
             say(f"corral: --{redo}: not completed as of run {again.run_id}: {', '.join(targets)}")
     outcome = api.run_modules(
         config,
-        _store(ctx, "run"),
+        _store(ctx, "cache" if dry_run else "run"),  # a dry run repairs nothing either
         targets,
         tags,
         exclude,

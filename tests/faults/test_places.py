@@ -13,6 +13,7 @@ import os
 
 import pytest
 
+from ..conftest import damage
 from ..test_lint import need
 from .attacker import NOBODY, as_nobody
 from .conftest import private_mounts
@@ -102,3 +103,17 @@ def test_a_run_lock_directory_another_user_planted_is_refused_by_check_and_dry_r
         assert part.count(f"refusing to write as root through /run/lock/corral: {why}") == 3
     assert parts[3].endswith("rc=0\n"), parts[3]  # the control: nothing planted
     assert not marker.exists()
+
+
+def test_a_damaged_database_is_said_by_the_dry_run_and_moved_only_by_run(corral):
+    """The dry run warns as check does and changes nothing; run moves it aside."""
+    corral.module("a")
+    assert corral("run").code == 0
+    damage(corral.db)
+    for command in (("check",), ("run", "--dry-run")):
+        result = corral(*command)
+        assert result.code == 0, (command, result.err)
+        assert "malformed; the next `corral run` moves it aside" in result.err, result.err
+        assert not list(corral.db.parent.glob("*.corrupt-*")), command
+    result = corral("run")  # the control: run does move it aside
+    assert result.code == 0 and list(corral.db.parent.glob("*.corrupt-*")), result.err
