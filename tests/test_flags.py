@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import click
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from corral.cli import contradictions, main, misplaced_option
 
@@ -26,6 +28,14 @@ def test_every_run_option_given_before_run_is_explained(param):
         assert (
             hint == f"{other} is an option of `run`: corral --db x run {' '.join([other, *value])}"
         )
+
+
+def test_an_option_of_a_group_s_command_given_before_the_group():
+    hint = misplaced_option(main, "corral", ["-w", "web1", "fleet"], "-w")
+    assert hint == "-w is an option of `fleet gather`: corral fleet gather -w web1"
+    # the command's name as the option's value: said, never an internal error
+    hint = misplaced_option(main, "corral", ["-w", "run", "fleet"], "-w")
+    assert hint == "-w is an option of `run`: give it after the command"
 
 
 def test_an_option_of_several_commands_without_one_given_names_them_all():
@@ -108,3 +118,21 @@ def test_a_subcommands_option_before_it_is_explained(corral):
     result = corral("fleet", "-w", "web1", "gather")
     assert result.code == 2, result.err
     assert "-w is an option of `gather`: corral fleet gather -w web1" in result.err
+
+
+WORDS = sorted(
+    {o for cmd in (RUN, *main.commands.values()) for p in cmd.params for o in p.opts}
+    | {"run", "fleet", "gather", "history", "x", "2", "--", "-kn", "-j4", "--jobs=3"}
+)
+
+
+@given(st.lists(st.sampled_from(WORDS), min_size=1, max_size=7))
+def test_the_hints_never_fail_whatever_was_typed(args):
+    """Whatever the command line, the explanations are a sentence or None, never an
+    exception (which would be an internal error, exit 70)."""
+    for found in (contradictions(RUN, args), contradictions(main, args, main.commands)):
+        assert found is None or "contradict" in found
+    for name in args:
+        if name.startswith("-"):
+            hint = misplaced_option(main, "corral", args, name)
+            assert hint is None or " is an option of " in hint

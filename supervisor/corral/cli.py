@@ -84,11 +84,18 @@ def misplaced_option(group: click.Group, prog: str, args: list[str], name: str) 
     takes = not (param.is_flag or param.count) and args[at] == flag and at + 1 < len(args)
     moved = args[at : at + 1 + takes]
     rest = args[:at] + args[at + 1 + takes :]
-    if given is not None:
-        cut = rest.index(given[-1], rest.index(given[0])) + 1
-        example = [*rest[:cut], *moved, *rest[cut:]]
-    else:
-        example = [*rest, *path, *moved]
+    try:
+        if given is None:
+            example = [*rest, *path, *moved]
+        else:  # after the command's name (or the group's, with the command added)
+            cut = rest.index(given[0]) + 1
+            if given[-1] in rest[cut:]:
+                cut = rest.index(given[-1], cut) + 1
+                example = [*rest[:cut], *moved, *rest[cut:]]
+            else:
+                example = [*rest[:cut], *given[1:], *moved, *rest[cut:]]
+    except ValueError:  # the command's name was the option's value: no example
+        return f"{where}: give it after the command"
     return f"{where}: {prog} {' '.join(example)}"
 
 
