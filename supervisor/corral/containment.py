@@ -59,7 +59,12 @@ class Containment:
         bases = self.cgroups.bases if self.cgroups is not None else {}
         member = next(iter(bases.values()), "")
         freezer = bases.get(FREEZER, "") if V2 not in bases else ""
-        self.watchdog = Watchdog(run_id, grace, member, freezer, tuple(bases.values()))
+        try:
+            self.watchdog = Watchdog(run_id, grace, member, freezer, tuple(bases.values()))
+        except BaseException:  # no run without its watchdog: its cgroups go again
+            if self.cgroups is not None:
+                self.cgroups.close()
+            raise
 
     @property
     def counts_memory(self) -> bool:

@@ -9,9 +9,11 @@ under the usual limits completes.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import subprocess
+import time
 
 import pytest
 
@@ -39,6 +41,33 @@ def limited(corral, limit: str, *args: str) -> subprocess.CompletedProcess:
         text=True,
         timeout=120,
     )
+
+
+def own_cgroups() -> set[str]:
+    """The `corral-RUN` directories in the cgroups this test runs in (where the corral
+    it starts makes its own): the other users of the host have theirs elsewhere."""
+    found: set[str] = set()
+    with open("/proc/self/cgroup") as f:
+        for line in f:
+            _, controllers, path = line.rstrip("\n").split(":", 2)
+            if controllers == "memory":
+                base = f"/sys/fs/cgroup/memory{path}"
+            elif controllers == "" and path != "/":  # (the root is every user's)
+                base = f"/sys/fs/cgroup/unified{path}"
+                base = base if os.path.isdir(base) else f"/sys/fs/cgroup{path}"
+            else:
+                continue
+            with contextlib.suppress(OSError):
+                found |= {f"{base}/{n}" for n in os.listdir(base) if n.startswith("corral-")}
+    return found
+
+
+def no_new_cgroups(before: set[str]) -> None:
+    """Nothing made since `before` is left (what a run made it removes as it ends)."""
+    end = time.monotonic() + 3
+    while (left := own_cgroups() - before) and time.monotonic() < end:
+        time.sleep(0.05)
+    assert not left, left
 
 
 def nothing_left(corral) -> None:
@@ -71,11 +100,13 @@ def said_once(done: subprocess.CompletedProcess, what: str) -> None:
         assert len(lines) == 1, done.stderr
 
 
-@pytest.mark.parametrize("fds", [20, 24, 28, 32, 40, 48, 64])
+@pytest.mark.parametrize("fds", [16, 18, 20, 22, 24, 28, 32, 40, 48, 64])
 def test_a_low_descriptor_limit_is_one_message_and_exit_71(busy, fds):
+    before = own_cgroups()
     done = limited(busy, f"ulimit -n {fds}")
     said_once(done, "ulimit -")
     nothing_left(busy)
+    no_new_cgroups(before)
 
 
 @pytest.mark.parametrize("fds", [8, 10, 12])
@@ -101,6 +132,8 @@ def test_some_descriptor_limit_does_stop_the_run_and_the_usual_one_does_not(busy
 
 @pytest.mark.parametrize("mib", [40, 80, 160, 320, 640])
 def test_a_low_address_space_limit_is_one_message_and_exit_71(busy, mib):
+    before = own_cgroups()
     done = limited(busy, f"ulimit -v {mib << 10}")
     said_once(done, "ulimit -")
     nothing_left(busy)
+    no_new_cgroups(before)

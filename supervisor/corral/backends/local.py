@@ -216,12 +216,16 @@ class LocalExecutor:
     # setup and teardown ----------------------------------------------------------------
 
     def __enter__(self) -> LocalExecutor:
-        self._devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-        self._signals.__enter__()
-        self._epoll.register(self._signals.fd, select.EPOLLIN)
-        _set_subreaper(True)
-        if self.run_id is not None:
-            self.containment = Containment(self.run_id, self.grace)
+        try:
+            self._devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+            self._signals.__enter__()
+            self._epoll.register(self._signals.fd, select.EPOLLIN)
+            _set_subreaper(True)
+            if self.run_id is not None:
+                self.containment = Containment(self.run_id, self.grace)
+        except BaseException:  # (out of descriptors): undo what was set up, cgroups too
+            self.close()
+            raise
         return self
 
     def __exit__(self, *exc) -> None:
@@ -240,13 +244,15 @@ class LocalExecutor:
         """Stop whatever is left (leftover daemons too, unless detached), reap, restore."""
         if self._devnull < 0:
             return
-        self._dismiss_ready()
-        self._stop_leftovers()
-        for job in [*self._lingering, *self._jobs.values()]:
-            self._drain(job, final=True)
-        self._reap_all()
-        if self.containment is not None:
-            self.containment.close()
+        try:
+            self._dismiss_ready()
+            self._stop_leftovers()
+            for job in [*self._lingering, *self._jobs.values()]:
+                self._drain(job, final=True)
+            self._reap_all()
+        finally:  # (a fault on the way, out of descriptors: the cgroups still go)
+            if self.containment is not None:
+                self.containment.close()
         self._sampler.close()
         self._trust.close()
         self._signals.__exit__()
