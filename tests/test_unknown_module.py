@@ -42,3 +42,18 @@ def test_a_module_that_never_ran_or_is_gone_is_known(ran):
     (ran.modules / "disk_usage.sh").unlink()
     result = ran("history", "disk_usage")
     assert result.code == 0 and "ok" in result.out, result.err
+
+
+def test_an_unknown_host_is_an_error_with_the_closest_names(ran):
+    import os
+
+    here = os.uname().nodename
+    typo = here + "x"
+    result = ran("history", "--host", typo)
+    assert result.code == 2 and f"no records of host {typo!r}" in result.err, result.err
+    assert f"did you mean {here}" in result.err and result.out == ""
+    far = ran("history", "--host", "nothing-like-it-at-all")
+    assert far.code == 2 and f"(hosts with records: {here})" in far.err, far.err
+    # the control: this machine's own name answers with its runs
+    result = ran("history", "--host", here)
+    assert result.code == 0 and "Z-" in result.out, (result.out, result.err)

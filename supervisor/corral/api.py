@@ -81,6 +81,21 @@ def module_set(config: Config) -> str:
     return module_set_key(config.modules)
 
 
+def known_host(store: Store, host: str) -> None:
+    """Raises UsageError (exit 2, with the closest names) when this database has no
+    records of `host` (neither a fleet run's host nor this machine): `history --host`
+    with a typo is never an empty answer."""
+    from corral.graph import did_you_mean
+    from corral.store import known_hosts
+
+    hosts = {*known_hosts(store.path), os.uname().nodename}
+    if host not in hosts:
+        hint = (
+            did_you_mean(host, hosts) or f" (hosts with records: {', '.join(sorted(hosts)[:10])})"
+        )
+        raise UsageError(f"no records of host {host!r} in {store.path}{hint}")
+
+
 def known_module(
     config: Config,
     store: Store,

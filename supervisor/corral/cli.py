@@ -855,6 +855,8 @@ def history(ctx, module, limit, as_json, every, host):
     store = _store(ctx, "read")
     # A fleet host's runs are of its own copy of the modules (another module set).
     module_set = None if every or host else api.module_set(ctx.obj)
+    if host:
+        api.known_host(store, host)
     if module:
         api.known_module(ctx.obj, store, module, module_set, host)
         rows = store.attempts(module=module, limit=limit, module_set=module_set, host=host)
@@ -882,11 +884,12 @@ def history(ctx, module, limit, as_json, every, host):
         _echo_json([api.run_figures(store, r) for r in runs])
         return
     if not runs:
-        say(
-            "no runs recorded yet"
-            if every
-            else f"no runs of {module_set} recorded yet (--all shows every module set)"
-        )
+        if host:
+            say(f"no runs of host {host} recorded yet")
+        elif every:
+            say("no runs recorded yet")
+        else:
+            say(f"no runs of {module_set} recorded yet (--all shows every module set)")
         return
     say(
         f"{'run':<22}  {'started (UTC)':<20}  {'status':<11}  {'exit':>4}  "
