@@ -150,10 +150,16 @@ class Watchdog:
         self._spawn()
 
     def _spawn(self) -> None:
-        r, w = os.pipe2(os.O_CLOEXEC)
-        nap_r, nap_w = os.pipe2(os.O_CLOEXEC)  # never written: `read -t` on it is a sleep
-        null = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+        """Start a watchdog process; raises OSError when none can be started (out of
+        descriptors or processes), leaving nothing open."""
+        opened: list[int] = []
         try:
+            r, w = os.pipe2(os.O_CLOEXEC)
+            opened += (r, w)
+            nap_r, nap_w = os.pipe2(os.O_CLOEXEC)  # never written: `read -t` on it sleeps
+            opened += (nap_r, nap_w)
+            null = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+            opened.append(null)
             self.pid = os.posix_spawn(
                 bash(),
                 ["corral-watchdog", "--norc", "--noprofile", "-c", SCRIPT, "corral-watchdog"]
@@ -170,16 +176,17 @@ class Watchdog:
             )
             os.set_blocking(w, False)  # a full pipe drops a line, it never stalls corral
             self._w = w
+            opened.remove(w)
         except OSError:
             self.pid = None
-            os.close(w)
+            raise
         finally:
-            for fd in (r, nap_r, nap_w, null):
+            for fd in opened:
                 os.close(fd)
 
-    def restart(self) -> bool:
+    def restart(self) -> None:
         """The watchdog died (`pid`, already reaped): start another and tell it what the
-        dead one was told. False when none can be started (corral then runs unguarded)."""
+        dead one was told. Raises OSError when none can be started."""
         if self._w is not None:
             os.close(self._w)  # (nothing reads it any more)
             self._w = None
@@ -187,7 +194,6 @@ class Watchdog:
         self._spawn()
         for line in self._told:
             self._write(line)
-        return self._w is not None
 
     def tell(self, line: str) -> None:
         """One line to the watchdog (`spare NAME.ATTEMPT`, `pid PID START`)."""

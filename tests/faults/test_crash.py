@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 
 import pytest
 
+from ..test_lint import need
 from .conftest import Running, attempts, db_rows, last_run, leftovers, recorded, wait_gone
 
 
@@ -78,6 +80,26 @@ def test_a_killed_watchdog_is_replaced_so_a_later_sigkill_leaves_nothing_running
     err = run.finish()[2]
     assert "the watchdog (killed by signal 9) died before the run ended; started another" in err
     assert wait_gone(run_id, 1 + 2) == []
+
+
+def test_a_killed_watchdog_that_cannot_be_replaced_stops_the_run_safely(corral):
+    """corral may open no more descriptors (prlimit on the running corral), then its
+    watchdog is killed: no other can be started, so the run stops at once as when corral
+    runs out (exit 71): every module stopped and recorded, nothing left running."""
+    need("prlimit")
+    gate = corral.modules.parent / "gate"
+    run, run_id = crashing_run(corral, gate)
+    pid = run.proc.pid
+    fds = len(os.listdir(f"/proc/{pid}/fd"))
+    subprocess.run(["prlimit", f"--pid={pid}", f"--nofile={fds}:{fds}"], check=True)
+    os.kill(watchdog_of(run_id), signal.SIGKILL)
+    code, _, err = run.finish()
+    assert code == 71, err
+    assert "the watchdog (killed by signal 9) died and no other could be started" in err
+    assert "Traceback" not in err
+    assert wait_gone(run_id, 1 + 2) == []
+    assert last_run(corral.db)["status"] == "crashed"
+    assert attempts(corral.db, run_id)["sleeper"]["status"] == "interrupted"
 
 
 def _watchdog_or_none(run_id: str) -> int | None:

@@ -37,6 +37,7 @@ from corral import procfs
 from corral.accounting import measure
 from corral.cgroups import command, ready_message
 from corral.containment import Containment, Member
+from corral.errors import ResourceError, exhausted
 from corral.events import AttemptResult
 from corral.executor import LineListener, Spec, Wakeup
 from corral.kill import ASK, signal_group, terminate
@@ -584,19 +585,19 @@ class LocalExecutor:
 
     def _watchdog_died(self, status: int) -> None:
         """Something killed the watchdog: without one, a SIGKILL of corral would leave
-        the modules running. Another is started at once, told what the first knew."""
+        the modules running. Another is started at once, told what the first knew; when
+        none can be, the run stops (ResourceError: what runs is stopped and recorded)."""
         how = os.waitstatus_to_exitcode(status)
         how = f"killed by signal {-how}" if how < 0 else f"exit {how}"
-        again = self.containment.watchdog.restart()
-        self._notices.append(
-            f"the watchdog ({how}) died before the run ended; "
-            + (
-                "started another"
-                if again
-                else "no other could be started: if corral is "
-                "killed now, its modules are stopped by the next start's recovery"
-            )
-        )
+        try:
+            self.containment.watchdog.restart()
+        except OSError as exc:
+            short = exhausted(exc) or exc.strerror or str(exc)
+            raise ResourceError(
+                f"the watchdog ({how}) died and no other could be started: {short}; "
+                "the run stops (what runs is stopped, the rest is not started)"
+            ) from exc
+        self._notices.append(f"the watchdog ({how}) died before the run ended; started another")
 
     def _orphan_reaped(self, pid: int, usage) -> None:
         """The fallback's accounting: an orphan of a known attempt adds its rusage. A
