@@ -53,9 +53,12 @@ class Stopped(BaseException):
 
 def stop_anywhere() -> None:
     """From now on SIGINT, SIGTERM and SIGHUP raise Stopped where the program is (a run's
-    `Signals` takes them over while it is entered, and gives them back)."""
+    `Signals` takes them over while it is entered, and gives them back). A signal the
+    program was started with ignored (`nohup`, a background job of a script) stays
+    ignored, as the interpreter leaves an ignored SIGINT."""
     for signum in STOPPING:
-        signal.signal(signum, _stop)
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            signal.signal(signum, _stop)
 
 
 def _stop(signum, frame) -> None:

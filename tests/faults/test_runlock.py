@@ -81,6 +81,29 @@ def test_a_signal_while_waiting_for_the_run_lock_is_one_line_and_its_exit_code(
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
+def test_a_signal_ignored_from_the_start_stays_ignored_while_waiting(corral):
+    """`nohup corral run --wait-lock`: SIGHUP was ignored when corral started, so the
+    wait goes on through it (a SIGTERM then ends it as above)."""
+    corral.module("a")
+    with held(corral):
+        proc = subprocess.Popen(
+            corral.argv("run", "--wait-lock"),
+            env=corral.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN),
+        )
+        assert "waiting for ever" in first_line(proc, proc.stderr)
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(0.5)
+        assert proc.poll() is None  # still waiting
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 143 and "stopped by SIGTERM while waiting" in err, err
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_control_a_python_waiting_in_sleep_does_not_say_it_so(signum):
     """The control: the interpreter's own handling of the same signal in the same kind of
