@@ -34,7 +34,38 @@ def _format(path: Path | BinaryIO) -> str:
     return path.suffix[1:] if isinstance(path, Path) and path.suffix else "svg"
 
 
+# What loading numpy and matplotlib takes beyond what corral has mapped by then: numpy's
+# OpenBLAS maps its buffers as it loads and, when it cannot, ends the process itself
+# (exit 1, "OpenBLAS error: Memory allocation still failed"), which nothing can catch.
+CHARTS_ADDRESS_SPACE = 168 << 20
+
+
+def _need_address_space() -> None:
+    """Raise ResourceError when the address-space limit (`ulimit -v`) leaves too little
+    room to load the plotting libraries, instead of letting OpenBLAS end the process."""
+    import resource
+    import sys
+
+    from corral.errors import ResourceError, exhausted
+    from corral.procfs import status_kb
+
+    if "matplotlib.pyplot" in sys.modules:  # loaded by an earlier chart
+        return
+    limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+    if limit == resource.RLIM_INFINITY:
+        return
+    used = status_kb("self", b"VmSize") or 0
+    if limit - used < CHARTS_ADDRESS_SPACE:
+        raise ResourceError(f"{exhausted(MemoryError())}: too little is left to draw the charts")
+
+
 def _pyplot():
+    import os
+
+    # One BLAS thread: the charts do no linear algebra, and each OpenBLAS thread takes
+    # its own buffers (under a low `ulimit -v` OpenBLAS exits the process when it cannot).
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    _need_address_space()
     import matplotlib
 
     matplotlib.use("Agg")

@@ -94,7 +94,11 @@ def exhausted(exc: BaseException | None, spawn: bool = False) -> str | None:
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
         why = None
-        if isinstance(exc, MemoryError):
+        if (
+            isinstance(exc, MemoryError)
+            or isinstance(exc, ImportError)
+            and ("failed to map segment" in str(exc) or "Cannot allocate memory" in str(exc))
+        ):
             why = _EXHAUSTED[errno.ENOMEM]
         elif isinstance(exc, RuntimeError) and "can't start new thread" in str(exc):
             why = ("cannot start a thread (out of memory or processes)", "RLIMIT_AS", "ulimit -v")

@@ -137,3 +137,18 @@ def test_a_low_address_space_limit_is_one_message_and_exit_71(busy, mib):
     said_once(done, "ulimit -")
     nothing_left(busy)
     no_new_cgroups(before)
+
+
+@pytest.mark.parametrize("mib", [60, 100, 150, 180, 250])
+def test_docs_under_a_low_address_space_limit_is_one_message_and_exit_71(corral, tmp_path, mib):
+    """The charts load numpy, whose OpenBLAS ends the process itself (exit 1, its own
+    message) when it cannot map its buffers: corral says it first (the control: the
+    usual limit draws them)."""
+    pytest.importorskip("matplotlib")
+    corral.module("a")
+    assert corral("run").code == 0
+    out = tmp_path / "report"
+    done = limited(corral, f"ulimit -v {mib << 10}", "docs", "--out", str(out))
+    said_once(done, "ulimit -")
+    assert "OpenBLAS" not in done.stderr
+    assert limited(corral, "ulimit -v unlimited", "docs", "--out", str(out)).returncode == 0
