@@ -484,6 +484,11 @@ def redo(config: Config, store: Store, graph: Graph, resume: bool) -> Redo:
     return Redo(last["run_id"], tuple(sorted(again)), frozenset(done))
 
 
+# Listeners every run in this process gets besides its caller's: the fleet agent runs
+# `corral run` in a process of its own making and relays the run's events from here.
+ATTACHED: list[Listener] = []
+
+
 def run_modules(
     config: Config,
     store: Store,
@@ -506,7 +511,7 @@ def run_modules(
     from corral.scheduler import RunSettings, Scheduler, fail_fast
 
     begun = time.monotonic()  # the deadline counts from here: a wait for the lock too
-    listeners = list(listeners)
+    listeners = [*listeners, *ATTACHED]
 
     def emit(event: Event) -> None:
         for listener in listeners:

@@ -1,38 +1,29 @@
 """The host's side of a fleet run: the zipapp's entry point.
 
-`fleet-agent KEY -- ARGS` starts `corral run --json ARGS` on this host, detached (its
-own session, stdin/stdout/stderr on files in its run directory, its exit status
-written by a Bash wrapper that outlives the SSH connection), then relays the run's
-progress from the host's own database and, at the end, the run's JSON object and
-its records, as `corral-fleet:KIND JSON` lines on stdout. If the connection goes
-away the relay dies with it and the run goes on; `fleet-export` hands its records
-to a later gather.
+`fleet-agent KEY -- ARGS` runs `corral run --json ARGS` on this host in a child of
+its own, detached (forked, not a second interpreter: its own session, stdin on
+/dev/null, stdout and stderr on files in its run directory), and relays the run's
+events as they happen (the run writes them on a pipe to this process) and, once the
+run has ended, its JSON object and its records, as `corral-fleet:KIND JSON` lines on
+stdout. If the connection goes away the relay dies with it and the run goes on (it
+drops what the pipe cannot take, and writes nothing once nobody reads); `fleet-export`
+hands its records to a later gather.
 
-Only the standard library and corral's config are imported here: a host may lack
-everything else until the zipapp provides it.
+Only the standard library and corral's config are imported here before the fork: a
+host may lack everything else until the zipapp provides it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import sqlite3
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 PREFIX = "corral-fleet:"
-TICK = 0.25  # seconds between looks at the run's records
-# Runs the host's corral in its own session; what it prints goes to files, and its
-# exit status is written once it ends, whoever is still listening.
-WRAPPER = (
-    "trap '' HUP INT\n"
-    '"$@" > result.json 2> stderr.log < /dev/null &\n'
-    "echo $! > pid\n"
-    "wait $!\n"
-    "echo $? > rc.tmp && mv rc.tmp rc\n"
-)
 
 
 def main(argv: list[str]) -> None:
@@ -50,9 +41,18 @@ def here() -> Path:
     return Path(sys.argv[0]).resolve().parent
 
 
+def line(kind: str, value: object) -> bytes:
+    return f"{PREFIX}{kind} {json.dumps(value, separators=(',', ':'))}\n".encode()
+
+
 def say(kind: str, value: object) -> None:
-    sys.stdout.write(f"{PREFIX}{kind} {json.dumps(value, separators=(',', ':'))}\n")
-    sys.stdout.flush()
+    write_all(1, line(kind, value))
+
+
+def write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def host_db() -> Path:
@@ -65,62 +65,96 @@ def agent(key: str, args: list[str]) -> int:
     bundle = here()
     rundir = bundle.parent / "runs" / key
     rundir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    command = [
-        sys.executable,
-        "-I",
-        "-S",
-        str(bundle / "corral.pyz"),
-        "--modules",
-        str(bundle / "modules"),
-        "run",
-        "--json",
-        *args,
-    ]
+    db = host_db()
+    argv = ["--modules", str(bundle / "modules"), "run", "--json", *args]
     try:
         say("hello", {"rundir": str(rundir), "hostname": os.uname().nodename})
-        subprocess.Popen(
-            ["bash", "-c", WRAPPER, "corral-fleet-run", *command],
-            cwd=rundir,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        return relay(rundir, host_db(), str(bundle / "modules"))
+        # perf: one interpreter per host; the run is a fork of this one (docs/architecture.md)
+        read_end, write_end = os.pipe()  # close-on-exec: the modules never hold it
+        pid = os.fork()
+        if pid == 0:
+            os.close(read_end)
+            _run_detached(rundir, write_end, argv)  # never returns
+        os.close(write_end)
+        return relay(read_end, pid, rundir, db)
     except BrokenPipeError:
         # The controller went away: the run goes on, and a gather brings its records.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
 
 
-def relay(rundir: Path, db: Path, modules: str) -> int:
-    """Relay the run's attempts as they change, then its result; returns its exit code."""
-    seen: dict[tuple[str, int], tuple] = {}
-    run_id = None
-    while True:
-        done = (rundir / "rc").exists()
-        conn = _connect(db)
-        if conn is not None:
-            try:
-                if run_id is None:
-                    run_id = _run_id(conn, rundir, modules)
-                if run_id is not None:
-                    for row in conn.execute(
-                        "SELECT module, attempt, status, duration_s FROM module_runs "
-                        "WHERE run_id = ?",
-                        (run_id,),
-                    ):
-                        if seen.get(row[:2]) != row[2:]:
-                            seen[row[:2]] = row[2:]
-                            say("event", {"m": row[0], "a": row[1], "s": row[2], "d": row[3]})
-            except sqlite3.Error:
-                pass
-            finally:
-                conn.close()
-        if done:
-            break
-        time.sleep(TICK)
-    rc = int((rundir / "rc").read_text().strip() or 1)
+def _run_detached(rundir: Path, events: int, argv: list[str]) -> None:
+    """The forked child: `corral run` in a session of its own, its output on files, its
+    events on `events` for as long as someone reads them; exits with the run's code."""
+    code = 70
+    try:
+        os.setsid()
+        for sig in (signal.SIGHUP, signal.SIGINT):
+            signal.signal(sig, signal.SIG_IGN)
+        os.chdir(rundir)
+        null = os.open(os.devnull, os.O_RDONLY)
+        out = os.open("result.json", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        err = os.open("stderr.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        for fd, target in ((null, 0), (out, 1), (err, 2)):
+            os.dup2(fd, target)
+            os.close(fd)
+        os.set_blocking(events, False)
+        from corral import api
+        from corral.cli import main as cli
+
+        api.ATTACHED.append(EventPipe(events))
+        try:
+            cli(args=argv, prog_name="corral")
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(code)
+
+
+class EventPipe:
+    """A run listener writing each module's start and end as a relay line on a pipe.
+    Never blocks the run: a line the pipe cannot take now is dropped (the records at the
+    end carry the truth), and once the reader is gone nothing more is written."""
+
+    def __init__(self, fd: int):
+        self.fd: int | None = fd
+
+    def __call__(self, event: object) -> None:
+        from corral.events import ModuleFinished, ModuleSkipped, ModuleStarted
+
+        if self.fd is None:
+            return
+        if isinstance(event, ModuleStarted):
+            value = {"m": event.name, "a": event.attempt, "s": "running", "d": None}
+        elif isinstance(event, ModuleFinished):
+            r = event.result
+            value = {"m": r.name, "a": r.attempt, "s": str(r.status), "d": r.duration_s}
+        elif isinstance(event, ModuleSkipped):
+            value = {"m": event.name, "a": 0, "s": "skipped", "d": None}
+        else:
+            return
+        try:
+            os.write(self.fd, line("event", value))  # one line is far below PIPE_BUF
+        except BlockingIOError:
+            pass
+        except OSError:
+            os.close(self.fd)
+            self.fd = None
+
+
+def relay(events: int, pid: int, rundir: Path, db: Path) -> int:
+    """Copy the run's event lines to stdout until the run ends, then say its result and
+    its records; returns its exit code."""
+    while chunk := os.read(events, 65536):
+        write_all(1, chunk)
+    os.close(events)
+    _, status = os.waitpid(pid, 0)
+    rc = os.waitstatus_to_exitcode(status)
+    rc = 128 - rc if rc < 0 else rc  # killed by a signal: as a shell says it
     try:
         run = json.loads((rundir / "result.json").read_text())
     except (OSError, ValueError):
@@ -130,6 +164,7 @@ def relay(rundir: Path, db: Path, modules: str) -> int:
     except OSError:
         err = []
     say("result", {"rc": rc, "run": run, "stderr": err})
+    run_id = run.get("run_id") if isinstance(run, dict) else None
     if run_id is not None:
         for record in records(db, "run_id = ?", (run_id,)):
             say("rows", record)

@@ -1,0 +1,52 @@
+"""The host's agent relays a run's events over a pipe that never holds the run up."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+
+from corral.events import ModuleSkipped, ModuleStarted
+from corral.fleet.agent import PREFIX, EventPipe
+
+
+def started(name: str) -> ModuleStarted:
+    return ModuleStarted(name, 1, 4242, 0.0, None)
+
+
+def test_each_module_event_is_one_relay_line():
+    r, w = os.pipe()
+    os.set_blocking(w, False)
+    pipe = EventPipe(w)
+    pipe(started("a"))
+    pipe(ModuleSkipped("b", "requires a"))
+    pipe("not a module event")
+    os.close(w)
+    lines = os.read(r, 65536).decode().splitlines()
+    os.close(r)
+    assert [json.loads(x.removeprefix(PREFIX + "event ")) for x in lines] == [
+        {"m": "a", "a": 1, "s": "running", "d": None},
+        {"m": "b", "a": 0, "s": "skipped", "d": None},
+    ]
+
+
+def test_a_full_pipe_drops_lines_rather_than_wait():
+    r, w = os.pipe()
+    fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, 4096)
+    os.set_blocking(w, False)
+    pipe = EventPipe(w)
+    for i in range(1000):  # far more than 4 KiB: a blocking write would hang here
+        pipe(started(f"m{i}"))
+    assert pipe.fd == w  # the reader is still there: later lines still go
+    os.close(r)
+    os.close(w)
+
+
+def test_once_the_reader_is_gone_nothing_more_is_written():
+    r, w = os.pipe()
+    os.set_blocking(w, False)
+    pipe = EventPipe(w)
+    os.close(r)
+    pipe(started("a"))  # EPIPE (SIGPIPE is ignored in Python): closed, not raised
+    assert pipe.fd is None
+    pipe(started("b"))
