@@ -102,6 +102,44 @@ def test_a_killed_watchdog_that_cannot_be_replaced_stops_the_run_safely(corral):
     assert attempts(corral.db, run_id)["sleeper"]["status"] == "interrupted"
 
 
+def test_a_stopped_watchdog_is_continued_so_a_later_sigkill_leaves_nothing_running(corral):
+    """Another process stops the watchdog (SIGSTOP): corral continues it, so a SIGKILL
+    of corral still leaves no module process (the control: a watchdog that cannot act,
+    as in the test after next, leaves them running)."""
+    gate = corral.modules.parent / "gate"
+    run, run_id = crashing_run(corral, gate)
+    watchdog = watchdog_of(run_id)
+    os.kill(watchdog, signal.SIGSTOP)
+    end = time.monotonic() + 10
+    while _state(watchdog) == "T":
+        assert time.monotonic() < end, "the watchdog stayed stopped"
+        time.sleep(0.02)
+    time.sleep(0.3)  # (the warning reaches stderr with the loop's next turn)
+    run.proc.kill()
+    err = run.finish()[2]
+    assert "the watchdog was stopped by another process; continued" in err
+    assert wait_gone(run_id, 1 + 2) == []
+
+
+def test_control_a_stopped_watchdog_no_one_continues_does_nothing_until_continued(corral):
+    gate = corral.modules.parent / "gate"
+    run, run_id = crashing_run(corral, gate)
+    run.proc.send_signal(signal.SIGSTOP)  # so that it cannot continue the watchdog
+    watchdog = watchdog_of(run_id)
+    os.kill(watchdog, signal.SIGSTOP)
+    run.proc.kill()
+    run.finish()
+    time.sleep(2.5)
+    assert leftovers(run_id), "a stopped watchdog should not have stopped the modules"
+    os.kill(watchdog, signal.SIGCONT)  # now it does its work
+    assert wait_gone(run_id, 1 + 2) == []
+
+
+def _state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0]
+
+
 def _watchdog_or_none(run_id: str) -> int | None:
     try:
         return watchdog_of(run_id)

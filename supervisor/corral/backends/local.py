@@ -195,6 +195,7 @@ class LocalExecutor:
         self.cpus = self._sampler.cpus
         self._host = Host()
         self._notices: list[str] = []  # for the next Wakeup
+        self._watchdog_stopped = False  # said once: another process stopped the watchdog
 
     # the seam's read-only views ------------------------------------------------------
 
@@ -443,6 +444,7 @@ class LocalExecutor:
         """Read every running attempt's processes (its cgroup's members, or its tree),
         then the host: the host's other load is the runnable count that the attempts'
         own runnable processes leave."""
+        self._keep_watchdog_going()
         ours = 0
         proportional = self.containment is None or not self.containment.counts_memory
         for pid, job in list(self._jobs.items()):
@@ -481,6 +483,8 @@ class LocalExecutor:
         if deadline is not None:
             left = max(0.0, deadline - time.monotonic())
             timeout = left if timeout is None else min(timeout, left)
+        if self._notices:  # something to say now (from a sample): do not wait to say it
+            timeout = 0.0
         for fd, _ in self._epoll.poll(-1 if timeout is None else timeout):
             if fd == self._signals.fd:
                 out.signals.extend(self._signals.read())
@@ -582,6 +586,18 @@ class LocalExecutor:
                 del self._trees[pid]
                 finished.append(self._over(job))
         return finished
+
+    def _keep_watchdog_going(self) -> None:
+        """A watchdog stopped by another process (SIGSTOP) would do nothing if corral died
+        meanwhile: it is continued (looked at with every sample), and that is said once."""
+        pid = self._watchdog_pid()
+        fields = procfs.stat(pid) if pid is not None else None
+        if fields and fields[0] == b"T":
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+            if not self._watchdog_stopped:
+                self._watchdog_stopped = True
+                self._notices.append("the watchdog was stopped by another process; continued")
 
     def _watchdog_died(self, status: int) -> None:
         """Something killed the watchdog: without one, a SIGKILL of corral would leave
