@@ -28,7 +28,10 @@ PREFIX = "corral-fleet:"
 
 def main(argv: list[str]) -> None:
     if argv[:1] == ["fleet-agent"]:
-        sys.exit(agent(argv[1], argv[3:] if argv[2:3] == ["--"] else argv[2:]))
+        code = agent(argv[1], argv[3:] if argv[2:3] == ["--"] else argv[2:])
+        # Every line is written (os.write); the interpreter's teardown, with corral
+        # loaded, would cost the host more than the relay did.
+        os._exit(code)
     if argv[:1] == ["fleet-export"]:
         sys.exit(export(argv[1] if len(argv) > 1 else ""))
     from corral.cli import main as cli
