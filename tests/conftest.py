@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import sqlite3
@@ -15,6 +17,71 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+class _HostShare:
+    """This worker's hold on the host under pytest-xdist: a shared flock on a file of
+    the session's workers, or an exclusive one. A turnstile flock, taken before either
+    and kept by an exclusive holder, makes later shared requests wait behind it, so a
+    test that waits to run alone does not wait for ever."""
+
+    def __init__(self) -> None:
+        self.mode: str | None = None  # None, "shared" or "alone"
+        self.files: tuple = ()
+
+    def take(self, base: Path, alone: bool) -> None:
+        if not self.files:
+            self.files = (open(base / "turnstile.lock", "a"), open(base / "host.lock", "a"))  # noqa: SIM115
+        turnstile, host = self.files
+        fcntl.flock(turnstile, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(host, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        finally:
+            if not alone:
+                fcntl.flock(turnstile, fcntl.LOCK_UN)
+        self.mode = "alone" if alone else "shared"
+
+    def give_back(self) -> None:
+        turnstile, host = self.files
+        fcntl.flock(host, fcntl.LOCK_UN)
+        fcntl.flock(turnstile, fcntl.LOCK_UN)
+        self.mode = None
+
+
+_SHARE = _HostShare()
+
+
+@contextlib.contextmanager
+def whole_host(config: pytest.Config, factory: pytest.TempPathFactory, alone: bool):
+    """Under pytest-xdist, the host's share this test (or fixture) runs with: `alone`,
+    no test runs in another worker meanwhile (it loads the host on purpose, or judges
+    how loaded it is); otherwise shared with every test but those. Nested uses hold
+    what the outer one holds (a shared hold becomes alone for the inner one's time).
+    Without xdist, there is nothing to share."""
+    if not hasattr(config, "workerinput") or _SHARE.mode == "alone":
+        yield
+        return
+    base = factory.getbasetemp().parent  # one directory for the session's workers
+    outer = _SHARE.mode
+    if outer == "shared" and not alone:
+        yield
+        return
+    if outer == "shared":
+        _SHARE.give_back()
+    _SHARE.take(base, alone)
+    try:
+        yield
+    finally:
+        _SHARE.give_back()
+        if outer == "shared":
+            _SHARE.take(base, alone=False)
+
+
+@pytest.fixture(autouse=True)
+def _share_the_host(request, tmp_path_factory) -> Iterator[None]:
+    alone = request.node.get_closest_marker("whole_host") is not None
+    with whole_host(request.config, tmp_path_factory, alone):
+        yield
 
 
 def write_module(

@@ -140,9 +140,10 @@ class Oracle:
 
 
 @pytest.fixture(scope="module")
-def measured(tmp_path_factory):
-    """One corral run of every shape side by side, and every shape in the oracle."""
-    from .conftest import Corral, write_module
+def measured(request, tmp_path_factory):
+    """One corral run of every shape side by side, and every shape in the oracle; alone
+    on the host (2,000 processes, 300 MB at once: what other tests must not share)."""
+    from .conftest import Corral, whole_host, write_module
 
     root = tmp_path_factory.mktemp("records")
     modules = root / "modules"
@@ -155,20 +156,21 @@ def measured(tmp_path_factory):
     (root / "corral.yaml").write_text("grace: 30s\n")
     env = {**os.environ, "OUT": str(out)}
     corral = Corral(modules, root / "db.sqlite", env)
-    oracles = {name: Oracle(name) for name in SHAPES}
-    try:
-        started = {
-            name: oracle.start(
-                modules / f"{name}.sh", {**env, "CORRAL_ATTEMPT": "o", "CORRAL_MODULE": name}
-            )
-            for name, oracle in oracles.items()
-        }
-        result = corral("run", "-j", "8", "--max-load", "1000", "--json")
-        assert result.code == 0, result.err
-        figures = {name: oracles[name].finish(proc) for name, proc in started.items()}
-    finally:
-        for oracle in oracles.values():
-            oracle.close()
+    with whole_host(request.config, tmp_path_factory, alone=True):
+        oracles = {name: Oracle(name) for name in SHAPES}
+        try:
+            started = {
+                name: oracle.start(
+                    modules / f"{name}.sh", {**env, "CORRAL_ATTEMPT": "o", "CORRAL_MODULE": name}
+                )
+                for name, oracle in oracles.items()
+            }
+            result = corral("run", "-j", "8", "--max-load", "1000", "--json")
+            assert result.code == 0, result.err
+            figures = {name: oracles[name].finish(proc) for name, proc in started.items()}
+        finally:
+            for oracle in oracles.values():
+                oracle.close()
     run_id = result.json()["run_id"]
     rows = {
         r["module"]: r

@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -208,6 +209,7 @@ def background(seconds: float = 1.0) -> float:
         sampler.close()
 
 
+@pytest.mark.whole_host  # (the host's load and memory are what it judges)
 def test_cpu_hog_keeps_runnable_at_the_target_and_the_run_finishes(corral):
     """Two hogs and --max-load 3 leave room for one cpu module: corral runs them one at
     a time, each later one held back for the load, and the run finishes.
@@ -241,6 +243,7 @@ def test_cpu_hog_keeps_runnable_at_the_target_and_the_run_finishes(corral):
         assert all(s[1] <= 3 + 2 * SLACK for s in samples), (before, after, samples)
 
 
+@pytest.mark.whole_host  # (the host's load and memory are what it judges)
 def test_module_needing_memory_waits_for_the_ballast_to_go(corral):
     corral.module("big", "memory: 1G", "echo ran")
     sampler = HostSampler()
@@ -279,6 +282,7 @@ def test_module_needing_memory_waits_for_the_ballast_to_go(corral):
     assert module["throttle_reason"].startswith("memory")
 
 
+@pytest.mark.whole_host  # (the host's load and memory are what it judges)
 def test_an_idle_host_costs_no_throttle_time(corral):
     for i in range(4):
         corral.module(f"s{i}", body="sleep 0.3")
@@ -291,6 +295,7 @@ def test_an_idle_host_costs_no_throttle_time(corral):
     assert samples and max(s[2] for s in samples) == 4
 
 
+@pytest.mark.whole_host  # (the host's load and memory are what it judges)
 def test_terminal_status_line_says_why_modules_wait(corral):
     import pexpect
 

@@ -100,6 +100,7 @@ def said_once(done: subprocess.CompletedProcess, what: str) -> None:
         assert len(lines) == 1, done.stderr
 
 
+@pytest.mark.whole_host  # (any corral-RUN cgroup made beside this test counts)
 @pytest.mark.parametrize("fds", [16, 18, 20, 22, 24, 28, 32, 40, 48, 64])
 def test_a_low_descriptor_limit_is_one_message_and_exit_71(busy, fds):
     before = own_cgroups()
@@ -130,6 +131,7 @@ def test_some_descriptor_limit_does_stop_the_run_and_the_usual_one_does_not(busy
     assert limited(busy, f"ulimit -v {30 << 10}").returncode == 71  # and so does memory
 
 
+@pytest.mark.whole_host  # (any corral-RUN cgroup made beside this test counts)
 @pytest.mark.parametrize("mib", [40, 80, 160, 320, 640])
 def test_a_low_address_space_limit_is_one_message_and_exit_71(busy, mib):
     before = own_cgroups()
