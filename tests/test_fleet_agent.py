@@ -7,7 +7,7 @@ import json
 import os
 
 from corral.events import ModuleSkipped, ModuleStarted
-from corral.fleet.agent import PREFIX, EventPipe
+from corral.fleet.agent import PREFIX, EventPipe, relay
 
 
 def started(name: str) -> ModuleStarted:
@@ -50,3 +50,36 @@ def test_once_the_reader_is_gone_nothing_more_is_written():
     pipe(started("a"))  # EPIPE (SIGPIPE is ignored in Python): closed, not raised
     assert pipe.fd is None
     pipe(started("b"))
+
+
+def test_the_relay_passes_the_events_on_and_says_how_the_run_ended(tmp_path, capfd):
+    (tmp_path / "result.json").write_text('{"run_id": null}')
+    (tmp_path / "stderr.log").write_text("corral: something went wrong\n")
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the run: where its records are (nowhere), one event, exit 3
+        os.close(r)
+        os.write(w, b"null\n")
+        EventPipe(w)(started("a"))
+        os._exit(3)
+    os.close(w)
+    assert relay(r, pid, tmp_path) == 3
+    out = capfd.readouterr().out.splitlines()
+    assert out[0] == PREFIX + 'event {"m":"a","a":1,"s":"running","d":null}'
+    assert json.loads(out[1].removeprefix(PREFIX + "result ")) == {
+        "rc": 3,
+        "run": {"run_id": None},
+        "stderr": ["corral: something went wrong"],
+    }
+    assert len(out) == 2  # the database line is the agent's, not relayed
+
+
+def test_a_run_killed_by_a_signal_ends_as_a_shell_says_it(tmp_path, capfd):
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        os.kill(os.getpid(), 9)
+    os.close(w)
+    assert relay(r, pid, tmp_path) == 137
+    assert '"rc":137,"run":null' in capfd.readouterr().out

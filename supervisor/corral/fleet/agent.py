@@ -9,8 +9,9 @@ stdout. If the connection goes away the relay dies with it and the run goes on (
 drops what the pipe cannot take, and writes nothing once nobody reads); `fleet-export`
 hands its records to a later gather.
 
-Only the standard library and corral's config are imported here before the fork: a
-host may lack everything else until the zipapp provides it.
+Only the standard library is imported here before the fork (the child imports corral
+for its run, so the fork copies few pages): a host may lack everything else until the
+zipapp provides it.
 """
 
 from __future__ import annotations
@@ -68,18 +69,18 @@ def agent(key: str, args: list[str]) -> int:
     bundle = here()
     rundir = bundle.parent / "runs" / key
     rundir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    db = host_db()
     argv = ["--modules", str(bundle / "modules"), "run", "--json", *args]
     try:
         say("hello", {"rundir": str(rundir), "hostname": os.uname().nodename})
-        # perf: one interpreter per host; the run is a fork of this one (docs/architecture.md)
+        # perf: one interpreter per host; the run is a fork of this one, made before
+        # corral is imported so that few pages are copied (docs/architecture.md)
         read_end, write_end = os.pipe()  # close-on-exec: the modules never hold it
         pid = os.fork()
         if pid == 0:
             os.close(read_end)
             _run_detached(rundir, write_end, argv)  # never returns
         os.close(write_end)
-        return relay(read_end, pid, rundir, db)
+        return relay(read_end, pid, rundir)
     except BrokenPipeError:
         # The controller went away: the run goes on, and a gather brings its records.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -88,7 +89,8 @@ def agent(key: str, args: list[str]) -> int:
 
 def _run_detached(rundir: Path, events: int, argv: list[str]) -> None:
     """The forked child: `corral run` in a session of its own, its output on files, its
-    events on `events` for as long as someone reads them; exits with the run's code."""
+    events on `events` for as long as someone reads them; exits with the run's code.
+    Its first line on `events` names the host's database (for the agent, not relayed)."""
     code = 70
     try:
         os.setsid()
@@ -101,6 +103,10 @@ def _run_detached(rundir: Path, events: int, argv: list[str]) -> None:
         for fd, target in ((null, 0), (out, 1), (err, 2)):
             os.dup2(fd, target)
             os.close(fd)
+        db = None  # a config the run cannot read: the run itself says so, on stderr
+        with contextlib.suppress(Exception):
+            db = str(host_db())
+        write_all(events, json.dumps(db).encode() + b"\n")
         os.set_blocking(events, False)
         from corral import api
         from corral.cli import main as cli
@@ -149,11 +155,20 @@ class EventPipe:
             self.fd = None
 
 
-def relay(events: int, pid: int, rundir: Path, db: Path) -> int:
+def relay(events: int, pid: int, rundir: Path) -> int:
     """Copy the run's event lines to stdout until the run ends, then say its result and
     its records; returns its exit code."""
+    db, head = None, b""
     while chunk := os.read(events, 65536):
-        write_all(1, chunk)
+        if head is not None:  # the child's first line: where its records are (or null)
+            head += chunk
+            first, newline, chunk = head.partition(b"\n")
+            if not newline:
+                continue
+            head, where = None, json.loads(first)
+            db = Path(where) if where else None
+        if chunk:
+            write_all(1, chunk)
     os.close(events)
     _, status = os.waitpid(pid, 0)
     rc = os.waitstatus_to_exitcode(status)
@@ -168,7 +183,7 @@ def relay(events: int, pid: int, rundir: Path, db: Path) -> int:
         err = []
     say("result", {"rc": rc, "run": run, "stderr": err})
     run_id = run.get("run_id") if isinstance(run, dict) else None
-    if run_id is not None:
+    if run_id is not None and db is not None:
         for record in records(db, "run_id = ?", (run_id,)):
             say("rows", record)
     return rc
