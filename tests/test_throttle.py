@@ -284,8 +284,16 @@ def test_module_needing_memory_waits_for_the_ballast_to_go(corral):
 
 @pytest.mark.whole_host  # (the host's load and memory are what it judges)
 def test_an_idle_host_costs_no_throttle_time(corral):
+    # All four run together for 0.3 s whatever the host's pace (a barrier: each waits
+    # until all have started), so a sample (every 0.2 s) sees four running.
+    started = corral.modules.parent / "started"
+    started.mkdir()
+    barrier = (
+        f"touch {started}/$CORRAL_MODULE; "
+        f"for _ in {{1..1000}}; do (( $(ls {started} | wc -l) >= 4 )) && break; sleep 0.01; done"
+    )
     for i in range(4):
-        corral.module(f"s{i}", body="sleep 0.3")
+        corral.module(f"s{i}", body=f"{barrier}; sleep 0.3")
     result = corral("run", "-j", "4", "--json")
     assert result.code == 0
     run = result.json()

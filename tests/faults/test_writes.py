@@ -107,7 +107,7 @@ lock=$(echo /run/lock/corral/*.lock)
 chmod 755 /run/lock/corral; chmod 644 "$lock"
 nobody bash -c 'exec 9<"$1"; flock 9; exec sleep 30' _ "$lock" </dev/null >/dev/null 2>&1 &
 holder=$!
-sleep 0.5
+for _ in {1..400}; do flock -n "$lock" true || break; sleep 0.05; done  # until nobody holds it
 flock -n "$lock" true; echo "control: root flock -n rc=$?"
 corral >/dev/null; echo "hostage rc=$?"
 kill "$holder"
