@@ -5,9 +5,10 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import time
 
 from corral.events import ModuleSkipped, ModuleStarted
-from corral.fleet.agent import PREFIX, EventPipe, relay
+from corral.fleet.agent import PREFIX, UNUSED_S, EventPipe, prune, relay
 
 
 def started(name: str) -> ModuleStarted:
@@ -83,3 +84,22 @@ def test_a_run_killed_by_a_signal_ends_as_a_shell_says_it(tmp_path, capfd):
     os.close(w)
     assert relay(r, pid, tmp_path) == 137
     assert '"rc":137,"run":null' in capfd.readouterr().out
+
+
+def test_bundles_and_run_directories_unused_for_a_week_are_removed(tmp_path):
+    week_ago = time.time() - UNUSED_S - 60
+    dirs = {}
+    for name in ("mine", "old", "recent", "runs/old-run", "runs/new-run"):
+        dirs[name] = tmp_path / name
+        dirs[name].mkdir(parents=True)
+        if not name.startswith("runs/"):
+            (dirs[name] / ".complete").touch()
+    for name in ("mine", "old"):  # mine too: using it now makes it new again
+        os.utime(dirs[name] / ".complete", (week_ago, week_ago))
+    os.utime(dirs["runs/old-run"], (week_ago, week_ago))
+    (tmp_path / ".unpack.x").mkdir()  # an unpacking in progress is never touched
+    prune(dirs["mine"])
+    left = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.glob("*")) + sorted(
+        str(p.relative_to(tmp_path)) for p in tmp_path.glob("runs/*")
+    )
+    assert left == [".unpack.x", "mine", "recent", "runs", "runs/new-run"]

@@ -22,9 +22,11 @@ import os
 import signal
 import sqlite3
 import sys
+import time
 from pathlib import Path
 
 PREFIX = "corral-fleet:"
+UNUSED_S = 7 * 86400  # bundles and run directories untouched this long are removed
 
 
 def main(argv: list[str]) -> None:
@@ -80,11 +82,36 @@ def agent(key: str, args: list[str]) -> int:
             os.close(read_end)
             _run_detached(rundir, write_end, argv)  # never returns
         os.close(write_end)
+        prune(bundle)  # while the run starts
         return relay(read_end, pid, rundir)
     except BrokenPipeError:
         # The controller went away: the run goes on, and a gather brings its records.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+
+
+def prune(bundle: Path) -> None:
+    """Mark `bundle` used now (its .complete), and remove the bundles and run directories
+    beside it that were not used for a week (a run still using one would have touched
+    it). Never raises: pruning is housekeeping, not the run."""
+    base, cutoff = bundle.parent, time.time() - UNUSED_S
+    old = []
+    with contextlib.suppress(OSError):
+        os.utime(bundle / ".complete")
+        for entry in os.scandir(base):
+            if entry.name != "runs" and not entry.name.startswith("."):
+                with contextlib.suppress(OSError):
+                    if os.stat(Path(entry.path) / ".complete").st_mtime < cutoff:
+                        old.append(entry.path)
+        for entry in os.scandir(base / "runs"):
+            with contextlib.suppress(OSError):
+                if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                    old.append(entry.path)
+    if old:
+        import shutil
+
+        for path in old:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def _run_detached(rundir: Path, events: int, argv: list[str]) -> None:

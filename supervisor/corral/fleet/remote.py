@@ -2,9 +2,9 @@
 
 `start_command` unpacks the bundle when the host does not have its digest yet (the
 tarball then arrives on stdin) and starts the agent; without a tarball it only says
-`need` when the digest is missing, so a host that has it gets one connection and
-nothing copied. `export_command` hands a later gather the records of the host's
-fleet runs.
+`need` when the digest is missing, so a host that has it gets one connection, nothing
+copied and one python3 started (the agent also removes bundles unused for a week).
+`export_command` hands a later gather the records of the host's fleet runs.
 """
 
 from __future__ import annotations
@@ -16,14 +16,6 @@ BASE = (
     'if [ -n "${XDG_STATE_HOME:-}" ]; then base="$XDG_STATE_HOME/corral/fleet"; '
     'elif [ "$(id -u)" = 0 ]; then base=/var/lib/corral/fleet; '
     'else base="$HOME/.local/state/corral/fleet"; fi\n'
-)
-# A bundle's .complete is touched at each use; bundles and run directories untouched
-# for a week go (a run still using one would have touched it).
-PRUNE = (
-    'touch "$d/.complete"\n'
-    'find "$base" -mindepth 2 -maxdepth 2 -name .complete -mtime +7 2>/dev/null | '
-    'while read -r f; do rm -rf "${f%/.complete}"; done\n'
-    'find "$base/runs" -mindepth 1 -maxdepth 1 -mtime +7 -exec rm -rf {} + 2>/dev/null\n'
 )
 NEED_PYTHON = (
     "command -v python3 >/dev/null 2>&1 || "
@@ -51,7 +43,6 @@ def start_command(digest: str, key: str, args: list[str], ship: bool) -> str:
         + 'if [ ! -f "$d/.complete" ]; then\n'
         + unpack
         + "fi\n"
-        + PRUNE
         + NEED_PYTHON
         + f'exec python3 -I -S "$d/corral.pyz" fleet-agent {shlex.quote(key)} -- '
         + " ".join(shlex.quote(a) for a in args)
