@@ -101,7 +101,7 @@ def said_once(done: subprocess.CompletedProcess, what: str) -> None:
 
 
 @pytest.mark.whole_host  # (any corral-RUN cgroup made beside this test counts)
-@pytest.mark.parametrize("fds", [16, 18, 20, 22, 24, 28, 32, 40, 48, 64])
+@pytest.mark.parametrize("fds", [16, 20, 24, 32, 64])
 def test_a_low_descriptor_limit_is_one_message_and_exit_71(busy, fds):
     before = own_cgroups()
     done = limited(busy, f"ulimit -n {fds}")
@@ -110,8 +110,8 @@ def test_a_low_descriptor_limit_is_one_message_and_exit_71(busy, fds):
     no_new_cgroups(before)
 
 
-@pytest.mark.parametrize("fds", [8, 10, 12])
-@pytest.mark.parametrize("command", ["check", "plan", "run"])
+@pytest.mark.parametrize("fds", [8, 12])
+@pytest.mark.parametrize("command", ["check", "run"])
 def test_a_very_low_descriptor_limit_is_never_a_refusal_of_the_files(busy, fds, command):
     """Out of descriptors while checking the modules and the library is corral's want,
     not something wrong with the files: never "refusing to run as root: cannot be
@@ -132,7 +132,7 @@ def test_some_descriptor_limit_does_stop_the_run_and_the_usual_one_does_not(busy
 
 
 @pytest.mark.whole_host  # (any corral-RUN cgroup made beside this test counts)
-@pytest.mark.parametrize("mib", [40, 80, 160, 320, 640])
+@pytest.mark.parametrize("mib", [40, 160, 640])
 def test_a_low_address_space_limit_is_one_message_and_exit_71(busy, mib):
     before = own_cgroups()
     done = limited(busy, f"ulimit -v {mib << 10}")
@@ -141,7 +141,7 @@ def test_a_low_address_space_limit_is_one_message_and_exit_71(busy, mib):
     no_new_cgroups(before)
 
 
-@pytest.mark.parametrize("mib", [60, 100, 150, 180, 250])
+@pytest.mark.parametrize("mib", [100, 180])
 def test_docs_under_a_low_address_space_limit_is_one_message_and_exit_71(corral, tmp_path, mib):
     """The charts load numpy, whose OpenBLAS ends the process itself (exit 1, its own
     message) when it cannot map its buffers: corral says it first (the control: the

@@ -44,12 +44,18 @@ def states(corral, *args: str) -> dict:
 def test_a_run_that_was_stopped_or_killed_is_never_shown_running_or_ok(corral, tmp_path, signum):
     gate = tmp_path / "gate"
     run = crowded_run(corral, gate)
-    time.sleep(0.3)  # the run's row and its first status file are written
+    # The control: while corral lives, the same readers do say it runs (once its row
+    # and its first status file are written).
+    end = time.monotonic() + 10
+    while True:
+        alive = states(corral) if corral.db.exists() else {"history": [], "status": {}}
+        running = [s["run_id"] for s in alive["status"].get("running", [])]
+        if alive["history"] and alive["history"][0]["status"] == "running" and running:
+            break
+        assert time.monotonic() < end, alive
+        time.sleep(0.05)
     run_id = last_run(corral.db)["run_id"]
-    # The control: while corral lives, the same readers do say it runs.
-    alive = states(corral)
-    assert alive["history"][0]["status"] == "running"
-    assert [s["run_id"] for s in alive["status"]["running"]] == [run_id]
+    assert running == [run_id]
     run.proc.send_signal(signum)
     code = run.finish()[0]
     assert code == {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGKILL: -9}[signum]
