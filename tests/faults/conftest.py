@@ -30,6 +30,16 @@ class Running:
             text=True,
             **popen,
         )
+        self.said: list[str] = []  # stderr lines read while it runs
+
+    def wait_said(self, text: str) -> None:
+        """Until corral's stderr has a line with `text` (what it says once something
+        happened comes with its loop's next turn: no sleep is sure to be long enough)."""
+        for line in self.proc.stderr:
+            self.said.append(line)
+            if text in line:
+                return
+        raise AssertionError(f"corral ended without saying {text!r}: {''.join(self.said)}")
 
     def wait_for(self, path, timeout: float = 20.0) -> None:
         end = time.monotonic() + timeout
@@ -40,7 +50,7 @@ class Running:
 
     def finish(self, timeout: float = 60.0) -> tuple[int, str, str]:
         out, err = self.proc.communicate(timeout=timeout)
-        return self.proc.returncode, out, err
+        return self.proc.returncode, out, "".join(self.said) + err
 
 
 def private_mounts(corral, script: str) -> subprocess.CompletedProcess:

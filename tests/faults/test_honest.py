@@ -20,7 +20,7 @@ import pytest
 from corral.procfs import start_time
 
 from ..conftest import db_rows
-from .conftest import Running, last_run, wait_gone
+from .conftest import Running, last_run, recorded, wait_gone
 
 
 def crowded_run(corral, gate):
@@ -44,18 +44,17 @@ def states(corral, *args: str) -> dict:
 def test_a_run_that_was_stopped_or_killed_is_never_shown_running_or_ok(corral, tmp_path, signum):
     gate = tmp_path / "gate"
     run = crowded_run(corral, gate)
-    # The control: while corral lives, the same readers do say it runs (once its row
-    # and its first status file are written).
-    end = time.monotonic() + 10
+    # The control: while corral lives, the same readers do say it runs (once the run's
+    # row and its first status file are written: no sleep is sure to be long enough).
+    end = time.monotonic() + 20
     while True:
-        alive = states(corral) if corral.db.exists() else {"history": [], "status": {}}
-        running = [s["run_id"] for s in alive["status"].get("running", [])]
-        if alive["history"] and alive["history"][0]["status"] == "running" and running:
+        run_id = recorded(corral.db, "a_holder", "running")["run_id"]
+        alive = states(corral)
+        running = [s["run_id"] for s in alive["status"]["running"]]
+        if alive["history"][0]["status"] == "running" and running == [run_id]:
             break
         assert time.monotonic() < end, alive
         time.sleep(0.05)
-    run_id = last_run(corral.db)["run_id"]
-    assert running == [run_id]
     run.proc.send_signal(signum)
     code = run.finish()[0]
     assert code == {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGKILL: -9}[signum]
