@@ -2,7 +2,7 @@
 """Simulated fleets: the controller's cost per host, and wall time against clush.
 
     python3 scripts/bench_fleet.py [--hosts 10,100,1000] [--sleep 2] [--fanout 0]
-                                   [--compare-upto 100]
+                                   [--compare-upto 100] [--repeat 3]
 
 Each simulated host is a local `corral run` with its own state directory (its own
 bundle, database, run directory and run lock), started through ClusterShell's exec
@@ -17,8 +17,13 @@ Target: flat per host from 10 to 1,000 hosts.
 
 Then (up to --compare-upto hosts) wall time of the second run against `clush -R exec`
 running the same `corral run` on the same hosts (bundles already in place), both with
-the same fan-out window (covering every host up to 128). Target: corral within 10 %
-of clush.
+the same fan-out window (covering every host up to 128), --repeat times each,
+interleaved (corral, clush, corral, clush ...) so that a change in the machine's load
+falls on both: the medians of wall time and of CPU time (controller and hosts: every
+process each of them waited for). Target: corral within 10 % of clush.
+
+A simulated host's command runs under `sh -c`, as clush's does under the exec worker's
+`/bin/sh -c` (over ssh each would run under the login shell, once).
 """
 
 from __future__ import annotations
@@ -34,9 +39,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from statistics import median
 
 REPO = Path(__file__).resolve().parent.parent
 HOST_ENV = "env XDG_STATE_HOME={root}/%h HOME={root}/%h"
+SHELL = "sh -c"  # the script is POSIX sh (corral.fleet.remote)
 
 
 def one_fleet(root: Path, hosts: int, fanout: int) -> dict:
@@ -55,7 +62,7 @@ def one_fleet(root: Path, hosts: int, fanout: int) -> dict:
         f"h[1-{hosts}]",
         ["-j", "2"],
         fanout=fanout,
-        exec_command=f"{HOST_ENV.format(root=root)} bash -c",
+        exec_command=f"{HOST_ENV.format(root=root)} {SHELL}",
     )
     wall = time.monotonic() - start
     after = resource.getrusage(resource.RUSAGE_SELF)
@@ -79,8 +86,14 @@ def rows(db: Path) -> int:
         conn.close()
 
 
-def clush_run(root: Path, hosts: int, fanout: int) -> float:
-    """clush running each host's `corral run` (the bundle the fleet left there)."""
+def children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def clush_run(root: Path, hosts: int, fanout: int) -> tuple[float, float]:
+    """clush running each host's `corral run` (the bundle the fleet left there): its wall
+    and CPU time (clush and every host)."""
     clush = shutil.which("clush")
     if clush is None:
         raise SystemExit("clush not found (pip install ClusterShell)")
@@ -90,6 +103,7 @@ def clush_run(root: Path, hosts: int, fanout: int) -> float:
         f"{HOST_ENV.format(root=root)} python3 -I -S {base}/corral.pyz "
         f"--modules {base}/modules run -q -j 2"
     )
+    cpu = children_cpu()
     start = time.monotonic()
     result = subprocess.run(
         [clush, "-R", "exec", "-f", str(fanout), "-w", f"h[1-{hosts}]", "-q", command],
@@ -99,7 +113,7 @@ def clush_run(root: Path, hosts: int, fanout: int) -> float:
     wall = time.monotonic() - start
     if result.returncode != 0:
         raise SystemExit(f"clush failed: {result.stderr[-2000:]}")
-    return wall
+    return wall, children_cpu() - cpu
 
 
 def setup(root: Path, sleep: float) -> None:
@@ -109,25 +123,38 @@ def setup(root: Path, sleep: float) -> None:
     (modules / "after.sh").write_text("#!/usr/bin/env bash\n# requires: work\ntrue\n")
 
 
-def measure(hosts: int, sleep: float, fanout: int, keep: bool, compare: bool) -> dict:
+def fleet_run(root: Path, hosts: int, fanout: int) -> dict:
+    """One fleet run in a fresh process: its own figures, its rows, its total CPU."""
+    before = rows(root / "controller.db") if (root / "controller.db").exists() else 0
+    cpu = children_cpu()
+    proc = subprocess.run(
+        [sys.executable, __file__, "--one", str(root), str(hosts), str(fanout)],
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        raise SystemExit(proc.stderr[-3000:])
+    figures = json.loads(proc.stdout.splitlines()[-1])
+    figures["rows"] = rows(root / "controller.db") - before
+    figures["total_cpu_s"] = children_cpu() - cpu
+    return figures
+
+
+def measure(hosts: int, sleep: float, fanout: int, keep: bool, compare: bool, repeat: int) -> dict:
     root = Path(tempfile.mkdtemp(prefix=f"corral-fleet-{hosts}-"))
     try:
         setup(root, sleep)
-        out = {"hosts": hosts}
-        for label in ("first", "second") if compare else ("first",):
-            before = rows(root / "controller.db") if (root / "controller.db").exists() else 0
-            proc = subprocess.run(
-                [sys.executable, __file__, "--one", str(root), str(hosts), str(fanout)],
-                capture_output=True,
-                text=True,
-            )
-            if proc.returncode != 0:
-                raise SystemExit(proc.stderr[-3000:])
-            figures = json.loads(proc.stdout.splitlines()[-1])
-            figures["rows"] = rows(root / "controller.db") - before
-            out[label] = figures
+        out = {"hosts": hosts, "first": fleet_run(root, hosts, fanout)}
         if compare:
-            out["clush_wall_s"] = clush_run(root, hosts, fanout)
+            seconds, clushes = [], []
+            for _ in range(repeat):  # interleaved: a change of load falls on both
+                seconds.append(fleet_run(root, hosts, fanout))
+                clushes.append(clush_run(root, hosts, fanout))
+            out["second"] = min(seconds, key=lambda f: f["wall_s"])
+            out["second"]["wall_s"] = median([f["wall_s"] for f in seconds])
+            out["second"]["total_cpu_s"] = median([f["total_cpu_s"] for f in seconds])
+            out["clush_wall_s"] = median([w for w, _ in clushes])
+            out["clush_cpu_s"] = median([c for _, c in clushes])
         return out
     finally:
         if not keep:
@@ -146,6 +173,9 @@ def main() -> None:
         help="the second run and clush only up to this many hosts (1,000 simulated hosts "
         "cost about ten CPU-minutes per run on their own)",
     )
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="second runs and clush runs, interleaved"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the simulated hosts")
     parser.add_argument("--one", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -159,23 +189,32 @@ def main() -> None:
     )
     print(
         f"{'hosts':>6} {'run':>6} {'wall s':>7} {'ctl CPU ms/host':>15} "
-        f"{'peak RSS MiB':>12} {'rows/host':>9} {'clush s':>8} {'corral/clush':>12}"
+        f"{'peak RSS MiB':>12} {'rows/host':>9} {'clush s':>8} {'corral/clush':>12} "
+        f"{'CPU s':>7} {'clush CPU s':>11} {'CPU ratio':>9}"
     )
     firsts = []
     for hosts in (int(h) for h in args.hosts.split(",")):
         fanout = args.fanout or min(hosts, 128)
-        m = measure(hosts, args.sleep, fanout, args.keep, hosts <= args.compare_upto)
+        compare = hosts <= args.compare_upto
+        m = measure(hosts, args.sleep, fanout, args.keep, compare, args.repeat)
         firsts.append((hosts, m["first"]))
         for label in ("first", "second"):
             if label not in m:
                 continue
             f = m[label]
-            ratio = f"{f['wall_s'] / m['clush_wall_s']:.3f}" if label == "second" else ""
-            clush = f"{m['clush_wall_s']:.2f}" if label == "second" else ""
+            second = label == "second"
+            ratio = f"{f['wall_s'] / m['clush_wall_s']:.3f}" if second else ""
+            clush = f"{m['clush_wall_s']:.2f}" if second else ""
+            cpu = (
+                f"{f['total_cpu_s']:>7.2f} {m['clush_cpu_s']:>11.2f} "
+                f"{f['total_cpu_s'] / m['clush_cpu_s']:>9.3f}"
+                if second
+                else f"{f['total_cpu_s']:>7.2f} {'':>11} {'':>9}"
+            )
             print(
                 f"{hosts:>6} {label:>6} {f['wall_s']:>7.2f} {f['cpu_s'] * 1000 / hosts:>15.1f} "
                 f"{f['peak_rss_kib'] / 1024:>12.1f} {f['rows'] / hosts:>9.1f} {clush:>8} "
-                f"{ratio:>12}  {','.join(f['statuses'])} exit {f['exit_code']}",
+                f"{ratio:>12} {cpu}  {','.join(f['statuses'])} exit {f['exit_code']}",
                 flush=True,
             )
 
