@@ -93,3 +93,35 @@ def test_this_installation_ships_importable_packages_only():
     assert {"corral", "click", "yaml", "sqlite_utils"} <= set(names)
     for name in names:
         assert bundle.package_files(name), name
+
+
+def test_the_zipapp_is_the_same_whatever_the_building_process_holds():
+    # marshal writes a string in full or as a back-reference by how often the process
+    # refers to it: compiled in the controller, the bytes (and so the bundle's digest)
+    # changed with what it had imported, and every host got the bundle again whenever
+    # the cache was rebuilt. Here: a fresh interpreter, and this one after corral.cli.
+    import hashlib
+    import os
+    import subprocess
+    import sys
+
+    import corral.cli  # noqa: F401
+
+    fresh = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import hashlib; from corral.fleet import bundle; "
+            "print(hashlib.sha256(bundle.zipapp_bytes()).hexdigest())",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        check=True,
+    )
+    assert hashlib.sha256(bundle.zipapp_bytes()).hexdigest() == fresh.stdout.strip()
+
+
+def test_what_does_not_compile_is_left_to_the_host(tmp_path):
+    (tmp_path / "bad.py").write_text("def (:\n")
+    assert bundle.compile_all([(str(tmp_path / "bad.py"), "bad.py")], tmp_path) == {}

@@ -19,7 +19,6 @@ import importlib.util
 import io
 import json
 import os
-import py_compile
 import re
 import sys
 import tarfile
@@ -190,24 +189,50 @@ def zipapp_bytes() -> bytes:
     ):
         entries = [e for name in shipped() for e in package_files(name)]
         entries.append((None, "__main__.py"))
-        for source, arcname in sorted(entries, key=lambda e: e[1]):
-            data = MAIN if source is None else source.read_bytes()
-            _write(zf, arcname, data)
-            if source is None:
-                continue
-            compiled = Path(tmp, "c.pyc")
-            try:
-                py_compile.compile(
-                    str(source),
-                    cfile=str(compiled),
-                    dfile=arcname,
-                    doraise=True,
-                    invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
-                )
-            except py_compile.PyCompileError:
-                continue  # the host compiles the source itself
-            _write(zf, arcname[:-3] + ".pyc", compiled.read_bytes())
+        entries.sort(key=lambda e: e[1])
+        compiled = compile_all(
+            [(str(source), arcname) for source, arcname in entries if source], Path(tmp)
+        )
+        for source, arcname in entries:
+            _write(zf, arcname, MAIN if source is None else source.read_bytes())
+            if arcname in compiled:
+                _write(zf, arcname[:-3] + ".pyc", compiled[arcname].read_bytes())
     return out.getvalue()
+
+
+# Compiles each (source, name) of the JSON list on stdin into DIR/N.pyc; what does not
+# compile is left out (the host compiles that source itself).
+COMPILE = """
+import json, py_compile, sys
+for n, (source, name) in enumerate(json.load(sys.stdin)):
+    try:
+        py_compile.compile(source, cfile=f"{sys.argv[1]}/{n}.pyc", dfile=name, doraise=True,
+                           invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+    except py_compile.PyCompileError:
+        pass
+"""
+
+
+def compile_all(sources: list[tuple[str, str]], into: Path) -> dict[str, Path]:
+    """Bytecode for each (source file, name in the zip), by name; compiled in a fresh
+    interpreter, because marshal's output depends on what the compiling process holds
+    (how often each string is referenced): compiled here, the bytes, and so the bundle's
+    digest, changed with whatever this process had imported, and every host got the
+    bundle again whenever the cache was rebuilt."""
+    import subprocess
+
+    subprocess.run(
+        [sys.executable, "-I", "-S", "-c", COMPILE, str(into)],
+        input=json.dumps(sources).encode(),
+        env={"PYTHONHASHSEED": "0", "PATH": os.environ.get("PATH", "")},
+        check=True,
+    )
+    out = {}
+    for n, (_, name) in enumerate(sources):
+        path = into / f"{n}.pyc"
+        if path.exists():
+            out[name] = path
+    return out
 
 
 def _write(zf: zipfile.ZipFile, arcname: str, data: bytes) -> None:
