@@ -89,13 +89,17 @@ def test_an_unwritable_log_marks_it_incomplete_and_keeps_draining(tmp_path):
     assert out.incomplete and out.dropped == 4 and lines == [b"a", b"b"]
 
 
-def test_signals_arrive_as_numbers_once_each_and_handlers_are_restored():
+def test_signals_arrive_as_numbers_and_handlers_are_restored():
+    """Each stopping signal as often as it came (two Ctrl-C read together are still
+    two), SIGCHLD once however many children ended."""
     before = signal.getsignal(signal.SIGHUP)
-    with Signals() as signals:
+    with Signals(children=True) as signals:
         os.kill(os.getpid(), signal.SIGHUP)
+        os.kill(os.getpid(), signal.SIGCHLD)
         os.kill(os.getpid(), signal.SIGHUP)
+        os.kill(os.getpid(), signal.SIGCHLD)
         os.kill(os.getpid(), signal.SIGTERM)
-        assert signals.wait(5.0) == [signal.SIGHUP, signal.SIGTERM]
+        assert signals.wait(5.0) == [signal.SIGHUP, signal.SIGCHLD, signal.SIGHUP, signal.SIGTERM]
         assert signals.wait(0.0) == []
     assert signal.getsignal(signal.SIGHUP) is before
 

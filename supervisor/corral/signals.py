@@ -93,7 +93,9 @@ class Signals:
         self.fd = self._w = -1
 
     def read(self) -> list[int]:
-        """The signals received since the last read, each once, in order; [] when none."""
+        """The signals received since the last read, in order: SIGCHLD once (something
+        ended), each stopping signal as often as it came (a second Ctrl-C means "kill at
+        once", however soon after the first); [] when none."""
         out: list[int] = []
         while True:
             try:
@@ -102,7 +104,7 @@ class Signals:
                 return out
             if not data:
                 return out
-            out.extend(b for b in data if b not in out)
+            out.extend(b for b in data if b != signal.SIGCHLD or b not in out)
 
     def wait(self, timeout: float | None) -> list[int]:
         """Block until a signal arrives or `timeout` passes (for a backend with nothing

@@ -73,8 +73,8 @@ def test_second_ctrl_c_kills_at_once(corral):
     child.sendintr()
     child.expect("SIGINT")
     # Not at once: with the second Ctrl-C sent as soon as the first was answered, one
-    # full run in about ten here never saw it handled (cause not found; Signals.read
-    # folds signals read together into one). The pause this test always had.
+    # full run in about ten here never saw it handled (cause not found). The pause
+    # this test always had.
     time.sleep(0.5)
     start = time.monotonic()
     child.sendintr()
