@@ -97,7 +97,10 @@ def clush_run(root: Path, hosts: int, fanout: int) -> tuple[float, float]:
     clush = shutil.which("clush")
     if clush is None:
         raise SystemExit("clush not found (pip install ClusterShell)")
-    (bundle,) = {p.parent.name for p in (root / "h1" / "corral" / "fleet").glob("*/.complete")}
+    # the bundle the last fleet run used (its .complete touched then): the tree under
+    # test may have changed between the runs
+    marks = (root / "h1" / "corral" / "fleet").glob("*/.complete")
+    bundle = max(marks, key=lambda p: p.stat().st_mtime).parent.name
     base = f"{root}/%h/corral/fleet/{bundle}"
     command = (
         f"{HOST_ENV.format(root=root)} python3 -I -S {base}/corral.pyz "
