@@ -187,13 +187,30 @@ def test_status_shows_every_run_in_progress(corral, tmp_path):
                 break
             time.sleep(0.1)
         assert status.code == 0, status.err
-        assert status.out.startswith(f"2 runs in progress under {corral.db.parent / 'logs'}:")
+        logs = corral.db.parent / "logs"
+        assert status.out.startswith(
+            f"2 runs in progress under {logs} (`corral status RUN` shows one):"
+        )
         assert f"of {other}" in status.out and f"of {corral.modules}" in status.out
         assert "  alpha" in status.out and "  beta" in status.out
         published = corral("status", "--json").json()
         assert {s["modules"] for s in published["running"]} == {str(corral.modules), str(other)}
         latest = (corral.db.parent / "logs" / "latest" / "status.json").read_text()
         assert ("alpha" in latest) != ("beta" in latest)  # the control: latest has one
+        # the user picks one by a prefix of its id: only that run is shown
+        beta = next(s["run_id"] for s in published["running"] if s["modules"] == str(other))
+        one = corral("status", beta[:-2])
+        assert one.code == 0, one.err
+        assert one.out.startswith(f"run {beta} (PID ") and "running:" in one.out
+        assert "  beta" in one.out and "alpha" not in one.out
+        assert corral("status", "--json", beta).json()["run_id"] == beta
+        # a prefix both share names them and asks for more; one nobody has says where it looked
+        both = corral("status", beta[:4])
+        assert both.code == 2 and "2 runs match" in both.err and beta in both.err, both.err
+        none = corral("status", "19990101")
+        said = f"no run matching '19990101' published its state under {logs}"
+        assert none.code == 2 and said in none.err, none.err
+        assert "Traceback" not in none.err + both.err
     finally:
         (tmp_path / "go").touch()
         for run in runs:
@@ -201,3 +218,7 @@ def test_status_shows_every_run_in_progress(corral, tmp_path):
     assert [run.returncode for run in runs] == [0, 0]
     assert "no run in progress" in corral("status").out
     assert corral("status", "--json").json()["running"] == []
+    # a picked run that has ended says how it ended
+    ended = corral("status", beta)
+    assert ended.code == 0 and ended.out.startswith(f"run {beta} ended "), ended.out
+    assert ": ok (1 module: 1 ok)" in ended.out, ended.out

@@ -135,6 +135,18 @@ def test_every_option_of_every_command_is_in_the_user_docs(name, command):
             assert any(o in docs for o in longs), f"corral {name} {longs[0]} is not in usage.md"
 
 
+@pytest.mark.parametrize("name,command", list(_commands(main)))
+def test_every_argument_of_every_command_is_in_its_heading_in_the_user_docs(name, command):
+    """`corral status [RUN]`: each command's positional arguments are in its heading."""
+    docs = (REPO / "docs" / "usage.md").read_text()
+    headings = [h for h in docs.splitlines() if h.startswith("### ") and f"corral {name}" in h]
+    assert headings, f"usage.md has no heading for corral {name}"
+    for param in command.params:
+        if isinstance(param, click.Argument):
+            word = (param.metavar or param.name.upper()).strip("[].").removesuffix("S")
+            assert any(word in h for h in headings), f"corral {name}: {word} not in {headings}"
+
+
 BUG = """
 import sys
 import corral.api as api

@@ -1021,12 +1021,14 @@ def check(ctx, strict):
 
 
 @main.command()
-@_json_option('The published states as JSON: {"running": [...], "last": ...}.')
+@click.argument("run", required=False, metavar="[RUN]")
+@_json_option('The published states as JSON: {"running": [...], "last": ...}; with RUN, its state.')
 @click.pass_context
-def status(ctx, as_json):
+def status(ctx, run, as_json):
     """Show the runs in progress (from another terminal): for each, what runs and for how
     long, what waits and on what (a requirement, a lock, a free slot, the load or
-    memory), and the ETA. Without a run in progress, how the last one ended.
+    memory), and the ETA. Without a run in progress, how the last one ended. With RUN (a
+    run id or a unique prefix of one), only that run, in progress or ended.
 
     Example:
 
@@ -1034,9 +1036,9 @@ def status(ctx, as_json):
     """
     from corral.explain import run_status
 
-    published, lines = run_status(ctx.obj.log_dir)
+    published, lines = run_status(ctx.obj.log_dir, run)
     if as_json:
-        _echo_json(published.as_json())
+        _echo_json(published.last if run is not None else published.as_json())
         return
     for line in lines:
         say(line)

@@ -73,8 +73,40 @@ def run_states(log_dir: Path) -> Published:
     return Published(running, newest)
 
 
-def run_status(log_dir: Path) -> tuple[Published, list[str]]:
-    """(the published states, lines describing them)."""
+def run_state(log_dir: Path, run: str) -> dict:
+    """The state RUN (a run id or a unique prefix of one) published under `log_dir`.
+    Raises UsageError naming what matched when not exactly one run did."""
+    try:
+        names = sorted(
+            e.name
+            for e in os.scandir(log_dir)
+            if e.name.startswith(run) and not e.name.startswith(".") and e.name != "latest"
+        )
+    except OSError:
+        names = []
+    states = [(n, read_state(str(log_dir / n / STATE_FILE))) for n in names]
+    found = [s for _, s in states if isinstance(s, dict) and "run_id" in s]
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise UsageError(
+            f"no run matching {run!r} published its state under {log_dir} "
+            "(`corral status` lists the runs in progress, `corral history` past ones)"
+        )
+    ids = ", ".join(s["run_id"] for s in found[:5]) + (", …" if len(found) > 5 else "")
+    raise UsageError(
+        f"{len(found)} runs match {run!r} under {log_dir}: {ids}; give more of the run id"
+    )
+
+
+def run_status(log_dir: Path, run: str | None = None) -> tuple[Published, list[str]]:
+    """(the published states, lines describing them): every run in progress, or the
+    one RUN names (a run id or a unique prefix), in progress or not."""
+    if run is not None:
+        state = run_state(log_dir, run)
+        alive = state.get("status") == "running" and _alive(state)
+        picked = Published([state] if alive else [], state)
+        return picked, _in_progress(state, many=False) if alive else _ended(state, picked=True)
     out = run_states(log_dir)
     running = out.running
     if out.last is None:
@@ -83,7 +115,10 @@ def run_status(log_dir: Path) -> tuple[Published, list[str]]:
         return out, _ended(out.last)
     lines: list[str] = []
     if len(running) > 1:
-        lines.append(f"{plural(len(running), 'run')} in progress under {log_dir}:")
+        lines.append(
+            f"{plural(len(running), 'run')} in progress under {log_dir} "
+            "(`corral status RUN` shows one):"
+        )
     for state in running:
         if lines:
             lines.append("")
@@ -91,7 +126,7 @@ def run_status(log_dir: Path) -> tuple[Published, list[str]]:
     return out, lines
 
 
-def _ended(state: dict) -> list[str]:
+def _ended(state: dict, picked: bool = False) -> list[str]:
     run = state["run_id"]
     if state.get("status") == "running":  # its corral is gone (see run_states)
         return [
@@ -101,8 +136,9 @@ def _ended(state: dict) -> list[str]:
     counts = ", ".join(f"{n} {s}" for s, n in state.get("counts", {}).items())
     written = epoch(state.get("written"))
     ended = "?" if written is None else time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(written))
+    what = f"run {run} ended" if picked else f"no run in progress; the last, {run}, ended"
     return [
-        f"no run in progress; the last, {run}, ended {ended}: {state['status']} "
+        f"{what} {ended}: {state['status']} "
         f"({plural(state['total'], 'module')}: {counts or 'none'})"
     ]
 
