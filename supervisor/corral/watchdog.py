@@ -3,9 +3,11 @@
 A small bash started with the run, in its own session, that only reads a pipe from
 corral. Corral writes `done` on it after cleaning up. If the pipe closes without it
 (SIGKILL, the OOM killer, a crash), the watchdog stops every attempt of the run with
-corral's one sequence (`corral.kill`, whose signals it is given by name): `kill.ASK`
-(TERM and CONT) to everything in each attempt's cgroup, then `cgroup.kill` (or freeze
-and `kill.FORCE`) after the grace period. Without cgroups it stops what it can find instead:
+corral's one sequence (`corral.kill`, whose signals and grace period it is given as
+arguments, `sequence_args`): `kill.ASK` (TERM and CONT) to everything in each attempt's
+cgroup, then `cgroup.kill` (or freeze and `kill.FORCE`) once the grace period has
+passed (to the microsecond, as `kill.stop` waits it; tests/test_kill.py holds the two
+to the same outcomes). Without cgroups it stops what it can find instead:
 processes corral told it about (`pid PID START` lines, checked against the start time
 so a reused PID is never hit) and processes whose environment carries the run's mark.
 
@@ -25,12 +27,18 @@ from corral import kill
 
 # bash by absolute path only: a PATH entry must not decide what runs as the watchdog.
 BASH_PATHS = ("/bin/bash", "/usr/bin/bash", "/usr/local/bin/bash")
+# Seconds between the watchdog's looks at what is left (during the grace period, and
+# between its KILL rounds). Longer than `kill.stop`'s tick: without cgroups a look
+# scans every process's environment in bash, about 30 ms with 150 processes.
+LOOK = 0.1
+FORCE_ROUNDS = 5  # KILL rounds after the grace period, for what forked meanwhile
 
 SCRIPT = r"""
 exec 2>/dev/null
 trap '' INT HUP TERM QUIT
-grace=$1 run=$2 member=$3 freezer=$4 ask=$5 force=$6  # ask, force: corral.kill's
-shift 6; bases=("$@")  # every directory of the run, to remove once empty
+# grace_us, ask, force: corral.kill's sequence; look: seconds between looks
+grace_us=$1 run=$2 member=$3 freezer=$4 ask=$5 force=$6 look=$7 rounds=$8
+shift 8; bases=("$@")  # every directory of the run, to remove once empty
 declare -A spare=() known=()
 last=
 while IFS= read -r line; do
@@ -88,10 +96,10 @@ everyone() { if [[ -n $member ]]; then members; else marked; fi; }
 pids=$(everyone)
 [[ -z $pids ]] && finish
 for sig in $ask; do kill -"$sig" $pids; done
-end=$(( SECONDS + ${grace%.*} + 1 ))
-while (( SECONDS < end )); do
+t=$EPOCHREALTIME; end=$(( ${t/./} + grace_us ))  # microseconds (the C locale's '.')
+while t=$EPOCHREALTIME; (( ${t/./} < end )); do
   pids=$(everyone); [[ -z $pids ]] && finish
-  nap 0.1
+  nap "$look"
 done
 if [[ -n $member ]]; then
   while IFS= read -r d; do
@@ -105,13 +113,29 @@ if [[ -n $member ]]; then
     fi
   done < <(attempts)
 fi
-for _ in 1 2 3 4 5 6 7 8 9 10; do
+for (( i = 0; i < rounds; i++ )); do  # what forked meanwhile gets it too
   pids=$(everyone); [[ -z $pids ]] && finish
   kill -"$force" $pids
-  nap 0.05
+  nap "$look"
 done
 finish
 """
+
+
+def sequence_args(run_id: str, grace: float, member: str = "", freezer: str = "") -> list[str]:
+    """SCRIPT's arguments before the run's directories: `kill`'s sequence (its `ASK`
+    and `FORCE` by name, the grace period in whole microseconds, never negative) and
+    where to find the run's processes (`member`, `freezer`: "" without cgroups)."""
+    return [
+        str(max(0, round(grace * 1e6))),
+        run_id,
+        member,
+        freezer,
+        kill.names(kill.ASK),
+        kill.names((kill.FORCE,)),
+        str(LOOK),
+        str(FORCE_ROUNDS),
+    ]
 
 
 def bash() -> str:
@@ -137,15 +161,7 @@ class Watchdog:
     ):
         self.pid: int | None = None
         self._w: int | None = None
-        self._args = [
-            str(grace),
-            run_id,
-            member,
-            freezer,
-            kill.names(kill.ASK),
-            kill.names((kill.FORCE,)),
-            *bases,
-        ]
+        self._args = sequence_args(run_id, grace, member, freezer) + list(bases)
         self._told: list[str] = []  # every line but `done`, for a restarted watchdog
         self._spawn()
 
