@@ -636,7 +636,7 @@ def plan(ctx, targets, tags, exclude, as_json):
     "--max-fail",
     type=click.FloatRange(0, 100),
     metavar="PCT",
-    help="With -w: start no new host once more than PCT %% of the finished ones failed.",
+    help="With -w: start no new host once more than PCT percent of the finished ones failed.",
 )
 @_connect_timeout_option(
     "With -w: seconds to reach a host. Default: config connect_timeout:, else 10."

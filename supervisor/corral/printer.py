@@ -18,6 +18,7 @@ import time
 from typing import TextIO
 
 from corral.events import (
+    AttemptResult,
     Event,
     Idle,
     Leftovers,
@@ -77,6 +78,18 @@ def tail(path: str | None, lines: int = TAIL_LINES) -> list[tuple[str, bool]]:
     if start and len(found) > lines:  # the first one may have begun before `start`
         found = found[1:]
     return [(visible(line.removesuffix(b"\r")), err) for line, err in found[-lines:]]
+
+
+def no_tail(last: AttemptResult) -> str:
+    """What a failure's tail says when it has no line to show: the module printed
+    nothing, or what it printed was not kept (the log could not be written), or the log
+    is gone or unreadable now. Never "(no output)" for output that was lost."""
+    if last.log_incomplete and last.log_dropped_bytes:
+        lost = plural(last.log_dropped_bytes, "byte")
+        return f"(its output was not kept: {lost} lost, the log could not be written)"
+    if last.log_path and not os.access(last.log_path, os.R_OK):
+        return "(its log cannot be read now)"
+    return "(no output)"
 
 
 def outcome(summary: ModuleSummary) -> str:
@@ -322,7 +335,9 @@ class Printer:
             self._write(out, "", False)
             where = f" ({visible_text(m.last.log_path)})" if m.last.log_path else ""
             self._write(out, self._bold(f"── last lines of {m.name}{where} ──"), False)
-            for line, err in lines or [("(no output)", False)]:
+            if not lines:
+                lines = [(no_tail(m.last), False)]
+            for line, err in lines:
                 mark = self._status(Status.FAILED, "!") if err else " "
                 self._write(out, f"{mark} {line}", False)
         counts: dict[str, int] = {}

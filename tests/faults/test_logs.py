@@ -61,6 +61,26 @@ def test_a_log_directory_that_cannot_be_written_does_not_stop_the_run(
     assert all(r["log_incomplete"] == 1 and r["log_path"] is None for r in rows)
 
 
+def test_a_failure_whose_output_was_not_kept_does_not_say_no_output(corral, tmp_path):
+    """The failure tail of a module whose log could not be written says its output was
+    lost (how many bytes), never "(no output)"; the control: a failing module that
+    printed nothing says "(no output)"."""
+    logs = tmp_path / "logs"
+    logs.write_text("not a directory")
+    with_log_dir(corral, logs)
+    corral.module("talks", body="echo something went wrong >&2; exit 1")
+    corral.module("silent", body="exit 1")
+    result = corral("run", "-q")
+    assert result.code == 1 and "Traceback" not in result.err
+    talks, silent = (
+        result.out.split(f"── last lines of {name}")[1].split("\n\n")[0]
+        for name in ("talks", "silent")
+    )
+    assert "(its output was not kept: 21 bytes lost, the log could not be written)" in talks
+    assert "(no output)" not in talks
+    assert silent.splitlines()[1] == "  (no output)", silent
+
+
 def test_a_home_that_does_not_exist_still_runs_the_modules(corral, printing, tmp_path, mounts):
     """A service account under cron: HOME names a directory that does not exist and
     cannot be made (it would be under a read-only mount), so neither the default
