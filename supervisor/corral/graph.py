@@ -462,31 +462,47 @@ def expected_durations(
     """
     names = list(names)
     timeout = {n: graph.modules[n].header.timeout for n in names}
-    shares = sorted(durations[n] / timeout[n] for n in names if n in durations and timeout[n])
-    share = _median(shares, TIMEOUT_SHARE)
+    shares = [durations[n] / timeout[n] for n in names if n in durations and timeout[n]]
+    share = upper_median(shares, TIMEOUT_SHARE)
     out = {n: durations[n] for n in names if n in durations}
     for n in names:
         if n not in out and timeout[n]:
             out[n] = timeout[n] * share
-    default = _median(sorted(out.values()), 1.0)
+    default = upper_median(out.values(), 1.0)
     for n in names:
         if n not in out:
             out[n] = min(default, timeout[n] or default)
     return out
 
 
-def _median(values: list[float], empty: float) -> float:
-    return values[len(values) // 2] if values else empty
+def upper_median(values: Iterable[float], empty: float) -> float:
+    """The upper median of `values` (of an even count, the later middle one); `empty`
+    when there are none. The one estimate of a typical duration: history's, the plan's
+    and the ETA's."""
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2] if ordered else empty
+
+
+def longest_paths(
+    order: Iterable[str], before: Mapping[str, Iterable[str]], length: Mapping[str, float]
+) -> dict[str, float]:
+    """Each name's `length` plus the longest path through the names it comes after
+    (`before[name]`, each earlier in `order`; one not in `order` counts 0.0, a name
+    missing from `before` comes after nothing): the one longest-path walk of priorities
+    and the ETA. {} for an empty `order`."""
+    out: dict[str, float] = {}
+    for name in order:
+        after = before.get(name, ())
+        out[name] = length[name] + max([out.get(b, 0.0) for b in after], default=0.0)
+    return out
 
 
 def priorities(
     users: dict[str, list[str]], topo: list[str], expected: dict[str, float]
 ) -> dict[str, float]:
-    """Longest remaining path to the end of the run, weighted by expected duration."""
-    prio: dict[str, float] = {}
-    for name in reversed(topo):
-        prio[name] = expected[name] + max([prio[u] for u in users[name]], default=0.0)
-    return prio
+    """Longest remaining path to the end of the run, weighted by expected duration
+    (a module's own included); {} for no modules."""
+    return longest_paths(reversed(topo), users, expected)
 
 
 class Plan:

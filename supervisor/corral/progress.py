@@ -29,6 +29,7 @@ from corral.events import (
     Sampled,
     Waiting,
 )
+from corral.graph import longest_paths, upper_median
 
 STATE_FILE = "status.json"
 
@@ -180,7 +181,7 @@ class RunState:
         known = [v for v in self.expected.values() if v is not None]
         if not known:
             return None, sum(n not in self.done for n in self.names)
-        guess = sorted(known)[len(known) // 2]
+        guess = upper_median(known, 0.0)
         unknown = 0
         remaining: dict[str, float] = {}
         for name in self.names:
@@ -194,10 +195,8 @@ class RunState:
             if name in self.running:
                 expected = max(0.0, expected - (now - self.running[name][0]))
             remaining[name] = expected
-        finish: dict[str, float] = {}
-        for name in self.names:  # in plan order: what a module waits on comes first
-            before = max((finish.get(d, 0.0) for d in self.deps.get(name, ())), default=0.0)
-            finish[name] = before + remaining[name]
+        # in plan order: what a module waits on comes first
+        finish = longest_paths(self.names, self.deps, remaining)
         path = max(finish.values(), default=0.0)
         return max(path, sum(remaining.values()) / self.slots), unknown
 

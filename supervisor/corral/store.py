@@ -23,6 +23,7 @@ from pathlib import Path
 
 from corral.dbfile import Database, as_dicts, best_effort, reporting
 from corral.fleetrows import FleetRows
+from corral.graph import upper_median
 from corral.headers import _FIELDS, PARSER_VERSION, Header
 from corral.schema import module_set_key as module_set_key  # where callers look for it
 
@@ -479,9 +480,9 @@ class Store(FleetRows, Database):
                 if duration > 0.05 and cpu is not None:
                     rates.setdefault(module, []).append(cpu / duration)
         return History(
-            {m: _median(v) for m, v in durations.items()},
+            {m: upper_median(v, 0.0) for m, v in durations.items()},
             peaks,
-            {m: _median(v) for m, v in rates.items()},
+            {m: upper_median(v, 0.0) for m, v in rates.items()},
         )
 
 
@@ -494,11 +495,6 @@ def _runs_of(module_set: str | None, host: str | None = None) -> tuple[str, tupl
         where.insert(0, "module_set = ?")
         args.insert(0, module_set)
     return " WHERE " + " AND ".join(where), tuple(args)
-
-
-def _median(values: list[float]) -> float:
-    """The upper median of `values` (not empty): of an even count, the later middle one."""
-    return sorted(values)[len(values) // 2]
 
 
 def known_hosts(path: Path | None) -> list[str]:
