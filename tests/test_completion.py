@@ -116,3 +116,20 @@ def test_zsh_and_fish_get_the_same_hosts(corral, tmp_path):
         words = [w.removeprefix("plain,") for w in done.stdout.split()]
         words = [w for w in words if w.startswith("web01,")]
         assert words == ["web01,web02", "web01,web03"], (shell, done.stdout)
+
+
+def test_a_run_argument_completes_run_ids_newest_first(corral, tmp_path):
+    """`corral status RUN`, `why MODULE RUN`, `log MODULE RUN`: the runs' ids, newest
+    first, from the log directory (no database read); the control: before any run,
+    nothing is offered."""
+    env = user(tmp_path, corral)
+    corral.module("a")
+    base = ("corral", "--modules", str(corral.modules), "--db", str(corral.db))
+    assert complete(env, *base, "status", "") == []
+    for _ in range(2):
+        assert corral("run").code == 0
+    runs = [r["run_id"] for r in corral("history", "--json").json()]
+    assert len(runs) == 2
+    assert complete(env, *base, "status", "") == runs  # newest first, as history lists
+    assert complete(env, *base, "log", "a", runs[1][:-1]) == [runs[1]]
+    assert complete(env, *base, "why", "a", "") == runs

@@ -421,8 +421,8 @@ def _store(ctx: click.Context, purpose: str = "cache"):
 
 
 def _complete(what: str):
-    """A shell-completion callback offering module names, tags or hosts (never an error:
-    a completion that cannot read the modules offers nothing)."""
+    """A shell-completion callback offering module names, tags, hosts or run ids (never
+    an error: a completion that cannot read the modules offers nothing)."""
 
     def complete(ctx: click.Context, param, incomplete: str) -> list[str]:
         from corral.completion import candidates
@@ -1021,7 +1021,7 @@ def check(ctx, strict):
 
 
 @main.command()
-@click.argument("run", required=False, metavar="[RUN]")
+@click.argument("run", required=False, metavar="[RUN]", shell_complete=_complete("runs"))
 @_json_option('The published states as JSON: {"running": [...], "last": ...}; with RUN, its state.')
 @click.pass_context
 def status(ctx, run, as_json):
@@ -1046,7 +1046,7 @@ def status(ctx, run, as_json):
 
 @main.command()
 @_module_argument()
-@click.argument("run_id", required=False, metavar="[RUN]")
+@click.argument("run_id", required=False, metavar="[RUN]", shell_complete=_complete("runs"))
 @click.pass_context
 def why(ctx, module, run_id):
     """Explain MODULE's last run (or RUN): when it became ready and which chain of modules
@@ -1066,7 +1066,7 @@ def why(ctx, module, run_id):
 
 @main.command()
 @_module_argument()
-@click.argument("run", required=False, metavar="[RUN]")
+@click.argument("run", required=False, metavar="[RUN]", shell_complete=_complete("runs"))
 @click.pass_context
 def log(ctx, module, run):
     """Print MODULE's log from its newest run (or RUN: a run id or a unique prefix of one),

@@ -1,4 +1,5 @@
-"""What shell completion offers: module names, tags and hosts, read as cheaply as possible."""
+"""What shell completion offers: module names, tags, hosts and run ids, read as cheaply as
+possible."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from corral.config import Config
 
 
 def candidates(config: Config, what: str) -> list[str]:
-    """Sorted words for `what` ("modules", "tags" or "hosts"); [] when nothing is known."""
+    """Sorted words for `what` ("modules", "tags", "hosts", or "runs": newest first);
+    [] when nothing is known."""
     if what == "modules":
         names = {p.name[:-3] for d in config.modules if d.is_dir() for p in d.glob("*.sh")}
         return sorted(names)
@@ -22,6 +24,14 @@ def candidates(config: Config, what: str) -> list[str]:
         finally:
             store.close()
         return sorted({tag for m in modules for tag in m.header.tags})
+    if what == "runs":  # the runs' log directories: one scandir, no database
+        import os
+
+        with os.scandir(config.log_dir) as entries:
+            names = [
+                e.name for e in entries if e.name[:1].isdigit() and e.is_dir(follow_symlinks=False)
+            ]
+        return sorted(names, reverse=True)
     if what == "hosts":
         from corral.store import known_hosts
 
