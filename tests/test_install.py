@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,6 +162,11 @@ def test_docs_without_the_report_extra_asks_for_it_by_name(install, tmp_path):
     )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "matplotlib" in result.stderr and "corral[report]" in result.stderr
+    # the command it gives names what pyproject's report extra requires (corral is
+    # installed from its source: `pip install corral[report]` would fetch nothing of it)
+    extra = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    (wanted,) = extra["optional-dependencies"]["report"]
+    assert f"{install.corral.parent / 'pip'} install '{wanted}'" in result.stderr, result.stderr
 
 
 def test_share_is_generated_from_the_current_click_help():

@@ -865,15 +865,33 @@ def write_report(
 
     if importlib.util.find_spec("matplotlib") is None:
         raise UsageError(
-            "corral docs draws its charts with matplotlib, which is not installed; "
-            "install the report extra into corral's environment: "
-            f"{Path(sys.executable).parent / 'pip'} install 'corral[report]'"
+            "corral docs draws its charts with matplotlib (the report extra, "
+            "corral[report]), which is not installed; install it into corral's "
+            f"environment: {Path(sys.executable).parent / 'pip'} install "
+            f"'{_report_requirement()}' (or, from corral's source directory, "
+            "pip install '.[report]'; with pipx: pipx inject corral matplotlib)"
         )
 
     try:
         return report.write_report(store, out, fmt, None if every else module_set(config))
     except LookupError as exc:
         raise UsageError(str(exc)) from None
+
+
+def _report_requirement() -> str:
+    """The report extra's requirement as the installed package declares it
+    ('matplotlib>=3.7'): corral is installed from its source, not from an index, so
+    `pip install 'corral[report]'` would find nothing (or another project's corral)."""
+    from importlib import metadata
+
+    try:
+        for req in metadata.requires("corral") or ():
+            name, _, marker = req.partition(";")
+            if "extra" in marker and "report" in marker:
+                return name.strip()
+    except metadata.PackageNotFoundError:
+        pass
+    return "matplotlib"
 
 
 def run_figures(store: Store, run: dict) -> dict:
