@@ -53,6 +53,8 @@ class CorralCommand(click.Command):
     whose flags may not contradict each other (`contradictions`)."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """Click's parsing, after refusing flags that contradict each other (a UsageError
+        naming both); then every value is checked."""
         if not ctx.resilient_parsing:
             clash = contradictions(self, args)
             if clash is not None:
@@ -164,6 +166,8 @@ class CheckedGroup(click.Group):
     group_class = type  # its subgroups are of its own class
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """Click's parsing, after refusing flags that contradict each other (a UsageError
+        naming both); then every value is checked."""
         if not ctx.resilient_parsing:
             clash = contradictions(self, args, frozenset(self.commands))
             if clash is not None:

@@ -142,6 +142,8 @@ class Printer:
         self.status_shown = False
 
     def __call__(self, event: Event) -> None:
+        """Print what the event says, as this printer shows a run; feeds the run's state first
+        when this printer keeps it."""
         if self.feeds_state and not isinstance(event, ModuleOutput):
             self.state(event)
         if isinstance(event, ModuleOutput):

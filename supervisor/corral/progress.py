@@ -107,6 +107,8 @@ class RunState:
         return cls()
 
     def __call__(self, event: Event) -> None:
+        """Update the picture with one event; an event that says nothing of the run's progress
+        changes nothing."""
         now = self.clock()
         if isinstance(event, ModuleStarted):
             self.running[event.name] = (now, event.attempt)
@@ -262,6 +264,8 @@ class StateFile:
         self.broken = False
 
     def __call__(self, event: Event) -> None:
+        """Publish the state at the run's start, its end, and on idle ticks at most once per
+        pause; after a failed write, never again."""
         if self.broken:
             return
         final = isinstance(event, RunFinished)

@@ -98,6 +98,8 @@ class Recorder:
         self.started: dict[tuple[str, int], str] = {}  # (name, attempt) -> its start, running
 
     def __call__(self, event: Event) -> None:
+        """Record the event (buffered; the writer thread commits it), then say on this thread
+        what the writer had to say."""
         self._record(event)
         while not self.notes.empty():  # said on the main thread, between other output
             self.notice(self.notes.get())

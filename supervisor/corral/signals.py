@@ -43,6 +43,7 @@ class Stopped(BaseException):
 
     @property
     def exit_code(self) -> int:
+        """128 + the signal, as a shell reports a command a signal ended."""
         return 128 + self.signum
 
     def __str__(self) -> str:

@@ -107,6 +107,7 @@ class FleetExecutor:
 
     @property
     def running(self):
+        """The attempts (hosts) started and not yet returned by `wait`; a live view."""
         return self._attempts.values()
 
     def __enter__(self) -> FleetExecutor:
@@ -135,6 +136,8 @@ class FleetExecutor:
             self._signals.__exit__()
 
     def start(self, spec: Spec) -> HostAttempt:
+        """Start host `spec.name`'s run (its connection is made by the engine's thread);
+        returns at once."""
         r = self.target.results[spec.name]
         r.status, r.started, r.since = RUNNING, time.time(), time.monotonic()
         attempt = HostAttempt(spec, self._next, r.started, r.since, r)
@@ -152,6 +155,7 @@ class FleetExecutor:
         self._engine.send(("abort", attempt.spec.name))
 
     def sample(self) -> None:
+        """None: each host measures itself (its figures come back in its records)."""
         return None  # each host measures itself; its figures come back in its records
 
     def wait(self, timeout: float | None) -> Wakeup:

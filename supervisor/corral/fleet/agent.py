@@ -30,6 +30,9 @@ UNUSED_S = 7 * 86400  # bundles and run directories untouched this long are remo
 
 
 def main(argv: list[str]) -> None:
+    """The bundle's entry point on a host: `fleet-agent KEY [--] ARGS` (the host's run,
+    relayed), `fleet-export [SINCE]` (the records of its fleet runs), anything else the
+    corral CLI. Never returns."""
     if argv[:1] == ["fleet-agent"]:
         code = agent(argv[1], argv[3:] if argv[2:3] == ["--"] else argv[2:])
         # Every line is written (os.write); the interpreter's teardown, with corral
@@ -48,26 +51,33 @@ def here() -> Path:
 
 
 def line(kind: str, value: object) -> bytes:
+    """One relay line: the prefix, `kind`, and `value` as compact JSON, then a newline."""
     return f"{PREFIX}{kind} {json.dumps(value, separators=(',', ':'))}\n".encode()
 
 
 def say(kind: str, value: object) -> None:
+    """Write one relay line on stdout, whole (raises OSError when stdout is gone)."""
     write_all(1, line(kind, value))
 
 
 def write_all(fd: int, data: bytes) -> None:
+    """Write all of `data` to `fd`, however many writes it takes (raises OSError)."""
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
 
 
 def host_db() -> Path:
+    """The database this host's runs of the bundle's modules record into (its config's `db`)."""
     from corral.config import load_config
 
     return load_config((str(here() / "modules"),)).db
 
 
 def agent(key: str, args: list[str]) -> int:
+    """Run the bundle's modules on this host in run directory `key` (a detached `corral run
+    ARGS`), relaying its events and then its records as lines on stdout; returns the exit
+    code to leave with."""
     bundle = here()
     rundir = bundle.parent / "runs" / key
     rundir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -160,6 +170,8 @@ class EventPipe:
         self.fd: int | None = fd
 
     def __call__(self, event: object) -> None:
+        """Write a module's start, end or skip as one line; any other event, or a pipe that is
+        full or gone, writes nothing."""
         from corral.events import ModuleFinished, ModuleSkipped, ModuleStarted
 
         if self.fd is None:

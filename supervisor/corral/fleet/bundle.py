@@ -137,10 +137,14 @@ class Bundle:
     files: dict[str, tuple[int, bytes]] = field(default_factory=dict)  # path -> (mode, data)
 
     def add(self, path: str, data: bytes, mode: int = 0o644) -> None:
+        """Put `data` at `path` in the bundle (replacing what was there), with file mode
+        `mode`."""
         self.files[path] = (mode, data)
 
     @property
     def digest(self) -> str:
+        """32 hex digits of SHA-256 over every path, mode and content in path order: the same
+        files give the same digest."""
         h = hashlib.sha256()
         for path in sorted(self.files):
             mode, data = self.files[path]

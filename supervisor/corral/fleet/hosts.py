@@ -52,6 +52,7 @@ class HostResult:
     failed_modules: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict:
+        """How the host ended, as `--json` gives it (host, status, exit_code, reason, run)."""
         return {
             "host": self.host,
             "status": self.status,

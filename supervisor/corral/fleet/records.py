@@ -27,6 +27,8 @@ SKEW_S = 86400.0
 
 
 def host_run_id(host: str, run_id: str) -> str:
+    """The id a host's run is recorded under here (`HOST/RUN`), so two hosts' runs never
+    collide."""
     return f"{host}/{run_id}"
 
 
@@ -41,6 +43,7 @@ class FleetRecorder:
         self.rows = 0
 
     def __call__(self, event: FleetEvent) -> None:
+        """Record a host's records, or how it ended, at once; other events record nothing."""
         if isinstance(event, HostRecords):
             self.rows += add_records(self.store, event.host, event.record, self.fleet_run)
             self.last_run[event.host] = host_run_id(event.host, event.record["run"]["run_id"])
@@ -68,6 +71,8 @@ def add_records(store: Store, host: str, record: dict, fleet_run: str | None) ->
 def start_fleet_run(
     store: Store, run_id: str, nodes: str, args: list[str], digest: str, module_set: str
 ) -> None:
+    """Record fleet run `run_id` as running, started now, with its node set, arguments, bundle
+    digest and module set."""
     store.start_fleet_run(
         {
             "run_id": run_id,
@@ -82,6 +87,8 @@ def start_fleet_run(
 
 
 def save_host(store: Store, fleet_run: str, r: HostResult, run_id: str | None) -> None:
+    """Record how host `r` ended in `fleet_run`, with the id its run is recorded under (None:
+    no run of it reached us)."""
     store.save_host(
         {
             "fleet_run": fleet_run,
@@ -97,6 +104,7 @@ def save_host(store: Store, fleet_run: str, r: HostResult, run_id: str | None) -
 
 
 def finish_fleet_run(store: Store, run_id: str, status: str, exit_code: int) -> None:
+    """Record fleet run `run_id` as ended now, with `status` and `exit_code`."""
     store.finish_fleet_run(run_id, iso(time.time()), status, exit_code)
 
 

@@ -28,6 +28,8 @@ class FleetOutcome:
     notices: list = field(default_factory=list)  # events.Notice: what the user should know
 
     def as_json(self) -> dict:
+        """The fleet run as `run -w --json` gives it: its id, status, exit code and each host's
+        outcome."""
         return {
             "run_id": self.run_id,
             "status": self.status,
@@ -176,6 +178,7 @@ class Gathered:
     reason: str = ""
 
     def as_json(self) -> dict:
+        """What was gathered from the host, as `fleet gather --json` gives it."""
         return {
             "host": self.host,
             "status": self.status,

@@ -69,6 +69,8 @@ class FleetView:
         self.shown = False  # a status line is on screen
 
     def __call__(self, event: FleetEvent) -> None:
+        """Show what the event changes: a line per host (plain), the status line (tty), or only
+        what went wrong (quiet)."""
         if isinstance(event, HostStarted):
             self.hosts[event.host.host] = event.host
             if not self.tty and not self.quiet:
