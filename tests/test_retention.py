@@ -47,6 +47,9 @@ def test_prune_by_age_and_count_and_its_dry_run(corral):
     conn.close()
     dry = corral("prune", "--keep-days", "30", "-n")
     assert dry.code == 0 and "would remove 1 run and" in dry.out
+    # a small run's logs are counted in bytes, not as '0.0 MiB'
+    logs = sum(p.stat().st_size for p in (corral.db.parent / "logs" / ids[0]).iterdir())
+    assert f"would remove 1 run and {logs} bytes of logs" in dry.out, (logs, dry.out)
     assert len(db_rows(corral.db, "SELECT * FROM runs")) == 3
     done = corral("prune", "--keep-days", "30")
     assert "removed 1 run and" in done.out

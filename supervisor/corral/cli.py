@@ -15,7 +15,7 @@ from corral.config import load_config
 from corral.errors import CorralError, HeaderError, ResourceError, exhausted
 from corral.headers import parse_duration, parse_size
 from corral.throttle import Jobs
-from corral.units import mib, plural, seconds, utc
+from corral.units import mib, plural, seconds, size, utc
 from corral.visible import text as visible_text
 
 MAX_WHOLE = 2**31 - 1  # past this a count is a typo (and SQLite's integers end at 2**63)
@@ -1164,7 +1164,7 @@ def prune(ctx, keep_runs, keep_days, dry_run):
     pruned = forget(_store(ctx), config.log_dir, runs, days, dry_run=dry_run)
     verb = "would remove" if dry_run else "removed"
     say(
-        f"corral: {verb} {plural(len(pruned.runs), 'run')} and {pruned.log_bytes / 2**20:.1f} MiB "
+        f"corral: {verb} {plural(len(pruned.runs), 'run')} and {size(pruned.log_bytes)} "
         f"of logs (keeping the newest {runs or 'all'} per module set"
         f"{f', and none older than {days:g} days' if days else ''})"
     )

@@ -95,7 +95,7 @@ def run_state(log_dir: Path, run: str) -> dict:
         )
     ids = ", ".join(s["run_id"] for s in found[:5]) + (", …" if len(found) > 5 else "")
     raise UsageError(
-        f"{len(found)} runs match {run!r} under {log_dir}: {ids}; give more of the run id"
+        f"{plural(len(found), 'run')} match {run!r} under {log_dir}: {ids}; give more of the run id"
     )
 
 

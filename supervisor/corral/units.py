@@ -27,7 +27,12 @@ def mib(value: float | None, unit: str = "") -> str:
 
 
 def size(value: float) -> str:
-    """A size in a sentence: '512M' below a GiB, '1.5G' from one up."""
+    """A size in a sentence: '300 bytes', '12K' below a MiB, '512M' below a GiB, '1.5G'
+    from one up (never '0M' for what is there)."""
+    if value < 1024:
+        return plural(int(value), "byte")
+    if value < MiB:
+        return f"{value / 1024:.0f}K"
     return f"{value / MiB:.0f}M" if value < GiB else f"{value / GiB:.1f}G"
 
 
