@@ -46,6 +46,8 @@ def test_plural_says_one_and_many():
     assert plural(1, "process") == "1 process"
     assert plural(3, "process") == "3 processes"
     assert plural(2, "entry") == "2 entries"
+    assert plural(0, "leftover process") == "0 leftover processes"
+    assert plural(2, "host sample") == "2 host samples"
 
 
 def test_no_count_in_the_source_bypasses_plural():

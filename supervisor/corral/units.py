@@ -42,8 +42,12 @@ _PLURALS = {"process": "processes", "entry": "entries", "was": "were", "is": "ar
 
 def plural(n: int, noun: str) -> str:
     """'1 module', '3 modules', '0 modules', '1 process', '2 processes': every count
-    corral writes for people goes through here (never "1 modules" or "module(s)")."""
-    return f"{n} {noun}" if n == 1 else f"{n} {_PLURALS.get(noun, noun + 's')}"
+    corral writes for people goes through here (never "1 modules" or "module(s)"). The
+    last word of a noun of several is the one made plural ('2 leftover processes')."""
+    if n == 1:
+        return f"{n} {noun}"
+    head, _, last = noun.rpartition(" ")
+    return f"{n} {head}{' ' if head else ''}{_PLURALS.get(last, last + 's')}"
 
 
 def utc(text: str | None, width: int = 19) -> str:
