@@ -574,6 +574,7 @@ def run_modules(
             loaded.misses,
             module_set=module_set(config),
             full=len(selection.names) == len(graph.modules),
+            end_by=None if config.deadline is None else begun + config.deadline,
         )
 
     lock, wait, bounded = RunLock(config.modules), wait_lock, False

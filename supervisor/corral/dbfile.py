@@ -230,6 +230,7 @@ class Database:
         self.repaired = 0  # how many times a damaged file was moved aside
         self.generation = 0  # +1 whenever the file in use changes (see Recorder)
         self.identity = _identity(path)  # (dev, inode) of the file in use
+        self.busy_ms = BRIEF_BUSY_MS  # how long a write waits for another writer (patient)
         self._said: set[str] = set()
 
     @classmethod
@@ -270,10 +271,13 @@ class Database:
         self.generation += 1
         return True
 
-    def patient(self) -> None:
-        """From now on wait for other writers as long as a record may wait."""
+    def patient(self, ms: int | None = None) -> None:
+        """From now on wait `ms` for other writers (the last `ms` given, when None; at
+        first BRIEF_BUSY_MS), also on a file opened again."""
+        if ms is not None:
+            self.busy_ms = ms
         with contextlib.suppress(sqlite3.Error):
-            self.conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            self.conn.execute(f"PRAGMA busy_timeout={int(self.busy_ms)}")
 
     def _fault(self, exc: BaseException, opening: bool = False) -> None:
         """A fault of the file: say so once; move a damaged file of ours aside (RUN) or
@@ -337,8 +341,15 @@ class Database:
     def write(self) -> Iterator[None]:
         """One write transaction, taken at once (BEGIN IMMEDIATE) so writers queue, not fail.
         After a failed statement or COMMIT nothing of it stays (SQLite may have rolled
-        back already: then there is nothing to roll back)."""
-        self.conn.execute("BEGIN IMMEDIATE")
+        back already: then there is nothing to roll back). For a run, the writes before
+        the first spawn (the header cache, the recovery of dead runs) share one brief wait:
+        once another writer has held the file through it, they no longer wait."""
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if _busy(exc) and self.purpose == RUN and self.busy_ms == BRIEF_BUSY_MS:
+                self.patient(0)
+            raise
         try:
             yield
             self.conn.execute("COMMIT")

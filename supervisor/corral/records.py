@@ -15,7 +15,7 @@ import threading
 import time
 
 from corral.batch import Batch, attempt_figures
-from corral.dbfile import BUSY_TIMEOUT_MS
+from corral.dbfile import BRIEF_BUSY_MS, BUSY_TIMEOUT_MS, _busy
 from corral.events import (
     Event,
     Idle,
@@ -35,6 +35,10 @@ from corral.units import plural
 
 FLUSH_DELAY = 0.03  # seconds a record may wait to share a transaction (docs: within 50 ms)
 RETRY_EVERY = 1.0  # seconds between tries while the database cannot be written
+# One write's wait for another writer (ms): the writer tries again after it, and says the
+# database is held once it has been for BUSY_TIMEOUT_MS.
+TRY_BUSY_MS = 1_000
+SAY_WAIT_AFTER = 0.5  # seconds the end of a run waits for its records before saying so
 
 
 def iso(t: float | None) -> str | None:
@@ -74,11 +78,14 @@ class Recorder:
         cache_misses: int = 0,
         module_set: str | None = None,
         full: bool = True,
+        end_by: float | None = None,
     ):
         self.store = store
         self.modules_dirs = modules_dirs
         self.module_set = module_set
         self.full = full
+        self.end_by = end_by  # monotonic: the run's deadline, which bounds its last write
+        self.end_at: float | None = None  # until when the last write may wait (_end_at)
         self.targets = targets
         self.notice = emit_notice
         self.cache = (cache_hits, cache_misses)
@@ -122,49 +129,68 @@ class Recorder:
             self.notes.put(Notice(self.lost, warning=True))
 
     def _write_loop(self) -> None:
-        self.store.patient()
         backlog = Batch()
-        behind: str | None = None  # why the backlog could not be written
+        behind: str | None = None  # why the backlog could not be written (said)
+        failed: str | None = None  # why the last write failed
+        busy_since: float | None = None  # another writer has held the file since
         stop = False
-        while not stop:
-            try:
-                item = self.queue.get(timeout=RETRY_EVERY if backlog else None)
-            except queue.Empty:
-                item = Batch()  # time to try the backlog again
-            if item is None:
-                stop = True
-            else:
-                self.closing.wait(FLUSH_DELAY)  # let a burst gather into one transaction
-                backlog.extend(item)
-                while not self.queue.empty():
-                    more = self.queue.get()
-                    if more is None:
-                        stop = True
-                        break
-                    backlog.extend(more)
+        while True:
+            if not stop:
+                try:
+                    item = self.queue.get(timeout=RETRY_EVERY if backlog else None)
+                except queue.Empty:
+                    item = Batch()  # time to try the backlog again
+                if item is None:
+                    stop = True
+                else:
+                    self.closing.wait(FLUSH_DELAY)  # let a burst gather into one transaction
+                    backlog.extend(item)
+                    while not self.queue.empty():
+                        more = self.queue.get()
+                        if more is None:
+                            stop = True
+                            break
+                        backlog.extend(more)
             if not backlog:
+                if stop:
+                    break
                 continue
+            # One try waits at most TRY_BUSY_MS for another writer, so the end of the run
+            # is bounded by end_at (its deadline), whatever the writer was doing then.
+            end_at = self.end_at or self._end_at()  # set when the writer was told to stop
+            wait = TRY_BUSY_MS if not stop else (end_at - time.monotonic()) * 1000
+            self.store.patient(int(max(0.0, min(TRY_BUSY_MS, wait))))
             self.writing_since = time.monotonic()
             try:
                 self.store.write_batch(backlog)
             except (sqlite3.Error, OSError) as exc:
-                self.writing_since = None
-                if behind is None and self.store.problem is None:
-                    self.notes.put(
-                        Notice(
-                            f"{self.store.wanted}: cannot record now ({exc}); the run goes "
-                            f"on, its records are kept and tried again every {RETRY_EVERY:g}s",
-                            warning=True,
+                now, self.writing_since, failed = time.monotonic(), None, str(exc)
+                busy = _busy(exc)
+                busy_since = (busy_since or now) if busy else None
+                if stop and not (busy and now < end_at):
+                    break  # the run has ended: what is left is reported as lost
+                held_long = busy_since is not None and now - busy_since >= BUSY_TIMEOUT_MS / 1000
+                if behind is None and (not busy or held_long):  # a fault, not a queue
+                    if self.store.problem is None:  # (the store says its own)
+                        self.notes.put(
+                            Notice(
+                                f"{self.store.wanted}: cannot record now ({exc}); the run "
+                                f"goes on, its records are kept and tried again every "
+                                f"{RETRY_EVERY:g}s",
+                                warning=True,
+                            )
                         )
-                    )
-                behind = str(exc)
+                    behind = failed
                 continue
-            self.writing_since = None
+            self.writing_since = busy_since = None
             if behind is not None:
                 self.notes.put(
                     Notice(f"{self.store.wanted}: recording again; the delayed records are written")
                 )
             backlog, behind = Batch(), None
+            if stop:
+                break
+        self.store.patient(BRIEF_BUSY_MS)  # what follows the run (pruning) waits briefly
         if backlog:
             modules = backlog.modules()
             what = []
@@ -175,13 +201,34 @@ class Recorder:
                 what.append(f"the records of {plural(len(modules), 'module')} ({shown})")
             if backlog.samples:
                 what.append(f"{plural(len(backlog.samples), 'host sample')}")
-            self.lost = f"{self.store.wanted}: not recorded ({behind}): {'; '.join(what)}"
+            self.lost = f"{self.store.wanted}: not recorded ({failed}): {'; '.join(what)}"
             self.notes.put(Notice(self.lost, warning=True))
+
+    def _end_at(self) -> float:
+        """Until when the run's last records may wait for another writer (monotonic):
+        BUSY_TIMEOUT_MS from the run's end, no later than its deadline (`end_by`), but
+        always BRIEF_BUSY_MS, as anything before the first spawn may wait."""
+        now = time.monotonic()
+        end = now + BUSY_TIMEOUT_MS / 1000
+        if self.end_by is not None:
+            end = min(end, max(now + BRIEF_BUSY_MS / 1000, self.end_by))
+        return end
 
     def _stop_writer(self) -> None:
         if self.writer is not None:
+            self.end_at = self._end_at()
             self.closing.set()
             self.queue.put(None)
+            self.writer.join(SAY_WAIT_AFTER)
+            if self.writer.is_alive():  # a wait no one would see ends with a word
+                left = max(0.0, self.end_at - time.monotonic())
+                self.notice(
+                    Notice(
+                        f"{self.store.wanted}: the database is held by another process (or "
+                        f"slow); waiting up to {left:.1f}s to record this run",
+                        warning=True,
+                    )
+                )
             self.writer.join()
             self.writer = None
 
@@ -316,15 +363,6 @@ class Recorder:
                 self.batch.extend(self._whole_run(event))
             self.batch.ends.append((event.run_id, values, figures))
             self.flush()
-            since = self.writing_since
-            if since is not None and time.monotonic() - since > 0.5:
-                self.notice(
-                    Notice(
-                        f"{self.store.wanted}: another process holds the database; waiting "
-                        f"up to {BUSY_TIMEOUT_MS // 1000}s to record this run",
-                        warning=True,
-                    )
-                )
             self._stop_writer()
 
     @staticmethod

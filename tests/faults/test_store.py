@@ -151,6 +151,66 @@ def test_a_write_lock_held_by_another_process_delays_records_not_modules(corral,
     assert rows(corral.db, json.loads(out)["run_id"]) == dict.fromkeys(NAMES, "ok")
 
 
+class Holder:
+    """A real sqlite3 shell holding BEGIN EXCLUSIVE on the database until `release`."""
+
+    def __init__(self, db):
+        self.proc = subprocess.Popen(
+            [need_sqlite3(), str(db)], stdin=subprocess.PIPE, text=True, stdout=subprocess.PIPE
+        )
+        self.proc.stdin.write("BEGIN EXCLUSIVE;\nSELECT 'held';\n")
+        self.proc.stdin.flush()
+        assert self.proc.stdout.readline().strip() == "held"
+        sqlite_write_fails(db)  # the control: the lock is real
+
+    def release(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.write("COMMIT;\n")
+            self.proc.stdin.close()
+        self.proc.wait(10)
+
+
+def test_the_deadline_bounds_the_last_write_to_a_held_database(corral, marked):
+    """--deadline bounds everything, the records' last wait for a held database too:
+    the run ends once the deadline has passed (it waits at least a second), says at
+    once, under -q, that it waits, and names what was not recorded; never the 30 s a
+    record may wait for another writer."""
+    assert corral("run").code == 0
+    for marker in marked.iterdir():
+        marker.unlink()
+    holder = Holder(corral.db)
+    try:
+        # The hang bound (20 s) is below the 30 s a record waits without a deadline.
+        result = corral("run", "-q", "--deadline", "2s", timeout=20)
+        assert holder.proc.poll() is None  # it held the lock all along
+    finally:
+        holder.release()
+    assert ran(marked) == set(NAMES)
+    assert result.code == 1 and "Traceback" not in result.err, result.err
+    said = result.err.splitlines()
+    assert [line for line in said if "waiting up to" in line], result.err
+    assert [line for line in said if "not recorded (database is locked)" in line], result.err
+    assert "the records of 3 modules (a, b, c)" in result.err
+    assert len(db_rows(corral.db, "SELECT * FROM runs")) == 1  # the first run only
+
+
+def test_without_a_deadline_the_last_write_waits_for_the_database(corral, marked):
+    """The control: the same run without a deadline is still waiting 3 s after its
+    modules ran (it says so), and records everything once the lock is let go."""
+    assert corral("run").code == 0
+    holder = Holder(corral.db)
+    try:
+        run = Running(corral, "-q", "--json")
+        run.wait_said("waiting up to")
+        with pytest.raises(subprocess.TimeoutExpired):
+            run.proc.wait(3)
+    finally:
+        holder.release()
+    code, out, err = run.finish()
+    assert code == 0 and "not recorded" not in err, err
+    assert rows(corral.db, json.loads(out)["run_id"]) == dict.fromkeys(NAMES, "ok")
+
+
 def test_a_damaged_database_of_ours_is_moved_aside_and_the_run_recorded(corral, marked):
     assert corral("run").code == 0
     damage(corral.db)
