@@ -263,15 +263,17 @@ def log_dir_warning(log_dir: Path, exc: OSError) -> str:
 
 
 def untrusted_files(config: Config, modules: list[str]) -> list[Problem]:
-    """As root: the modules, the libraries they source and the config file that another
+    """As root: the modules, the libraries they source, the config file, and what the
+    environment makes bash run (bash itself, BASH_ENV, PATH's directories) that another
     user could change (what `run`, `run --dry-run` and `check` refuse alike)."""
     if os.geteuid() != 0:
         return []
-    from corral.trust import library_tree, untrusted
+    from corral.trust import environment, library_tree, untrusted
+    from corral.watchdog import bash
 
     files = [*modules, *library_tree(lib_dir(config))]
     files += [str(config.config_file)] if config.config_file else []
-    return untrusted(files)
+    return untrusted(files) + environment(dict(os.environ), bash())
 
 
 def plan_json(graph: Graph, selection: Selection) -> dict:

@@ -11,6 +11,12 @@ through `safepath`: a file is only as trustworthy as the least protected step to
 
 What runs is the file checked: `Checker.open_module` opens it once, checks it on that
 descriptor, and the executor runs bash from that descriptor.
+
+The environment root hands the modules decides what else runs as root: the bash corral
+starts (found by absolute path, never through PATH), the file BASH_ENV names (bash
+sources it as it starts), and every directory on PATH (a module's `ls` is whatever the
+first of them holds). As root all of them meet the same rules (`environment`): a PATH
+entry that is relative (the module's working directory at the time) is refused too.
 """
 
 from __future__ import annotations
@@ -49,6 +55,57 @@ def untrusted(paths: Iterable[str | Path], euid: int | None = None) -> list[Prob
                 why = f"{path} cannot be checked ({exc.strerror})"
                 problems.append(Problem(path, 1, f"refusing to run as root: {why}"))
     return problems
+
+
+def environment(env: dict[str, str], bash: str, euid: int | None = None) -> list[Problem]:
+    """Problems for what the environment `env` makes root run besides the modules: the
+    `bash` executable, the BASH_ENV file, every PATH entry another user could change (or
+    make: a missing entry counts by the directory that would hold it); [] when corral is
+    not root."""
+    euid = os.geteuid() if euid is None else euid
+    if euid != 0:
+        return []
+    problems = untrusted([bash], euid)
+    startup = env.get("BASH_ENV", "")
+    if startup and not startup.startswith("/"):
+        why = f"BASH_ENV={startup} is relative: bash would source it in each module's directory"
+        problems.append(Problem(None, 0, f"refusing to run as root: {why}"))
+    elif startup:
+        for p in untrusted([startup], euid):
+            why = f"{p.message} (BASH_ENV names it: bash sources it before each module)"
+            problems.append(Problem(p.path, p.line, why))
+    with Checker() as checker:
+        for entry in env.get("PATH", "").split(":"):
+            why = _path_entry(checker, entry)
+            if why is not None:
+                problems.append(Problem(None, 0, f"refusing to run as root: {why}"))
+    return problems
+
+
+def _path_entry(checker: Checker, entry: str) -> str | None:
+    """Why root must not look commands up in the PATH entry `entry`; None when it may."""
+    if not entry.startswith("/"):
+        return (
+            f"the PATH entry '{entry}' is relative: commands would be looked up in "
+            "whatever directory a module is in"
+        )
+    existing = os.path.normpath(entry)
+    while not os.path.lexists(existing):
+        existing = os.path.dirname(existing)
+    try:
+        checker.check_directory(existing)
+    except UnsafePath as exc:
+        if existing != os.path.normpath(entry):
+            return (
+                f"the PATH entry {entry} does not exist, and {exc.path} is {exc.why}: "
+                "another user could make it"
+            )
+        return (
+            f"the PATH entry {entry}: {exc.path} is {exc.why}; another user could change what runs"
+        )
+    except OSError:
+        pass  # not a directory, or unreadable: nothing is found in it
+    return None
 
 
 def library_tree(root: Path) -> list[str]:

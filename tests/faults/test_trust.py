@@ -323,3 +323,58 @@ def test_a_config_named_with_config_that_another_user_could_change_is_an_error(c
     assert not marker.exists()
     os.chown(config, 0, 0)  # the control: root's file in root's directory is read
     assert corral("--config", str(config), "run").code == 0 and marker.exists()
+
+
+# What the environment makes root run: corral's own bash, BASH_ENV, PATH's directories.
+
+
+def test_a_bash_another_user_put_on_path_is_never_run(corral, arena):
+    """corral starts bash by absolute path, and refuses a PATH on which another user
+    could put a command a module would run as root."""
+    corral = corral_in(arena, corral)
+    marker = arena.root / "ran"
+    corral.module("a", body=f"touch {marker}")
+    fake = f'#!/bin/sh\n{arena.attacker_code()}\nexec /bin/bash "$@"\n'
+    as_nobody(f"printf '%s' '{fake}' > {arena.mine}/bash && chmod 755 {arena.mine}/bash")
+    path = f"{arena.mine}:{corral.env['PATH']}"
+    for args in REFUSERS:
+        result = corral(*args, extra_env={"PATH": path})
+        assert result.code == 2, (args, result.err)
+        assert (
+            f"refusing to run as root: the PATH entry {arena.mine}: {arena.mine} is owned by "
+            f"uid {NOBODY}, not root" in result.err
+        )
+    assert not arena.ran_as_root() and not marker.exists()
+    # the control: root looking bash up on that PATH runs nobody's
+    subprocess.run(["bash", "-c", "true"], env={**os.environ, "PATH": path}, check=True)
+    assert arena.ran_as_root()
+
+
+@pytest.mark.parametrize("entry", [".", "", "later"], ids=["dot", "empty", "missing"])
+def test_a_relative_or_makeable_path_entry_is_refused(corral, arena, entry):
+    corral.module("a")
+    if entry == "later":  # missing, in a directory anyone may add to (fs.protected_* off)
+        shared = arena.root / "shared"
+        shared.mkdir()
+        shared.chmod(0o1777)
+        entry = str(shared / "bin")
+    result = corral("check", extra_env={"PATH": f"{entry}:/usr/bin:/bin"})
+    assert result.code == 2
+    assert "refusing to run as root: the PATH entry" in result.err
+    assert ("another user could make it" if entry.startswith("/") else "is relative") in result.err
+    assert corral("check", extra_env={"PATH": "/usr/bin:/bin"}).code == 0  # the control
+
+
+def test_a_bash_env_file_another_user_could_change_is_refused(corral, arena):
+    corral = corral_in(arena, corral)
+    startup = arena.mine / "env.sh"
+    as_nobody(f"echo '{arena.attacker_code()}' > {startup}")
+    corral.module("a")
+    for args in REFUSERS:
+        result = corral(*args, extra_env={"BASH_ENV": str(startup)})
+        assert result.code == 2, (args, result.err)
+        assert f"{startup}:1: refusing to run as root: its directory {arena.mine}" in result.err
+        assert "BASH_ENV names it" in result.err
+    assert not arena.ran_as_root()
+    subprocess.run(["bash", "-c", "true"], env={**os.environ, "BASH_ENV": str(startup)})
+    assert arena.ran_as_root()  # the control: any root bash given it runs nobody's code

@@ -28,7 +28,6 @@ import errno
 import fcntl
 import os
 import select
-import shutil
 import signal
 import time
 from dataclasses import dataclass
@@ -48,6 +47,7 @@ from corral.signals import CHILD_DEFAULTS, Signals
 from corral.status import Status
 from corral.throttle import Host
 from corral.trust import Checker
+from corral.watchdog import bash
 
 PR_SET_CHILD_SUBREAPER = 36
 # Without a memory figure from a cgroup, a young attempt's tree is read 5, 10, 20, 40, 80
@@ -173,7 +173,7 @@ class LocalExecutor:
         self._lingering: set[Job] = set()  # exited, but a daemon still holds the pipe
         # every process group started, for close(): pgid -> (module, may it detach)
         self._groups: dict[int, tuple[str, bool]] = {}
-        self._bash = shutil.which("bash") or "/bin/bash"
+        self._bash = bash()  # by absolute path (checked as root), never through PATH
         self._epoll = select.epoll()
         self._pipes: dict[int, Job] = {}  # output pipes' fds (stdout, stderr) -> their job
         self._timed: set[Job] = set()  # jobs with a deadline or a pending KILL
