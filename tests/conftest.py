@@ -6,6 +6,7 @@ import contextlib
 import fcntl
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -17,6 +18,17 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+
+# The tests send signals to what they start, which inherits this process's ignored
+# signals: a suite started in the background of a non-interactive shell (SIGINT and
+# SIGQUIT ignored, as POSIX shells do without job control) or under nohup (SIGHUP)
+# would start every corral with them ignored, and corral rightly keeps them so. The
+# tests start from the defaults; a test that wants an ignored signal sets it itself.
+for _signum in (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP):
+    if signal.getsignal(_signum) == signal.SIG_IGN:
+        signal.signal(
+            _signum, signal.default_int_handler if _signum == signal.SIGINT else signal.SIG_DFL
+        )
 
 
 class _HostShare:
