@@ -6,7 +6,6 @@ import os
 import re
 import signal
 import subprocess
-import time
 
 import pytest
 
@@ -18,27 +17,21 @@ def by_name(result):
     return {m["name"]: m for m in result.json()["modules"]}
 
 
-def test_failure_skips_exactly_the_hard_dependents(corral):
+def test_a_failure_is_shown_with_its_log_tail_and_its_exit_code_recorded(corral):
+    """What skips whom is the fast layer's (tests/test_plan.py, test_scheduler.py); here
+    a real module's exit code and output: the plain (cron) output names the failure and
+    shows its log tail, and the records keep its exit code and its requirer's skip."""
     corral.module("bad", body="echo broken; exit 3")
     corral.module("needs_bad", "requires: bad")
-    corral.module("needs_needs", "requires: needs_bad")
     corral.module("wants_bad", "wants: bad")
-    corral.module("alone")
-    result = corral("run", "--json")
-    assert result.code == 1
-    mods = by_name(result)
-    assert mods["bad"]["status"] == "failed" and mods["bad"]["exit_code"] == 3
-    assert mods["needs_bad"]["status"] == "skipped"
-    assert mods["needs_bad"]["reason"] == "requires bad, which failed"
-    assert mods["needs_needs"]["reason"] == "requires needs_bad, which was skipped"
-    assert mods["wants_bad"]["status"] == "ok" and mods["alone"]["status"] == "ok"
-    run = result.json()
-    assert run["status"] == "failed"
-    # The plain (cron) output names the failure and shows the failed module's log tail.
     plain = corral("run")
     assert plain.code == 1
     assert "last lines of bad" in plain.out and "broken" in plain.out
     assert "\x1b[" not in plain.out
+    rows = {r["module"]: r for r in db_rows(corral.db, "SELECT * FROM module_runs")}
+    assert rows["bad"]["status"] == "failed" and rows["bad"]["exit_code"] == 3
+    assert rows["needs_bad"]["reason"] == "requires bad, which failed"
+    assert rows["wants_bad"]["status"] == "ok"
 
 
 def test_dry_run_prints_the_order_and_touches_nothing(corral):
@@ -118,21 +111,19 @@ def test_each_attempt_sees_its_own_environment_directory_and_name(corral, tmp_pa
 
 def test_timeout_terms_the_group_then_kills_what_ignores_term(corral):
     (corral.modules.parent / "corral.yaml").write_text("grace: 0.5s\n")
-    corral.module("polite", "timeout: 0.3s", "sleep 30 & wait")
+    # Sleeps longer than the run's bound (60 s): a run that waited for one fails.
+    corral.module("polite", "timeout: 0.3s", "sleep 300 & wait")
     # (a timeout long enough that bash has set its trap first, on a loaded host too)
-    corral.module("stubborn", "timeout: 1s", "trap '' TERM\nsleep 30 & wait; sleep 30")
+    corral.module("stubborn", "timeout: 1s", "trap '' TERM\nsleep 300 & wait; sleep 300")
     corral.module("stopped", "timeout: 0.3s", "kill -STOP $$")
     corral.module("after_polite", "requires: polite")
-    start = time.monotonic()
-    result = corral("run", "-j", "3", "--json")
-    elapsed = time.monotonic() - start
+    result = corral("run", "-j", "3", "--json", timeout=60)
     assert result.code == 1
     mods = by_name(result)
     assert mods["polite"]["status"] == "timeout" and mods["polite"]["signal"] == 15
     assert mods["stubborn"]["status"] == "timeout" and mods["stubborn"]["signal"] == 9
     assert mods["stopped"]["status"] == "timeout"
     assert mods["after_polite"]["reason"] == "requires polite, which timed out"
-    assert elapsed < 20  # nobody waited for the 30 s sleeps
     assert processes_with(f"CORRAL_RUN_ID={result.json()['run_id']}") == []
 
 
@@ -140,10 +131,8 @@ def test_daemonising_module_does_not_hang_the_run_and_is_cleaned_up(corral):
     (corral.modules.parent / "corral.yaml").write_text("grace: 0.5s\n")  # not 5 s a leftover
     corral.module("daemon", body="sleep 300 &\n(setsid sleep 301 &)\necho started")
     corral.module("next", "requires: daemon")
-    start = time.monotonic()
-    result = corral("run", "--json")
+    result = corral("run", "--json")  # (a wait for a 300 s sleep: past its 120 s bound)
     assert result.code == 0, result.err
-    assert time.monotonic() - start < 30
     assert by_name(result)["next"]["status"] == "ok"
     assert processes_with(f"CORRAL_RUN_ID={result.json()['run_id']}") == []
 
@@ -212,36 +201,6 @@ def test_second_run_exits_3_naming_the_holder_or_waits(corral):
         go.touch()
         first.wait(30)
     assert first.returncode == 0
-
-
-def test_sigterm_stops_every_module_and_exits_143(corral):
-    sleeping, trapped = corral.modules.parent / "sleeping", corral.modules.parent / "trapped"
-    corral.module("quick")
-    # sleeper starts after quick has ended, so quick is done when sleeper's file appears
-    corral.module("sleeper", "after: quick", f"touch {sleeping}; sleep 60")
-    corral.module("stubborn", body=f"trap '' TERM; touch {trapped}; sleep 60 & wait; sleep 60")
-    corral.module("later", "requires: sleeper")
-    (corral.modules.parent / "corral.yaml").write_text("grace: 1s\n")
-    proc = subprocess.Popen(
-        corral.argv("run", "-j", "3", "--max-load", "1000"),  # a busy host holds none back
-        env=corral.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    wait_for(sleeping, proc)
-    wait_for(trapped, proc)  # stubborn ignores TERM from now on
-    proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=30)
-    assert proc.returncode == 143, err
-    run = db_rows(corral.db, "SELECT * FROM runs")[0]
-    assert run["status"] == "interrupted" and run["exit_code"] == 143
-    status = {r["module"]: r for r in db_rows(corral.db, "SELECT * FROM module_runs")}
-    assert status["quick"]["status"] == "ok"
-    assert status["sleeper"]["status"] == "interrupted" and status["sleeper"]["signal"] == 15
-    assert status["stubborn"]["status"] == "interrupted" and status["stubborn"]["signal"] == 9
-    assert status["later"]["status"] == "skipped"
-    assert processes_with(f"CORRAL_RUN_ID={run['run_id']}") == []
 
 
 def test_unknown_target_and_bad_header_run_nothing(corral):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sqlite3
 import sys
-import time
 
 import pexpect
 
@@ -48,13 +47,11 @@ def test_ctrl_c_stops_everything_and_keeps_the_records(corral):
     seen = set()  # they reach the terminal in any order
     while len(seen) < 3:
         seen.add(child.expect(["sleeping", "armed", rf"done_early{LINE}ok in"]))
-    started = time.monotonic()
     child.sendintr()
     child.expect("SIGINT")
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 130, child.before
-    assert time.monotonic() - started < 5 + 1  # the default grace period, plus a second
     conn = sqlite3.connect(corral.db)
     run_id, status, code = conn.execute("SELECT run_id, status, exit_code FROM runs").fetchone()
     assert (status, code) == ("interrupted", 130)

@@ -38,12 +38,11 @@ def test_sigterm_stops_stubborn_modules_within_grace(corral, marked_sleeper):
     while state(pids["stopped"]) != b"T":  # stopped: TERM alone cannot end it now
         assert time.monotonic() < end, "stopped never stopped"
         time.sleep(0.02)
-    start = time.monotonic()
     run.proc.send_signal(signal.SIGTERM)
+    # The state, not a time: the ignorer outlives any wait for it (its sleeps add up to
+    # two minutes, past `finish`'s bound), so only KILL after the grace ends it (9 below).
     code, out, err = run.finish()
-    took = time.monotonic() - start
     assert code == 143, err
-    assert took < 1 + 1 + 1.5  # grace + 1 s, plus the interpreter's exit
     row = last_run(corral.db)
     assert row["status"] == "interrupted" and row["exit_code"] == 143
     mods = attempts(corral.db, row["run_id"])
@@ -60,7 +59,9 @@ def test_sigterm_stops_stubborn_modules_within_grace(corral, marked_sleeper):
 
 
 def test_second_ctrl_c_kills_at_once(corral):
-    (corral.modules.parent / "corral.yaml").write_text("grace: 30s\n")
+    """The state, not a time: with a grace period of an hour, only the second Ctrl-C can
+    end the ignorer (KILL, 9) before pexpect gives up."""
+    (corral.modules.parent / "corral.yaml").write_text("grace: 1h\n")
     corral.module("ignorer", body=IGNORER.replace("\n", "\necho ready\n", 1))  # trap set
     child = pexpect.spawn(
         sys.executable,
@@ -76,12 +77,10 @@ def test_second_ctrl_c_kills_at_once(corral):
     # full run in about ten here never saw it handled (cause not found). The pause
     # this test always had.
     time.sleep(0.5)
-    start = time.monotonic()
     child.sendintr()
     child.expect("killing every module now")
     child.expect(pexpect.EOF)
     child.close()
-    assert time.monotonic() - start < 5  # not the 30 s grace period
     assert child.exitstatus == 130
     row = last_run(corral.db)
     assert attempts(corral.db, row["run_id"])["ignorer"]["signal"] == 9
