@@ -75,6 +75,12 @@ def test_config_table_names_each_source(user, tmp_path):
     lines = {line.split()[0]: line for line in out.splitlines()}
     assert "(env CORRAL_MAX_LOAD)" in lines["max_load"] and "2.5" in lines["max_load"]
     assert "(default)" in lines["jobs"] and "(none found)" in lines["config_file"]
+    # for a person: units, the modules directory as a full path, and whether it is there
+    assert lines["grace"].split()[1] == "5s" and lines["log_limit"].split()[1] == "64M"
+    assert lines["keep_days"].split()[1:3] == ["90", "days"]
+    assert lines["modules"].split()[1] == str(tmp_path / "modules")
+    gone = user("--modules", "nowhere", "config").out.splitlines()[0]
+    assert "(flag --modules; nowhere not found)" in gone and str(tmp_path / "nowhere") in gone
 
 
 def test_config_file_found_inside_the_modules_dir_or_a_warning_names_the_ignored(user, tmp_path):
@@ -103,3 +109,23 @@ def test_docs_out_defaults_under_the_state_directory(corral, tmp_path):
     assert result.code == 0, result.err
     assert (corral.db.parent / "report" / "README.md").is_file()
     assert not (tmp_path / "docs").exists()
+
+
+def test_modules_at_the_top_of_the_filesystem_get_corrals_lib_not_the_systems(user, tmp_path):
+    """Modules in /checks (or /usr/local/checks) do not see /lib (/usr/local/lib) as
+    $CORRAL_LIB: that is the system's, and as root every file under it would be walked
+    by the trust checks. The control: a lib/ beside modules anywhere else is theirs."""
+    for modules, system in (
+        ("/corral-no-such-checks", "/lib"),
+        ("/usr/corral-no-such", "/usr/lib"),
+    ):
+        lib = user("--modules", modules, "config", "--json").json()["lib"]
+        assert lib["value"] != system and lib["source"].startswith("default: corral's own;")
+        assert f"{system} beside the modules is the system's" in lib["source"]
+    (tmp_path / "modules").mkdir(exist_ok=True)
+    (tmp_path / "lib").mkdir()
+    lib = user("config", "--json").json()["lib"]
+    assert lib == {
+        "value": str(tmp_path / "lib"),
+        "source": "default: lib/ beside the modules directory",
+    }

@@ -388,12 +388,27 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%SZ-", time.gmtime()) + os.urandom(2).hex()
 
 
+# The lib/ of these holds the system's libraries, never modules' Bash: modules in /checks
+# or /usr/local/checks do not get /lib (and, as root, a trust walk of all of it).
+SYSTEM_PREFIXES = frozenset({"/", "/usr", "/usr/local"})
+
+
+def _system_lib(sibling: Path) -> bool:
+    """Is `sibling` (a modules directory's sibling lib/) the system's library directory."""
+    try:
+        real = sibling.resolve()
+    except OSError:
+        real = sibling
+    return any(str(p.parent) in SYSTEM_PREFIXES for p in (sibling, real))
+
+
 def lib_dir(config: Config) -> Path:
-    """What modules see as $CORRAL_LIB: config `lib:`, the modules' sibling lib/, or ours."""
+    """What modules see as $CORRAL_LIB: config `lib:`, the modules' sibling lib/ (unless
+    that is the system's, /lib or /usr/lib), or ours."""
     if config.lib is not None:
         return config.lib.absolute()
     sibling = config.modules[0].absolute().parent / "lib"
-    return sibling if sibling.is_dir() else PACKAGED_LIB
+    return sibling if sibling.is_dir() and not _system_lib(sibling) else PACKAGED_LIB
 
 
 def settings(config: Config) -> list[tuple[str, object, str]]:
@@ -405,7 +420,12 @@ def settings(config: Config) -> list[tuple[str, object, str]]:
     values = asdict(config)
     lib = lib_dir(config)
     rows: list[tuple[str, object, str]] = [
-        ("modules", [str(d) for d in config.modules], config.sources.get("modules", "default")),
+        (
+            "modules",
+            [os.path.abspath(d) for d in config.modules],
+            config.sources.get("modules", "default: ./modules")
+            + "".join(f"; {d} not found" for d in config.modules if not d.is_dir()),
+        ),
         ("config_file", str(config.config_file) if config.config_file else None, ""),
         ("db", str(config.db), config.sources.get("db", "default")),
         ("log_dir", str(config.log_dir), config.sources.get("log_dir", "default")),
@@ -446,6 +466,9 @@ def settings(config: Config) -> list[tuple[str, object, str]]:
 
 def _lib_source(config: Config, lib: Path) -> str:
     if lib == PACKAGED_LIB:
+        sibling = config.modules[0].absolute().parent / "lib"
+        if sibling.is_dir() and _system_lib(sibling):
+            return f"default: corral's own; {sibling} beside the modules is the system's"
         return "default: corral's own"
     return "default: lib/ beside the modules directory"
 

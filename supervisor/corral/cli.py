@@ -1187,15 +1187,29 @@ def config_(ctx, as_json):
         _echo_json({name: {"value": value, "source": source} for name, value, source in rows})
         return
     width = max(len(name) for name, _, _ in rows)
-    shown = [(name, _setting_text(value), source) for name, value, source in rows]
+    shown = [(name, _setting_text(name, value), source) for name, value, source in rows]
     value_w = min(48, max(len(text) for _, text, _ in shown))
     for name, text, source in shown:
         say(f"{name:<{width}}  {text:<{value_w}}  ({source})")
 
 
-def _setting_text(value) -> str:
+SECONDS_SETTINGS = {"grace", "retry_backoff", "sample_interval", "progress_interval"}
+
+
+def _setting_text(name: str, value) -> str:
+    """A setting as `corral config` shows it to a person: durations in seconds with
+    their unit, sizes as 64M ( --json keeps the numbers)."""
     if value is None:
         return "-"
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if name in SECONDS_SETTINGS | {"connect_timeout", "deadline"}:
+            return f"{value:g}s"
+        if name == "keep_days":
+            return f"{value:g} days" if value else "0 (no limit)"
+        if name == "keep_runs" and not value:
+            return "0 (no limit)"
+        if name in ("log_limit", "min_free_mem"):
+            return size(value)
     if isinstance(value, list):
         return " ".join(map(str, value)) or "-"
     if isinstance(value, dict):
