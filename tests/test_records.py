@@ -272,6 +272,39 @@ def test_a_short_attempt_is_never_recorded_as_zero(measured):
         assert (row["peak_rss_bytes"] is None) == (row["mem_source"] is None)
 
 
+def without_address_space() -> int | None:
+    """A live process with no memory of its own (a kernel thread), as an exiting
+    process is for an instant; None when this host shows none."""
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/status", "rb") as f:
+                    status = f.read()
+            except OSError:
+                continue
+            if b"VmHWM:" not in status and b"State:\tZ" not in status:
+                return int(name)
+    return None
+
+
+def test_a_process_without_memory_is_no_memory_reading():
+    """The cause of a sampled peak of 0 (a short attempt sampled as it exited, whose
+    memory goes before it is a zombie): such a process says nothing, and a sampled peak
+    of 0 is recorded as unknown. The control: a process with memory is read."""
+    from corral.accounting import measure
+    from corral.sampler import TreeUsage, tree_usage
+
+    pid = without_address_space()
+    if pid is None:
+        pytest.skip("no process without an address space is visible here")
+    empty = tree_usage(pid, tree=[pid])
+    assert empty.samples == 0 and empty.processes == 0 and empty.peak_rss == 0
+    me = tree_usage(os.getpid(), tree=[os.getpid()])
+    assert me.samples == 1 and me.peak_rss > 0
+    assert measure(None, None, TreeUsage(samples=1)).peak_rss_bytes is None
+    assert measure(None, None, TreeUsage(samples=1)).mem_source is None
+
+
 def test_without_cgroups_unknown_is_null_and_every_figure_says_its_source(corral):
     """The fallback (no writable cgroup, forced here): nothing is 0 for want of a
     measurement; what could not be measured is NULL, the rest names its source."""

@@ -67,10 +67,11 @@ def measure(
             out.cpu_user_s += sampled.orphan_user_s
             out.cpu_sys_s += sampled.orphan_sys_s
     # Memory: the cgroup's high-water mark; else the sampled tree, which only knows
-    # something once it was read at least once.
+    # something once it was read at least once (a peak of 0 is no reading: no process
+    # has one).
     if kernel.peak_rss_bytes is not None:
         out.peak_rss_bytes, out.mem_source = kernel.peak_rss_bytes, CGROUP
-    elif sampled is not None and sampled.samples:
+    elif sampled is not None and sampled.samples and sampled.peak_rss > 0:
         out.peak_rss_bytes, out.mem_source = sampled.peak_rss, SAMPLED
     elif rusage is not None and rusage.ru_maxrss * 1024 > own_peak + (1 << 20):
         out.peak_rss_bytes, out.mem_source = rusage.ru_maxrss * 1024, RUSAGE

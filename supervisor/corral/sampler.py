@@ -253,7 +253,9 @@ def tree_usage(
     """Sum memory, CPU, I/O and counts over the tree under `root`; updates peaks in
     `usage` (a new TreeUsage when None) and returns it. Memory is RSS, or PSS with
     `proportional` (dearer: a page-table walk). A tree already gone counts as no
-    processes and no sample (`samples` is not advanced)."""
+    processes and no sample (`samples` is not advanced), and so does a process without
+    an address space (exiting: its memory goes before it is a zombie, and it would read
+    as a peak of 0 bytes, which no process has)."""
     usage = usage or TreeUsage()
     rss = processes = threads = runnable = 0
     cpu = 0.0
@@ -262,8 +264,12 @@ def tree_usage(
         fields = procfs.stat(pid)
         if not fields or fields[0] == b"Z":
             continue
-        # VmHWM: this process's own high-water mark, which catches a peak between samples
-        usage.peak_rss = max(usage.peak_rss, procfs.status_kb(pid, b"VmHWM") or 0)
+        # VmHWM: this process's own high-water mark, which catches a peak between samples;
+        # none: its address space is gone (exiting), so it says nothing, as a zombie
+        hwm = procfs.status_kb(pid, b"VmHWM")
+        if hwm is None:
+            continue
+        usage.peak_rss = max(usage.peak_rss, hwm)
         processes += 1
         runnable += fields[0] == b"R"
         threads += int(fields[17])
