@@ -128,6 +128,31 @@ def test_why_a_skipped_module_never_started(corral):
     assert "attempt" not in out
 
 
+def test_why_during_a_run_says_what_runs_and_what_has_not_run_yet(corral, tmp_path):
+    """Asked while the run goes on: a running module has been running for so long (not
+    'ran 0.00s; ended ?'), and one not started yet has no records because it has not run
+    (exit 2, saying so). The control: once the run ended, the same module ran and ended."""
+    started, go = tmp_path / "started", tmp_path / "go"
+    corral.module("slow", body=f"touch {started}; until [ -e {go} ]; do sleep 0.05; done")
+    corral.module("later", "requires: slow")
+    run = subprocess.Popen(corral.argv("run", "-q"), env=corral.env, stderr=subprocess.PIPE)
+    try:
+        wait_for(started, run)
+        deadline = time.monotonic() + 20
+        while "running" not in (now := corral("why", "slow")).out.split("\n")[0]:
+            assert time.monotonic() < deadline, now.out + now.err
+            time.sleep(0.05)  # the attempt's row is written just after its start
+        assert "attempt 1 has been running for " in now.out and "ended ?" not in now.out
+        later = corral("why", "later")
+        assert later.code == 2 and "no records of module 'later': it has not run yet" in later.err
+    finally:
+        go.touch()
+        run.wait(60)
+    assert run.returncode == 0
+    done = corral("why", "slow").out
+    assert "has been running" not in done and "ran " in done and "; ended +" in done
+
+
 def test_why_names_the_lock_and_its_holder(corral, tmp_path):
     go = tmp_path / "go"
     for name in ("pkg_nginx", "pkg_php"):

@@ -183,8 +183,12 @@ def why(store: Store, module: str, run_id: str | None = None) -> list[str]:
     waited and for what, how it ended. Raises UsageError without one."""
     rows = store.attempts(run_id=run_id, module=module, limit=200)
     if not rows:
-        where = f" in run {run_id}" if run_id else ""
-        raise UsageError(f"no records of module {module!r}{where}")
+        if run_id:
+            raise UsageError(f"no records of module {module!r} in run {run_id}")
+        raise UsageError(
+            f"no records of module {module!r}: it has not run yet (a run in progress "
+            "records it when it starts or is skipped; `corral status` shows what waits)"
+        )
     run_id = rows[0]["run_id"]
     attempts = sorted((r for r in rows if r["run_id"] == run_id), key=lambda r: r["attempt"])
     first, last = attempts[0], attempts[-1]
@@ -246,6 +250,14 @@ def why(store: Store, module: str, run_id: str | None = None) -> list[str]:
                     f"{a['lock_reason']}"
                 )
     ran = sum(a["duration_s"] or 0.0 for a in attempts)
+    if last["status"] == "running":  # its run goes on: no end, no duration yet
+        since = epoch(last["start"])
+        now = f"{time.time() - since:.2f}s" if since is not None else "a while"
+        lines.append(
+            f"  attempt {last['attempt']} has been running for {now} "
+            "(`corral status` shows the run live)"
+        )
+        return lines
     code = f", exit {last['exit_code']}" if last["exit_code"] is not None else ""
     lines.append(f"  ran {ran:.2f}s in all{code}; ended {rel(epoch(last['end']))}")
     if last["reason"]:
