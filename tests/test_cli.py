@@ -147,6 +147,14 @@ def test_every_argument_of_every_command_is_in_its_heading_in_the_user_docs(name
             assert any(word in h for h in headings), f"corral {name}: {word} not in {headings}"
 
 
+def test_no_option_shows_a_type_name_as_its_value():
+    """Every option's value is named for a person (N, DIR, DURATION), never click's
+    type names (INTEGER RANGE, FLOAT, TEXT), in --help and so in the man page."""
+    page = (REPO / "share" / "man" / "man1" / "corral.1").read_text()
+    for word in ("INTEGER", "FLOAT", "TEXT", "RANGE", "BOOLEAN"):
+        assert f" {word}" not in page.replace("\\fB", " "), word
+
+
 BUG = """
 import sys
 import corral.api as api

@@ -838,6 +838,7 @@ def _run_fleet(ctx, nodes, targets, tags, exclude, fanout, canary, max_fail, con
     "-n",
     "--limit",
     type=click.IntRange(min=1),
+    metavar="N",
     default=20,
     show_default=True,
     help="How many runs (or attempts of MODULE) to show.",
