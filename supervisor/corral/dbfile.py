@@ -190,6 +190,10 @@ def _prepare(path: Path) -> None:
     dir_fd = safepath.open_dir(path.parent, 0o700)
     try:
         os.close(safepath.open_in(dir_fd, path.name, os.O_RDONLY | os.O_CREAT, 0o600, path))
+        for suffix in ("-wal", "-shm", "-journal"):  # SQLite's own, where they exist
+            with contextlib.suppress(FileNotFoundError):
+                name = path.name + suffix
+                os.close(safepath.open_in(dir_fd, name, os.O_RDONLY, 0o600, path.parent / name))
     finally:
         os.close(dir_fd)
 

@@ -12,7 +12,9 @@ every directory is checked on the descriptor that is then used:
 - a symbolic link is followed only if root owns it (the directory holding it is already
   trusted, so no one else can replace it); its target is walked the same way;
 - a file is opened with O_NOFOLLOW in its checked directory and must be a regular file
-  root owns: a planted FIFO, directory or link is refused, never opened.
+  root owns that no one else can write (mode bits or ACL): a planted FIFO, directory or
+  link is refused, never opened, and so is a file another user could fill (a database
+  whose runs recovery would act on).
 
 Anything else raises UnsafePath naming the path and what is wrong with it. As an
 ordinary user corral writes its own files as that user can, and nothing is checked.
@@ -235,8 +237,8 @@ class Walker:
         why = None
         if not stat.S_ISREG(st.st_mode):
             why = f"a {_kind(st.st_mode)}, not a regular file"
-        elif st.st_uid != 0:
-            why = f"owned by uid {st.st_uid}, not root"
+        else:  # what another user could write is theirs: root neither reads nor adds to it
+            why = writable_by_others(fd, st, sticky_ok=False)
         if why is not None:
             os.close(fd)
             raise UnsafePath(str(shown), why, self.doing)

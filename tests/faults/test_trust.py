@@ -378,3 +378,25 @@ def test_a_bash_env_file_another_user_could_change_is_refused(corral, arena):
     assert not arena.ran_as_root()
     subprocess.run(["bash", "-c", "true"], env={**os.environ, "BASH_ENV": str(startup)})
     assert arena.ran_as_root()  # the control: any root bash given it runs nobody's code
+
+
+def test_a_fleet_bundle_cache_another_user_controls_is_never_shipped(arena):
+    """The zipapp every host runs as root is cached under ~/.cache/corral: with a HOME
+    sudo kept, that is another user's. Their planted zipapp is never read, and root
+    writes nothing through their directory; root's own cache is used as before."""
+    from corral.fleet import bundle
+
+    cache = arena.mine / ".cache" / "corral"
+    name = f"corral-{bundle.sources_key()}.pyz"  # anyone can compute it: sizes and times
+    planted = b"PK planted by nobody"
+    as_nobody(f"mkdir -p {cache} && printf '%s' '{planted.decode()}' > {cache}/{name}")
+    data = bundle.cached_zipapp(cache)
+    assert data != planted and data.startswith(b"PK")
+    assert sorted(p.name for p in cache.iterdir()) == [name]  # nothing of root's there
+    assert all(p.stat().st_uid == NOBODY for p in cache.iterdir())
+    assert (cache / name).read_bytes() == planted  # the control: by name, root reads theirs
+    mine = arena.root / "rootcache"  # root's own cache: kept, then read back
+    assert bundle.cached_zipapp(mine) == data
+    assert (mine / name).read_bytes() == data
+    (mine / name).write_bytes(b"PK root's")
+    assert bundle.cached_zipapp(mine) == b"PK root's"

@@ -149,3 +149,41 @@ def test_a_cgroup_another_user_was_delegated_gets_no_attempts(tmp_path):
     os.chown(own, NOBODY, -1)
     assert not RunCgroups("r2", [Hierarchy(FREEZER, str(own))]).enabled
     assert not (own / "corral-r2").exists()
+
+
+def test_a_database_another_user_can_write_is_refused(corral, arena, marked_sleeper):
+    """A root-owned database others can write (made under umask 0, or given an ACL):
+    what `nobody` writes in it is what recovery acts on. Their forged 'running' run,
+    named like another corral's live run, would have its processes killed."""
+    home = arena.root / "db"
+    home.mkdir(mode=0o755)
+    home.chmod(0o755)  # as /var/lib/corral often is
+    corral = type(corral)(corral.modules, home / "corral.db", corral.env)
+    corral.module("a")
+    assert corral("run").code == 0
+    victim = marked_sleeper("20261123-000000Z-beef")  # another database's module
+    files = [home / f"corral.db{suffix}" for suffix in ("", "-wal", "-shm")]
+    for file in files:  # SQLite gives its -wal and -shm the database's mode
+        file.touch()
+        file.chmod(0o666)
+    forge = arena.root / "forge.py"
+    forge.write_text(
+        "import os, sqlite3\n"
+        "c = sqlite3.connect(os.environ['DB'])\n"
+        'c.execute("INSERT INTO runs (run_id, started, status, host, pid, pid_start, boot_id)"\n'
+        "          \" VALUES ('20261123-000000Z-beef', '2026-11-23T00:00:00+00:00', 'running',\"\n"
+        '          " ?, 1, 1, (SELECT boot_id FROM runs LIMIT 1))", (os.uname().nodename,))\n'
+        "c.commit()\n"
+    )
+    as_nobody(f"DB={home / 'corral.db'} /usr/bin/python3 {forge}")
+    for args in (("run",), ("run", "--dry-run"), ("check",)):
+        result = corral(*args)
+        assert result.code == 2, (args, result.err)
+        assert f"refusing to write as root through {home / 'corral.db'}: world-writable" in (
+            result.err
+        )
+    assert victim.poll() is None
+    for file in files:  # the control: the forged row, once trusted, kills
+        file.chmod(0o600)
+    assert corral("run").code == 0
+    assert victim.wait(timeout=30) is not None

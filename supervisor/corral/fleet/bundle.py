@@ -14,6 +14,7 @@ unpacked a bundle of that digest gets nothing copied.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import io
@@ -27,6 +28,8 @@ import zipfile
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
+
+from corral import safepath
 
 # Installed distributions a host never gets, whatever the requirements say, and why.
 NOT_ON_HOSTS = {
@@ -264,25 +267,38 @@ def cache_dir() -> Path:
 
 def cached_zipapp(cache_dir: Path | None) -> bytes:
     """The zipapp, from `cache_dir` when it was built from the same sources (building it
-    compiles a few hundred files)."""
+    compiles a few hundred files). As root the cache is reached as everything root
+    writes is (`corral.safepath`): a cache directory or file another user could change
+    (a HOME kept by sudo) is never read, since every host would run what it holds as
+    root, nor written through their links; the zipapp is then built afresh."""
     if cache_dir is None:
         return zipapp_bytes()
-    path = cache_dir / f"corral-{sources_key()}.pyz"
+    name = f"corral-{sources_key()}.pyz"
     try:
-        return path.read_bytes()
-    except OSError:
-        pass
-    data = zipapp_bytes()
+        dir_fd = safepath.open_dir(cache_dir, 0o700)
+    except (OSError, safepath.UnsafePath):  # no cache: it only costs time
+        return zipapp_bytes()
     try:
-        cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        for old in cache_dir.glob("corral-*.pyz"):
-            old.unlink()
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_bytes(data)
-        tmp.replace(path)
-    except OSError:
-        pass  # a cache we cannot write only costs time
-    return data
+        with (
+            contextlib.suppress(OSError, safepath.UnsafePath),
+            os.fdopen(
+                safepath.open_in(dir_fd, name, os.O_RDONLY, shown=cache_dir / name), "rb"
+            ) as f,
+        ):
+            return f.read()
+        data = zipapp_bytes()
+        with contextlib.suppress(OSError, safepath.UnsafePath):
+            for old in os.listdir(dir_fd):
+                if old.startswith("corral-") and old.endswith(".pyz"):
+                    os.unlink(old, dir_fd=dir_fd)
+            tmp = f"{name}.{os.getpid()}.tmp"
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+            with os.fdopen(safepath.open_in(dir_fd, tmp, flags, 0o600), "wb") as f:
+                f.write(data)
+            os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        return data
+    finally:
+        os.close(dir_fd)
 
 
 def host_config(config_file: Path | None) -> bytes:
