@@ -43,6 +43,7 @@ def test_dry_run_prints_the_order_and_touches_nothing(corral):
     order = re.findall(r"^ +\d+\. (\S+) +wave (\d+)", result.out, re.MULTILINE)
     assert order == [("a", "0"), ("b", "1")]
     assert "would run, in this order, 2 modules" in result.out
+    assert "(run " not in result.out  # no id of a run that is recorded nowhere
     assert "nothing was run" in result.out
     assert not marker.exists()
     assert db_rows(corral.db, "SELECT * FROM runs") == []

@@ -187,10 +187,12 @@ class Printer:
             if not self.quiet:
                 what = "would run, in this order," if event.dry_run else "running"
                 where = f"; logs in {visible_text(str(event.log_dir))}" if event.log_dir else ""
+                # a dry run is recorded nowhere: an id no command knows would mislead
+                run = "" if event.dry_run else f" (run {event.run_id})"
                 self._write(
                     self.out,
                     f"corral: {what} {plural(len(event.names), 'module')} with "
-                    f"-j {event.jobs} (run {event.run_id}){where}",
+                    f"-j {event.jobs}{run}{where}",
                 )
         elif isinstance(event, RunFinished):
             self._summary(event)
