@@ -98,9 +98,11 @@ def recover(store: Store, grace: float = 5.0) -> list[str]:
         except sqlite3.Error:
             continue  # the database cannot take it now: a later run records the crash
         why = "rebooted since" if not same_boot else f"PID {pid} is gone"
+        gone = stopped + len(left)  # none: the watchdog had stopped them already
         messages.append(
             f"run {run_id} crashed ({why}): recorded {plural(unfinished, 'unfinished module')} "
-            f"as interrupted, stopped {plural(stopped + len(left), 'leftover process')}"
+            "as interrupted"
+            + (f", stopped {plural(gone, 'leftover process')}" if gone else "")
         )
     sweep(store)
     return messages
