@@ -101,8 +101,7 @@ def recover(store: Store, grace: float = 5.0) -> list[str]:
         gone = stopped + len(left)  # none: the watchdog had stopped them already
         messages.append(
             f"run {run_id} crashed ({why}): recorded {plural(unfinished, 'unfinished module')} "
-            "as interrupted"
-            + (f", stopped {plural(gone, 'leftover process')}" if gone else "")
+            "as interrupted" + (f", stopped {plural(gone, 'leftover process')}" if gone else "")
         )
     sweep(store)
     return messages
