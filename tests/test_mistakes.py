@@ -41,6 +41,24 @@ def test_targets_may_be_given_as_file_names(corral):
     result = run_in(corral, cwd, "--db", str(corral.db), "run", "elsewhere/memory.sh")
     assert result.code == 2 and "is not the module 'memory'" in result.err
     assert str(corral.modules / "memory.sh") in result.err
+    # a file of another directory, named like no module here: where it is, and how to run it
+    (other / "backup.sh").write_text("true\n")
+    result = run_in(corral, cwd, "--db", str(corral.db), "run", "-n", "elsewhere/backup.sh")
+    assert result.code == 2 and "Traceback" not in result.err
+    assert f"not in the modules directory {corral.modules}: it is in {other}" in result.err
+    assert f"`corral --modules {other} ...`" in result.err
+    # a file name with a typo gets the did-you-mean of its module name
+    result = run_in(corral, cwd, "--db", str(corral.db), "run", "modules/disk_usgae.sh")
+    assert result.code == 2 and "did you mean disk_usage?" in result.err, result.err
+    # no modules directory here, a module file named: the command that runs it
+    result = run_in(
+        corral, other, "--db", str(corral.db), "plan", str(corral.modules / "memory.sh")
+    )
+    assert result.code == 2 and "modules directory not found" in result.err
+    said = f"is in {corral.modules}: `corral --modules {corral.modules} plan memory`"
+    assert said in result.err, result.err
+    # the control: no file among the arguments, no such hint
+    assert " is in " not in run_in(corral, other, "--db", str(corral.db), "plan", "memory").err
 
 
 def test_did_you_mean_for_targets_exclusions_and_headers(corral):

@@ -259,7 +259,12 @@ class CorralGroup(CheckedGroup):
         except CorralError as exc:
             if not isinstance(exc, ResourceError) and exhausted(exc) is not None:
                 ctx.exit(_internal_error(exc))  # raised on running out: say that (71)
-            say(f"corral: {exc}", err=True)
+            hint = ""
+            if type(exc).__name__ == "NoModulesDir":  # a target that is a module's file
+                from corral.discover import file_target_hint
+
+                hint = visible_text(file_target_hint(ctx.meta.get("corral.args", [])))
+            say(f"corral: {exc}{hint}", err=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:  # Ctrl-C before a run takes its signals (or outside one)
             click.echo("corral: interrupted (SIGINT)", err=True)

@@ -79,7 +79,7 @@ def scan_modules(config: Config) -> Scan:
         try:
             fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except (FileNotFoundError, NotADirectoryError):
-            raise UsageError(missing_modules_dir(config, directory)) from None
+            raise NoModulesDir(missing_modules_dir(config, directory)) from None
         except OSError as exc:
             message = f"{directory}: cannot read modules directory: {exc.strerror}"
             raise UsageError(message) from None
@@ -105,6 +105,23 @@ def scan_modules(config: Config) -> Scan:
             os.close(fd)
         out.append((directory, files, ignored))
     return out
+
+
+class NoModulesDir(UsageError):
+    """The modules directory is not there (the CLI adds what a file target suggests)."""
+
+
+def file_target_hint(args: list[str]) -> str:
+    """'; ./checks/disk.sh is in /srv/checks: corral --modules /srv/checks run disk' for
+    the first argument that is a module file, when no modules directory was found; ''
+    when none is."""
+    for arg in args:
+        if arg.endswith(".sh") and os.path.isfile(arg):
+            where = os.path.dirname(os.path.abspath(arg))
+            command = next((a for a in args if a in ("run", "plan")), "run")
+            name = os.path.basename(arg)[:-3]
+            return f"; {arg} is in {where}: `corral --modules {where} {command} {name}`"
+    return ""
 
 
 def missing_modules_dir(config: Config, directory: Path) -> str:

@@ -214,7 +214,15 @@ def target_name(target: str, modules: dict[str, Module]) -> str:
     name = name[:-3] if name.endswith(".sh") else name
     module = modules.get(name)
     if module is None:
-        return target
+        if os.path.isfile(target):  # a module file, of another modules directory
+            where = os.path.dirname(os.path.abspath(target))
+            dirs = sorted({os.path.dirname(os.path.abspath(m.path)) for m in modules.values()})
+            ours = f" {', '.join(dirs)}" if dirs else ""
+            raise UsageError(
+                f"{target!r} is not in the modules directory{ours}: it is in {where} "
+                f"(`corral --modules {where} ...`)"
+            )
+        return name  # not a module: the caller's did-you-mean looks at the name
     if "/" in target and os.path.realpath(target) != os.path.realpath(module.path):
         raise UsageError(
             f"{target!r} is not the module {name!r}, which is {os.path.abspath(module.path)}"
@@ -329,9 +337,10 @@ def select(
     exclude = _split("--exclude", exclude)
     start = set()
     for target in targets:
-        names, message = resolver.resolve(target_name(target, graph.modules))
+        name = target_name(target, graph.modules)
+        names, message = resolver.resolve(name)
         if message:
-            hint = resolver.suggest(target) or " (see `corral list`)"
+            hint = resolver.suggest(name) or " (see `corral list`)"
             raise UsageError(f"no module named {target!r}{hint}")
         start.update(names)
     if not targets:
@@ -402,9 +411,11 @@ def _closure(start: set[str], step) -> set[str]:
 def _exclusions(graph, chosen, exclude, resolver) -> dict[str, str]:
     out: dict[str, str] = {}
     for name in exclude:
-        names, message = resolver.resolve(target_name(name, graph.modules))
+        given = target_name(name, graph.modules)
+        names, message = resolver.resolve(given)
         if message:
-            raise UsageError(f"--exclude {name!r}: no module has that name{resolver.suggest(name)}")
+            hint = resolver.suggest(given)
+            raise UsageError(f"--exclude {name!r}: no module has that name{hint}")
         for n in names:
             out[n] = "excluded"
     # A module whose hard requirement is excluded cannot run either: walk the reverse
