@@ -10,15 +10,68 @@ from __future__ import annotations
 
 import datetime as dt
 import statistics
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from corral.status import COMPLETED, RETRYABLE, Status
 from corral.store import Store
 from corral.throttle import Block
 
-# Terms of the account of a makespan, in the order they are shown.
-RUNNING, BACKOFF, THROTTLE, LOCKS, JOBS = "running", "retry backoff", "throttle", "locks", "jobs"
-TERMS = (RUNNING, JOBS, THROTTLE, LOCKS, BACKOFF)
+
+class Term(StrEnum):
+    """A term of the account of a makespan (`Account`), in the order they are shown;
+    the value is how report.json names it."""
+
+    RUNNING = "running"
+    JOBS = "jobs"  # ready, gate open, no lock: the -j slots were full
+    THROTTLE = "throttle"  # the gate held it for the host's state
+    LOCKS = "locks"
+    BACKOFF = "retry backoff"
+
+
+RUNNING, JOBS, THROTTLE, LOCKS, BACKOFF = Term
+TERMS = tuple(Term)
+WAITS = (JOBS, THROTTLE, LOCKS, BACKOFF)  # the terms of a module's wait
+
+
+@dataclass(slots=True)
+class Account:
+    """Seconds by `Term`: a module's waits (`running` 0), or where a run's makespan went
+    along its critical path (the terms add up to the makespan)."""
+
+    running: float = 0.0
+    jobs: float = 0.0
+    throttle: float = 0.0
+    locks: float = 0.0
+    backoff: float = 0.0
+
+    def __getitem__(self, term: Term) -> float:
+        """The seconds of `term` (KeyError for what is not a term)."""
+        try:
+            return getattr(self, Term(term).name.lower())
+        except ValueError:
+            raise KeyError(term) from None
+
+    def add(self, term: Term, seconds: float) -> None:
+        """Count `seconds` more of `term`."""
+        name = Term(term).name.lower()
+        setattr(self, name, getattr(self, name) + seconds)
+
+    def items(self, terms: tuple[Term, ...] = TERMS) -> Iterator[tuple[Term, float]]:
+        """(term, seconds) of `terms`, in their order."""
+        return ((t, self[t]) for t in terms)
+
+    @property
+    def total(self) -> float:
+        """The seconds of every term together (0.0 for an empty account)."""
+        return self.running + self.jobs + self.throttle + self.locks + self.backoff
+
+    def as_json(self, terms: tuple[Term, ...] = TERMS) -> dict[str, float]:
+        """{term's name: seconds} of `terms` in their order, as report.json gives it."""
+        return {str(t): s for t, s in self.items(terms)}
+
+
 # Gate refusals that are about the number of slots (a -j knob), not the host's state.
 SLOT_KINDS = frozenset({Block.JOBS, Block.JOBS_AUTO})
 NOTABLE = 0.10  # a share of the makespan worth naming beside the largest
@@ -74,7 +127,7 @@ class ModuleRun:
     mem_source: str | None = None  # how that peak was measured
     ready: float | None = None  # when its last requirement ended (0: at once)
     segments: list[Segment] | None = None
-    waits: dict[str, float] | None = None  # JOBS/THROTTLE/LOCKS/BACKOFF seconds
+    waits: Account | None = None  # its JOBS, THROTTLE, LOCKS and BACKOFF seconds
 
     def settle(self) -> None:
         """Set start, end, running, CPU and peak from the attempts (left as they are for
@@ -124,7 +177,7 @@ class Run:
     makespan: float = 0.0
     work: float = 0.0
     critical_path: list[str] = field(default_factory=list)
-    account: dict[str, float] = field(default_factory=dict)
+    account: Account = field(default_factory=Account)
 
     @property
     def run_id(self) -> str:
@@ -160,9 +213,9 @@ class Run:
         hits, misses = self.row.get("cache_hits") or 0, self.row.get("cache_misses") or 0
         return hits / (hits + misses) if hits + misses else None
 
-    def share(self, term: str) -> float:
-        """`term`'s part of the makespan (0.0 when nothing ran or the term is unknown)."""
-        return self.account.get(term, 0.0) / self.makespan if self.makespan else 0.0
+    def share(self, term: Term) -> float:
+        """`term`'s part of the makespan (0.0 when nothing ran)."""
+        return self.account[term] / self.makespan if self.makespan else 0.0
 
 
 def _ts(text: str | None) -> float | None:
@@ -234,12 +287,12 @@ def analyse(run: Run) -> None:
     run.makespan = max(m.end for m in ran)
     run.work = sum(m.running for m in ran)
     run.critical_path = critical_path(run)
-    account = dict.fromkeys(TERMS, 0.0)
+    account = Account()
     for name in run.critical_path:
         m = timeline(run, name)
-        account[RUNNING] += m.running
-        for term, seconds in m.waits.items():
-            account[term] += seconds
+        account.running += m.running
+        for term, seconds in m.waits.items(WAITS):
+            account.add(term, seconds)
     run.account = account
 
 
@@ -252,11 +305,11 @@ def timeline(run: Run, name: str) -> ModuleRun:
     if m.segments is not None:
         return m
     if not m.attempts:
-        m.segments, m.waits = [], dict.fromkeys((JOBS, THROTTLE, LOCKS, BACKOFF), 0.0)
+        m.segments, m.waits = [], Account()
         return m
     released = releaser(run, m)
     m.ready = released.end if released is not None else 0.0
-    segments, waits = [], dict.fromkeys((JOBS, THROTTLE, LOCKS, BACKOFF), 0.0)
+    segments, waits = [], Account()
     due = m.ready
     previous: Attempt | None = None
     for a in m.attempts:
@@ -265,16 +318,16 @@ def timeline(run: Run, name: str) -> ModuleRun:
             backoff = gap if previous.retry_in is None else min(previous.retry_in, gap)
             if backoff > 0:
                 segments.append(Segment("backoff", previous.end, previous.end + backoff))
-                waits[BACKOFF] += backoff
+                waits.backoff += backoff
             due = previous.end + backoff
         wait = max(0.0, a.start - due)
         if wait > 0:
             segments.append(Segment("waiting", due, a.start))
             gate = min(a.throttle_wait, wait)
             lock = min(a.lock_wait, wait - gate)
-            waits[JOBS if a.throttle_kind in SLOT_KINDS else THROTTLE] += gate
-            waits[LOCKS] += lock
-            waits[JOBS] += wait - gate - lock  # ready, gate open, no lock: slots were full
+            waits.add(JOBS if a.throttle_kind in SLOT_KINDS else THROTTLE, gate)
+            waits.locks += lock
+            waits.jobs += wait - gate - lock  # ready, gate open, no lock: slots were full
         segments.append(Segment("running", a.start, a.end, a.status))
         previous = a
     m.segments, m.waits = segments, waits
@@ -329,16 +382,27 @@ KNOB = {
 
 
 @dataclass(frozen=True, slots=True)
+class Share:
+    """One term's part of a makespan; `str()` as the verdict lists it ("locks 12%")."""
+
+    term: Term
+    share: float
+
+    def __str__(self) -> str:
+        return f"{self.term} {self.share:.0%}"
+
+
+@dataclass(frozen=True, slots=True)
 class Bottleneck:
     """What bound a run's makespan: the largest `term` of its account (None: nothing
     ran) with its `share`, what the gate held the critical path for when that term is
     the throttle, and the other terms of at least NOTABLE share (largest first).
     `str()` is the verdict as the report and report.json give it."""
 
-    term: str | None
+    term: Term | None
     share: float = 0.0
     held_for: str = ""  # gate refusal kinds, most time first ("" when not THROTTLE)
-    also: tuple[tuple[str, float], ...] = ()
+    also: tuple[Share, ...] = ()
 
     @property
     def name(self) -> str:
@@ -355,7 +419,7 @@ class Bottleneck:
         if self.held_for:
             text += f" (held for: {self.held_for})"
         if self.also:
-            text += "; also " + ", ".join(f"{t} {s:.0%}" for t, s in self.also)
+            text += "; also " + ", ".join(map(str, self.also))
         return text
 
 
@@ -367,7 +431,7 @@ def verdict(run: Run) -> Bottleneck:
     shares = sorted(((run.share(t), t) for t in TERMS), reverse=True)
     share, term = shares[0]
     held_for = _throttle_reasons(run) if term == THROTTLE else ""
-    also = tuple((t, s) for s, t in shares[1:] if s >= NOTABLE)
+    also = tuple(Share(t, s) for s, t in shares[1:] if s >= NOTABLE)
     return Bottleneck(term, share, held_for, also)
 
 

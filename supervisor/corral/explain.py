@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from corral import analysis
-from corral.analysis import JOBS, LOCKS, THROTTLE
 from corral.errors import UsageError
 from corral.kill import signal_process
 from corral.progress import STATE_FILE, clock_text, epoch, read_state
@@ -239,9 +238,9 @@ def why(store: Store, module: str, run_id: str | None = None) -> list[str]:
         if first.get("throttle_kind") in analysis.SLOT_KINDS:
             gate, slot = slot, gate
         lines.append(
-            f"  once ready, waited {waits[JOBS] + waits[THROTTLE] + waits[LOCKS]:.2f}s: "
-            f"throttle {waits[THROTTLE]:.2f}s{gate}, locks {waits[LOCKS]:.2f}s{held}, "
-            f"a free slot or the loop {waits[JOBS]:.2f}s{slot}"
+            f"  once ready, waited {waits.jobs + waits.throttle + waits.locks:.2f}s: "
+            f"throttle {waits.throttle:.2f}s{gate}, locks {waits.locks:.2f}s{held}, "
+            f"a free slot or the loop {waits.jobs:.2f}s{slot}"
         )
         for a in attempts[1:]:  # a retry waits for its locks again
             if a.get("lock_reason"):

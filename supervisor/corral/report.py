@@ -434,7 +434,7 @@ def run_json(r: Run) -> dict:
         "speedup": r.speedup,
         "cache_hit_rate": r.cache_hit_rate,
         "critical_path": r.critical_path,
-        "critical_path_account_s": r.account,
+        "critical_path_account_s": r.account.as_json(),
         "gate_held_s": analysis.gate_held(r),
         "verdict": str(analysis.verdict(r)),
     }
@@ -452,7 +452,7 @@ def timeline_json(r: Run) -> list[dict]:
                 "status": m.status,
                 "reason": m.reason,
                 "ready": m.ready,
-                "waits_s": m.waits,
+                "waits_s": m.waits.as_json(analysis.WAITS),
                 "segments": [[s.kind, s.start, s.end, s.status] for s in m.segments],
             }
         )
