@@ -83,7 +83,30 @@ def test_a_run_killed_by_a_signal_ends_as_a_shell_says_it(tmp_path, capfd):
         os.kill(os.getpid(), 9)
     os.close(w)
     assert relay(r, pid, tmp_path) == 137
-    assert '"rc":137,"run":null' in capfd.readouterr().out
+    out = capfd.readouterr().out
+    assert '"rc":137,"run":null' in out
+    assert "corral was killed there by SIGKILL (exit 137)" in out  # the host's reason
+
+
+def test_a_run_that_wrote_nothing_says_so(tmp_path, capfd):
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os._exit(1)
+    os.close(w)
+    (tmp_path / "stderr.log").write_text("")
+    assert relay(r, pid, tmp_path) == 1
+    assert f"corral exited 1 and wrote nothing in {tmp_path}" in capfd.readouterr().out
+    # The control: what the run said on stderr is its reason.
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os._exit(1)
+    os.close(w)
+    (tmp_path / "stderr.log").write_text("corral: a header error\n")
+    assert relay(r, pid, tmp_path) == 1
+    out = capfd.readouterr().out
+    assert "corral: a header error" in out and "wrote nothing" not in out
 
 
 def test_bundles_and_run_directories_unused_for_a_week_are_removed(tmp_path):

@@ -1,7 +1,9 @@
 """A fleet run's own row never stays `running` after its controller is gone: an error in
 the controller ends it as `crashed` (exit 70) on the way out, and a controller killed
 outright (SIGKILL) is found by the next start that takes the same run lock (a live
-controller would hold it). Simulated hosts (ClusterShell's exec worker), real sqlite."""
+controller would hold it); until then every reader (history, status, the report) tells
+its controller is dead by its PID and start time, as for a run. Simulated hosts
+(ClusterShell's exec worker), real sqlite."""
 
 from __future__ import annotations
 
@@ -62,6 +64,17 @@ def started(db) -> bool:
         return False
 
 
+def readers(corral) -> tuple[str, str, str]:
+    """What `history --json`, `status` and the report say of the newest fleet run."""
+    history = corral("history", "--json").json()
+    fleets = [r for r in history if r.get("kind") == "fleet"]
+    status = corral("status").out
+    report = corral.db.parent / "report"
+    corral("docs", "--out", str(report))
+    section = (report / "README.md").read_text().split("## Fleet run")[1].split("##")[0]
+    return fleets[0]["status"] + " " + fleets[0]["hosts"][0]["status"], status, section
+
+
 def test_a_killed_controller_is_recorded_as_crashed_by_the_next_start(corral):
     corral.module("a")
     slow = "sh -c 'exec sleep 60' sh"  # a host that never answers
@@ -80,13 +93,22 @@ def test_a_killed_controller_is_recorded_as_crashed_by_the_next_start(corral):
             assert controller.poll() is None, controller.communicate()
             assert time.monotonic() < end, "the fleet run never started"
             time.sleep(0.05)
+        # The control: while the controller lives, every reader says it runs.
+        history, status, report = readers(corral)
+        assert history == "running pending", history
+        assert f"in progress (controller PID {controller.pid})" in status, status
+        assert "1 host (1 pending), running, exit -" in report, report
         os.kill(controller.pid, signal.SIGKILL)
         controller.wait(timeout=30)
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(controller.pid, signal.SIGKILL)  # its host's sleep too
-    # The control: killed, nothing ended its row.
+    # Killed, nothing ended its row, but no reader shows it running: its PID is gone.
     assert fleet_rows(corral.db) == [("running", None, False)]
+    history, status, report = readers(corral)
+    assert history == "crashed lost", history
+    assert f"(PID {controller.pid}) is no longer running" in status, status
+    assert "1 host (1 lost), crashed, exit 70" in report, report
     result = corral("run")
     assert result.code == 0, result.err
     assert "crashed (its controller is gone)" in result.err

@@ -188,3 +188,33 @@ def test_gathering_a_run_this_database_holds_as_its_own(tmp_path):
     other = {**mine, "pid": 1, "host": "elsewhere"}
     add_records(store, "elsewhere", {"run": other, "attempts": [attempt]}, "fleet-1")
     assert ids() == [f"box/{mine['run_id']}", f"elsewhere/{mine['run_id']}"]
+
+
+def test_each_host_costs_the_controller_one_transaction(tmp_path):
+    """A host's records and how it ended are written together: one more host, one more
+    COMMIT (two before: the records as they came, then the host's row)."""
+    from corral.fleet.run import run_fleet
+
+    modules = tmp_path / "modules"
+    write_module(modules, "a", "", "true")
+    write_module(modules, "b", "requires: a", "true")
+    config = load_config((str(modules),), str(tmp_path / "controller.db"))
+    store = api.open_store(config)
+    launch = f"env XDG_STATE_HOME={tmp_path}/%h HOME={tmp_path}/%h bash -c"
+    commits = []
+
+    def count(nodes: str) -> int:
+        run_fleet(config, store, "sim1", [], exec_command=launch)  # headers cached, shipped
+        commits.clear()
+        store.conn.set_trace_callback(lambda sql: commits.append(sql) if sql == "COMMIT" else 0)
+        try:
+            outcome = run_fleet(config, store, nodes, [], fanout=4, exec_command=launch)
+        finally:
+            store.conn.set_trace_callback(None)
+        assert outcome.exit_code == 0
+        return len(commits)
+
+    two, four = count("sim[1-2]"), count("sim[1-4]")
+    assert four - two == 2, (two, four)
+    rows = store.conn.execute("SELECT host, count(*) FROM module_runs GROUP BY host").fetchall()
+    assert dict(rows) == {"sim1": 8, "sim2": 4, "sim3": 2, "sim4": 2}

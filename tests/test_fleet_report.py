@@ -41,7 +41,7 @@ def test_spread_median_p95_and_fence():
 
 def test_fleet_section_names_slow_failing_hosts_and_outliers(tmp_path):
     store = Store.open(tmp_path / "c.db")
-    start_fleet_run(store, "F1", "web[1-6]", [], "d", "/m")
+    start_fleet_run(store, "F1", "web[1-6]", [], "d", "/m", [f"web{n}" for n in range(1, 7)])
     for n in range(1, 6):
         host = f"web{n}"
         slow = 5.0 if n == 4 else 1.0

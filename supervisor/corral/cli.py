@@ -890,9 +890,17 @@ def history(ctx, module, limit, as_json, every, host):
     from corral.recovery import as_seen
 
     runs = as_seen(store.runs(limit, module_set, host=host))  # never a dead run as running
+    # the fleet runs started from here (not with --host: those are a host's own runs)
+    fleets = [] if host else store.fleet_runs_of(module_set, limit)
     if as_json:
-        _echo_json([api.run_figures(store, r) for r in runs])
+        rows = [api.run_figures(store, r) for r in runs] + [_fleet_row(*f) for f in fleets]
+        _echo_json(sorted(rows, key=lambda r: r.get("started") or "", reverse=True))
         return
+    if fleets:
+        _fleet_history(fleets, every)
+        if not runs:
+            return
+        say("")
     if not runs:
         if host:
             say(f"no runs of host {host} recorded yet")
@@ -912,6 +920,37 @@ def history(ctx, module, limit, as_json, every, host):
             f"{_dash(r['exit_code']):>4}  {_dash(r['module_count']):>7}  "
             f"{seconds(r['makespan_s']):>8}  {seconds(r['work_s']):>8}  {_dash(r['jobs']):>4}"
             + (f"  {r['module_set']}" if every else "")
+        )
+
+
+def _fleet_row(run: dict, hosts: list[dict]) -> dict:
+    """A fleet run as `history --json` gives it: its row and its hosts' (`kind`: fleet)."""
+    keep = ("run_id", "started", "ended", "status", "exit_code", "nodes", "module_set")
+    return {
+        "kind": "fleet",
+        **{k: run.get(k) for k in keep},
+        "controller": {k: run.get(k) for k in ("host", "pid")},
+        "hosts": [
+            {k: h.get(k) for k in ("host", "status", "exit_code", "reason", "run_id")}
+            for h in hosts
+        ],
+    }
+
+
+def _fleet_history(fleets: list, every: bool) -> None:
+    from collections import Counter
+
+    say(
+        f"{'fleet run':<22}  {'started (UTC)':<20}  {'status':<11}  {'exit':>4}  hosts"
+        + ("  module set" if every else "")
+    )
+    for run, hosts in fleets:
+        counts = Counter(h["status"] for h in hosts)
+        said = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+        say(
+            f"{run['run_id']:<22}  {utc(run['started']):<20}  {run['status']:<11}  "
+            f"{_dash(run['exit_code']):>4}  {plural(len(hosts), 'host')} ({said or 'none'})"
+            + (f"  {run['module_set']}" if every else "")
         )
 
 
@@ -1047,11 +1086,49 @@ def status(ctx, run, as_json):
     from corral.explain import run_status
 
     published, lines = run_status(ctx.obj.log_dir, run)
+    fleets = _fleet_status(ctx) if run is None else []
     if as_json:
-        _echo_json(published.last if run is not None else published.as_json())
+        if run is not None:
+            _echo_json(published.last)
+        else:
+            _echo_json({**published.as_json(), "fleet": [_fleet_row(*f) for f in fleets]})
         return
     for line in lines:
         say(line)
+    for fleet_run, hosts in fleets:
+        _say_fleet(fleet_run, hosts)
+
+
+def _say_fleet(fr: dict, hosts: list[dict]) -> None:
+    """`corral status`'s line of a fleet run still marked running."""
+    from collections import Counter
+
+    counts = Counter(h["status"] for h in hosts)
+    said = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    if fr["status"] == "running":
+        say(
+            f"fleet run {fr['run_id']} in progress (controller PID {fr['pid']}), "
+            f"started {utc(fr['started'])}: {plural(len(hosts), 'host')} ({said})"
+        )
+    else:  # its controller is gone (see recovery.fleet_as_seen)
+        say(
+            f"fleet run {fr['run_id']} (PID {fr['pid']}) is no longer running: its "
+            f"controller was killed before it finished ({said}); corral fleet gather "
+            f"-w '{fr['nodes']}' brings what its hosts ran"
+        )
+
+
+def _fleet_status(ctx: click.Context) -> list:
+    """The fleet runs of these modules directories still marked running: those in
+    progress and those whose controller is gone (shown crashed); [] without a database."""
+    if ctx.obj.db is None or not ctx.obj.db.exists():
+        return []
+    store = _store(ctx, "read")
+    return [
+        (run, hosts)
+        for run, hosts in store.fleet_runs_of(api.module_set(ctx.obj), 5)
+        if run["status"] == "running" or (run["status"] == "crashed" and run["ended"] is None)
+    ]
 
 
 @main.command()

@@ -27,9 +27,9 @@ def _alive(state: dict) -> bool:
     if not isinstance(pid, int) or pid <= 0:  # 0 or -1 would ask a whole group
         return False
     if state.get("pid_start") is not None:
-        from corral.procfs import start_time
+        from corral.procfs import live_start_time
 
-        return start_time(pid) == state["pid_start"]
+        return live_start_time(pid) == state["pid_start"]
     return signal_process(pid, 0)
 
 

@@ -8,22 +8,39 @@ from __future__ import annotations
 
 from corral.dbfile import as_dicts, reporting
 
+# How a host of a fleet run whose controller died before hearing back from it is shown.
+CONTROLLER_GONE = (
+    "the controller was killed before this host's result came back; it may have run "
+    "there: corral fleet gather brings its records"
+)
+
 
 class FleetRows:
     """The fleet's tables, on a `dbfile.Database` (its `conn` and `write`) that has
     `delete_runs` (the `Store`)."""
 
-    def start_fleet_run(self, row: dict) -> None:
-        """Write a fleet_runs row (its run_id, started, status, nodes, args, digest and
-        module_set); raises sqlite3.Error."""
+    def start_fleet_run(self, row: dict, hosts: list[str]) -> None:
+        """Write a fleet_runs row (its run_id, started, status, nodes, args, digest,
+        module_set and its controller's host, pid, pid_start, boot_id) and a `pending`
+        fleet_hosts row for each of `hosts`, in one transaction (each host's row is
+        replaced by how it ended: rows per host stay one). Raises sqlite3.Error."""
+        cols = self._columns("fleet_runs")
         with self.write():
-            self._insert("fleet_runs", row)
+            self._insert("fleet_runs", {k: v for k, v in row.items() if k in cols})
+            self.conn.executemany(
+                "INSERT OR REPLACE INTO fleet_hosts (fleet_run, host, status, reason, started) "
+                "VALUES (?, ?, 'pending', '', ?)",
+                [(row["run_id"], host, row["started"]) for host in hosts],
+            )
 
-    def save_host(self, row: dict) -> None:
-        """Write (or replace) how a host ended in a fleet run: a fleet_hosts row;
-        raises sqlite3.Error."""
+    def save_host(self, row: dict, gathered: list[tuple[dict, list[dict], str | None]] = ()) -> int:
+        """Write (or replace) how a host ended in a fleet run, a fleet_hosts row, with the
+        runs it recorded (`add_gathered`'s arguments each): one transaction a host.
+        Returns how many gathered rows changed; raises sqlite3.Error."""
         with self.write():
+            changed = sum(self._add_gathered(*g) for g in gathered)
             self._insert("fleet_hosts", row, "INSERT OR REPLACE")
+        return changed
 
     def finish_fleet_run(self, run_id: str, ended: str, status: str, exit_code: int) -> None:
         """Close a fleet run; raises sqlite3.Error."""
@@ -50,19 +67,25 @@ class FleetRows:
                 "ended = coalesce(ended, ?) WHERE status = 'running' AND module_set = ?",
                 (exit_code, ended, module_set),
             )
+            self.conn.executemany(
+                "UPDATE fleet_hosts SET status = 'lost', reason = ? WHERE fleet_run = ? "
+                "AND status = 'pending'",
+                [(CONTROLLER_GONE, run_id) for run_id in ids],
+            )
         return ids
 
     def gather_marks(self, host: str) -> tuple[str | None, str | None, str | None]:
         """What says where a gather of `host` starts: the start of its oldest gathered run
-        still running, of the oldest fleet run that lost it and has no run of it, and of
-        its newest gathered run (None for each there is none of)."""
+        still running, of the oldest fleet run that lost it (or never heard back from it:
+        its controller died) and has no run of it, and of its newest gathered run (None
+        for each there is none of)."""
         return tuple(
             self.conn.execute(sql, (host,)).fetchone()[0]
             for sql in (
                 "SELECT min(started) FROM runs WHERE host = ? AND fleet_run IS NOT NULL "
                 "AND status = 'running'",
-                "SELECT min(started) FROM fleet_hosts WHERE host = ? AND status = 'lost' "
-                "AND run_id IS NULL",
+                "SELECT min(started) FROM fleet_hosts WHERE host = ? "
+                "AND status IN ('lost', 'pending') AND run_id IS NULL",
                 "SELECT max(started) FROM runs WHERE host = ? AND fleet_run IS NOT NULL",
             )
         )
@@ -84,30 +107,33 @@ class FleetRows:
         columns this database lacks; `own`: this database's own row of the run, which
         the gathered one replaces. Returns how many rows changed (a second gather of the
         same rows changes none). Raises sqlite3.Error."""
+        with self.write():
+            return self._add_gathered(run, attempts, own)
+
+    def _add_gathered(self, run: dict, attempts: list[dict], own: str | None) -> int:
         host, run = run["host"], dict(run)
         run_cols, attempt_cols = self._columns("runs"), self._columns("module_runs")
-        with self.write():
-            if own is not None:
-                self.delete_runs([own])
-            if run.get("fleet_run") is None:  # a later gather: the fleet run that lost it
-                row = self.conn.execute(
-                    "SELECT fleet_run FROM fleet_hosts WHERE host = ? AND started <= ? "
-                    "ORDER BY started DESC LIMIT 1",
-                    (host, run.get("started") or ""),
-                ).fetchone()
-                run["fleet_run"] = row[0] if row else "gather"
-                self.conn.execute(
-                    "UPDATE fleet_hosts SET run_id = ? WHERE fleet_run = ? AND host = ? "
-                    "AND run_id IS NULL",
-                    (run["run_id"], run["fleet_run"], host),
-                )
-            before = self.conn.total_changes
-            self._upsert("runs", {k: v for k, v in run.items() if k in run_cols}, ("run_id",))
-            for attempt in attempts:
-                a = {k: v for k, v in attempt.items() if k in attempt_cols and k != "id"}
-                a.update(run_id=run["run_id"], host=host)
-                self._upsert("module_runs", a, ("run_id", "module", "attempt"))
-            return self.conn.total_changes - before
+        if own is not None:
+            self.delete_runs([own])
+        if run.get("fleet_run") is None:  # a later gather: the fleet run that lost it
+            row = self.conn.execute(
+                "SELECT fleet_run FROM fleet_hosts WHERE host = ? AND started <= ? "
+                "ORDER BY started DESC LIMIT 1",
+                (host, run.get("started") or ""),
+            ).fetchone()
+            run["fleet_run"] = row[0] if row else "gather"
+            self.conn.execute(
+                "UPDATE fleet_hosts SET run_id = ? WHERE fleet_run = ? AND host = ? "
+                "AND run_id IS NULL",
+                (run["run_id"], run["fleet_run"], host),
+            )
+        before = self.conn.total_changes
+        self._upsert("runs", {k: v for k, v in run.items() if k in run_cols}, ("run_id",))
+        for attempt in attempts:
+            a = {k: v for k, v in attempt.items() if k in attempt_cols and k != "id"}
+            a.update(run_id=run["run_id"], host=host)
+            self._upsert("module_runs", a, ("run_id", "module", "attempt"))
+        return self.conn.total_changes - before
 
     @reporting
     def fleet_runs(self) -> list[tuple[str, str]]:
@@ -132,10 +158,32 @@ class FleetRows:
         )
         if not rows:
             return None
+        from corral.recovery import fleet_as_seen
+
         hosts = self.conn.execute(
             "SELECT * FROM fleet_hosts WHERE fleet_run = ? ORDER BY host", (rows[0]["run_id"],)
         )
-        return rows[0], as_dicts(hosts)
+        return fleet_as_seen(rows[0], as_dicts(hosts))  # never a dead controller's as running
+
+    @reporting
+    def fleet_runs_of(self, module_set: str | None, limit: int = 20) -> list[tuple[dict, list]]:
+        """The newest `limit` fleet runs of `module_set` (every set when None), newest
+        first, each with its hosts' rows, as they are (a dead controller's: crashed)."""
+        from corral.recovery import fleet_as_seen
+
+        where, args = ("WHERE module_set = ? ", (module_set,)) if module_set else ("", ())
+        runs = as_dicts(
+            self.conn.execute(
+                f"SELECT * FROM fleet_runs {where}ORDER BY started DESC LIMIT ?", (*args, limit)
+            )
+        )
+        out = []
+        for run in runs:
+            hosts = self.conn.execute(
+                "SELECT * FROM fleet_hosts WHERE fleet_run = ? ORDER BY host", (run["run_id"],)
+            )
+            out.append(fleet_as_seen(run, as_dicts(hosts)))
+        return out
 
     @reporting
     def fleet_attempts(self, fleet_run: str) -> tuple[list[tuple], list[tuple]]:
@@ -153,7 +201,10 @@ class FleetRows:
 
     def _columns(self, table: str) -> set[str]:
         """The columns `table` has here (a database of an older schema may lack some)."""
-        return {row[1] for row in self.conn.execute(f"PRAGMA table_info({table})")}
+        known = self.__dict__.setdefault("_fleet_columns", {})
+        if table not in known:
+            known[table] = {row[1] for row in self.conn.execute(f"PRAGMA table_info({table})")}
+        return known[table]
 
     def _insert(self, table: str, row: dict, verb: str = "INSERT") -> None:
         columns = ", ".join(row)

@@ -74,6 +74,13 @@ def start_time(pid: int) -> int | None:
     return int(fields[19]) if fields else None
 
 
+def live_start_time(pid: int) -> int | None:
+    """The start time of `pid` while it runs; None when it is gone or a zombie (a killed
+    corral whose parent has not reaped it yet is dead all the same)."""
+    fields = stat(pid)
+    return int(fields[19]) if fields and fields[0] != b"Z" else None
+
+
 def marked(run_id: str, among=None) -> dict[int, tuple[str, int]]:
     """Live processes (of `among`, default all) whose environment carries
     CORRAL_RUN_ID=run_id: pid -> (module, attempt). {} when none."""

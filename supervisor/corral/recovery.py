@@ -25,15 +25,15 @@ import time
 
 from corral import cgroups
 from corral.kill import terminate
-from corral.procfs import boot_id, marked, start_time
+from corral.procfs import boot_id, live_start_time, marked
 from corral.records import iso
 from corral.store import Store
 from corral.units import plural
 
 
 def alive(pid: int | None, started: int | None) -> bool:
-    """True when `pid` runs and is the process that started at `started`."""
-    return bool(pid) and started is not None and start_time(pid) == started
+    """True when `pid` runs (not a zombie) and is the process that started at `started`."""
+    return bool(pid) and started is not None and live_start_time(pid) == started
 
 
 def _gone(run: dict, host: str, this_boot: str | None) -> bool:
@@ -68,6 +68,22 @@ def attempts_as_seen(rows: list[dict]) -> list[dict]:
         ):
             row.update(status="interrupted", reason=row.get("reason") or "corral crashed")
     return rows
+
+
+def fleet_as_seen(run: dict, hosts: list[dict] = ()) -> tuple[dict, list[dict]]:
+    """A fleet_runs row (and its fleet_hosts rows) as they are: a fleet run of this host
+    still marked `running` whose controller is gone shows as `crashed`, exit 70, and its
+    hosts it never heard back from as `lost`, as the next start records them."""
+    from corral.fleetrows import CONTROLLER_GONE
+
+    if run.get("pid") is None or not _gone(run, os.uname().nodename, boot_id()):
+        return run, list(hosts)
+    run = {**run, "status": "crashed", "exit_code": CRASH_EXIT}
+    hosts = [
+        {**h, "status": "lost", "reason": CONTROLLER_GONE} if h["status"] == "pending" else h
+        for h in hosts
+    ]
+    return run, hosts
 
 
 def recover(store: Store, grace: float = 5.0) -> list[str]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from corral.errors import UsageError
 
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11
 APPLICATION_ID = 0x636F7272  # "corr", in the header of every database corral creates
 
 CORRAL_TABLES = {
@@ -331,6 +331,13 @@ def _schema_v10(db) -> None:
     _add_columns(db, {"module_runs": {"lock_reason": str}})
 
 
+def _schema_v11(db) -> None:
+    """Who controls each fleet run: the controller's host, PID, the PID's start time and
+    the boot id, so that a reader tells a fleet run whose controller was killed (still
+    marked running) as crashed, as it does for a run."""
+    _add_columns(db, {"fleet_runs": {"host": str, "pid": int, "pid_start": int, "boot_id": str}})
+
+
 _MIGRATIONS = [
     _schema_v1,
     _schema_v2,
@@ -342,4 +349,5 @@ _MIGRATIONS = [
     _schema_v8,
     _schema_v9,
     _schema_v10,
+    _schema_v11,
 ]

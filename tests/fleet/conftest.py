@@ -195,6 +195,7 @@ def start_fleet(root: Path, count: int = HOSTS) -> Fleet:
     for name, address in [
         *names,
         (fleet.unreachable, f"{prefix}{count + 1}"),
+        (f"{fleet.unreachable}*", f"{prefix}{count + 1}"),  # ghost1, ghost2 ...: refused too
         (fleet.silent, fleet.silent_address[0]),
     ]:
         config[:0] = [f"Host {name}", f"  HostName {address}", ""]

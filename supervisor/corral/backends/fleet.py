@@ -55,6 +55,31 @@ from corral.status import Status
 from corral.throttle import Host
 
 TICK = 0.5  # seconds between status-line refreshes
+FDS_PER_HOST = 4  # an open connection's pipes (stdin, stdout, stderr), with a margin
+FDS_RESERVED = 64  # the controller's own: its database, stdio, signal and wake pipes, spawns
+
+
+def fanout_window(fanout: int) -> tuple[int, str | None]:
+    """How many hosts this process can hold open at once for a `fanout` of N: the soft
+    descriptor limit is raised toward the hard one as far as N needs, and what still
+    does not fit narrows the window (ClusterShell's thread failed on EMFILE, and the
+    controller with it). Returns (the window, a warning when it is narrower than N)."""
+    import resource
+
+    want = fanout * FDS_PER_HOST + FDS_RESERVED
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        raised = want if hard == resource.RLIM_INFINITY else min(hard, want)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+            soft = raised
+    if soft == resource.RLIM_INFINITY or soft >= want:
+        return fanout, None
+    window = max(1, (soft - FDS_RESERVED) // FDS_PER_HOST)
+    return window, (
+        f"--fanout {fanout} needs about {want} open files and this process may open "
+        f"{soft} (ulimit -n): {window} hosts at once"
+    )
 
 
 @dataclass(frozen=True)
@@ -296,6 +321,11 @@ class _Engine:
             os.close(self._wake_w)
 
     def send(self, request: tuple) -> None:
+        """Hand the engine thread a request; raises RuntimeError (with the thread's own
+        error) when it has ended, rather than ClusterShell's KeyError on a closed port."""
+        if not self._thread.is_alive():
+            crash = next((item[2] for item in self.take() if item[0] == "crash"), None)
+            raise RuntimeError(f"the fleet's ClusterShell thread failed: {crash!r}")
         self._port.msg_send(request)
 
     def take(self) -> list[tuple]:

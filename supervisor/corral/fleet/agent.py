@@ -80,7 +80,11 @@ def agent(key: str, args: list[str]) -> int:
     code to leave with."""
     bundle = here()
     rundir = bundle.parent / "runs" / key
-    rundir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        rundir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:  # a read-only or full disk: said as the host's reason
+        say("error", f"cannot create {rundir}: {exc.strerror or exc}")
+        return 98
     argv = ["--modules", str(bundle / "modules"), "run", "--json", *args]
     try:
         say("hello", {"rundir": str(rundir), "hostname": os.uname().nodename})
@@ -220,12 +224,26 @@ def relay(events: int, pid: int, rundir: Path) -> int:
         err = (rundir / "stderr.log").read_text(errors="replace").splitlines()[-20:]
     except OSError:
         err = []
+    if run is None and (rc > 128 or not any(x.strip() for x in err)):
+        err.append(_silent_end(rundir, rc))
     say("result", {"rc": rc, "run": run, "stderr": err})
     run_id = run.get("run_id") if isinstance(run, dict) else None
     if run_id is not None and db is not None:
         for record in records(db, "run_id = ?", (run_id,)):
             say("rows", record)
     return rc
+
+
+def _silent_end(rundir: Path, rc: int) -> str:
+    """Why a run that wrote neither its result nor a word on stderr ended: a signal, or
+    a disk with no room left for them."""
+    if rc > 128:
+        name = signal.Signals(rc - 128).name if rc - 128 in signal.valid_signals() else rc - 128
+        return f"corral was killed there by {name} (exit {rc})"
+    with contextlib.suppress(OSError):
+        if os.statvfs(rundir).f_bavail == 0:
+            return f"no space left on the device of {rundir} (corral exited {rc})"
+    return f"corral exited {rc} and wrote nothing in {rundir}"
 
 
 def _connect(db: Path) -> sqlite3.Connection | None:
@@ -235,18 +253,6 @@ def _connect(db: Path) -> sqlite3.Connection | None:
         return sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
     except sqlite3.Error:
         return None
-
-
-def _run_id(conn: sqlite3.Connection, rundir: Path, modules: str) -> str | None:
-    try:
-        pid = int((rundir / "pid").read_text())
-    except (OSError, ValueError):
-        return None
-    row = conn.execute(
-        "SELECT run_id FROM runs WHERE pid = ? AND modules_dir = ? ORDER BY started DESC LIMIT 1",
-        (pid, modules),
-    ).fetchone()
-    return row[0] if row else None
 
 
 def _columns(db: Path, table: str) -> set[str]:

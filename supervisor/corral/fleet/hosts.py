@@ -134,8 +134,8 @@ def classify(r: HostResult, rc: int | None) -> tuple[str, str]:
             f"connection lost while running ({said or f'exit {rc}'}); the run goes on "
             "there: corral fleet gather brings its records"
         )
-    if r.error:
-        return FAILED, r.error
+    if r.error:  # what the host's shell said besides (tar's own words, say)
+        return FAILED, f"{r.error}: {said}" if said and said not in r.error else r.error
     if rc == SSH_FAILED or rc is None:
         return UNREACHABLE, said or "ssh could not connect"
     return FAILED, f"corral could not start (exit {rc}): {said}" if said else f"exit {rc}"

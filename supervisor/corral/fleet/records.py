@@ -39,20 +39,28 @@ class FleetRecorder:
     def __init__(self, store: Store, fleet_run: str):
         self.store = store
         self.fleet_run = fleet_run
-        self.last_run: dict[str, str] = {}  # host -> its run id, as recorded here
+        self.pending: dict[str, list] = {}  # host -> its records, written as it ends
         self.rows = 0
 
     def __call__(self, event: FleetEvent) -> None:
         """Record a host's records, or how it ended, at once; other events record nothing."""
         if isinstance(event, HostRecords):
-            self.rows += add_records(self.store, event.host, event.record, self.fleet_run)
-            self.last_run[event.host] = host_run_id(event.host, event.record["run"]["run_id"])
+            gathered = as_gathered(self.store, event.host, event.record, self.fleet_run)
+            if gathered is not None:
+                self.pending.setdefault(event.host, []).append(gathered)
         elif isinstance(event, HostFinished):
-            save_host(self.store, self.fleet_run, event.host, self.last_run.get(event.host.host))
+            # perf: one transaction a host, its records with how it ended (records come
+            # just before the connection closes; docs/architecture.md)
+            gathered = self.pending.pop(event.host.host, [])
+            run_id = gathered[-1][0]["run_id"] if gathered else None
+            self.rows += save_host(self.store, self.fleet_run, event.host, run_id, gathered)
 
 
-def add_records(store: Store, host: str, record: dict, fleet_run: str | None) -> int:
-    """Upsert one host run and its attempts; returns how many rows were new.
+def as_gathered(
+    store: Store, host: str, record: dict, fleet_run: str | None
+) -> tuple[dict, list[dict], str | None] | None:
+    """One host run and its attempts as `Store.add_gathered` takes them; None when there
+    is nothing to take yet.
 
     When the controller is one of its hosts and shares the host's database, the host's
     own rows of that run are already here: they become the gathered ones (one copy),
@@ -61,18 +69,33 @@ def add_records(store: Store, host: str, record: dict, fleet_run: str | None) ->
     run = record["run"]
     own = store.own_status(run)
     if own == "running":
-        return 0
+        return None
     gathered = {**run, "run_id": host_run_id(host, run["run_id"]), "host": host}
     gathered["fleet_run"] = fleet_run
-    mine = run["run_id"] if own is not None else None
-    return store.add_gathered(gathered, record["attempts"], mine)
+    return gathered, record["attempts"], run["run_id"] if own is not None else None
+
+
+def add_records(store: Store, host: str, record: dict, fleet_run: str | None) -> int:
+    """Upsert one host run and its attempts; returns how many rows were new."""
+    gathered = as_gathered(store, host, record, fleet_run)
+    return 0 if gathered is None else store.add_gathered(*gathered)
 
 
 def start_fleet_run(
-    store: Store, run_id: str, nodes: str, args: list[str], digest: str, module_set: str
+    store: Store,
+    run_id: str,
+    nodes: str,
+    args: list[str],
+    digest: str,
+    module_set: str,
+    hosts: list[str],
 ) -> None:
-    """Record fleet run `run_id` as running, started now, with its node set, arguments, bundle
-    digest and module set."""
+    """The fleet run's row, with who controls it (this process: a reader tells it dead
+    as it tells a dead run), and every host's row, `pending`."""
+    import os
+
+    from corral.procfs import boot_id, start_time
+
     store.start_fleet_run(
         {
             "run_id": run_id,
@@ -82,14 +105,21 @@ def start_fleet_run(
             "args": json.dumps(args),
             "digest": digest,
             "module_set": module_set,
-        }
+            "host": os.uname().nodename,
+            "pid": os.getpid(),
+            "pid_start": start_time(os.getpid()),
+            "boot_id": boot_id(),
+        },
+        hosts,
     )
 
 
-def save_host(store: Store, fleet_run: str, r: HostResult, run_id: str | None) -> None:
-    """Record how host `r` ended in `fleet_run`, with the id its run is recorded under (None:
-    no run of it reached us)."""
-    store.save_host(
+def save_host(
+    store: Store, fleet_run: str, r: HostResult, run_id: str | None, gathered: list = ()
+) -> int:
+    """How host `r` ended, with the runs it recorded (`as_gathered`'s), in one
+    transaction; returns how many gathered rows changed."""
+    return store.save_host(
         {
             "fleet_run": fleet_run,
             "host": r.host,
@@ -99,7 +129,8 @@ def save_host(store: Store, fleet_run: str, r: HostResult, run_id: str | None) -
             "run_id": run_id,
             "started": iso(r.started) or iso(r.ended),
             "ended": iso(r.ended),
-        }
+        },
+        gathered,
     )
 
 

@@ -131,7 +131,9 @@ def fleet_section(store: Store, module_set: str) -> tuple[list[Block], dict[str,
         Paragraph(
             f"`{f.run['nodes']}`: {plural(len(f.hosts), 'host')} ("
             + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-            + f"), exit {f.run['exit_code']}, started {f.run['started']}."
+            + f"), {f.run['status']}, exit "
+            + ("-" if f.run["exit_code"] is None else str(f.run["exit_code"]))
+            + f", started {f.run['started']}."
         )
     )
     bad = [h for h in f.hosts if h.status != "ok"]

@@ -73,7 +73,7 @@ def run_fleet(
     (corral.fleet.rollout)."""
     from corral import api
     from corral.backends import Place, open_executor
-    from corral.backends.fleet import FleetTarget
+    from corral.backends.fleet import FleetTarget, fanout_window
     from corral.events import Notice
     from corral.fleet import bundle as bundles
     from corral.fleet.hosts import HostResult, fleet_exit_code
@@ -94,6 +94,7 @@ def run_fleet(
     hosts = expand(nodes)
     if canary < 0 or fanout < 1 or (max_fail is not None and not 0 <= max_fail <= 100):
         raise UsageError("--fanout must be at least 1, --canary at least 0, --max-fail 0-100")
+    fanout, narrowed = fanout_window(min(fanout, len(hosts)))
     graph, _ = api.load_graph(config, store)
     selection = select(graph, targets, tags, exclude, {})
     paths = [graph.modules[n].path for n in selection.names]
@@ -111,7 +112,9 @@ def run_fleet(
     results = {h: HostResult(h) for h in hosts}
     with RunLock(config.modules).acquire(None):
         notices = [Notice(m, warning=True) for m in end_dead_fleet_runs(store, module_set)]
-        start_fleet_run(store, run_id, nodes, args, digest, module_set)
+        if narrowed:
+            notices.append(Notice(narrowed, warning=True))
+        start_fleet_run(store, run_id, nodes, args, digest, module_set, hosts)
         try:
             recorder = FleetRecorder(store, run_id)
             every = [recorder, *listeners]
@@ -203,12 +206,14 @@ def gather(
     from ClusterShell.Event import EventHandler
     from ClusterShell.Task import task_self
 
+    from corral.backends.fleet import fanout_window
     from corral.fleet.agent import PREFIX
     from corral.fleet.hosts import SSH_FAILED
     from corral.fleet.records import add_records, gather_since
     from corral.fleet.remote import export_command
 
     hosts = expand(nodes)
+    fanout, _ = fanout_window(min(fanout, len(hosts)))
     out = {h: Gathered(h, "unreachable") for h in hosts}
     said: dict[str, str] = {}
     done: set[str] = set()
