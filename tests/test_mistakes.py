@@ -119,7 +119,8 @@ def test_lock_message_suggests_wait_lock_only_to_who_did_not_use_it(corral):
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         plain = corral("run")
-        assert plain.code == 3 and "--wait-lock" in plain.err
+        assert plain.code == 3 and "--wait-lock[=DURATION]" in plain.err
+        assert f"is running {corral.modules};" in plain.err and "`corral status`" in plain.err
         waited = corral("run", "--wait-lock=0.3")
         assert waited.code == 3 and "after waiting 0.3s" in waited.err
         assert "--wait-lock" not in waited.err

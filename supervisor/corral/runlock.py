@@ -105,11 +105,11 @@ class RunLock:
                 if deadline is None or time.monotonic() >= deadline:
                     holder = _holder(fd)
                     os.close(fd)
-                    dirs = ", ".join(str(d) for d in self.modules)
+                    dirs = ", ".join(str(d.absolute()) for d in self.modules)
                     # Suggest --wait-lock only to whoever did not give it.
                     tail = f" after waiting {wait:g}s" if wait else ""
-                    tail += f"; lock file {self.path}"
-                    tail += "" if wait else ". Use --wait-lock[=SECONDS] to wait"
+                    tail += f"; lock file {self.path}; `corral status` shows what it does"
+                    tail += "" if wait else ". Use --wait-lock[=DURATION] to wait for it"
                     raise LockHeld(
                         f"another corral run (PID {holder}) is running {dirs}{tail}"
                     ) from None
