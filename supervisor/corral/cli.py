@@ -479,6 +479,11 @@ def _module_argument(required: bool = True):
     return click.argument("module", required=required, shell_complete=_complete("modules"))
 
 
+def _run_argument(name: str = "run"):
+    """[RUN], optional: a run id or a unique prefix of one, completed with the runs."""
+    return click.argument(name, required=False, metavar="[RUN]", shell_complete=_complete("runs"))
+
+
 def _json_option(help: str):
     """--json (`as_json`): the command's answer as JSON."""
     return click.option("--json", "as_json", is_flag=True, help=help)
@@ -1070,7 +1075,7 @@ def check(ctx, strict):
 
 
 @main.command()
-@click.argument("run", required=False, metavar="[RUN]", shell_complete=_complete("runs"))
+@_run_argument()
 @_json_option('The published states as JSON: {"running": [...], "last": ...}; with RUN, its state.')
 @click.pass_context
 def status(ctx, run, as_json):
@@ -1133,7 +1138,7 @@ def _fleet_status(ctx: click.Context) -> list:
 
 @main.command()
 @_module_argument()
-@click.argument("run_id", required=False, metavar="[RUN]", shell_complete=_complete("runs"))
+@_run_argument("run_id")
 @click.pass_context
 def why(ctx, module, run_id):
     """Explain MODULE's last run (or RUN): when it became ready and which chain of modules
@@ -1153,7 +1158,7 @@ def why(ctx, module, run_id):
 
 @main.command()
 @_module_argument()
-@click.argument("run", required=False, metavar="[RUN]", shell_complete=_complete("runs"))
+@_run_argument()
 @click.pass_context
 def log(ctx, module, run):
     """Print MODULE's log from its newest run (or RUN: a run id or a unique prefix of one),
