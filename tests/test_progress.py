@@ -5,6 +5,7 @@ progress line at most every `progress_interval`)."""
 from __future__ import annotations
 
 import subprocess
+import time
 
 import pexpect
 
@@ -86,3 +87,29 @@ def test_what_each_waiting_module_is_held_by():
     assert str(waits["b"]) == "requires a" and str(waits["d"]) == "lock pkgdb held by a"
     state.slots = 2
     assert state.waiting()["f"].held == Held.READY
+
+
+def test_modules_without_history_are_counted_in_the_same_words_everywhere(corral, tmp_path):
+    """The live line, `corral status` and the dry run all say `+1 without history` for a
+    module that has never run beside ones that have (the control: before it is added,
+    none of them says it)."""
+    go = tmp_path / "go"
+    corral.module("old", body=f"while [ ! -e {go} ]; do sleep 0.05; done")
+    go.touch()
+    assert corral("run").code == 0
+    assert "without history" not in corral("run", "-n").out
+    go.unlink()
+    corral.module("fresh", body=f"while [ ! -e {go} ]; do sleep 0.05; done")
+    assert "expected about" in (dry := corral("run", "-n").out) and "1 without history" in dry
+    child = spawn(corral, "run", "-j", "4", "-l", "1000")
+    try:
+        child.expect(r"ETA \S+ \(\+1 without history\)")
+        deadline = time.monotonic() + 20
+        while "(+1 without history)" not in (status := corral("status").out):
+            assert time.monotonic() < deadline, status
+            time.sleep(0.1)
+    finally:
+        go.touch()
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0

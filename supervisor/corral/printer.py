@@ -406,7 +406,9 @@ class Printer:
         parts = [f"[{len(st.done)}/{len(st.names)}]"]
         eta, unknown = st.eta()  # early in the line: it survives a narrow terminal
         if eta is not None:
-            parts.append(f"ETA {clock_text(eta)}" + (f" (+{unknown} unknown)" if unknown else ""))
+            parts.append(
+                f"ETA {clock_text(eta)}" + (f" (+{unknown} without history)" if unknown else "")
+            )
         elif unknown:
             parts.append("ETA unknown (no history yet)")
         if st.running:
