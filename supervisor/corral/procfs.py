@@ -1,5 +1,5 @@
-"""Small readers of /proc files, shared by the executor, the sampler, the records and
-recovery.
+"""Small readers of /proc files, shared by the executor, the sampler, the records,
+recovery and the run lock.
 
 Each returns None when the process is gone or the file unreadable: processes come and
 go between a directory listing and a read, and that is never an error.
@@ -51,6 +51,44 @@ def status_kb(pid: int | str, key: bytes) -> int | None:
         return int(data[at + len(key) + 1 : data.index(b"kB", at)]) * 1024
     except (OSError, ValueError):
         return None
+
+
+def euid(pid: int | str) -> int | None:
+    """The process's effective user id (/proc/PID/status `Uid:`)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return int(next(line for line in f if line.startswith("Uid:")).split()[2])
+    except (OSError, StopIteration, ValueError):
+        return None
+
+
+def flock_takers(st: os.stat_result) -> list[int] | None:
+    """The PIDs /proc/locks names as having taken a flock on the file `st` describes
+    (a taker may since have exited and left the descriptor to another); [] for none,
+    None when /proc/locks cannot be read."""
+    key = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    try:
+        with open("/proc/locks") as f:
+            return [int(p[4]) for p in map(str.split, f) if p[1] == "FLOCK" and p[5] == key]
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def has_open(pid: int | str, st: os.stat_result) -> bool:
+    """Whether a descriptor of the process is the file `st` describes (False when its
+    descriptors cannot be read)."""
+    try:
+        names = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for name in names:
+        try:
+            other = os.stat(f"/proc/{pid}/fd/{name}")
+        except OSError:
+            continue
+        if (other.st_dev, other.st_ino) == (st.st_dev, st.st_ino):
+            return True
+    return False
 
 
 def environ(pid: int | str) -> list[bytes] | None:

@@ -222,32 +222,13 @@ def _held_by_stranger(fd: int) -> bool:
     have exited and left the descriptor to another; so: not taken by a live process of
     ours, and open in a process of another user."""
     st = os.fstat(fd)
-    key = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
-    try:
-        with open("/proc/locks") as f:
-            takers = [int(p[4]) for p in map(str.split, f) if p[1] == "FLOCK" and p[5] == key]
-    except (OSError, ValueError, IndexError):
-        return False
-    if any(_euid(pid) == os.geteuid() for pid in takers):
+    takers = procfs.flock_takers(st)
+    if takers is None or any(procfs.euid(pid) == os.geteuid() for pid in takers):
         return False
     for pid in procfs.pids():
-        if _euid(pid) in (None, os.geteuid()):
-            continue
-        with contextlib.suppress(OSError):
-            for name in os.listdir(f"/proc/{pid}/fd"):
-                with contextlib.suppress(OSError):
-                    other = os.stat(f"/proc/{pid}/fd/{name}")
-                    if (other.st_dev, other.st_ino) == (st.st_dev, st.st_ino):
-                        return True
+        if procfs.euid(pid) not in (None, os.geteuid()) and procfs.has_open(pid, st):
+            return True
     return False
-
-
-def _euid(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            return int(next(line for line in f if line.startswith("Uid:")).split()[2])
-    except (OSError, StopIteration, ValueError):
-        return None
 
 
 def _holder(fd: int) -> str:
