@@ -126,3 +126,19 @@ def test_lock_message_suggests_wait_lock_only_to_who_did_not_use_it(corral):
         assert "--wait-lock" not in waited.err
     finally:
         os.close(fd)
+
+
+def test_messages_name_the_modules_directory_in_full(corral, tmp_path):
+    """Given as ./modules (the default), a message names the directory as a full path:
+    `no earlier run of modules` says nothing to a user reading cron mail."""
+    work = tmp_path / "work"
+    (work / "modules").mkdir(parents=True)
+    full = str(work / "modules")
+    db = ("--db", str(tmp_path / "w.db"))
+    empty = run_in(corral, work, *db, "run")
+    assert empty.code == 2 and f"{full}: no modules to run" in empty.err, empty.err
+    (work / "modules" / "a.sh").write_text("true\n")
+    again = run_in(corral, work, *db, "run", "--failed")
+    assert again.code == 2 and f"no earlier run of {full} is recorded" in again.err, again.err
+    unknown = run_in(corral, work, *db, "log", "b")
+    assert unknown.code == 2 and f"no b.sh in {full}" in unknown.err, unknown.err

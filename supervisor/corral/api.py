@@ -69,7 +69,7 @@ def select_modules(
     """The selection; raises UsageError saying why when it is empty (no modules, an
     unknown tag, everything excluded): a run of nothing is no success."""
     if not graph.modules:
-        dirs = ", ".join(str(d) for d in config.modules)
+        dirs = ", ".join(str(d.absolute()) for d in config.modules)
         found = [os.path.basename(p.path) for p in graph.warnings if "not run:" in p.message]
         also = f" (not modules: {', '.join(found)})" if found else ""
         raise UsageError(f"{dirs}: no modules to run: no *.sh files{also}")
@@ -119,7 +119,7 @@ def known_module(
         return
     scope = f" in the runs of {module_set} (--all: of every module set)" if module_set else ""
     scope += f" from host {host}" if host else ""
-    dirs = ", ".join(str(d) for d in config.modules)
+    dirs = ", ".join(str(d.absolute()) for d in config.modules)
     raise UsageError(
         f"no records of module {module!r}{scope}, and no {module}.sh in {dirs}"
         + did_you_mean(module, recorded | files)
@@ -494,7 +494,7 @@ def redo(config: Config, store: Store, graph: Graph, resume: bool) -> Redo:
     last = next(iter(store.runs(1, module_set=key)), None)
     if last is None:
         raise UsageError(
-            f"no earlier run of {', '.join(map(str, config.modules))} is recorded in "
+            f"no earlier run of {', '.join(str(d.absolute()) for d in config.modules)} is recorded in "
             f"{config.db}: nothing to run again"
         )
     latest = {n: s for n, s in store.latest_statuses(key).items() if n in graph.modules}
