@@ -493,9 +493,9 @@ def redo(config: Config, store: Store, graph: Graph, resume: bool) -> Redo:
     key = module_set(config)
     last = next(iter(store.runs(1, module_set=key)), None)
     if last is None:
+        dirs = ", ".join(str(d.absolute()) for d in config.modules)
         raise UsageError(
-            f"no earlier run of {', '.join(str(d.absolute()) for d in config.modules)} is recorded in "
-            f"{config.db}: nothing to run again"
+            f"no earlier run of {dirs} is recorded in {config.db}: nothing to run again"
         )
     latest = {n: s for n, s in store.latest_statuses(key).items() if n in graph.modules}
     done = frozenset(n for n, s in latest.items() if s in COMPLETED)
