@@ -6,10 +6,9 @@
 Runs MODULES (default 20) modules that end 0.15 s apart beside one that sleeps, reads
 corral's output as a person would, and after each `ok` line polls the database every
 2 ms until that module's row says `ok`: from then on a SIGKILL of corral cannot lose
-it. Prints the lags (median, max, each). docs/reliability.md quotes them: the writer
-gathers records for FLUSH_DELAY (30 ms) before it commits, so a lag a little over
-30 ms is what the design gives (the docs promise 50 ms), and more on a host that keeps
-the writer waiting.
+it. Prints the lags (median, max, each). docs/reliability.md quotes them: an end
+that is shown is committed before its line, so the row should be there at the first
+look.
 Everything runs in a temporary directory; corral is killed at the end (its watchdog
 stops the sleeper).
 """

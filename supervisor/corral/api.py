@@ -600,6 +600,7 @@ def run_modules(
             module_set=module_set(config),
             full=len(selection.names) == len(graph.modules),
             end_by=None if config.deadline is None else begun + config.deadline,
+            settle=want_output,  # ends are shown one by one: each on disk first
         )
 
     lock, wait, bounded = RunLock(config.modules), wait_lock, False

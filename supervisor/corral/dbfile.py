@@ -72,7 +72,9 @@ def reporting(method):
         try:
             return method(self, *args, **kwargs)
         except sqlite3.Error as exc:
-            raise StoreError(f"{self.wanted}: cannot use the database ({_why(exc)})") from None
+            raise StoreError(
+                f"{self.wanted}: cannot use the database ({_why(exc, self.wanted)})"
+            ) from None
 
     return checked
 
@@ -95,12 +97,15 @@ def _busy(exc: BaseException) -> bool:
     return _code(exc).startswith(("SQLITE_BUSY", "SQLITE_LOCKED"))
 
 
-def _why(exc: BaseException) -> str:
-    """What went wrong, in words: the OS's or SQLite's, with what a user can do."""
+def _why(exc: BaseException, path: Path | None = None) -> str:
+    """What went wrong with the file at `path`, in words: the OS's or SQLite's, with
+    what a user can do."""
     if isinstance(exc, OSError):
         where = f": {exc.filename}" if exc.filename else ""
         return f"{exc.strerror or exc}{where}"
     if _corrupt(exc):
+        if path is not None and not _ours(path):
+            return f"{exc}: not a database of corral's, which corral leaves alone; move it away"
         return f"{exc}; the next `corral run` moves it aside and starts a new one"
     if _busy(exc):
         return f"{exc}: another process holds a write lock on it"
@@ -254,7 +259,7 @@ class Database:
         except (OSError, sqlite3.Error) as exc:
             store = cls(_connect(None), None, path, purpose, on_warning)
             if purpose == READ:
-                raise StoreError(f"{path}: cannot read the database ({_why(exc)})") from None
+                raise StoreError(f"{path}: cannot read the database ({_why(exc, path)})") from None
             store._fault(exc, opening=True)
             return store
         return cls(conn, path, path, purpose, on_warning)
@@ -266,7 +271,7 @@ class Database:
         try:
             conn = _connect(self.wanted)
         except (OSError, sqlite3.Error, CorralError) as exc:
-            self.problem = str(exc) if isinstance(exc, CorralError) else _why(exc)
+            self.problem = str(exc) if isinstance(exc, CorralError) else _why(exc, self.wanted)
             return False
         with contextlib.suppress(sqlite3.Error):
             self.conn.close()
@@ -286,7 +291,7 @@ class Database:
     def _fault(self, exc: BaseException, opening: bool = False) -> None:
         """A fault of the file: say so once; move a damaged file of ours aside (RUN) or
         answer from memory from now on. Another writer holding the file is no fault."""
-        why = _why(exc)
+        why = _why(exc, self.wanted)
         if _busy(exc) and not opening:
             return
         self.problem = why
@@ -299,7 +304,7 @@ class Database:
                     self.repaired += 1
                     self._say(
                         "repaired",
-                        f"{wanted}: database is damaged ({why}); moved it to {aside} "
+                        f"{wanted}: database is damaged ({exc}); moved it to {aside} "
                         "and started a new one",
                     )
                     return
@@ -387,6 +392,19 @@ class Database:
         again, and raises when that fails too: records never go to memory."""
         from corral.batch import write_rows
 
+        self.follow()
+        try:
+            with self.write():
+                write_rows(self.conn, batch)
+        except sqlite3.DatabaseError as exc:
+            if _corrupt(exc):
+                self._fault(exc)  # a damaged file of ours is moved aside (RUN)
+            raise
+
+    def follow(self) -> None:
+        """Use the file now at the path asked for: one removed or replaced since it was
+        opened is left (`generation` goes up), one unusable until now is tried again.
+        Raises sqlite3.Error when there is none that can be used."""
         if self.path is not None and _identity(self.path) != self.identity:
             # Removed or replaced under us: what SQLite writes now would land in a file
             # nobody will ever read. Write into the file now at the path instead.
@@ -400,10 +418,3 @@ class Database:
             if not self.reopen():
                 raise sqlite3.OperationalError(self.problem or "no database")
             self.patient()
-        try:
-            with self.write():
-                write_rows(self.conn, batch)
-        except sqlite3.DatabaseError as exc:
-            if _corrupt(exc):
-                self._fault(exc)  # a damaged file of ours is moved aside (RUN)
-            raise

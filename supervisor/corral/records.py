@@ -38,6 +38,7 @@ RETRY_EVERY = 1.0  # seconds between tries while the database cannot be written
 # One write's wait for another writer (ms): the writer tries again after it, and says the
 # database is held once it has been for BUSY_TIMEOUT_MS.
 TRY_BUSY_MS = 1_000
+SETTLE_MAX = 1.0  # seconds a shown end waits for its commit (docs/reliability.md)
 SAY_WAIT_AFTER = 0.5  # seconds the end of a run waits for its records before saying so
 
 
@@ -57,15 +58,16 @@ class Recorder:
     """Writes runs and module_runs rows; `lost` says what could not be written.
 
     perf (docs/architecture.md): every record goes through a queue to a writer thread
-    that commits whatever has arrived, at most FLUSH_DELAY after it arrived: a thousand
-    one-millisecond modules cost a handful of transactions instead of a thousand, and
-    the scheduler never waits for the disk, not even for the run's own row (another
-    process may hold the database). Records that cannot be written (database locked,
-    read-only, full, unusable) stay in the writer's backlog and are tried again every
-    RETRY_EVERY and with every new batch; what is still unwritten when the run ends is
-    reported as lost (`lost`), never dropped in silence. A module's end is handed over
-    before it is shown, so a killed corral loses at most what was shown in the last
-    FLUSH_DELAY plus one commit (scripts/record_lag.py measures it).
+    that commits whatever has arrived, at most FLUSH_DELAY after it arrived: under -q
+    a thousand one-millisecond modules cost a handful of transactions instead of a
+    thousand, and the scheduler never waits for the disk, not even for the run's own
+    row (another process may hold the database). Where each end is shown (`settle`),
+    the end is committed before it is shown: the scheduler waits for that commit, at
+    most SETTLE_MAX, and not while the file does not take records. Records that cannot
+    be written (database locked, read-only, full, unusable) stay in the writer's
+    backlog and are tried again every RETRY_EVERY and with every new batch; what is
+    still unwritten when the run ends is reported as lost (`lost`), never dropped in
+    silence.
     """
 
     def __init__(
@@ -79,11 +81,14 @@ class Recorder:
         module_set: str | None = None,
         full: bool = True,
         end_by: float | None = None,
+        settle: bool = True,
     ):
         self.store = store
         self.modules_dirs = modules_dirs
         self.module_set = module_set
         self.full = full
+        self.whole: Batch | None = None  # the whole run, from its outcome (RunFinished)
+        self.settle = settle  # each end is shown: commit it before (_settle)
         self.end_by = end_by  # monotonic: the run's deadline, which bounds its last write
         self.end_at: float | None = None  # until when the last write may wait (_end_at)
         self.targets = targets
@@ -95,6 +100,13 @@ class Recorder:
         self.queue: queue.SimpleQueue = queue.SimpleQueue()
         self.writer: threading.Thread | None = None
         self.closing = threading.Event()
+        # A module's end is shown only once it is committed (`_settle`): the writer then
+        # commits at once (`hurry`) and counts the batches it has written (`written`, of
+        # `handed`); `stalled` while the file does not take them (nothing waits then).
+        self.hurry = threading.Event()
+        self.settled = threading.Condition()
+        self.handed = self.written = 0
+        self.stalled = False
         # how the run holds its attempts: {"containment": kind, "cgroups": directories}
         self.containment: dict = {}
         self.notes: queue.SimpleQueue = queue.SimpleQueue()  # from the writer thread
@@ -114,8 +126,31 @@ class Recorder:
     def flush(self) -> None:
         """Hand what is buffered to the writer thread."""
         if self.batch:
+            self.handed += 1
             self.queue.put(self.batch)
             self.batch = Batch()
+
+    def _settle(self) -> None:
+        """Wait until what was handed is committed, so what is shown next is on disk; at
+        most SETTLE_MAX (a slow disk), and not at all while the file does not take the
+        records (they are kept, and written later or reported as lost)."""
+        if self.writer is None or not self.settle:
+            return
+        handed = self.handed
+        with self.settled:
+            if self.stalled or self.written >= handed:
+                return
+            self.hurry.set()
+            self.settled.wait_for(lambda: self.stalled or self.written >= handed, SETTLE_MAX)
+
+    def _wrote(self, taken: int | None) -> None:
+        """The writer committed the first `taken` batches (None: it failed to)."""
+        with self.settled:
+            if taken is None:
+                self.stalled = True
+            else:
+                self.written, self.stalled = taken, False
+            self.settled.notify_all()
 
     def _write_guarded(self) -> None:
         """The writer thread: an error in it (memory) is said, never a traceback."""
@@ -134,6 +169,7 @@ class Recorder:
         failed: str | None = None  # why the last write failed
         busy_since: float | None = None  # another writer has held the file since
         stop = False
+        taken = 0  # batches taken from the queue (see _settle)
         while True:
             if not stop:
                 try:
@@ -143,13 +179,17 @@ class Recorder:
                 if item is None:
                     stop = True
                 else:
-                    self.closing.wait(FLUSH_DELAY)  # let a burst gather into one transaction
+                    taken += bool(item)
+                    if not self.closing.is_set():  # let a burst gather into one transaction,
+                        self.hurry.wait(FLUSH_DELAY)  # unless an end waits to be shown
+                        self.hurry.clear()
                     backlog.extend(item)
                     while not self.queue.empty():
                         more = self.queue.get()
                         if more is None:
                             stop = True
                             break
+                        taken += 1
                         backlog.extend(more)
             if not backlog:
                 if stop:
@@ -162,8 +202,11 @@ class Recorder:
             self.store.patient(int(max(0.0, min(TRY_BUSY_MS, wait))))
             self.writing_since = time.monotonic()
             try:
+                if stop and self.whole is not None:
+                    backlog, self.whole = self._last_write(backlog), None
                 self.store.write_batch(backlog)
             except (sqlite3.Error, OSError) as exc:
+                self._wrote(None)
                 now, self.writing_since, failed = time.monotonic(), None, str(exc)
                 busy = _busy(exc)
                 busy_since = (busy_since or now) if busy else None
@@ -183,6 +226,7 @@ class Recorder:
                     behind = failed
                 continue
             self.writing_since = busy_since = None
+            self._wrote(taken)
             if behind is not None:
                 self.notes.put(
                     Notice(f"{self.store.wanted}: recording again; the delayed records are written")
@@ -192,6 +236,7 @@ class Recorder:
                 break
         self.store.patient(BRIEF_BUSY_MS)  # what follows the run (pruning) waits briefly
         if backlog:
+            backlog = self._whole_if_moved(backlog)  # what went to a removed file is lost
             modules = backlog.modules()
             what = []
             if backlog.runs or backlog.ends:
@@ -203,6 +248,25 @@ class Recorder:
                 what.append(f"{plural(len(backlog.samples), 'host sample')}")
             self.lost = f"{self.store.wanted}: not recorded ({failed}): {'; '.join(what)}"
             self.notes.put(Notice(self.lost, warning=True))
+
+    def _last_write(self, backlog: Batch) -> Batch:
+        """The run's last batch. When the file changed under the run (removed, replaced,
+        repaired, back from being unusable; also while the last batches were written),
+        what went to the old one is not in this one: the whole run is written again from
+        its outcome, the rows replacing any already there. Raises sqlite3.Error."""
+        self.store.follow()
+        return self._whole_if_moved(backlog)
+
+    def _whole_if_moved(self, backlog: Batch) -> Batch:
+        """`backlog`, or the whole run with its closing values when what was written
+        before is not in the file now at the path (see _last_write)."""
+        store, whole = self.store, self.whole
+        if whole is None or (store.generation == self.generation and store.path is not None):
+            return backlog
+        whole.updates += backlog.updates  # (leftovers: the outcome does not hold them)
+        whole.samples += backlog.samples
+        whole.ends += backlog.ends
+        return whole
 
     def _end_at(self) -> float:
         """Until when the run's last records may wait for another writer (monotonic):
@@ -218,6 +282,7 @@ class Recorder:
         if self.writer is not None:
             self.end_at = self._end_at()
             self.closing.set()
+            self.hurry.set()
             self.queue.put(None)
             self.writer.join(SAY_WAIT_AFTER)
             if self.writer.is_alive():  # a wait no one would see ends with a word
@@ -266,7 +331,8 @@ class Recorder:
                 )
             else:
                 self.batch.updates.append(((self.run_id, r.name, r.attempt), values))
-            self.flush()  # about to be shown: on disk FLUSH_DELAY and a commit later
+            self.flush()
+            self._settle()  # about to be shown: committed first
         elif isinstance(event, ModuleSkipped):
             self.batch.inserts.append(
                 {
@@ -356,11 +422,7 @@ class Recorder:
                 for m in event.modules
                 for a in m.attempts
             ]
-            if self.store.generation != self.generation:
-                # The file changed under the run (replaced, repaired, back from being
-                # unusable): what went to the old one is not in this one. Write the whole
-                # run again from its outcome; the rows replace any already there.
-                self.batch.extend(self._whole_run(event))
+            self.whole = self._whole_run(event)  # for a file that changed (_last_write)
             self.batch.ends.append((event.run_id, values, figures))
             self.flush()
             self._stop_writer()

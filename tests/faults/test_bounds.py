@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -240,31 +239,20 @@ def test_an_interrupted_run_s_summary_gives_its_wall_time(capsys):
     assert "in 1m30.0s" in capsys.readouterr().out
 
 
-def test_a_result_shown_is_on_disk_before_the_run_ends(corral, tmp_path):
-    """What the docs promise: a module's end, once shown, is committed by the record
-    writer's next transaction (FLUSH_DELAY, 30 ms, plus the commit: within 50 ms), without waiting
-    for anything else the run does. The test reads the line, finds the row committed
-    while another module still runs (polling; scripts/record_lag.py times the lag),
-    then SIGKILLs corral: the row stays, the run row cannot be finished by anyone, and
-    history shows the dead run as crashed, not running."""
+def killed_at(corral, shown: str) -> dict[str, dict]:
+    """Run `long` (60 s) beside `last`, read corral's output as a person reads it, and
+    SIGKILL corral the moment a line with `shown` is read; returns the rows then on
+    disk (after checking that history calls the dead run crashed, and nothing is left)."""
     corral.module("long", body="sleep 60")
-    corral.module("last", body="sleep 0.3; echo finishing")
+    corral.module("last", body="sleep 0.3; echo finishing; sleep 0.2")
     run = Running(corral, "-j", "2", "--max-load", "1000")
     for line in run.proc.stdout:  # the printer, as a person reads it
-        if "last" in line and "ok in" in line:
+        if "last" in line and shown in line:
+            os.kill(run.proc.pid, signal.SIGKILL)  # no poll, no sleep: what is on disk now
             break
-    end = time.monotonic() + 10  # bounds a hang only: the run itself goes on for 60 s
-    rows = {}
-    while rows.get("last", {}).get("status") != "ok" and time.monotonic() < end:
-        rows = {r["module"]: r for r in db_rows(corral.db, "SELECT * FROM module_runs")}
-        time.sleep(0.005)
-    assert run.proc.poll() is None  # the run goes on: "long" still runs
-    os.kill(run.proc.pid, signal.SIGKILL)
     run.finish()
+    rows = {r["module"]: r for r in db_rows(corral.db, "SELECT * FROM module_runs")}
     run_id = db_rows(corral.db, "SELECT run_id FROM runs")[0]["run_id"]
-    after = {r["module"]: r for r in db_rows(corral.db, "SELECT * FROM module_runs")}
-    assert after["last"]["status"] == "ok" and after["last"]["exit_code"] == 0
-    assert after["long"]["status"] == "running"  # the control: not shown, not finished
     # The run row still says running (nothing could finish it) …
     assert db_rows(corral.db, "SELECT status FROM runs")[0]["status"] == "running"
     # … but history never shows a dead run as running.
@@ -272,3 +260,19 @@ def test_a_result_shown_is_on_disk_before_the_run_ends(corral, tmp_path):
     assert [r["status"] for r in json.loads(history.out)] == ["crashed"]
     assert "crashed" in corral("history").out
     assert wait_gone(run_id, 15) == []
+    return rows
+
+
+def test_a_result_shown_is_on_disk_when_it_is_shown(corral):
+    """A module's end is committed before its line is shown: corral SIGKILLed the moment
+    the line is read keeps the row (no waiting for it), while another module runs."""
+    rows = killed_at(corral, "ok in")
+    assert rows["last"]["status"] == "ok" and rows["last"]["exit_code"] == 0
+    assert rows["long"]["status"] == "running"  # not shown, not finished
+
+
+def test_a_kill_at_a_line_loses_what_was_not_shown(corral):
+    """The control: the same kill at the line `last` prints before it ends finds it not
+    finished on disk, so the check above can fail: the kill is prompt enough."""
+    rows = killed_at(corral, "finishing")
+    assert rows["last"]["status"] == "running"

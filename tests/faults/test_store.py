@@ -227,6 +227,58 @@ def test_a_damaged_database_of_ours_is_moved_aside_and_the_run_recorded(corral, 
     assert len(aside) == 1, aside
 
 
+# What was written so far is folded into the file (as another reader's last close does),
+# then every page but the first is zeroed in place.
+ZERO_PAGES = (
+    "sqlite3 {db} 'PRAGMA wal_checkpoint(TRUNCATE)' >/dev/null; "
+    "dd if=/dev/zero of={db} bs=4096 seek=1 count=400 conv=notrunc 2>/dev/null"
+)
+
+
+def test_a_database_damaged_during_the_run_is_moved_aside_and_the_run_recorded(corral, marked):
+    """Pages zeroed in place while the run writes (its rows in the write-ahead log, the
+    history they stand on in the file): the run moves the file aside, records itself
+    in a new one, whole (what went to the old file too), and says so."""
+    for n in range(40):
+        corral.module(f"old{n}")
+    assert corral("run").code == 0  # a history on many pages
+    db_rows(corral.db, "PRAGMA wal_checkpoint(TRUNCATE)")
+    for marker in marked.iterdir():
+        marker.unlink()
+    corral.module("damager", "requires: a", ZERO_PAGES.format(db=corral.db))
+    corral.module("late", "requires: damager", "sleep 0.3")
+    result = corral("run", "--json", *NAMES, "damager", "late")
+    assert result.code == 0 and "Traceback" not in result.err, result.err
+    assert "moved it to" in result.err and result.err.count("database is damaged") == 1
+    assert ran(marked) == set(NAMES)
+    recorded = rows(corral.db, result.json()["run_id"])
+    assert recorded == dict.fromkeys([*NAMES, "damager", "late"], "ok")
+    (aside,) = [
+        p
+        for p in corral.db.parent.glob("corral.db.corrupt-*")
+        if p.suffix == "" or not p.name.endswith(("-wal", "-shm"))
+    ]
+    with pytest.raises(sqlite3.DatabaseError):  # the control: the damage was real
+        db_rows(aside, "SELECT count(*) FROM module_runs WHERE module LIKE 'old%'")
+
+
+def test_a_database_replaced_by_a_file_not_ours_during_the_run_is_left_alone(corral, marked):
+    """A file that is not SQLite put at the path during the run is neither written nor
+    moved; the run names what it could not record, and what to do."""
+    assert corral("run").code == 0
+    mine = "my notes\n" * 100
+    corral.module("swap", "requires: a", f"rm -f {corral.db}*; printf '{mine}' > {corral.db}")
+    corral.module("late", "requires: swap", "sleep 0.3")
+    result = corral("run", "--json", *NAMES, "swap", "late")
+    assert result.code == 1 and "Traceback" not in result.err, result.err
+    assert ran(marked) == set(NAMES)
+    (lost,) = [line for line in result.err.splitlines() if "not recorded" in line]
+    assert "not a database of corral's" in lost and "moves it aside" not in lost
+    assert "the records of 5 modules" in lost  # `a` too: it went to the removed file
+    assert corral.db.read_text() == mine
+    assert not list(corral.db.parent.glob("corral.db.corrupt-*"))
+
+
 def test_a_garbage_wal_is_ignored_and_the_run_recorded(corral, marked):
     assert corral("run").code == 0
     db_rows(corral.db, "PRAGMA wal_checkpoint(TRUNCATE)")
