@@ -6,10 +6,11 @@ from __future__ import annotations
 import datetime as dt
 import os
 import subprocess
+import sys
 import time
 from dataclasses import replace
 
-from .conftest import db_rows
+from .conftest import Result, db_rows
 from .runtrace import wait_for
 
 
@@ -190,7 +191,16 @@ def test_why_names_the_lock_and_its_holder(corral, tmp_path):
 
 def test_status_shows_every_run_in_progress(corral, tmp_path):
     """Two module sets sharing a database (and so the log directory), both running: each
-    is shown, not only the newest; the control is that `latest` names just one."""
+    is shown, not only the newest; the control is that `latest` names just one. The user
+    picks one by its run id, or by naming its modules directory (`--modules`)."""
+
+    def everything(*args: str) -> Result:  # no --modules given: every module set's runs
+        done = subprocess.run(
+            [sys.executable, "-m", "corral", "--db", str(corral.db), *args],
+            env=corral.env, cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        return Result(done.returncode, done.stdout, done.stderr)
+
     other = tmp_path / "other"
     gates = {}
     for name, where in (("alpha", corral.modules), ("beta", other)):
@@ -207,7 +217,7 @@ def test_status_shows_every_run_in_progress(corral, tmp_path):
             wait_for(gates[name], runs[-1])
         deadline = time.monotonic() + 20
         while True:
-            status = corral("status")
+            status = everything("status")
             if status.out.count("running:") == 2 or time.monotonic() > deadline:
                 break
             time.sleep(0.1)
@@ -218,21 +228,26 @@ def test_status_shows_every_run_in_progress(corral, tmp_path):
         )
         assert f"of {other}" in status.out and f"of {corral.modules}" in status.out
         assert "  alpha" in status.out and "  beta" in status.out
-        published = corral("status", "--json").json()
+        published = everything("status", "--json").json()
         assert {s["modules"] for s in published["running"]} == {str(corral.modules), str(other)}
         latest = (corral.db.parent / "logs" / "latest" / "status.json").read_text()
         assert ("alpha" in latest) != ("beta" in latest)  # the control: latest has one
         # the user picks one by a prefix of its id: only that run is shown
         beta = next(s["run_id"] for s in published["running"] if s["modules"] == str(other))
-        one = corral("status", beta[:-2])
+        one = everything("status", beta[:-1])
         assert one.code == 0, one.err
         assert one.out.startswith(f"run {beta} (PID ") and "running:" in one.out
         assert "  beta" in one.out and "alpha" not in one.out
-        assert corral("status", "--json", beta).json()["run_id"] == beta
+        assert everything("status", "--json", beta).json()["run_id"] == beta
+        # or by naming its modules directory, as history and docs take it
+        for mine, theirs, where in (("alpha", "beta", corral.modules), ("beta", "alpha", other)):
+            named = replace(corral, modules=where)("status")
+            assert named.out.count("running:") == 1 and f"  {mine}" in named.out, named.out
+            assert theirs not in named.out
         # a prefix both share names them and asks for more; one nobody has says where it looked
-        both = corral("status", beta[:4])
+        both = everything("status", beta[:4])
         assert both.code == 2 and "2 runs match" in both.err and beta in both.err, both.err
-        none = corral("status", "19990101")
+        none = everything("status", "19990101")
         said = f"no run matching '19990101' published its state under {logs}"
         assert none.code == 2 and said in none.err, none.err
         assert "Traceback" not in none.err + both.err
@@ -241,8 +256,8 @@ def test_status_shows_every_run_in_progress(corral, tmp_path):
         for run in runs:
             run.wait(60)
     assert [run.returncode for run in runs] == [0, 0]
-    assert "no run in progress" in corral("status").out
-    assert corral("status", "--json").json()["running"] == []
+    assert "no run in progress" in everything("status").out
+    assert everything("status", "--json").json()["running"] == []
     # a picked run that has ended says how it ended
     ended = corral("status", beta)
     assert ended.code == 0 and ended.out.startswith(f"run {beta} ended "), ended.out

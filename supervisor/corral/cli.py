@@ -1082,7 +1082,8 @@ def status(ctx, run, as_json):
     """Show the runs in progress (from another terminal): for each, what runs and for how
     long, what waits and on what (a requirement, a lock, a free slot, the load or
     memory), and the ETA. Without a run in progress, how the last one ended. With RUN (a
-    run id or a unique prefix of one), only that run, in progress or ended.
+    run id or a unique prefix of one), only that run, in progress or ended; with
+    --modules (or $CORRAL_MODULES), the runs of those modules directories.
 
     Example:
 
@@ -1090,7 +1091,11 @@ def status(ctx, run, as_json):
     """
     from corral.explain import run_status
 
-    published, lines = run_status(ctx.obj.log_dir, run)
+    only = None
+    if ctx.obj.sources.get("modules", "default") != "default":  # named: its runs only
+        shown = ", ".join(str(d.absolute()) for d in ctx.obj.modules)
+        only = (api.module_set(ctx.obj), shown)
+    published, lines = run_status(ctx.obj.log_dir, run, only)
     fleets = _fleet_status(ctx) if run is None else []
     if as_json:
         if run is not None:

@@ -46,8 +46,17 @@ class Published:
         return {"running": self.running, "last": self.last}
 
 
-def run_states(log_dir: Path) -> Published:
-    """The published states under `log_dir`.
+def _of_set(state: dict, only: str | None) -> bool:
+    """Is `state` a run of the module set `only` (None: of any)."""
+    if only is None or not state.get("modules"):  # (an older corral's: cannot tell)
+        return True
+    from corral.schema import module_set_key
+
+    return module_set_key(str(state["modules"]).split(os.pathsep)) == only
+
+
+def run_states(log_dir: Path, only: str | None = None) -> Published:
+    """The published states under `log_dir` (of the module set `only`, or of all).
 
     Every run's directory is looked at, not only `latest`: runs of other module sets
     share the log directory (and the newest of them need not be the one still running).
@@ -64,7 +73,7 @@ def run_states(log_dir: Path) -> Published:
         if name.startswith("."):
             continue
         state = read_state(str(log_dir / name / STATE_FILE))
-        if not isinstance(state, dict) or "run_id" not in state:
+        if not isinstance(state, dict) or "run_id" not in state or not _of_set(state, only):
             continue
         newest = newest or state
         if state.get("status") == "running" and _alive(state):
@@ -98,18 +107,22 @@ def run_state(log_dir: Path, run: str) -> dict:
     )
 
 
-def run_status(log_dir: Path, run: str | None = None) -> tuple[Published, list[str]]:
-    """(the published states, lines describing them): every run in progress, or the
-    one RUN names (a run id or a unique prefix), in progress or not."""
+def run_status(
+    log_dir: Path, run: str | None = None, only: tuple[str, str] | None = None
+) -> tuple[Published, list[str]]:
+    """(the published states, lines describing them): every run in progress (of the
+    module set `only`, (key, directories as shown), when given), or the one RUN names
+    (a run id or a unique prefix), in progress or not."""
     if run is not None:
         state = run_state(log_dir, run)
         alive = state.get("status") == "running" and _alive(state)
         picked = Published([state] if alive else [], state)
         return picked, _in_progress(state, many=False) if alive else _ended(state, picked=True)
-    out = run_states(log_dir)
+    out = run_states(log_dir, only[0] if only else None)
     running = out.running
     if out.last is None:
-        return out, [f"no run has published its state under {log_dir} (no run yet?)"]
+        of = f" of {only[1]}" if only else ""
+        return out, [f"no run{of} has published its state under {log_dir} (no run yet?)"]
     if not running:
         return out, _ended(out.last)
     lines: list[str] = []
