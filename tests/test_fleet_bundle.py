@@ -125,3 +125,38 @@ def test_the_zipapp_is_the_same_whatever_the_building_process_holds():
 def test_what_does_not_compile_is_left_to_the_host(tmp_path):
     (tmp_path / "bad.py").write_text("def (:\n")
     assert bundle.compile_all([(str(tmp_path / "bad.py"), "bad.py")], tmp_path) == {}
+
+
+def test_the_zipapps_key_is_memoized_until_a_source_or_an_installation_changes(
+    tmp_path, monkeypatch
+):
+    """A controller's start reads the cached zipapp by a quick key (sys.path directories'
+    and corral's own files' times) instead of walking the installed distributions."""
+    import os
+    import sys
+
+    site = tmp_path / "site"
+    site.mkdir()
+    monkeypatch.setattr(sys, "path", [*sys.path, str(site)])
+    cache = tmp_path / "cache"
+    walks = []
+    real = bundle.sources_key
+    monkeypatch.setattr(bundle, "sources_key", lambda: walks.append(1) or real())
+    monkeypatch.setattr(bundle, "zipapp_bytes", lambda: b"PK built")
+    assert bundle.cached_zipapp(cache) == b"PK built"
+    assert len(walks) == 1
+    assert bundle.cached_zipapp(cache) == b"PK built"
+    assert len(walks) == 1  # memoized: the distributions were not walked again
+    # The controls: a distribution installed in a sys.path directory, or one of
+    # corral's sources edited in place, and the key is worked out again.
+    install(site, "newdep", top=["newdep"])
+    assert bundle.cached_zipapp(cache) == b"PK built" and len(walks) == 2
+    assert bundle.cached_zipapp(cache) == b"PK built" and len(walks) == 2
+    source = bundle.__file__
+    st = os.stat(source)
+    try:
+        os.utime(source, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+        assert bundle.cached_zipapp(cache) == b"PK built" and len(walks) == 3
+    finally:
+        os.utime(source, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert sorted(p.name.split("-")[0] for p in cache.iterdir()) == ["corral", "key"]

@@ -26,7 +26,6 @@ import tarfile
 import tempfile
 import zipfile
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 
 from corral import safepath
@@ -54,6 +53,8 @@ def shipped_distributions(path: list[str] | None = None) -> list[str]:
     (an optional dependency, or one a newer version dropped, as python-dateutil 4
     dropped six) and NOT_ON_HOSTS. Sorted by name; raises LookupError when corral
     itself is not installed."""
+    from importlib import metadata  # perf: only when the zipapp's key is not memoized
+
     where = sys.path if path is None else path
 
     def installed(name: str) -> metadata.Distribution | None:
@@ -64,7 +65,7 @@ def shipped_distributions(path: list[str] | None = None) -> list[str]:
         raise LookupError(
             "corral is not installed (pip install .): the fleet ships what its requirements name"
         )
-    found: dict[str, metadata.Distribution] = {}
+    found: dict[str, object] = {}
     todo = [corral]
     while todo:
         for requirement in todo.pop().requires or ():
@@ -97,6 +98,8 @@ def _applies(marker: str) -> bool:
 
 def top_level(name: str, path: list[str] | None = None) -> list[str]:
     """The importable top-level packages and modules of an installed distribution."""
+    from importlib import metadata
+
     dist = next(iter(metadata.Distribution.discover(name=name, path=path or sys.path)))
     text = dist.read_text("top_level.txt")
     if text:
@@ -260,6 +263,28 @@ def sources_key() -> str:
     return h.hexdigest()[:24]
 
 
+def quick_key() -> str:
+    """What `sources_key` is worked out from, cheaply: this Python, every sys.path
+    directory's modification time (a distribution installed, upgraded or removed there
+    changes it) and each of corral's own source files' size and mtime (they are edited in
+    place). Without importing importlib.metadata, walking the requirements or statting
+    the dependencies' files, which cost a controller's start about 20 ms."""
+    import corral
+
+    h = hashlib.sha256(importlib.util.MAGIC_NUMBER + sys.executable.encode())
+    for entry in filter(None, sys.path):  # not '' (the working directory: it varies)
+        with contextlib.suppress(OSError):
+            h.update(f"{entry}\0{os.stat(entry).st_mtime_ns}\n".encode())
+    root = Path(corral.__file__).parent
+    for directory, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        for f in sorted(files):
+            if f.endswith(".py"):
+                st = os.stat(os.path.join(directory, f))
+                h.update(f"{directory}/{f}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:24]
+
+
 def cache_dir() -> Path:
     """$XDG_CACHE_HOME/corral, else ~/.cache/corral: where the built zipapp is kept."""
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "corral"
@@ -273,12 +298,12 @@ def cached_zipapp(cache_dir: Path | None) -> bytes:
     root, nor written through their links; the zipapp is then built afresh."""
     if cache_dir is None:
         return zipapp_bytes()
-    name = f"corral-{sources_key()}.pyz"
     try:
         dir_fd = safepath.open_dir(cache_dir, 0o700)
     except (OSError, safepath.UnsafePath):  # no cache: it only costs time
         return zipapp_bytes()
-    try:
+
+    def read(name: str) -> bytes | None:
         with (
             contextlib.suppress(OSError, safepath.UnsafePath),
             os.fdopen(
@@ -286,16 +311,37 @@ def cached_zipapp(cache_dir: Path | None) -> bytes:
             ) as f,
         ):
             return f.read()
-        data = zipapp_bytes()
+        return None
+
+    def write(name: str, data: bytes, stale: str, keep_same: bool = False) -> None:
+        """`name` replaced atomically; the other files starting with `stale` removed
+        (other zipapps), but with `keep_same` those that hold `data` too (memos naming
+        the same key: several ways of starting python, each with its own sys.path)."""
         with contextlib.suppress(OSError, safepath.UnsafePath):
             for old in os.listdir(dir_fd):
-                if old.startswith("corral-") and old.endswith(".pyz"):
+                if old.startswith(stale) and old != name and not (keep_same and read(old) == data):
                     os.unlink(old, dir_fd=dir_fd)
-            tmp = f"{name}.{os.getpid()}.tmp"
+            tmp = f".{name}.{os.getpid()}.tmp"
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
             with os.fdopen(safepath.open_in(dir_fd, tmp, flags, 0o600), "wb") as f:
                 f.write(data)
             os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+
+    try:
+        # perf: the quick key names the full one (docs/architecture.md)
+        memo = f"key-{quick_key()}"
+        key = (read(memo) or b"").decode("ascii", "replace")
+        if re.fullmatch(r"[0-9a-f]{24}", key):
+            data = read(f"corral-{key}.pyz")
+            if data is not None:
+                return data
+        key = sources_key()
+        name = f"corral-{key}.pyz"
+        data = read(name)
+        if data is None:
+            data = zipapp_bytes()
+            write(name, data, "corral-")
+        write(memo, key.encode(), "key-", keep_same=True)
         return data
     finally:
         os.close(dir_fd)
