@@ -15,9 +15,9 @@ from pathlib import Path
 from corral import analysis
 from corral.errors import UsageError
 from corral.kill import signal_process
-from corral.progress import STATE_FILE, clock_text, epoch, read_state
+from corral.progress import STATE_FILE, epoch, read_state
 from corral.store import Store
-from corral.units import plural
+from corral.units import clock, plural
 
 
 def _alive(state: dict) -> bool:
@@ -166,8 +166,8 @@ def _in_progress(state: dict, many: bool) -> list[str]:
     where = f" of {state['modules']}" if many and state.get("modules") else ""
     lines = [
         f"run {state['run_id']}{where} (PID {state['pid']}), running for "
-        f"{clock_text(elapsed)}: [{state['done']}/{state['total']}] done"
-        f"{', ' + counts if counts else ''}; ETA {clock_text(eta)}{unknown}"
+        f"{clock(elapsed)}: [{state['done']}/{state['total']}] done"
+        f"{', ' + counts if counts else ''}; ETA {clock(eta)}{unknown}"
     ]
     width = max([len(m["name"]) for m in state["running"] + state["waiting"]] + [4])
     if state["running"]:
@@ -176,7 +176,7 @@ def _in_progress(state: dict, many: bool) -> list[str]:
             note = f"  (attempt {m['attempt']})" if m["attempt"] > 1 else ""
             since = epoch(m.get("start"))
             took = m.get("elapsed_s") if since is None else now - since
-            lines.append(f"  {m['name']:<{width}}  {clock_text(took)}{note}")
+            lines.append(f"  {m['name']:<{width}}  {clock(took)}{note}")
     if state["waiting"]:
         lines.append("waiting:")
         for m in state["waiting"]:

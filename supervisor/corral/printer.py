@@ -34,11 +34,11 @@ from corral.events import (
     Waiting,
 )
 from corral.logmarks import marked_lines, read_ranges
-from corral.progress import Held, RunState, clock_text
+from corral.progress import Held, RunState
 from corral.status import Status
 from corral.streams import safe
 from corral.throttle import Block
-from corral.units import plural, seconds
+from corral.units import clock, plural, seconds
 from corral.visible import text as visible_text
 from corral.visible import visible
 
@@ -221,7 +221,7 @@ class Printer:
     def _planned(self, name: str) -> str:
         """A dry run's line: step, wave, expected time, locks."""
         expected = self.started.expected.get(name) if self.started else None
-        time_text = f"~{clock_text(expected)}" if expected is not None else "no history"
+        time_text = f"~{clock(expected)}" if expected is not None else "no history"
         locks = self.started.locks.get(name, ()) if self.started else ()
         lock_text = f"  locks: {', '.join(locks)}" if locks else ""
         return (
@@ -247,7 +247,7 @@ class Printer:
             expected = "no history to estimate the duration"
         else:
             unknown = f", {self.unknown} without history" if self.unknown else ""
-            expected = f"expected about {clock_text(self.expected_s)} at -j {run.jobs}{unknown}"
+            expected = f"expected about {clock(self.expected_s)} at -j {run.jobs}{unknown}"
         self._write(
             self.out,
             f"corral: dry run: {plural(len(run.modules), 'module')} in "
@@ -407,13 +407,13 @@ class Printer:
         eta, unknown = st.eta()  # early in the line: it survives a narrow terminal
         if eta is not None:
             parts.append(
-                f"ETA {clock_text(eta)}" + (f" (+{unknown} without history)" if unknown else "")
+                f"ETA {clock(eta)}" + (f" (+{unknown} without history)" if unknown else "")
             )
         elif unknown:
             parts.append("ETA unknown (no history yet)")
         if st.running:
             running = sorted(st.running.items(), key=lambda kv: kv[1][0])
-            shown = ", ".join(f"{n} {clock_text(now - since)}" for n, (since, _) in running[:4])
+            shown = ", ".join(f"{n} {clock(now - since)}" for n, (since, _) in running[:4])
             more = f" +{len(running) - 4}" if len(running) > 4 else ""
             parts.append(f"running {len(running)}: {shown}{more}")
         waiting = st.waiting()

@@ -32,7 +32,7 @@ from corral.document import (
 )
 from corral.status import COMPLETED, Status
 from corral.store import Store
-from corral.units import plural, utc
+from corral.units import decimal, percent, plural, utc
 
 REGRESSION = 0.15  # slower than the baseline by more than this share …
 REGRESSION_FLOOR_S = 0.05  # … and by more than this, so millisecond noise is not news
@@ -74,14 +74,6 @@ def no_runs_message(store: Store, module_set: str) -> str:
         f"{text}; this database has runs of other module sets: {listing}. Name one with "
         "--modules, or use --all for a report per set"
     )
-
-
-def _s(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
-
-
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{value:.0%}"
 
 
 def _mib(value: int | None, source: str | None = None) -> str:
@@ -140,8 +132,8 @@ def build(runs: list[Run], module_set: str) -> Report:
             [
                 ["makespan (first start to last end)", f"{last.makespan:.2f} s"],
                 ["work (sum of every attempt's running time)", f"{last.work:.2f} s"],
-                ["speedup over running them one by one", _s(last.speedup) + "×"],
-                ["parallel efficiency (work / (makespan × jobs))", _pct(last.efficiency)],
+                ["speedup over running them one by one", decimal(last.speedup) + "×"],
+                ["parallel efficiency (work / (makespan × jobs))", percent(last.efficiency)],
                 [
                     "critical path",
                     f"{plural(len(last.critical_path), 'module')}: "
@@ -162,8 +154,8 @@ def build(runs: list[Run], module_set: str) -> Report:
                     "time the gate held any module back (samples)",
                     f"{analysis.gate_held(last):.2f} s",
                 ],
-                ["header cache hit rate", _pct(last.cache_hit_rate)],
-                ["peak host load (runnable, 1 s average)", _s(last.row.get("peak_load"))],
+                ["header cache hit rate", percent(last.cache_hit_rate)],
+                ["peak host load (runnable, 1 s average)", decimal(last.row.get("peak_load"))],
                 [
                     "corral's own CPU, of which sampling the host",
                     f"{last.row.get('supervisor_cpu_s') or 0:.3f} s, "
@@ -185,11 +177,11 @@ def build(runs: list[Run], module_set: str) -> Report:
             [
                 str(i + 1),
                 name,
-                _s(m.waits[JOBS]),
-                _s(m.waits[THROTTLE]),
-                _s(m.waits[LOCKS]),
-                _s(m.waits[BACKOFF]),
-                _s(m.running),
+                decimal(m.waits[JOBS]),
+                decimal(m.waits[THROTTLE]),
+                decimal(m.waits[LOCKS]),
+                decimal(m.waits[BACKOFF]),
+                decimal(m.running),
                 str(len(m.attempts)),
                 m.status,
             ]
@@ -220,11 +212,11 @@ def build(runs: list[Run], module_set: str) -> Report:
             [
                 r.run_id,
                 f"{r.makespan:.2f}",
-                _pct(r.share(RUNNING)),
-                _pct(r.share(JOBS)),
-                _pct(r.share(THROTTLE)),
-                _pct(r.share(LOCKS)),
-                _pct(r.share(BACKOFF)),
+                percent(r.share(RUNNING)),
+                percent(r.share(JOBS)),
+                percent(r.share(THROTTLE)),
+                percent(r.share(LOCKS)),
+                percent(r.share(BACKOFF)),
                 analysis.verdict(r).name,
             ]
         )
@@ -271,10 +263,10 @@ def build(runs: list[Run], module_set: str) -> Report:
                     [
                         m.name,
                         str(m.runs),
-                        _pct(m.failure_rate),
-                        _pct(m.warning_rate),
-                        _pct(m.skip_rate),
-                        _pct(m.retry_rate),
+                        percent(m.failure_rate),
+                        percent(m.warning_rate),
+                        percent(m.skip_rate),
+                        percent(m.retry_rate),
                         m.last_status,
                     ]
                     for m in trouble
@@ -314,12 +306,12 @@ def build(runs: list[Run], module_set: str) -> Report:
                     r.row["status"],
                     str(len(r.modules)),
                     "yes" if r.full else "no",
-                    _s(r.makespan),
-                    _s(r.work),
-                    _pct(r.efficiency),
-                    _s(r.speedup),
-                    _pct(r.cache_hit_rate),
-                    _s(r.row.get("peak_load")),
+                    decimal(r.makespan),
+                    decimal(r.work),
+                    percent(r.efficiency),
+                    decimal(r.speedup),
+                    percent(r.cache_hit_rate),
+                    decimal(r.row.get("peak_load")),
                 ]
                 for r in runs
             ],
@@ -346,15 +338,15 @@ def build(runs: list[Run], module_set: str) -> Report:
                 [
                     m.name,
                     str(m.runs),
-                    _s(m.median_s),
-                    _s(m.last_s),
+                    decimal(m.median_s),
+                    decimal(m.last_s),
                     _mib(m.peak_rss_bytes, m.peak_rss_source),
-                    _s(m.median_cpu_s),
+                    decimal(m.median_cpu_s),
                     str(m.last_attempts),
-                    _pct(m.failure_rate),
-                    _pct(m.warning_rate),
-                    _pct(m.skip_rate),
-                    _pct(m.retry_rate),
+                    percent(m.failure_rate),
+                    percent(m.warning_rate),
+                    percent(m.skip_rate),
+                    percent(m.retry_rate),
                 ]
                 for m in rates
             ],
@@ -375,9 +367,9 @@ def build(runs: list[Run], module_set: str) -> Report:
             [
                 [
                     m.name,
-                    _s(m.median_s),
-                    _s(_running(last, m.name)),
-                    _pct(_running(last, m.name) / last.work)
+                    decimal(m.median_s),
+                    decimal(_running(last, m.name)),
+                    percent(_running(last, m.name) / last.work)
                     if last.work and _running(last, m.name) is not None
                     else "-",
                 ]
@@ -392,7 +384,10 @@ def build(runs: list[Run], module_set: str) -> Report:
         blocks.append(
             Table(
                 ["module", "baseline s (median of earlier runs)", "last s", "slower by"],
-                [[r.name, _s(r.baseline), _s(r.last), f"+{r.slower:.0%}"] for r in regressions],
+                [
+                    [r.name, decimal(r.baseline), decimal(r.last), f"+{r.slower:.0%}"]
+                    for r in regressions
+                ],
             )
         )
     else:

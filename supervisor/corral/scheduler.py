@@ -36,6 +36,7 @@ from corral.executor import Clock, Executor, Spec
 from corral.graph import Graph, Plan, Selection
 from corral.status import EXIT_WARNING, FAILURES, RETRYABLE, Status
 from corral.throttle import Jobs, Limits
+from corral.units import written
 
 # A stop policy: told of each module that settled for good (its final status), it says
 # why nothing new may start from now on, or None. `fail_fast` (--fail-fast) is one; the
@@ -237,7 +238,7 @@ class Scheduler:
         if self._deadline_at is None or self.clock.monotonic() < self._deadline_at:
             return
         self._deadline_at = None
-        took = _duration(self.settings.deadline or 0.0)
+        took = written(self.settings.deadline or 0.0)
         self.emit(
             Notice(
                 f"the run's deadline ({took}) passed: stopping what runs as for a timeout; "
@@ -260,7 +261,7 @@ class Scheduler:
             return
         limit = self.settings.long_wait
         overdue, self._long_waits_at = self.admission.overdue(now, limit)
-        took = "a minute" if limit == LONG_WAIT_S else _duration(limit)
+        took = "a minute" if limit == LONG_WAIT_S else written(limit)
         for reason, names in overdue.items():
             shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if names[4:] else "")
             self.emit(Notice(f"waiting for more than {took}: {reason} ({shown})", warning=True))
@@ -470,16 +471,6 @@ def _not_started(name: str, attempt: int, now: float, reason: str) -> AttemptRes
         pid=0,
         reason=reason,
     )
-
-
-def _duration(seconds: float) -> str:
-    """30s, 5m, 1h30m: a duration as a person writes it."""
-    whole = int(round(seconds))
-    if whole < 60:
-        return f"{seconds:g}s"
-    hours, rest = divmod(whole, 3600)
-    minutes, secs = divmod(rest, 60)
-    return "".join(f"{v}{u}" for v, u in ((hours, "h"), (minutes, "m"), (secs, "s")) if v)
 
 
 def _own_cpu() -> float:

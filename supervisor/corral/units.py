@@ -20,6 +20,38 @@ def seconds(value: float | None) -> str:
     return f"{int(minutes)}m{secs:04.1f}s"
 
 
+def clock(value: float | None) -> str:
+    """'4.2s', '3m05s', '1h02m': short enough for a status line; '?' for None."""
+    if value is None:
+        return "?"
+    if value < 60:
+        return f"{value:.1f}s"
+    if value < 3600:
+        return f"{int(value // 60)}m{int(value % 60):02d}s"
+    return f"{int(value // 3600)}h{int(value % 3600 // 60):02d}m"
+
+
+def written(value: float) -> str:
+    """'30s', '0.5s', '5m', '1h30m': a duration as a person writes it (a setting said
+    back); whole seconds from a minute up."""
+    whole = int(round(value))
+    if whole < 60:
+        return f"{value:g}s"
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return "".join(f"{v}{u}" for v, u in ((hours, "h"), (minutes, "m"), (secs, "s")) if v)
+
+
+def decimal(value: float | None, unit: str = "") -> str:
+    """A figure in a table: two decimals and `unit` ('1.25', '1.25s'); '-' for None."""
+    return "-" if value is None else f"{value:.2f}{unit}"
+
+
+def percent(value: float | None) -> str:
+    """A share as a whole percentage ('42%'); '-' for None."""
+    return "-" if value is None else f"{value:.0%}"
+
+
 def mib(value: float | None, unit: str = "") -> str:
     """Bytes in MiB with one decimal ('12.5', or '12.5MiB' with `unit`); '-' for 0 or None
     (a figure never measured)."""

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from corral.document import Block, Heading, Image, Paragraph, Table
 from corral.fleet.hosts import HostResult
 from corral.store import Store
-from corral.units import plural
+from corral.units import decimal, plural
 
 HEAT_MAP = "fleet.svg"
 MAX_ROWS = 60  # hosts drawn in the heat map: failing first, then the slowest
@@ -72,10 +72,6 @@ def spread(values: list[float]) -> tuple[float, float, float]:
     else:
         fence = float("inf")
     return median, p95, fence
-
-
-def _s(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}s"
 
 
 def heat_map_svg(f: FleetFigures, hosts: list[str]) -> bytes:
@@ -152,14 +148,14 @@ def fleet_section(store: Store, module_set: str) -> tuple[list[Block], dict[str,
             row = [host]
             for m in f.modules:
                 c = f.cells.get((host, m))
-                row.append("-" if c is None else f"{c.status} {_s(c.duration)}")
+                row.append("-" if c is None else f"{c.status} {decimal(c.duration, 's')}")
             rows.append(row)
         blocks.append(Table(head, rows))
     blocks.append(Heading("Slowest hosts"))
     blocks.append(
         Table(
             ["host", "makespan", "slowest module"],
-            [[h, _s(f.makespan[h]), _slowest_module(f, h)] for h in slowest[:5]],
+            [[h, decimal(f.makespan[h], "s"), _slowest_module(f, h)] for h in slowest[:5]],
         )
     )
     blocks.append(Heading("Failing hosts"))
@@ -189,11 +185,11 @@ def fleet_section(store: Store, module_set: str) -> tuple[list[Block], dict[str,
             [
                 m,
                 str(len(durations)),
-                _s(median),
-                _s(p95),
-                _s(max(durations.values())),
+                decimal(median, "s"),
+                decimal(p95, "s"),
+                decimal(max(durations.values()), "s"),
                 str(failed),
-                ", ".join(f"{h} ({_s(durations[h])})" for h in outliers[:5]) or "-",
+                ", ".join(f"{h} ({decimal(durations[h], 's')})" for h in outliers[:5]) or "-",
             ]
         )
     blocks.append(Table(["module", "hosts", "median", "p95", "max", "not ok", "outliers"], rows))
@@ -206,4 +202,4 @@ def _slowest_module(f: FleetFigures, host: str) -> str:
         key=lambda x: x[1],
         default=None,
     )
-    return "-" if best is None else f"{best[0]} ({_s(best[1])})"
+    return "-" if best is None else f"{best[0]} ({decimal(best[1], 's')})"
