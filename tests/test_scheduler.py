@@ -126,11 +126,11 @@ def test_a_module_the_place_can_never_start_fails_at_once_and_the_rest_runs():
 
 
 def test_without_the_verdict_the_gate_holds_that_module_for_ever():
-    """The control: the same need handed to the gate waits (here an hour, until a
-    SIGTERM ends the run)."""
+    """The control: the same need handed to the gate waits (here ten minutes, ten times
+    the long-wait notice, until a SIGTERM ends the run)."""
     h = replay(
         {"huge": {"memory": 100 * GiB}},
-        signals=[(3600.0, signal.SIGTERM)],
+        signals=[(600.0, signal.SIGTERM)],
         fake={"host": Host(mem_available=GiB, mem_total=2 * GiB)},
     )
     assert h.fake.started == [] and h.of(Waiting)[0].modules == ["huge"]
