@@ -53,6 +53,7 @@ from corral.fleet.remote import start_command
 from corral.signals import Signals
 from corral.status import Status
 from corral.throttle import Host
+from corral.units import plural
 
 TICK = 0.5  # seconds between status-line refreshes
 FDS_PER_HOST = 4  # an open connection's pipes (stdin, stdout, stderr), with a margin
@@ -78,7 +79,7 @@ def fanout_window(fanout: int) -> tuple[int, str | None]:
     window = max(1, (soft - FDS_RESERVED) // FDS_PER_HOST)
     return window, (
         f"--fanout {fanout} needs about {want} open files and this process may open "
-        f"{soft} (ulimit -n): {window} hosts at once"
+        f"{soft} (ulimit -n): {plural(window, 'host')} at once"
     )
 
 
