@@ -709,7 +709,7 @@ def run_modules(
                 )
             )
         incomplete = [m.name for m in outcome.modules if any(a.log_incomplete for a in m.attempts)]
-        if incomplete:
+        if incomplete and made:  # (no directory at all was said once, when it failed)
             emit(
                 Notice(
                     f"the logs of {', '.join(incomplete)} are incomplete (disk full or "
