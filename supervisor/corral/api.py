@@ -536,7 +536,7 @@ def run_modules(
     from corral.scheduler import RunSettings, Scheduler, fail_fast
 
     begun = time.monotonic()  # the deadline counts from here: a wait for the lock too
-    listeners = [*listeners, *ATTACHED]
+    listeners = [_display(listener) for listener in (*listeners, *ATTACHED)]
 
     def emit(event: Event) -> None:
         for listener in listeners:
@@ -727,6 +727,29 @@ def run_modules(
             outcome.exit_code = 1
         _apply_retention(config, store, emit)
     return outcome
+
+
+def _display(listener: Listener) -> Listener:
+    """A listener that shows the run (the printer, the fleet's events): one that fails
+    (a bug, a locale or time zone it cannot render) is dropped, said once on stderr, and
+    the run goes on: what shows a run never stops it. Running out of memory or
+    descriptors is the run's want and stops it as anywhere else."""
+    failed: list[str] = []
+
+    def shown(event: Event) -> None:
+        if failed:
+            return
+        try:
+            listener(event)
+        except Exception as exc:
+            from corral.errors import exhausted
+
+            if exhausted(exc):
+                raise
+            failed.append(f"{type(exc).__name__}: {exc}")
+            warn(f"the run's display failed ({failed[0]}); the run goes on without it")
+
+    return shown
 
 
 def _test_settings() -> dict:

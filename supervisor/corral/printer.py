@@ -11,7 +11,6 @@ wrote on stderr is marked: `name ! line` (the `!` red at a terminal) where stdou
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import shutil
 import time
@@ -38,7 +37,7 @@ from corral.progress import Held, RunState
 from corral.status import Status
 from corral.streams import safe
 from corral.throttle import Block
-from corral.units import clock, plural, seconds
+from corral.units import clock, local_stamp, plural, seconds
 from corral.visible import text as visible_text
 from corral.visible import visible
 
@@ -378,7 +377,7 @@ class Printer:
 
     def _write(self, stream: TextIO, text: str, stamp: bool = True) -> None:
         if self.timestamps and stamp and text:
-            text = f"{dt.datetime.now().astimezone().isoformat(timespec='seconds')} {text}"
+            text = f"{local_stamp()} {text}"
         if self.status_shown:
             self.out.write("\r\x1b[K")
             self.status_shown = False

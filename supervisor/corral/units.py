@@ -6,6 +6,9 @@ Pure functions of a value (None where a figure is missing reads "-").
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
+
 MiB = 1 << 20
 GiB = 1 << 30
 
@@ -86,3 +89,13 @@ def utc(text: str | None, width: int = 19) -> str:
     """A stored UTC timestamp as shown, cut to `width` characters and marked with its Z:
     2026-11-23 05:20:01Z; "-" for none."""
     return f"{text[:width].replace('T', ' ')}Z" if text else "-"
+
+
+def local_stamp() -> str:
+    """Now, in local time to the second with its offset (2026-11-23T06:20:01+01:00), as
+    the lines of a run are stamped; in UTC when the local zone cannot be written (a TZ
+    such as EST+99999999, whose offset is a day or more: datetime refuses it)."""
+    now = dt.datetime.now(dt.UTC)
+    with contextlib.suppress(ValueError, OverflowError, OSError):
+        now = now.astimezone()
+    return now.isoformat(timespec="seconds")

@@ -8,7 +8,6 @@ timestamped, host-prefixed lines. With --quiet: only what went wrong, per host.
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 from typing import TextIO
 
@@ -28,7 +27,7 @@ from corral.fleet.hosts import (
     HostResult,
     HostStarted,
 )
-from corral.units import plural
+from corral.units import local_stamp, plural
 from corral.visible import text as visible_text
 
 COLOUR = {OK: 32, FAILED: 31, LOST: 31, UNREACHABLE: 31, LOCKED: 33, SKIPPED: 33}
@@ -108,7 +107,7 @@ class FleetView:
             self.out.write(f"{host}: {text}\n")
             self._redraw()
             return
-        stamp = dt.datetime.now().astimezone().isoformat(timespec="seconds")
+        stamp = local_stamp()
         self.out.write(f"{stamp} {host}: {text}\n")
         self.out.flush()
 

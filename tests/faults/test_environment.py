@@ -1,0 +1,80 @@
+"""The environment is never a reason not to run (issue 12): a time zone no datetime
+can write, and anything else that makes the display fail, leave the run as it is.
+Real runs with real TZ values; afterwards every module ran, every record is written,
+the exit code is the run's and stderr has no traceback."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+import sys
+
+import pytest
+
+from corral.api import _display
+from corral.errors import exhausted
+
+from ..conftest import db_rows
+
+NAMES = ("a", "b", "c")
+
+
+@pytest.fixture
+def marked(corral, tmp_path):
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    for name in NAMES:
+        corral.module(name, body=f"echo hello from {name}; touch {marks}/{name}")
+    return marks
+
+
+# POSIX TZ strings glibc takes whose offset is a day or more: datetime refuses it.
+ODD_ZONES = ["EST+99999999", "UTC-24:59", "<+99>-30"]
+
+
+@pytest.mark.parametrize("zone", ODD_ZONES)
+def test_a_time_zone_datetime_cannot_write_does_not_stop_the_run(corral, marked, zone):
+    # The control: the zone is real, and datetime refuses it.
+    probe = "import datetime as d; d.datetime.now().astimezone()"
+    done = subprocess.run(
+        [sys.executable, "-c", probe], env={**os.environ, "TZ": zone}, capture_output=True
+    )
+    assert done.returncode != 0 and b"ValueError" in done.stderr
+    result = corral("run", extra_env={"TZ": zone})  # plain: every line is stamped
+    assert result.code == 0 and "Traceback" not in result.err, result.err
+    assert {p.name for p in marked.iterdir()} == set(NAMES)
+    assert "corral: ok: 3 modules" in result.out
+    rows = db_rows(corral.db, "SELECT module, status FROM module_runs")
+    assert {r["module"]: r["status"] for r in rows} == dict.fromkeys(NAMES, "ok")
+
+
+def test_a_display_that_fails_is_dropped_and_said_once(capsys):
+    """What shows a run never stops it: a listener that raises is said once and left
+    out; the control: running out of memory still stops the run."""
+    seen = []
+
+    def broken(event):
+        seen.append(event)
+        raise ValueError("cannot render")
+
+    shown = _display(broken)
+    for event in range(3):
+        shown(event)
+    assert seen == [0]
+    err = capsys.readouterr().err
+    assert err.count("the run's display failed (ValueError: cannot render)") == 1
+
+    def starved(event):
+        raise MemoryError
+
+    assert exhausted(MemoryError())
+    with pytest.raises(MemoryError):
+        _display(starved)(0)
+
+
+def test_every_line_of_a_run_is_stamped_in_local_time_or_utc():
+    from corral.units import local_stamp
+
+    stamp = dt.datetime.fromisoformat(local_stamp())
+    assert stamp.utcoffset() is not None
