@@ -1,6 +1,6 @@
 """Host completion for `-w`, as a bash user gets it: the shipped completion file sourced
 in bash, a `corral` on PATH, COMP_WORDS as readline fills them. Hosts come from
-~/.ssh/config, the hosts this database has fleet records of, and ClusterShell's groups
+~/.ssh/config and ~/.ssh/known_hosts, the hosts this database has fleet records of, and ClusterShell's groups
 (`@group` and their hosts); after a comma the next host of the node set is completed."""
 
 from __future__ import annotations
@@ -130,6 +130,31 @@ def test_a_run_argument_completes_run_ids_newest_first(corral, tmp_path):
         assert corral("run").code == 0
     runs = [r["run_id"] for r in corral("history", "--json").json()]
     assert len(runs) == 2
-    assert complete(env, *base, "status", "") == runs  # newest first, as history lists
+    offered = complete(env, *base, "status", "")
+    assert sorted(offered) == sorted(runs)
+    stamps = [r.rsplit("-", 1)[0] for r in offered]  # newest first, to the second
+    assert stamps == sorted(stamps, reverse=True)
     assert complete(env, *base, "log", "a", runs[1][:-1]) == [runs[1]]
-    assert complete(env, *base, "why", "a", "") == runs
+    assert complete(env, *base, "why", "a", "") == offered
+
+
+def test_w_completes_the_names_of_known_hosts_but_not_hashed_entries_or_addresses(corral, tmp_path):
+    """~/.ssh/known_hosts: plain names (and `[name]:port`, and a @cert-authority line's)
+    are offered; a hashed entry cannot be read back and an address is not a name. The
+    control: before the file exists, none of them is offered."""
+    env = user(tmp_path, corral)
+    corral.module("a")
+    base = ("corral", "--modules", str(corral.modules), "--db", str(corral.db))
+    assert "gw1" not in complete(env, *base, "run", "-w", "")
+    (tmp_path / "home" / ".ssh" / "known_hosts").write_text(
+        "gw1,10.0.0.1 ssh-ed25519 AAAAC3Nz\n"
+        "[gw2.lab]:2222 ssh-ed25519 AAAAC3Nz\n"
+        "|1|F1E1KeoE/eEWhi10WpGv4OdiO6Y=|3988QV0VE8wmZL7suNrYQLITLCg= ssh-rsa AAAA\n"
+        "@cert-authority *.lab,gw3 ssh-ed25519 AAAAC3Nz\n"
+        "# a comment\n"
+        "fe80::1 ssh-ed25519 AAAAC3Nz\n"
+    )
+    words = complete(env, *base, "run", "-w", "")
+    assert {"gw1", "gw2.lab", "gw3"} <= set(words)
+    assert not any(w.startswith(("|", "10.", "fe80", "*", "[")) for w in words), words
+    assert complete(env, *base, "run", "-w", "gw") == ["gw1", "gw2.lab", "gw3"]

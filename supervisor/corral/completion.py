@@ -36,7 +36,9 @@ def candidates(config: Config, what: str) -> list[str]:
         from corral.store import known_hosts
 
         groups = _groups()
-        hosts = _ssh_hosts(Path.home() / ".ssh" / "config") | set(known_hosts(config.db))
+        ssh = Path.home() / ".ssh"
+        hosts = _ssh_hosts(ssh / "config") | _known_hosts(ssh / "known_hosts")
+        hosts |= set(known_hosts(config.db))
         hosts |= _members(groups)
         return sorted(hosts) + sorted(f"@{g}" for g in groups)
     return []
@@ -89,4 +91,34 @@ def _ssh_hosts(path: Path) -> set[str]:
         words = line.split()
         if len(words) > 1 and words[0].lower() == "host":
             hosts.update(w for w in words[1:] if not any(c in w for c in "*?!"))
+    return hosts
+
+
+def _known_hosts(path: Path, limit: int = 1 << 20) -> set[str]:
+    """The host names in an OpenSSH known_hosts file (its first `limit` bytes): hashed
+    entries (`|1|…`, HashKnownHosts) cannot be read back, and addresses are left out (a
+    name is what one types in a node set); `[name]:port` gives name."""
+    import ipaddress
+
+    try:
+        with path.open("rb") as f:
+            data = f.read(limit).decode(errors="replace")
+    except OSError:
+        return set()
+    hosts = set()
+    for line in data.splitlines():
+        fields = line.split()
+        if fields and fields[0].startswith("@"):  # @cert-authority, @revoked: hosts next
+            fields = fields[1:]
+        if not fields or fields[0].startswith(("#", "|")):
+            continue
+        for name in fields[0].split(","):
+            if name.startswith("["):
+                name = name[1:].partition("]")[0]
+            if not name or any(c in name for c in "*?!"):
+                continue
+            try:
+                ipaddress.ip_address(name)
+            except ValueError:
+                hosts.add(name)
     return hosts
