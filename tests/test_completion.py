@@ -1,7 +1,8 @@
 """Host completion for `-w`, as a bash user gets it: the shipped completion file sourced
 in bash, a `corral` on PATH, COMP_WORDS as readline fills them. Hosts come from
-~/.ssh/config and ~/.ssh/known_hosts, the hosts this database has fleet records of, and ClusterShell's groups
-(`@group` and their hosts); after a comma the next host of the node set is completed."""
+~/.ssh/config and ~/.ssh/known_hosts, the hosts this database has fleet records of, and
+ClusterShell's groups (`@group` and their hosts); after a comma the next host of the node
+set is completed."""
 
 from __future__ import annotations
 
