@@ -8,7 +8,7 @@ import os
 import time
 
 from corral.events import ModuleSkipped, ModuleStarted
-from corral.fleet.agent import PREFIX, UNUSED_S, EventPipe, prune, relay
+from corral.fleet.agent import ABANDONED_S, PREFIX, UNUSED_S, EventPipe, prune, relay
 
 
 def started(name: str) -> ModuleStarted:
@@ -121,6 +121,9 @@ def test_bundles_and_run_directories_unused_for_a_week_are_removed(tmp_path):
         os.utime(dirs[name] / ".complete", (week_ago, week_ago))
     os.utime(dirs["runs/old-run"], (week_ago, week_ago))
     (tmp_path / ".unpack.x").mkdir()  # an unpacking in progress is never touched
+    (tmp_path / ".unpack.cut" / "modules").mkdir(parents=True)  # a copy cut off a day ago
+    day_ago = time.time() - ABANDONED_S - 60
+    os.utime(tmp_path / ".unpack.cut", (day_ago, day_ago))
     prune(dirs["mine"])
     left = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.glob("*")) + sorted(
         str(p.relative_to(tmp_path)) for p in tmp_path.glob("runs/*")

@@ -6,12 +6,14 @@ running, and a gather files what its hosts ran under it."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import resource
 import signal
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 from ..conftest import Result, write_module
 from .test_fleet import HELD, Controller, hosts_of, wait_for
@@ -156,3 +158,28 @@ def test_a_killed_controller_then_a_gather_files_the_runs_under_its_fleet_run(tm
     assert [h["run_id"].split("/")[0] for h in hosts] == ["node1", "node2"]
     again = controller("fleet", "gather", "-w", "node[1-2]", "--json")
     assert [g["rows"] for g in again.json()] == [0, 0]
+
+
+def test_a_run_killed_on_its_host_fails_there_with_the_signal_and_leaves_nothing(tmp_path, fleet):
+    controller = Controller(tmp_path / "controller", fleet)
+    write_module(controller.modules, "slow", "", HELD)
+    node1, node2 = fleet.hosts[:2]
+    node2.sh("touch /var/tmp/go")  # the control: node2's run ends as it should
+    proc = controller.start("run", "-w", "node[1-2]", "--json")
+    wait_for(node1, "/var/tmp/slow-started", proc)
+    agents = {
+        pid: int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        for pid in node1.pids()
+        if b"fleet-agent" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    }
+    run = [pid for pid, parent in agents.items() if parent in agents]
+    assert len(agents) == 2 and len(run) == 1, agents  # the agent and its fork, the run
+    os.kill(run[0], signal.SIGKILL)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1, err  # a host failed, none unreachable or lost
+    hosts = {h["host"]: h for h in json.loads(out)["hosts"]}
+    assert hosts["node1"]["status"] == "failed" and hosts["node1"]["exit_code"] == 137
+    assert "corral was killed there by SIGKILL" in hosts["node1"]["reason"], hosts["node1"]
+    assert hosts["node2"]["status"] == "ok"
+    assert controller.per_host() == {"node2": 1}
+    assert fleet.wait_idle() == {}  # the host's watchdog stopped the killed run's module

@@ -27,6 +27,7 @@ from pathlib import Path
 
 PREFIX = "corral-fleet:"
 UNUSED_S = 7 * 86400  # bundles and run directories untouched this long are removed
+ABANDONED_S = 86400  # an unpacking this old was cut off (its connection dropped mid-copy)
 
 
 def main(argv: list[str]) -> None:
@@ -107,13 +108,19 @@ def agent(key: str, args: list[str]) -> int:
 def prune(bundle: Path) -> None:
     """Mark `bundle` used now (its .complete), and remove the bundles and run directories
     beside it that were not used for a week (a run still using one would have touched
-    it). Never raises: pruning is housekeeping, not the run."""
-    base, cutoff = bundle.parent, time.time() - UNUSED_S
+    it), and unpackings a day old (their copy was cut off: one takes seconds). Never
+    raises: pruning is housekeeping, not the run."""
+    now = time.time()
+    base, cutoff = bundle.parent, now - UNUSED_S
     old = []
     with contextlib.suppress(OSError):
         os.utime(bundle / ".complete")
         for entry in os.scandir(base):
-            if entry.name != "runs" and not entry.name.startswith("."):
+            if entry.name.startswith(".unpack."):  # a copy cut off leaves its directory
+                with contextlib.suppress(OSError):
+                    if entry.stat(follow_symlinks=False).st_mtime < now - ABANDONED_S:
+                        old.append(entry.path)
+            elif entry.name != "runs" and not entry.name.startswith("."):
                 with contextlib.suppress(OSError):
                     if os.stat(Path(entry.path) / ".complete").st_mtime < cutoff:
                         old.append(entry.path)
