@@ -33,3 +33,33 @@ def test_host_args_round_trip(given):
     for name, value in expected.params.items():
         if name not in FLEET_ONLY:
             assert again.params[name] == value, name
+
+
+@pytest.mark.parametrize(
+    ("nodes", "said"),
+    [
+        ("node[1-", 'missing bracket: "node[1-"'),
+        ("node[3-1]", "bad range"),
+        ("x[1-99999999999]", "a range too large for a node set"),  # was exit 70
+        ("x[1-3],y[1-999999]", "names 1,000,002 hosts; a fleet run takes at most 1,000,000"),
+        ("@undefined", "names no host (an @group is defined in ClusterShell's groups.conf"),
+    ],
+)
+def test_a_node_set_that_cannot_be_a_fleet_is_a_usage_error(corral, nodes, said):
+    corral.module("a")
+    for command in (["run", "-w", nodes], ["fleet", "gather", "-w", nodes]):
+        result = corral(*command)
+        assert result.code == 2, result.err
+        assert said in result.err and "Traceback" not in result.err, result.err
+
+
+def test_the_largest_fleet_is_expanded(monkeypatch):
+    """The control: a node set of MAX_HOSTS is a fleet (counted, then named); one more
+    host is the error."""
+    from corral.errors import UsageError
+    from corral.fleet import run as fleet_run
+
+    monkeypatch.setattr(fleet_run, "MAX_HOSTS", 1000)
+    assert len(fleet_run.expand("x[1-1000]")) == 1000
+    with pytest.raises(UsageError, match="names 1,001 hosts"):
+        fleet_run.expand("x[1-1001]")

@@ -38,17 +38,34 @@ class FleetOutcome:
         }
 
 
+MAX_HOSTS = 1_000_000  # a node set beyond this is a typo (web[1-10000000]), not a fleet
+
+
 def expand(nodes: str) -> list[str]:
-    """ClusterShell node-set syntax (`web[01-20],db1`, `@group`) -> host names."""
+    """ClusterShell node-set syntax (`web[01-20],db1`, `@group`) -> host names; a
+    UsageError for a node set that is malformed, names no host or more than MAX_HOSTS
+    (counted before any name is made: a range of billions would fill the memory)."""
     from ClusterShell.NodeSet import NodeSet, NodeSetException
 
     try:
-        hosts = list(NodeSet(nodes))
+        nodeset = NodeSet(nodes)
+        count = len(nodeset)
     except NodeSetException as exc:
         raise UsageError(f"-w {nodes}: {exc}") from None
-    if not hosts:
-        raise UsageError(f"-w {nodes!r} names no host")
-    return hosts
+    except (AssertionError, OverflowError, MemoryError):  # RangeSet's "range too large"
+        raise UsageError(f"-w {nodes}: a range too large for a node set") from None
+    if count > MAX_HOSTS:
+        raise UsageError(
+            f"-w {nodes} names {count:,} hosts; a fleet run takes at most {MAX_HOSTS:,}"
+        )
+    if not count:
+        group = (
+            " (an @group is defined in ClusterShell's groups.conf or groups.d)"
+            if "@" in nodes
+            else ""
+        )
+        raise UsageError(f"-w {nodes!r} names no host{group}")
+    return list(nodeset)
 
 
 def run_fleet(
