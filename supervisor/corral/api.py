@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from corral import safepath
 from corral.config import Config
-from corral.dbfile import CACHE, warn
+from corral.dbfile import CACHE, file_size_limit, warn
 from corral.discover import Loaded, Scan, load_modules, module_files, scan_modules
 from corral.errors import HeaderError, LockHeld, Problem, StoreError, UsageError
 from corral.graph import Graph, Module, Selection, build_graph, select
@@ -713,8 +713,8 @@ def run_modules(
             emit(
                 Notice(
                     f"the logs of {', '.join(incomplete)} are incomplete (disk full or "
-                    f"unwritable: {log_dir}); the modules ran, their output is partly "
-                    "lost",
+                    f"unwritable: {log_dir}{file_size_limit()}); the modules ran, their "
+                    "output is partly lost",
                     warning=True,
                 )
             )

@@ -109,7 +109,20 @@ def _why(exc: BaseException, path: Path | None = None) -> str:
         return f"{exc}; the next `corral run` moves it aside and starts a new one"
     if _busy(exc):
         return f"{exc}: another process holds a write lock on it"
+    if _code(exc).startswith("SQLITE_IOERR"):
+        return f"{exc}{file_size_limit()}"
     return str(exc)
+
+
+def file_size_limit() -> str:
+    """'; the file size limit is 10240 bytes (ulimit -f)' when corral runs under one (a
+    write past it fails as an I/O error: SQLite and the logs say no more); '' when none."""
+    import resource
+
+    soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if soft == resource.RLIM_INFINITY:
+        return ""
+    return f"; the file size limit is {soft} bytes (ulimit -f)"
 
 
 def _identity(path: Path | None) -> tuple[int, int] | None:

@@ -15,7 +15,7 @@ import threading
 import time
 
 from corral.batch import Batch, attempt_figures
-from corral.dbfile import BRIEF_BUSY_MS, BUSY_TIMEOUT_MS, _busy
+from corral.dbfile import BRIEF_BUSY_MS, BUSY_TIMEOUT_MS, _busy, _why
 from corral.events import (
     Event,
     Idle,
@@ -207,7 +207,7 @@ class Recorder:
                 self.store.write_batch(backlog)
             except (sqlite3.Error, OSError) as exc:
                 self._wrote(None)
-                now, self.writing_since, failed = time.monotonic(), None, str(exc)
+                now, self.writing_since, failed = time.monotonic(), None, _why(exc)
                 busy = _busy(exc)
                 busy_since = (busy_since or now) if busy else None
                 if stop and not (busy and now < end_at):
@@ -217,7 +217,7 @@ class Recorder:
                     if self.store.problem is None:  # (the store says its own)
                         self.notes.put(
                             Notice(
-                                f"{self.store.wanted}: cannot record now ({exc}); the run "
+                                f"{self.store.wanted}: cannot record now ({failed}); the run "
                                 f"goes on, its records are kept and tried again every "
                                 f"{RETRY_EVERY:g}s",
                                 warning=True,

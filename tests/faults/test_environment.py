@@ -29,6 +29,10 @@ def marked(corral, tmp_path):
     return marks
 
 
+def newest(db) -> str:
+    return db_rows(db, "SELECT run_id FROM runs ORDER BY started DESC LIMIT 1")[0]["run_id"]
+
+
 # POSIX TZ strings glibc takes whose offset is a day or more: datetime refuses it.
 ODD_ZONES = ["EST+99999999", "UTC-24:59", "<+99>-30"]
 
@@ -78,3 +82,71 @@ def test_every_line_of_a_run_is_stamped_in_local_time_or_utc():
 
     stamp = dt.datetime.fromisoformat(local_stamp())
     assert stamp.utcoffset() is not None
+
+
+def test_a_file_size_limit_loses_output_not_the_run(corral, marked, tmp_path):
+    """Under `ulimit -f` (RLIMIT_FSIZE) a write past the limit fails (corral ignores the
+    SIGXFSZ that would kill it): a module printing more than that runs to the end, the
+    log is flagged, the warning names the limit, and the run's exit code says it."""
+    import resource
+
+    assert corral("run").code == 0  # the database exists (its schema is past the limit)
+    db_rows(corral.db, "PRAGMA wal_checkpoint(TRUNCATE)")  # and its log is far below it
+    for mark in marked.iterdir():
+        mark.unlink()
+    corral.module("big", body=f"head -c 300000 /dev/zero | tr '\\0' x; touch {marked}/big")
+    limit = 256 * 1024
+
+    def capped():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    # The control: the limit is real (a plain shell writing past it is killed).
+    done = subprocess.run(
+        ["bash", "-c", f"head -c 300000 /dev/zero > {tmp_path}/probe"], preexec_fn=capped
+    )
+    assert done.returncode != 0
+    result = subprocess.run(
+        corral.argv("run", "-q"),
+        env=corral.env,
+        preexec_fn=capped,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert "Traceback" not in result.stderr and result.returncode == 1, result.stderr
+    assert {p.name for p in marked.iterdir()} == {*NAMES, "big"}
+    assert f"the file size limit is {limit} bytes (ulimit -f)" in result.stderr
+    sql = "SELECT module, status, log_incomplete FROM module_runs WHERE run_id = ?"
+    rows = db_rows(corral.db, sql, newest(corral.db))
+    assert {r["module"]: r["status"] for r in rows} == dict.fromkeys([*NAMES, "big"], "ok")
+    assert {r["module"] for r in rows if r["log_incomplete"]} == {"big"}
+
+
+def test_a_database_past_the_file_size_limit_names_what_was_not_recorded(corral, marked):
+    """The database's write-ahead log cannot grow under `ulimit -f` at its size: every
+    module runs, and the one warning names what was not recorded and the limit."""
+    import resource
+
+    assert corral("run").code == 0
+    for mark in marked.iterdir():
+        mark.unlink()
+    wal = corral.db.with_name("corral.db-wal")
+    limit = max(corral.db.stat().st_size, wal.stat().st_size)
+
+    def capped():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    result = subprocess.run(
+        corral.argv("run", "-q"),
+        env=corral.env,
+        preexec_fn=capped,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert "Traceback" not in result.stderr and result.returncode == 1, result.stderr
+    assert {p.name for p in marked.iterdir()} == set(NAMES)
+    (lost,) = [line for line in result.stderr.splitlines() if "not recorded" in line]
+    assert f"the file size limit is {limit} bytes (ulimit -f)" in lost
+    assert "the records of 3 modules (a, b, c)" in lost
+    assert len(db_rows(corral.db, "SELECT * FROM runs")) == 1  # the control: the first run
