@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Screenshots for docs/screenshots/: the live view at a terminal, `corral status` from a
-second terminal during the same run, and the plain progress lines a cron log gets.
+second terminal during the same run (and, with a second module set running beside it,
+`corral status` of every run), and the plain progress lines a cron log gets.
 
 Runs a small provisioning-like module set in tmux (real terminals), captures the panes
 with their colours (`tmux capture-pane -e`), keeps the text and renders each as a PNG
@@ -55,6 +56,12 @@ MODULES = {
     "db_schema": ("requires: pkg_postgres", "sleep 3"),
     "backups": ("requires: db_schema", "sleep 1"),
 }
+# A second module set sharing the database, running at the same time: `corral status`
+# without --modules shows both runs (status-all).
+AUDIT = {
+    "disk_usage": ("tags: audit", "sleep 7"),
+    "open_ports": ("tags: audit\nrequires: disk_usage", "sleep 1"),
+}
 
 
 def tmux(*args: str) -> str:
@@ -63,9 +70,9 @@ def tmux(*args: str) -> str:
     ).stdout
 
 
-def write_modules(directory: Path) -> None:
+def write_modules(directory: Path, modules: dict = MODULES) -> None:
     directory.mkdir(parents=True, exist_ok=True)
-    for name, (header, body) in MODULES.items():
+    for name, (header, body) in modules.items():
         lines = ["#!/usr/bin/env bash", *(f"# {h}" for h in header.splitlines() if h)]
         lines += ["set -euo pipefail", body, ""]
         (directory / f"{name}.sh").write_text("\n".join(lines))
@@ -121,19 +128,30 @@ def main(out: Path) -> int:
         "PYTHONPATH": str(REPO / "supervisor"),
     }
     corral = f"{sys.executable} -m corral --modules {modules}"
+    audit = work / "audit"
+    write_modules(audit, AUDIT)
+    audit_run = [sys.executable, "-m", "corral", "--modules", str(audit), "run", "-l", "100"]
     # A first run gives history, so the second has an ETA.
     subprocess.run([*corral.split(), "run", "-q", "-l", "100"], env=env, check=False)
+    subprocess.run([*audit_run, "-q"], env=env, check=False)
     cols, rows = 110, 26
     exports = " ".join(f"{k}={v}" for k, v in env.items() if k in ("CORRAL_DB", "PYTHONPATH"))
     tmux("new-session", "-d", "-s", "live", "-x", str(cols), "-y", str(rows))
     tmux("new-window", "-t", "live", "-n", "other")
+    tmux("new-window", "-t", "live", "-n", "all")
     tmux("send-keys", "-t", "live:0", f"clear; {exports} {corral} run -j 3 -l 100", "Enter")
-    time.sleep(5.5)
+    time.sleep(1)
+    other = subprocess.Popen([*audit_run, "-q"], env=env)
+    time.sleep(4.5)
     live = tmux("capture-pane", "-e", "-p", "-t", "live:0")
     tmux("send-keys", "-t", "live:1", f"clear; {exports} {corral} status", "Enter")
+    everything = f"cd {work}; {exports} {sys.executable} -m corral status"  # every set's
+    tmux("send-keys", "-t", "live:2", f"clear; {everything}", "Enter")
     time.sleep(2.5)
     status = tmux("capture-pane", "-e", "-p", "-t", "live:1")
-    time.sleep(12)
+    status_all = tmux("capture-pane", "-e", "-p", "-t", "live:2")
+    other.wait()
+    time.sleep(6)
     tmux("kill-server")
     plain = subprocess.run(
         [*corral.split(), "run", "-j", "3", "-l", "100"],
@@ -142,7 +160,8 @@ def main(out: Path) -> int:
         text=True,
     ).stdout
     progress = "\n".join(ln for ln in plain.splitlines() if "corral:" in ln or "⚠" in ln)
-    for name, text in (("live", live), ("status", status), ("progress", progress)):
+    shots = (("live", live), ("status", status), ("status-all", status_all), ("progress", progress))
+    for name, text in shots:
         lines = [ln.rstrip() for ln in text.rstrip().splitlines()]
         while lines and re.search(r"[#$]$", lines[-1]):  # the shell's prompt after it
             lines.pop()

@@ -120,6 +120,32 @@ def test_the_status_file_of_a_large_run_is_written_less_often(tmp_path):
     assert published.last == last
 
 
+def test_the_status_file_waits_for_what_a_write_cost_in_cpu_not_for_a_busy_host(
+    tmp_path, monkeypatch
+):
+    """A write that took 50 ms of wall time but no CPU (corral not scheduled on a busy
+    host) does not hold the next one back 5 s, as counting wall time 100 times did; the
+    control: a write that costs 20 ms of CPU waits at least 100 times that."""
+    from corral import progress
+    from corral.events import Idle
+
+    def idle(state):
+        time.sleep(0.05)
+        return "{}"
+
+    def busy(state):
+        end = time.thread_time() + 0.02
+        while time.thread_time() < end:
+            pass
+        return "{}"
+
+    for dumps, slow in ((idle, False), (busy, True)):
+        monkeypatch.setattr(progress.json, "dumps", dumps)
+        published = progress.StateFile(progress.RunState(), str(tmp_path), every=0.25)
+        published(Idle())
+        assert (published.pause >= 2.0) == slow, (dumps.__name__, published.pause)
+
+
 def test_why_a_skipped_module_never_started(corral):
     corral.module("bad", body="exit 1")
     corral.module("dep", "requires: bad")
@@ -228,6 +254,9 @@ def test_status_shows_every_run_in_progress(corral, tmp_path):
         )
         assert f"of {other}" in status.out and f"of {corral.modules}" in status.out
         assert "  alpha" in status.out and "  beta" in status.out
+        # one host: its line once; first runs: the ETA said as the live line says it
+        assert status.out.count("host: load") <= 1 and "ETA ?" not in status.out
+        assert status.out.count("ETA unknown (no history yet)") == 2, status.out
         published = everything("status", "--json").json()
         assert {s["modules"] for s in published["running"]} == {str(corral.modules), str(other)}
         latest = (corral.db.parent / "logs" / "latest" / "status.json").read_text()

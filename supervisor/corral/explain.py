@@ -135,6 +135,8 @@ def run_status(
         if lines:
             lines.append("")
         lines += _in_progress(state, many=len(running) > 1)
+    if len(running) > 1:  # one host: said once, as the newest run read it
+        lines += ["", *_host(running[0])]
     return out, lines
 
 
@@ -163,12 +165,18 @@ def _in_progress(state: dict, many: bool) -> list[str]:
     if eta is not None:
         eta = max(0.0, eta - (now - (epoch(state.get("written")) or now)))
     unknown = f" (+{state['unknown']} without history)" if state.get("unknown") else ""
-    where = f" of {state['modules']}" if many and state.get("modules") else ""
-    lines = [
-        f"run {state['run_id']}{where} (PID {state['pid']}), running for "
-        f"{clock(elapsed)}: [{state['done']}/{state['total']}] done"
-        f"{', ' + counts if counts else ''}; ETA {clock(eta)}{unknown}"
-    ]
+    if eta is None:  # as the live line says it
+        unknown = " (no history yet)"
+    progress = (
+        f"running for {clock(elapsed)}: [{state['done']}/{state['total']}] done"
+        f"{', ' + counts if counts else ''}; ETA {'unknown' if eta is None else clock(eta)}"
+        f"{unknown}"
+    )
+    if many:  # the modules directories tell the runs apart: a line of their own
+        where = f" of {state['modules']}" if state.get("modules") else ""
+        lines = [f"run {state['run_id']}{where} (PID {state['pid']})", progress]
+    else:
+        lines = [f"run {state['run_id']} (PID {state['pid']}), {progress}"]
     width = max([len(m["name"]) for m in state["running"] + state["waiting"]] + [4])
     if state["running"]:
         lines.append("running:")
@@ -181,12 +189,19 @@ def _in_progress(state: dict, many: bool) -> list[str]:
         lines.append("waiting:")
         for m in state["waiting"]:
             lines.append(f"  {m['name']:<{width}}  {m['on']}")
-    host = state.get("host") or {}
-    if host.get("load1") is not None:
-        mem = host.get("mem_available")
-        free = f", {mem / 2**30:.1f} GiB memory available" if mem else ""
-        lines.append(f"host: load {host['load1']:.2f}, {host.get('runnable')} runnable{free}")
+    if not many:
+        lines += _host(state)
     return lines
+
+
+def _host(state: dict) -> list[str]:
+    """The host's load and memory as the run last read them (one line, or none)."""
+    host = state.get("host") or {}
+    if host.get("load1") is None:
+        return []
+    mem = host.get("mem_available")
+    free = f", {mem / 2**30:.1f} GiB memory available" if mem else ""
+    return [f"host: load {host['load1']:.2f}, {host.get('runnable')} runnable{free}"]
 
 
 def why(store: Store, module: str, run_id: str | None = None) -> list[str]:
