@@ -1,9 +1,10 @@
 """What may start now, decided in one place.
 
 The plan says which modules are ready (their dependencies settled), in priority order;
-the lock pools say whether a ready module's locks are free; the gate (`throttle.admit`,
-fed with the executor's view of the place) says whether the place can take one more.
-`Admission` asks them in that order, for retries that are due first, and remembers for
+`--jobs` whether a slot is free; the gate (`throttle.admit`, fed with the executor's
+view of the place) whether the place can take one more; the lock pools whether a ready
+module's locks are free. `Admission` asks them in that order (the locks last, so a
+module the gate holds takes no lock), for retries that are due first, and remembers for
 each module held back since when and why, so its record can say how long it waited.
 
 It never starts anything: the scheduler starts what `take` returns.
