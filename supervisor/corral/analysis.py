@@ -79,6 +79,9 @@ NOTABLE = 0.10  # a share of the makespan worth naming beside the largest
 
 @dataclass(slots=True)
 class Attempt:
+    """One attempt of a module as the report reads it (times in seconds since the run's
+    first start)."""
+
     number: int
     status: str
     start: float  # seconds since the run's first start

@@ -16,23 +16,31 @@ from corral.visible import text as one_line
 
 @dataclass(frozen=True, slots=True)
 class Heading:
+    """A heading of a report; level 1 is the page's title."""
+
     text: str
     level: int = 2  # 1: the page's title
 
 
 @dataclass(frozen=True, slots=True)
 class Paragraph:
+    """A paragraph of a report (Markdown, rendered in HTML too)."""
+
     text: str  # Markdown: `code` and **bold** are rendered in HTML too
 
 
 @dataclass(frozen=True, slots=True)
 class Table:
+    """A table of a report: its header cells and rows of cells (text)."""
+
     head: list[str]
     rows: list[list[str]]
 
 
 @dataclass(frozen=True, slots=True)
 class Image:
+    """A chart of a report, by the file name it is written under."""
+
     file: str  # the chart's file name beside the Markdown, its key in the charts
     caption: str
 

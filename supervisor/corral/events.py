@@ -52,6 +52,9 @@ class AttemptResult:
 
 @dataclass
 class RunStarted:
+    """A run began: its modules in order, --jobs, where logs go, its edges, expected
+    durations and locks."""
+
     run_id: str
     started: float
     names: list[str]
@@ -65,6 +68,9 @@ class RunStarted:
 
 @dataclass
 class ModuleStarted:
+    """An attempt of a module started; `pid` is what the backend calls it (a process id
+    on this host), recorded, never used by the scheduler."""
+
     name: str
     attempt: int
     pid: int
@@ -76,6 +82,8 @@ class ModuleStarted:
 
 @dataclass
 class ModuleOutput:
+    """One line a running module wrote (on stderr when `err`)."""
+
     name: str
     line: bytes  # one line without its newline (or a last line without one)
     err: bool = False  # the module wrote it on stderr
@@ -83,11 +91,15 @@ class ModuleOutput:
 
 @dataclass
 class ModuleFinished:
+    """An attempt ended; `result` says how (and whether a retry follows)."""
+
     result: AttemptResult
 
 
 @dataclass
 class ModuleSkipped:
+    """A module will not run in this run, and why."""
+
     name: str
     reason: str
 
@@ -157,6 +169,8 @@ class ModuleSummary:
 
 @dataclass
 class RunFinished:
+    """A run ended: its status and exit code, its times and every module's summary."""
+
     run_id: str
     status: Status
     exit_code: int

@@ -16,6 +16,8 @@ from corral.store import Store
 
 @dataclass(frozen=True)
 class Pruned:
+    """What pruning removed (or would remove, in a dry run)."""
+
     runs: list[str]  # run ids removed (or that would be, in a dry run)
     log_bytes: int  # bytes of log files removed with them
 

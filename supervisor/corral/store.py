@@ -49,6 +49,8 @@ def file_key(st: os.stat_result) -> FileKey:
 
 @dataclass(frozen=True)
 class CacheStats:
+    """The header cache's size and its last load's hits and misses."""
+
     entries: int
     hits: int
     misses: int

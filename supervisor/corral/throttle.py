@@ -97,6 +97,9 @@ class Refusal:
 
 @dataclass(frozen=True)
 class Limits:
+    """The run's limits as the gate applies them (--jobs, CPUs, --max-load, --min-free-
+    mem)."""
+
     jobs: Jobs
     cpus: int
     max_load: float | None  # None: CPU count

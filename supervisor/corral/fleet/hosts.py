@@ -67,11 +67,15 @@ class HostResult:
 
 @dataclass
 class HostStarted:
+    """A host's run was started."""
+
     host: HostResult
 
 
 @dataclass
 class HostProgress:
+    """A module on a host started or ended (as the host's agent relayed it)."""
+
     host: HostResult
     module: str
     attempt: int
@@ -89,11 +93,15 @@ class HostRecords:
 
 @dataclass
 class HostFinished:
+    """A host's run ended; `host` says how."""
+
     host: HostResult
 
 
 @dataclass
 class FleetTick:
+    """Every host as it stands now, for the status line."""
+
     hosts: dict[str, HostResult]
 
 

@@ -33,6 +33,9 @@ class Cell:
 
 @dataclass
 class FleetFigures:
+    """A fleet run read back for the report: how each host ended and each module's cell per
+    host."""
+
     run: dict
     hosts: list[HostResult]  # how each host ended, in host order
     cells: dict[tuple[str, str], Cell] = field(default_factory=dict)  # (host, module)

@@ -19,6 +19,9 @@ from corral.store import Store
 
 @dataclass
 class FleetOutcome:
+    """How a fleet run ended: its status, exit code and hosts, the rows gathered and the
+    bundle's digest."""
+
     run_id: str
     status: str
     exit_code: int
@@ -191,6 +194,8 @@ class _Skips:
 
 @dataclass
 class Gathered:
+    """What `fleet gather` brought back from one host."""
+
     host: str
     status: str  # ok | unreachable | failed
     runs: int = 0
