@@ -113,6 +113,14 @@ def wait_gone(run_id: str, timeout: float) -> list[int]:
     return leftovers(run_id)
 
 
+def _environ(pid: int) -> list[bytes]:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return f.read().split(b"\0")
+    except OSError:
+        return []
+
+
 @pytest.fixture
 def marked_sleeper():
     """A control: a process marked like a module's, started outside corral. The leak
@@ -123,6 +131,14 @@ def marked_sleeper():
         env = {**os.environ, "CORRAL_RUN_ID": run_id}
         proc = subprocess.Popen(["sleep", "60"], env=env, start_new_session=True)
         procs.append(proc)
+        # Popen returns once the exec has begun (its descriptors closed), a moment before
+        # the kernel sets up the new environment, which /proc shows empty until then:
+        # a detector asked in that moment would miss the mark (seen under load).
+        mark = f"CORRAL_RUN_ID={run_id}".encode()
+        end = time.monotonic() + 10
+        while mark not in _environ(proc.pid):
+            assert time.monotonic() < end, "the marked sleeper never showed its mark"
+            time.sleep(0.01)
         return proc
 
     yield start
