@@ -10,6 +10,7 @@ under the usual limits completes.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import shlex
 import subprocess
@@ -31,11 +32,14 @@ def busy(corral, tmp_path):
     return corral
 
 
-def limited(corral, limit: str, *args: str) -> subprocess.CompletedProcess:
+def limited(corral, limit: str, *args: str, into: list[str] = ()) -> subprocess.CompletedProcess:
+    """corral under `limit` (a ulimit), started in the cgroups `into` (none: where this
+    test runs)."""
     args = args or ("run", "-q", "-j", str(MODULES))
     cmd = " ".join(shlex.quote(a) for a in corral.argv(*args))
+    enter = "".join(f"echo $$ > {shlex.quote(d)}/cgroup.procs && " for d in into)
     return subprocess.run(
-        ["bash", "-c", f"{limit} && exec {cmd}"],
+        ["bash", "-c", f"{enter}{limit} && exec {cmd}"],
         env=corral.env,
         capture_output=True,
         text=True,
@@ -43,29 +47,71 @@ def limited(corral, limit: str, *args: str) -> subprocess.CompletedProcess:
     )
 
 
-def own_cgroups() -> set[str]:
-    """The `corral-RUN` directories in the cgroups this test runs in (where the corral
-    it starts makes its own): the other users of the host have theirs elsewhere."""
-    found: set[str] = set()
+def own_bases() -> list[str]:
+    """The cgroups this test runs in where a corral it starts makes its runs' cgroups
+    (v1 memory, and v2 unless that is the root, which is every user's)."""
+    bases = []
     with open("/proc/self/cgroup") as f:
         for line in f:
             _, controllers, path = line.rstrip("\n").split(":", 2)
             if controllers == "memory":
-                base = f"/sys/fs/cgroup/memory{path}"
-            elif controllers == "" and path != "/":  # (the root is every user's)
+                bases.append(f"/sys/fs/cgroup/memory{path}")
+            elif controllers == "" and path != "/":
                 base = f"/sys/fs/cgroup/unified{path}"
-                base = base if os.path.isdir(base) else f"/sys/fs/cgroup{path}"
-            else:
-                continue
+                bases.append(base if os.path.isdir(base) else f"/sys/fs/cgroup{path}")
+    return bases
+
+
+_places = itertools.count()
+
+
+@pytest.fixture
+def place(request, tmp_path_factory):
+    """(where to count, where to start corral): cgroups of this test's own, children of
+    those it runs in, for the corral it starts, so that the `corral-RUN` directories
+    counted there are that corral's only and the test shares the host with the other
+    worker's runs. Where they cannot be made or entered, the test counts in its own
+    cgroups, which the other worker's runs share, and so runs alone (whole_host)."""
+    from ..conftest import whole_host
+
+    made: list[str] = []
+    try:
+        for base in own_bases():
+            made.append(f"{base}/exhaustion-{os.getpid()}-{next(_places)}")
+            os.mkdir(made[-1])
+        probe = subprocess.run(
+            ["bash", "-c", "".join(f"echo $$ > {d}/cgroup.procs && " for d in made) + "true"]
+        )
+        usable = probe.returncode == 0
+    except OSError:
+        usable = False
+    try:
+        if usable:
+            yield made, made
+        else:
+            with whole_host(request.config, tmp_path_factory, alone=True):
+                yield own_bases(), []
+    finally:
+        for path in made:
             with contextlib.suppress(OSError):
-                found |= {f"{base}/{n}" for n in os.listdir(base) if n.startswith("corral-")}
+                os.rmdir(path)
+
+
+def own_cgroups(bases: list[str]) -> set[str]:
+    """The `corral-RUN` directories in `bases` (where the corral a test starts makes its
+    own): the other users of the host have theirs elsewhere."""
+    found: set[str] = set()
+    for base in bases:
+        with contextlib.suppress(OSError):
+            found |= {f"{base}/{n}" for n in os.listdir(base) if n.startswith("corral-")}
     return found
 
 
-def no_new_cgroups(before: set[str]) -> None:
-    """Nothing made since `before` is left (what a run made it removes as it ends)."""
+def no_new_cgroups(before: set[str], bases: list[str]) -> None:
+    """Nothing made in `bases` since `before` is left (what a run made it removes as it
+    ends)."""
     end = time.monotonic() + 3
-    while (left := own_cgroups() - before) and time.monotonic() < end:
+    while (left := own_cgroups(bases) - before) and time.monotonic() < end:
         time.sleep(0.05)
     assert not left, left
 
@@ -100,14 +146,14 @@ def said_once(done: subprocess.CompletedProcess, what: str) -> None:
         assert len(lines) == 1, done.stderr
 
 
-@pytest.mark.whole_host  # (any corral-RUN cgroup made beside this test counts)
 @pytest.mark.parametrize("fds", [16, 20, 24, 32, 64])
-def test_a_low_descriptor_limit_is_one_message_and_exit_71(busy, fds):
-    before = own_cgroups()
-    done = limited(busy, f"ulimit -n {fds}")
+def test_a_low_descriptor_limit_is_one_message_and_exit_71(busy, fds, place):
+    counted, into = place
+    before = own_cgroups(counted)
+    done = limited(busy, f"ulimit -n {fds}", into=into)
     said_once(done, "ulimit -")
     nothing_left(busy)
-    no_new_cgroups(before)
+    no_new_cgroups(before, counted)
 
 
 @pytest.mark.parametrize("fds", [8, 12])
@@ -131,14 +177,14 @@ def test_some_descriptor_limit_does_stop_the_run_and_the_usual_one_does_not(busy
     assert limited(busy, f"ulimit -v {30 << 10}").returncode == 71  # and so does memory
 
 
-@pytest.mark.whole_host  # (any corral-RUN cgroup made beside this test counts)
 @pytest.mark.parametrize("mib", [40, 160, 640])
-def test_a_low_address_space_limit_is_one_message_and_exit_71(busy, mib):
-    before = own_cgroups()
-    done = limited(busy, f"ulimit -v {mib << 10}")
+def test_a_low_address_space_limit_is_one_message_and_exit_71(busy, mib, place):
+    counted, into = place
+    before = own_cgroups(counted)
+    done = limited(busy, f"ulimit -v {mib << 10}", into=into)
     said_once(done, "ulimit -")
     nothing_left(busy)
-    no_new_cgroups(before)
+    no_new_cgroups(before, counted)
 
 
 @pytest.mark.parametrize("mib", [100, 180])
