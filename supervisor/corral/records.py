@@ -201,16 +201,18 @@ class Recorder:
             wait = TRY_BUSY_MS if not stop else (end_at - time.monotonic()) * 1000
             self.store.patient(int(max(0.0, min(TRY_BUSY_MS, wait))))
             self.writing_since = time.monotonic()
+            generation = self.store.generation
             try:
                 if stop and self.whole is not None:
-                    backlog, self.whole = self._last_write(backlog), None
+                    backlog = self._last_write(backlog)
                 self.store.write_batch(backlog)
             except (sqlite3.Error, OSError) as exc:
                 self._wrote(None)
                 now, self.writing_since, failed = time.monotonic(), None, _why(exc)
                 busy = _busy(exc)
                 busy_since = (busy_since or now) if busy else None
-                if stop and not (busy and now < end_at):
+                moved = self.store.generation != generation  # (a damaged file set aside)
+                if stop and not ((busy or moved) and now < end_at):
                     break  # the run has ended: what is left is reported as lost
                 held_long = busy_since is not None and now - busy_since >= BUSY_TIMEOUT_MS / 1000
                 if behind is None and (not busy or held_long):  # a fault, not a queue
@@ -255,7 +257,10 @@ class Recorder:
         what went to the old one is not in this one: the whole run is written again from
         its outcome, the rows replacing any already there. Raises sqlite3.Error."""
         self.store.follow()
-        return self._whole_if_moved(backlog)
+        whole = self._whole_if_moved(backlog)
+        if whole is not backlog:
+            self.whole = None  # written with it (or, failing, the backlog to report)
+        return whole
 
     def _whole_if_moved(self, backlog: Batch) -> Batch:
         """`backlog`, or the whole run with its closing values when what was written
