@@ -183,3 +183,31 @@ def test_a_run_killed_on_its_host_fails_there_with_the_signal_and_leaves_nothing
     assert hosts["node2"]["status"] == "ok"
     assert controller.per_host() == {"node2": 1}
     assert fleet.wait_idle() == {}  # the host's watchdog stopped the killed run's module
+
+
+def test_a_host_that_stalls_mid_run_is_lost_within_a_few_connect_timeouts(tmp_path, fleet):
+    """Its sshd stops answering (stopped, as a hung host or a dead link look): ssh's
+    keepalives (every connect timeout, three missed) end the connection; the host is
+    lost and its run goes on."""
+    controller = Controller(tmp_path / "controller", fleet)
+    write_module(controller.modules, "slow", "", HELD)
+    node1, node2 = fleet.hosts[:2]
+    node2.sh("touch /var/tmp/go")  # the control: node2, not stalled, is ok
+    proc = controller.start("run", "-w", "node[1-2]", "--connect-timeout", "2", "--json")
+    wait_for(node1, "/var/tmp/slow-started", proc)
+    stalled = node1.sessions()
+    for pid in stalled:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        out, err = proc.communicate(timeout=60)
+    finally:
+        for pid in stalled:
+            os.kill(pid, signal.SIGCONT)
+    assert proc.returncode == 4, err
+    hosts = {h["host"]: h for h in json.loads(out)["hosts"]}
+    assert hosts["node1"]["status"] == "lost", hosts["node1"]
+    assert "the run goes on there" in hosts["node1"]["reason"]
+    assert hosts["node2"]["status"] == "ok"
+    node1.sh("touch /var/tmp/go")
+    wait_for(node1, "/var/tmp/slow-done")
+    assert fleet.wait_idle() == {}
