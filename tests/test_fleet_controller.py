@@ -42,6 +42,9 @@ def test_an_error_in_the_controller_ends_its_fleet_run_as_crashed(corral, tmp_pa
     with pytest.raises(RuntimeError):
         api.run_fleet(config, store, "sim1", [], listeners=[fails], exec_command=launch)
     assert fleet_rows(corral.db) == [("crashed", 70, True)]
+    hosts = db_rows(corral.db, "SELECT host, status, reason FROM fleet_hosts")
+    assert [(h["host"], h["status"]) for h in hosts] == [("sim1", "lost")]  # never pending
+    assert "corral fleet gather" in hosts[0]["reason"]
     # The control: the same fleet run without the error ends as it went.
     outcome = api.run_fleet(config, store, "sim1", [], exec_command=launch)
     assert outcome.exit_code == 0

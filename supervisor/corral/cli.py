@@ -1133,10 +1133,14 @@ def _fleet_status(ctx: click.Context) -> list:
     progress and those whose controller is gone (shown crashed); [] without a database."""
     if ctx.obj.db is None or not ctx.obj.db.exists():
         return []
-    store = _store(ctx, "read")
+    try:  # the published states are what status is about: a database fault does not hide them
+        fleets = _store(ctx, "read").fleet_runs_of(api.module_set(ctx.obj), 5)
+    except CorralError as exc:
+        say(f"corral: warning: {exc}", err=True)
+        return []
     return [
         (run, hosts)
-        for run, hosts in store.fleet_runs_of(api.module_set(ctx.obj), 5)
+        for run, hosts in fleets
         if run["status"] == "running" or (run["status"] == "crashed" and run["ended"] is None)
     ]
 

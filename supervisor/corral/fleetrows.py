@@ -10,8 +10,8 @@ from corral.dbfile import as_dicts, reporting
 
 # How a host of a fleet run whose controller died before hearing back from it is shown.
 CONTROLLER_GONE = (
-    "the controller was killed before this host's result came back; it may have run "
-    "there: corral fleet gather brings its records"
+    "the controller ended (killed, or an error) before this host's result came back; it "
+    "may have run there: corral fleet gather brings its records"
 )
 
 
@@ -43,11 +43,17 @@ class FleetRows:
         return changed
 
     def finish_fleet_run(self, run_id: str, ended: str, status: str, exit_code: int) -> None:
-        """Close a fleet run; raises sqlite3.Error."""
+        """Close a fleet run, and its hosts still `pending` (its controller is leaving
+        on an error: every host that ended has its row) as `lost`; raises sqlite3.Error."""
         with self.write():
             self.conn.execute(
                 "UPDATE fleet_runs SET ended = ?, status = ?, exit_code = ? WHERE run_id = ?",
                 (ended, status, exit_code, run_id),
+            )
+            self.conn.execute(
+                "UPDATE fleet_hosts SET status = 'lost', reason = ? WHERE fleet_run = ? "
+                "AND status = 'pending'",
+                (CONTROLLER_GONE, run_id),
             )
 
     def end_running_fleet_runs(self, module_set: str, ended: str, exit_code: int) -> list[str]:
