@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Self
 from corral import safepath
 from corral.errors import CorralError, StoreError, UsageError
 from corral.schema import APPLICATION_ID, SCHEMA_VERSION, migrate, refuse_other_apps
+from corral.units import plural
 from corral.visible import text as visible_text
 
 if TYPE_CHECKING:  # perf: the write path is imported only by what writes a run
@@ -122,7 +123,7 @@ def file_size_limit() -> str:
     soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
     if soft == resource.RLIM_INFINITY:
         return ""
-    return f"; the file size limit is {soft} bytes (ulimit -f)"
+    return f"; the file size limit is {plural(soft, 'byte')} (ulimit -f)"
 
 
 def _identity(path: Path | None) -> tuple[int, int] | None:

@@ -75,14 +75,16 @@ def size(value: float) -> str:
 _PLURALS = {"process": "processes", "entry": "entries", "was": "were", "is": "are"}
 
 
-def plural(n: int, noun: str) -> str:
+def plural(n: int, noun: str, grouped: bool = False) -> str:
     """'1 module', '3 modules', '0 modules', '1 process', '2 processes': every count
     corral writes for people goes through here (never "1 modules" or "module(s)"). The
-    last word of a noun of several is the one made plural ('2 leftover processes')."""
+    last word of a noun of several is the one made plural ('2 leftover processes');
+    `grouped` writes the number with thousands separators ('1,000,002 hosts')."""
+    number = f"{n:,}" if grouped else f"{n}"
     if n == 1:
-        return f"{n} {noun}"
+        return f"{number} {noun}"
     head, _, last = noun.rpartition(" ")
-    return f"{n} {head}{' ' if head else ''}{_PLURALS.get(last, last + 's')}"
+    return f"{number} {head}{' ' if head else ''}{_PLURALS.get(last, last + 's')}"
 
 
 def utc(text: str | None, width: int = 19) -> str:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from corral.config import Config
 from corral.errors import UsageError
 from corral.store import Store
+from corral.units import plural
 
 
 @dataclass
@@ -59,7 +60,8 @@ def expand(nodes: str) -> list[str]:
         raise UsageError(f"-w {nodes}: a range too large for a node set") from None
     if count > MAX_HOSTS:
         raise UsageError(
-            f"-w {nodes} names {count:,} hosts; a fleet run takes at most {MAX_HOSTS:,}"
+            f"-w {nodes} names {plural(count, 'host', grouped=True)}; a fleet run takes at most "
+            f"{MAX_HOSTS:,}"
         )
     if not count:
         group = (
