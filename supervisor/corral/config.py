@@ -399,7 +399,7 @@ def _read_yaml(path: Path, required: bool) -> dict:
     import yaml
 
     try:
-        data = yaml.load(_config_text(path), Loader=_loader()) or {}
+        data = yaml.load(_config_text(path), Loader=_loader())
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"{path}: cannot read config: {exc}") from None
     except ValueError as exc:  # an integer of thousands of digits
@@ -408,9 +408,20 @@ def _read_yaml(path: Path, required: bool) -> dict:
         mark = getattr(exc, "problem_mark", None)
         line = f"{mark.line + 1}:" if mark else ""
         raise UsageError(f"{path}:{line} invalid YAML: {getattr(exc, 'problem', exc)}") from None
-    if not isinstance(data, dict):
+    if data is None:  # empty, or comments only
+        data = {}
+    if not isinstance(data, dict):  # also `[]`, `0` or `""`: never read as no settings
         raise UsageError(f"{path}:1: config must be a mapping of names to values")
-    return {str(k).replace("-", "_"): v for k, v in data.items()}
+    out: dict = {}
+    given: dict[str, str] = {}
+    for k, v in data.items():
+        key = str(k).replace("-", "_")
+        same = "fail_fast" if key == "keep_going" else "keep_going" if key == "fail_fast" else key
+        for one in {key, same} & set(given):  # max-load and max_load; keep_going: its opposite
+            what = f"{key} is given twice" if one == key else f"{one} and {key} set one thing"
+            raise UsageError(f"{at(path, key)}: {what}: as {given[one]!r} and as {k!r}")
+        out[key], given[key] = v, str(k)
+    return out
 
 
 def at(path: Path | None, key: str, sub: str | None = None) -> str:
@@ -449,7 +460,24 @@ def _loader():
     import yaml
 
     class Loader(yaml.SafeLoader):
-        pass
+        def construct_mapping(self, node, deep=False):
+            """A key given twice is an error naming its second line (YAML would keep
+            the last in silence, and the first would read as what is set)."""
+            seen: dict = {}
+            for key_node, _ in node.value if isinstance(node, yaml.MappingNode) else ():
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.setdefault(key, key_node.start_mark.line + 1)
+                except TypeError:
+                    continue  # an unhashable key: the constructor says so
+                if first != key_node.start_mark.line + 1:
+                    raise yaml.constructor.ConstructorError(
+                        None,
+                        None,
+                        f"{key!r} is given twice (first on line {first})",
+                        key_node.start_mark,
+                    )
+            return super().construct_mapping(node, deep)
 
     Loader.yaml_implicit_resolvers = {
         first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:int"]

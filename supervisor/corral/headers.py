@@ -171,12 +171,16 @@ def parse_duration(text: str) -> float:
     while pos < len(text):
         match = DURATION_PART_RE.match(text, pos)
         if not match or match.end() == pos:
-            raise ValueError(text)
+            raise ValueError(DURATION_EXPECTED)
         total += float(match.group(1)) * DURATION_UNITS[match.group(2)]
         pos = match.end()
     if not text or total <= 0:
-        raise ValueError(text)
+        raise ValueError(DURATION_EXPECTED)
     return total
+
+
+DURATION_EXPECTED = "expected a duration of more than 0, such as 30s, 5m, 1h30m or 250ms"
+SIZE_EXPECTED = "expected a size such as 4096, 512M or 2G"
 
 
 def parse_size(text: str) -> int:
@@ -184,7 +188,7 @@ def parse_size(text: str) -> int:
     ValueError otherwise, and for a size past MAX_SIZE (a typo, or 10**400 bytes)."""
     match = SIZE_RE.match(text.strip())
     if not match or (match.group(3) and match.group(3).lower() == "i"):
-        raise ValueError(text)
+        raise ValueError(SIZE_EXPECTED)
     value = float(match.group(1)) * SIZE_UNITS[match.group(2).lower()]
     if not value <= MAX_SIZE:  # also infinity
         raise ValueError("at most 1024T")

@@ -125,6 +125,16 @@ def test_a_misspelt_ordering_key_is_an_error_not_a_silent_early_start(corral, tm
         ("backend: fleet", "2: backend: cannot read 'fleet': fleet is chosen by -w NODESET"),
         ("backend: dryrun", "2: backend: cannot read 'dryrun': dryrun is chosen by --dry-run"),
         ("backend: cloud", "2: backend: cannot read 'cloud': expected one of: local"),
+        ("grace: -5", "2: grace: cannot read -5: expected a duration of more than 0"),
+        ("deadline: 0", "2: deadline: cannot read 0: expected a duration of more than 0"),
+        ("min_free_mem: -1G", "2: min_free_mem: cannot read '-1G': expected a size such as"),
+        ("jobs: 2\nmax_load: 9\njobs: 3", "4: invalid YAML: 'jobs' is given twice (first on"),
+        ("pools:\n  apt: 2\n  apt: 3", "4: invalid YAML: 'apt' is given twice (first on line 3)"),
+        ("max-load: 9\nmax_load: 3", "3: max_load is given twice: as 'max-load' and as"),
+        ("fail_fast: yes\nkeep_going: yes", "3: fail_fast and keep_going set one thing"),
+        ("[]", "1: config must be a mapping"),
+        ("0", "1: config must be a mapping"),
+        ('""', "1: config must be a mapping"),
     ],
 )
 def test_a_config_value_that_is_not_what_it_says_is_an_error_naming_the_key(
