@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, fields
 
 from corral.errors import Problem
 
-PARSER_VERSION = 9  # bump when Header or parsing changes: the cache re-parses everything
+PARSER_VERSION = 10  # bump when Header or parsing changes: the cache re-parses everything
 
 LIST_KEYS = ("requires", "wants", "after", "before", "provides", "locks", "tags")
 SCALAR_KEYS = (
@@ -329,11 +329,18 @@ def _decode(raw: bytes, line: int, builder: _Builder) -> str | None:
 def parse_header(data: bytes) -> Header:
     """Parse a module file's bytes. A file with no header is a module with no dependencies."""
     builder = _Builder()
-    if data.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte-order mark hides nothing
-        data = data[3:]
+    while data.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte-order mark hides nothing
+        data = data[3:]  # (nor do two: a file with one pasted after another's)
     if b"\0" in data[:8192]:
         builder.problem(1, "binary file (contains NUL bytes), not a Bash module")
         return builder.header(lsb=False)
+    if data.split(b"\n", 1)[0].endswith(b"\r"):  # the header reads the same; bash does not
+        builder.problem(
+            1,
+            "Windows (CRLF) line endings: bash reads a carriage return at the end of each "
+            "line ($'true\\r': command not found); convert the file (dos2unix)",
+            "warning",
+        )
     if not data.strip():
         builder.problem(1, "empty file: the module does nothing", "warning")
         return builder.header(lsb=False)

@@ -87,15 +87,32 @@ def test_every_warning_reaches_stderr_also_when_quiet(corral, command):
     assert result.code == 0 and "unknown key 'colour'" in result.err, result.err
 
 
-def test_a_byte_order_mark_does_not_hide_the_header(corral, tmp_path):
-    marks = tmp_path / "marks"
-    marks.mkdir()
-    corral.module("first", body=f"sleep 0.3; touch {marks}/first")
-    path = corral.module("second", "requires: first", f"test -e {marks}/first")
-    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+@pytest.mark.parametrize("marks", [1, 2], ids=["one mark", "two marks"])
+def test_a_byte_order_mark_does_not_hide_the_header(corral, tmp_path, marks):
+    """Two: a file with a mark pasted after another file's."""
+    done = tmp_path / "marks"
+    done.mkdir()
+    corral.module("first", body=f"sleep 0.3; touch {done}/first")
+    path = corral.module("second", "requires: first", f"test -e {done}/first")
+    path.write_bytes(b"\xef\xbb\xbf" * marks + path.read_bytes())
     result = corral("run", "--json", "second")
     assert result.code == 0, result.err
     assert [m["name"] for m in result.json()["modules"]] == ["first", "second"]
+
+
+@pytest.mark.parametrize("command", [("run", "-q"), ("check",)])
+def test_windows_line_endings_are_warned_of(corral, command):
+    """The header reads the same with CRLF line endings; bash does not (`true\r`: command
+    not found), so run (also under -q) and check say why the module will fail."""
+    path = corral.module("dos", "requires: plain")
+    corral.module("plain")
+    path.write_bytes(path.read_bytes().replace(b"\n", b"\r\n"))
+    result = corral(*command)
+    assert "dos.sh:1: warning: Windows (CRLF) line endings" in result.err, result.err
+    assert "Traceback" not in result.err
+    # The control: a file with a carriage return inside a line only is left alone.
+    path.write_bytes(b"# requires: plain\necho 'a\r\nb'\n")
+    assert "CRLF" not in corral(*command).err
 
 
 def test_a_misspelt_ordering_key_is_an_error_not_a_silent_early_start(corral, tmp_path):
