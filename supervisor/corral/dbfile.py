@@ -110,9 +110,23 @@ def _why(exc: BaseException, path: Path | None = None) -> str:
         return f"{exc}; the next `corral run` moves it aside and starts a new one"
     if _busy(exc):
         return f"{exc}: another process holds a write lock on it"
-    if _code(exc).startswith("SQLITE_IOERR"):
-        return f"{exc}{file_size_limit()}"
-    return str(exc)
+    return (
+        f"{exc}{_beside(path)}{file_size_limit() if _code(exc).startswith('SQLITE_IOERR') else ''}"
+    )
+
+
+def _beside(path: Path | None) -> str:
+    """'; /var/lib/corral/corral.db-wal is a directory' when a file SQLite keeps beside
+    the database (its write-ahead log, shared memory index, journal) is not a file it
+    can use, which SQLite's own words ('disk I/O error') do not say; '' otherwise."""
+    for suffix in ("-wal", "-shm", "-journal") if path is not None else ():
+        try:
+            st = os.lstat(f"{path}{suffix}")
+        except OSError:
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            return f"; {path}{suffix} is not a regular file: move it away"
+    return ""
 
 
 def file_size_limit() -> str:

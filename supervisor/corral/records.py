@@ -208,7 +208,8 @@ class Recorder:
                 self.store.write_batch(backlog)
             except (sqlite3.Error, OSError) as exc:
                 self._wrote(None)
-                now, self.writing_since, failed = time.monotonic(), None, _why(exc)
+                now, self.writing_since = time.monotonic(), None
+                failed = _why(exc, self.store.wanted)
                 busy = _busy(exc)
                 busy_since = (busy_since or now) if busy else None
                 moved = self.store.generation != generation  # (a damaged file set aside)

@@ -374,3 +374,26 @@ def test_every_command_on_a_damaged_database_gives_one_message(corral, marked):
     for command in [("history",), ("cache", "stats"), ("plan",)]:
         result = corral(*command)
         assert "malformed" not in result.err and result.code == 0, (command, result.err)
+
+
+@pytest.mark.parametrize("suffix", ["-wal", "-shm"])
+def test_a_directory_beside_the_database_is_named_in_what_sqlite_says(tmp_path, suffix):
+    """SQLite's own words for a write-ahead log or index that is a directory ('disk I/O
+    error') do not say which file; corral's do (as root the run refuses it before, see
+    test_writes; this is what another user's run says)."""
+    from corral.dbfile import _why
+
+    db = tmp_path / "corral.db"
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("CREATE TABLE t (x)")
+    conn.close()
+    db.with_name(f"corral.db{suffix}").unlink(missing_ok=True)
+    db.with_name(f"corral.db{suffix}").mkdir()
+    with pytest.raises(sqlite3.Error) as caught:  # the control: the fault is real
+        conn = sqlite3.connect(db)
+        conn.execute("INSERT INTO t VALUES (1)")
+        conn.commit()
+    why = _why(caught.value, db)
+    assert f"{db}{suffix} is not a regular file: move it away" in why, why
+    assert "is not a regular file" not in _why(caught.value, tmp_path / "other.db")
