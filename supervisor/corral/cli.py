@@ -1262,7 +1262,8 @@ def prune(ctx, keep_runs, keep_days, dry_run):
     verb = "would remove" if dry_run else "removed"
     say(
         f"corral: {verb} {plural(len(pruned.runs), 'run')} and {size(pruned.log_bytes)} "
-        f"of logs (keeping the newest {runs or 'all'} per module set"
+        f"of logs (keeping the newest {runs or 'all'} per module set, fleet runs' too, "
+        "and per host of what fleet runs gathered"
         f"{f', and none older than {days:g} days' if days else ''})"
     )
 
