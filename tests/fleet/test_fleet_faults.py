@@ -9,6 +9,7 @@ import contextlib
 import json
 import os
 import resource
+import shutil
 import signal
 import socket
 import subprocess
@@ -41,14 +42,24 @@ def blackholed(address: tuple[str, int]):
         listener.close()
 
 
+# A python3 that runs the zipapp as a Python 3.9 would: it reports that version.
+OLD_PYTHON = """#!{interpreter} -I
+import runpy, sys
+args = [a for a in sys.argv[1:] if a not in ("-I", "-S")]
+sys.version_info, sys.version, sys.argv = (3, 9, 18, "final", 0), "3.9.18", args
+runpy.run_path(args[0], run_name="__main__")
+"""
+
+
 def test_every_kind_of_broken_host_is_reported_with_its_reason(tmp_path, fleet):
     controller = Controller(tmp_path / "controller", fleet)
     write_module(controller.modules, "a", "", "echo on $(hostname)")
     # The control: the same four hosts, whole, are ok (and get the bundle).
     first = controller("run", "-w", "node[1-4]", "--json")
     assert first.code == 0, first.err
-    node1, node2, node3, _ = fleet.hosts
+    node1, node2, node3, node4 = fleet.hosts
     node1.sh("mount -o remount,ro /var/lib/corral")  # read-only state directory
+    node4.sh("mount -o remount,ro /var/tmp")  # corral needs no /var/tmp: node4 stays ok
     node2.sh("mount --bind /dev/null /usr/bin/python3.11")  # python3 cannot run
     fill = "dd if=/dev/zero of=/var/lib/corral/fill bs=64k 2>/dev/null; true"
     node3.sh(f"mount -o remount,size=$(du -sk /var/lib/corral | cut -f1)k /var/lib/corral; {fill}")
@@ -62,20 +73,26 @@ def test_every_kind_of_broken_host_is_reported_with_its_reason(tmp_path, fleet):
     assert said["node1"][0] == "failed" and "Read-only file system" in said["node1"][1], said
     assert said["node2"][0] == "failed" and "python3" in said["node2"][1], said
     assert said["node3"][0] == "failed" and "no space left" in said["node3"][1].lower(), said
-    assert (
-        said[fleet.unreachable]
-        == (
-            "unreachable",
-            said[fleet.unreachable][1],
-        )
-        and "refused" in said[fleet.unreachable][1]
-    ), said
+    assert said[fleet.unreachable][0] == "unreachable", said
+    assert "refused" in said[fleet.unreachable][1], said
     assert said[fleet.silent][0] == "unreachable" and "timed out" in said[fleet.silent][1]
     assert said["nothing.invalid"][0] == "unreachable"
     assert "resolve" in said["nothing.invalid"][1], said
     # The ok host's records are whole; nothing runs anywhere afterwards.
     assert controller.per_host()["node4"] == 2
     assert fleet.wait_idle() == {}
+    # A python3 older than 3.11 (this one says it is 3.9): the zipapp says so.
+    interpreter = tmp_path / "python3.11"
+    shutil.copy2("/usr/bin/python3.11", interpreter)
+    old = tmp_path / "old-python3"
+    old.write_text(OLD_PYTHON.format(interpreter=interpreter))
+    old.chmod(0o755)
+    node2.sh(f"umount /usr/bin/python3.11 && mount --bind {old} /usr/bin/python3.11")
+    result = controller("run", "-w", "node2", "--json")
+    assert result.code == 1, result.err
+    node2_said = hosts_of(result)["node2"]
+    assert node2_said["status"] == "failed"
+    assert "this host has Python 3.9.18; corral needs python3 >= 3.11" in node2_said["reason"]
 
 
 def test_a_fanout_beyond_the_open_file_limit_is_narrowed_not_fatal(tmp_path, fleet):
