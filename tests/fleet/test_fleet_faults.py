@@ -42,6 +42,24 @@ def blackholed(address: tuple[str, int]):
         listener.close()
 
 
+def ssh_clients(fleet, timeout: float = 30.0) -> list[int]:
+    """Waits until no ssh client of this fleet's config runs here; returns those left."""
+    end = time.monotonic() + timeout
+    while True:
+        left = []
+        for entry in os.listdir("/proc"):
+            with contextlib.suppress(OSError):
+                if (
+                    entry.isdigit()
+                    and str(fleet.ssh_config).encode()
+                    in Path(f"/proc/{entry}/cmdline").read_bytes()
+                ):
+                    left.append(int(entry))
+        if not left or time.monotonic() > end:
+            return left
+        time.sleep(0.1)
+
+
 # A python3 that runs the zipapp as a Python 3.9 would: it reports that version.
 OLD_PYTHON = """#!{interpreter} -I
 import runpy, sys
@@ -147,10 +165,12 @@ def test_a_killed_controller_then_a_gather_files_the_runs_under_its_fleet_run(tm
     status = controller("status").out
     assert f"fleet run {killed['run_id']}" in status and "no longer running" in status
     # The hosts' runs went on; once they end, a gather files them under the killed run.
+    assert ssh_clients(fleet, timeout=0) != []  # the control: its ssh clients still wait
     for host in fleet.hosts[:2]:
         host.sh("touch /var/tmp/go")
         wait_for(host, "/var/tmp/slow-done")
     assert fleet.wait_idle() == {}
+    assert ssh_clients(fleet) == []  # the killed controller's end with their hosts' runs
     deadline = time.monotonic() + 30
     while True:
         gathered = controller("fleet", "gather", "-w", "node[1-2]", "--json")
