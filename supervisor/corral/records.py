@@ -162,6 +162,7 @@ class Recorder:
             why = exhausted(exc) or f"{type(exc).__name__}: {exc}"
             self.lost = f"{self.store.wanted}: records not written ({why})"
             self.notes.put(Notice(self.lost, warning=True))
+            self._wrote(None)  # nothing waits for a writer that is gone
 
     def _write_loop(self) -> None:
         backlog = Batch()
