@@ -330,20 +330,81 @@ class RunCgroups:
         return left
 
 
-def command(path: str, procs_files: list[str], fd: int | None = None) -> list[str]:
-    """argv of an attempt (to run with bash): bash enters the cgroups with builtins (no
-    fork, no exec), then runs the module with `$0` set to its path. With `fd`, the
-    module is read from that already opened (and checked) descriptor instead of being
-    opened again by name.
+# The attempt's bash runs the module by its path, as `bash PATH` would: bash opens it by
+# name, so $0 and BASH_SOURCE are the path. Before that bash sources BASH_ENV, which names
+# STUB_FD: corral's stub (`stub`), which enters the attempt's cgroups with builtins, gives
+# back what root's environment holds for bash's start (see `startup`), and arms a DEBUG
+# trap (inherited by subshells, -T). Before the module's first command runs, in whatever
+# shell, the trap proves that the file bash opened (/proc/$$/fd/255, the main shell's
+# script descriptor) is the inode corral checked (descriptor 3): `[[ A -ef B ]]` compares
+# device and inode while both are open, so no other file can pass. A file swapped in
+# after the check is not run (exit 126, with a message). The trap then removes itself.
+MODULE_FD, STUB_FD = 3, 4
+# bash reads its script from the highest free descriptor below its limit on open files,
+# at most 255: /proc/$$/fd/255, or one less than a lower limit (ulimit -n 64: fd 63).
+# (Plain names, not `builtin …`: root's exported functions are defined by then, and one
+# named `builtin` is what bash itself would have let them define.)
+PROOF = (
+    "__corral_fd=255\n"
+    "while read -r __corral_a __corral_b __corral_c __corral_d __corral_e; do\n"
+    '  [[ "$__corral_a $__corral_b $__corral_c" == "Max open files" ]] || continue\n'
+    "  (( __corral_d < 256 )) && __corral_fd=$(( __corral_d - 1 )); break\n"
+    "done </proc/self/limits\n"
+    "unset -v __corral_a __corral_b __corral_c __corral_d __corral_e\n"
+    "set -T\n"
+    "trap '[[ /proc/$$/fd/$__corral_fd -ef /dev/fd/3 ]] || { echo \"corral: $0 is not the "
+    'file corral checked (replaced since); not run" >&2; exit 126; }; '
+    "unset -v __corral_fd; trap - DEBUG; set +T; exec 3<&-' DEBUG\n"
+)
 
-    A failed entry is exit 125 with a message: the module never runs uncontained."""
-    if not procs_files and fd is None:
-        return ["bash", path]
-    source = '"$0"' if fd is None else f"/dev/fd/{fd}"
-    script = f". {source}"
-    if procs_files:
-        script = f"{_enter(procs_files)}; {script}"
-    return ["bash", "-c", script, path]
+
+def startup(env: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """(what the attempt's bash starts with, what it gets once inside its cgroups): root's
+    BASH_ENV (bash sources it as it starts) and exported functions (a function named
+    `builtin` or `.` would stand in for what enters the cgroups) would act before the
+    attempt is contained, so they are taken out and given back by the stub."""
+    later = {
+        k: v
+        for k, v in env.items()
+        if k == "BASH_ENV" or (k.startswith("BASH_FUNC_") and k.endswith("%%"))
+    }
+    return {k: v for k, v in env.items() if k not in later}, later
+
+
+def stub(procs_files: list[str], later: dict[str, str]) -> bytes:
+    """What the attempt's bash sources as BASH_ENV (from STUB_FD), before it opens the
+    module: enter the cgroups (exit 125 with a message when it cannot: no module runs
+    uncontained), give back `later` (`startup`), arm the proof (PROOF)."""
+    lines = [_enter(procs_files)] if procs_files else []
+    lines.append("builtin unset -v BASH_ENV")
+    lines += _give_back(later)
+    return ("\n".join(lines) + "\n" + PROOF).encode()
+
+
+def _give_back(later: dict[str, str]) -> list[str]:
+    """Shell lines that define and export root's exported functions, then export and
+    source root's BASH_ENV, as bash would have at its start. From the definitions on,
+    plain names: root's functions (even one named `builtin`) apply, as in bash."""
+    names, definitions = [], []
+    for key, value in later.items():
+        if key != "BASH_ENV" and value.startswith("() {"):  # what bash itself imports
+            name = key[len("BASH_FUNC_") : -2]
+            names.append(_word(name))
+            definitions.append(f"{name} {value}")
+    lines = []
+    if names:
+        code = "\n".join(definitions) + "\nexport -f -- " + " ".join(names)
+        lines.append(f"builtin eval -- {_word(code)}")
+    if later.get("BASH_ENV"):
+        lines.append(f"export BASH_ENV={_word(later['BASH_ENV'])}")
+        lines.append('[[ ! -r $BASH_ENV ]] || . "$BASH_ENV"')
+    return lines
+
+
+def command(path: str) -> list[str]:
+    """argv of an attempt's bash (environment: BASH_ENV=/dev/fd/STUB_FD, the stub on
+    that descriptor, the checked module on MODULE_FD)."""
+    return ["bash", path]
 
 
 def _enter(procs_files: list[str]) -> str:
@@ -359,10 +420,10 @@ def _enter(procs_files: list[str]) -> str:
 def ready_command(procs_files: list[str]) -> list[str]:
     """argv of a bash that enters its cgroups now, then waits on descriptor 3 for the
     attempt to run: `ready_message`'s preamble (which changes to the module's directory,
-    sets its environment and its $0), then the module's text (read from its checked
-    descriptor), which bash sources from the pipe; EOF instead: it exits 0. Entering the
-    cgroups (which may wait for an RCU grace period) and starting bash are then done
-    before the attempt starts, not on its way.
+    sets its environment and execs the attempt's bash), then the stub, which the new
+    bash sources from the same pipe; EOF instead: it exits 0. Entering the cgroups (which
+    may wait for an RCU grace period) is then done before the attempt starts, not on
+    its way.
 
     perf: `read -N` with a count reads the preamble in one system call; `read -d ''`
     reads a pipe a byte at a time (docs/architecture.md)."""
@@ -373,9 +434,7 @@ def ready_command(procs_files: list[str]) -> list[str]:
         "IFS= builtin read -r -N 8 __corral_n <&3 || builtin exit 0\n"
         'IFS= builtin read -r -N "$((10#$__corral_n))" __corral_n <&3 || builtin exit 126\n'
         'builtin eval "$__corral_n"\n'
-        "builtin unset __corral_n\n"
-        "SECONDS=0\n"
-        ". /dev/fd/3",
+        "builtin exit 126",
         "corral-ready",
     ]
 
@@ -384,21 +443,30 @@ _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _PLAIN = re.compile(r"[A-Za-z0-9_@%+=:,./-]*\Z")
 
 
-def ready_message(path: str, changed: dict[str, str], removed: list[str]) -> bytes | None:
-    """What a ready bash reads before the module's text: an 8-digit length, then shell
-    code that changes to the module's directory, exports `changed`, unsets `removed` and
-    sets $0 to `path`. ASCII only (any other byte is written as $'\\xHH'), so `read -N`
-    counts the same in every locale. None when a name cannot be a shell variable."""
+def ready_message(
+    bash: str, path: str, checked: str, changed: dict[str, str], removed: list[str]
+) -> bytes | None:
+    """What a ready bash reads: an 8-digit length, then shell code that changes to the
+    module's directory, exports `changed`, unsets `removed` and execs `bash` on `path`
+    with the stub (the rest of the pipe) as BASH_ENV and the file `checked` names (corral's
+    checked descriptor, /proc/PID/fd/N) as MODULE_FD; then the stub. ASCII only (any
+    other byte is written as $'\\xHH'), so `read -N` counts the same in every locale.
+    None when a name cannot be a shell variable."""
+    changed, later = startup(changed)
     if not all(_NAME.match(k) for k in changed) or not all(_NAME.match(k) for k in removed):
         return None
     lines = [f"builtin cd -- {_word(path.rpartition('/')[0] or '/')} || builtin exit 126"]
     if changed:
         lines.append("builtin export " + " ".join(f"{k}={_word(v)}" for k, v in changed.items()))
+    removed = [k for k in removed if k not in later]
     if removed:
         lines.append("builtin unset -v " + " ".join(removed))
-    lines.append(f"BASH_ARGV0={_word(path)}")
+    lines.append(f"builtin export BASH_ENV=/dev/fd/{STUB_FD}")
+    lines.append(
+        f"builtin exec -- {_word(bash)} {_word(path)} {STUB_FD}<&3 {MODULE_FD}<{_word(checked)}"
+    )
     code = "\n".join(lines).encode("ascii")
-    return b"%08d" % len(code) + code
+    return b"%08d" % len(code) + code + stub([], later)
 
 
 def _word(text: str) -> str:

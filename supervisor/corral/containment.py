@@ -24,7 +24,6 @@ from corral.cgroups import (
     AttemptCgroup,
     Figures,
     RunCgroups,
-    command,
     ready_command,
 )
 from corral.kill import signal_group, signal_process
@@ -85,8 +84,9 @@ class Containment:
             return []
         return [b for b in self.cgroups.bases.values() if os.path.isdir(b)]
 
-    def prepare(self, name: str, attempt: int, detach: bool, path: str, fd: int | None = None):
-        """(argv, member) for one attempt; raises OSError when its cgroup cannot be made."""
+    def prepare(self, name: str, attempt: int, detach: bool) -> tuple[list[str], Member]:
+        """(the `cgroup.procs` files the attempt's bash enters, member) for one attempt;
+        raises OSError when its cgroup cannot be made."""
         member = Member(f"{name}.{attempt}", detach)
         if self.cgroups is not None:
             member.cgroup = self.cgroups.attempt(name, attempt)
@@ -94,8 +94,7 @@ class Containment:
             if detach:
                 self.watchdog.tell(f"spare {member.key}")
                 member.cgroup.mark_detached()
-        files = member.cgroup.procs_files() if member.cgroup is not None else []
-        return command(path, files, fd), member
+        return (member.cgroup.procs_files() if member.cgroup is not None else []), member
 
     def prepare_ready(self, number: int) -> tuple[list[str], Member]:
         """(argv, member) of a bash that enters a fresh cgroup now and runs an attempt

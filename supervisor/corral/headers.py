@@ -349,27 +349,7 @@ def parse_header(data: bytes) -> Header:
     _below_header(data, builder, lsb_span, end, offset)
     if lsb_span:
         _read_lsb(data, lsb_span, builder)
-    _bash_source(data, builder)
     return builder.header(lsb=lsb_span is not None)
-
-
-def _bash_source(data: bytes, builder: _Builder) -> None:
-    """A module reading BASH_SOURCE is told once: bash reads the module from the
-    descriptor corral opened and checked, so BASH_SOURCE[0] is /dev/fd/3, and bash lets
-    nothing set it (a `[[ ${BASH_SOURCE[0]} == "$0" ]] && main` guard would skip main and
-    the module would succeed without doing its work)."""
-    at = data.find(b"BASH_SOURCE")
-    while at >= 0:
-        start = data.rfind(b"\n", 0, at) + 1
-        if not data[start:at].lstrip().startswith(b"#"):  # not in a comment line
-            builder.problem(
-                data.count(b"\n", 0, at) + 1,
-                "BASH_SOURCE[0] is /dev/fd/3 when corral runs a module (it is read from "
-                'the descriptor corral checked); use "$0", the module\'s path',
-                "warning",
-            )
-            return
-        at = data.find(b"BASH_SOURCE", at + 1)
 
 
 def _lsb_span(data: bytes, builder: _Builder) -> tuple[int, int] | None:

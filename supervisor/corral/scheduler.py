@@ -181,18 +181,22 @@ class Scheduler:
         while plan.more_to_do():
             self._sample_if_due()
             self._check_deadline()
+            taken = False
             if self.stop_signal is None:
                 refused_before = admission.refusal
                 for name in admission.take(self._due_retries()):
                     attempt = len(self.summaries[name].attempts) + 1
                     self.retrying.pop(name, None)
                     self._start(name, attempt)
+                    taken = True
                 if admission.refusal != refused_before:
                     self.emit(Waiting(admission.refusal, admission.holding()))
                 self._tell_long_waits()
             if not executor.running and not self.retrying and not admission.gate_holds():
                 if self.stop_signal is not None or not plan.more_to_do():
                     break  # stopped (what has not started never will), or all settled
+                if taken:  # what was taken could not start (and ended): take the next
+                    continue
                 # Nothing runs, nothing is due for a retry, the gate holds nothing back,
                 # and still something is left: no event can ever change that.
                 raise RuntimeError(

@@ -213,11 +213,15 @@ class Checker:
 
     def open_module(self, path: str) -> int:
         """A descriptor to run the module `path` from (close-on-exec; the caller closes
-        it). As root it is checked as `untrusted` checks, on this very descriptor:
-        UnsafePath when someone else could have changed it since the run began."""
+        it). As root it is checked as `untrusted` checks, on this very descriptor, every
+        directory on the way walked again: UnsafePath when someone else could have
+        changed it since the run began."""
         if os.geteuid() != 0:
             return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        return self.open(path)
+        # The directories on the way are walked again too: one that became another
+        # user's since the run began would let them rename any root file into place.
+        with Checker() as fresh:
+            return fresh.open(path)
 
     def _follow(self, dir_fd: int, directory: str, name: str, links: int) -> int:
         where = os.path.join(directory, name)

@@ -34,10 +34,36 @@ def usable() -> cgroups.RunCgroups:
     return run
 
 
-def spawn(argv, cwd=None) -> subprocess.Popen:
-    return subprocess.Popen(
-        argv, executable="/bin/bash", start_new_session=True, cwd=cwd, stdin=subprocess.DEVNULL
-    )
+def spawn(module, procs_files=(), fd=None, env=None, **kw) -> subprocess.Popen:
+    """bash runs `module` as an attempt's bash does: `bash PATH` with corral's stub as
+    BASH_ENV (entering `procs_files`, then giving back what `env` holds for bash's
+    start) and the checked descriptor `fd` (the module, opened now, by default) as
+    descriptor 3."""
+    own = fd is None
+    fd = os.open(module, os.O_RDONLY) if own else fd
+    env, later = cgroups.startup(dict(os.environ) if env is None else env)
+    stub = os.memfd_create("stub")
+    os.write(stub, cgroups.stub(list(procs_files), later))
+
+    def descriptors() -> None:
+        os.dup2(fd, cgroups.MODULE_FD)
+        os.dup2(stub, cgroups.STUB_FD)
+
+    try:
+        return subprocess.Popen(
+            cgroups.command(str(module)),
+            executable="/bin/bash",
+            start_new_session=True,
+            stdin=subprocess.DEVNULL,
+            env={**env, "BASH_ENV": f"/dev/fd/{cgroups.STUB_FD}"},
+            preexec_fn=descriptors,
+            pass_fds=(cgroups.MODULE_FD, cgroups.STUB_FD),
+            **kw,
+        )
+    finally:
+        os.close(stub)
+        if own:
+            os.close(fd)
 
 
 def test_an_escapee_is_in_the_attempt_cgroup_and_dies_with_it(tmp_path):
@@ -46,7 +72,7 @@ def test_an_escapee_is_in_the_attempt_cgroup_and_dies_with_it(tmp_path):
         module = tmp_path / "m.sh"
         module.write_text(ESCAPE.format(pidfile=tmp_path / "pid"))
         cg = run.attempt("m", 1)
-        main = spawn(cgroups.command(str(module), cg.procs_files()))
+        main = spawn(module, cg.procs_files())
         escapee = read_pid(tmp_path / "pid", 10.0)
         assert os.getsid(escapee) != os.getsid(main.pid)  # it left the session …
         assert escapee in cg.pids()  # … but not the cgroup
@@ -66,7 +92,7 @@ def test_control_a_process_group_kill_misses_the_escapee(tmp_path):
     """What corral did before: signal the attempt's process group. The escapee lives."""
     module = tmp_path / "m.sh"
     module.write_text(ESCAPE.format(pidfile=tmp_path / "pid"))
-    main = spawn(["bash", str(module)])
+    main = subprocess.Popen(["bash", str(module)], start_new_session=True)
     escapee = read_pid(tmp_path / "pid", 10.0)
     try:
         os.killpg(main.pid, signal.SIGKILL)
@@ -85,13 +111,9 @@ def test_the_module_sees_its_own_path_and_no_extra_arguments(tmp_path):
             'echo "$0|${BASH_SOURCE[0]}|$#|$(cut -d: -f3 /proc/self/cgroup | sort -u)"\n'
         )
         cg = run.attempt("m", 1)
-        out = subprocess.run(
-            cgroups.command(str(module), cg.procs_files()),
-            executable="/bin/bash",
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
+        main = spawn(module, cg.procs_files(), stdout=subprocess.PIPE, text=True)
+        out = main.communicate()[0]
+        assert main.returncode == 0
         zero, source, count, groups = out.strip().split("|", 3)
         assert (zero, source, count) == (str(module), str(module), "0")
         assert all(line.endswith("/m.1") for line in groups.splitlines() if "corral-" in line)
@@ -100,32 +122,69 @@ def test_the_module_sees_its_own_path_and_no_extra_arguments(tmp_path):
         run.close()
 
 
-def test_the_module_can_be_read_from_an_open_descriptor(tmp_path):
-    """The trust check's handoff: bash runs what the descriptor holds, $0 is the path."""
+def test_a_file_swapped_in_after_the_check_is_not_run(tmp_path):
+    """The trust check's handoff: bash opens the module by name (so $0 and BASH_SOURCE
+    are its path), and before its first command proves that what it opened is what was
+    checked (the descriptor); a file renamed over the path meanwhile is not run."""
     module = tmp_path / "m.sh"
-    module.write_text('echo "fd:$0"\n')
+    module.write_text('echo "checked:$0:${BASH_SOURCE[0]}"\n')
     fd = os.open(module, os.O_RDONLY)
     try:
+        ran = spawn(module, fd=fd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert ran.communicate() == (f"checked:{module}:{module}\n", "")
         other = tmp_path / "other.sh"
         other.write_text('echo "swapped:$0"\n')
         other.rename(module)  # the path now names another file …
-        argv = cgroups.command(str(module), [], fd=fd)
-        out = subprocess.run(
-            argv, executable="/bin/bash", capture_output=True, text=True, pass_fds=(fd,)
-        ).stdout
+        swapped = spawn(module, fd=fd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        out, err = swapped.communicate()
     finally:
         os.close(fd)
-    assert out == f"fd:{module}\n"  # … bash ran what the descriptor held
+    assert (out, swapped.returncode) == ("", 126)  # … which is not run
+    assert f"corral: {module} is not the file corral checked (replaced since)" in err
+    control = subprocess.run(["bash", str(module)], capture_output=True, text=True)
+    assert control.stdout == f"swapped:{module}\n"  # by name alone, bash runs it
 
 
 def test_a_cgroup_that_cannot_be_entered_stops_the_attempt_before_the_module(tmp_path):
     module = tmp_path / "m.sh"
     module.write_text(f"touch {tmp_path / 'ran'}\n")
-    argv = cgroups.command(str(module), [str(tmp_path / "missing/cgroup.procs")])
-    result = subprocess.run(argv, executable="/bin/bash", capture_output=True, text=True)
-    assert result.returncode == 125
-    assert "cannot enter the attempt cgroup" in result.stderr
+    main = spawn(module, [str(tmp_path / "missing/cgroup.procs")], stderr=subprocess.PIPE)
+    err = main.communicate()[1].decode()
+    assert main.returncode == 125
+    assert "cannot enter the attempt cgroup" in err
     assert not (tmp_path / "ran").exists()
+
+
+def test_roots_bash_env_and_exported_functions_act_only_inside_the_cgroup(tmp_path):
+    """Root's own BASH_ENV (bash sources it before anything else) forks a worker, and an
+    exported function named `builtin` would stand in for the entry: both are given back
+    only once the attempt's bash is inside its cgroup, and still reach the module."""
+    run = usable()
+    startup = tmp_path / "env.sh"
+    startup.write_text(f"(setsid sleep 300 >/dev/null 2>&1 & echo $! > {tmp_path / 'pid'})\n")
+    env = {**os.environ, "BASH_ENV": str(startup), "BASH_FUNC_builtin%%": "() { :; }"}
+    try:
+        module = tmp_path / "m.sh"
+        module.write_text('declare -F builtin >/dev/null && echo "$BASH_ENV"\n')
+        cg = run.attempt("m", 1)
+        main = spawn(module, cg.procs_files(), env=env, stdout=subprocess.PIPE, text=True)
+        assert main.communicate()[0] == f"{startup}\n" and main.returncode == 0
+        worker = read_pid(tmp_path / "pid", 10.0)
+        assert worker in cg.pids()
+        cg.kill()
+        assert wait_dead(worker, 5)
+        # the control: the entry as the first thing `bash -c` runs, BASH_ENV inherited
+        (tmp_path / "pid").unlink()
+        control = run.attempt("m", 2)
+        entry = cgroups._enter(control.procs_files())
+        subprocess.run(["bash", "-c", f"{entry}; true"], env=env, check=True)
+        worker = read_pid(tmp_path / "pid", 10.0)
+        try:
+            assert worker not in control.pids() and not control.populated()
+        finally:
+            os.kill(worker, signal.SIGKILL)
+    finally:
+        run.close()
 
 
 def test_the_watchdog_kills_by_cgroup_whatever_its_environment(tmp_path, monkeypatch):
@@ -138,7 +197,7 @@ def test_the_watchdog_kills_by_cgroup_whatever_its_environment(tmp_path, monkeyp
         module = tmp_path / "m.sh"
         module.write_text("trap '' TERM\n" + ESCAPE.format(pidfile=tmp_path / "pid"))
         cg = run.attempt("m", 1)
-        main = spawn(cgroups.command(str(module), cg.procs_files()))
+        main = spawn(module, cg.procs_files())
         escapee = read_pid(tmp_path / "pid", 10.0)
         member = run.bases.get(cgroups.V2) or next(iter(run.bases.values()))
         monkeypatch.setenv("BASH_ENV", str(evil))
@@ -175,7 +234,7 @@ def test_a_detached_attempt_is_spared_by_the_watchdog(tmp_path):
         module = tmp_path / "m.sh"
         module.write_text(ESCAPE.format(pidfile=tmp_path / "pid"))
         cg = run.attempt("d", 1)
-        main = spawn(cgroups.command(str(module), cg.procs_files()))
+        main = spawn(module, cg.procs_files())
         escapee = read_pid(tmp_path / "pid", 10.0)
         member = run.bases.get(cgroups.V2) or next(iter(run.bases.values()))
         dog = Watchdog(run.run_id, 0.2, member)
@@ -195,7 +254,7 @@ def test_recovery_finds_a_crashed_runs_cgroups_and_removes_them_once_empty(tmp_p
     module = tmp_path / "m.sh"
     module.write_text("sleep 300\n")
     cg = run.attempt("m", 1)
-    main = spawn(cgroups.command(str(module), cg.procs_files()))
+    main = spawn(module, cg.procs_files())
     time.sleep(0.05)
     bases = list(run.bases.values())
     found = cgroups.leftovers(bases)

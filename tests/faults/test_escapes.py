@@ -149,3 +149,60 @@ def test_the_next_start_stops_leftovers_by_their_cgroup_and_removes_it(corral, c
         assert not any(os.path.exists(b) for b in bases)
     finally:
         kill(escapee)
+
+
+# A module running as root leaves its cgroups: it writes its own PID into corral's cgroup
+# (the parent of the run's) in every hierarchy, scrubs its environment and leaves the
+# session. Only root can.
+LEAVER = """
+targets=()
+while IFS=: read -r _ kinds path; do
+  [[ $path == */corral-* ]] || continue
+  if [[ -z $kinds ]]; then
+    mnt=$(awk '$3 == "cgroup2" {{ print $2; exit }}' /proc/mounts)
+  else
+    mnt=$(awk -v k="$kinds" '$3 == "cgroup" && ("," $4 ",") ~ ("," k ",") {{ print $2; exit }}' \\
+      /proc/mounts)
+  fi
+  targets+=("$mnt${{path%/*/*}}/cgroup.procs")
+done < /proc/self/cgroup
+setsid bash -c 'for t in "${{@:2}}"; do echo $BASHPID > "$t" || exit; done; echo $BASHPID > "$1"
+  exec -c env -i sleep 300' leaver {pid} "${{targets[@]}}" >/dev/null 2>&1 &
+sleep 0.5
+grep -q corral- /proc/"$(cat {pid})"/cgroup || echo "left the attempt's cgroups"
+"""
+
+
+def test_a_process_that_left_its_cgroup_is_stopped_at_the_end_of_the_run(corral, cgroups_here):
+    """It is no longer in any cgroup of the run, nor marked: but it is corral's orphan
+    (reparented to corral, the subreaper, once the module ended), and the end of the
+    run stops every such child but the watchdog and a detached attempt's daemons."""
+    pid = corral.modules.parent / "leaver.pid"
+    corral.module("leaver", body=LEAVER.format(pid=pid))
+    result = corral("run")
+    leaver = read_pid(pid)
+    try:
+        assert result.code == 0, result.err
+        log = next((corral.db.parent / "logs").glob("2*/leaver.log")).read_text()
+        assert log == "left the attempt's cgroups\n"  # it did leave
+        assert wait_dead(leaver, 2)
+    finally:
+        kill(leaver)
+
+
+def test_control_a_process_that_left_its_cgroup_outlives_a_sigkilled_corral(corral, cgroups_here):
+    """The limit: after a SIGKILL of corral, nothing finds it (it is init's orphan now,
+    in no cgroup of the run and unmarked): neither the watchdog nor the next start."""
+    pid = corral.modules.parent / "leaver.pid"
+    corral.module("leaver", body=LEAVER.format(pid=pid) + "\nsleep 60")
+    (corral.modules.parent / "corral.yaml").write_text("grace: 0.5s\n")
+    run = Running(corral)
+    leaver = read_pid(pid)
+    try:
+        time.sleep(0.6)
+        run.proc.kill()
+        run.finish()
+        assert corral("run").code == 0  # the next start's recovery
+        assert not wait_dead(leaver, 2)
+    finally:
+        kill(leaver)

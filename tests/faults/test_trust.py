@@ -183,35 +183,74 @@ def test_a_module_changed_after_the_checks_is_checked_again_when_it_starts(corra
     assert "second ran" not in result.out
 
 
-def test_bash_runs_the_descriptor_it_was_given_not_the_name(tmp_path):
-    """The spawn mechanism itself: the module is opened and checked, then its name is
-    made to point elsewhere; bash still runs what was checked, with $0 the path."""
-    from corral.backends.local import MODULE_FD
-    from corral.cgroups import command
-    from corral.trust import Checker
-
-    module = tmp_path / "m.sh"
-    module.write_text('echo "checked $0"\n')
-    with Checker() as checker:
-        fd = checker.open_module(str(module))
-    (tmp_path / "other").write_text("echo swapped\n")
-    os.rename(tmp_path / "other", module)
-    r, w = os.pipe()
-    pid = os.posix_spawnp(
-        "bash",
-        command(str(module), [], MODULE_FD),
-        os.environ,
-        file_actions=[(os.POSIX_SPAWN_DUP2, w, 1), (os.POSIX_SPAWN_DUP2, fd, MODULE_FD)],
+@pytest.mark.parametrize("owner", ["theirs", "roots"])
+def test_a_module_swapped_while_bash_starts_is_never_run(corral, arena, owner):
+    """The race behind the checks: the module is opened and checked, then bash opens it
+    by its path (so $0 and BASH_SOURCE are the path). Here `nobody` is made owner of
+    the modules' directory after the run's checks (by the first module, as a careless
+    root might), and swaps each root-owned module with their own file as fast as they
+    can. Whatever corral opened and bash then opened, no code of theirs runs as root:
+    a swapped file is refused when it is opened (not root's) or not run by bash (the
+    proof before its first command, exit 126). `roots`: the files swapped in are root's
+    (other scripts of root's in that directory): refused at start, as the directory is
+    walked again for each attempt."""
+    corral = corral_in(arena, corral)
+    racing = arena.root / "racing"
+    racing.mkdir(mode=0o755)
+    count = 24
+    names = [f"b{i}" for i in range(count)]
+    for name in names:
+        corral.module(name, "requires: handover", "echo fine")
+        (racing / f"{name}.evil").write_text(f"{arena.attacker_code()}\n")
+        if owner == "theirs":
+            os.chown(racing / f"{name}.evil", NOBODY, NOGROUP)
+    go = arena.root / "go"
+    corral.module(
+        "handover",
+        body=f"chown nobody: {corral.modules} {racing}; touch {go}; sleep 0.5",
     )
-    os.close(w)
-    os.close(fd)
-    with os.fdopen(r) as out:
-        stdout = out.read()
-    os.waitpid(pid, 0)
-    assert stdout == f"checked {module}\n"
-    assert subprocess.run(["bash", str(module)], capture_output=True, text=True).stdout == (
-        "swapped\n"
-    )  # the control: by name, bash runs whatever the name points at now
+    # nobody's swapper: theirs in place of every module, then root's back, and again
+    swapper = arena.root / "swap.py"
+    swapper.write_text(
+        "import os, sys, time\n"
+        f"mods, racing, go = {str(corral.modules)!r}, {str(racing)!r}, {str(go)!r}\n"
+        f"names = {names!r}\n"
+        "while not os.path.exists(go): time.sleep(0.01)\n"
+        "end = time.monotonic() + float(sys.argv[1])\n"
+        "while time.monotonic() < end:\n"
+        "    for n in names:  # theirs in place of every module …\n"
+        "        os.rename(f'{mods}/{n}.sh', f'{racing}/{n}.root')\n"
+        "        os.rename(f'{racing}/{n}.evil', f'{mods}/{n}.sh')\n"
+        "    for n in names:  # … then root's back\n"
+        "        os.rename(f'{mods}/{n}.sh', f'{racing}/{n}.evil')\n"
+        "        os.rename(f'{racing}/{n}.root', f'{mods}/{n}.sh')\n"
+    )
+    nobody = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+    racer = subprocess.Popen([*nobody, "/usr/bin/python3", str(swapper), "20"])
+    try:
+        result = corral("run", "-j", "4", "--json")
+    finally:
+        racer.kill()
+        racer.wait()
+    assert not arena.ran_as_root(), arena.marker.read_text()
+    assert result.out, result.err
+    reasons = [m.get("reason") or "" for m in result.json()["modules"]]
+    caught = [r for r in reasons if f"owned by uid {NOBODY}" in r]
+    logs = "".join(p.read_text() for p in (corral.db.parent / "logs").glob("2*/b*.log"))
+    proved = logs.count("is not the file corral checked (replaced since); not run")
+    assert caught or proved, (reasons, logs)  # the race did happen
+    # the control: root running the module by name alone, while nobody swaps, runs theirs
+    go.touch()
+    racer = subprocess.Popen([*nobody, "/usr/bin/python3", str(swapper), "30"])
+    try:
+        for _ in range(200):
+            subprocess.run(["bash", str(corral.modules / "b0.sh")], capture_output=True)
+            if arena.ran_as_root():
+                break
+    finally:
+        racer.kill()
+        racer.wait()
+    assert arena.ran_as_root()
 
 
 @pytest.mark.parametrize(
@@ -400,3 +439,22 @@ def test_a_fleet_bundle_cache_another_user_controls_is_never_shipped(arena):
     assert (mine / name).read_bytes() == data
     (mine / name).write_bytes(b"PK root's")
     assert bundle.cached_zipapp(mine) == b"PK root's"
+
+
+def test_modules_that_cannot_start_one_after_another_end_the_run_as_failures(corral):
+    """Each module made unsafe after the checks fails as it is started, more of them
+    than -j: the run takes the next ones, it is never 'stuck' (an internal error)."""
+    names = [f"b{i}" for i in range(6)]
+    for name in names:
+        corral.module(name, "requires: first", "echo ran")
+    corral.module("first", body=f"chmod o+w {corral.modules}/b*.sh")
+    result = corral("run", "-j", "2", "--json")
+    assert result.code == 1, result.err
+    assert "internal error" not in result.err
+    failed = {m["name"]: m["reason"] for m in result.json()["modules"] if m["name"] != "first"}
+    assert sorted(failed) == names
+    assert all(r.startswith("cannot start: refusing to run as root") for r in failed.values())
+    for path in corral.modules.glob("b*.sh"):  # the control: the same run, files safe
+        path.chmod(0o644)
+    (corral.modules / "first.sh").write_text("true\n")
+    assert corral("run", "-j", "2").code == 0

@@ -1,8 +1,9 @@
 """The local backend: attempts run as processes on this host.
 
-Every attempt is bash reading the module from the descriptor `trust.Checker` opened
-and checked (`bash -c '. /dev/fd/3' FILE`: `$0` stays the module's path, and what runs
-is the file checked, whatever happens to its name meanwhile), in a new session (its
+Every attempt is `bash FILE`, which proves before the module's first command that the
+file it opened is the one `trust.Checker` opened and checked (`cgroups.PROOF`: $0 and
+BASH_SOURCE are the module's path, and a file swapped in since is not run), in a new
+session (its
 own process group) and, where the host allows, its own cgroup from its first
 instruction (`corral.containment`), stdin from /dev/null, stdout and stderr on a
 pipe each, whose bytes go to the attempt's `Output` with their stream (the shared log
@@ -34,7 +35,7 @@ from dataclasses import dataclass
 
 from corral import procfs
 from corral.accounting import measure
-from corral.cgroups import command, ready_message
+from corral.cgroups import MODULE_FD, STUB_FD, command, ready_message, startup, stub
 from corral.containment import Containment, Member
 from corral.errors import ResourceError, exhausted
 from corral.events import AttemptResult
@@ -74,9 +75,6 @@ class Ready:
 
 
 READ_CHUNK = 1 << 16
-# bash reads the module from this descriptor (`source` reads the whole file first, so a
-# module may reuse the number); BASH_SOURCE shows /dev/fd/3, bash cannot be told otherwise.
-MODULE_FD = 3
 
 
 @dataclass(eq=False, slots=True)
@@ -101,6 +99,7 @@ class Job:
     result: AttemptResult | None = None  # once the main process exited
     rusage: object = None  # wait4's figures for the main process and what it waited for
     look_at: float | None = None  # next early reading of its tree (no memory cgroup)
+    checked: int | None = None  # the module's checked descriptor, while a ready bash needs it
 
     @property
     def ident(self) -> int:
@@ -138,13 +137,6 @@ def _pipes(count: int) -> list[tuple[int, int]]:
                 os.close(fd)
         raise
     return made
-
-
-def _read_all(fd: int) -> bytes:
-    chunks = []
-    while chunk := os.read(fd, 1 << 16):
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _set_subreaper(on: bool) -> bool:
@@ -296,12 +288,13 @@ class LocalExecutor:
             # corral is scheduled again, and its duration must hold all of it.
             now, wall = time.monotonic(), time.time()
             # perf: posix_spawn (vfork+exec), not subprocess (docs/architecture.md)
-            argv, member = command(path, [], MODULE_FD), None
+            files, member = [], None
             if self.containment is not None:
-                argv, member = self.containment.prepare(
-                    spec.name, spec.attempt, spec.detach, path, MODULE_FD
-                )
-            pid = self._spawn(argv, spec.env, w, ew, module, MODULE_FD)
+                files, member = self.containment.prepare(spec.name, spec.attempt, spec.detach)
+            env, later = startup(spec.env)
+            pid = self._spawn(
+                command(path), env, w, ew, module, _stub(stub(files, later)), MODULE_FD
+            )
         except OSError:
             os.close(r)
             os.close(er)
@@ -331,23 +324,39 @@ class LocalExecutor:
             raise PermissionError(errno.EPERM, str(exc), path) from None
 
     def _spawn(
-        self, argv: list[str], env: dict[str, str], out: int, err: int, fd: int, at: int
+        self,
+        argv: list[str],
+        env: dict[str, str],
+        out: int,
+        err: int,
+        fd: int,
+        stub_fd: int | None,
+        at: int,
     ) -> int:
         """Spawn bash `argv` in a session of its own: stdin /dev/null, `out` and `err` its
-        stdout and stderr, `fd` as descriptor `at`; returns its PID, raises OSError."""
-        return os.posix_spawn(
-            self._bash,
-            argv,
-            env,
-            file_actions=[
-                (os.POSIX_SPAWN_DUP2, self._devnull, 0),
-                (os.POSIX_SPAWN_DUP2, out, 1),
-                (os.POSIX_SPAWN_DUP2, err, 2),
-                (os.POSIX_SPAWN_DUP2, fd, at),
-            ],
-            setsid=True,
-            setsigdef=CHILD_DEFAULTS,
-        )
+        stdout and stderr, `fd` as descriptor `at`, and `stub_fd` (closed here) as STUB_FD
+        and BASH_ENV; returns its PID, raises OSError."""
+        actions = [
+            (os.POSIX_SPAWN_DUP2, self._devnull, 0),
+            (os.POSIX_SPAWN_DUP2, out, 1),
+            (os.POSIX_SPAWN_DUP2, err, 2),
+            (os.POSIX_SPAWN_DUP2, fd, at),
+        ]
+        if stub_fd is not None:
+            actions.append((os.POSIX_SPAWN_DUP2, stub_fd, STUB_FD))
+            env = {**env, "BASH_ENV": f"/dev/fd/{STUB_FD}"}
+        try:
+            return os.posix_spawn(
+                self._bash,
+                argv,
+                env,
+                file_actions=actions,
+                setsid=True,
+                setsigdef=CHILD_DEFAULTS,
+            )
+        finally:
+            if stub_fd is not None:
+                os.close(stub_fd)
 
     def _start_ready(self, spec: Spec) -> Job | None:
         """Hand `spec` to a ready bash (readying one first if none is); None when one
@@ -358,23 +367,25 @@ class LocalExecutor:
             return None
         _, path = self._locate(spec.path)
         try:
-            # The module's bytes travel on the control pipe after the records, read from
-            # the descriptor the trust checks were made on: bash sources the pipe.
+            # The attempt's bash proves it runs this descriptor's file (cgroups.PROOF): it
+            # opens it again through /proc, so it stays open until the attempt is over.
             module = self._open_module(path)
         except OSError:
             self._ready.append(ready)
             raise
-        try:
-            text = _read_all(module)
-        finally:
-            os.close(module)
         before = ready.env
         changed = {k: v for k, v in spec.env.items() if before.get(k) != v}
-        preamble = ready_message(path, changed, [k for k in before if k not in spec.env])
-        if preamble is None:  # a name bash cannot set: the attempt is spawned directly
+        message = ready_message(
+            self._bash,
+            path,
+            f"/proc/{os.getpid()}/fd/{module}",
+            changed,
+            [k for k in before if k not in spec.env],
+        )
+        if message is None:  # a name bash cannot set: the attempt is spawned directly
+            os.close(module)
             self._ready.append(ready)
             return None
-        message = preamble + text
         now, wall = time.monotonic(), time.time()
         try:
             view = memoryview(message)
@@ -382,10 +393,12 @@ class LocalExecutor:
                 view = view[os.write(ready.control, view) :]
         except OSError:  # it died meanwhile: reaped as an orphan; spawn directly
             ready.close()
+            os.close(module)
             return None
         os.close(ready.control)
         self.containment.assigned(ready.member, spec.detach)
         job = self._track(spec, ready.pid, wall, now, ready.out, ready.err, ready.member)
+        job.checked = module
         if len(self._ready) < min(len(self._jobs), MAX_READY):
             with contextlib.suppress(OSError):
                 self._ready.append(self._make_ready(spec.env))
@@ -395,9 +408,10 @@ class LocalExecutor:
         """Start a bash that enters a fresh cgroup and waits for an attempt."""
         self._readied += 1
         argv, member = self.containment.prepare_ready(self._readied)
+        env = startup(env)[0]  # the rest once inside (cgroups.startup)
         (r, w), (er, ew), (control_r, control_w) = _pipes(3)
         try:
-            pid = self._spawn(argv, env, w, ew, control_r, 3)
+            pid = self._spawn(argv, env, w, ew, control_r, None, 3)
         except OSError:
             os.close(r)
             os.close(er)
@@ -675,6 +689,9 @@ class LocalExecutor:
     def _over(self, job: Job) -> AttemptResult:
         """Everything the attempt started is gone (or detached): its final figures."""
         self._jobs.pop(job.pid, None)
+        if job.checked is not None:
+            os.close(job.checked)
+            job.checked = None
         self._timed.discard(job)
         now = time.monotonic()
         if now - self._own_peak[0] > 1.0:  # perf: read corral's own peak once a second
@@ -778,7 +795,8 @@ class LocalExecutor:
             while self._jobs:
                 self.wait(0.1)
         if self.containment is not None and self.containment.cgroups is not None:
-            return  # every attempt was its cgroup, and each is over: nothing else is ours
+            self._stop_escapees()  # every attempt was its cgroup, and each is over
+            return
         # The fallback: everything still carrying this run's mark, by module: process-group members,
         # setsid escapees, nohup'ed daemons alike (unless the module may leave a daemon).
         found = procfs.marked(self.run_id) if self.run_id else {}
@@ -804,9 +822,46 @@ class LocalExecutor:
         terminate(groups, pids, self.grace, reap=self._reap_all)
 
 
+    def _stop_escapees(self) -> None:
+        """Stop what left its attempt's cgroup. Only root can (a module writing its PID
+        into another cgroup's cgroup.procs), and what did is still marked by the kernel
+        as corral's: once what started it has ended, it is reparented to corral, the
+        subreaper, whatever it did to its session or environment. Every child of corral
+        at the end of the run but the watchdog and a detached attempt's daemons (in
+        their cgroups) is such an escapee, and is stopped as leftovers are."""
+        cgroups = self.containment.cgroups
+        for _ in range(3):  # what an escapee forked is reparented once it is stopped
+            spared = {p for cg in cgroups.attempts if cg.detached() for p in cg.pids()}
+            escapees = [
+                pid
+                for pid, _ in procfs.children_of_self()
+                if pid != self._watchdog_pid() and pid not in spared
+            ]
+            if not escapees:
+                return
+            for name, attempt in procfs.marked(self.run_id, escapees).values():
+                key = (name, attempt)
+                self.leftovers[key] = self.leftovers.get(key, 0) + 1
+            terminate([], escapees, self.grace, reap=self._reap_all)
+
+
 def open_executor(place) -> LocalExecutor:
     """The registry's constructor (see corral.backends)."""
     return LocalExecutor(place.config.grace, place.config.log_limit, place.on_line, place.run_id)
+
+
+def _stub(text: bytes) -> int:
+    """A descriptor of an anonymous file holding `text` (the attempt's stub), for bash to
+    open as /dev/fd/STUB_FD (from its start: a memfd has no size limit to block on)."""
+    fd = os.memfd_create("corral-stub", os.MFD_CLOEXEC)
+    try:
+        view = memoryview(text)
+        while view:
+            view = view[os.write(fd, view) :]
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _cwd() -> str | None:
