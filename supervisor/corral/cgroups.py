@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import resource
 import shlex
 import time
 from dataclasses import dataclass, field
@@ -340,22 +341,22 @@ class RunCgroups:
 # device and inode while both are open, so no other file can pass. A file swapped in
 # after the check is not run (exit 126, with a message). The trap then removes itself.
 MODULE_FD, STUB_FD = 3, 4
-# bash reads its script from the highest free descriptor below its limit on open files,
-# at most 255: /proc/$$/fd/255, or one less than a lower limit (ulimit -n 64: fd 63).
 # (Plain names, not `builtin …`: root's exported functions are defined by then, and one
 # named `builtin` is what bash itself would have let them define.)
 PROOF = (
-    "__corral_fd=255\n"
-    "while read -r __corral_a __corral_b __corral_c __corral_d __corral_e; do\n"
-    '  [[ "$__corral_a $__corral_b $__corral_c" == "Max open files" ]] || continue\n'
-    "  (( __corral_d < 256 )) && __corral_fd=$(( __corral_d - 1 )); break\n"
-    "done </proc/self/limits\n"
-    "unset -v __corral_a __corral_b __corral_c __corral_d __corral_e\n"
     "set -T\n"
-    "trap '[[ /proc/$$/fd/$__corral_fd -ef /dev/fd/3 ]] || { echo \"corral: $0 is not the "
-    'file corral checked (replaced since); not run" >&2; exit 126; }; '
-    "unset -v __corral_fd; trap - DEBUG; set +T; exec 3<&-' DEBUG\n"
+    "trap '[[ /proc/$$/fd/{fd} -ef /dev/fd/3 ]] || {{ echo \"corral: $0 is not the file "
+    'corral checked (replaced since); not run" >&2; exit 126; }}; '
+    "trap - DEBUG; set +T; exec 3<&-' DEBUG\n"
 )
+
+
+def script_fd() -> int:
+    """The descriptor bash reads its script from: the highest free one below its limit
+    on open files, at most 255 (ulimit -n 64: 63). The attempt's bash inherits corral's
+    limit."""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return 255 if soft == resource.RLIM_INFINITY or soft > 256 else soft - 1
 
 
 def startup(env: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
@@ -378,7 +379,7 @@ def stub(procs_files: list[str], later: dict[str, str]) -> bytes:
     lines = [_enter(procs_files)] if procs_files else []
     lines.append("builtin unset -v BASH_ENV")
     lines += _give_back(later)
-    return ("\n".join(lines) + "\n" + PROOF).encode()
+    return ("\n".join(lines) + "\n" + PROOF.format(fd=script_fd())).encode()
 
 
 def _give_back(later: dict[str, str]) -> list[str]:

@@ -821,7 +821,6 @@ class LocalExecutor:
         groups += [pgid for pid, pgid in orphans if pid not in spared]
         terminate(groups, pids, self.grace, reap=self._reap_all)
 
-
     def _stop_escapees(self) -> None:
         """Stop what left its attempt's cgroup. Only root can (a module writing its PID
         into another cgroup's cgroup.procs), and what did is still marked by the kernel
