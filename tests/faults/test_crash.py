@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shlex
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -203,3 +206,88 @@ def test_a_detached_daemon_survives_a_crash_and_the_next_start_s_recovery(corral
         assert leftovers(run_id) == [daemon]  # the sleeper stopped, the daemon spared
     finally:
         os.kill(daemon, signal.SIGKILL)
+
+
+def _with_cmdline(word: bytes) -> list[int]:
+    found = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                with open(f"/proc/{entry.name}/cmdline", "rb") as f:
+                    if word in f.read().split(b"\0"):
+                        found.append(int(entry.name))
+            except OSError:
+                pass
+    return found
+
+
+def test_sigkill_at_any_moment_leaves_no_process_and_no_cgroup(corral, tmp_path):
+    """corral SIGKILLed at moments spread over its start (recovery of the runs killed
+    before, the watchdog not started yet, the first spawns) and its run, each module's
+    worker in a scrubbed environment and a session of its own. Afterwards (the
+    watchdog's grace, then a clean start's recovery) no worker is alive and no
+    cgroup of any of those runs is left. corral runs in a cgroup of the test's own,
+    so that what it leaves there can be counted."""
+    from corral import cgroups
+
+    mine = f"crashes-{os.getpid()}"
+    made = []
+    for h in cgroups.hierarchies():
+        if h.kind in (cgroups.V2, cgroups.MEMORY):
+            with contextlib.suppress(OSError):
+                os.mkdir(os.path.join(h.own, mine))
+                made.append(os.path.join(h.own, mine))
+    if not made or not os.path.basename(made[0]).startswith("crashes-"):
+        pytest.skip("needs a writable cgroup hierarchy")
+    word = f"{7_000_000 + os.getpid() % 1_000_000}".encode()
+    (corral.modules.parent / "corral.yaml").write_text("grace: 0.5s\n")
+    for i in range(3):
+        corral.module(
+            f"m{i}", body=f"(setsid env -i sleep {word.decode()} >/dev/null 2>&1 &)\nsleep 30"
+        )
+    enter = "; ".join(f"echo $$ > {d}/cgroup.procs" for d in made)
+    argv = " ".join(shlex.quote(a) for a in corral.argv("run", "-j", "3"))
+    try:
+        for delay in [0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.7, 0.9, 1.2]:
+            proc = subprocess.Popen(
+                ["bash", "-c", f"{enter}; exec {argv}"],
+                env=corral.env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            time.sleep(delay)
+            proc.kill()
+            proc.wait()
+        assert corral("run", "-j", "3", "m0", timeout=60).code in (0, 1)  # the recovery
+        end = time.monotonic() + 10
+        while time.monotonic() < end and (
+            _with_cmdline(word) or any(n.startswith("corral-") for d in made for n in os.listdir(d))
+        ):
+            time.sleep(0.1)
+        assert _with_cmdline(word) == []
+        assert [n for d in made for n in os.listdir(d) if n.startswith("corral-")] == []
+        # the control: the detector does find such a worker
+        control = subprocess.Popen(["setsid", "env", "-i", "sleep", word.decode()])
+        try:
+            time.sleep(0.1)
+            assert _with_cmdline(word) == [control.pid]
+        finally:
+            control.kill()
+            control.wait()
+    finally:
+        for pid in _with_cmdline(word):
+            os.kill(pid, signal.SIGKILL)
+        time.sleep(0.2)
+        for d in made:
+            with contextlib.suppress(OSError):
+                parent = os.path.dirname(d)
+                for pid in Path(d, "cgroup.procs").read_text().split():
+                    with (
+                        contextlib.suppress(OSError),
+                        open(os.path.join(parent, "cgroup.procs"), "w") as f,
+                    ):
+                        f.write(pid)
+                for n in os.listdir(d):
+                    if n.startswith("corral-"):
+                        cgroups.remove_run([os.path.join(d, n)])
+                os.rmdir(d)
