@@ -359,15 +359,21 @@ def script_fd() -> int:
     return 255 if soft == resource.RLIM_INFINITY or soft > 256 else soft - 1
 
 
+# Variables bash acts on as it starts: BASH_ENV is sourced, exported functions are
+# defined (one named `builtin` or `.` would stand in for what enters the cgroups),
+# and POSIXLY_CORRECT or `posix` in SHELLOPTS would make bash skip BASH_ENV, and so
+# corral's stub: the module would run uncontained and unproven.
+STARTUP = ("BASH_ENV", "POSIXLY_CORRECT", "SHELLOPTS")
+
+
 def startup(env: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
-    """(what the attempt's bash starts with, what it gets once inside its cgroups): root's
-    BASH_ENV (bash sources it as it starts) and exported functions (a function named
-    `builtin` or `.` would stand in for what enters the cgroups) would act before the
-    attempt is contained, so they are taken out and given back by the stub."""
+    """(what the attempt's bash starts with, what it gets once inside its cgroups):
+    the variables bash acts on as it starts (STARTUP, exported functions) are taken out
+    and given back by the stub."""
     later = {
         k: v
         for k, v in env.items()
-        if k == "BASH_ENV" or (k.startswith("BASH_FUNC_") and k.endswith("%%"))
+        if k in STARTUP or (k.startswith("BASH_FUNC_") and k.endswith("%%"))
     }
     return {k: v for k, v in env.items() if k not in later}, later
 
@@ -375,20 +381,28 @@ def startup(env: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
 def stub(procs_files: list[str], later: dict[str, str]) -> bytes:
     """What the attempt's bash sources as BASH_ENV (from STUB_FD), before it opens the
     module: enter the cgroups (exit 125 with a message when it cannot: no module runs
-    uncontained), give back `later` (`startup`), arm the proof (PROOF)."""
+    uncontained), give back `later` (`startup`) and root's shell options, arm the proof
+    (PROOF)."""
     lines = [_enter(procs_files)] if procs_files else []
     lines.append("builtin unset -v BASH_ENV")
     lines += _give_back(later)
-    return ("\n".join(lines) + "\n" + PROOF.format(fd=script_fd())).encode()
+    options = [o for o in later.get("SHELLOPTS", "").split(":") if _NAME.match(o)]
+    if options:  # bash imports SHELLOPTS read-only: set them, and export it again
+        lines.append(" ".join(f"set -o {o} 2>/dev/null;" for o in options) + " export SHELLOPTS")
+    if "POSIXLY_CORRECT" in later:  # (setting it turns posix mode on, as at bash's start)
+        lines.append(f"export POSIXLY_CORRECT={_word(later['POSIXLY_CORRECT'])}")
+    lines.append(PROOF.format(fd=script_fd()))  # last: its trap fires on any command after
+    return "\n".join(lines).encode()
 
 
 def _give_back(later: dict[str, str]) -> list[str]:
     """Shell lines that define and export root's exported functions, then export and
-    source root's BASH_ENV, as bash would have at its start. From the definitions on,
-    plain names: root's functions (even one named `builtin`) apply, as in bash."""
+    source root's BASH_ENV, as bash would have at its start (not in posix mode, where
+    bash reads no BASH_ENV). From the definitions on, plain names: root's functions
+    (even one named `builtin`) apply, as in bash."""
     names, definitions = [], []
     for key, value in later.items():
-        if key != "BASH_ENV" and value.startswith("() {"):  # what bash itself imports
+        if key.startswith("BASH_FUNC_") and value.startswith("() {"):  # as bash imports
             name = key[len("BASH_FUNC_") : -2]
             names.append(_word(name))
             definitions.append(f"{name} {value}")
@@ -396,9 +410,11 @@ def _give_back(later: dict[str, str]) -> list[str]:
     if names:
         code = "\n".join(definitions) + "\nexport -f -- " + " ".join(names)
         lines.append(f"builtin eval -- {_word(code)}")
+    posix = "POSIXLY_CORRECT" in later or "posix" in later.get("SHELLOPTS", "").split(":")
     if later.get("BASH_ENV"):
         lines.append(f"export BASH_ENV={_word(later['BASH_ENV'])}")
-        lines.append('[[ ! -r $BASH_ENV ]] || . "$BASH_ENV"')
+        if not posix:
+            lines.append('[[ ! -r $BASH_ENV ]] || . "$BASH_ENV"')
     return lines
 
 

@@ -187,6 +187,43 @@ def test_roots_bash_env_and_exported_functions_act_only_inside_the_cgroup(tmp_pa
         run.close()
 
 
+@pytest.mark.parametrize(
+    "posix", [{"POSIXLY_CORRECT": "1"}, {"SHELLOPTS": "braceexpand:hashall:posix"}]
+)
+def test_posix_mode_in_roots_environment_neither_skips_the_entry_nor_the_proof(tmp_path, posix):
+    """bash in posix mode reads no BASH_ENV, so no stub: corral starts bash without the
+    variables that ask for it and gives them back inside (the module runs in posix
+    mode, contained, and a file swapped in is not run)."""
+    run = usable()
+    env = {**os.environ, **posix}
+    try:
+        module = tmp_path / "m.sh"
+        module.write_text('shopt -qo posix && grep "^0::" /proc/self/cgroup\n')
+        cg = run.attempt("m", 1)
+        main = spawn(module, cg.procs_files(), env=env, stdout=subprocess.PIPE, text=True)
+        out = main.communicate()[0]
+        assert main.returncode == 0 and out.strip().endswith("/m.1"), out
+        fd = os.open(module, os.O_RDONLY)
+        (tmp_path / "other.sh").write_text("echo swapped\n")
+        (tmp_path / "other.sh").rename(module)
+        swapped = spawn(module, fd=fd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert swapped.communicate()[0] == b"" and swapped.returncode == 126
+        # the control: the stub given as BASH_ENV to a bash in posix mode never runs
+        stub = tmp_path / "stub.sh"
+        stub.write_bytes(cgroups.stub([], {}))
+        control = subprocess.run(
+            ["bash", str(module)],
+            env={**env, "BASH_ENV": str(stub)},
+            pass_fds=(fd,),
+            capture_output=True,
+            text=True,
+        )
+        os.close(fd)
+        assert control.stdout == "swapped\n"
+    finally:
+        run.close()
+
+
 def test_the_watchdog_kills_by_cgroup_whatever_its_environment(tmp_path, monkeypatch):
     """corral is gone (its end of the pipe closed without `done`): the watchdog stops the
     attempt, escapee included, although corral's environment tried to disable it."""
