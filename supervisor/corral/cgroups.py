@@ -341,6 +341,9 @@ class RunCgroups:
 # device and inode while both are open, so no other file can pass. A file swapped in
 # after the check is not run (exit 126, with a message). The trap then removes itself.
 MODULE_FD, STUB_FD = 3, 4
+# What BASH_ENV names: through /proc, which corral needs anyway (/dev/fd is missing in
+# some containers, and bash would then run the module without the stub, in silence).
+STUB = f"/proc/self/fd/{STUB_FD}"
 # (Plain names, not `builtin …`: root's exported functions are defined by then, and one
 # named `builtin` is what bash itself would have let them define.)
 PROOF = (
@@ -419,7 +422,7 @@ def _give_back(later: dict[str, str]) -> list[str]:
 
 
 def command(path: str) -> list[str]:
-    """argv of an attempt's bash (environment: BASH_ENV=/dev/fd/STUB_FD, the stub on
+    """argv of an attempt's bash (environment: BASH_ENV=STUB, the stub on
     that descriptor, the checked module on MODULE_FD)."""
     return ["bash", path]
 
@@ -478,7 +481,7 @@ def ready_message(
     removed = [k for k in removed if k not in later]
     if removed:
         lines.append("builtin unset -v " + " ".join(removed))
-    lines.append(f"builtin export BASH_ENV=/dev/fd/{STUB_FD}")
+    lines.append(f"builtin export BASH_ENV={STUB}")
     lines.append(
         f"builtin exec -- {_word(bash)} {_word(path)} {STUB_FD}<&3 {MODULE_FD}<{_word(checked)}"
     )

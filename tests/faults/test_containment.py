@@ -55,7 +55,7 @@ def spawn(module, procs_files=(), fd=None, env=None, **kw) -> subprocess.Popen:
             executable="/bin/bash",
             start_new_session=True,
             stdin=subprocess.DEVNULL,
-            env={**env, "BASH_ENV": f"/dev/fd/{cgroups.STUB_FD}"},
+            env={**env, "BASH_ENV": cgroups.STUB},
             preexec_fn=descriptors,
             pass_fds=(cgroups.MODULE_FD, cgroups.STUB_FD),
             **kw,

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 from corral import procfs
 from corral.accounting import measure
-from corral.cgroups import MODULE_FD, STUB_FD, command, ready_message, startup, stub
+from corral.cgroups import MODULE_FD, STUB, STUB_FD, command, ready_message, startup, stub
 from corral.containment import Containment, Member
 from corral.errors import ResourceError, exhausted
 from corral.events import AttemptResult
@@ -344,7 +344,7 @@ class LocalExecutor:
         ]
         if stub_fd is not None:
             actions.append((os.POSIX_SPAWN_DUP2, stub_fd, STUB_FD))
-            env = {**env, "BASH_ENV": f"/dev/fd/{STUB_FD}"}
+            env = {**env, "BASH_ENV": STUB}
         try:
             return os.posix_spawn(
                 self._bash,
@@ -851,7 +851,7 @@ def open_executor(place) -> LocalExecutor:
 
 def _stub(text: bytes) -> int:
     """A descriptor of an anonymous file holding `text` (the attempt's stub), for bash to
-    open as /dev/fd/STUB_FD (from its start: a memfd has no size limit to block on)."""
+    open as STUB (from its start: a memfd has no size limit to block on)."""
     fd = os.memfd_create("corral-stub", os.MFD_CLOEXEC)
     try:
         view = memoryview(text)
