@@ -199,11 +199,17 @@ def test_a_module_swapped_while_bash_starts_is_never_run(corral, arena, owner):
     racing.mkdir(mode=0o755)
     count = 24
     names = [f"b{i}" for i in range(count)]
-    for name in names:
-        corral.module(name, "requires: handover", "echo fine")
-        (racing / f"{name}.evil").write_text(f"{arena.attacker_code()}\n")
-        if owner == "theirs":
-            os.chown(racing / f"{name}.evil", NOBODY, NOGROUP)
+
+    def lay_out() -> None:  # root's modules in place, theirs beside them
+        for stale in racing.glob("*.root"):
+            stale.unlink()
+        for name in names:
+            corral.module(name, "requires: handover", "echo fine")
+            (racing / f"{name}.evil").write_text(f"{arena.attacker_code()}\n")
+            if owner == "theirs":
+                os.chown(racing / f"{name}.evil", NOBODY, NOGROUP)
+
+    lay_out()
     go = arena.root / "go"
     corral.module(
         "handover",
@@ -240,6 +246,7 @@ def test_a_module_swapped_while_bash_starts_is_never_run(corral, arena, owner):
     proved = logs.count("is not the file corral checked (replaced since); not run")
     assert caught or proved, (reasons, logs)  # the race did happen
     # the control: root running the module by name alone, while nobody swaps, runs theirs
+    lay_out()  # (the racer was stopped halfway through a swap)
     go.touch()
     racer = subprocess.Popen([*nobody, "/usr/bin/python3", str(swapper), "30"])
     try:
