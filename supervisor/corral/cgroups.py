@@ -93,6 +93,9 @@ class AttemptCgroup:
 
     dirs: dict[str, str]
     killed: bool = field(default=False, repr=False)
+    # control files found missing in an attempt cgroup of the run (shared by the run's
+    # attempts: their controllers are the run's, so one that lacks a file, all do)
+    absent: set[str] = field(default_factory=set, repr=False)
 
     def procs_files(self) -> list[str]:
         """The `cgroup.procs` files the attempt's first instruction writes its PID to."""
@@ -166,8 +169,8 @@ class AttemptCgroup:
             if "user_usec" in stat and "system_usec" in stat:
                 out.cpu_user_s = stat["user_usec"] / 1e6
                 out.cpu_sys_s = stat["system_usec"] / 1e6
-            out.peak_rss_bytes = _number(v2 + "/memory.peak")
-            io = _io_stat(v2 + "/io.stat")
+            out.peak_rss_bytes = _int(self._optional(v2, "memory.peak"))
+            io = _io_stat(self._optional(v2, "io.stat"))
             if io is not None:
                 out.read_bytes, out.write_bytes = io
         memory = self.dirs.get(MEMORY)
@@ -184,11 +187,25 @@ class AttemptCgroup:
     def current_memory(self) -> int | None:
         """Memory charged to the attempt now (the gate's live figure); None when unknown."""
         if V2 in self.dirs:
-            now = _number(os.path.join(self.dirs[V2], "memory.current"))
+            now = _int(self._optional(self.dirs[V2], "memory.current"))
             if now is not None:
                 return now
         if MEMORY in self.dirs:
             return _number(os.path.join(self.dirs[MEMORY], "memory.usage_in_bytes"))
+        return None
+
+    def _optional(self, directory: str, name: str) -> bytes | None:
+        """A control file that exists only with its controller (memory.peak, io.stat,
+        memory.current in v2); None when it cannot be read. perf: once it is found
+        missing, the run's other attempts do not look for it (docs/architecture.md)."""
+        if name in self.absent:
+            return None
+        try:
+            return _read(f"{directory}/{name}")
+        except FileNotFoundError:
+            self.absent.add(name)
+        except OSError:
+            pass
         return None
 
     def mark_detached(self) -> None:
@@ -239,6 +256,7 @@ class RunCgroups:
     def __init__(self, run_id: str, found: list[Hierarchy] | None = None):
         self.run_id = run_id
         self.bases: dict[str, str] = {}  # kind -> corral-RUN directory
+        self.absent: set[str] = set()  # control files its attempt cgroups lack
         self.attempts: list[AttemptCgroup] = []
         for h in hierarchies() if found is None else found:
             if h.kind != V2 and not self._needs(h.kind):
@@ -317,7 +335,7 @@ class RunCgroups:
                 dirs = {}
         else:
             raise FileExistsError(f"{name}.{attempt}")
-        cg = AttemptCgroup(dirs)
+        cg = AttemptCgroup(dirs, absent=self.absent)
         self.attempts.append(cg)
         return cg
 
@@ -657,10 +675,20 @@ def _keyed(path: str) -> dict[str, int]:
         return {}
 
 
-def _io_stat(path: str) -> tuple[int, int] | None:
+def _int(data: bytes | None) -> int | None:
     try:
-        lines = _read(path).decode().splitlines()
-    except (OSError, UnicodeDecodeError):
+        return None if data is None else int(data)
+    except ValueError:
+        return None
+
+
+def _io_stat(data: bytes | None) -> tuple[int, int] | None:
+    """(read, written) bytes from io.stat's text; None without it."""
+    if data is None:
+        return None
+    try:
+        lines = data.decode().splitlines()
+    except UnicodeDecodeError:
         return None
     read = write = 0
     for line in lines:
