@@ -66,9 +66,21 @@ def corral_cmd(modules: Path, db: Path, *args: str) -> list[str]:
 
 
 def timed(cmd, **kw) -> float:
-    start = time.perf_counter()
+    return timed_cpu(cmd, **kw)[0]
+
+
+def timed_cpu(cmd, **kw) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of the command and everything it waited for)."""
+    before, start = os.times(), time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, **kw)
-    return time.perf_counter() - start
+    wall, after = time.perf_counter() - start, os.times()
+    cpu = after.children_user - before.children_user + after.children_system
+    return wall, cpu - before.children_system
+
+
+def load() -> str:
+    """The host's load averages (1, 5, 15 min): what other work shared the CPUs."""
+    return "/".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 def spawn_overhead(root: Path, count: int, repeat: int) -> None:
@@ -112,15 +124,26 @@ def spawn_overhead(root: Path, count: int, repeat: int) -> None:
     ]
     subprocess.run(peers["corral"], check=True)  # warm the header cache: a normal day
     times: dict[str, list[float]] = {name: [] for name in peers}
+    cpus: dict[str, list[float]] = {name: [] for name in peers}
+    loads = [load()]
     for _ in range(repeat):
         for name, cmd in peers.items():
-            times[name].append(timed(cmd, shell=isinstance(cmd, str)))
+            wall, cpu = timed_cpu(cmd, shell=isinstance(cmd, str))
+            times[name].append(wall)
+            cpus[name].append(cpu)
+    loads.append(load())
     base = statistics.median(times["xargs -P2"])
+    base_cpu = statistics.median(cpus["xargs -P2"])
     print(f"\n## {count} no-op modules, 2 at a time (median of {repeat})\n")
-    print("| runner | wall s | vs xargs |\n|---|---:|---:|")
+    print(
+        f"load (1/5/15 min) {loads[0]} before, {loads[1]} after. CPU: user + system "
+        "seconds of the runner and its modules; on a host whose CPUs are all busy the "
+        "wall ratio tends to the CPU ratio.\n"
+    )
+    print("| runner | wall s | vs xargs | CPU s | CPU vs xargs |\n|---|---:|---:|---:|---:|")
     for name, values in times.items():
-        m = statistics.median(values)
-        print(f"| {name} | {m:.3f} | {m / base:.2f} |")
+        m, c = statistics.median(values), statistics.median(cpus[name])
+        print(f"| {name} | {m:.3f} | {m / base:.2f} | {c:.2f} | {c / base_cpu:.2f} |")
     corral_t = statistics.median(times["corral"])
     if "parallel -j2" in times:
         faster = statistics.median(times["parallel -j2"]) / corral_t
