@@ -1103,8 +1103,9 @@ def status(ctx, run, as_json):
         else:
             _echo_json({**published.as_json(), "fleet": [_fleet_row(*f) for f in fleets]})
         return
-    for line in lines:
-        say(line)
+    if published.last is not None or not fleets:  # else "no run yet" is news of nothing
+        for line in lines:
+            say(line)
     for fleet_run, hosts in fleets:
         _say_fleet(fleet_run, hosts)
 

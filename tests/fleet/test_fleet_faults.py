@@ -248,3 +248,35 @@ def test_a_host_that_stalls_mid_run_is_lost_within_a_few_connect_timeouts(tmp_pa
     node1.sh("touch /var/tmp/go")
     wait_for(node1, "/var/tmp/slow-done")
     assert fleet.wait_idle() == {}
+
+
+def test_a_gather_from_a_host_that_stalls_ends_within_a_few_connect_timeouts(tmp_path, fleet):
+    controller = Controller(tmp_path / "controller", fleet)
+    write_module(controller.modules, "a")
+    first = controller("run", "-w", "node[1-2]", "--json")
+    assert first.code == 0, first.err
+    node1 = fleet.host("node1")
+    interpreter = tmp_path / "python3.11"
+    shutil.copy2("/usr/bin/python3.11", interpreter)
+    slow = tmp_path / "slow-python3"  # node1's gather starts, then waits there
+    slow.write_text(
+        f'#!/bin/sh\ntouch /var/tmp/export-started\nsleep 30\nexec {interpreter} "$@"\n'
+    )
+    slow.chmod(0o755)
+    node1.sh(f"mount --bind {slow} /usr/bin/python3.11")
+    proc = controller.start(
+        "fleet", "gather", "-w", "node[1-2]", "--connect-timeout", "2", "--json"
+    )
+    wait_for(node1, "/var/tmp/export-started", proc)
+    stalled = node1.sessions()  # the host stops answering, as a hung host or a dead link
+    for pid in stalled:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        out, err = proc.communicate(timeout=25)  # within the slow python3's own 30 s
+    finally:
+        for pid in stalled:
+            os.kill(pid, signal.SIGCONT)
+    assert proc.returncode == 4, err
+    gathered = {g["host"]: g for g in json.loads(out)}
+    assert gathered["node2"]["status"] == "ok"  # the control: the host beside it answers
+    assert gathered["node1"]["status"] != "ok", gathered

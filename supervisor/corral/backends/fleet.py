@@ -60,6 +60,18 @@ FDS_PER_HOST = 4  # an open connection's pipes (stdin, stdout, stderr), with a m
 FDS_RESERVED = 64  # the controller's own: its database, stdio, signal and wake pipes, spawns
 
 
+def configure(task, fanout: int, connect_timeout: float, ssh_options: str | None) -> None:
+    """A ClusterShell task as every fleet connection uses it (a run's, a gather's): the
+    fan-out window, the connect timeout, and ssh's keepalives (every connect timeout,
+    three missed end the connection: a host that stalls or a link that drops packets
+    never holds the controller) after the user's own ssh options."""
+    task.set_info("fanout", max(1, fanout))
+    task.set_info("connect_timeout", connect_timeout)
+    keepalive = max(1, int(connect_timeout))
+    alive = f"-oServerAliveInterval={keepalive} -oServerAliveCountMax=3"
+    task.set_info("ssh_options", " ".join(filter(None, [ssh_options, alive])))
+
+
 def fanout_window(fanout: int) -> tuple[int, str | None]:
     """How many hosts this process can hold open at once for a `fanout` of N: the soft
     descriptor limit is raised toward the hard one as far as N needs, and what still
@@ -355,21 +367,7 @@ class _Engine:
         try:
             task = self._task = task_self()
             t = self.target
-            task.set_info("fanout", max(1, t.fanout))
-            task.set_info("connect_timeout", t.connect_timeout)
-            keepalive = max(1, int(t.connect_timeout))
-            task.set_info(
-                "ssh_options",
-                " ".join(
-                    filter(
-                        None,
-                        [
-                            t.ssh_options,
-                            f"-oServerAliveInterval={keepalive} -oServerAliveCountMax=3",
-                        ],
-                    )
-                ),
-            )
+            configure(task, t.fanout, t.connect_timeout, t.ssh_options)
             self._port = task.port(handler=_PortHandler(self), autoclose=False)
         except BaseException as exc:
             self._ready.set()

@@ -230,7 +230,7 @@ def gather(
     from ClusterShell.Event import EventHandler
     from ClusterShell.Task import task_self
 
-    from corral.backends.fleet import fanout_window
+    from corral.backends.fleet import configure, fanout_window
     from corral.fleet.agent import PREFIX
     from corral.fleet.hosts import SSH_FAILED
     from corral.fleet.records import add_records, gather_since
@@ -266,10 +266,7 @@ def gather(
                 g.status, g.reason = "failed", said.get(host, f"exit {rc}")
 
     task = task_self()  # runs in this thread
-    task.set_info("fanout", fanout)
-    task.set_info("connect_timeout", connect_timeout)
-    if config.ssh_options:
-        task.set_info("ssh_options", config.ssh_options)
+    configure(task, fanout, connect_timeout, config.ssh_options)  # as a run's: keepalives
     for host in hosts:
         script = export_command(gather_since(store, host))
         if exec_command is not None:
