@@ -48,6 +48,7 @@ from corral.signals import CHILD_DEFAULTS, Signals
 from corral.status import Status
 from corral.throttle import Host
 from corral.trust import Checker
+from corral.units import plural
 from corral.watchdog import bash
 
 PR_SET_CHILD_SUBREAPER = 36
@@ -92,6 +93,10 @@ class Job:
     cause: Status | None = None  # TIMEOUT or INTERRUPTED once corral decided to stop it
     stop_signal: int | None = None
     kill_at: float | None = None
+    # grace after the KILL: what is still there then cannot be stopped (the kernel's
+    # uninterruptible wait, a frozen cgroup) and is left, said, so nothing waits for ever
+    abandon_at: float | None = None
+    abandoned: bool = False
     exited: bool = False
     empty: bool = False  # nothing it started was alive when its main process was reaped
     usage: TreeUsage | None = None  # its tree as last sampled
@@ -187,6 +192,7 @@ class LocalExecutor:
         self.cpus = self._sampler.cpus
         self._host = Host()
         self._notices: list[str] = []  # for the next Wakeup
+        self._abandoned = False  # an attempt was given up on (_abandon): reap it now
         self._watchdog_stopped = False  # said once: another process stopped the watchdog
 
     # the seam's read-only views ------------------------------------------------------
@@ -507,9 +513,12 @@ class LocalExecutor:
         if signal.SIGCHLD in out.signals:
             out.finished = self._reap_all()
             out.signals = [s for s in out.signals if s != signal.SIGCHLD]
+        self._enforce_deadlines()
+        if self._abandoned:  # over without a SIGCHLD: no process of theirs ended
+            self._abandoned = False
+            out.finished = [*out.finished, *self._reap_all()]
         if self._notices:
             out.notices, self._notices = self._notices, []
-        self._enforce_deadlines()
         if self._young:
             self._look_early()
         return out
@@ -596,7 +605,13 @@ class LocalExecutor:
                 self._orphan_reaped(pid, usage)
         for pid, job in list(self._trees.items()):
             member = job.member
-            if member is None or job.spec.detach or job.empty or self.containment.gone(member):
+            if (
+                member is None
+                or job.spec.detach
+                or job.empty
+                or job.abandoned
+                or self.containment.gone(member)
+            ):
                 del self._trees[pid]
                 finished.append(self._over(job))
         return finished
@@ -722,10 +737,7 @@ class LocalExecutor:
         if not job.exited:
             job.cause = job.cause or cause
         if now:
-            self._signal(job, signal.SIGKILL)
-            if not job.exited:
-                job.stop_signal = signal.SIGKILL
-            job.kill_at = None
+            self._killed(job)
             return
         if job.kill_at is None:
             if job.exited:
@@ -764,10 +776,46 @@ class LocalExecutor:
         times = [
             t
             for job in self._timed
-            for t in (job.kill_at if job.kill_at is not None else job.deadline,)
+            for t in (job.kill_at if job.kill_at is not None else job.deadline, job.abandon_at)
             if t
         ]
         return min(times) if times else None
+
+    def _killed(self, job: Job) -> None:
+        """KILL everything the attempt started; what is still there a grace period later
+        cannot be stopped (_abandon)."""
+        self._signal(job, signal.SIGKILL)
+        if not job.exited:
+            job.stop_signal = signal.SIGKILL
+        job.kill_at = None
+        if job.abandon_at is None and not job.abandoned:
+            job.abandon_at = time.monotonic() + self.grace
+            self._timed.add(job)
+
+    def _abandon(self, job: Job) -> None:
+        """A grace period after the KILL the attempt's processes are still there: they
+        wait in the kernel (uninterruptible, as on a hung NFS server) or are frozen, and
+        no signal ends them. Waiting for them would hang the run (its requirers, its end)
+        without a word: corral says which and stops waiting; they are counted as leftovers
+        (their cgroup, if any, stays, as a detached daemon's does)."""
+        job.abandon_at = None
+        self._timed.discard(job)
+        if self.containment.gone(job.member) if job.member is not None else job.exited:
+            return
+        pids = sorted(job.member.pids()) if job.member is not None else [job.pid]
+        shown = ", ".join(map(str, pids[:8])) + (" …" if len(pids) > 8 else "")
+        self._notices.append(
+            f"{job.spec.name}: {plural(len(pids), 'process')} ({shown}) still there "
+            f"{self.grace:g}s after SIGKILL (waiting in the kernel, or frozen): no signal "
+            "ends them; corral no longer waits for them and leaves them"
+        )
+        job.abandoned = self._abandoned = True
+        if not job.exited:  # its main process: the outcome is what stopping it made it
+            self._count_leftovers(job)  # (those it left were counted when stopped)
+            job.cause = job.cause or Status.INTERRUPTED
+            self._exited(job, signal.SIGKILL, None)  # (a wait status: killed by KILL)
+            self._jobs.pop(job.pid, None)  # if it ever ends, it is reaped as an orphan
+            self._trees[job.pid] = job
 
     def _enforce_deadlines(self) -> None:
         if not self._timed:
@@ -775,11 +823,10 @@ class LocalExecutor:
         now = time.monotonic()
         for job in list(self._timed):
             if job.kill_at is not None and now >= job.kill_at:
-                self._signal(job, signal.SIGKILL)
-                if not job.exited:
-                    job.stop_signal = signal.SIGKILL
-                job.kill_at = None
+                self._killed(job)
                 job.deadline = None
+            elif job.abandon_at is not None and job.kill_at is None and now >= job.abandon_at:
+                self._abandon(job)
             elif job.deadline is not None and job.kill_at is None and now >= job.deadline:
                 self.stop(job, None if job.exited else Status.TIMEOUT)
                 job.deadline = None
@@ -792,7 +839,7 @@ class LocalExecutor:
             while self._jobs and time.monotonic() < end:
                 self.wait(max(0.0, end - time.monotonic()))
             self._stop_all(Status.INTERRUPTED, now=True)
-            while self._jobs:
+            while self._jobs and any(not job.abandoned for job in self._jobs.values()):
                 self.wait(0.1)
         if self.containment is not None and self.containment.cgroups is not None:
             self._stop_escapees()  # every attempt was its cgroup, and each is over
