@@ -2,11 +2,11 @@
 
 Every hierarchy corral can write gets a directory per run under corral's own cgroup,
 `corral-RUN`, and one per attempt in it, `NAME.ATTEMPT`. The attempt's bash writes its
-own PID into every one of them as its first instruction (see `command`), before the
-module runs a line, so everything the module starts is born inside: a new session,
-process group or a scrubbed environment changes nothing. Writing from the child
-itself costs no extra exec (Python 3.11 has no `clone3`, so `CLONE_INTO_CGROUP` is out
-of reach without a compiled helper).
+own PID into every one of them as its first instruction (the stub, see `stub`, or a
+readied bash, see `ready_command`), before the module runs a line, so everything the
+module starts is born inside: a new session, process group or a scrubbed environment
+changes nothing. Writing from the child itself costs no extra fork (Python 3.11 has no
+`clone3`, so `CLONE_INTO_CGROUP` is out of reach without a compiled helper).
 
 Hierarchies used, where mounted and writable:
 - cgroup v2 (pure, or the `unified` mount of a hybrid host): membership, `cgroup.kill`,
