@@ -49,10 +49,14 @@ def test_a_frozen_process_is_really_unkillable(frozen_cgroup, tmp_path):
     assert Path(f"/proc/{pid}").exists()
 
 
-def test_a_process_no_signal_ends_is_left_and_the_run_goes_on(corral, frozen_cgroup, tmp_path):
+@pytest.mark.parametrize("cgroups", ["1", "0"], ids=["cgroups", "fallback"])
+def test_a_process_no_signal_ends_is_left_and_the_run_goes_on(
+    corral, frozen_cgroup, tmp_path, cgroups
+):
     corral.module("freezer", body=freeze_a_child(frozen_cgroup))
     corral.module("after", "requires: freezer", f"touch {tmp_path}/after")
-    result = corral("run", "-q", extra_env={"CORRAL_GRACE": "1s"}, timeout=60)
+    env = {"CORRAL_GRACE": "1s", **({"CORRAL_CGROUPS": "0"} if cgroups == "0" else {})}
+    result = corral("run", "-q", extra_env=env, timeout=60)
     assert "Traceback" not in result.err and result.code == 0, result.err
     assert (tmp_path / "after").exists()  # its requirer ran
     (said,) = [line for line in result.err.splitlines() if "after SIGKILL" in line]

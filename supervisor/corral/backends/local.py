@@ -193,6 +193,7 @@ class LocalExecutor:
         self._host = Host()
         self._notices: list[str] = []  # for the next Wakeup
         self._abandoned = False  # an attempt was given up on (_abandon): reap it now
+        self._given_up: set[int] = set()  # the PIDs of what no signal ends (_abandon)
         self._watchdog_stopped = False  # said once: another process stopped the watchdog
 
     # the seam's read-only views ------------------------------------------------------
@@ -803,6 +804,10 @@ class LocalExecutor:
         if self.containment.gone(job.member) if job.member is not None else job.exited:
             return
         pids = sorted(job.member.pids()) if job.member is not None else [job.pid]
+        if not pids and self.run_id:  # the fallback saw none of them: find its mark
+            mark = (job.spec.name, job.spec.attempt)
+            pids = sorted(p for p, of in procfs.marked(self.run_id).items() if of == mark)
+        self._given_up.update(pids)
         shown = ", ".join(map(str, pids[:8])) + (" …" if len(pids) > 8 else "")
         self._notices.append(
             f"{job.spec.name}: {plural(len(pids), 'process')} ({shown}) still there "
@@ -810,8 +815,9 @@ class LocalExecutor:
             "ends them; corral no longer waits for them and leaves them"
         )
         job.abandoned = self._abandoned = True
+        key = (job.spec.name, job.spec.attempt)  # left: counted once (also if when stopped)
+        self.leftovers[key] = max(self.leftovers.get(key, 0), len(pids))
         if not job.exited:  # its main process: the outcome is what stopping it made it
-            self._count_leftovers(job)  # (those it left were counted when stopped)
             job.cause = job.cause or Status.INTERRUPTED
             self._exited(job, signal.SIGKILL, None)  # (a wait status: killed by KILL)
             self._jobs.pop(job.pid, None)  # if it ever ends, it is reaped as an orphan
@@ -859,6 +865,9 @@ class LocalExecutor:
             # look again before treating it as nobody's (a detached daemon must survive).
             time.sleep(0.05)
             found.update(procfs.marked(self.run_id, unknown))
+        for pid in self._given_up:  # no signal ends them (_abandon): said once already
+            found.pop(pid, None)
+        orphans = [(pid, pgid) for pid, pgid in orphans if pid not in self._given_up]
         for name, attempt in found.values():
             key = (name, attempt)
             self.leftovers[key] = self.leftovers.get(key, 0) + 1
@@ -878,6 +887,7 @@ class LocalExecutor:
         cgroups = self.containment.cgroups
         for _ in range(3):  # what an escapee forked is reparented once it is stopped
             spared = {p for cg in cgroups.attempts if cg.detached() for p in cg.pids()}
+            spared |= self._given_up  # no signal ends them (_abandon): said once already
             escapees = [
                 pid
                 for pid, _ in procfs.children_of_self()
