@@ -59,6 +59,42 @@ def _need_address_space() -> None:
         raise ResourceError(f"{exhausted(MemoryError())}: too little is left to draw the charts")
 
 
+def _private_matplotlib_dirs() -> None:
+    """As root, matplotlib's config and cache directories ($MPLCONFIGDIR, else under
+    $XDG_CONFIG_HOME, $XDG_CACHE_HOME or HOME) must be places only root can change: it
+    reads its matplotlibrc there and writes its font cache there by name, following
+    links. Under a HOME sudo kept (another user's), `corral docs` wrote its font cache
+    through their link over a root-only file. Where they are not safe, matplotlib gets
+    a directory of its own for this command (made with mkdtemp, removed at exit)."""
+    import atexit
+    import os
+    import shutil
+    import tempfile
+
+    from corral import safepath
+
+    if not safepath.strict():
+        return
+    env, home = os.environ, os.path.expanduser("~")
+    places = (
+        [env["MPLCONFIGDIR"]]
+        if env.get("MPLCONFIGDIR")
+        else [
+            os.path.join(env.get("XDG_CONFIG_HOME") or os.path.join(home, ".config"), "matplotlib"),
+            os.path.join(env.get("XDG_CACHE_HOME") or os.path.join(home, ".cache"), "matplotlib"),
+        ]
+    )
+    try:
+        for place in places:
+            safepath.probe_dirs(place)
+        return
+    except (OSError, safepath.UnsafePath):
+        pass
+    private = tempfile.mkdtemp(prefix="corral-matplotlib-")
+    atexit.register(shutil.rmtree, private, True)
+    env["MPLCONFIGDIR"] = private
+
+
 def _pyplot():
     import os
 
@@ -66,6 +102,7 @@ def _pyplot():
     # its own buffers (under a low `ulimit -v` OpenBLAS exits the process when it cannot).
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     _need_address_space()
+    _private_matplotlib_dirs()
     import matplotlib
 
     matplotlib.use("Agg")

@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import subprocess
+import sys
+
+import pytest
 
 from ..test_lint import need
 from .attacker import NOBODY, as_nobody
@@ -187,3 +191,33 @@ def test_a_database_another_user_can_write_is_refused(corral, arena, marked_slee
         file.chmod(0o600)
     assert corral("run").code == 0
     assert victim.wait(timeout=30) is not None
+
+
+def test_docs_under_another_users_home_never_writes_through_their_font_cache(corral, arena):
+    """`sudo corral docs` with the user's HOME kept: matplotlib writes its font cache
+    under ~/.cache/matplotlib by name. corral gives it a directory of its own instead,
+    so root writes nothing through nobody's link (nor reads their matplotlibrc)."""
+    matplotlib = pytest.importorskip("matplotlib.font_manager")
+    corral.module("a", body="sleep 0.1")
+    assert corral("run").code == 0
+    home = arena.mine
+    name = f"fontlist-v{matplotlib.FontManager.__version__}.json"
+    as_nobody(
+        f"mkdir -p {home}/.cache/matplotlib && "
+        f"ln -s {arena.precious} {home}/.cache/matplotlib/{name}"
+    )
+    env = {
+        k: v for k, v in corral.env.items() if not k.startswith(("XDG_CACHE", "XDG_CONFIG", "MPL"))
+    }
+    result = corral("docs", "--out", str(arena.root / "www"), extra_env={**env, "HOME": str(home)})
+    assert result.code == 0, result.err
+    assert arena.precious_intact()
+    assert sorted(p.name for p in home.iterdir()) == [".cache"]  # nothing of root's there
+    # the control: matplotlib loaded by root with that HOME writes through the link
+    subprocess.run(
+        [sys.executable, "-c", "import matplotlib.font_manager"],
+        env={**env, "HOME": str(home)},
+        check=True,
+        capture_output=True,
+    )
+    assert not arena.precious_intact()
