@@ -133,3 +133,26 @@ def test_a_name_too_long_for_a_log_file_gets_a_safe_log(corral):
     row = db_rows(corral.db, "SELECT log_path, log_incomplete FROM module_runs")[0]
     assert row["log_incomplete"] == 0 and Path(row["log_path"]).read_text() == "kept\n"
     assert len(os.path.basename(row["log_path"]).encode()) <= 255
+
+
+def test_a_log_directory_that_goes_bad_during_the_run_does_not_stop_it(corral, printing):
+    """The run's log directory made immutable by a module (chattr +i) while the run goes
+    on: what starts later runs without a log, flagged, and the run says so once."""
+    corral.module("spoiler", "requires: a", 'chattr +i "$CORRAL_LOG_DIR"')
+    corral.module("late", "requires: spoiler", f"echo late; touch {printing}/late")
+    try:
+        result = corral("run", "--json")
+        log_dir = Path(result.json()["log_dir"])
+        with pytest.raises(OSError):  # the control: nothing can be created there now
+            (log_dir / "probe").touch()
+    finally:
+        for run in (corral.db.parent / "logs").iterdir():
+            subprocess.run(["chattr", "-i", str(run)], capture_output=True, check=False)
+    assert "Traceback" not in result.err and result.code == 1, result.err
+    assert {p.name for p in printing.iterdir()} == {*NAMES, "late"}
+    assert result.err.count("are incomplete") == 1 and "the logs of late" in result.err
+    rows = db_rows(corral.db, "SELECT module, status, log_incomplete FROM module_runs")
+    assert {r["module"]: r["status"] for r in rows} == dict.fromkeys(
+        [*NAMES, "spoiler", "late"], "ok"
+    )
+    assert {r["module"] for r in rows if r["log_incomplete"]} == {"late"}
