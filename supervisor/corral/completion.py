@@ -57,6 +57,9 @@ def _groups() -> list[str]:
     """The node groups of ClusterShell's default group source (`@web` …), as `cluset
     -L` lists them; [] without ClusterShell or its groups."""
     try:
+        from corral.fleet.run import clustershell_as_root
+
+        clustershell_as_root()
         from ClusterShell.NodeSet import grouplist
 
         return list(grouplist())
@@ -68,6 +71,9 @@ def _members(groups: list[str], limit: int = 10_000) -> set[str]:
     """The hosts of those groups, at most `limit` of them (a completion stays quick)."""
     names: set[str] = set()
     try:
+        from corral.fleet.run import clustershell_as_root
+
+        clustershell_as_root()
         from ClusterShell.NodeSet import NodeSet
 
         for group in groups:

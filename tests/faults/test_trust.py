@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 
 import pytest
 
@@ -465,3 +466,28 @@ def test_modules_that_cannot_start_one_after_another_end_the_run_as_failures(cor
         path.chmod(0o644)
     (corral.modules / "first.sh").write_text("true\n")
     assert corral("run", "-j", "2").code == 0
+
+
+def test_clustershell_config_under_another_users_home_never_runs(corral, arena):
+    """`sudo corral run -w @web` with the user's HOME kept: ClusterShell reads
+    groups.conf from ~/.config/clustershell too, and runs its upcalls to resolve a
+    group. corral gives ClusterShell root's own home then: nobody's upcall never runs."""
+    pytest.importorskip("ClusterShell")
+    home = arena.mine
+    conf = home / ".config" / "clustershell"
+    as_nobody(f"mkdir -p {conf} && touch {conf}/groups.conf")
+    (conf / "groups.conf").write_text(  # nobody's file: what is in it is theirs
+        f"[Main]\ndefault: theirs\n[theirs]\nmap: {arena.attacker_code()}; echo h1\n"
+    )
+    corral.module("a")
+    env = {k: v for k, v in corral.env.items() if not k.startswith(("XDG_CONFIG", "CLUSTERSHELL"))}
+    result = corral("run", "-w", "@web", "--dry-run", extra_env={**env, "HOME": str(home)})
+    assert "Traceback" not in result.err
+    assert not arena.ran_as_root()
+    # the control: ClusterShell loaded by root with that HOME runs nobody's upcall
+    subprocess.run(
+        [sys.executable, "-c", "from ClusterShell.NodeSet import NodeSet; NodeSet('@web')"],
+        env={**env, "HOME": str(home)},
+        capture_output=True,
+    )
+    assert arena.ran_as_root()

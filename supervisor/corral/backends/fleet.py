@@ -362,6 +362,9 @@ class _Engine:
     # the engine thread -------------------------------------------------------------------
 
     def _run(self) -> None:
+        from corral.fleet.run import clustershell_as_root
+
+        clustershell_as_root()
         from ClusterShell.Task import task_self
 
         try:

@@ -45,10 +45,39 @@ class FleetOutcome:
 MAX_HOSTS = 1_000_000  # a node set beyond this is a typo (web[1-10000000]), not a fleet
 
 
+def clustershell_as_root() -> None:
+    """Call before ClusterShell is imported. It reads defaults.conf (which names the ssh
+    it runs) and groups.conf (whose upcalls are shell commands it runs to resolve an
+    `@group`) from per-user places too: ~/.local/etc/clustershell and
+    $XDG_CONFIG_HOME/clustershell (~/.config/clustershell). As root under another
+    user's HOME (sudo keeping it) those are theirs, and what they wrote would run as
+    root: then ClusterShell is given root's own home instead (HOME, XDG_CONFIG_HOME).
+    A $CLUSTERSHELL_CFGDIR another user controls is refused (UnsafePath)."""
+    import os
+    import pwd
+
+    from corral import safepath
+
+    if not safepath.strict():
+        return
+    given = os.environ.get("CLUSTERSHELL_CFGDIR")
+    if given:
+        safepath.probe_dirs(given)
+    home = os.path.expanduser("~")
+    config = os.environ.get("XDG_CONFIG_HOME", os.path.join(home, ".config"))
+    try:
+        for place in (f"{home}/.local/etc/clustershell", f"{config}/clustershell"):
+            safepath.probe_dirs(place)
+    except (OSError, safepath.UnsafePath):
+        os.environ["HOME"] = pwd.getpwuid(0).pw_dir
+        os.environ.pop("XDG_CONFIG_HOME", None)
+
+
 def expand(nodes: str) -> list[str]:
     """ClusterShell node-set syntax (`web[01-20],db1`, `@group`) -> host names; a
     UsageError for a node set that is malformed, names no host or more than MAX_HOSTS
     (counted before any name is made: a range of billions would fill the memory)."""
+    clustershell_as_root()
     from ClusterShell.NodeSet import NodeSet, NodeSetException
 
     try:
@@ -227,6 +256,7 @@ def gather(
     import json
     import shlex
 
+    clustershell_as_root()
     from ClusterShell.Event import EventHandler
     from ClusterShell.Task import task_self
 
