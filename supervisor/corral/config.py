@@ -671,6 +671,11 @@ def _pools(value: object) -> dict[str, int]:
         raise ValueError("expected a mapping of lock names to pool sizes")
     out = {}
     for name, size in value.items():
+        text = str(name) if isinstance(name, str | int) and not isinstance(name, bool) else ""
+        if split_list(text) != [text]:  # '', 'a b', None: no header can name it
+            error = ValueError(f"{_shown(name)} is not a lock name a header can give (a word)")
+            error.key = name
+            raise error
         try:
             out[str(name)] = _positive_int(size)
             if out[str(name)] > MAX_POOL:

@@ -149,6 +149,8 @@ def test_a_misspelt_ordering_key_is_an_error_not_a_silent_early_start(corral, tm
         ("pools:\n  apt: 2\n  apt: 3", "4: invalid YAML: 'apt' is given twice (first on line 3)"),
         ("max-load: 9\nmax_load: 3", "3: max_load is given twice: as 'max-load' and as"),
         ("fail_fast: yes\nkeep_going: yes", "3: fail_fast and keep_going set one thing"),
+        ('pools: {"": 2}', "2: pools: cannot read {'': 2}: '' is not a lock name a header"),
+        ('pools:\n  ok: 1\n  "a b": 2', "4: pools: cannot read {'ok': 1, 'a b': 2}: 'a b' is"),
         ("[]", "1: config must be a mapping"),
         ("0", "1: config must be a mapping"),
         ('""', "1: config must be a mapping"),
