@@ -750,9 +750,9 @@ def run(
     )
     if as_json:
         _echo_json(api.run_json(outcome))
-    # Every record is committed. Leave now: closing the database's last connection would
-    # fold its write-ahead log back in (15 ms after a thousand modules; the next writer
-    # does it as it goes), and the interpreter's teardown frees what the kernel frees.
+    # Every record is committed, and the write-ahead log folded into the file by the
+    # record writer (a passive checkpoint). Leave now: closing the last connection would
+    # also delete the log, and the interpreter's teardown frees what the kernel frees.
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError):  # a reader that went away (| head)
             stream.flush()

@@ -247,6 +247,29 @@ def _wal(conn: sqlite3.Connection) -> None:
             time.sleep(0.01)
 
 
+def _wal_header_sound(wal: Path) -> bool:
+    """The write-ahead log's 32-byte header has SQLite's magic number and its own
+    checksum (SQLite's: 32-bit words, summed in pairs); True also when there is no log."""
+    try:
+        with open(wal, "rb") as f:
+            head = f.read(32)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    if len(head) < 32:
+        return len(head) == 0
+    magic = int.from_bytes(head[:4], "big")
+    if magic not in (0x377F0682, 0x377F0683):
+        return False
+    order = "big" if magic & 1 else "little"
+    s1 = s2 = 0
+    for i in range(0, 24, 8):
+        s1 = (s1 + int.from_bytes(head[i : i + 4], order) + s2) & 0xFFFFFFFF
+        s2 = (s2 + int.from_bytes(head[i + 4 : i + 8], order) + s1) & 0xFFFFFFFF
+    return (s1, s2) == (int.from_bytes(head[24:28], "big"), int.from_bytes(head[28:32], "big"))
+
+
 class Database:
     """An open corral database (its file, or memory after a fault); use `open`."""
 
@@ -368,6 +391,26 @@ class Database:
         except OSError:
             return None
         return aside
+
+    def fold_log(self) -> str | None:
+        """Copy what the write-ahead log holds into the file itself (a passive checkpoint:
+        it waits for no one, and readers keep it short): a run ends with os._exit, which
+        closes no connection, so without it the log would hold every run since the last
+        reader's close, and a log removed, copied without, or overwritten would lose
+        them all in silence. A log whose header another process overwrote is not copied
+        (its pages would land in the file): returns what was lost then; None otherwise.
+        Never raises."""
+        if self.path is None:
+            return None
+        if not _wal_header_sound(Path(f"{self.path}-wal")):
+            return (
+                f"{self.path}-wal: the database's write-ahead log was overwritten during "
+                "the run: this run's records, and those of runs since the log was last "
+                "copied into the file, are not in the database"
+            )
+        with contextlib.suppress(sqlite3.Error):
+            self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        return None
 
     def close(self) -> None:
         """Close the connection; never raises."""

@@ -237,6 +237,10 @@ class Recorder:
                 )
             backlog, behind = Batch(), None
             if stop:
+                overwritten = self.store.fold_log()
+                if overwritten:
+                    self.lost = overwritten
+                    self.notes.put(Notice(overwritten, warning=True))
                 break
         self.store.patient(BRIEF_BUSY_MS)  # what follows the run (pruning) waits briefly
         if backlog:

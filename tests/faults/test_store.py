@@ -397,3 +397,52 @@ def test_a_directory_beside_the_database_is_named_in_what_sqlite_says(tmp_path, 
     why = _why(caught.value, db)
     assert f"{db}{suffix} is not a regular file: move it away" in why, why
     assert "is not a regular file" not in _why(caught.value, tmp_path / "other.db")
+
+
+GARBAGE_WAL = "head -c 40000 /dev/urandom | dd of={wal} bs=4096 conv=notrunc 2>/dev/null"
+
+
+def test_a_log_overwritten_between_runs_loses_no_earlier_run(corral, marked, tmp_path):
+    """A run ends with os._exit (no connection closed, so SQLite folds nothing back):
+    corral folds the write-ahead log into the file itself at the end of each run, so a
+    log overwritten (or removed, or left behind by a copy) afterwards loses nothing."""
+    # The control: a WAL database whose writer leaves as corral does loses its rows
+    # when the log is overwritten.
+    probe = tmp_path / "probe.db"
+    script = (
+        "import os, sqlite3; c = sqlite3.connect(os.environ['DB'], isolation_level=None); "
+        "c.execute('PRAGMA journal_mode=WAL'); c.execute('CREATE TABLE t (x)'); "
+        "c.execute('INSERT INTO t VALUES (1)'); os._exit(0)"
+    )
+    subprocess.run(["python3", "-c", script], env={"DB": str(probe)}, check=True)
+    subprocess.run(["bash", "-c", GARBAGE_WAL.format(wal=f"{probe}-wal")], check=True)
+    with pytest.raises(sqlite3.OperationalError):  # no such table: it was all in the log
+        db_rows(probe, "SELECT * FROM t")
+    assert corral("run").code == 0
+    wal = corral.db.with_name("corral.db-wal")
+    assert wal.exists()  # corral left as it does: the log is still there
+    subprocess.run(["bash", "-c", GARBAGE_WAL.format(wal=wal)], check=True)
+    result = corral("run", "--json")
+    assert result.code == 0 and "Traceback" not in result.err, result.err
+    assert [r["status"] for r in db_rows(corral.db, "SELECT status FROM runs")] == ["ok", "ok"]
+
+
+def test_a_log_overwritten_during_the_run_is_said_and_not_folded_in(corral, marked):
+    """Overwritten while the run writes: its records are lost (the log's header no
+    longer vouches for them), which is said, and the log is not copied into the file
+    (its pages would damage it): the next run runs and records, the earlier runs stay."""
+    assert corral("run").code == 0
+    wal = corral.db.with_name("corral.db-wal")
+    corral.module("spoiler", "requires: a", GARBAGE_WAL.format(wal=wal))
+    corral.module("late", "requires: spoiler", "sleep 0.3")
+    result = corral("run", "-q")
+    assert result.code == 1 and "Traceback" not in result.err, result.err
+    assert ran(marked) == set(NAMES)
+    (said,) = [line for line in result.err.splitlines() if "overwritten during the run" in line]
+    assert f"{wal}:" in said
+    (corral.modules / "spoiler.sh").unlink()
+    (corral.modules / "late.sh").unlink()
+    result = corral("run", "--json")
+    assert result.code == 0, result.err
+    assert db_rows(corral.db, "PRAGMA integrity_check") == [{"integrity_check": "ok"}]
+    assert [r["status"] for r in db_rows(corral.db, "SELECT status FROM runs")] == ["ok", "ok"]
