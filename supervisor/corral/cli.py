@@ -421,6 +421,12 @@ DURATION = _Parsed(
 )
 
 
+def _colour_wanted() -> bool:
+    """At a terminal: colour and the redrawn status line, unless NO_COLOR is set or the
+    terminal says it can do neither (TERM=dumb: an editor's shell, a log of a session)."""
+    return not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
+
+
 def _store(ctx: click.Context, purpose: str = "cache"):
     """The database for this command: "run" records, "cache" only caches headers, "read"
     reads records (a fault of the file is an error then)."""
@@ -719,7 +725,7 @@ def run(
         printer = Printer(
             sys.stdout,
             sys.stderr,
-            color=tty and not os.environ.get("NO_COLOR"),
+            color=tty and _colour_wanted(),
             timestamps=not tty,
             quiet=quiet,
             progress_every=config.progress_interval,
@@ -817,7 +823,7 @@ def _run_fleet(ctx, nodes, targets, tags, exclude, fanout, canary, max_fail, con
         out,
         tty=tty and not params["as_json"],
         quiet=params["quiet"] or params["as_json"],
-        color=tty and not os.environ.get("NO_COLOR"),
+        color=tty and _colour_wanted(),
     )
     outcome = api.run_fleet(
         config,

@@ -150,3 +150,19 @@ def test_a_database_past_the_file_size_limit_names_what_was_not_recorded(corral,
     assert f"the file size limit is {limit} bytes (ulimit -f)" in lost
     assert "the records of 3 modules (a, b, c)" in lost
     assert len(db_rows(corral.db, "SELECT * FROM runs")) == 1  # the control: the first run
+
+
+@pytest.mark.parametrize(("term", "escapes"), [("dumb", False), ("xterm", True)])
+def test_a_dumb_terminal_gets_no_escape_sequences(corral, marked, term, escapes):
+    """TERM=dumb (an editor's shell, a session's log) can neither colour nor redraw: a
+    real pseudo-terminal gets plain lines; the control, TERM=xterm, gets colour."""
+    import pexpect
+
+    argv = corral.argv("run")
+    env = {**corral.env, "TERM": term}
+    env.pop("NO_COLOR", None)
+    child = pexpect.spawn(argv[0], argv[1:], env=env, encoding="utf-8", timeout=60)
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0 and "corral: ok: 3 modules" in child.before
+    assert ("\x1b" in child.before) == escapes
