@@ -194,7 +194,10 @@ def test_control_a_process_that_left_its_cgroup_outlives_a_sigkilled_corral(corr
     """The limit: after a SIGKILL of corral, nothing finds it (it is init's orphan now,
     in no cgroup of the run and unmarked): neither the watchdog nor the next start."""
     pid = corral.modules.parent / "leaver.pid"
-    corral.module("leaver", body=LEAVER.format(pid=pid) + "\nsleep 60")
+    again = corral.modules.parent / "again"  # the next start's module ends at once
+    corral.module(
+        "leaver", body=f"[ -e {again} ] && exit 0\n" + LEAVER.format(pid=pid) + "\nsleep 60"
+    )
     (corral.modules.parent / "corral.yaml").write_text("grace: 0.5s\n")
     run = Running(corral)
     leaver = read_pid(pid)
@@ -202,6 +205,7 @@ def test_control_a_process_that_left_its_cgroup_outlives_a_sigkilled_corral(corr
         time.sleep(0.6)
         run.proc.kill()
         run.finish()
+        again.touch()
         assert corral("run").code == 0  # the next start's recovery
         assert not wait_dead(leaver, 2)
     finally:
