@@ -20,8 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from corral.backends.local import MODULE_FD
-from corral.cgroups import command
+from corral.cgroups import MODULE_FD, command
 from corral.trust import Checker
 
 
