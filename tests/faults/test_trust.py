@@ -491,3 +491,35 @@ def test_clustershell_config_under_another_users_home_never_runs(corral, arena):
         capture_output=True,
     )
     assert arena.ran_as_root()
+
+
+HIDDEN_PROC = r"""
+set -u
+{hide}
+"$PYTHON" -m corral --modules "$MODULES" --db "$DB" run -q 2>err
+echo "rc=$?"
+cat err
+"""
+
+
+@pytest.mark.parametrize("hidden", [True, False], ids=["proc-hidden", "control"])
+def test_as_root_without_proc_bash_would_run_modules_unproven_so_none_runs(corral, hidden):
+    """bash skips a BASH_ENV it cannot open, in silence: with /proc hidden (a tmpfs over
+    it, in a private mount namespace) the stub that proves the checked file and enters
+    the cgroups never ran, and the module ran unproven. As root, corral refuses that run
+    (exit 71, one line). The control, the same namespace with /proc as it is, runs it."""
+    from .conftest import private_mounts
+
+    if os.geteuid() != 0:
+        pytest.skip("the proof is root's")
+    marker = corral.modules.parent / "ran"
+    corral.module("a", body=f"touch {marker}")
+    hide = "mount -t tmpfs tmpfs /proc || exit 99" if hidden else ""
+    done = private_mounts(corral, HIDDEN_PROC.format(hide=hide))
+    assert "Traceback" not in done.stdout, done.stdout
+    if hidden:
+        assert "rc=71" in done.stdout and "/proc/self/fd is missing" in done.stdout, done.stdout
+        assert not marker.exists()
+    else:
+        assert "rc=0" in done.stdout, done.stdout
+        assert marker.exists()

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from corral.cgroups import MODULE_FD, STUB, STUB_FD, command, ready_message, startup, stub
 from corral.containment import Containment, Member
+from corral.errors import ResourceError
 from corral.executor import Spec
 from corral.safepath import UnsafePath
 from corral.signals import CHILD_DEFAULTS
@@ -62,8 +63,17 @@ class Spawner:
         self._readied = 0  # how many were started (their cgroups' numbers)
 
     def open(self) -> None:
-        """Open /dev/null for the attempts' stdin; raises OSError (out of descriptors)."""
+        """Open /dev/null for the attempts' stdin; raises OSError (out of descriptors),
+        and ResourceError as root where bash could not read the stub (no /proc/self/fd:
+        bash skips a BASH_ENV it cannot open, in silence, and would run modules unproven)."""
         self.devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        if os.geteuid() == 0 and not os.path.exists(f"/proc/self/fd/{self.devnull}"):
+            os.close(self.devnull)
+            self.devnull = -1
+            raise ResourceError(
+                f"{STUB.rpartition('/')[0]} is missing (is /proc mounted?): bash could not "
+                "prove it runs the module corral checked, so as root nothing is run"
+            )
 
     def close(self) -> None:
         """Close what it holds and return to the directory corral started in."""
