@@ -110,7 +110,9 @@ class Oracle:
     def start(self, module, env) -> subprocess.Popen:
         enter = "; ".join(f"echo $$ > {d}/cgroup.procs" for d in self.dirs.values())
         return subprocess.Popen(
-            ["bash", "-c", f'{enter}; . "$0"', str(module)],
+            # entered as corral enters an attempt: a bash that entered its cgroups execs
+            # the module's bash (whose image and the one it replaces both count, briefly)
+            ["bash", "-c", f'{enter}; exec bash "$0"', str(module)],
             env=env,
             cwd=module.parent,
             stdin=subprocess.DEVNULL,
