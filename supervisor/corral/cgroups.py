@@ -28,6 +28,7 @@ import re
 import resource
 import shlex
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from corral import kill, safepath
@@ -253,7 +254,12 @@ class RunCgroups:
     v2 (`cgroup.kill`) or v1 with the freezer. Without one, nothing is made at all.
     """
 
-    def __init__(self, run_id: str, found: list[Hierarchy] | None = None):
+    def __init__(
+        self,
+        run_id: str,
+        found: list[Hierarchy] | None = None,
+        making: Callable[[str], object] | None = None,
+    ):
         self.run_id = run_id
         self.bases: dict[str, str] = {}  # kind -> corral-RUN directory
         self.absent: set[str] = set()  # control files its attempt cgroups lack
@@ -264,6 +270,8 @@ class RunCgroups:
             if _delegated(h.own):
                 continue
             base = os.path.join(h.own, f"{PREFIX}{run_id}")
+            if making is not None:
+                making(base)  # told before it exists: a crash right after leaves nothing
             try:
                 os.mkdir(base, 0o755)
             except FileExistsError:

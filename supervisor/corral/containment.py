@@ -53,16 +53,26 @@ class Containment:
     def __init__(self, run_id: str, grace: float, use_cgroups: bool | None = None):
         if use_cgroups is None:
             use_cgroups = os.environ.get("CORRAL_CGROUPS", "1") != "0"
-        run = RunCgroups(run_id) if use_cgroups else None
-        self.cgroups = run if run is not None and run.enabled else None
-        bases = self.cgroups.bases if self.cgroups is not None else {}
-        member = next(iter(bases.values()), "")
-        freezer = bases.get(FREEZER, "") if V2 not in bases else ""
+        # The watchdog first, told each of the run's directories before it is made: a
+        # SIGKILL of corral between making one and telling the watchdog left it to no
+        # one (the run's row, which recovery reads, is written later still).
+        self.watchdog = Watchdog(run_id, grace)
+        self.cgroups = None
         try:
-            self.watchdog = Watchdog(run_id, grace, member, freezer, tuple(bases.values()))
-        except BaseException:  # no run without its watchdog: its cgroups go again
+            if use_cgroups:
+                run = RunCgroups(run_id, making=lambda base: self.watchdog.tell(f"base {base}"))
+                self.cgroups = run if run.enabled else None
+            bases = self.cgroups.bases if self.cgroups is not None else {}
+            member = next(iter(bases.values()), "")
+            freezer = bases.get(FREEZER, "") if V2 not in bases else ""
+            if member:
+                self.watchdog.tell(f"member {member}")
+            if freezer:
+                self.watchdog.tell(f"freezer {freezer}")
+        except BaseException:  # (out of descriptors): its cgroups and watchdog go again
             if self.cgroups is not None:
                 self.cgroups.close()
+            self.watchdog.close()
             raise
 
     @property

@@ -45,6 +45,9 @@ while IFS= read -r line; do
   case $line in
     spare\ *) spare[${line#spare }]=1 ;;
     pid\ *) set -- $line; known[$2]=$3 ;;
+    base\ *) bases+=("${line#base }") ;;
+    member\ *) member=${line#member } ;;
+    freezer\ *) freezer=${line#freezer } ;;
     *) last=$line ;;
   esac
 done
@@ -212,7 +215,9 @@ class Watchdog:
             self._write(line)
 
     def tell(self, line: str) -> None:
-        """One line to the watchdog (`spare NAME.ATTEMPT`, `pid PID START`)."""
+        """One line to the watchdog (`spare NAME.ATTEMPT`, `pid PID START`, and the run's
+        places as they are made: `base DIR` before DIR exists, `member DIR`, `freezer
+        DIR`)."""
         self._told.append(line)
         self._write(line)
 

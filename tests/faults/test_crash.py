@@ -292,3 +292,22 @@ def test_sigkill_at_any_moment_leaves_no_process_and_no_cgroup(corral, tmp_path)
                     if n.startswith("corral-"):
                         cgroups.remove_run([os.path.join(d, n)])
                 os.rmdir(d)
+
+
+@pytest.mark.parametrize("told", [True, False], ids=["told", "control"])
+def test_a_directory_told_before_it_is_made_goes_when_corral_dies(tmp_path, told):
+    """corral tells the watchdog each of the run's cgroup directories before it makes it
+    (Containment), so a SIGKILL between the two cannot leave one to no one: when the
+    pipe closes without `done`, the watchdog removes it. The control: a directory made
+    but never told stays."""
+    from corral.watchdog import Watchdog
+
+    watchdog = Watchdog(f"told-{os.getpid()}-{told}", 0.1)
+    base = tmp_path / "corral-base"
+    if told:
+        watchdog.tell(f"base {base}")
+    base.mkdir()
+    os.close(watchdog._w)  # corral is gone: no `done`
+    watchdog._w = None
+    os.waitpid(watchdog.pid, 0)
+    assert base.exists() is not told
