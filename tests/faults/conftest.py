@@ -53,6 +53,17 @@ class Running:
         return self.proc.returncode, out, "".join(self.said) + err
 
 
+def marking(corral, tmp_path, names, say: str = ""):
+    """Modules `names`, each printing `say NAME` (when given) and then leaving a marker
+    file named after itself; returns the markers' directory."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    for name in names:
+        echo = f"echo {say} {name}; " if say else ""
+        corral.module(name, body=f"{echo}touch {marks}/{name}")
+    return marks
+
+
 def private_mounts(corral, script: str) -> subprocess.CompletedProcess:
     """Bash runs `script` in a private mount namespace (its own /run/lock, say, so the
     host's is untouched), with PYTHON, MODULES and DB naming this corral; the test is

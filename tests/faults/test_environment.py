@@ -16,17 +16,32 @@ from corral.api import _display
 from corral.errors import exhausted
 
 from ..conftest import db_rows
+from .conftest import marking
 
 NAMES = ("a", "b", "c")
 
 
 @pytest.fixture
 def marked(corral, tmp_path):
-    marks = tmp_path / "marks"
-    marks.mkdir()
-    for name in NAMES:
-        corral.module(name, body=f"echo hello from {name}; touch {marks}/{name}")
-    return marks
+    """Three modules that print a line and leave a marker file; the markers' directory."""
+    return marking(corral, tmp_path, NAMES, "hello from")
+
+
+def run_capped(corral, limit: int) -> subprocess.CompletedProcess:
+    """`corral run -q` under `ulimit -f` of `limit` bytes."""
+    import resource
+
+    def capped():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return subprocess.run(
+        corral.argv("run", "-q"),
+        env=corral.env,
+        preexec_fn=capped,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def newest(db) -> str:
@@ -105,14 +120,7 @@ def test_a_file_size_limit_loses_output_not_the_run(corral, marked, tmp_path):
         ["bash", "-c", f"head -c 300000 /dev/zero > {tmp_path}/probe"], preexec_fn=capped
     )
     assert done.returncode != 0
-    result = subprocess.run(
-        corral.argv("run", "-q"),
-        env=corral.env,
-        preexec_fn=capped,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_capped(corral, limit)
     assert "Traceback" not in result.stderr and result.returncode == 1, result.stderr
     assert {p.name for p in marked.iterdir()} == {*NAMES, "big"}
     assert f"the file size limit is {limit} bytes (ulimit -f)" in result.stderr
@@ -125,25 +133,12 @@ def test_a_file_size_limit_loses_output_not_the_run(corral, marked, tmp_path):
 def test_a_database_past_the_file_size_limit_names_what_was_not_recorded(corral, marked):
     """The database's write-ahead log cannot grow under `ulimit -f` at its size: every
     module runs, and the one warning names what was not recorded and the limit."""
-    import resource
-
     assert corral("run").code == 0
     for mark in marked.iterdir():
         mark.unlink()
     wal = corral.db.with_name("corral.db-wal")
     limit = max(corral.db.stat().st_size, wal.stat().st_size)
-
-    def capped():
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-
-    result = subprocess.run(
-        corral.argv("run", "-q"),
-        env=corral.env,
-        preexec_fn=capped,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_capped(corral, limit)
     assert "Traceback" not in result.stderr and result.returncode == 1, result.stderr
     assert {p.name for p in marked.iterdir()} == set(NAMES)
     (lost,) = [line for line in result.stderr.splitlines() if "not recorded" in line]

@@ -14,17 +14,15 @@ from pathlib import Path
 import pytest
 
 from ..conftest import db_rows
+from .conftest import marking
 
 NAMES = ("a", "b")
 
 
 @pytest.fixture
 def printing(corral, tmp_path):
-    marks = tmp_path / "marks"
-    marks.mkdir()
-    for name in NAMES:
-        corral.module(name, body=f"echo output of {name}; touch {marks}/{name}")
-    return marks
+    """Two modules that print a line and leave a marker file; the markers' directory."""
+    return marking(corral, tmp_path, NAMES, "output of")
 
 
 def with_log_dir(corral, path) -> None:

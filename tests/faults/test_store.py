@@ -14,7 +14,7 @@ import subprocess
 import pytest
 
 from ..conftest import damage, db_rows
-from .conftest import Running, fill
+from .conftest import Running, fill, marking
 
 NAMES = ("a", "b", "c")
 
@@ -22,11 +22,7 @@ NAMES = ("a", "b", "c")
 @pytest.fixture
 def marked(corral, tmp_path):
     """Three modules that each leave a marker file; returns the markers' directory."""
-    marks = tmp_path / "marks"
-    marks.mkdir()
-    for name in NAMES:
-        corral.module(name, body=f"touch {marks}/{name}")
-    return marks
+    return marking(corral, tmp_path, NAMES)
 
 
 def ran(marks) -> set[str]:
