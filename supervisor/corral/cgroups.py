@@ -2,8 +2,8 @@
 
 Every hierarchy corral can write gets a directory per run under corral's own cgroup,
 `corral-RUN`, and one per attempt in it, `NAME.ATTEMPT`. The attempt's bash writes its
-own PID into every one of them as its first instruction (the stub, see `stub`, or a
-readied bash, see `ready_command`), before the module runs a line, so everything the
+own PID into every one of them as its first instruction (the stub, see `stub`),
+before the module runs a line, so everything the
 module starts is born inside: a new session, process group or a scrubbed environment
 changes nothing. Writing from the child itself costs no extra fork (Python 3.11 has no
 `clone3`, so `CLONE_INTO_CGROUP` is out of reach without a compiled helper).
@@ -407,12 +407,13 @@ def startup(env: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
     return {k: v for k, v in env.items() if k not in later}, later
 
 
-def stub(procs_files: list[str], later: dict[str, str]) -> bytes:
+def stub(procs_files: list[str], later: dict[str, str], parent: int | None = None) -> bytes:
     """What the attempt's bash sources as BASH_ENV (from STUB_FD), before it opens the
-    module: enter the cgroups (exit 125 with a message when it cannot: no module runs
+    module: enter the cgroups and check that its parent is still `parent` (corral, by
+    default this process; exit 125 with a message otherwise: no module runs
     uncontained), give back `later` (`startup`) and root's shell options, arm the proof
     (PROOF)."""
-    lines = [_enter(procs_files)] if procs_files else []
+    lines = [_enter(procs_files, os.getpid() if parent is None else parent)] if procs_files else []
     lines.append("builtin unset -v BASH_ENV")
     lines += _give_back(later)
     options = [o for o in later.get("SHELLOPTS", "").split(":") if _NAME.match(o)]
@@ -453,66 +454,26 @@ def command(path: str) -> list[str]:
     return ["bash", path]
 
 
-def _enter(procs_files: list[str]) -> str:
+def _enter(procs_files: list[str], parent: int) -> str:
     """Shell code by which bash puts itself into every cgroup of `procs_files` with
-    builtins; failing that, exit 125 with a message (no module runs uncontained)."""
+    builtins; failing that, exit 125 with a message (no module runs uncontained).
+
+    Then, inside, it checks that its parent is still `parent` (corral): killed before
+    this bash was in its cgroups, corral's watchdog may have looked at them already and
+    found them empty. Before the check passes the bash is inside (the watchdog finds it
+    and stops it), or it sees itself orphaned and exits 125."""
     enter = " && ".join(f"builtin echo $$ >{shlex.quote(p)}" for p in procs_files)
     return (
         f"{{ {enter}; }} || {{ builtin echo 'corral: cannot enter the attempt cgroup' >&2; "
-        "builtin exit 125; }"
+        "builtin exit 125; }\n"
+        "{ builtin read -r __corral </proc/$$/stat && __corral=${__corral##*) } && "
+        f"[[ ${{__corral#* }} == '{parent} '* ]]; }} || {{ builtin echo 'corral: corral "
+        "is gone; not run' >&2; builtin exit 125; }; builtin unset -v __corral"
     )
-
-
-def ready_command(procs_files: list[str]) -> list[str]:
-    """argv of a bash that enters its cgroups now, then waits on descriptor 3 for the
-    attempt to run: `ready_message`'s preamble (which changes to the module's directory,
-    sets its environment and execs the attempt's bash), then the stub, which the new
-    bash sources from the same pipe; EOF instead: it exits 0. Entering the cgroups (which
-    may wait for an RCU grace period) is then done before the attempt starts, not on
-    its way.
-
-    perf: `read -N` with a count reads the preamble in one system call; `read -d ''`
-    reads a pipe a byte at a time (docs/architecture.md)."""
-    return [
-        "bash",
-        "-c",
-        f"{_enter(procs_files)}\n"
-        "IFS= builtin read -r -N 8 __corral_n <&3 || builtin exit 0\n"
-        'IFS= builtin read -r -N "$((10#$__corral_n))" __corral_n <&3 || builtin exit 126\n'
-        'builtin eval "$__corral_n"\n'
-        "builtin exit 126",
-        "corral-ready",
-    ]
 
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _PLAIN = re.compile(r"[A-Za-z0-9_@%+=:,./-]*\Z")
-
-
-def ready_message(
-    bash: str, path: str, checked: str, changed: dict[str, str], removed: list[str]
-) -> bytes | None:
-    """What a ready bash reads: an 8-digit length, then shell code that changes to the
-    module's directory, exports `changed`, unsets `removed` and execs `bash` on `path`
-    with the stub (the rest of the pipe) as BASH_ENV and the file `checked` names (corral's
-    checked descriptor, /proc/PID/fd/N) as MODULE_FD; then the stub. ASCII only (any
-    other byte is written as $'\\xHH'), so `read -N` counts the same in every locale.
-    None when a name cannot be a shell variable."""
-    changed, later = startup(changed)
-    if not all(_NAME.match(k) for k in changed) or not all(_NAME.match(k) for k in removed):
-        return None
-    lines = [f"builtin cd -- {_word(path.rpartition('/')[0] or '/')} || builtin exit 126"]
-    if changed:
-        lines.append("builtin export " + " ".join(f"{k}={_word(v)}" for k, v in changed.items()))
-    removed = [k for k in removed if k not in later]
-    if removed:
-        lines.append("builtin unset -v " + " ".join(removed))
-    lines.append(f"builtin export BASH_ENV={STUB}")
-    lines.append(
-        f"builtin exec -- {_word(bash)} {_word(path)} {STUB_FD}<&3 {MODULE_FD}<{_word(checked)}"
-    )
-    code = "\n".join(lines).encode("ascii")
-    return b"%08d" % len(code) + code + stub([], later)
 
 
 def _word(text: str) -> str:

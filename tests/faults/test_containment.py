@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from corral import cgroups
+from corral import cgroups, procfs
 from corral.watchdog import Watchdog
 
 from ..runtrace import alive, read_pid, wait_dead
@@ -34,7 +34,7 @@ def usable() -> cgroups.RunCgroups:
     return run
 
 
-def spawn(module, procs_files=(), fd=None, env=None, **kw) -> subprocess.Popen:
+def spawn(module, procs_files=(), fd=None, env=None, parent=None, **kw) -> subprocess.Popen:
     """bash runs `module` as an attempt's bash does: `bash PATH` with corral's stub as
     BASH_ENV (entering `procs_files`, then giving back what `env` holds for bash's
     start) and the checked descriptor `fd` (the module, opened now, by default) as
@@ -43,7 +43,7 @@ def spawn(module, procs_files=(), fd=None, env=None, **kw) -> subprocess.Popen:
     fd = os.open(module, os.O_RDONLY) if own else fd
     env, later = cgroups.startup(dict(os.environ) if env is None else env)
     stub = os.memfd_create("stub")
-    os.write(stub, cgroups.stub(list(procs_files), later))
+    os.write(stub, cgroups.stub(list(procs_files), later, parent))
 
     def descriptors() -> None:
         os.dup2(fd, cgroups.MODULE_FD)
@@ -155,6 +155,27 @@ def test_a_cgroup_that_cannot_be_entered_stops_the_attempt_before_the_module(tmp
     assert not (tmp_path / "ran").exists()
 
 
+def test_an_attempt_orphaned_before_it_was_inside_its_cgroup_is_not_run(tmp_path):
+    """corral killed while the attempt's bash was on its way into its cgroup: the
+    watchdog may have found the cgroup empty, so the bash, once inside, sees its parent
+    is not corral's PID any more and exits before the module. The control: with the
+    parent it has, the module runs."""
+    run = usable()
+    try:
+        module = tmp_path / "m.sh"
+        module.write_text(f"touch {tmp_path / 'ran'}\n")
+        cg = run.attempt("m", 1)
+        gone = max(procfs.pids()) + 100_000  # no process has it: corral is gone
+        main = spawn(module, cg.procs_files(), parent=gone, stderr=subprocess.PIPE)
+        err = main.communicate()[1].decode()
+        assert (main.returncode, err) == (125, "corral: corral is gone; not run\n")
+        assert not (tmp_path / "ran").exists()
+        control = spawn(module, run.attempt("m", 2).procs_files())
+        assert control.wait(10) == 0 and (tmp_path / "ran").exists()
+    finally:
+        run.close()
+
+
 def test_roots_bash_env_and_exported_functions_act_only_inside_the_cgroup(tmp_path):
     """Root's own BASH_ENV (bash sources it before anything else) forks a worker, and an
     exported function named `builtin` would stand in for the entry: both are given back
@@ -176,7 +197,7 @@ def test_roots_bash_env_and_exported_functions_act_only_inside_the_cgroup(tmp_pa
         # the control: the entry as the first thing `bash -c` runs, BASH_ENV inherited
         (tmp_path / "pid").unlink()
         control = run.attempt("m", 2)
-        entry = cgroups._enter(control.procs_files())
+        entry = cgroups._enter(control.procs_files(), os.getpid())
         subprocess.run(["bash", "-c", f"{entry}; true"], env=env, check=True)
         worker = read_pid(tmp_path / "pid", 10.0)
         try:
