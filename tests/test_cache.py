@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import time
 
@@ -160,3 +161,54 @@ def test_what_counts_as_a_module_file(corral):
     for _ in range(2):  # cold, then from the memo
         plan = corral("plan", "--json").json()
         assert plan["order"] == ["linked", "real"]
+
+
+def test_a_memoised_plan_says_what_click_said(corral):
+    # entry.py answers a memo hit without click: the same JSON, warnings and status as
+    # the miss before it (click's), for each spelling it takes; and click stays unloaded.
+    corral.module("a")
+    corral.module("b", "requires: a\ntags: t")
+    (corral.modules / "b.sh~").write_text("#!/bin/sh\n")  # a warning: not run
+    for args in (
+        ("plan", "--json"),
+        ("plan", "--json", "b"),
+        ("plan", "--tag=t", "--json"),
+        ("plan", "--json", "--exclude", "b", "a"),
+    ):
+        first, again = corral(*args), corral(*args)
+        assert first.code == 0 and "b.sh~" in first.err
+        assert (again.code, again.out, again.err) == (first.code, first.out, first.err)
+    argv = corral.argv("plan", "--json")
+    loaded = subprocess.run(
+        [argv[0], "-X", "importtime", *argv[1:]], capture_output=True, text=True, env=corral.env
+    ).stderr
+    assert "corral.memo" in loaded and not re.search(r"\|\s+click$", loaded, re.M)
+
+
+def test_only_the_plainest_plan_json_skips_click():
+    from corral.entry import plan_json_args
+
+    given = plan_json_args(
+        ["--modules", "d", "--modules=e", "--db", "x.db", "plan", "--json", "t", "--tag", "a"]
+        + ["--exclude=b", "u"]
+    )
+    assert given is not None
+    assert (given.modules, given.db, given.config) == (["d", "e"], "x.db", None)
+    assert (given.targets, given.tags, given.exclude) == (["t", "u"], ["a"], ["b"])
+    for args in (
+        ["plan"],  # a table: the graph is needed
+        ["run", "--json"],
+        ["-h"],
+        ["plan", "--json", "--help"],
+        ["plan", "--json", "--"],
+        ["plan", "--json", "--tag"],
+        ["plan", "--json", "--tag", ""],  # a usage error is click's to say
+        ["plan", "--json", " "],
+        ["--db", "x", "--db", "y", "plan", "--json"],
+        ["--modules", "-x", "plan", "--json"],
+        ["--modules", "d", "--version", "plan", "--json"],
+        ["plan", "--json", "--modules", "d"],  # a global option after the command
+        ["plan", "--json", "--json=1"],
+        ["plan", "--json", "caf\udce9"],
+    ):
+        assert plan_json_args(args) is None, args

@@ -3,7 +3,7 @@
 import sys
 
 try:
-    from corral.cli import main
+    from corral.entry import main
 except MemoryError:  # too little address space to load corral at all (`ulimit -v`)
     sys.stderr.write("corral: out of memory while starting (see ulimit -v); corral stopped\n")
     sys.exit(71)

@@ -154,55 +154,25 @@ def plan_json_text(
 ) -> tuple[str, list[str]]:
     """`plan --json` as compact JSON text, and the warnings to print beside it.
 
-    perf: the text is memoised under a digest of everything it depends on: every module
-    file's (name, device, inode, size, ctime_ns), the files that are not modules, the
-    directories, the facilities, the targets, tags and exclusions, the durations from
-    history and the parser
-    version. Any change to any of them is a new digest, so a memo is never stale.
+    perf: the text is memoised under a digest of everything it depends on
+    (`memo.plan_key`), so a memo is never stale; `json` is imported only on a miss
+    (docs/architecture.md).
     """
-    import marshal
-
-    from corral.store import CACHE_TAG
-
-    try:  # perf: hashlib would load OpenSSL first (docs/architecture.md)
-        from _blake2 import blake2b
-    except ImportError:  # a Python built without its own hashes
-        from hashlib import blake2b
+    from corral import memo
 
     targets, tags, exclude = list(targets), sorted(tags), sorted(exclude)
-    scan = scan_modules(config)
-    files = [(d, f) for d, f, _ in scan]
-    durations = history(store, config).durations
-    digest = blake2b(
-        repr(
-            (
-                CACHE_TAG,
-                [str(d.absolute()) for d, _ in files],
-                sorted(config.facilities.items()),
-                targets,
-                tags,
-                exclude,
-                sorted(durations.items()),
-            )
-        ).encode(),
-        digest_size=20,
-    )
-    for _, entries, ignored in scan:
-        digest.update(marshal.dumps(entries))
-        digest.update(marshal.dumps([(p.path, p.message) for p in ignored]))
-    key = digest.hexdigest()
-    memo = store.memo_plan(key) if store.path else None
-    if memo is not None:
-        store.count_warm_load(sum(len(entries) for _, entries in files))
-        return memo[0], memo[1].splitlines()
-    import json  # perf: only a memo miss makes JSON (docs/architecture.md)
+    lookup = memo.look_up(config, store, targets, tags, exclude)
+    if lookup.found is not None:
+        store.count_warm_load(sum(len(entries) for _, entries, _ in lookup.scan))
+        return lookup.found[0], lookup.found[1].splitlines()
+    import json
 
-    graph, _ = load_graph(config, store, scan)
-    selection = select_modules(config, graph, targets, tags, exclude, durations)
+    graph, _ = load_graph(config, store, lookup.scan)
+    selection = select_modules(config, graph, targets, tags, exclude, lookup.durations)
     text = json.dumps(plan_json(graph, selection))
     warnings = [str(p) for p in graph.warnings]
     if store.path:
-        store.save_plan(key, text, "\n".join(warnings))
+        store.save_plan(lookup.key, text, "\n".join(warnings))
     return text, warnings
 
 

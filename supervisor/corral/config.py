@@ -13,7 +13,7 @@ from pathlib import Path
 
 from corral.errors import UsageError
 from corral.headers import FALSE_WORDS, TRUE_WORDS, parse_duration, parse_size, split_list
-from corral.throttle import Jobs
+from corral.jobs import Jobs
 from corral.visible import is_text
 
 # insserv.conf's system facilities: known names that resolve to nothing until mapped,
@@ -341,8 +341,6 @@ def _from_env(name: str, key: str, text: str) -> object:
 def _env_typos(env) -> list[str]:
     """A warning for each CORRAL_* variable corral does not read that is close to one it
     does (`CORRAL_JOB=4`): it would be ignored in silence."""
-    import difflib
-
     out = []
     for name in sorted(env):
         if (
@@ -353,6 +351,8 @@ def _env_typos(env) -> list[str]:
             or not env[name].strip()
         ):
             continue
+        import difflib  # perf: only for a variable corral does not read (docs/architecture.md)
+
         close = difflib.get_close_matches(name, sorted(ENV_NAMES), n=1, cutoff=0.8)
         if close:
             out.append(f"${name} is not a setting corral reads (did you mean ${close[0]}?)")

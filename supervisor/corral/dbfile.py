@@ -19,7 +19,6 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Self
 
 from corral import safepath
 from corral.errors import CorralError, StoreError, UsageError
@@ -27,8 +26,11 @@ from corral.schema import APPLICATION_ID, SCHEMA_VERSION, migrate, refuse_other_
 from corral.units import plural
 from corral.visible import text as visible_text
 
+TYPE_CHECKING = False  # perf: typing is not imported for `plan` (docs/architecture.md)
 if TYPE_CHECKING:  # perf: the write path is imported only by what writes a run
     # (docs/architecture.md): `plan` opens the store for its cache only
+    from typing import Self
+
     from corral.batch import Batch
 
 BUSY_TIMEOUT_MS = 30_000  # how long a record waits for another writer

@@ -13,9 +13,12 @@ from pathlib import Path
 
 from corral.config import Config
 from corral.errors import Problem, UsageError, exhausted
-from corral.graph import Module
 from corral.headers import Header, parse_header
 from corral.store import FileKey, Store, file_key
+
+TYPE_CHECKING = False  # perf: the graph is not imported for a memoised `plan --json`
+if TYPE_CHECKING:  # (docs/architecture.md)
+    from corral.graph import Module
 
 
 @dataclass(frozen=True)
@@ -178,6 +181,8 @@ def _not_a_module(fd: int, name: str) -> str | None:
 
 def load_modules(config: Config, store: Store, files: Files | None = None) -> Loaded:
     """Every `*.sh` module of the modules directories, headers from the cache where valid."""
+    from corral.graph import Module
+
     modules: list[Module] = []
     parsed: dict[str, tuple[FileKey, Header]] = {}
     stale: set[str] = set()

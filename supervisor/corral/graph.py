@@ -15,6 +15,7 @@ from enum import StrEnum
 from corral.errors import HeaderError, Problem, UsageError
 from corral.headers import NAME_RE, Header, split_list, unkeyed_message
 from corral.status import FAILURES, Status
+from corral.units import upper_median
 
 
 class EdgeKind(StrEnum):
@@ -484,14 +485,6 @@ def expected_durations(
         if n not in out:
             out[n] = min(default, timeout[n] or default)
     return out
-
-
-def upper_median(values: Iterable[float], empty: float) -> float:
-    """The upper median of `values` (of an even count, the later middle one); `empty`
-    when there are none. The one estimate of a typical duration: history's, the plan's
-    and the ETA's."""
-    ordered = sorted(values)
-    return ordered[len(ordered) // 2] if ordered else empty
 
 
 def longest_paths(

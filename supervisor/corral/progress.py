@@ -29,7 +29,8 @@ from corral.events import (
     Sampled,
     Waiting,
 )
-from corral.graph import longest_paths, upper_median
+from corral.graph import longest_paths
+from corral.units import upper_median
 
 STATE_FILE = "status.json"
 

@@ -23,9 +23,9 @@ from pathlib import Path
 
 from corral.dbfile import Database, as_dicts, best_effort, reporting
 from corral.fleetrows import FleetRows
-from corral.graph import upper_median
 from corral.headers import _FIELDS, PARSER_VERSION, Header
 from corral.schema import module_set_key as module_set_key  # where callers look for it
+from corral.units import upper_median
 
 MEMO_PLANS = 8  # plans kept: a few target sets of one host
 # Cached headers are marshal records (several times faster to load than JSON, and only

@@ -11,7 +11,10 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from typing import TextIO
+
+TYPE_CHECKING = False  # perf: typing is not imported for `plan` (docs/architecture.md)
+if TYPE_CHECKING:
+    from typing import TextIO
 
 
 class SafeStream:

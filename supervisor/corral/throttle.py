@@ -32,6 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from corral.jobs import Jobs as Jobs  # where callers look for it
 from corral.units import size
 
 WEIGHT = {"cpu": 1.0, "mixed": 2 / 3, "io": 0.5, "network": 1 / 3}
@@ -40,37 +41,6 @@ SLACK = 0.25  # of a task: the host's average is never exact (a fork in flight)
 CPU_PRESSURE = 60.0  # % stalled on CPU
 MEM_PRESSURE = 10.0  # % stalled on memory
 MEM_HIGH, MEM_FULL = 0.80, 0.90
-
-
-@dataclass(frozen=True, slots=True)
-class Jobs:
-    """`--jobs`: at most `fixed` modules at once, or auto (`fixed` None: the gate sizes
-    the run from the CPU count and the workloads)."""
-
-    fixed: int | None = None
-
-    @classmethod
-    def parse(cls, text: str) -> Jobs:
-        """`auto`, 0 (no limit of its own: the run resolves it to the number of
-        selected modules, as `ninja -j0`) or a whole number; raises ValueError otherwise."""
-        if text.strip().lower() == "auto":
-            return cls(None)
-        n = int(text)
-        if n < 0:
-            raise ValueError("expected a whole number (0: no limit) or 'auto'")
-        return cls(n)
-
-    @property
-    def auto(self) -> bool:
-        """True for --jobs auto."""
-        return self.fixed is None
-
-    def slots(self, otherwise: int) -> int:
-        """How many may run at once: the fixed number, or `otherwise` under auto."""
-        return otherwise if self.fixed is None else self.fixed
-
-    def __str__(self) -> str:
-        return "auto" if self.fixed is None else str(self.fixed)
 
 
 class Block(StrEnum):

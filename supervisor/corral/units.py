@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+from collections.abc import Iterable
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -101,3 +102,11 @@ def local_stamp() -> str:
     with contextlib.suppress(ValueError, OverflowError, OSError):
         now = now.astimezone()
     return now.isoformat(timespec="seconds")
+
+
+def upper_median(values: Iterable[float], empty: float) -> float:
+    """The upper median of `values` (of an even count, the later middle one); `empty`
+    when there are none. The one estimate of a typical duration: history's, the plan's
+    and the ETA's."""
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2] if ordered else empty
