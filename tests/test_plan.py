@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from corral.graph import Plan
+from corral.graph import NONE, Plan
 from corral.status import FAILURES, Status
 
 from .modeled import modeled
@@ -99,3 +99,18 @@ def test_a_skipped_module_never_becomes_ready_when_its_other_dependency_ends():
     plan.finished("b", Status.OK)
     assert take(plan) == []
     assert not plan.more_to_do()
+
+
+def test_modules_without_edges_share_their_empty_sets_and_the_rest_still_release():
+    # perf (docs/architecture.md): no set per module and kind of edge it lacks; the
+    # modules that wait on others keep sets of their own, which the plan empties.
+    graph, selection = modeled(a={}, b={}, c={"requires": ("a",), "after": ("b",)})
+    assert graph.waits["a"] is graph.waits["b"] and graph.waits["a"]["requires"] is NONE
+    assert graph.waits["c"]["requires"] == {"a"} and graph.waits["c"]["wants"] is NONE
+    assert selection.waits["a"] is NONE and selection.waits["c"] == {"a", "b"}
+    plan = Plan(selection, graph)
+    assert sorted(plan.take_ready(lambda name: True, 2)) == ["a", "b"]
+    plan.finished("a", Status.OK)
+    assert plan.ready() == []  # c still waits on b
+    plan.finished("b", Status.OK)
+    assert plan.ready() == ["c"] and plan.missing["a"] is NONE

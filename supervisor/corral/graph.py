@@ -29,6 +29,10 @@ class EdgeKind(StrEnum):
 
 
 ORDER_KINDS = tuple(EdgeKind)
+# perf: what a module without edges of a kind waits on, shared: a set per module and
+# kind was most of a 10,000-module run's memory (docs/architecture.md). Never mutated.
+NONE: frozenset[str] = frozenset()
+NO_EDGES: dict[EdgeKind, frozenset[str]] = dict.fromkeys(ORDER_KINDS, NONE)
 
 
 @dataclass(frozen=True)
@@ -81,9 +85,11 @@ def build_graph(modules: list[Module], facilities: dict[str, tuple[str, ...]]) -
             (problems if p.severity == "error" else warnings).append(found)
     by_name, aliases = _names(modules, problems)
     resolver = _Resolver(by_name, aliases, facilities)
-    waits: dict[str, dict[EdgeKind, set[str]]] = {
-        m: {k: set() for k in ORDER_KINDS} for m in by_name
-    }
+    given: dict[str, dict[EdgeKind, set[str]]] = {}  # only the edges there are
+
+    def edges(name: str, kind: EdgeKind) -> set[str]:
+        return given.setdefault(name, {}).setdefault(kind, set())
+
     all_users = []
     for name, module in by_name.items():
         for kind in ORDER_KINDS:
@@ -110,13 +116,17 @@ def build_graph(modules: list[Module], facilities: dict[str, tuple[str, ...]]) -
                         (problems if severity == "error" else warnings).append(found)
                 for target in targets:
                     if kind is EdgeKind.BEFORE:
-                        waits[target][EdgeKind.BEFORE].add(name)
+                        edges(target, EdgeKind.BEFORE).add(name)
                     else:
-                        waits[name][kind].add(target)
+                        edges(name, kind).add(target)
     for module in by_name.values():
         problems.extend(_unkeyed(module, resolver))
     for name in all_users:  # insserv's $all: after every module that does not use $all itself
-        waits[name][EdgeKind.AFTER].update(set(by_name) - set(all_users))
+        edges(name, EdgeKind.AFTER).update(set(by_name) - set(all_users))
+    waits: dict[str, dict[EdgeKind, set[str]]] = {}
+    for m in by_name:
+        kinds = given.get(m)
+        waits[m] = {k: kinds.get(k, NONE) for k in ORDER_KINDS} if kinds else NO_EDGES  # type: ignore[assignment]
     graph = Graph(by_name, waits, warnings)
     problems.extend(_cycles(graph))
     if problems:
@@ -367,7 +377,7 @@ def select(
         if done:
             raise UsageError("nothing left to run: every selected module completed already")
         raise UsageError("no modules to run: the modules directory has no *.sh files")
-    waits = {n: frozenset(graph.order_edges(n, chosen)) for n in chosen}
+    waits = {n: frozenset(graph.order_edges(n, chosen)) or NONE for n in chosen}
     users = _users(waits)
     topo = _topo(waits, users)
     level: dict[str, int] = {}
@@ -434,12 +444,13 @@ def _exclusions(graph, chosen, exclude, resolver) -> dict[str, str]:
 
 def _users(waits: Mapping[str, Set[str]]) -> dict[str, list[str]]:
     """The reverse edges: who waits on each module (also on one outside `waits`)."""
-    users: dict[str, list[str]] = {n: [] for n in waits}
+    users: dict[str, list[str]] = dict.fromkeys(waits, ())  # type: ignore[arg-type]
     for n, deps in waits.items():
         for d in deps:
-            if d in users:
-                users[d].append(n)
-            else:
+            got = users.get(d)
+            if got:
+                got.append(n)
+            else:  # perf: a list only for a module someone waits on (docs/architecture.md)
                 users[d] = [n]
     return users
 
@@ -518,7 +529,9 @@ class Plan:
     def __init__(self, selection: Selection, graph: Graph):
         self.selection = selection
         self.graph = graph
-        self.missing = {n: set(selection.waits[n]) for n in selection.names}
+        # perf: a module that waits on nothing shares NONE (docs/architecture.md): only
+        # the sets of modules that wait on others are ever emptied (`_release`)
+        self.missing = {n: set(selection.waits[n]) or NONE for n in selection.names}
         self.users = _users(selection.waits)
         # Highest priority first; between equals, the one that releases more modules.
         self._ready = [self._key(n) for n in selection.names if not self.missing[n]]
