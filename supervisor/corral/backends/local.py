@@ -144,6 +144,7 @@ class LocalExecutor(Stopping):
         self._abandoned = False  # an attempt was given up on (_abandon): reap it now
         self._given_up: set[int] = set()  # the PIDs of what no signal ends (_abandon)
         self._watchdog_stopped = False  # said once: another process stopped the watchdog
+        self._over_members: list[Member] = []  # over: their cgroups go before the next wait
 
     # the seam's read-only views ------------------------------------------------------
 
@@ -195,6 +196,7 @@ class LocalExecutor(Stopping):
         if self._spawner.devnull < 0:
             return
         try:
+            self._release_over()
             self._stop_leftovers()
             for job in [*self._lingering, *self._jobs.values()]:
                 self._drain(job, final=True)
@@ -272,6 +274,7 @@ class LocalExecutor(Stopping):
         Wakeup when only output (or nothing) happened.
         """
         out = Wakeup()
+        self._release_over()
         deadline = self._next_deadline()
         if self._young:
             look = min(job.look_at for job in self._young)
@@ -474,8 +477,17 @@ class LocalExecutor(Stopping):
         result.log_dropped_bytes = out.dropped
         result.log_incomplete = out.incomplete
         if job.member is not None and not job.spec.detach:
-            self.containment.release(job.member)
+            # perf: removed before the next wait, after what this end released has
+            # started: an rmdir is not on the way from an exit to a spawn
+            # (docs/architecture.md)
+            self._over_members.append(job.member)
         return result
+
+    def _release_over(self) -> None:
+        """Remove the cgroups of the attempts that are over."""
+        for member in self._over_members:
+            self.containment.release(member)
+        self._over_members.clear()
 
     # stop: backends/stopping.py (Stopping) -----------------------------------------------
 
