@@ -246,6 +246,71 @@ class Walker:
         return fd
 
 
+class Route:
+    """The directories from / to a directory reached without a link, each kept open and
+    checked as the walk checks them: to see cheaply, on each later use, that every one
+    is still what its name leads to and still passes (root's, writable by no one else;
+    the sticky rule for all but the last).
+
+    perf: a directory whose inode change time, owner and mode are as when it last
+    passed is not checked again (a chmod, chown or ACL change sets the change time)."""
+
+    def __init__(self, steps: list[tuple[str, int]]):
+        self.steps = steps  # (absolute path, descriptor), from / down
+        self.fd = steps[-1][1]  # the directory itself
+        self._passed: list[tuple | None] = [None] * len(steps)  # see holds
+        self.files: dict[str, tuple] = {}  # for its user: files in it that passed
+
+    @classmethod
+    def walk(cls, path: str) -> Route | None:
+        """The route to the absolute directory `path`; None when a link, '..', or
+        anything the walk would refuse is on the way (its users then walk afresh)."""
+        steps: list[tuple[str, int]] = []
+        try:
+            steps.append(("/", os.open("/", DIR_FLAGS)))
+            for name in path.split("/"):
+                if name in ("", "."):
+                    continue
+                if name == "..":
+                    raise OSError(errno.ELOOP, "'..' on the way", path)
+                where = os.path.join(steps[-1][0], name)
+                steps.append((where, os.open(name, DIR_FLAGS, dir_fd=steps[-1][1])))
+        except OSError:
+            for _, fd in steps:
+                os.close(fd)
+            return None
+        route = cls(steps)
+        if route.holds():
+            return route
+        route.close()
+        return None
+
+    def holds(self) -> bool:
+        """Is every directory on the way still the one its path names (and no link), and
+        does it still pass the checks?"""
+        last = len(self.steps) - 1
+        try:
+            for i, (where, fd) in enumerate(self.steps):
+                st = os.fstat(fd)
+                named = os.stat(where, follow_symlinks=False)
+                if (named.st_dev, named.st_ino) != (st.st_dev, st.st_ino):
+                    return False
+                seen = (st.st_ctime_ns, st.st_mode, st.st_uid, st.st_gid)
+                if seen != self._passed[i]:
+                    if writable_by_others(fd, st, sticky_ok=i != last) is not None:
+                        return False
+                    self._passed[i] = seen
+        except OSError:
+            return False
+        return True
+
+    def close(self) -> None:
+        """Close the descriptors it keeps."""
+        for _, fd in self.steps:
+            os.close(fd)
+        self.steps = []
+
+
 def _absolute(path: str | os.PathLike) -> str:
     """`path` from / (not normalised: '..' is walked, after the links before it)."""
     path = os.fspath(path)

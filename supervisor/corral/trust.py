@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from corral.errors import Problem, exhausted
-from corral.safepath import MAX_LINKS, UnsafePath, Walker, writable_by_others
+from corral.safepath import MAX_LINKS, Route, UnsafePath, Walker, writable_by_others
 
 READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 
@@ -158,6 +158,7 @@ class Checker:
     def __init__(self) -> None:
         self._walker = Walker("run")
         self._bad: dict[str, UnsafePath] = {}  # directory -> why it cannot be trusted
+        self._routes: dict[str, Route] = {}  # a module's directory -> its route (run only)
 
     def __enter__(self) -> Checker:
         return self
@@ -168,6 +169,9 @@ class Checker:
     def close(self) -> None:
         """Close the directories kept for the run's checks."""
         self._walker.close()
+        for route in self._routes.values():
+            route.close()
+        self._routes.clear()
 
     def open(self, path: str, links: int = 0) -> int:
         """A read-only descriptor of the file `path` finally names, checked on that
@@ -181,19 +185,30 @@ class Checker:
             self._bad[directory] = exc
             raise
         try:
-            fd = os.open(name, READ, dir_fd=dir_fd)
+            return self._open_in(dir_fd, directory, name)
         except OSError as exc:
             if exc.errno != errno.ELOOP:
                 raise
             return self._follow(dir_fd, directory, name, links)
+
+    @staticmethod
+    def _open_in(dir_fd: int, directory: str, name: str, passed: dict | None = None) -> int:
+        """The regular file `name` in the checked directory `dir_fd` (`directory`), not
+        through a link (OSError ELOOP), checked on its descriptor (UnsafePath). `passed`
+        (a `Route`'s): files that passed, by name, as the check saw them; one unchanged
+        since (inode, change time, owner, mode) is not checked again."""
+        fd = os.open(name, READ, dir_fd=dir_fd)
         try:
             st = os.fstat(fd)
-            where = os.path.join(directory, name)
             if not stat.S_ISREG(st.st_mode):
-                raise UnsafePath(where, "not a regular file", "run")
-            why = writable_by_others(fd, st, sticky_ok=False)
-            if why is not None:
-                raise UnsafePath(where, why, "run")
+                raise UnsafePath(os.path.join(directory, name), "not a regular file", "run")
+            seen = (st.st_dev, st.st_ino, st.st_ctime_ns, st.st_mode, st.st_uid, st.st_gid)
+            if passed is None or passed.get(name) != seen:
+                why = writable_by_others(fd, st, sticky_ok=False)
+                if why is not None:
+                    raise UnsafePath(os.path.join(directory, name), why, "run")
+                if passed is not None:
+                    passed[name] = seen
             return fd  # (O_NONBLOCK means nothing to a regular file)
         except BaseException:
             os.close(fd)
@@ -214,14 +229,31 @@ class Checker:
     def open_module(self, path: str) -> int:
         """A descriptor to run the module `path` from (close-on-exec; the caller closes
         it). As root it is checked as `untrusted` checks, on this very descriptor, every
-        directory on the way walked again: UnsafePath when someone else could have
+        directory on the way checked again: UnsafePath when someone else could have
         changed it since the run began."""
         if os.geteuid() != 0:
             return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        # The directories on the way are walked again too: one that became another
+        # The directories on the way are checked again too: one that became another
         # user's since the run began would let them rename any root file into place.
+        # perf: through the directories kept from the last walk when each still is what
+        # its name leads to and still passes (docs/architecture.md); otherwise walked
+        # afresh, which says what changed.
+        directory, name = os.path.split(os.path.abspath(path))
+        route = self._routes.get(directory)
+        if route is not None and route.holds():
+            try:
+                return self._open_in(route.fd, directory, name, route.files)
+            except (UnsafePath, OSError):
+                pass  # (a link, or refused: the fresh walk says why)
+        if route is not None:
+            route.close()
+            del self._routes[directory]
         with Checker() as fresh:
-            return fresh.open(path)
+            fd = fresh.open(path)
+        route = Route.walk(directory)  # (once per directory, or after a change)
+        if route is not None:
+            self._routes[directory] = route
+        return fd
 
     def _follow(self, dir_fd: int, directory: str, name: str, links: int) -> int:
         where = os.path.join(directory, name)

@@ -184,6 +184,64 @@ def test_a_module_changed_after_the_checks_is_checked_again_when_it_starts(corra
     assert "second ran" not in result.out
 
 
+@pytest.mark.parametrize(
+    "change",
+    [
+        "chmod o+w {modules}",
+        "chown {nobody} {modules}",
+        "setfacl -m u:{nobody}:rwx {modules}",
+        "chmod g+w {above} && chgrp {nogroup} {above}",
+        "setfacl -m u:{nobody}:rwx {above}",
+    ],
+)
+def test_a_directory_changed_after_a_module_ran_from_it_is_checked_again(corral, change):
+    """corral keeps the directories it checked for a module and checks them again for
+    the next: each one changed since (owner, mode, ACL) is refused as at the start. The
+    control: without the change, the second module runs."""
+    modules, above = corral.modules, corral.modules.parent
+    command = change.format(modules=modules, above=above, nobody=NOBODY, nogroup=NOGROUP)
+    marker = above / "second ran"
+    corral.module("first", body=f"{command}")
+    second = corral.module("second", "requires: first", f"touch '{marker}'")
+    result = corral("run", "--json")
+    assert result.code == 1, result.err
+    reason = {m["name"]: m["reason"] for m in result.json()["modules"]}["second"]
+    assert reason.startswith("cannot start: refusing to run as root through "), reason
+    assert str(second).startswith(reason.split(" through ")[1].split(":")[0]), reason
+    assert not marker.exists()
+    (modules / "first.sh").write_text("#!/usr/bin/env bash\ntrue\n")
+    os.chmod(modules, 0o755)
+    os.chown(modules, 0, 0)
+    subprocess.run(["setfacl", "-b", str(modules), str(above)], check=True)
+    os.chmod(above, 0o755)
+    os.chown(above, 0, 0)
+    control = corral("run", "--json")
+    assert control.code == 0 and marker.exists(), control.err
+
+
+def test_a_module_changed_after_it_ran_once_is_checked_again_for_its_retry(corral):
+    """A file that passed for an attempt and was changed since is checked again for the
+    next: its second attempt changes it, the third is refused; the control: unchanged,
+    the third attempt runs."""
+    count, ran = corral.modules.parent / "count", corral.modules.parent / "third ran"
+    body = (
+        f"n=$(( $(cat {count} 2>/dev/null || echo 0) + 1 )); echo $n > {count}\n"
+        f"if (( n == 3 )); then touch '{ran}'; exit 0; fi\n"
+        f'if (( n == 2 )); then setfacl -m u:{NOBODY}:rw "$0"; fi\nexit 1'
+    )
+    (corral.modules.parent / "corral.yaml").write_text("retry_backoff: 0.01\n")
+    corral.module("flaky", "retries: 2", body)
+    result = corral("run", "--json")
+    assert result.code == 1 and not ran.exists(), result.err
+    assert count.read_text() == "2\n"
+    reason = result.json()["modules"][0]["reason"]
+    assert "writable by user" in reason and "through its ACL" in reason, reason
+    count.unlink()
+    corral.module("flaky", "retries: 2", body.replace("setfacl", ": setfacl"))
+    control = corral("run", "--json")
+    assert control.code == 0 and ran.exists(), control.err
+
+
 @pytest.mark.parametrize("owner", ["theirs", "roots"])
 def test_a_module_swapped_while_bash_starts_is_never_run(corral, arena, owner):
     """The race behind the checks: the module is opened and checked, then bash opens it
