@@ -392,18 +392,17 @@ def script_fd() -> int:
 # defined (one named `builtin` or `.` would stand in for what enters the cgroups),
 # and POSIXLY_CORRECT or `posix` in SHELLOPTS would make bash skip BASH_ENV, and so
 # corral's stub: the module would run uncontained and unproven.
-STARTUP = ("BASH_ENV", "POSIXLY_CORRECT", "SHELLOPTS")
+STARTUP = frozenset(("BASH_ENV", "POSIXLY_CORRECT", "SHELLOPTS"))
 
 
 def startup(env: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
     """(what the attempt's bash starts with, what it gets once inside its cgroups):
     the variables bash acts on as it starts (STARTUP, exported functions) are taken out
     and given back by the stub."""
-    later = {
-        k: v
-        for k, v in env.items()
-        if k in STARTUP or (k.startswith("BASH_FUNC_") and k.endswith("%%"))
-    }
+    taken = [k for k in env if k in STARTUP or (k[:10] == "BASH_FUNC_" and k[-2:] == "%%")]
+    if not taken:  # perf: the usual case, once per attempt: `env` as it is
+        return env, {}
+    later = {k: env[k] for k in taken}
     return {k: v for k, v in env.items() if k not in later}, later
 
 
