@@ -7,7 +7,7 @@ import re
 import subprocess
 import time
 
-from .conftest import Corral, damage
+from .conftest import Corral, damage, db_rows
 
 
 def stats(corral: Corral) -> dict:
@@ -212,3 +212,15 @@ def test_only_the_plainest_plan_json_skips_click():
         ["plan", "--json", "caf\udce9"],
     ):
         assert plan_json_args(args) is None, args
+
+
+def test_a_repeated_warm_plan_writes_nothing(corral):
+    # perf (docs/architecture.md): the counts of a warm load are written only when they
+    # change, so a repeated warm plan leaves the database as it was (no write, no sync).
+    corral.module("a")
+    corral("plan", "--json")  # cold: 1 miss
+    corral("plan", "--json")  # warm: 1 hit, written
+    written = db_rows(corral.db, "SELECT * FROM cache_stats")
+    assert corral("plan", "--json").code == 0
+    assert db_rows(corral.db, "SELECT * FROM cache_stats") == written
+    assert stats(corral)["hits"] == "1" and stats(corral)["misses"] == "0"

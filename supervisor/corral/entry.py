@@ -116,12 +116,12 @@ def _answered(args: list[str]) -> bool:
         return False
     import gc
 
+    gc.disable()  # as cli.py does, before the imports too (docs/architecture.md)
     from corral import streams
     from corral.signals import Stopped, stop_anywhere
 
     streams.install()  # as cli.py does first (docs/reliability.md)
     stop_anywhere()
-    gc.disable()  # as cli.py does (docs/architecture.md)
     if sys.stdout.isatty() or not (_text_as_is(sys.stdout) and _text_as_is(sys.stderr)):
         return False  # JSON indented for a terminal; click's own stream for ASCII
     try:
@@ -137,7 +137,8 @@ def _answered(args: list[str]) -> bool:
         for warning in warnings.splitlines():
             sys.stderr.write(visible_text(warning) + "\n")  # as cli.say: click.echo(err=True)
             sys.stderr.flush()
-        sys.stdout.write(text + "\n")  # as click.echo
+        sys.stdout.write(text)  # as click.echo, without copying 2 MB to add the newline
+        sys.stdout.write("\n")
         sys.stdout.flush()
         return True
     except Stopped as stop:  # as cli.CorralGroup.main: one line and 128 + the signal

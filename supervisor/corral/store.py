@@ -54,7 +54,7 @@ class CacheStats:
     entries: int
     hits: int
     misses: int
-    loaded_at: float | None
+    loaded_at: float | None  # when these counts were written (a repeated warm load keeps them)
 
     @property
     def hit_rate(self) -> float:
@@ -176,7 +176,13 @@ class Store(FleetRows, Database):
     @best_effort(_none)
     def count_warm_load(self, hits: int) -> None:
         """Count a load answered from the plan memo (every header was valid in the cache)
-        as `hits` hits and no miss; a fault skips it."""
+        as `hits` hits and no miss; a fault skips it.
+
+        perf: nothing is written when the last load counted the same (docs/architecture.md):
+        a write makes SQLite sync the new write-ahead log and, at close, the database,
+        four syncs that took longer than the rest of a warm `plan --json`."""
+        if self.conn.execute("SELECT hits, misses FROM cache_stats").fetchall() == [(hits, 0)]:
+            return
         with self.write():
             self.conn.execute(
                 "INSERT OR REPLACE INTO cache_stats (id, hits, misses, loaded_at) "
