@@ -23,15 +23,16 @@ SELECTION_OPTIONS = ("--tag", "--exclude")
 
 def main(prog_name: str | None = None) -> None:
     """Run the `corral` command with sys.argv; exits with its status."""
-    if not _answered(sys.argv[1:]):
-        try:
-            from corral.cli import main as cli_main
-        except MemoryError:  # too little address space to load corral at all (`ulimit -v`)
-            sys.stderr.write(
-                "corral: out of memory while starting (see ulimit -v); corral stopped\n"
-            )
-            sys.exit(71)
-        cli_main(prog_name=prog_name)
+    if _answered(sys.argv[1:]):
+        # Printed, flushed, the store closed: leave now, as `run` does (cli.py); the
+        # interpreter's teardown frees what the kernel frees (docs/architecture.md).
+        os._exit(0)
+    try:
+        from corral.cli import main as cli_main
+    except MemoryError:  # too little address space to load corral at all (`ulimit -v`)
+        sys.stderr.write("corral: out of memory while starting (see ulimit -v); corral stopped\n")
+        sys.exit(71)
+    cli_main(prog_name=prog_name)
 
 
 class PlanJson:
