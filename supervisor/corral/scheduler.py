@@ -189,11 +189,16 @@ class Scheduler:
             taken = False
             if self.stop_signal is None:
                 refused_before = admission.refusal
-                for name in admission.take(self._due_retries()):
-                    attempt = len(self.summaries[name].attempts) + 1
-                    self.retrying.pop(name, None)
-                    self._start(name, attempt)
-                    taken = True
+                news: list[ModuleStarted] = []
+                try:
+                    for name in admission.take(self._due_retries()):
+                        event = self._start(name, len(self.summaries[name].attempts) + 1)
+                        taken = True
+                        if event is not None:
+                            news.append(event)
+                finally:  # perf: said once all have started, not between (and always)
+                    for event in news:
+                        self.emit(event)
                 if admission.refusal != refused_before:
                     self.emit(Waiting(admission.refusal, admission.holding()))
                 self._tell_long_waits()
@@ -299,7 +304,10 @@ class Scheduler:
         now = self.clock.monotonic()
         return [n for n, when in sorted(self.retrying.items(), key=lambda kv: kv[1]) if when <= now]
 
-    def _start(self, name: str, attempt: int) -> None:
+    def _start(self, name: str, attempt: int) -> ModuleStarted | None:
+        """Start `name`'s attempt; its ModuleStarted, for the caller to emit (None when it
+        could not start: its end is emitted here)."""
+        self.retrying.pop(name, None)
         module = self.graph.modules[name]
         log_path = None if self._log_dir is None else f"{self._log_dir}/{log_name(name, attempt)}"
         env = self._env.copy()
@@ -326,14 +334,12 @@ class Scheduler:
             self.started_mono[name] = self.clock.monotonic()
             why = f"cannot start: {exc.strerror or exc}"
             self._on_finished(_not_started(name, attempt, self.clock.time(), why))
-            return
+            return None
         self.summaries[name].status = Status.RUNNING
         waited = self.waited[name] = self.admission.started(name)
         self.started_mono[name] = job.start_mono
-        self.emit(
-            ModuleStarted(
-                name, attempt, job.ident, job.start, log_path, waited.gate_s, job.start_mono
-            )
+        return ModuleStarted(
+            name, attempt, job.ident, job.start, log_path, waited.gate_s, job.start_mono
         )
 
     def _fail_at_once(self, name: str, why: str) -> None:
