@@ -87,7 +87,9 @@ class Recorder:
         self.modules_dirs = modules_dirs
         self.module_set = module_set
         self.full = full
-        self.whole: Batch | None = None  # the whole run, from its outcome (RunFinished)
+        # the run's outcome, to write the whole run from when the file changed under it
+        # (perf: its batch is made only then, _whole_if_moved)
+        self.whole: RunFinished | None = None
         self.settle = settle  # each end is shown: commit it before (_settle)
         self.end_by = end_by  # monotonic: the run's deadline, which bounds its last write
         self.end_at: float | None = None  # until when the last write may wait (_end_at)
@@ -271,9 +273,10 @@ class Recorder:
     def _whole_if_moved(self, backlog: Batch) -> Batch:
         """`backlog`, or the whole run with its closing values when what was written
         before is not in the file now at the path (see _last_write)."""
-        store, whole = self.store, self.whole
-        if whole is None or (store.generation == self.generation and store.path is not None):
+        store = self.store
+        if self.whole is None or (store.generation == self.generation and store.path is not None):
             return backlog
+        whole = self._whole_run(self.whole)
         whole.updates += backlog.updates  # (leftovers: the outcome does not hold them)
         whole.samples += backlog.samples
         whole.ends += backlog.ends
@@ -433,7 +436,7 @@ class Recorder:
                 for m in event.modules
                 for a in m.attempts
             ]
-            self.whole = self._whole_run(event)  # for a file that changed (_last_write)
+            self.whole = event  # for a file that changed (_last_write)
             self.batch.ends.append((event.run_id, values, figures))
             self.flush()
             self._stop_writer()

@@ -136,7 +136,8 @@ def test_a_name_too_long_for_a_log_file_gets_a_safe_log(corral):
 def test_a_log_directory_that_goes_bad_during_the_run_does_not_stop_it(corral, printing):
     """The run's log directory made immutable by a module (chattr +i) while the run goes
     on: what starts later runs without a log, flagged, and the run says so once."""
-    corral.module("spoiler", "requires: a", 'chattr +i "$CORRAL_LOG_DIR"')
+    # after both printing modules: one still starting would lose its log as `late` does
+    corral.module("spoiler", "requires: a b", 'chattr +i "$CORRAL_LOG_DIR"')
     corral.module("late", "requires: spoiler", f"echo late; touch {printing}/late")
     try:
         result = corral("run", "--json")
