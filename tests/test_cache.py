@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import sqlite3
 import subprocess
 import time
 
@@ -224,3 +225,25 @@ def test_a_repeated_warm_plan_writes_nothing(corral):
     assert corral("plan", "--json").code == 0
     assert db_rows(corral.db, "SELECT * FROM cache_stats") == written
     assert stats(corral)["hits"] == "1" and stats(corral)["misses"] == "0"
+
+
+def test_the_memo_follows_history_with_and_without_a_run_s_record(corral):
+    # The key names the recent runs' records (perf: no medians worked out for a hit); a
+    # run without one (a crash) is keyed by the durations its attempt rows give.
+    corral.module("a", body="sleep 0.1")
+    corral.module("b", "requires: a")
+    assert corral("run", "-q").code == 0
+    first = corral("plan", "--json")
+    assert corral("plan", "--json").out == first.out
+
+    def change(sql: str) -> None:
+        conn = sqlite3.connect(corral.db)
+        with conn:
+            conn.execute(sql)
+        conn.close()
+
+    change("DELETE FROM run_figures")
+    assert corral("plan", "--json").out == first.out  # the same durations, from the rows
+    change("UPDATE module_runs SET duration_s = 50 WHERE module = 'b'")
+    priority = {m["name"]: m["priority"] for m in corral("plan", "--json").json()["modules"]}
+    assert priority["a"] > {m["name"]: m["priority"] for m in first.json()["modules"]}["a"]

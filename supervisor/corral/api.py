@@ -168,7 +168,7 @@ def plan_json_text(
     import json
 
     graph, _ = load_graph(config, store, lookup.scan)
-    selection = select_modules(config, graph, targets, tags, exclude, lookup.durations)
+    selection = select_modules(config, graph, targets, tags, exclude, lookup.durations(store))
     text = json.dumps(plan_json(graph, selection))
     warnings = [str(p) for p in graph.warnings]
     if store.path:

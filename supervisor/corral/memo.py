@@ -22,16 +22,23 @@ _handed: dict[tuple, Lookup] = {}
 
 
 class Lookup:
-    """One look-up in the plan memo: the scan and durations the key was made of, the
-    key, and the memo found under it (None: a miss)."""
+    """One look-up in the plan memo: the scan and the runs the key was made of, the key,
+    and the memo found under it (None: a miss)."""
 
-    __slots__ = ("scan", "durations", "key", "found")
+    __slots__ = ("scan", "runs", "key", "found", "_durations")
 
-    def __init__(self, scan: Scan, durations: dict[str, float], key: str, found):
+    def __init__(self, scan: Scan, runs: list, key: str, found, durations=None):
         self.scan = scan
-        self.durations = durations
+        self.runs = runs  # Store.recent_figures
         self.key = key
         self.found: tuple[str, str] | None = found
+        self._durations: dict[str, float] | None = durations
+
+    def durations(self, store: Store) -> dict[str, float]:
+        """The durations from history that the plan weighs its priorities with."""
+        if self._durations is None:
+            self._durations = store.history_of(self.runs).durations
+        return self._durations
 
 
 def look_up(
@@ -60,12 +67,18 @@ def look_up(
     if kept is not None:
         return kept
     scan = scan_modules(config)
-    durations = (
-        store.history(module_set=module_set_key(config.modules)).durations if store.path else {}
-    )
-    key = plan_key(config, scan, targets, tags, exclude, durations)
+    runs = store.recent_figures(module_set=module_set_key(config.modules)) if store.path else []
+    durations = None
+    if all(record is not None for _, record in runs):
+        # perf: the durations are a function of these records alone: the key names them
+        # (by digest) instead of working the medians out (docs/architecture.md)
+        history: object = ("runs", [(run_id, _digest(record)) for run_id, record in runs])
+    else:  # a run without a record: its attempt rows may still change
+        durations = store.history_of(runs).durations
+        history = ("durations", sorted(durations.items()))
+    key = plan_key(config, scan, targets, tags, exclude, history)
     found = store.memo_plan(key) if store.path else None
-    lookup = Lookup(scan, durations, key, found)
+    lookup = Lookup(scan, runs, key, found, durations)
     if hand_over and found is None:
         _handed[whose] = lookup
     return lookup
@@ -77,21 +90,17 @@ def plan_key(
     targets: list[str],
     tags: list[str],
     exclude: list[str],
-    durations: dict[str, float],
+    history: object,
 ) -> str:
     """The memo key of a plan: a digest of every module file's (name, device, inode,
     size, ctime_ns), the files that are not modules, the directories, the facilities,
-    the targets, tags and exclusions, the durations from history and the parser
-    version. Any change to any of them is a new key, so a memo is never stale.
+    the targets, tags and exclusions, what history says (`history`: the recent runs'
+    records, or the durations worked out from them) and the parser version. Any change
+    to any of them is a new key, so a memo is never stale.
 
-    perf: `_blake2` directly (hashlib would load OpenSSL first) over `marshal.dumps` of
-    the (name, key) pairs (docs/architecture.md)."""
-    try:
-        from _blake2 import blake2b
-    except ImportError:  # a Python built without its own hashes
-        from hashlib import blake2b
-
-    digest = blake2b(
+    perf: `_blake2` directly over `marshal.dumps` of the (name, key) pairs
+    (docs/architecture.md)."""
+    digest = _blake2b(
         repr(
             (
                 CACHE_TAG,
@@ -100,7 +109,7 @@ def plan_key(
                 targets,
                 tags,
                 exclude,
-                sorted(durations.items()),
+                history,
             )
         ).encode(),
         digest_size=20,
@@ -109,3 +118,17 @@ def plan_key(
         digest.update(marshal.dumps(entries))
         digest.update(marshal.dumps([(p.path, p.message) for p in ignored]))
     return digest.hexdigest()
+
+
+def _blake2b(data: bytes = b"", digest_size: int = 64):
+    """A BLAKE2b hash of `data`. perf: `_blake2` directly, as hashlib would load OpenSSL
+    first (docs/architecture.md)."""
+    try:
+        from _blake2 import blake2b
+    except ImportError:  # a Python built without its own hashes
+        from hashlib import blake2b
+    return blake2b(data, digest_size=digest_size)
+
+
+def _digest(record: bytes) -> bytes:
+    return _blake2b(record, 20).digest()

@@ -444,7 +444,6 @@ class Store(FleetRows, Database):
             (run_id,),
         ).fetchall()
 
-    @best_effort(History)
     def history(self, recent: int = 10, module_set: str | None = None) -> History:
         """What the last `recent` runs of `module_set` (of every set when None) say about
         each module: the median duration of its
@@ -454,18 +453,33 @@ class Store(FleetRows, Database):
 
         A finished run's figures are one record (run_figures); the attempt rows are read
         only for runs without one (crashed, or recorded before it existed)."""
-        rows: list = []
-        unsummed = []
+        return self.history_of(self.recent_figures(recent, module_set))
+
+    @best_effort(list)
+    def recent_figures(
+        self, recent: int = 10, module_set: str | None = None
+    ) -> list[tuple[str, bytes | None]]:
+        """(run id, its run_figures record, None when it has none) of the last `recent`
+        runs of `module_set` (of every set when None), newest first: what `history_of`
+        reads. [] when there are none (or the file is at fault)."""
         where, args = _runs_of(module_set)
-        for run_id, figures in self.conn.execute(
+        return self.conn.execute(
             f"SELECT r.run_id, f.figures FROM (SELECT run_id, started FROM runs{where} "
             "ORDER BY started DESC LIMIT ?) AS r LEFT JOIN run_figures AS f USING (run_id)",
             (*args, recent),
-        ):
-            if figures is None:
+        ).fetchall()
+
+    @best_effort(History)
+    def history_of(self, figures: list[tuple[str, bytes | None]]) -> History:
+        """`history` of these runs (`recent_figures`); the attempt rows of those without a
+        record are read."""
+        rows: list = []
+        unsummed = []
+        for run_id, record in figures:
+            if record is None:
                 unsummed.append(run_id)
             else:
-                rows += marshal.loads(figures)
+                rows += marshal.loads(record)
         if unsummed:
             from corral.batch import attempt_figures  # perf: docs/architecture.md
 
