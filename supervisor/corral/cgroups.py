@@ -2,8 +2,8 @@
 
 Every hierarchy corral can write gets a directory per run under corral's own cgroup,
 `corral-RUN`, and one per attempt in it, `NAME.ATTEMPT`. The attempt's bash writes its
-own PID into every one of them as its first instruction (the stub, see `stub`),
-before the module runs a line, so everything the
+own PID into every one of them as its first instruction (the stub, see `stub`, or a
+readied bash, see `ready_command`), before the module runs a line, so everything the
 module starts is born inside: a new session, process group or a scrubbed environment
 changes nothing. Writing from the child itself costs no extra fork (Python 3.11 has no
 `clone3`, so `CLONE_INTO_CGROUP` is out of reach without a compiled helper).
@@ -471,8 +471,56 @@ def _enter(procs_files: list[str], parent: int) -> str:
     )
 
 
+def ready_command(procs_files: list[str]) -> list[str]:
+    """argv of a bash that enters its cgroups now, then waits on descriptor 3 for the
+    attempt to run: `ready_message`'s preamble (which changes to the module's directory,
+    sets its environment and execs the attempt's bash), then the stub, which the new
+    bash sources from the same pipe; EOF instead: it exits 0. Entering the cgroups (which
+    may wait for an RCU grace period) is then done before the attempt starts, not on
+    its way.
+
+    perf: `read -N` with a count reads the preamble in one system call; `read -d ''`
+    reads a pipe a byte at a time (docs/architecture.md)."""
+    return [
+        "bash",
+        "-c",
+        f"{_enter(procs_files, os.getpid())}\n"
+        "IFS= builtin read -r -N 8 __corral_n <&3 || builtin exit 0\n"
+        'IFS= builtin read -r -N "$((10#$__corral_n))" __corral_n <&3 || builtin exit 126\n'
+        'builtin eval "$__corral_n"\n'
+        "builtin exit 126",
+        "corral-ready",
+    ]
+
+
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _PLAIN = re.compile(r"[A-Za-z0-9_@%+=:,./-]*\Z")
+
+
+def ready_message(
+    bash: str, path: str, checked: str, changed: dict[str, str], removed: list[str]
+) -> bytes | None:
+    """What a ready bash reads: an 8-digit length, then shell code that changes to the
+    module's directory, exports `changed`, unsets `removed` and execs `bash` on `path`
+    with the stub (the rest of the pipe) as BASH_ENV and the file `checked` names (corral's
+    checked descriptor, /proc/PID/fd/N) as MODULE_FD; then the stub. ASCII only (any
+    other byte is written as $'\\xHH'), so `read -N` counts the same in every locale.
+    None when a name cannot be a shell variable."""
+    changed, later = startup(changed)
+    if not all(_NAME.match(k) for k in changed) or not all(_NAME.match(k) for k in removed):
+        return None
+    lines = [f"builtin cd -- {_word(path.rpartition('/')[0] or '/')} || builtin exit 126"]
+    if changed:
+        lines.append("builtin export " + " ".join(f"{k}={_word(v)}" for k, v in changed.items()))
+    removed = [k for k in removed if k not in later]
+    if removed:
+        lines.append("builtin unset -v " + " ".join(removed))
+    lines.append(f"builtin export BASH_ENV={STUB}")
+    lines.append(
+        f"builtin exec -- {_word(bash)} {_word(path)} {STUB_FD}<&3 {MODULE_FD}<{_word(checked)}"
+    )
+    code = "\n".join(lines).encode("ascii")
+    return b"%08d" % len(code) + code + stub([], later)
 
 
 def _word(text: str) -> str:

@@ -24,6 +24,7 @@ from corral.cgroups import (
     AttemptCgroup,
     Figures,
     RunCgroups,
+    ready_command,
 )
 from corral.kill import signal_group, signal_process
 from corral.watchdog import Watchdog
@@ -104,6 +105,21 @@ class Containment:
                 self.watchdog.tell(f"spare {member.key}")
                 member.cgroup.mark_detached()
         return (member.cgroup.procs_files() if member.cgroup is not None else []), member
+
+    def prepare_ready(self, number: int) -> tuple[list[str], Member]:
+        """(argv, member) of a bash that enters a fresh cgroup now and runs an attempt
+        later (see `cgroups.ready_command`); only with cgroups."""
+        cgroup = self.cgroups.attempt("ready", number)
+        member = Member(os.path.basename(cgroup.path), False, cgroup)
+        return ready_command(cgroup.procs_files()), member
+
+    def assigned(self, member: Member, detach: bool) -> None:
+        """A ready bash now runs an attempt."""
+        member.detach = detach
+        if detach:
+            self.watchdog.tell(f"spare {member.key}")
+            if member.cgroup is not None:
+                member.cgroup.mark_detached()
 
     def started(self, member: Member, pid: int) -> None:
         """The attempt's main process `pid` started (and leads its process group)."""

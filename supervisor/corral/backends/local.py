@@ -3,7 +3,8 @@
 Every attempt is `bash FILE`, which proves before the module's first command that the
 file it opened is the one `trust.Checker` opened and checked (`cgroups.PROOF`: $0 and
 BASH_SOURCE are the module's path, and a file swapped in since is not run), in a new
-session (its own process group) and, where the host allows, its own cgroup from its first
+session (its
+own process group) and, where the host allows, its own cgroup from its first
 instruction (`corral.containment`), stdin from /dev/null, stdout and stderr on a
 pipe each, whose bytes go to the attempt's `Output` with their stream (the shared log
 and display pipeline).
@@ -20,7 +21,7 @@ Measuring (the sampler) happens here too: the scheduler asks `sample()` and read
 `host` and each attempt's `rss` / `load`, never a pid.
 
 This file is the executor: tracking, the wait loop (output, reaping, deadlines due),
-sampling. Beside it: `spawn.py` starts the processes (the stub,
+sampling. Beside it: `spawn.py` starts the processes (the ready bashes, the stub,
 pipes, posix_spawn), `stopping.py` stops attempts and keeps their deadlines,
 `keepalive.py` keeps the watchdog going, `sweep.py` stops what is left at the end.
 """
@@ -37,7 +38,7 @@ from dataclasses import dataclass
 from corral import procfs
 from corral.accounting import measure
 from corral.backends import keepalive, sweep
-from corral.backends.spawn import Spawner
+from corral.backends.spawn import WARM_S, Spawner
 from corral.backends.stopping import Stopping
 from corral.containment import Containment, Member
 from corral.events import AttemptResult
@@ -83,6 +84,7 @@ class Job:
     result: AttemptResult | None = None  # once the main process exited
     rusage: object = None  # wait4's figures for the main process and what it waited for
     look_at: float | None = None  # next early reading of its tree (no memory cgroup)
+    checked: int | None = None  # the module's checked descriptor, while a ready bash needs it
 
     @property
     def ident(self) -> int:
@@ -126,7 +128,7 @@ class LocalExecutor(Stopping):
         self._lingering: set[Job] = set()  # exited, but a daemon still holds the pipe
         # every process group started, for close(): pgid -> (module, may it detach)
         self._groups: dict[int, tuple[str, bool]] = {}
-        self._spawner = Spawner()  # bash, /dev/null, directories, trust
+        self._spawner = Spawner()  # bash, /dev/null, directories, trust, ready bashes
         self._epoll = select.epoll()
         self._pipes: dict[int, Job] = {}  # output pipes' fds (stdout, stderr) -> their job
         self._timed: set[Job] = set()  # jobs with a deadline or a pending KILL
@@ -197,6 +199,7 @@ class LocalExecutor(Stopping):
             return
         try:
             self._release_over()
+            self._spawner.dismiss_ready(self.containment)
             self._stop_leftovers()
             for job in [*self._lingering, *self._jobs.values()]:
                 self._drain(job, final=True)
@@ -214,9 +217,30 @@ class LocalExecutor(Stopping):
 
     def start(self, spec: Spec) -> Job:
         """Spawn one attempt (`backends/spawn.py`); raises OSError when it cannot (the
-        caller records a failure)."""
-        pid, wall, now, r, er, member = self._spawner.spawn(spec, self.containment)
-        return self._track(spec, pid, wall, now, r, er, member)
+        caller records a failure).
+
+        With cgroups, the attempt's bash enters them on its way (one exec) while another
+        bash entered one lately (`spawn.WARM_S`: the kernel's migration lock is then
+        quick); otherwise entering waits for an RCU grace period, and the attempt is
+        handed to a bash that entered ahead of time (`spawn.Ready`), which then execs
+        the attempt's bash, and one more is readied for the next."""
+        spawner, containment = self._spawner, self.containment
+        cold = (
+            containment is not None
+            and containment.cgroups is not None
+            and time.monotonic() - spawner.entered_at > WARM_S
+        )
+        handed = spawner.hand_over(spec, containment) if cold else None
+        if handed is not None:
+            ready, wall, now, module = handed
+            job = self._track(spec, ready.pid, wall, now, ready.out, ready.err, ready.member)
+            job.checked = module
+        else:
+            pid, wall, now, r, er, member = spawner.spawn(spec, containment)
+            job = self._track(spec, pid, wall, now, r, er, member)
+        if cold:
+            spawner.replenish(spec.env, len(self._jobs), containment)
+        return job
 
     def _track(self, spec: Spec, pid: int, wall: float, now: float, r: int, er: int, member) -> Job:
         deadline = now + spec.timeout if spec.timeout else None
@@ -408,7 +432,11 @@ class LocalExecutor(Stopping):
         self._notices.append(keepalive.replace(self.containment.watchdog, status))
 
     def _orphan_reaped(self, pid: int, usage) -> None:
-        """The fallback's accounting: an orphan of a known attempt adds its rusage."""
+        """The fallback's accounting: an orphan of a known attempt adds its rusage. A
+        ready bash that died before its attempt (it could not enter its cgroup) is
+        dropped."""
+        if self._spawner.drop_ready(pid, self.containment):
+            return
         for job in self._jobs.values():
             member = job.member
             if member is not None and member.cgroup is None and pid in member.known:
@@ -459,6 +487,9 @@ class LocalExecutor(Stopping):
     def _over(self, job: Job) -> AttemptResult:
         """Everything the attempt started is gone (or detached): its final figures."""
         self._jobs.pop(job.pid, None)
+        if job.checked is not None:
+            os.close(job.checked)
+            job.checked = None
         self._timed.discard(job)
         now = time.monotonic()
         if now - self._own_peak[0] > 1.0:  # perf: read corral's own peak once a second

@@ -3,9 +3,10 @@
 An attempt is `bash FILE` (`cgroups.command`), started with posix_spawn in a session of
 its own, stdin /dev/null, stdout and stderr on a close-on-exec pipe each, the module's
 checked descriptor (`trust.Checker`) at MODULE_FD and the stub (`cgroups.stub`, on a
-memfd) as BASH_ENV: the stub puts bash into the attempt's cgroups before anything of the
-module runs. What the spawner hands back (a PID and the read ends of its pipes) the
-executor tracks and waits on; the spawner never reads output nor reaps.
+memfd) as BASH_ENV. With cgroups, the attempt is handed instead to a bash started ahead
+of time that already entered its cgroups (`Ready`), and one more is readied. What the
+spawner hands back (a PID and the read ends of its pipes) the executor tracks and waits
+on; the spawner never reads output nor reaps.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ import errno
 import fcntl
 import os
 import time
+from dataclasses import dataclass
 
-from corral.cgroups import MODULE_FD, STUB, STUB_FD, command, startup, stub
+from corral.cgroups import MODULE_FD, STUB, STUB_FD, command, ready_message, startup, stub
 from corral.containment import Containment, Member
 from corral.errors import ResourceError
 from corral.executor import Spec
@@ -25,11 +27,35 @@ from corral.signals import CHILD_DEFAULTS
 from corral.trust import Checker
 from corral.watchdog import bash
 
+MAX_READY = 16  # bash processes kept entered in their cgroups, waiting for an attempt
+# Entering a cgroup takes the kernel's migration lock, which waits for an RCU grace
+# period (about 10 ms here) unless another migration happened shortly before: within
+# WARM_S of the last bash that entered one, an attempt's own bash enters on its way
+# (one exec); later, it is handed to a bash that entered ahead of time (docs/reliability.md).
+WARM_S = 0.01
+
+
+@dataclass(eq=False, slots=True)
+class Ready:
+    """A bash already in its own cgroups, waiting on a pipe for the attempt to run."""
+
+    pid: int
+    out: int  # read end of its stdout pipe …
+    err: int  # … and of its stderr pipe
+    control: int  # write end of the pipe it reads the attempt from
+    member: Member
+    env: dict[str, str]  # the environment it was started with
+
+    def close(self) -> None:
+        """Close corral's ends of its pipes (it reads end of file and exits)."""
+        for fd in (self.control, self.out, self.err):
+            os.close(fd)
+
 
 class Spawner:
-    """Spawns attempts' bash processes and keeps
-    what that needs: bash's path, /dev/null, corral's directory and the trust checker.
-    `open()` before the first spawn, `close()` after the last."""
+    """Spawns attempts' bash processes (directly, or through a `Ready` bash) and keeps
+    what that needs: bash's path, /dev/null, corral's directory, the trust checker and
+    the ready bashes. `open()` before the first spawn, `close()` after the last."""
 
     def __init__(self):
         self.bash = bash()  # by absolute path (checked as root), never through PATH
@@ -38,6 +64,9 @@ class Spawner:
         self._home = _cwd()  # None: the directory corral started in is gone
         self._dirs: dict[str, str] = {}  # a module's directory as given -> absolute
         self._trust = Checker()  # opens each module to run, checked (as root)
+        self._ready: list[Ready] = []  # see Ready; only with cgroups
+        self._readied = 0  # how many were started (their cgroups' numbers)
+        self.entered_at = -WARM_S  # monotonic: the last spawn of a bash that enters cgroups
 
     def open(self) -> None:
         """Open /dev/null for the attempts' stdin; raises OSError (out of descriptors),
@@ -90,6 +119,8 @@ class Spawner:
             if containment is not None:
                 files, member = containment.prepare(spec.name, spec.attempt, spec.detach)
             env, later = startup(spec.env)
+            if files:
+                self.entered_at = now
             pid = self._spawn(
                 command(path), env, w, ew, module, _stub(stub(files, later)), MODULE_FD
             )
@@ -103,6 +134,99 @@ class Spawner:
             os.close(module)
         _nonblocking(r, er)
         return pid, wall, now, r, er, member
+
+    def hand_over(
+        self, spec: Spec, containment: Containment
+    ) -> tuple[Ready, float, float, int] | None:
+        """Hand `spec` to a ready bash: (that bash, wall start, monotonic start, the
+        module's checked descriptor, to stay open until the attempt is over); None when
+        none is ready or it could not take it (the caller spawns directly).
+        Raises OSError when the module cannot be opened."""
+        if not self._ready:
+            return None
+        ready = self._ready.pop()
+        _, path = self._locate(spec.path)
+        try:
+            # The attempt's bash proves it runs this descriptor's file (cgroups.PROOF): it
+            # opens it again through /proc, so it stays open until the attempt is over.
+            module = self._open_module(path)
+        except OSError:
+            self._ready.append(ready)
+            raise
+        before = ready.env
+        changed = {k: v for k, v in spec.env.items() if before.get(k) != v}
+        message = ready_message(
+            self.bash,
+            path,
+            f"/proc/{os.getpid()}/fd/{module}",
+            changed,
+            [k for k in before if k not in spec.env],
+        )
+        if message is None:  # a name bash cannot set: the attempt is spawned directly
+            os.close(module)
+            self._ready.append(ready)
+            return None
+        now, wall = time.monotonic(), time.time()
+        try:
+            view = memoryview(message)
+            while view:  # a module larger than the pipe is taken as bash reads it
+                view = view[os.write(ready.control, view) :]
+        except OSError:  # it died meanwhile: reaped as an orphan; spawn directly
+            ready.close()
+            os.close(module)
+            return None
+        os.close(ready.control)
+        containment.assigned(ready.member, spec.detach)
+        return ready, wall, now, module
+
+    def replenish(self, env: dict[str, str], running: int, containment: Containment) -> None:
+        """Ready one more bash for the next attempt, unless as many wait as attempts
+        run (`running`) or MAX_READY do; one that cannot be started is not."""
+        if len(self._ready) < min(running, MAX_READY):
+            with contextlib.suppress(OSError):
+                self._ready.append(self._make_ready(env, containment))
+
+    def drop_ready(self, pid: int, containment: Containment | None) -> bool:
+        """A reaped orphan `pid` that was a ready bash (it died before its attempt: it
+        could not enter its cgroup) is forgotten; False when it was none."""
+        for ready in self._ready:
+            if ready.pid == pid:
+                self._ready.remove(ready)
+                ready.close()
+                containment.release(ready.member)
+                return True
+        return False
+
+    def dismiss_ready(self, containment: Containment | None) -> None:
+        """The run is ending: ready bashes read end of file and exit; reap them."""
+        for ready in self._ready:
+            ready.close()
+        for ready in self._ready:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(ready.pid, 0)
+            containment.release(ready.member)
+        self._ready = []
+
+    def _make_ready(self, env: dict[str, str], containment: Containment) -> Ready:
+        """Start a bash that enters a fresh cgroup and waits for an attempt."""
+        self._readied += 1
+        argv, member = containment.prepare_ready(self._readied)
+        self.entered_at = time.monotonic()
+        env = startup(env)[0]  # the rest once inside (cgroups.startup)
+        (r, w), (er, ew), (control_r, control_w) = _pipes(3)
+        try:
+            pid = self._spawn(argv, env, w, ew, control_r, None, 3)
+        except OSError:
+            os.close(r)
+            os.close(er)
+            os.close(control_w)
+            raise
+        finally:
+            os.close(w)
+            os.close(ew)
+            os.close(control_r)
+        _nonblocking(r, er, control_w)
+        return Ready(pid, r, er, control_w, member, env)
 
     def _locate(self, given_path: str) -> tuple[str, str]:
         """(its directory, its path) of a module, both absolute: a relative path is taken
