@@ -322,3 +322,23 @@ def test_recovery_finds_a_crashed_runs_cgroups_and_removes_them_once_empty(tmp_p
     main.wait(5)
     assert cgroups.remove_run(bases)
     assert not any(os.path.exists(b) for b in bases)
+
+
+def test_an_attempt_after_a_quiet_spell_is_handed_to_a_bash_already_in_its_cgroup(corral):
+    """Entering a cgroup after a quiet spell waits for the kernel (an RCU grace period),
+    so such an attempt runs in a bash that entered its own ahead of time (`ready.N`);
+    the first attempt of a run, with none ready, enters on its way (`NAME.1`). Both are
+    contained: their cgroup is the run's."""
+    usable().close()
+    out = corral.modules.parent
+    corral.module("a", body=f"cat /proc/self/cgroup > {out}/a; sleep 0.2")
+    corral.module("b", "requires: a", f"cat /proc/self/cgroup > {out}/b; sleep 0.2")
+    corral.module("c", "requires: b", f"cat /proc/self/cgroup > {out}/c")
+    result = corral("run", "-j", "1", "--json")
+    assert result.code == 0, result.err
+    leaf = {n: (out / n).read_text().splitlines()[-1].rpartition("/")[2] for n in "abc"}
+    run = result.json()["run_id"]
+    assert leaf["a"] == "a.1", leaf
+    assert leaf["b"].startswith("ready.") and leaf["c"].startswith("ready."), leaf
+    for n in "abc":
+        assert f"/corral-{run}/" in (out / n).read_text(), (out / n).read_text()
