@@ -147,6 +147,7 @@ class LocalExecutor(Stopping):
         self._given_up: set[int] = set()  # the PIDs of what no signal ends (_abandon)
         self._watchdog_stopped = False  # said once: another process stopped the watchdog
         self._over_members: list[Member] = []  # over: their cgroups go before the next wait
+        self._to_ready: list[dict[str, str]] = []  # bashes to ready before the next wait
 
     # the seam's read-only views ------------------------------------------------------
 
@@ -198,6 +199,7 @@ class LocalExecutor(Stopping):
         if self._spawner.devnull < 0:
             return
         try:
+            self._to_ready.clear()  # (none is readied while the run ends)
             self._release_over()
             self._spawner.dismiss_ready(self.containment)
             self._stop_leftovers()
@@ -223,7 +225,7 @@ class LocalExecutor(Stopping):
         bash entered one lately (`spawn.WARM_S`: the kernel's migration lock is then
         quick); otherwise entering waits for an RCU grace period, and the attempt is
         handed to a bash that entered ahead of time (`spawn.Ready`), which then execs
-        the attempt's bash, and one more is readied for the next."""
+        the attempt's bash, and one more is readied before the next wait."""
         spawner, containment = self._spawner, self.containment
         cold = (
             containment is not None
@@ -238,8 +240,8 @@ class LocalExecutor(Stopping):
         else:
             pid, wall, now, r, er, member = spawner.spawn(spec, containment)
             job = self._track(spec, pid, wall, now, r, er, member)
-        if cold:
-            spawner.replenish(spec.env, len(self._jobs), containment)
+        if cold:  # perf: readied before the next wait, not between this pass's spawns
+            self._to_ready.append(spec.env)
         return job
 
     def _track(self, spec: Spec, pid: int, wall: float, now: float, r: int, er: int, member) -> Job:
@@ -299,6 +301,9 @@ class LocalExecutor(Stopping):
         """
         out = Wakeup()
         self._release_over()
+        for env in self._to_ready:
+            self._spawner.replenish(env, len(self._jobs), self.containment)
+        self._to_ready.clear()
         deadline = self._next_deadline()
         if self._young:
             look = min(job.look_at for job in self._young)
