@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from corral import procfs
 from corral.accounting import measure
 from corral.backends import keepalive, sweep
-from corral.backends.spawn import WARM_S, Spawner
+from corral.backends.spawn import Spawner
 from corral.backends.stopping import Stopping
 from corral.containment import Containment, Member
 from corral.events import AttemptResult
@@ -221,28 +221,23 @@ class LocalExecutor(Stopping):
         """Spawn one attempt (`backends/spawn.py`); raises OSError when it cannot (the
         caller records a failure).
 
-        With cgroups, the attempt's bash enters them on its way (one exec) while another
-        bash entered one lately (`spawn.WARM_S`: the kernel's migration lock is then
-        quick); otherwise entering waits for an RCU grace period, and the attempt is
-        handed to a bash that entered ahead of time (`spawn.Ready`), which then execs
-        the attempt's bash, and one more is readied before the next wait."""
+        With cgroups, the attempt is handed to a bash that already entered its cgroups
+        (`spawn.Ready`): entering waits for an RCU grace period after a quiet spell, and
+        that wait is then not on the attempt's way, and the module's bash is inside from
+        its exec (what it costs is all counted). One more is readied before the next
+        wait."""
         spawner, containment = self._spawner, self.containment
-        cold = (
-            containment is not None
-            and containment.cgroups is not None
-            and time.monotonic() - spawner.entered_at > WARM_S
-        )
-        handed = spawner.hand_over(spec, containment) if cold else None
-        if handed is not None:
-            ready, wall, now, module = handed
-            job = self._track(spec, ready.pid, wall, now, ready.out, ready.err, ready.member)
-            job.checked = module
-        else:
-            pid, wall, now, r, er, member = spawner.spawn(spec, containment)
-            job = self._track(spec, pid, wall, now, r, er, member)
-        if cold:  # perf: readied before the next wait, not between this pass's spawns
-            self._to_ready.append(spec.env)
-        return job
+        if containment is not None and containment.cgroups is not None:
+            handed = spawner.hand_over(spec, containment)
+            if handed is not None:
+                ready, wall, now, module = handed
+                job = self._track(spec, ready.pid, wall, now, ready.out, ready.err, ready.member)
+                job.checked = module
+                # perf: readied before the next wait, not between this pass's spawns
+                self._to_ready.append(spec.env)
+                return job
+        pid, wall, now, r, er, member = spawner.spawn(spec, containment)
+        return self._track(spec, pid, wall, now, r, er, member)
 
     def _track(self, spec: Spec, pid: int, wall: float, now: float, r: int, er: int, member) -> Job:
         deadline = now + spec.timeout if spec.timeout else None

@@ -28,11 +28,6 @@ from corral.trust import Checker
 from corral.watchdog import bash
 
 MAX_READY = 16  # bash processes kept entered in their cgroups, waiting for an attempt
-# Entering a cgroup takes the kernel's migration lock, which waits for an RCU grace
-# period (about 10 ms here) unless another migration happened shortly before: within
-# WARM_S of the last bash that entered one, an attempt's own bash enters on its way
-# (one exec); later, it is handed to a bash that entered ahead of time (docs/reliability.md).
-WARM_S = 0.01
 
 
 @dataclass(eq=False, slots=True)
@@ -66,7 +61,6 @@ class Spawner:
         self._trust = Checker()  # opens each module to run, checked (as root)
         self._ready: list[Ready] = []  # see Ready; only with cgroups
         self._readied = 0  # how many were started (their cgroups' numbers)
-        self.entered_at = -WARM_S  # monotonic: the last spawn of a bash that enters cgroups
 
     def open(self) -> None:
         """Open /dev/null for the attempts' stdin; raises OSError (out of descriptors),
@@ -119,8 +113,6 @@ class Spawner:
             if containment is not None:
                 files, member = containment.prepare(spec.name, spec.attempt, spec.detach)
             env, later = startup(spec.env)
-            if files:
-                self.entered_at = now
             pid = self._spawn(
                 command(path), env, w, ew, module, _stub(stub(files, later)), MODULE_FD
             )
@@ -138,13 +130,14 @@ class Spawner:
     def hand_over(
         self, spec: Spec, containment: Containment
     ) -> tuple[Ready, float, float, int] | None:
-        """Hand `spec` to a ready bash: (that bash, wall start, monotonic start, the
-        module's checked descriptor, to stay open until the attempt is over); None when
-        none is ready or it could not take it (the caller spawns directly).
+        """Hand `spec` to a ready bash (readying one first if none is): (that bash, wall
+        start, monotonic start, the module's checked descriptor, to stay open until the
+        attempt is over); None when no bash could take it (the caller spawns directly).
         Raises OSError when the module cannot be opened."""
-        if not self._ready:
+        try:
+            ready = self._ready.pop() if self._ready else self._make_ready(spec.env, containment)
+        except OSError:
             return None
-        ready = self._ready.pop()
         _, path = self._locate(spec.path)
         try:
             # The attempt's bash proves it runs this descriptor's file (cgroups.PROOF): it
@@ -211,7 +204,6 @@ class Spawner:
         """Start a bash that enters a fresh cgroup and waits for an attempt."""
         self._readied += 1
         argv, member = containment.prepare_ready(self._readied)
-        self.entered_at = time.monotonic()
         env = startup(env)[0]  # the rest once inside (cgroups.startup)
         (r, w), (er, ew), (control_r, control_w) = _pipes(3)
         try:
