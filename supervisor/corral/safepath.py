@@ -257,9 +257,13 @@ class Route:
 
     def __init__(self, steps: list[tuple[str, int]]):
         self.steps = steps  # (absolute path, descriptor), from / down
-        self.fd = steps[-1][1]  # the directory itself
         self._passed: list[tuple | None] = [None] * len(steps)  # see holds
         self.files: dict[str, tuple] = {}  # for its user: files in it that passed
+
+    @property
+    def fd(self) -> int:
+        """The directory itself (open while the route is)."""
+        return self.steps[-1][1]
 
     @classmethod
     def walk(cls, path: str) -> Route | None:
